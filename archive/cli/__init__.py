@@ -1,0 +1,1 @@
+"""The `archive` command. Each module here that defines `register(app)` adds its commands."""
