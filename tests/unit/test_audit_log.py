@@ -1,0 +1,250 @@
+"""Audit log: chain, checkpoints, tamper detection with location, concurrency."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from archive.audit import AuditError, AuditEvent, AuditLog, read_head, verify
+from archive.audit.log import LOG_NAME, public_key_bytes
+
+
+def _event(i: int, actor: str = "alice") -> AuditEvent:
+    return AuditEvent(
+        action="case.edit",
+        outcome="success",
+        actor=actor,
+        roles=("trainer",),
+        source="10.0.0.5",
+        target=f"NSR-{i:06d}",
+        detail={"n": i, "ok": True},
+    )
+
+
+def _fill(directory: Path, n: int, signer: Ed25519PrivateKey | None = None, every: int = 5):
+    log = AuditLog(directory, signer=signer, checkpoint_every=every, durable=False)
+    for i in range(n):
+        log.append(_event(i))
+    return log
+
+
+def _lines(directory: Path) -> list[bytes]:
+    return (directory / LOG_NAME).read_bytes().splitlines(keepends=True)
+
+
+def _write(directory: Path, lines: list[bytes]) -> None:
+    (directory / LOG_NAME).write_bytes(b"".join(lines))
+
+
+def test_append_returns_seq_and_verifies(tmp_path: Path) -> None:
+    key = Ed25519PrivateKey.generate()
+    log = AuditLog(tmp_path, signer=key, checkpoint_every=4, durable=False)
+    seqs = [log.append(_event(i)) for i in range(10)]
+    # A checkpoint follows every record whose seq is a multiple of 4 (seqs 5, 9, 13).
+    assert seqs == [1, 2, 3, 4, 6, 7, 8, 10, 11, 12]
+    report = verify(tmp_path, key.public_key())
+    assert report.ok, report.problems
+    assert report.records == 13 and report.checkpoints == 3 and report.last_seq == 13
+    head = read_head(tmp_path)
+    assert head is not None and head.seq == 13 and head.checkpoint["seq"] == 13
+    # Verification with no key uses the public key stored in clear.
+    assert verify(tmp_path).ok
+    assert (tmp_path / "public_key").read_text().strip() == public_key_bytes(key).hex()
+
+
+def test_explicit_checkpoint_and_wrong_key(tmp_path: Path) -> None:
+    key = Ed25519PrivateKey.generate()
+    log = _fill(tmp_path, 3)
+    assert log.checkpoint(key) == 4
+    other = Ed25519PrivateKey.generate()
+    report = verify(tmp_path, other.public_key())
+    assert not report.ok
+    assert any("line 4 (seq 4)" in p and "unknown key" in p for p in report.problems)
+    assert any("does not list the given" in p for p in report.problems)
+
+
+def test_forged_checkpoint_signature_detected(tmp_path: Path) -> None:
+    key = Ed25519PrivateKey.generate()
+    log = _fill(tmp_path, 2)
+    log.checkpoint(key)
+    lines = _lines(tmp_path)
+    record = json.loads(lines[2])
+    sig = bytearray(record["detail"]["signature"].encode())
+    sig[5] = ord("A") if sig[5] != ord("A") else ord("B")
+    record["detail"]["signature"] = sig.decode()
+    from archive.audit.log import record_hash
+
+    record["hash"] = record_hash(record)
+    lines[2] = (json.dumps(record) + "\n").encode()
+    _write(tmp_path, lines)
+    problems = verify(tmp_path, key.public_key()).problems
+    assert any("line 3 (seq 3)" in p and "signature" in p for p in problems)
+
+
+def test_one_byte_changed_is_located(tmp_path: Path) -> None:
+    _fill(tmp_path, 8)
+    lines = _lines(tmp_path)
+    lines[4] = lines[4].replace(b"NSR-000004", b"NSR-000005")
+    _write(tmp_path, lines)
+    report = verify(tmp_path)
+    assert not report.ok
+    assert report.problems == [
+        "line 5 (seq 5): record edited (its hash does not match its content)"
+    ]
+
+
+def test_edited_and_rehashed_breaks_next_link(tmp_path: Path) -> None:
+    from archive.audit.log import record_hash
+
+    _fill(tmp_path, 6)
+    lines = _lines(tmp_path)
+    record = json.loads(lines[2])
+    record["actor"] = "mallory"
+    record["hash"] = record_hash(record)
+    lines[2] = (json.dumps(record) + "\n").encode()
+    _write(tmp_path, lines)
+    problems = verify(tmp_path).problems
+    assert any(p.startswith("line 4 (seq 4): chain broken") for p in problems)
+
+
+def test_one_line_removed_is_located(tmp_path: Path) -> None:
+    _fill(tmp_path, 8)
+    lines = _lines(tmp_path)
+    del lines[3]
+    _write(tmp_path, lines)
+    problems = verify(tmp_path).problems
+    assert len(problems) == 1
+    assert problems[0].startswith("line 4 (seq 5): record(s) seq 4 missing")
+
+
+def test_lines_swapped_are_located(tmp_path: Path) -> None:
+    _fill(tmp_path, 8)
+    lines = _lines(tmp_path)
+    lines[2], lines[3] = lines[3], lines[2]
+    _write(tmp_path, lines)
+    problems = verify(tmp_path).problems
+    assert any(p.startswith("line 3 (seq 4): out of order") for p in problems)
+    assert any(p.startswith("line 4 (seq 3): out of order") for p in problems)
+
+
+@pytest.mark.parametrize("cut", [1, 3])
+def test_end_cut_off_is_detected(tmp_path: Path, cut: int) -> None:
+    key = Ed25519PrivateKey.generate()
+    _fill(tmp_path, 12, signer=key, every=5)  # 12 events + 2 checkpoints = 14 records
+    lines = _lines(tmp_path)
+    _write(tmp_path, lines[:-cut])
+    problems = verify(tmp_path, key.public_key()).problems
+    assert len(problems) == 1
+    assert problems[0].startswith(f"end cut off: the log ends at line {14 - cut}")
+    assert "head records seq 14" in problems[0]
+
+
+def test_cut_past_signed_checkpoint_cites_signature(tmp_path: Path) -> None:
+    key = Ed25519PrivateKey.generate()
+    _fill(tmp_path, 5, signer=key, every=5)  # seq 6 is the checkpoint, last record
+    _write(tmp_path, _lines(tmp_path)[:-2])
+    problems = verify(tmp_path, key.public_key()).problems
+    assert "signed checkpoint at seq 6 confirms it" in problems[0]
+
+
+def test_torn_last_line_and_garbage(tmp_path: Path) -> None:
+    _fill(tmp_path, 4)
+    lines = _lines(tmp_path)
+    lines[1] = b"{not json\n"
+    lines[3] = lines[3][:-10]
+    _write(tmp_path, lines)
+    problems = verify(tmp_path).problems
+    assert any(p.startswith("line 2: not valid JSON") for p in problems)
+    assert any(p.startswith("line 4: incomplete last record") for p in problems)
+
+
+def test_append_refuses_after_truncation(tmp_path: Path) -> None:
+    log = _fill(tmp_path, 5)
+    _write(tmp_path, _lines(tmp_path)[:-1])
+    with pytest.raises(AuditError, match="records were removed"):
+        log.append(_event(99))
+
+
+def test_empty_log_verifies(tmp_path: Path) -> None:
+    report = verify(tmp_path / "none")
+    assert report.ok and report.records == 0
+
+
+def test_head_removed_is_reported(tmp_path: Path) -> None:
+    _fill(tmp_path, 2)
+    (tmp_path / "head.json").unlink()
+    assert any("head file missing" in p for p in verify(tmp_path).problems)
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        AuditEvent("case.edit", "success", "alice", detail={"nhs": "943 476 5919"}),
+        AuditEvent("case.edit", "success", "alice", detail={"n": 9434765919}),
+        AuditEvent("case.edit", "success", "alice", target="9434765919"),
+        AuditEvent("case.edit", "success", "alice", detail={"x": "id-943-476-5919"}),
+        AuditEvent("Case Edit", "success", "alice"),
+        AuditEvent("case.edit", "maybe", "alice"),
+        AuditEvent("case.edit", "success", ""),
+        AuditEvent("case.edit", "success", "alice", detail={"nested": {"a": 1}}),  # type: ignore[dict-item]
+        AuditEvent("case.edit", "success", "alice", detail={"Bad Key": 1}),
+    ],
+)
+def test_guard_refuses_identifying_or_malformed(tmp_path: Path, event: AuditEvent) -> None:
+    log = AuditLog(tmp_path, durable=False)
+    with pytest.raises(AuditError) as info:
+        log.append(event)
+    assert "9434765919" not in str(info.value) and "5919" not in str(info.value)
+    assert not (tmp_path / LOG_NAME).exists()
+
+
+def test_guard_allows_pseudonymous_values(tmp_path: Path) -> None:
+    log = AuditLog(tmp_path, durable=False)
+    uid = "2.25.329800735698586629295641978511506172918"
+    log.append(
+        AuditEvent("pull", "success", "bob", target=uid, detail={"count": 123456789, "ts": "x"})
+    )
+    assert verify(tmp_path).ok
+
+
+def _worker(directory: str, worker: int, n: int) -> None:
+    log = AuditLog(directory, checkpoint_every=7, signer=None, durable=True)
+    for i in range(n):
+        log.append(_event(i, actor=f"w{worker}"))
+
+
+def test_concurrent_appends_from_processes_make_one_chain(tmp_path: Path) -> None:
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_worker, args=(str(tmp_path), w, 25)) for w in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    report = verify(tmp_path)
+    assert report.ok, report.problems
+    assert report.records == 100 and report.last_seq == 100
+    actors = [json.loads(line)["actor"] for line in _lines(tmp_path)]
+    assert {a: actors.count(a) for a in set(actors)} == {f"w{w}": 25 for w in range(4)}
+
+
+def test_concurrent_appends_with_signer(tmp_path: Path) -> None:
+    key = Ed25519PrivateKey.generate()
+    import threading
+
+    log = AuditLog(tmp_path, signer=key, checkpoint_every=10, durable=False)
+    threads = [
+        threading.Thread(target=lambda: [log.append(_event(i)) for i in range(20)])
+        for _ in range(4)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    report = verify(tmp_path, key.public_key())
+    assert report.ok, report.problems
+    assert report.checkpoints == 8 and report.records == 88
