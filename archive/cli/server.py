@@ -1,0 +1,152 @@
+"""`archive init`, `archive serve` and `archive status`: create, run and inspect a home."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from typing import Annotated
+
+import typer
+
+from archive import __version__, orthanc_config, server
+from archive.cli.common import HomeOption, JsonOption, emit_json, fail, load
+from archive.errors import ArchiveError
+from archive.home import check_home_permissions, init_home
+
+
+def init(
+    home: HomeOption,
+    http_port: Annotated[int, typer.Option(help="HTTP port of the web API.")] = 8042,
+    dicom_port: Annotated[int, typer.Option(help="DICOM port of the archive.")] = 4242,
+    aet: Annotated[str, typer.Option(help="The archive's DICOM AE title.")] = "TEACHARCHIVE",
+    school_prefix: Annotated[str, typer.Option(help="Prefix of case ids.")] = "NSR",
+) -> None:
+    """Create a new archive home with secure defaults (0700 directories, loopback HTTP)."""
+    try:
+        config = init_home(
+            home,
+            http_port=http_port,
+            dicom_port=dicom_port,
+            dicom_aet=aet,
+            school_prefix=school_prefix,
+        )
+    except ArchiveError as exc:
+        fail(str(exc))
+    typer.echo(f"Created archive home {config.home.root}")
+    typer.echo(f"  configuration: {config.home.config_file}")
+    typer.echo(f"  next: archive serve --home {config.home.root}")
+
+
+def serve(
+    home: HomeOption,
+    allow_unencrypted_volume: Annotated[
+        bool,
+        typer.Option(
+            "--allow-unencrypted-volume",
+            help="Run on a plain data directory (recorded in status and the audit log).",
+        ),
+    ] = False,
+    stable_age: Annotated[
+        int, typer.Option(help="Seconds without new instances before a study is stable.")
+    ] = 10,
+    ready_timeout: Annotated[float, typer.Option(help="Seconds to wait for Orthanc.")] = 90.0,
+) -> None:
+    """Run Orthanc with the archive plugin in the foreground; Ctrl-C or SIGTERM stops it."""
+    config = load(home)
+    lock = server.HomeLock(config.home.lock_file)
+    process = None
+    try:
+        server.find_orthanc()
+        server.check_plugin_installed(orthanc_config.PYTHON_PLUGIN)
+        lock.acquire()
+        for problem in check_home_permissions(config.home):
+            typer.echo(f"warning: {problem}", err=True)
+        if config.volume.kind == "none" and not (
+            allow_unencrypted_volume or config.volume.allow_unencrypted
+        ):
+            raise server.ServeError(
+                "The data directory is not on an encrypted volume. Create one with "
+                "`archive volume create --home ...`, or pass --allow-unencrypted-volume "
+                "for a throwaway demo (this is recorded)."
+            )
+        server.check_port_free(config.http.host, config.http.port, "HTTP")
+        server.check_port_free("0.0.0.0", config.dicom.port, "DICOM")
+        rendered = orthanc_config.render(config, stable_age=stable_age)
+        orthanc_config.write(config, rendered)
+        process = server.start_orthanc(
+            config,
+            {"ARCHIVE_UNENCRYPTED_VOLUME": "1" if config.volume.kind == "none" else "0"},
+        )
+        readiness = server.wait_ready(config, process, timeout=ready_timeout)
+        if not readiness.ready:
+            server.stop_orthanc(process)
+            raise server.ServeError(
+                "Orthanc did not start; the end of its log "
+                f"({config.home.orthanc_log}) says:\n{readiness.log_tail}"
+            )
+    except ArchiveError as exc:
+        lock.release()
+        fail(str(exc))
+
+    stop = threading.Event()
+
+    def _on_signal(signum, frame) -> None:  # noqa: ARG001 - signal API
+        stop.set()
+
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
+    typer.echo(
+        f"Archive serving: web API {server.base_url(config)}  "
+        f"DICOM {config.dicom.aet}@{config.http.host}:{config.dicom.port}  "
+        f"(Orthanc {readiness.detail.get('orthanc_version')})"
+    )
+    typer.echo("Press Ctrl-C to stop.", err=True)
+    while not stop.is_set() and process.poll() is None:
+        stop.wait(0.5)
+    crashed = process.poll() is not None
+    code = server.stop_orthanc(process)
+    lock.release()
+    if crashed:
+        fail(f"Orthanc exited unexpectedly (code {code}); see {config.home.orthanc_log}.")
+    typer.echo("Archive stopped.")
+
+
+def status(home: HomeOption, json_output: JsonOption = False) -> None:
+    """Say whether the archive is up, whether the plugin is loaded, versions and counts."""
+    config = load(home)
+    pid = server.HomeLock.holder(config.home.lock_file)
+    answer = server.health(config) if pid is not None else None
+    report = {
+        "home": str(config.home.root),
+        "archive_version": __version__,
+        "serving": pid is not None,
+        "serve_pid": pid,
+        "plugin_loaded": bool(answer and answer.get("plugin") == "teaching-archive"),
+        "orthanc_version": answer.get("orthanc_version") if answer else None,
+        "url": server.base_url(config),
+        "dicom": f"{config.dicom.aet}:{config.dicom.port}",
+        "counts": answer.get("counts") if answer else None,
+        "volume": config.volume.kind,
+        "unencrypted_volume_allowed": config.volume.allow_unencrypted,
+    }
+    if json_output:
+        emit_json(report)
+        return
+    state = "up" if report["plugin_loaded"] else ("starting or unhealthy" if pid else "down")
+    typer.echo(f"Archive {state}: {report['home']}")
+    typer.echo(f"  archive {__version__}, Orthanc {report['orthanc_version'] or '-'}")
+    typer.echo(f"  web API {report['url']}  DICOM {report['dicom']}")
+    typer.echo(f"  plugin loaded: {'yes' if report['plugin_loaded'] else 'no'}")
+    if report["counts"]:
+        counts = report["counts"]
+        typer.echo(
+            f"  studies {counts['studies']}, series {counts['series']}, "
+            f"instances {counts['instances']}"
+        )
+    typer.echo(f"  volume: {report['volume']}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(init)
+    app.command()(serve)
+    app.command()(status)

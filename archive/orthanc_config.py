@@ -1,0 +1,100 @@
+"""Generate Orthanc's configuration for an archive home from ops/orthanc.template.json.
+
+The template holds the secure defaults (no Lua, no WebDAV, no explorer, DICOM store only
+from registered nodes checked by host, the plugin guarding HTTP). It is regenerated at
+every `serve`, so a change to archive.toml or to the registered DICOM nodes takes effect
+without anyone editing Orthanc's JSON by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from string import Template
+
+from archive.config import ArchiveConfig
+from archive.errors import ConfigError
+from archive.paths import OPS_DIR, PLUGIN_ENTRY, REPO_ROOT
+
+PYTHON_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancPython.so")
+TEMPLATE = OPS_DIR / "orthanc.template.json"
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+@dataclass(frozen=True)
+class DicomNode:
+    """A remote DICOM application Orthanc may talk to (a source or a workstation)."""
+
+    name: str
+    aet: str
+    host: str
+    port: int
+    allow_store: bool = False
+    allow_find: bool = False
+    allow_move: bool = False
+
+    def orthanc_entry(self) -> dict:
+        return {
+            "AET": self.aet,
+            "Host": self.host,
+            "Port": self.port,
+            "AllowEcho": True,
+            "AllowStore": self.allow_store,
+            "AllowFind": self.allow_find,
+            "AllowMove": self.allow_move,
+            "AllowGet": False,
+            "AllowFindWorklist": False,
+            "AllowStorageCommitment": False,
+            "AllowTranscoding": True,
+        }
+
+
+def render(
+    config: ArchiveConfig,
+    nodes: list[DicomNode] = (),  # type: ignore[assignment]
+    stable_age: int = 10,
+    tls_certificate: Path | None = None,
+) -> dict:
+    """Orthanc's configuration as a dict; the template's secure defaults are kept as is."""
+    home = config.home
+    modalities = {node.name: node.orthanc_entry() for node in nodes}
+    values = {
+        "storage_dir": str(home.storage_dir),
+        "index_dir": str(home.index_dir),
+        "tmp_dir": str(home.tmp_dir),
+        "stable_age": str(int(stable_age)),
+        "python_plugin": str(PYTHON_PLUGIN),
+        "plugin_entry": str(PLUGIN_ENTRY),
+        "http_port": str(config.http.port),
+        "remote_access": "false" if config.http.host in LOOPBACK else "true",
+        "tls": "true" if config.http.tls else "false",
+        "tls_certificate": str(tls_certificate or ""),
+        "dicom_aet": config.dicom.aet,
+        "dicom_port": str(config.dicom.port),
+        "dicom_modalities": json.dumps(modalities),
+        "home": str(home.root),
+        "repo": str(REPO_ROOT),
+    }
+    try:
+        text = Template(TEMPLATE.read_text(encoding="utf-8")).substitute(values)
+        return json.loads(text)
+    except (KeyError, ValueError, OSError) as exc:
+        raise ConfigError(
+            f"The Orthanc template {TEMPLATE} is broken ({exc}); restore it."
+        ) from None
+
+
+def write(config: ArchiveConfig, rendered: dict) -> Path:
+    """Write the generated configuration atomically with mode 0600."""
+    target = config.home.orthanc_config
+    target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = target.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(rendered, handle, indent=2)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, target)
+    return target

@@ -1,0 +1,1 @@
+"""Orthanc adapters: the only code in the project that imports `orthanc`."""

@@ -1,0 +1,169 @@
+"""Start and stop real archives (Orthanc + the plugin) for integration tests.
+
+Every archive runs through the real CLI (`archive serve`) in its own process group, in a
+temporary home, on free ports. Teardown always stops the whole group, so a failing test
+never leaves an Orthanc behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from archive.config import ArchiveConfig, load_config
+from archive.home import init_home
+
+REPO = Path(__file__).resolve().parent.parent
+ARCHIVE_BIN = str(Path(sys.executable).with_name("archive"))
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def base_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["TCP_NODELAY"] = "1"
+    env.update(extra)
+    return env
+
+
+def run_cli(
+    *args: str,
+    home: Path | None = None,
+    input_text: str | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 120,
+) -> subprocess.CompletedProcess:
+    """Run `archive ...` as a user would, capturing its output."""
+    command = [ARCHIVE_BIN, *args]
+    if home is not None:
+        command += ["--home", str(home)]
+    return subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        input=input_text,
+        env=env or base_env(),
+        timeout=timeout,
+        check=False,
+    )
+
+
+@dataclass
+class RunningArchive:
+    """One archive home with its `archive serve` process."""
+
+    home: Path
+    config: ArchiveConfig
+    process: subprocess.Popen | None = None
+    serve_args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=base_env)
+
+    @property
+    def url(self) -> str:
+        scheme = "https" if self.config.http.tls else "http"
+        return f"{scheme}://127.0.0.1:{self.config.http.port}"
+
+    @property
+    def dicom_port(self) -> int:
+        return self.config.dicom.port
+
+    @property
+    def aet(self) -> str:
+        return self.config.dicom.aet
+
+    @property
+    def log(self) -> Path:
+        return self.config.home.orthanc_log
+
+    def health(self) -> dict | None:
+        try:
+            with urllib.request.urlopen(self.url + "/teaching/health", timeout=2) as answer:
+                return json.loads(answer.read())
+        except (urllib.error.URLError, OSError, ValueError):
+            return None
+
+    def start(self, timeout: float = 90) -> RunningArchive:
+        assert self.process is None or self.process.poll() is not None, "already running"
+        self.config = load_config(self.home)
+        self.process = subprocess.Popen(
+            [ARCHIVE_BIN, "serve", "--home", str(self.home), *self.serve_args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=self.env,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                output = self.process.stdout.read() if self.process.stdout else ""
+                raise RuntimeError(f"archive serve exited {self.process.returncode}: {output}")
+            answer = self.health()
+            if answer and answer.get("plugin") == "teaching-archive":
+                return self
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"archive did not become ready; log:\n{self.log_tail()}")
+
+    def stop(self, timeout: float = 40) -> int | None:
+        """SIGTERM the serve process group; SIGKILL whatever is left."""
+        if self.process is None:
+            return None
+        process, self.process = self.process, None
+        if process.poll() is None:
+            try:
+                os.killpg(process.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        process.wait()
+        if process.stdout:
+            process.stdout.close()
+        return process.returncode
+
+    def kill(self) -> None:
+        """SIGKILL Orthanc and serve at once: a power cut, for crash tests."""
+        if self.process is not None:
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.process.wait()
+            self.process = None
+
+    def log_tail(self, lines: int = 30) -> str:
+        if not self.log.exists():
+            return ""
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+    def cli(
+        self, *args: str, input_text: str | None = None, timeout: float = 120
+    ) -> subprocess.CompletedProcess:
+        return run_cli(*args, home=self.home, input_text=input_text, env=self.env, timeout=timeout)
+
+
+def new_archive(root: Path, serve_args: list[str] | None = None, **init_kwargs) -> RunningArchive:
+    """Create a fresh home on free ports (not started)."""
+    config = init_home(root, http_port=free_port(), dicom_port=free_port(), **init_kwargs)
+    args = ["--allow-unencrypted-volume", "--stable-age", "2"] if serve_args is None else serve_args
+    return RunningArchive(home=config.home.root, config=config, serve_args=args)
