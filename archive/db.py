@@ -30,9 +30,7 @@ def migrate(conn: sqlite3.Connection, room: str, steps: Sequence[str]) -> None:
         "CREATE TABLE IF NOT EXISTS schema_steps ("
         " room TEXT NOT NULL, step INTEGER NOT NULL, PRIMARY KEY (room, step))"
     )
-    done = {
-        row[0] for row in conn.execute("SELECT step FROM schema_steps WHERE room = ?", (room,))
-    }
+    done = {row[0] for row in conn.execute("SELECT step FROM schema_steps WHERE room = ?", (room,))}
     for number, script in enumerate(steps, start=1):
         if number in done:
             continue
