@@ -1,0 +1,79 @@
+"""The archive's services for one home, opened once: config, keyring, audit, database.
+
+Both the Orthanc plugin and the CLI open a Runtime, so the rules (fail closed without
+a keyring, audit signed with the keyring's key) are the same on every path.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+from archive import db
+from archive.audit import AuditEvent, AuditLog, audit_log_for
+from archive.config import ArchiveConfig, load_config
+from archive.vault import Keyring
+from archive.vault.passphrase import obtain_passphrase
+from archive.vault.keyring import keyring_path
+from archive.vault.errors import KeyringMissingError
+
+PASSPHRASE_FD_ENV = "ARCHIVE_KEYRING_PASSPHRASE_FD"
+
+
+def passphrase_from_fd() -> str | None:
+    """`archive serve` may hand the passphrase to Orthanc through an inherited pipe."""
+    raw = os.environ.pop(PASSPHRASE_FD_ENV, "")
+    if not raw.isdigit():
+        return None
+    fd = int(raw)
+    chunks = []
+    try:
+        while chunk := os.read(fd, 4096):
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    text = b"".join(chunks).decode("utf-8")
+    return text[:-1] if text.endswith("\n") else text
+
+
+def open_keyring(config: ArchiveConfig, *, prompt: bool) -> Keyring:
+    path = keyring_path(config.home.keys_dir)
+    if not path.exists():
+        raise KeyringMissingError(
+            f"No keyring at {path}. Create one with: archive keys init --home {config.home.root}"
+        )
+    passphrase = passphrase_from_fd() or obtain_passphrase(config, prompt=prompt)
+    return Keyring.open(path, passphrase)
+
+
+@dataclass
+class Runtime:
+    """Opened services of one archive home."""
+
+    config: ArchiveConfig
+    keyring: Keyring
+    _local: threading.local = field(default_factory=threading.local, repr=False)
+
+    @classmethod
+    def open(cls, home: Path | str | ArchiveConfig, *, prompt: bool = False) -> Runtime:
+        config = home if isinstance(home, ArchiveConfig) else load_config(home)
+        return cls(config=config, keyring=open_keyring(config, prompt=prompt))
+
+    @cached_property
+    def audit(self) -> AuditLog:
+        return audit_log_for(self.config.home, signer=self.keyring.audit_signing_key)
+
+    def db(self) -> sqlite3.Connection:
+        """One connection per thread: Orthanc calls back from many threads."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = db.connect(self.config.home.db_path)
+            self._local.conn = conn
+        return conn
+
+    def record(self, event: AuditEvent) -> int:
+        return self.audit.append(event)
