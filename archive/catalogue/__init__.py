@@ -1,0 +1,68 @@
+"""The teaching catalogue: cases, teaching metadata, collections and search.
+
+from archive.catalogue import Catalogue, StudySummary, SearchFilters
+catalogue = Catalogue(conn, "NSR")
+case = catalogue.upsert_from_study(summary, orthanc_study_id, now)
+page = catalogue.search("subtle pneumothorax", SearchFilters.of(modality="CT"))
+"""
+
+from archive.catalogue.catalogue import CASE_ID, Catalogue
+from archive.catalogue.changes import CatalogueChange, ChangeSink
+from archive.catalogue.errors import (
+    CaseNotFoundError,
+    CatalogueError,
+    CollectionNotFoundError,
+    IdentifierInTextError,
+)
+from archive.catalogue.model import (
+    EDITABLE_FIELDS,
+    INTAKES,
+    LEVELS,
+    LIST_FIELDS,
+    REVIEW_STATES,
+    SORTS,
+    STATUSES,
+    TEXT_FIELDS,
+    Case,
+    Collection,
+    CollectionItem,
+    SearchFilters,
+    SearchPage,
+    SeriesSummary,
+    StudySummary,
+)
+from archive.catalogue.permissions import EDITOR_ROLES, can_edit
+from archive.catalogue.repository import CatalogueRepository, SqliteCatalogueRepository
+from archive.catalogue.vocabulary import Vocabulary, load_vocabulary
+
+__all__ = [
+    "CASE_ID",
+    "EDITABLE_FIELDS",
+    "EDITOR_ROLES",
+    "INTAKES",
+    "LEVELS",
+    "LIST_FIELDS",
+    "REVIEW_STATES",
+    "SORTS",
+    "STATUSES",
+    "TEXT_FIELDS",
+    "Case",
+    "CaseNotFoundError",
+    "Catalogue",
+    "CatalogueChange",
+    "CatalogueError",
+    "CatalogueRepository",
+    "ChangeSink",
+    "Collection",
+    "CollectionItem",
+    "CollectionNotFoundError",
+    "IdentifierInTextError",
+    "SearchFilters",
+    "SearchPage",
+    "SeriesSummary",
+    "SqliteCatalogueRepository",
+    "StudySummary",
+    "Vocabulary",
+    "can_edit",
+    "load_vocabulary",
+]

@@ -1,0 +1,491 @@
+"""All of the catalogue's SQL, behind one small class.
+
+`Catalogue` (catalogue.py) holds the rules: validation, identifier checks, id format,
+auditing. It talks to storage only through the methods of `SqliteCatalogueRepository`,
+which `CatalogueRepository` below names as a Protocol.
+
+PostgreSQL (the scale issue) plugs in HERE: write `PostgresCatalogueRepository` with the
+same methods, e.g. over psycopg:
+  - schema: the tables of schema.py unchanged (TEXT/INTEGER, `SERIAL` ids), the FTS5
+    table and triggers replaced by a generated column
+    `search tsvector GENERATED ALWAYS AS (setweight(to_tsvector('english', title), 'A')
+    || setweight(to_tsvector('english', diagnosis || ' ' || keywords), 'B') || ...)
+    STORED` with `CREATE INDEX ... USING GIN (search)`;
+  - `next_value`: `INSERT ... ON CONFLICT (scope) DO UPDATE SET last_value =
+    last_value + 1 RETURNING last_value` (atomic without a table lock);
+  - `search`: render ParsedQuery terms with `to_tsquery` (`&`, `|`, `!`, `:*` for
+    prefixes, `<->` for phrases), rank with `ts_rank_cd(search, query)`;
+  - `transaction`: `BEGIN` / `COMMIT` on the connection.
+Then let `Catalogue.__init__` accept the repository (it already does via `repository=`).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, Protocol
+
+from archive.catalogue.model import (
+    Case,
+    Collection,
+    CollectionItem,
+    SearchFilters,
+    SeriesSummary,
+)
+from archive.catalogue.query import ParsedQuery, fts5_match
+from archive.catalogue.schema import FTS_COLUMNS, ROOM, STEPS
+from archive.db import migrate
+
+# bm25 weights per FTS column (same order as schema.FTS_COLUMNS): a word in the title
+# or diagnosis says far more about what a case teaches than one in the discussion.
+BM25_WEIGHTS = {
+    "title": 10.0,
+    "diagnosis": 8.0,
+    "keywords": 6.0,
+    "findings": 4.0,
+    "clinical_history": 2.0,
+    "differential": 3.0,
+    "discussion": 1.0,
+    "teaching_points": 2.0,
+    "anatomy": 3.0,
+    "category": 3.0,
+    "body_part": 3.0,
+    "modalities": 3.0,
+    "study_description": 1.5,
+}
+_BM25 = "bm25(catalogue_cases_fts, {})".format(", ".join(str(BM25_WEIGHTS[c]) for c in FTS_COLUMNS))
+
+# Domain field name -> column name, where they differ (REFERENCES is an SQL keyword).
+_COLUMN = {"references": "case_references"}
+_JSON_LIST_FIELDS = ("keywords", "authors")
+_CASE_COLUMNS = frozenset(
+    (
+        "case_id study_uid orthanc_study_id patient_pseudonym modalities body_part"
+        " series_count instance_count age_band sex level intake status study_description"
+        " added_at updated_at title clinical_history findings diagnosis differential"
+        " discussion teaching_points anatomy case_references keywords authors category"
+        " difficulty review_state edited_by edited_at vocabulary_version"
+    ).split()
+)
+_COLLECTION_COLUMNS = frozenset(
+    "collection_id title description owner created_at updated_at".split()
+)
+
+_ORDER = {
+    "added": "c.added_at ASC, c.id ASC",
+    "-added": "c.added_at DESC, c.id DESC",
+    "title": "c.title = '' ASC, c.title COLLATE NOCASE ASC, c.case_id ASC",
+}
+
+
+class CatalogueRepository(Protocol):
+    """What Catalogue needs from storage; one implementation per database."""
+
+    def transaction(self) -> Any: ...
+    def next_value(self, scope: str) -> int: ...
+    def get_case(self, case_id: str) -> Case | None: ...
+    def case_for_study(self, study_uid: str) -> Case | None: ...
+    def cases_for_pseudonym(self, pseudonym: str) -> list[Case]: ...
+    def insert_case(self, values: dict[str, Any]) -> None: ...
+    def update_case(self, case_id: str, values: dict[str, Any]) -> None: ...
+    def replace_series(self, case_id: str, series: Sequence[SeriesSummary]) -> None: ...
+    def search(
+        self,
+        query: ParsedQuery,
+        filters: SearchFilters,
+        limit: int,
+        offset: int,
+        sort: str,
+    ) -> tuple[int, list[Case], str]: ...
+    def insert_collection(self, values: dict[str, Any]) -> None: ...
+    def update_collection(self, collection_id: str, values: dict[str, Any]) -> None: ...
+    def get_collection(self, collection_id: str, include_withdrawn: bool) -> Collection | None: ...
+    def list_collections(self) -> list[Collection]: ...
+    def collection_case_ids(self, collection_id: str) -> list[str]: ...
+    def set_collection_items(
+        self, collection_id: str, case_ids: Sequence[str], now: str
+    ) -> None: ...
+
+
+class SqliteCatalogueRepository:
+    """The embedded default: SQLite with FTS5 (external content, trigger-synced)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        migrate(conn, ROOM, STEPS)
+
+    # -- transactions and sequences -------------------------------------------------
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """BEGIN IMMEDIATE..COMMIT; nested use joins the outer transaction."""
+        if self.conn.in_transaction:
+            yield
+            return
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    def next_value(self, scope: str) -> int:
+        """Next number in a named sequence; call inside a transaction (atomic)."""
+        self.conn.execute(
+            "INSERT INTO catalogue_sequences (scope, last_value) VALUES (?, 1)"
+            " ON CONFLICT (scope) DO UPDATE SET last_value = last_value + 1",
+            (scope,),
+        )
+        row = self.conn.execute(
+            "SELECT last_value FROM catalogue_sequences WHERE scope = ?", (scope,)
+        ).fetchone()
+        return int(row[0])
+
+    # -- cases --------------------------------------------------------------------
+    def get_case(self, case_id: str) -> Case | None:
+        rows = self.conn.execute(
+            "SELECT * FROM catalogue_cases WHERE case_id = ?", (case_id,)
+        ).fetchall()
+        cases = self._cases(rows)
+        return cases[0] if cases else None
+
+    def case_for_study(self, study_uid: str) -> Case | None:
+        rows = self.conn.execute(
+            "SELECT * FROM catalogue_cases WHERE study_uid = ?", (study_uid,)
+        ).fetchall()
+        cases = self._cases(rows)
+        return cases[0] if cases else None
+
+    def cases_for_pseudonym(self, pseudonym: str) -> list[Case]:
+        rows = self.conn.execute(
+            "SELECT * FROM catalogue_cases WHERE patient_pseudonym = ? ORDER BY id",
+            (pseudonym,),
+        ).fetchall()
+        return self._cases(rows)
+
+    def insert_case(self, values: dict[str, Any]) -> None:
+        columns, params = self._columns(values)
+        marks = ", ".join("?" for _ in columns)
+        self.conn.execute(
+            f"INSERT INTO catalogue_cases ({', '.join(columns)}) VALUES ({marks})",  # noqa: S608
+            params,
+        )
+
+    def update_case(self, case_id: str, values: dict[str, Any]) -> None:
+        columns, params = self._columns(values)
+        assignments = ", ".join(f"{c} = ?" for c in columns)
+        self.conn.execute(
+            f"UPDATE catalogue_cases SET {assignments} WHERE case_id = ?",  # noqa: S608
+            (*params, case_id),
+        )
+
+    def replace_series(self, case_id: str, series: Sequence[SeriesSummary]) -> None:
+        rowid = self._case_rowid(case_id)
+        self.conn.execute("DELETE FROM catalogue_series WHERE case_rowid = ?", (rowid,))
+        self.conn.executemany(
+            "INSERT INTO catalogue_series (case_rowid, position, series_uid, modality,"
+            " description, instance_count, orthanc_series_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    rowid,
+                    n,
+                    s.series_uid,
+                    s.modality,
+                    s.description,
+                    s.instance_count,
+                    s.orthanc_series_id,
+                )
+                for n, s in enumerate(series, start=1)
+            ],
+        )
+        modalities = self.conn.execute(
+            "SELECT modalities FROM catalogue_cases WHERE id = ?", (rowid,)
+        ).fetchone()[0]
+        self.conn.execute("DELETE FROM catalogue_case_modalities WHERE case_rowid = ?", (rowid,))
+        self.conn.executemany(
+            "INSERT OR IGNORE INTO catalogue_case_modalities (modality, case_rowid) VALUES (?, ?)",
+            [(m, rowid) for m in modalities.split()],
+        )
+
+    # -- search -------------------------------------------------------------------
+    def search(
+        self,
+        query: ParsedQuery,
+        filters: SearchFilters,
+        limit: int,
+        offset: int,
+        sort: str,
+    ) -> tuple[int, list[Case], str]:
+        where, params = self._filters(filters)
+        if not query.include:
+            if query.exclude:
+                where.append(
+                    "c.id NOT IN (SELECT rowid FROM catalogue_cases_fts"
+                    " WHERE catalogue_cases_fts MATCH ?)"
+                )
+                params.append(fts5_match(query.exclude, "OR"))
+            return (*self._plain(where, params, limit, offset, sort), "all")
+
+        modes = [("all", "AND")] + ([("any", "OR")] if len(query.include) > 1 else [])
+        total, rows, matched = 0, [], "all"
+        for mode, joiner in modes:
+            matched = mode
+            match = fts5_match(query.include, joiner)
+            if query.exclude:
+                match = f"({match}) NOT ({fts5_match(query.exclude, 'OR')})"
+            clauses = ["catalogue_cases_fts MATCH ?", *where]
+            base = (
+                "FROM catalogue_cases_fts CROSS JOIN catalogue_cases c"
+                " ON c.id = catalogue_cases_fts.rowid WHERE " + " AND ".join(clauses)
+            )
+            args = [match, *params]
+            total = self.conn.execute(f"SELECT count(*) {base}", args).fetchone()[0]
+            if total:
+                order = _ORDER.get(sort, f"{_BM25} ASC, c.id DESC")
+                rows = self.conn.execute(
+                    f"SELECT c.* {base} ORDER BY {order} LIMIT ? OFFSET ?",
+                    (*args, limit, offset),
+                ).fetchall()
+                break
+        return total, self._cases(rows), matched
+
+    def _plain(
+        self, where: list[str], params: list[Any], limit: int, offset: int, sort: str
+    ) -> tuple[int, list[Case]]:
+        clause = " WHERE " + " AND ".join(where) if where else ""
+        total = self.conn.execute(
+            f"SELECT count(*) FROM catalogue_cases c{clause}",  # noqa: S608
+            params,
+        ).fetchone()[0]
+        order = _ORDER.get(sort, _ORDER["-added"])
+        rows = self.conn.execute(
+            f"SELECT c.* FROM catalogue_cases c{clause} ORDER BY {order} LIMIT ? OFFSET ?",  # noqa: S608
+            (*params, limit, offset),
+        ).fetchall()
+        return total, self._cases(rows)
+
+    @staticmethod
+    def _filters(filters: SearchFilters) -> tuple[list[str], list[Any]]:
+        where: list[str] = []
+        params: list[Any] = []
+
+        def any_of(column: str, values: tuple[str, ...]) -> None:
+            where.append(f"{column} IN ({', '.join('?' for _ in values)})")
+            params.extend(values)
+
+        if filters.status:
+            any_of("c.status", filters.status)
+        else:
+            where.append("c.status != 'withdrawn'")
+        for name in ("body_part", "category", "difficulty", "level"):
+            values = getattr(filters, name)
+            if values:
+                any_of(f"c.{name}", values)
+        if filters.modality:
+            marks = ", ".join("?" for _ in filters.modality)
+            where.append(
+                "c.id IN (SELECT case_rowid FROM catalogue_case_modalities"  # noqa: S608
+                f" WHERE modality IN ({marks}))"
+            )
+            params.extend(filters.modality)
+        if filters.collection:
+            marks = ", ".join("?" for _ in filters.collection)
+            where.append(
+                "c.id IN (SELECT i.case_rowid FROM catalogue_collection_items i"  # noqa: S608
+                " JOIN catalogue_collections k ON k.id = i.collection_rowid"
+                f" WHERE k.collection_id IN ({marks}))"
+            )
+            params.extend(filters.collection)
+        return where, params
+
+    # -- collections ----------------------------------------------------------------
+    def insert_collection(self, values: dict[str, Any]) -> None:
+        if not set(values) <= _COLLECTION_COLUMNS:
+            raise ValueError("not a catalogue_collections column")
+        columns = list(values)
+        self.conn.execute(
+            f"INSERT INTO catalogue_collections ({', '.join(columns)})"  # noqa: S608
+            f" VALUES ({', '.join('?' for _ in columns)})",
+            [values[c] for c in columns],
+        )
+
+    def update_collection(self, collection_id: str, values: dict[str, Any]) -> None:
+        if not set(values) <= _COLLECTION_COLUMNS:
+            raise ValueError("not a catalogue_collections column")
+        assignments = ", ".join(f"{c} = ?" for c in values)
+        self.conn.execute(
+            f"UPDATE catalogue_collections SET {assignments} WHERE collection_id = ?",  # noqa: S608
+            (*values.values(), collection_id),
+        )
+
+    def get_collection(self, collection_id: str, include_withdrawn: bool) -> Collection | None:
+        row = self.conn.execute(
+            "SELECT k.*, (SELECT count(*) FROM catalogue_collection_items i"
+            "  WHERE i.collection_rowid = k.id) AS size"
+            " FROM catalogue_collections k WHERE collection_id = ?",
+            (collection_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        hide = "" if include_withdrawn else " AND c.status != 'withdrawn'"
+        items = self.conn.execute(
+            "SELECT c.case_id, c.title, c.status FROM catalogue_collection_items i"  # noqa: S608
+            " JOIN catalogue_cases c ON c.id = i.case_rowid"
+            f" WHERE i.collection_rowid = ?{hide} ORDER BY i.position",
+            (row["id"],),
+        ).fetchall()
+        return self._collection(
+            row,
+            [
+                CollectionItem(r["case_id"], n, r["title"], r["status"])
+                for n, r in enumerate(items, start=1)
+            ],
+        )
+
+    def list_collections(self) -> list[Collection]:
+        rows = self.conn.execute(
+            "SELECT k.*, (SELECT count(*) FROM catalogue_collection_items i"
+            "  WHERE i.collection_rowid = k.id) AS size"
+            " FROM catalogue_collections k ORDER BY k.id"
+        ).fetchall()
+        return [self._collection(r, []) for r in rows]
+
+    def collection_case_ids(self, collection_id: str) -> list[str]:
+        """Every case in the collection in order, withdrawn ones included."""
+        return [
+            r[0]
+            for r in self.conn.execute(
+                "SELECT c.case_id FROM catalogue_collection_items i"
+                " JOIN catalogue_collections k ON k.id = i.collection_rowid"
+                " JOIN catalogue_cases c ON c.id = i.case_rowid"
+                " WHERE k.collection_id = ? ORDER BY i.position",
+                (collection_id,),
+            )
+        ]
+
+    def set_collection_items(self, collection_id: str, case_ids: Sequence[str], now: str) -> None:
+        """Make the collection hold exactly `case_ids`, in that order."""
+        krow = self.conn.execute(
+            "SELECT id FROM catalogue_collections WHERE collection_id = ?", (collection_id,)
+        ).fetchone()
+        added = {
+            r[0]: r[1]
+            for r in self.conn.execute(
+                "SELECT case_rowid, added_at FROM catalogue_collection_items"
+                " WHERE collection_rowid = ?",
+                (krow[0],),
+            )
+        }
+        self.conn.execute(
+            "DELETE FROM catalogue_collection_items WHERE collection_rowid = ?", (krow[0],)
+        )
+        rows = []
+        for n, case_id in enumerate(case_ids, start=1):
+            rowid = self._case_rowid(case_id)
+            rows.append((krow[0], rowid, n, added.get(rowid, now)))
+        self.conn.executemany(
+            "INSERT INTO catalogue_collection_items"
+            " (collection_rowid, case_rowid, position, added_at) VALUES (?, ?, ?, ?)",
+            rows,
+        )
+
+    # -- row mapping ----------------------------------------------------------------
+    def _case_rowid(self, case_id: str) -> int:
+        row = self.conn.execute(
+            "SELECT id FROM catalogue_cases WHERE case_id = ?", (case_id,)
+        ).fetchone()
+        if row is None:
+            raise KeyError(case_id)
+        return int(row[0])
+
+    @staticmethod
+    def _columns(values: dict[str, Any]) -> tuple[list[str], list[Any]]:
+        """Column names come from code, never from input: anything else is a bug."""
+        columns, params = [], []
+        for name, value in values.items():
+            column = _COLUMN.get(name, name)
+            if column not in _CASE_COLUMNS:
+                raise ValueError(f"not a catalogue_cases column: {name}")
+            columns.append(column)
+            if name in _JSON_LIST_FIELDS:
+                value = json.dumps(list(value), ensure_ascii=False)
+            elif name == "modalities":
+                value = " ".join(value)
+            params.append(value)
+        return columns, params
+
+    def _cases(self, rows: list[sqlite3.Row]) -> list[Case]:
+        if not rows:
+            return []
+        ids = [r["id"] for r in rows]
+        series: dict[int, list[SeriesSummary]] = {i: [] for i in ids}
+        marks = ", ".join("?" for _ in ids)
+        for s in self.conn.execute(
+            "SELECT * FROM catalogue_series"  # noqa: S608
+            f" WHERE case_rowid IN ({marks}) ORDER BY case_rowid, position",
+            ids,
+        ):
+            series[s["case_rowid"]].append(
+                SeriesSummary(
+                    series_uid=s["series_uid"],
+                    modality=s["modality"],
+                    description=s["description"],
+                    instance_count=s["instance_count"],
+                    orthanc_series_id=s["orthanc_series_id"],
+                )
+            )
+        return [self._case(r, series[r["id"]]) for r in rows]
+
+    @staticmethod
+    def _case(row: sqlite3.Row, series: list[SeriesSummary]) -> Case:
+        return Case(
+            case_id=row["case_id"],
+            study_uid=row["study_uid"],
+            orthanc_study_id=row["orthanc_study_id"],
+            patient_pseudonym=row["patient_pseudonym"],
+            modalities=row["modalities"].split(),
+            body_part=row["body_part"],
+            series_count=row["series_count"],
+            instance_count=row["instance_count"],
+            age_band=row["age_band"],
+            sex=row["sex"],
+            level=row["level"],
+            intake=row["intake"],
+            status=row["status"],
+            added_at=row["added_at"],
+            updated_at=row["updated_at"],
+            study_description=row["study_description"],
+            series=series,
+            title=row["title"],
+            clinical_history=row["clinical_history"],
+            findings=row["findings"],
+            diagnosis=row["diagnosis"],
+            differential=row["differential"],
+            discussion=row["discussion"],
+            teaching_points=row["teaching_points"],
+            anatomy=row["anatomy"],
+            references=row["case_references"],
+            keywords=json.loads(row["keywords"]),
+            authors=json.loads(row["authors"]),
+            category=row["category"],
+            difficulty=row["difficulty"],
+            review_state=row["review_state"],
+            edited_by=row["edited_by"],
+            edited_at=row["edited_at"],
+            vocabulary_version=row["vocabulary_version"],
+        )
+
+    @staticmethod
+    def _collection(row: sqlite3.Row, items: list[CollectionItem]) -> Collection:
+        return Collection(
+            collection_id=row["collection_id"],
+            title=row["title"],
+            description=row["description"],
+            owner=row["owner"],
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+            items=items,
+            size=row["size"],
+        )
