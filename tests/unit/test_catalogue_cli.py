@@ -1,0 +1,150 @@
+"""`archive cases` and `archive collections`: JSON output, audit trail, role checks."""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from archive.audit import query
+from archive.catalogue import Catalogue
+from archive.cli.main import app
+from archive.db import connect
+from archive.paths import HomePaths
+from tests.unit.test_catalogue import NHS, NOW, study
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> HomePaths:
+    (tmp_path / "archive.toml").write_text("")
+    paths = HomePaths(tmp_path)
+    paths.data_dir.mkdir(mode=0o700)
+    cat = Catalogue(connect(paths.db_path), "NSR")
+    for n in (1, 2, 3):
+        cat.upsert_from_study(study(n, modality="CT" if n < 3 else "MR"), f"o{n}", NOW)
+    monkeypatch.setenv("ARCHIVE_HOME", str(tmp_path))
+    monkeypatch.setenv("ARCHIVE_OPERATOR", "opsadmin")
+    return paths
+
+
+def run(*args: str) -> tuple[int, str]:
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.output
+
+
+def run_json(*args: str) -> object:
+    code, out = run(*args, "--json")
+    assert code == 0, out
+    return json.loads(out)
+
+
+def test_edit_show_search_and_audit(home: HomePaths) -> None:
+    code, out = run(
+        "cases", "edit", "NSR-2026-00002", "--title", "Subtle pneumothorax",
+        "--keywords", "pneumothorax, line", "--difficulty", "advanced",
+    )  # fmt: skip
+    assert code == 0, out
+    shown = run_json("cases", "show", "NSR-2026-00002")
+    assert shown["title"] == "Subtle pneumothorax" and shown["edited_by"] == "opsadmin"
+    assert "patient_pseudonym" not in shown
+    page = run_json("cases", "search", "pneumothorax")
+    assert page["total"] == 1 and page["items"][0]["case_id"] == "NSR-2026-00002"
+    listed = run_json("cases", "list", "--modality", "MR")
+    assert [c["case_id"] for c in listed["items"]] == ["NSR-2026-00003"]
+    events = query(home.audit_dir, case="NSR-2026-00002")
+    assert [(e["action"], e["outcome"], e["actor"]) for e in events] == [
+        ("catalogue.case.edit", "success", "opsadmin")
+    ]
+    assert events[0]["detail"] == {"fields": "difficulty,keywords,title"}
+    log_text = "".join(p.read_text() for p in home.audit_dir.iterdir() if p.is_file())
+    assert "pneumothorax" not in log_text.lower()
+
+
+def test_identifier_in_history_refused_by_cli(home: HomePaths) -> None:
+    code, out = run("cases", "edit", "NSR-2026-00001", "--clinical-history", f"NHS {NHS}")
+    assert code == 1
+    assert "clinical_history" in out and NHS not in out and "Traceback" not in out
+    assert run_json("cases", "show", "NSR-2026-00001")["clinical_history"] == ""
+    events = query(home.audit_dir, case="NSR-2026-00001")
+    assert [(e["action"], e["outcome"]) for e in events] == [("catalogue.case.edit", "denied")]
+
+
+def test_annotate(home: HomePaths) -> None:
+    assert run("cases", "annotate", "NSR-2026-00001", "keywords", "fracture")[0] == 0
+    case = run_json("cases", "annotate", "NSR-2026-00001", "teaching-points", "Check the apex.")
+    assert case["keywords"] == ["fracture"] and case["teaching_points"] == "Check the apex."
+    code, out = run("cases", "annotate", "NSR-2026-00001", "patient", "x")
+    assert code == 1 and "unknown field" in out
+
+
+def _access(monkeypatch: pytest.MonkeyPatch, roles: dict[str, tuple[str, ...]]) -> None:
+    module = types.ModuleType("archive.access")
+    module.roles_for_user = lambda config, user: roles[user]  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "archive.access", module)
+
+
+def test_registrar_can_search_but_not_edit(
+    home: HomePaths, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _access(monkeypatch, {"reg1": ("registrar",), "trn1": ("trainer",)})
+    assert run_json("cases", "search", "", "--as-user", "reg1")["total"] == 3
+    code, out = run("cases", "edit", "NSR-2026-00001", "--title", "X", "--as-user", "reg1")
+    assert code == 1 and "may search and view cases but not edit" in out
+    code, _ = run("collections", "create", "Set", "--as-user", "reg1")
+    assert code == 1
+    assert run_json("cases", "show", "NSR-2026-00001")["title"] == ""
+    code, out = run("cases", "edit", "NSR-2026-00001", "--title", "Y", "--as-user", "trn1")
+    assert code == 0, out
+    events = query(home.audit_dir, case="NSR-2026-00001")
+    assert [(e["actor"], e["roles"]) for e in events] == [("trn1", ["trainer"])]
+
+
+def test_named_user_fails_closed_without_access_room(
+    home: HomePaths, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "archive.access", None)
+    code, out = run("cases", "edit", "NSR-2026-00001", "--title", "X", "--as-user", "trn1")
+    assert code == 1 and "cannot check the roles" in out
+
+
+def test_collections_commands(home: HomePaths) -> None:
+    created = run_json("collections", "create", "FRCR chest", "--description", "Exam set")
+    cid = created["collection_id"]
+    run_json("collections", "add", cid, "NSR-2026-00001", "NSR-2026-00002", "NSR-2026-00003")
+    run_json("collections", "reorder", cid, "NSR-2026-00003")
+    moved = run_json("collections", "reorder", cid, "NSR-2026-00001", "--position", "3")
+    assert [i["case_id"] for i in moved["items"]] == [
+        "NSR-2026-00003",
+        "NSR-2026-00002",
+        "NSR-2026-00001",
+    ]
+    removed = run_json("collections", "remove", cid, "NSR-2026-00002")
+    assert [i["case_id"] for i in removed["items"]] == ["NSR-2026-00003", "NSR-2026-00001"]
+    assert run_json("collections", "list")[0]["size"] == 2
+    assert run_json("cases", "list", "--collection", cid)["total"] == 2
+    code, out = run("collections", "show", "NSR-COL-0404")
+    assert code == 1 and "no collection" in out
+    actions = [e["action"] for e in query(home.audit_dir, case=cid)]
+    assert actions == [
+        "catalogue.collection.create",
+        "catalogue.collection.add",
+        "catalogue.collection.reorder",
+        "catalogue.collection.reorder",
+        "catalogue.collection.remove",
+    ]
+
+
+def test_every_command_has_help() -> None:
+    for group, commands in {
+        "cases": ("list", "search", "show", "edit", "annotate"),
+        "collections": ("create", "list", "show", "add", "remove", "reorder"),
+    }.items():
+        for command in commands:
+            code, out = run(group, command, "--help")
+            assert code == 0 and "Usage" in out, (group, command)
