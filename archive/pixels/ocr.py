@@ -1,0 +1,150 @@
+"""Finding text in pixels with Debian's tesseract-ocr (run as a subprocess).
+
+Only where text is, never what it says, leaves this module: recognised words may be a
+patient's name, so TextHit carries a frame, a box and a confidence, and nothing here
+logs or raises with the recognised text. If tesseract cannot run, OcrUnavailable is
+raised and callers must hold the instance (fail closed).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import shutil
+import subprocess
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+from pydicom.dataset import Dataset
+
+from archive.errors import ArchiveError
+from archive.pixels.decode import decode_frame, frame_count, sample_frames, to_gray8
+from archive.pixels.policy import MaskingPolicy, OcrSettings, Region
+
+
+class OcrUnavailable(ArchiveError):
+    """Tesseract is missing, failed or timed out: the pixels could not be checked."""
+
+
+@dataclass(frozen=True)
+class TextHit:
+    """One word OCR read: frame index, box in the image's own pixels, confidence 0-100."""
+
+    frame: int
+    bbox: Region
+    confidence: float
+
+
+def _prepare(gray: np.ndarray, settings: OcrSettings) -> tuple[Image.Image, int]:
+    """Dark text on a light ground, enlarged when small: what tesseract reads best."""
+    if gray.mean() < 128:  # mostly dark image (ultrasound, CT): text is light
+        gray = 255 - gray
+    image = Image.fromarray(gray, mode="L")
+    scale = 1
+    if max(image.size) < settings.upscale_below and settings.upscale_factor > 1:
+        scale = settings.upscale_factor
+        image = image.resize((image.width * scale, image.height * scale), Image.Resampling.LANCZOS)
+    # a white border stops tesseract from discarding text that touches the edge
+    border = 10
+    framed = Image.new("L", (image.width + 2 * border, image.height + 2 * border), 255)
+    framed.paste(image, (border, border))
+    return framed, scale
+
+
+def _run_tesseract(png: bytes, settings: OcrSettings) -> str:
+    exe = shutil.which(settings.command)
+    if exe is None:
+        raise OcrUnavailable("OCR unavailable: tesseract not found; apt-get install tesseract-ocr")
+    env = dict(os.environ, OMP_THREAD_LIMIT="1")  # one core per call: predictable on 2 cores
+    cmd = [
+        exe,
+        "stdin",
+        "stdout",
+        "-l",
+        settings.language,
+        "--psm",
+        str(settings.page_segmentation_mode),
+        "tsv",
+    ]
+    try:
+        done = subprocess.run(
+            cmd, input=png, capture_output=True, timeout=settings.timeout_seconds, env=env
+        )
+    except subprocess.TimeoutExpired:
+        raise OcrUnavailable("OCR unavailable: tesseract timed out") from None
+    except OSError as exc:
+        raise OcrUnavailable(
+            f"OCR unavailable: tesseract failed to start ({exc.strerror})"
+        ) from None
+    if done.returncode != 0:
+        raise OcrUnavailable(f"OCR unavailable: tesseract exited with status {done.returncode}")
+    return done.stdout.decode("utf-8", errors="replace")
+
+
+def _words(tsv: str) -> Iterable[tuple[int, int, int, int, float, str]]:
+    reader = csv.reader(io.StringIO(tsv), delimiter="\t", quoting=csv.QUOTE_NONE)
+    header = next(reader, None)
+    if not header or header[:1] != ["level"]:
+        raise OcrUnavailable("OCR unavailable: tesseract returned no TSV table")
+    for row in reader:
+        if len(row) < 12 or row[0] != "5":  # level 5 = word
+            continue
+        try:
+            left, top, width, height = (int(v) for v in row[6:10])
+            conf = float(row[10])
+        except ValueError:
+            continue
+        yield left, top, width, height, conf, row[11]
+
+
+def ocr_image(gray: np.ndarray, settings: OcrSettings, frame: int = 0) -> list[TextHit]:
+    """Words in one 8-bit grey frame that pass the policy's confidence and length bars."""
+    image, scale = _prepare(gray, settings)
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", compress_level=1)
+    hits: list[TextHit] = []
+    for left, top, width, height, conf, text in _words(_run_tesseract(buf.getvalue(), settings)):
+        if conf < settings.min_confidence:
+            continue
+        if sum(ch.isalnum() for ch in text) < settings.min_text_length:
+            continue
+        x0 = max(0, (left - 10) // scale)
+        y0 = max(0, (top - 10) // scale)
+        x1 = min(gray.shape[1], -(-(left - 10 + width) // scale))
+        y1 = min(gray.shape[0], -(-(top - 10 + height) // scale))
+        if x1 <= x0 or y1 <= y0:
+            continue
+        hits.append(TextHit(frame, Region(x0, y0, x1 - x0, y1 - y0), conf))
+    return hits
+
+
+def _ignored(hit: TextHit, regions: Iterable[Region]) -> bool:
+    return any(r.contains(hit.bbox) for r in regions)
+
+
+def ocr_find_text(
+    ds: Dataset, policy: MaskingPolicy, regions_to_ignore: Iterable[Region] = ()
+) -> list[TextHit]:
+    """Text OCR finds on the sampled frames of ``ds``, minus hits inside ignored regions.
+
+    Raises OcrUnavailable when OCR is disabled by policy or tesseract cannot run, and
+    PixelDecodeError when the pixels cannot be decoded; callers treat both as "hold".
+    """
+    settings = policy.ocr
+    if not settings.enabled:
+        raise OcrUnavailable("OCR unavailable: disabled by policy")
+    ignore = tuple(regions_to_ignore)
+    hits: list[TextHit] = []
+    for index in sample_frames(frame_count(ds), settings.frames_to_sample):
+        frame, pi = decode_frame(ds, index)
+        found = ocr_image(to_gray8(frame, pi), settings, frame=index)
+        hits.extend(h for h in found if not _ignored(h, ignore))
+    return hits
+
+
+def tesseract_available(policy: MaskingPolicy) -> bool:
+    """True when the configured tesseract binary is on PATH (for status checks)."""
+    return shutil.which(policy.ocr.command) is not None
