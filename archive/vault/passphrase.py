@@ -64,8 +64,8 @@ def obtain_passphrase(config: ArchiveConfig, *, prompt: bool, confirm: bool = Fa
     if prompt:
         return prompt_passphrase("Keyring passphrase: ", confirm=confirm)
     raise KeyringError(
-        "No keyring passphrase available: set keyring.passphrase_file (a 0600 file) or "
-        "keyring.systemd_credential in archive.toml, or set "
+        "No keyring passphrase available: set keyring.passphrase_file in archive.toml (a "
+        "0600 file), or keyring.systemd_credential, or set "
         f"{PASSPHRASE_FILE_ENV} to the path of such a file, or run interactively."
     )
 

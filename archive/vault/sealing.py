@@ -158,6 +158,11 @@ def _parse(raw: bytes, fmt: str, corrupt: Any) -> _Parsed:
             raise ValueError("not a JSON object")
     except (UnicodeDecodeError, ValueError):
         raise corrupt("not a JSON document") from None
+    if doc.get("format") == BACKUP_FORMAT and fmt == KEYRING_FORMAT:
+        raise KeyringCorruptError(
+            "This file is a keyring backup, not a keyring; turn it back into a keyring with: "
+            "archive keys restore --home HOME --backup FILE"
+        )
     if doc.get("format") != fmt:
         raise corrupt(f"format is {doc.get('format')!r}, expected {fmt!r}")
     if doc.get("version") != SEAL_VERSION:
