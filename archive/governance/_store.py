@@ -355,9 +355,9 @@ def withdrawn_among(conn: sqlite3.Connection, ids: Sequence[str]) -> list[str]:
     """Which of these cases a patient's withdrawal or objection has removed."""
     if not ids:
         return []
-    marks = ",".join("?" for _ in ids)
     rows = conn.execute(
-        f"SELECT DISTINCT case_id FROM governance_withdrawn_cases WHERE case_id IN ({marks})",  # noqa: S608
-        list(ids),
+        "SELECT DISTINCT case_id FROM governance_withdrawn_cases"
+        " WHERE case_id IN (SELECT value FROM json_each(?))",
+        (json.dumps(list(ids)),),
     )
     return sorted(r[0] for r in rows)
