@@ -1,0 +1,676 @@
+"""Users, roles, training, applications, passwords, API tokens and DICOM nodes.
+
+Everything the filter needs to authenticate a request lives here, in the archive DB
+(tables access_*). Secrets are never stored: passwords as argon2id hashes, API tokens
+as SHA-256 of the token (they carry 256 random bits, so a slow hash adds nothing).
+Secret comparisons use hmac.compare_digest; an unknown user still pays one argon2
+verification so that response time does not reveal which names exist.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+from archive.access.policy import ROLES, AccountPolicy
+from archive.access.principal import AuthFailure, Principal
+from archive.access.schema import migrate_access
+from archive.errors import ArchiveError
+
+_USER_NAME = re.compile(r"^[a-z][a-z0-9._-]{1,31}$")
+_TOKEN = re.compile(r"^ta1_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
+_AET = re.compile(r"^[\x21-\x5b\x5d-\x7e][\x20-\x5b\x5d-\x7e]{0,15}$")
+APPROVER_ROLES = frozenset({"personnel", "head_of_school"})
+
+
+class AccessError(ArchiveError):
+    """An account operation was refused; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class TrainingRecord:
+    familiarisation: bool
+    suite_use: bool
+    trained_on: date
+    expires_on: date
+    recorded_by: str
+    policy_version: int
+
+    def valid_on(self, day: date) -> bool:
+        return self.familiarisation and self.suite_use and self.trained_on <= day < self.expires_on
+
+
+@dataclass(frozen=True)
+class Application:
+    speciality: str
+    approved_by: str
+    approved_at: str
+    note: str
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    roles: tuple[str, ...]
+    disabled: bool
+    account_expires: datetime | None
+    created_at: str
+    created_by: str
+    locked_until: datetime | None
+    training: TrainingRecord | None
+    applications: tuple[Application, ...]
+
+    def as_dict(self, now: datetime | None = None) -> dict[str, object]:
+        now = now or datetime.now(UTC)
+        t = self.training
+        return {
+            "name": self.name,
+            "roles": list(self.roles),
+            "disabled": self.disabled,
+            "account_expires": self.account_expires.isoformat() if self.account_expires else None,
+            "account_expired": bool(self.account_expires and now >= self.account_expires),
+            "locked_until": self.locked_until.isoformat()
+            if self.locked_until and self.locked_until > now
+            else None,
+            "created_at": self.created_at,
+            "created_by": self.created_by,
+            "training": None
+            if t is None
+            else {
+                "familiarisation": t.familiarisation,
+                "suite_use": t.suite_use,
+                "trained_on": t.trained_on.isoformat(),
+                "expires_on": t.expires_on.isoformat(),
+                "recorded_by": t.recorded_by,
+                "policy_version": t.policy_version,
+            },
+            "trained": bool(t and t.valid_on(now.date())),
+            "applications": [a.__dict__ for a in self.applications],
+        }
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    token_id: str
+    user: str
+    label: str
+    created_at: str
+    expires_at: str
+    revoked_at: str | None
+    last_used_at: str | None
+
+    def as_dict(self) -> dict[str, object]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class DicomNode:
+    name: str
+    aet: str
+    host: str
+    port: int
+    may_store: bool
+    may_query: bool
+
+
+def _iso(moment: datetime) -> str:
+    if moment.tzinfo is None:
+        raise ValueError("datetimes given to the access store must be timezone-aware")
+    return moment.astimezone(UTC).isoformat()
+
+
+def _dt(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text else None
+
+
+def normalise_host(host: str) -> str:
+    """Compare hosts as Orthanc reports them: IPv4-mapped IPv6 becomes plain IPv4."""
+    host = host.strip().lower()
+    return host[7:] if host.startswith("::ffff:") and "." in host else host
+
+
+def check_user_name(name: str) -> str:
+    if not isinstance(name, str) or not _USER_NAME.match(name) or re.search(r"\d{6}", name):
+        raise AccessError(
+            f"user name {name!r} must be 2-32 characters a-z, 0-9, '.', '_' or '-', starting "
+            "with a letter (no long numbers such as staff or NHS numbers)."
+        )
+    return name
+
+
+class AccessStore:
+    """The access room's data and authentication, over one archive DB connection.
+
+    `hasher` is injectable so tests can use cheap argon2 parameters; production uses
+    argon2-cffi's default (argon2id, RFC 9106 low-memory profile).
+    """
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        policy: AccountPolicy | None = None,
+        hasher: PasswordHasher | None = None,
+    ) -> None:
+        self.conn = conn
+        self.policy = policy or AccountPolicy()
+        self.hasher = hasher or PasswordHasher()
+        migrate_access(conn)
+        self._dummy_hash = self.hasher.hash(secrets.token_urlsafe(16))
+        self._cache_key = secrets.token_bytes(32)
+        self._cache: dict[str, tuple[bytes, float]] = {}
+        self._lock = threading.Lock()
+
+    # -- transactions -------------------------------------------------------------
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.conn
+                self.conn.execute("COMMIT")
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+
+    # -- users --------------------------------------------------------------------
+
+    def _check_password(self, password: str) -> None:
+        if not isinstance(password, str) or len(password) < self.policy.password_min_length:
+            raise AccessError(
+                f"passwords must have at least {self.policy.password_min_length} characters."
+            )
+
+    def _check_roles(self, roles: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+        unknown = set(roles) - set(ROLES)
+        if unknown:
+            raise AccessError(f"unknown role(s) {sorted(unknown)}; known: {', '.join(ROLES)}.")
+        return tuple(sorted(set(roles)))
+
+    def add_user(
+        self,
+        name: str,
+        password: str,
+        roles: tuple[str, ...] | list[str],
+        now: datetime,
+        by: str,
+        account_expires: datetime | None = None,
+    ) -> User:
+        """Create a named user. `other_speciality` is granted only by approve_application."""
+        check_user_name(name)
+        self._check_password(password)
+        roles = self._check_roles(roles)
+        if "other_speciality" in roles:
+            raise AccessError(
+                "other_speciality is granted only by an approved application: "
+                "archive users approve NAME --approver PERSON --speciality S."
+            )
+        hashed = self.hasher.hash(password)
+        with self._tx() as c:
+            if c.execute("SELECT 1 FROM access_users WHERE name = ?", (name,)).fetchone():
+                raise AccessError(f"user {name} already exists; see archive users show {name}.")
+            c.execute(
+                "INSERT INTO access_users (name, password_hash, account_expires, created_at,"
+                " created_by, password_changed_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    name,
+                    hashed,
+                    _iso(account_expires) if account_expires else None,
+                    _iso(now),
+                    by,
+                    _iso(now),
+                ),
+            )
+            for role in roles:
+                c.execute(
+                    "INSERT INTO access_roles (user, role, granted_at, granted_by)"
+                    " VALUES (?, ?, ?, ?)",
+                    (name, role, _iso(now), by),
+                )
+        return self._require(name)
+
+    def _require(self, name: str) -> User:
+        user = self.get_user(name)
+        if user is None:
+            raise AccessError(f"no user {name!r}; list them with archive users list.")
+        return user
+
+    def get_user(self, name: str) -> User | None:
+        row = self.conn.execute("SELECT * FROM access_users WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            return None
+        roles = tuple(
+            r[0]
+            for r in self.conn.execute(
+                "SELECT role FROM access_roles WHERE user = ? ORDER BY role", (name,)
+            )
+        )
+        apps = tuple(
+            Application(r["speciality"], r["approved_by"], r["approved_at"], r["note"])
+            for r in self.conn.execute(
+                "SELECT * FROM access_applications WHERE user = ? ORDER BY id", (name,)
+            )
+        )
+        return User(
+            name=row["name"],
+            roles=roles,
+            disabled=bool(row["disabled"]),
+            account_expires=_dt(row["account_expires"]),
+            created_at=row["created_at"],
+            created_by=row["created_by"],
+            locked_until=_dt(row["locked_until"]),
+            training=self._training(name),
+            applications=apps,
+        )
+
+    def _training(self, name: str) -> TrainingRecord | None:
+        row = self.conn.execute(
+            "SELECT * FROM access_training WHERE user = ? ORDER BY trained_on DESC, id DESC"
+            " LIMIT 1",
+            (name,),
+        ).fetchone()
+        if row is None:
+            return None
+        return TrainingRecord(
+            familiarisation=bool(row["familiarisation"]),
+            suite_use=bool(row["suite_use"]),
+            trained_on=date.fromisoformat(row["trained_on"]),
+            expires_on=date.fromisoformat(row["expires_on"]),
+            recorded_by=row["recorded_by"],
+            policy_version=row["policy_version"],
+        )
+
+    def list_users(self) -> list[User]:
+        names = [r[0] for r in self.conn.execute("SELECT name FROM access_users ORDER BY name")]
+        return [u for u in (self.get_user(n) for n in names) if u is not None]
+
+    def set_roles(
+        self, name: str, roles: tuple[str, ...] | list[str], now: datetime, by: str
+    ) -> User:
+        """Replace a user's roles; other_speciality stays only with an approved application."""
+        roles = self._check_roles(roles)
+        user = self._require(name)
+        if "other_speciality" in roles and not user.applications:
+            raise AccessError(
+                f"{name} has no approved application; other_speciality is granted by "
+                "archive users approve."
+            )
+        with self._tx() as c:
+            c.execute("DELETE FROM access_roles WHERE user = ?", (name,))
+            for role in roles:
+                c.execute(
+                    "INSERT INTO access_roles (user, role, granted_at, granted_by)"
+                    " VALUES (?, ?, ?, ?)",
+                    (name, role, _iso(now), by),
+                )
+        return self._require(name)
+
+    def record_training(
+        self,
+        name: str,
+        trained_on: date,
+        now: datetime,
+        by: str,
+        familiarisation: bool = True,
+        suite_use: bool = True,
+    ) -> TrainingRecord:
+        """Record completed training; its expiry comes from the account policy."""
+        self._require(name)
+        if trained_on > now.date():
+            raise AccessError("training cannot be recorded for a future date.")
+        expires = trained_on + timedelta(days=self.policy.training_valid_days)
+        with self._tx() as c:
+            c.execute(
+                "INSERT INTO access_training (user, familiarisation, suite_use, trained_on,"
+                " expires_on, policy_version, recorded_by, recorded_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    name,
+                    int(familiarisation),
+                    int(suite_use),
+                    trained_on.isoformat(),
+                    expires.isoformat(),
+                    self.policy.version,
+                    by,
+                    _iso(now),
+                ),
+            )
+        record = self._training(name)
+        assert record is not None
+        return record
+
+    def expire_account(self, name: str, when: datetime | None) -> User:
+        """Set (or clear, with None) the moment the account stops working."""
+        self._require(name)
+        with self._tx() as c:
+            c.execute(
+                "UPDATE access_users SET account_expires = ? WHERE name = ?",
+                (_iso(when) if when else None, name),
+            )
+        return self._require(name)
+
+    def disable(self, name: str, disabled: bool = True) -> User:
+        """Disable (or re-enable) an account; its tokens stop working with it."""
+        self._require(name)
+        with self._tx() as c:
+            c.execute("UPDATE access_users SET disabled = ? WHERE name = ?", (int(disabled), name))
+        return self._require(name)
+
+    def reset_password(self, name: str, password: str, now: datetime) -> User:
+        """Set a new password and clear any lockout."""
+        self._require(name)
+        self._check_password(password)
+        hashed = self.hasher.hash(password)
+        with self._tx() as c:
+            c.execute(
+                "UPDATE access_users SET password_hash = ?, password_changed_at = ?,"
+                " failed_count = 0, first_failed_at = NULL, locked_until = NULL WHERE name = ?",
+                (hashed, _iso(now), name),
+            )
+        self._cache.pop(name, None)
+        return self._require(name)
+
+    def approve_application(
+        self, name: str, approver: str, speciality: str, now: datetime, note: str = ""
+    ) -> User:
+        """Admit another speciality: the approver must hold personnel or head_of_school."""
+        self._require(name)
+        boss = self._require(approver)
+        if not APPROVER_ROLES & set(boss.roles):
+            raise AccessError(
+                f"{approver} cannot approve applications: only personnel or the Head of School may."
+            )
+        if approver == name:
+            raise AccessError("nobody may approve their own application.")
+        if not speciality.strip():
+            raise AccessError("name the applicant's speciality, e.g. --speciality cardiology.")
+        with self._tx() as c:
+            c.execute(
+                "INSERT INTO access_applications (user, speciality, approved_by, approved_at,"
+                " note) VALUES (?, ?, ?, ?, ?)",
+                (name, speciality.strip(), approver, _iso(now), note),
+            )
+            c.execute(
+                "INSERT OR IGNORE INTO access_roles (user, role, granted_at, granted_by)"
+                " VALUES (?, 'other_speciality', ?, ?)",
+                (name, _iso(now), approver),
+            )
+        return self._require(name)
+
+    # -- tokens -------------------------------------------------------------------
+
+    def create_token(
+        self, name: str, now: datetime, days: int | None = None, label: str = ""
+    ) -> tuple[str, str]:
+        """A new API token: (token_id, plaintext). The plaintext is shown once, never stored."""
+        user = self._require(name)
+        if user.disabled:
+            raise AccessError(f"{name} is disabled; enable the account before issuing tokens.")
+        days = self.policy.token_default_days if days is None else days
+        if not 1 <= days <= self.policy.token_max_days:
+            raise AccessError(f"token lifetime must be 1 to {self.policy.token_max_days} days.")
+        token_id = secrets.token_hex(8)
+        while re.search(r"\d{6}", token_id):  # keep ids clear of the audit log's number guard
+            token_id = secrets.token_hex(8)
+        plaintext = f"ta1_{token_id}_{secrets.token_urlsafe(32)}"
+        with self._tx() as c:
+            c.execute(
+                "INSERT INTO access_tokens (token_id, user, token_hash, label, created_at,"
+                " expires_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    token_id,
+                    name,
+                    _token_hash(plaintext),
+                    label,
+                    _iso(now),
+                    _iso(now + timedelta(days=days)),
+                ),
+            )
+        return token_id, plaintext
+
+    def list_tokens(self, name: str | None = None) -> list[TokenInfo]:
+        sql = "SELECT * FROM access_tokens"
+        args: tuple[str, ...] = ()
+        if name is not None:
+            sql += " WHERE user = ?"
+            args = (name,)
+        return [
+            TokenInfo(
+                r["token_id"],
+                r["user"],
+                r["label"],
+                r["created_at"],
+                r["expires_at"],
+                r["revoked_at"],
+                r["last_used_at"],
+            )
+            for r in self.conn.execute(sql + " ORDER BY created_at, token_id", args)
+        ]
+
+    def revoke_token(self, token_id: str, now: datetime) -> TokenInfo:
+        with self._tx() as c:
+            row = c.execute(
+                "SELECT revoked_at FROM access_tokens WHERE token_id = ?", (token_id,)
+            ).fetchone()
+            if row is None:
+                raise AccessError(f"no token {token_id!r}; see archive tokens list.")
+            if row[0] is None:
+                c.execute(
+                    "UPDATE access_tokens SET revoked_at = ? WHERE token_id = ?",
+                    (_iso(now), token_id),
+                )
+        return next(t for t in self.list_tokens() if t.token_id == token_id)
+
+    # -- authentication -----------------------------------------------------------
+
+    def _principal(self, user: User, now: datetime, method: str, token_id: str | None) -> Principal:
+        roles = user.roles
+        if "other_speciality" in roles and not user.applications:
+            roles = tuple(r for r in roles if r != "other_speciality")
+        training = user.training
+        trained = bool(training and training.valid_on(now.date()))
+        return Principal(
+            user=user.name,
+            roles=roles,
+            trained=trained,
+            training_expires=training.expires_on if training else None,
+            method=method,
+            token_id=token_id,
+        )
+
+    def _account_state(self, user: User, now: datetime) -> str | None:
+        if user.disabled:
+            return "disabled"
+        if user.account_expires is not None and now >= user.account_expires:
+            return "account_expired"
+        return None
+
+    def _cache_mac(self, name: str, stored_hash: str, password: str) -> bytes:
+        message = f"{name}\0{stored_hash}\0{password}".encode()
+        return hmac.new(self._cache_key, message, hashlib.sha256).digest()
+
+    def authenticate_basic(
+        self, name: str, password: str, now: datetime
+    ) -> Principal | AuthFailure:
+        """Check a user name and password; count failures and lock per policy."""
+        row = self.conn.execute(
+            "SELECT password_hash, locked_until FROM access_users WHERE name = ?", (name,)
+        ).fetchone()
+        if row is None:
+            self._verify(self._dummy_hash, password)  # same cost as a real user
+            return AuthFailure("bad_credentials", name)
+        locked_until = _dt(row["locked_until"])
+        if locked_until is not None and now < locked_until:
+            return AuthFailure("locked", name)
+        stored = row["password_hash"]
+        mac = self._cache_mac(name, stored, password)
+        cached = self._cache.get(name)
+        ok = bool(cached and cached[1] > time.monotonic() and hmac.compare_digest(cached[0], mac))
+        if not ok:
+            ok = self._verify(stored, password)
+            if ok:
+                self._cache[name] = (mac, time.monotonic() + self.policy.credential_cache_seconds)
+        if not ok:
+            return AuthFailure(self._count_failure(name, now), name)
+        if row["locked_until"] is not None or self._failed_count(name):
+            with self._tx() as c:
+                c.execute(
+                    "UPDATE access_users SET failed_count = 0, first_failed_at = NULL,"
+                    " locked_until = NULL WHERE name = ?",
+                    (name,),
+                )
+        if self.hasher.check_needs_rehash(stored):
+            self._rehash(name, stored, password)
+        user = self._require(name)
+        state = self._account_state(user, now)
+        if state:
+            return AuthFailure(state, name)
+        return self._principal(user, now, "basic", None)
+
+    def _verify(self, stored: str, password: str) -> bool:
+        try:
+            return self.hasher.verify(stored, password)
+        except (VerifyMismatchError, VerificationError, InvalidHashError):
+            return False
+
+    def _rehash(self, name: str, stored: str, password: str) -> None:
+        with self._tx() as c:
+            c.execute(
+                "UPDATE access_users SET password_hash = ? WHERE name = ? AND password_hash = ?",
+                (self.hasher.hash(password), name, stored),
+            )
+
+    def _failed_count(self, name: str) -> int:
+        row = self.conn.execute(
+            "SELECT failed_count FROM access_users WHERE name = ?", (name,)
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    def _count_failure(self, name: str, now: datetime) -> str:
+        """Record one failed login; returns 'locked' when this one locks the account."""
+        p = self.policy
+        with self._tx() as c:
+            row = c.execute(
+                "SELECT failed_count, first_failed_at FROM access_users WHERE name = ?", (name,)
+            ).fetchone()
+            first = _dt(row["first_failed_at"])
+            if first is None or now - first > timedelta(minutes=p.lockout_window_minutes):
+                count, first = 1, now
+            else:
+                count = row["failed_count"] + 1
+            if count >= p.lockout_threshold:
+                c.execute(
+                    "UPDATE access_users SET failed_count = 0, first_failed_at = NULL,"
+                    " locked_until = ? WHERE name = ?",
+                    (_iso(now + timedelta(minutes=p.lockout_minutes)), name),
+                )
+                self._cache.pop(name, None)
+                return "locked"
+            c.execute(
+                "UPDATE access_users SET failed_count = ?, first_failed_at = ? WHERE name = ?",
+                (count, _iso(first), name),
+            )
+        return "bad_credentials"
+
+    def authenticate_bearer(self, token: str, now: datetime) -> Principal | AuthFailure:
+        """Check an API token (hash compared in constant time); record when it was used."""
+        match = _TOKEN.match(token)
+        if not match:
+            return AuthFailure("malformed")
+        token_id = match.group(1)
+        row = self.conn.execute(
+            "SELECT * FROM access_tokens WHERE token_id = ?", (token_id,)
+        ).fetchone()
+        computed = _token_hash(token)
+        stored = row["token_hash"] if row else "0" * 64
+        if not hmac.compare_digest(stored.encode(), computed.encode()) or row is None:
+            return AuthFailure("bad_credentials")
+        name = row["user"]
+        if row["revoked_at"] is not None:
+            return AuthFailure("token_revoked", name)
+        if now >= datetime.fromisoformat(row["expires_at"]):
+            return AuthFailure("token_expired", name)
+        user = self._require(name)
+        state = self._account_state(user, now)
+        if state:
+            return AuthFailure(state, name)
+        last = _dt(row["last_used_at"])
+        resolution = timedelta(seconds=self.policy.token_last_used_resolution_seconds)
+        if last is None or now - last >= resolution:
+            with self._tx() as c:
+                c.execute(
+                    "UPDATE access_tokens SET last_used_at = ? WHERE token_id = ?",
+                    (_iso(now), token_id),
+                )
+        return self._principal(user, now, "bearer", token_id)
+
+    def local_principal(self, name: str, now: datetime) -> Principal:
+        """The Principal of a named user acting through the CLI on the home itself."""
+        return self._principal(self._require(name), now, "local", None)
+
+    # -- DICOM nodes --------------------------------------------------------------
+
+    def add_dicom_node(
+        self,
+        name: str,
+        aet: str,
+        host: str,
+        port: int,
+        may_store: bool = False,
+        may_query: bool = False,
+    ) -> DicomNode:
+        """Register a source (may_store) or suite workstation (may_query) by AE title + host."""
+        if not name or not name.replace("-", "").replace("_", "").isalnum():
+            raise AccessError("node names are letters, digits, '-' and '_', e.g. ws-01.")
+        if not _AET.match(aet) or aet != aet.strip():
+            raise AccessError(f"AE title {aet!r} must be 1-16 printable ASCII, no backslash.")
+        if not host.strip():
+            raise AccessError("give the node's host (IP address or name).")
+        if not 1 <= port <= 65535:
+            raise AccessError("port must be 1 to 65535.")
+        try:
+            with self._tx() as c:
+                c.execute(
+                    "INSERT INTO access_dicom_nodes (name, aet, host, port, may_store,"
+                    " may_query) VALUES (?, ?, ?, ?, ?, ?)",
+                    (name, aet, normalise_host(host), port, int(may_store), int(may_query)),
+                )
+        except sqlite3.IntegrityError:
+            raise AccessError(
+                f"a node named {name} or with AE {aet} at {host} is already registered."
+            ) from None
+        return next(n for n in self.list_dicom_nodes() if n.name == name)
+
+    def list_dicom_nodes(self) -> list[DicomNode]:
+        return [
+            DicomNode(
+                r["name"],
+                r["aet"],
+                r["host"],
+                r["port"],
+                bool(r["may_store"]),
+                bool(r["may_query"]),
+            )
+            for r in self.conn.execute("SELECT * FROM access_dicom_nodes ORDER BY name")
+        ]
+
+    def remove_dicom_node(self, name: str) -> None:
+        with self._tx() as c:
+            if c.execute("DELETE FROM access_dicom_nodes WHERE name = ?", (name,)).rowcount == 0:
+                raise AccessError(f"no DICOM node named {name!r}.")
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
