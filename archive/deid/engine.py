@@ -36,7 +36,7 @@ IMPLEMENTATION_CLASS_UID = "2.25.203357271580409718478963474313946227905"
 IMPLEMENTATION_VERSION = "TEACHARC_DEID1"
 _FAST_CODECS = {"iso8859": "latin_1", "latin_1": "latin_1", "utf_8": "utf_8"}
 _MAX_LEN = {"AE": 16, "CS": 16, "SH": 16, "LO": 64, "PN": 64, "ST": 1024, "LT": 10240}
-_BINARY_SCAN_VRS = frozenset({"OB", "OW", "UN", "UT", "UC"})
+_BINARY_SCAN_VRS = frozenset({"OB", "OW", "OD", "OF", "OL", "OV", "UN"})
 _AGE = re.compile(r"^(\d{3})([DWMY])$")
 _CONTENT_SEQ = 0x0040A730
 _CONCEPT_NAME = 0x0040A043
@@ -256,6 +256,8 @@ class _Walk:
             self.to_clean.append((ds, tag, path, vr))
         elif vr == "UI":
             self.uid(ds, tag, elem)
+        elif vr in _BINARY_SCAN_VRS:
+            del ds._dict[tag]  # binary content (timestamps, maker notes) cannot be cleaned
         # TM and numeric values are kept: offsets are whole days
 
     def shift(self, ds: Dataset, tag: int, elem, vr: str) -> None:
