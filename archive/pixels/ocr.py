@@ -140,9 +140,31 @@ def ocr_find_text(
     hits: list[TextHit] = []
     for index in sample_frames(frame_count(ds), settings.frames_to_sample):
         frame, pi = decode_frame(ds, index)
-        found = ocr_image(to_gray8(frame, pi), settings, frame=index)
-        hits.extend(h for h in found if not _ignored(h, ignore))
+        gray = to_gray8(frame, pi)
+        found = ocr_image(gray, settings, frame=index)
+        # Tesseract binarises globally: bright text over mid-grey tissue can merge with
+        # it. A pass on only the brightest pixels recovers such overlay text.
+        for threshold in settings.bright_thresholds:
+            bright = np.where(gray >= threshold, 255, 0).astype(np.uint8)
+            found.extend(ocr_image(bright, settings, frame=index))
+        for hit in found:
+            if not _ignored(hit, ignore) and not any(_same_word(hit, h) for h in hits):
+                hits.append(hit)
     return hits
+
+
+def _same_word(a: TextHit, b: TextHit) -> bool:
+    """Two passes reading the same word: same frame, boxes overlap by half or more."""
+    if a.frame != b.frame:
+        return False
+    ax1, ay1 = a.bbox.x + a.bbox.width, a.bbox.y + a.bbox.height
+    bx1, by1 = b.bbox.x + b.bbox.width, b.bbox.y + b.bbox.height
+    w = min(ax1, bx1) - max(a.bbox.x, b.bbox.x)
+    h = min(ay1, by1) - max(a.bbox.y, b.bbox.y)
+    if w <= 0 or h <= 0:
+        return False
+    smaller = min(a.bbox.width * a.bbox.height, b.bbox.width * b.bbox.height)
+    return w * h >= 0.5 * smaller
 
 
 def tesseract_available(policy: MaskingPolicy) -> bool:

@@ -90,6 +90,7 @@ class OcrSettings:
     upscale_factor: int
     timeout_seconds: float
     extra_modalities: tuple[str, ...]  # non-candidate modalities also screened by OCR
+    bright_thresholds: tuple[int, ...] = ()  # extra passes on pixels >= threshold (0-255)
 
 
 @dataclass(frozen=True)
@@ -309,7 +310,10 @@ def load_masking_policy(policies_dir: Path) -> MaskingPolicy:
         upscale_factor=o.get("upscale_factor", int),
         timeout_seconds=float(o.get("timeout_seconds", (int, float))),
         extra_modalities=tuple(m.upper() for m in o.strings("extra_modalities")),
+        bright_thresholds=tuple(int(t) for t in o.get("bright_thresholds", list, [])),
     )
+    if not all(0 < t < 256 for t in ocr.bright_thresholds):
+        raise ArchiveError(f"{path}: bright_thresholds must be grey levels between 1 and 255")
     if ocr.frames_to_sample < 1 or ocr.upscale_factor < 1 or ocr.min_text_length < 1:
         raise ArchiveError(
             f"{path}: frames_to_sample, upscale_factor, min_text_length must be >= 1"
