@@ -6,3 +6,58 @@ register (`recipients`, `sharing`, `undertaking`), closure and the wipe certific
 (`closure`, `certificate`) and the opt-out register (`optout`). Policy lives in
 policies/governance and is loaded by `policy.load_policy`.
 """
+
+from archive.governance.board import BoardVote
+from archive.governance.certificate import (
+    Media,
+    Person,
+    SanitizationStep,
+    SignedCertificate,
+    Tool,
+    Verification,
+    WipeCertificate,
+    default_steps,
+    sign_certificate,
+)
+from archive.governance.closure import ClosureInputs, ClosurePlan, ClosureRecords, closure_plan
+from archive.governance.errors import GovernanceError
+from archive.governance.optout import OptOutRegister
+from archive.governance.policy import GovernancePolicy, load_policy
+from archive.governance.pulls import PullInventory
+from archive.governance.recipients import DicomNode, Recipient, Recipients
+from archive.governance.removals import ExportTicket, RemovalRequest, RemovalRequests
+from archive.governance.sharing import Shares, ShareTicket, share_log_csv, share_log_json
+from archive.governance.undertaking import render_undertaking
+
+__all__ = [
+    "BoardVote",
+    "ClosureInputs",
+    "ClosurePlan",
+    "ClosureRecords",
+    "DicomNode",
+    "ExportTicket",
+    "GovernanceError",
+    "GovernancePolicy",
+    "Media",
+    "OptOutRegister",
+    "Person",
+    "PullInventory",
+    "Recipient",
+    "Recipients",
+    "RemovalRequest",
+    "RemovalRequests",
+    "SanitizationStep",
+    "ShareTicket",
+    "Shares",
+    "SignedCertificate",
+    "Tool",
+    "Verification",
+    "WipeCertificate",
+    "closure_plan",
+    "default_steps",
+    "load_policy",
+    "render_undertaking",
+    "share_log_csv",
+    "share_log_json",
+    "sign_certificate",
+]
