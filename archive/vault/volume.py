@@ -185,6 +185,7 @@ def mount(home: HomePaths | Path | str, passphrase: str) -> VolumeStatus:
             f"No encrypted volume in {paths.volume_dir}; create one with archive volume create."
         )
     ensure_private_dir(paths.data_dir)
+    _remove_empty_tree(paths.data_dir)  # `archive init` made empty sub-directories
     if any(paths.data_dir.iterdir()):
         raise VolumeError(
             f"{paths.data_dir} holds files in clear; move them aside, mount, copy them into "
@@ -200,6 +201,17 @@ def mount(home: HomePaths | Path | str, passphrase: str) -> VolumeStatus:
             ensure_private_dir(directory)
     os.chmod(paths.data_dir, 0o700)
     return status(paths)
+
+
+def _remove_empty_tree(root: Path) -> None:
+    """Remove directories below `root` that hold no files at any depth."""
+    for dirpath, _dirs, _files in os.walk(root, topdown=False):
+        path = Path(dirpath)
+        if path != root:
+            try:
+                path.rmdir()
+            except OSError:
+                pass
 
 
 def unmount(home: HomePaths | Path | str) -> VolumeStatus:
