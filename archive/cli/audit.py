@@ -10,6 +10,7 @@ import typer
 from archive.audit import AuditError, AuditEvent, audit_log_for, query, to_csv, to_json, verify
 from archive.cli.common import HomeOption, JsonOption, actor, emit_json, fail, load
 from archive.config import ArchiveConfig
+from archive.errors import ArchiveError
 
 
 def _open_keyring(config: ArchiveConfig) -> Any:
@@ -21,7 +22,10 @@ def _open_keyring(config: ArchiveConfig) -> Any:
     opener = getattr(vault, "open_keyring_for_cli", None)
     if opener is None:
         fail("no keyring support in this installation; run verify without --keyring.")
-    return opener(config)
+    try:
+        return opener(config)
+    except ArchiveError as exc:
+        fail(str(exc))
 
 
 def register(app: typer.Typer) -> None:

@@ -80,3 +80,32 @@ def test_cli_show_and_verify(home: HomePaths) -> None:
     out = runner.invoke(app, ["audit", "verify", "--home", root])
     assert out.exit_code == 1
     assert "line 2 (seq 2): record edited" in out.output
+
+
+class _FakeKeyring:
+    """Stands in for archive.vault's Keyring: only the two audit attributes are used."""
+
+    def __init__(self) -> None:
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+        self.audit_signing_key = Ed25519PrivateKey.generate()
+        self.audit_public_key_bytes = self.audit_signing_key.public_key().public_bytes_raw()
+
+
+def test_cli_checkpoint_and_keyring_verify(home: HomePaths, monkeypatch) -> None:
+    import archive.vault as vault
+
+    ring = _FakeKeyring()
+    monkeypatch.setattr(vault, "open_keyring_for_cli", lambda config: ring)
+    runner = CliRunner()
+    root = str(home.root)
+    out = runner.invoke(app, ["audit", "checkpoint", "--home", root, "--json"])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.output) == {"checkpoint_seq": 5}
+    out = runner.invoke(app, ["audit", "verify", "--home", root, "--keyring", "--json"])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.output)["checkpoints"] == 1
+    # Another key (e.g. a forger's public_key file) does not verify the checkpoint.
+    monkeypatch.setattr(vault, "open_keyring_for_cli", lambda config: _FakeKeyring())
+    out = runner.invoke(app, ["audit", "verify", "--home", root, "--keyring"])
+    assert out.exit_code == 1 and "line 5 (seq 5)" in out.output
