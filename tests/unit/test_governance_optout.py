@@ -175,3 +175,51 @@ def test_exposures_lists_shares_exports_and_workstations(conn, register):
     assert [e["reference"] for e in register.exposures(["NSR-0404"])] == []
     both = register.exposures(["NSR-0002"])
     assert [e["reference"] for e in both] == ["share 1", "share 2", "MACLAB-04"]
+
+
+def test_withdrawal_between_request_and_approval_blocks_approval(conn, register):
+    removals = RemovalRequests(conn, load_policy())
+    req = removals.create(
+        ["NSR-0005"],
+        "teaching_materials",
+        "d",
+        "Dr T",
+        ["trainer"],
+        case_levels={"NSR-0005": "limited_access"},
+        now=T0,
+    )
+    register.record_withdrawal(
+        PSEUDO_A, ["NSR-0005"], requested_by="patient", recorded_by="p", now=T0
+    )
+    with pytest.raises(WithdrawnCaseError, match="since this request was made"):
+        removals.approve(req.id, "Dr Head", ["head_of_school"], "ok", now=T0)
+    assert removals.get(req.id).status == "pending"
+
+
+def test_withdrawal_after_authorisation_blocks_share_execution(conn, register):
+    shares = Shares(conn, load_policy())
+    rec = shares.recipients.add(
+        "RCR", "rcr_riti", "c", dicom_node=DicomNode("RCR", "h", 104), added_by="p", now=T0
+    )
+    p = shares.propose(["NSR-0007"], rec.id, "rcr_riti", "Prof P", now=T0)
+    shares.decide(
+        p.id,
+        meeting_date=date(2025, 3, 1),
+        minute_reference="m",
+        approvers=[BoardVote.of(n, ["board_member"]) for n in ("A", "B")],
+        decision_text="ok",
+        recorded_by="s",
+        now=T0,
+    )
+    shares.record_signed_undertaking(
+        p.id, SHA, "n", "r", "RCR", date(2025, 3, 2), "ref", recorded_by="p", now=T0
+    )
+    shares.authorise_share(p.id, {"NSR-0007": "publication"}, now=T0)
+    register.record_withdrawal(
+        PSEUDO_A, ["NSR-0007"], requested_by="patient", recorded_by="p", now=T0
+    )
+    with pytest.raises(WithdrawnCaseError, match="NSR-0007"):
+        shares.record_share_execution(
+            p.id, [("NSR-0007", "1.2.3", SHA)], "cstore", T0, executed_by="op"
+        )
+    assert shares.share_log() == []

@@ -396,3 +396,14 @@ def test_revocation_stops_further_shares(shares):
 def test_csv_neutralises_formulas():
     log = [dict.fromkeys(CSV_COLUMNS, "=HYPERLINK(1)")]
     assert "'=HYPERLINK" in share_log_csv(log)
+
+
+def test_requests_and_confirmations_need_existing_records(shares):
+    from archive.governance.errors import NotFoundError
+
+    with pytest.raises(NotFoundError, match="not in the register"):
+        shares.request_removal(99, "deletion", "r", "p", now=T0)
+    with pytest.raises(NotFoundError, match="does not exist"):
+        shares.record_confirmation(99, "x", date(2025, 3, 3), "e", now=T0)
+    with pytest.raises(InvalidInputError, match="revocation' or 'deletion"):
+        shares.request_removal(1, "shred", "r", "p", now=T0)
