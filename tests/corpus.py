@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement, RawDataElement
-from pydicom.tag import BaseTag
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filewriter import dcmwrite
 from pydicom.sequence import Sequence
+from pydicom.tag import BaseTag
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 PROFILE = Path(__file__).resolve().parent.parent / "policies" / "deid" / "profile_e1_1_2024b.json"
@@ -189,7 +189,15 @@ def _plant_table(ds: Dataset, kind: str, planted: set[str], name_family: str) ->
             vr = dictionary_VR(tag)
         except KeyError:
             continue
-        if tag in (0x00100010, 0x00100020, 0x00100030, 0x00080018, 0x0020000D, 0x0020000E):
+        if tag in (
+            0x00100010,
+            0x00100020,
+            0x00100030,
+            0x00100040,
+            0x00080018,
+            0x0020000D,
+            0x0020000E,
+        ):
             continue  # set explicitly by the caller
         cleaned = "C" in (row.get("cleanDescOpt"), row.get("rtnPatCharsOpt"))
         if cleaned and vr in ("LO", "ST", "LT", "UT", "UC"):
