@@ -185,7 +185,7 @@ def test_withdrawal_between_request_and_approval_blocks_approval(conn, register)
         "d",
         "Dr T",
         ["trainer"],
-        case_levels={"NSR-0005": "limited_access"},
+        case_levels={"NSR-0005": "limited-access"},
         now=T0,
     )
     register.record_withdrawal(

@@ -86,7 +86,7 @@ def test_publication_cannot_allow_limited_access(copy):
         copy,
         "governance.toml",
         'publication_journal = ["publication"]',
-        'publication_journal = ["limited_access", "publication"]',
+        'publication_journal = ["limited-access", "publication"]',
     )
     with pytest.raises(GovernancePolicyError, match="publication needs cases"):
         load_policy(copy)
@@ -97,7 +97,7 @@ def test_limited_access_without_agreement_refused(copy):
         copy,
         "governance.toml",
         'levels_without_agreement = ["publication"]',
-        'levels_without_agreement = ["limited_access", "publication"]',
+        'levels_without_agreement = ["limited-access", "publication"]',
     )
     with pytest.raises(GovernancePolicyError, match="contractual"):
         load_policy(copy)

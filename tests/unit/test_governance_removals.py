@@ -24,7 +24,7 @@ from archive.governance.policy import load_policy
 from archive.governance.removals import RemovalRequests
 
 T0 = datetime(2025, 3, 3, 9, 0, tzinfo=UTC)
-LEVELS = {"NSR-0001": "publication", "NSR-0002": "publication", "NSR-0003": "limited_access"}
+LEVELS = {"NSR-0001": "publication", "NSR-0002": "publication", "NSR-0003": "limited-access"}
 SHA = "ab" * 32
 
 
@@ -70,7 +70,7 @@ def test_create_records_pending_request(reg):
     req = _request(reg, cases=("NSR-0001", "NSR-0003", "NSR-0001"))
     assert req.status == "pending"
     assert req.case_ids == ("NSR-0001", "NSR-0003")
-    assert req.case_levels == {"NSR-0001": "publication", "NSR-0003": "limited_access"}
+    assert req.case_levels == {"NSR-0001": "publication", "NSR-0003": "limited-access"}
     assert req.requester == "Dr Trainer"
     assert req.policy_version == reg.policy.version
     assert reg.get(req.id) == req
@@ -97,7 +97,7 @@ def test_unknown_purpose_refused(reg, purpose):
     "purpose", ["publication_journal", "publication_book_chapter", "publication_elearning"]
 )
 def test_publication_with_limited_access_case_refused(reg, purpose):
-    with pytest.raises(LevelRefusedError, match=r"NSR-0003 \(limited_access\)"):
+    with pytest.raises(LevelRefusedError, match=r"NSR-0003 \(limited-access\)"):
         _request(reg, cases=("NSR-0001", "NSR-0003"), purpose=purpose)
     assert reg.list() == []
 
@@ -307,7 +307,7 @@ def test_export_rechecks_levels_when_given(reg):
     _approve(reg, req.id)
     with pytest.raises(LevelRefusedError, match="publication"):
         reg.authorise_export(
-            req.id, T0 + timedelta(hours=2), case_levels={"NSR-0001": "limited_access"}
+            req.id, T0 + timedelta(hours=2), case_levels={"NSR-0001": "limited-access"}
         )
     assert reg.get(req.id).approval.downloads_used == 0
     ticket = reg.authorise_export(req.id, T0 + timedelta(hours=2), case_levels=LEVELS)

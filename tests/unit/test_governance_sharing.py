@@ -30,7 +30,7 @@ from archive.governance.undertaking import render_undertaking
 
 T0 = datetime(2025, 3, 3, 9, 0, tzinfo=UTC)
 MEETING = date(2025, 3, 1)
-LEVELS = {"NSR-0001": "publication", "NSR-0002": "publication", "NSR-0003": "limited_access"}
+LEVELS = {"NSR-0001": "publication", "NSR-0002": "publication", "NSR-0003": "limited-access"}
 SHA = "ab" * 32
 BOARD = ["board_member"]
 
@@ -304,7 +304,9 @@ def test_limited_access_case_to_recipient_without_agreement_refused(shares):
     p = _proposal(shares, cases=("NSR-0001", "NSR-0003"), dsa=False)
     _approve(shares, p.id)
     _undertaking(shares, p.id)
-    with pytest.raises(LevelRefusedError, match=r"no data-sharing agreement.*NSR-0003 \(limited"):
+    with pytest.raises(
+        LevelRefusedError, match=r"no data-sharing agreement.*NSR-0003 \(limited-access"
+    ):
         shares.authorise_share(p.id, LEVELS, now=T0)
     shares.recipients.set_data_sharing_agreement(p.recipient_id, True)
     ticket = shares.authorise_share(p.id, LEVELS, now=T0)
