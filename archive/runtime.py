@@ -17,9 +17,9 @@ from archive import db
 from archive.audit import AuditEvent, AuditLog, audit_log_for
 from archive.config import ArchiveConfig, load_config
 from archive.vault import Keyring
-from archive.vault.passphrase import obtain_passphrase
-from archive.vault.keyring import keyring_path
 from archive.vault.errors import KeyringMissingError
+from archive.vault.keyring import keyring_path
+from archive.vault.passphrase import obtain_passphrase
 
 PASSPHRASE_FD_ENV = "ARCHIVE_KEYRING_PASSPHRASE_FD"
 

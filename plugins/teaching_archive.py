@@ -12,9 +12,12 @@ from pathlib import Path
 
 _REPO = Path(__file__).resolve().parent.parent
 _VENV_SITE = _REPO / ".venv" / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}"
-if str(_REPO) not in sys.path:
-    sys.path.insert(0, str(_REPO))
+_before = list(sys.path)
 site.addsitedir(str(_VENV_SITE / "site-packages"))
+# The venv must win over Debian's dist-packages (e.g. its older cryptography), so its
+# entries (and the repository) go to the front rather than where addsitedir put them.
+_added = [entry for entry in sys.path if entry not in _before]
+sys.path[:] = [str(_REPO), *_added, *[e for e in _before if e != str(_REPO)]]
 
 from plugins import bootstrap  # noqa: E402
 

@@ -19,8 +19,13 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from archive import db
+from archive.access import AccessStore
 from archive.config import ArchiveConfig, load_config
 from archive.home import init_home
+from archive.vault import Keyring
+from archive.vault.keyring import keyring_path
+from archive.vault.sealing import KdfParams
 
 REPO = Path(__file__).resolve().parent.parent
 ARCHIVE_BIN = str(Path(sys.executable).with_name("archive"))
@@ -162,8 +167,39 @@ class RunningArchive:
         return run_cli(*args, home=self.home, input_text=input_text, env=self.env, timeout=timeout)
 
 
+PASSPHRASE = "correct horse battery staple, for tests only"
+FAST_KDF = KdfParams(time_cost=1, memory_cost=8 * 1024, parallelism=1)
+
+
 def new_archive(root: Path, serve_args: list[str] | None = None, **init_kwargs) -> RunningArchive:
-    """Create a fresh home on free ports (not started)."""
+    """Create a fresh home on free ports with a keyring (not started).
+
+    The keyring passphrase sits in a 0600 file beside the home, named to the archive by
+    ARCHIVE_KEYRING_PASSPHRASE_FILE as an operator's systemd credential would be.
+    """
     config = init_home(root, http_port=free_port(), dicom_port=free_port(), **init_kwargs)
+    secret = root.parent / f"{root.name}.passphrase"
+    secret.write_text(PASSPHRASE)
+    secret.chmod(0o600)
+    Keyring.create(keyring_path(config.home.keys_dir), PASSPHRASE, kdf=FAST_KDF)
     args = ["--allow-unencrypted-volume", "--stable-age", "2"] if serve_args is None else serve_args
-    return RunningArchive(home=config.home.root, config=config, serve_args=args)
+    env = base_env(ARCHIVE_KEYRING_PASSPHRASE_FILE=str(secret))
+    return RunningArchive(home=config.home.root, config=config, serve_args=args, env=env)
+
+
+def register_node(
+    archive: RunningArchive,
+    name: str,
+    aet: str,
+    port: int = 104,
+    *,
+    store: bool = False,
+    query: bool = False,
+    host: str = "127.0.0.1",
+) -> None:
+    """Register a DICOM source or workstation directly in the home's database."""
+    conn = db.connect(archive.config.home.db_path)
+    try:
+        AccessStore(conn).add_dicom_node(name, aet, host, port, may_store=store, may_query=query)
+    finally:
+        conn.close()

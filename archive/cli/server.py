@@ -71,7 +71,9 @@ def serve(
             )
         server.check_port_free(config.http.host, config.http.port, "HTTP")
         server.check_port_free("0.0.0.0", config.dicom.port, "DICOM")
-        rendered = orthanc_config.render(config, stable_age=stable_age)
+        rendered = orthanc_config.render(
+            config, nodes=registered_nodes(config), stable_age=stable_age
+        )
         orthanc_config.write(config, rendered)
         process = server.start_orthanc(
             config,
@@ -109,6 +111,30 @@ def serve(
     if crashed:
         fail(f"Orthanc exited unexpectedly (code {code}); see {config.home.orthanc_log}.")
     typer.echo("Archive stopped.")
+
+
+def registered_nodes(config) -> list[orthanc_config.DicomNode]:
+    """Registered sources and workstations, as Orthanc's DicomModalities."""
+    from archive import db
+    from archive.access import AccessStore
+
+    conn = db.connect(config.home.db_path)
+    try:
+        nodes = AccessStore(conn).list_dicom_nodes()
+    finally:
+        conn.close()
+    return [
+        orthanc_config.DicomNode(
+            name=node.name,
+            aet=node.aet,
+            host=node.host,
+            port=node.port,
+            allow_store=node.may_store,
+            allow_find=node.may_query,
+            allow_move=node.may_query,
+        )
+        for node in nodes
+    ]
 
 
 def status(home: HomeOption, json_output: JsonOption = False) -> None:

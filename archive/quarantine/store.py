@@ -119,7 +119,9 @@ class QuarantineStore:
         return item_id
 
     def get(self, item_id: str) -> QuarantineItem:
-        row = self.conn.execute("SELECT * FROM quarantine_items WHERE id = ?", (item_id,)).fetchone()
+        row = self.conn.execute(
+            "SELECT * FROM quarantine_items WHERE id = ?", (item_id,)
+        ).fetchone()
         if row is None:
             raise QuarantineError(f"No quarantine item {item_id}; see `archive quarantine list`.")
         return QuarantineItem.from_row(row)
