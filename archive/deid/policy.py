@@ -154,10 +154,14 @@ def _tag(text: str, where: str) -> int:
     return int(text, 16)
 
 
-def _compile_profile(rows: list, options: frozenset[str]) -> tuple[dict[int, int], dict[str, int]]:
-    """Effective action per listed tag, plus actions for the pattern rows."""
+def _compile_profile(
+    rows: list, options: frozenset[str]
+) -> tuple[dict[int, int], dict[str, int], dict[int, str]]:
+    """Effective action per listed tag, actions for the pattern rows, and the tags whose
+    action is still a Type-dependent choice (X/Z, X/D...)."""
     actions: dict[int, int] = {}
     patterns: dict[str, int] = {}
+    choices: dict[int, str] = {}
     for row in rows:
         basic = row.get("basicProfile")
         ident = row.get("id")
@@ -166,14 +170,27 @@ def _compile_profile(rows: list, options: frozenset[str]) -> tuple[dict[int, int
         action = ACTION_NAMES.get(basic, _COMBINED.get(basic))
         if action is None:
             raise ConfigError(f"Profile row {ident}: unknown action {basic!r}.")
+        overridden = False
         for opt in OPTION_ORDER:
-            if opt in options and opt in row:
-                action = ACTION_NAMES[row[opt]] if row[opt] in ACTION_NAMES else action
+            if opt in options and opt in row and row[opt] in ACTION_NAMES:
+                action = ACTION_NAMES[row[opt]]
+                overridden = True
         if re.fullmatch(r"[0-9a-f]{8}", ident):
             actions[int(ident, 16)] = action
+            if basic in _COMBINED and not overridden:
+                choices[int(ident, 16)] = basic
         else:
             patterns[ident] = action
-    return actions, patterns
+    return actions, patterns, choices
+
+
+def _sequence_choice(keyword: str, basic: str) -> int:
+    """A Type-dependent choice on a sequence: reference sequences keep their items (their
+    UIDs are mapped), so the sequence stays valid whatever its Type; any other sequence
+    is emptied if Z is allowed, else removed."""
+    if keyword.startswith("Referenced") or basic == "X/Z/U*":
+        return UID
+    return EMPTY if "Z" in basic else REMOVE
 
 
 def _default_action(keyword: str, vr: str) -> int:
@@ -260,7 +277,7 @@ def load_policy(policies_dir: Path) -> DeidPolicy:
             raise ConfigError(f"{profile_path} is not valid JSON; restore it from git.") from None
         if not isinstance(rows, list) or len(rows) < 500:
             raise ConfigError(f"{profile_path} is not the whole Table E.1-1; restore it.")
-        listed, patterns = _compile_profile(rows, enabled)
+        listed, patterns, choices = _compile_profile(rows, enabled)
         for key, name in raw.get("overrides", {}).items():
             if name not in ACTION_NAMES:
                 raise ConfigError(f"{opts_path}: override {key} has unknown action {name!r}.")
@@ -272,6 +289,8 @@ def load_policy(policies_dir: Path) -> DeidPolicy:
         for tag, entry in DicomDictionary.items():
             vr = entry[0]
             act = listed.get(tag)
+            if vr == "SQ" and tag in choices and act == _COMBINED[choices[tag]]:
+                act = _sequence_choice(entry[4], choices[tag])
             if act is None:
                 act = _default_action(entry[4], vr)
             actions[tag] = (act, vr, tag in identity or vr == "PN")
