@@ -21,7 +21,7 @@ from archive.vault.errors import KeyringMissingError
 from archive.vault.keyring import keyring_path
 from archive.vault.passphrase import obtain_passphrase
 
-PASSPHRASE_FD_ENV = "ARCHIVE_KEYRING_PASSPHRASE_FD"
+PASSPHRASE_FD_ENV = "ARCHIVE_KEYRING_PASSPHRASE_FD"  # noqa: S105 - a variable name
 
 
 def passphrase_from_fd() -> str | None:

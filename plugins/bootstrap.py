@@ -60,29 +60,32 @@ def start() -> Runtime:
     return runtime
 
 
+# Adapters in registration order; each is plugins/<name>.py with `register(services)`.
+# A name whose module does not exist yet is skipped, so rooms can land one at a time.
+ADAPTERS = (
+    "storage",  # storage area: envelope encryption of every attachment
+    "ingest",  # received-instance callback: de-identification before storage
+    "http_filter",  # named-user access control on every HTTP request
+    "dicom_access",  # registered sources/workstations for C-STORE, C-FIND, C-MOVE
+    "catalogue_sync",  # stable study -> teaching case
+    "catalogue_routes",  # /teaching/cases, /teaching/collections
+    "quarantine_routes",  # quarantine review
+    "governance_routes",  # pulls, removals, shares, closure
+    "web",  # the web interface
+    "health",  # /teaching/health
+)
+
+
 def _register_adapters(runtime: Runtime) -> None:
-    from archive.deid import DeidSecrets, load_policy
-    from archive.ingest import IngestService
-    from archive.quarantine import QuarantineStore
-    from archive.vault.store import EncryptedStore
-    from plugins import health, ingest, storage
+    import importlib
+    import importlib.util
 
-    config = runtime.config
-    policy = load_policy(config.policies_dir)
-    quarantine = QuarantineStore(config.home, runtime.keyring, runtime.db())
+    from plugins.services import Services
 
-    def hold(data: bytes, reason: str, **meta) -> str:
-        return QuarantineStore(config.home, runtime.keyring, runtime.db()).hold(
-            data, reason, **meta
-        )
-
-    del quarantine  # schema created; each thread opens its own connection
-    service = IngestService(
-        policy=policy,
-        secrets=DeidSecrets(pseudonym_key=runtime.keyring.pseudonym_key),
-        hold=hold,
-        record=runtime.record,
-    )
-    storage.register(EncryptedStore(config.home.storage_dir, runtime.keyring), runtime.record)
-    ingest.register(service)
-    health.register(config)
+    services = Services(runtime)
+    services.quarantine()  # create the quarantine tables before any instance arrives
+    for name in ADAPTERS:
+        if importlib.util.find_spec(f"plugins.{name}") is None:
+            continue
+        module = importlib.import_module(f"plugins.{name}")
+        module.register(services)

@@ -10,12 +10,11 @@ import json
 import orthanc
 
 from archive import __version__
-from archive.config import ArchiveConfig
 
 ROUTE = "/teaching/health"
 
 
-def register(config: ArchiveConfig) -> None:
+def register(services) -> None:
     def answer(output, uri, **request) -> None:
         if request.get("method") != "GET":
             output.SendMethodNotAllowed("GET")

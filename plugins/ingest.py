@@ -19,7 +19,17 @@ _ORIGINS = {
 }
 
 
-def register(service: IngestService) -> None:
+def register(services) -> None:
+    def hold(data: bytes, reason: str, **meta) -> str:
+        return services.quarantine().hold(data, reason, **meta)
+
+    service = IngestService(
+        policy=services.deid_policy,
+        secrets=services.deid_secrets,
+        hold=hold,
+        record=services.record,
+    )
+
     def on_received(data: bytes, origin) -> tuple:
         intake = _ORIGINS.get(origin, "other")
         try:

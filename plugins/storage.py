@@ -11,10 +11,12 @@ import orthanc
 
 from archive.audit import AuditEvent
 from archive.vault.errors import TamperError
-from archive.vault.store import EncryptedStore
 
 
-def register(store: EncryptedStore, record) -> None:
+def register(services) -> None:
+    store = services.storage
+    record = services.record
+
     def create(uuid: str, content_type, data: bytes) -> None:
         store.write(uuid, int(content_type), bytes(data))
 

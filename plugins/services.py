@@ -1,0 +1,62 @@
+"""What the adapters share inside Orthanc: the runtime and the domain services built on it.
+
+Built once at plugin start; every adapter's `register(services)` takes it. Properties
+are lazy so an adapter only pays for what it uses, and per-thread database connections
+come from the runtime (Orthanc calls back from many threads).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+from archive.runtime import Runtime
+
+
+@dataclass
+class Services:
+    runtime: Runtime
+
+    @property
+    def config(self):
+        return self.runtime.config
+
+    @property
+    def home(self):
+        return self.runtime.config.home
+
+    def record(self, event) -> int:
+        return self.runtime.record(event)
+
+    def db(self):
+        return self.runtime.db()
+
+    @cached_property
+    def deid_policy(self):
+        from archive.deid import load_policy
+
+        return load_policy(self.config.policies_dir)
+
+    @cached_property
+    def deid_secrets(self):
+        from archive.deid import DeidSecrets
+
+        return DeidSecrets(pseudonym_key=self.runtime.keyring.pseudonym_key)
+
+    def quarantine(self):
+        """A quarantine store on this thread's connection."""
+        from archive.quarantine import QuarantineStore
+
+        return QuarantineStore(self.home, self.runtime.keyring, self.db())
+
+    @cached_property
+    def storage(self):
+        from archive.vault.store import EncryptedStore
+
+        return EncryptedStore(self.home.storage_dir, self.runtime.keyring)
+
+    def access_store(self):
+        """The access room's store on this thread's connection."""
+        from archive.access import AccessStore
+
+        return AccessStore(self.db())
