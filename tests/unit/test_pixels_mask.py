@@ -23,6 +23,14 @@ from archive.pixels.synthetic import (
 REGIONS = (Region(0, 0, 40, 12), Region(20, 50, 15, 30))
 
 
+def _read(name: str):
+    """A pydicom test file; the larger ones come from the pydicom-data package."""
+    path = get_testdata_file(name, download=False)
+    if path is None:
+        pytest.skip(f"{name} is in pydicom-data: pip install pydicom-data")
+    return pydicom.dcmread(path)
+
+
 def _inside(shape: tuple[int, int], regions) -> np.ndarray:
     mask = np.zeros(shape, dtype=bool)
     for r in regions:
@@ -111,7 +119,7 @@ def test_jpeg_multiframe_is_decoded_masked_and_stored_losslessly():
     ],
 )
 def test_pydicom_test_files_mask_exactly(name):
-    ds = pydicom.dcmread(get_testdata_file(name))
+    ds = _read(name)
     before, pi = decode_all(ds)
     out = _roundtrip(apply_mask(ds, REGIONS))
     after, out_pi = decode_all(out)
@@ -149,17 +157,17 @@ def test_regions_clipped_to_image_and_input_unchanged():
 
 
 def test_big_endian_refused():
-    ds = pydicom.dcmread(get_testdata_file("MR_small_bigendian.dcm"))
+    ds = _read("MR_small_bigendian.dcm")
     with pytest.raises(PixelDecodeError):
         apply_mask(ds, REGIONS)
 
 
 def test_render_preview_is_a_png_within_bounds():
-    ds = pydicom.dcmread(get_testdata_file("US1_UNCR.dcm"))
+    ds = _read("US1_UNCR.dcm")
     png = render_preview(ds, max_size=200)
     image = Image.open(io.BytesIO(png))
     assert image.format == "PNG" and max(image.size) == 200 and image.mode == "RGB"
-    ct = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ct = _read("CT_small.dcm")
     assert Image.open(io.BytesIO(render_preview(ct))).size == (128, 128)
     with pytest.raises(ValueError, match="frame"):
         render_preview(ds, frame=1)

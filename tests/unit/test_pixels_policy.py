@@ -31,6 +31,14 @@ from archive.pixels import (
 from archive.pixels.synthetic import VL_PHOTO_SOP_CLASS, ct_slice, make_dataset
 
 
+def _read(name: str):
+    """A pydicom test file; the larger ones come from the pydicom-data package."""
+    path = get_testdata_file(name, download=False)
+    if path is None:
+        pytest.skip(f"{name} is in pydicom-data: pip install pydicom-data")
+    return pydicom.dcmread(path)
+
+
 @pytest.fixture(scope="module")
 def policy():
     return load_masking_policy(POLICIES_DIR)
@@ -44,7 +52,7 @@ def _no_ocr(policy):
 
 
 def _us1():
-    return pydicom.dcmread(get_testdata_file("US1_UNCR.dcm"))
+    return _read("US1_UNCR.dcm")
 
 
 # --- policy and templates ------------------------------------------------------------------
@@ -151,7 +159,7 @@ def test_invalid_policy_names_the_missing_field(tmp_path):
 
 def test_ultrasound_is_candidate_and_plain_ct_is_not(policy):
     assert any("modality US" in r for r in is_candidate(_us1(), policy))
-    ct = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ct = _read("CT_small.dcm")
     assert is_candidate(ct, policy) == []
 
 
@@ -215,7 +223,7 @@ def test_ocr_disabled_by_policy_quarantines_template_candidates(policy):
 
 
 def test_candidate_without_template_quarantines_without_patient_values(policy):
-    ds = pydicom.dcmread(get_testdata_file("color3d_jpeg_baseline.dcm"))
+    ds = _read("color3d_jpeg_baseline.dcm")
     ds.PatientName = "DOE^JANE"
     ds.PatientID = "PID998877"
     verdict = assess(ds, _no_ocr(policy))  # no OCR needed to decide this
