@@ -42,7 +42,7 @@ def _prepare(gray: np.ndarray, settings: OcrSettings) -> tuple[Image.Image, int]
     """Dark text on a light ground, enlarged when small: what tesseract reads best."""
     if gray.mean() < 128:  # mostly dark image (ultrasound, CT): text is light
         gray = 255 - gray
-    image = Image.fromarray(gray, mode="L")
+    image = Image.fromarray(gray)  # uint8 2-D: mode "L"
     scale = 1
     if max(image.size) < settings.upscale_below and settings.upscale_factor > 1:
         scale = settings.upscale_factor

@@ -333,3 +333,12 @@ def test_repository_policy_files_carry_provenance():
     for path in (POLICIES_DIR / "consent.toml", POLICIES_DIR / "masking" / "policy.toml"):
         text = Path(path).read_text()
         assert "sha256" in text and "version = 1" in text
+
+
+@pytest.mark.parametrize("command", ["false", "true"])
+def test_tesseract_failing_or_silent_quarantines(policy, command):
+    # "false" exits 1; "true" exits 0 but prints no TSV table: both must hold the image
+    broken = dataclasses.replace(policy, ocr=dataclasses.replace(policy.ocr, command=command))
+    verdict = assess(_us1(), broken)
+    assert verdict.action == "quarantine" and verdict.dataset is None
+    assert verdict.reasons[0] == "OCR unavailable"
