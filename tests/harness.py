@@ -17,7 +17,10 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
+
+import httpx
 
 from archive import db
 from archive.access import AccessStore
@@ -75,6 +78,7 @@ class RunningArchive:
     process: subprocess.Popen | None = None
     serve_args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=base_env)
+    passwords: dict[str, str] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -185,6 +189,36 @@ def new_archive(root: Path, serve_args: list[str] | None = None, **init_kwargs) 
     args = ["--allow-unencrypted-volume", "--stable-age", "2"] if serve_args is None else serve_args
     env = base_env(ARCHIVE_KEYRING_PASSPHRASE_FILE=str(secret))
     return RunningArchive(home=config.home.root, config=config, serve_args=args, env=env)
+
+
+def add_user(
+    archive: RunningArchive,
+    name: str,
+    roles: tuple[str, ...] | list[str],
+    *,
+    trained: bool = True,
+    password: str | None = None,
+) -> str:
+    """Create a named user locally on the home (as the bootstrapping operator would);
+    returns the password. Trained users get familiarisation and suite-use training today."""
+    password = password or f"pw-{name}-long-enough-42"
+    now = datetime.now(UTC)
+    conn = db.connect(archive.config.home.db_path)
+    try:
+        store = AccessStore(conn)
+        store.add_user(name, password, list(roles), now, by="test-harness")
+        if trained:
+            store.record_training(name, now.date(), now, by="test-harness")
+    finally:
+        conn.close()
+    archive.passwords[name] = password
+    return password
+
+
+def client(archive: RunningArchive, user: str | None = None, **kwargs) -> httpx.Client:
+    """An HTTP client for the archive, logged in as `user` (HTTP Basic) or anonymous."""
+    auth = (user, archive.passwords[user]) if user else None
+    return httpx.Client(base_url=archive.url, auth=auth, timeout=60, verify=False, **kwargs)
 
 
 def register_node(
