@@ -10,7 +10,9 @@ that a byte search of the output finds them unambiguously.
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
+import functools
 import json
 from io import BytesIO
 from pathlib import Path
@@ -65,8 +67,12 @@ def make_ct_series(
     series_number: int = 1,
     issuer: str = "",
     seed: int = 0,
+    vendor_header: bool = False,
 ) -> list[Dataset]:
-    """n CT slices of one series (one frame of reference), 16-bit, random pixels."""
+    """n CT slices of one series (one frame of reference), 16-bit, random pixels.
+
+    vendor_header=True adds the rest of a real scanner's header (pydicom's CT_small.dcm,
+    a GE CT with ~200 standard and private elements) for realistic benchmarks."""
     rng = np.random.default_rng(seed)
     study_uid = study_uid or generate_uid(prefix=SRC_ROOT)
     series_uid = generate_uid(prefix=SRC_ROOT)
@@ -119,8 +125,20 @@ def make_ct_series(
         ds.PixelRepresentation = 0
         ds.RescaleIntercept, ds.RescaleSlope = "-1024", "1"
         ds.PixelData = rng.integers(0, 4096, size=rows * columns, dtype=np.uint16).tobytes()
+        if vendor_header:
+            for elem in _vendor_template():
+                if elem.tag not in ds and elem.tag.group != 0x7FE0:
+                    ds.add(copy.deepcopy(elem))
         out.append(ds)
     return out
+
+
+@functools.lru_cache(maxsize=1)
+def _vendor_template() -> Dataset:
+    from pydicom import dcmread
+    from pydicom.data import get_testdata_file
+
+    return dcmread(get_testdata_file("CT_small.dcm"))
 
 
 def _token(i: int, kind: str = "P") -> str:

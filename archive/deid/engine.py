@@ -24,7 +24,8 @@ from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import dcmwrite
+from pydicom.filereader import read_dataset
+from pydicom.filewriter import dcmwrite, write_dataset
 from pydicom.sequence import Sequence
 
 from archive.deid import policy as P
@@ -461,7 +462,18 @@ def _quarantine_reasons(ds: Dataset, policy: P.DeidPolicy, w: _Walk) -> list[str
     return reasons
 
 
-def _mark(ds: Dataset, policy: P.DeidPolicy) -> None:
+_MARK_CACHE: dict[tuple, list[RawDataElement]] = {}
+_DEFLATED = "1.2.840.10008.1.2.1.99"
+
+
+def _mark_elements(policy: P.DeidPolicy, implicit: bool, little: bool) -> list[RawDataElement]:
+    """PatientIdentityRemoved, DeidentificationMethod (+ code sequence) and
+    LongitudinalTemporalInformationModified, encoded once per policy and encoding."""
+    key = (policy.method_text, policy.method_codes, implicit, little)
+    cached = _MARK_CACHE.get(key)
+    if cached is not None:
+        return cached
+    ds = Dataset()
     ds.PatientIdentityRemoved = "YES"
     ds.DeidentificationMethod = list(policy.method_text)
     codes = Sequence()
@@ -473,20 +485,71 @@ def _mark(ds: Dataset, policy: P.DeidPolicy) -> None:
         codes.append(item)
     ds.DeidentificationMethodCodeSequence = codes
     ds.LongitudinalTemporalInformationModified = "MODIFIED"
+    fp = DicomBytesIO()
+    fp.is_implicit_VR, fp.is_little_endian = implicit, little
+    write_dataset(fp, ds)
+    parsed = read_dataset(BytesIO(fp.getvalue()), implicit, little)
+    elements = [parsed._dict[t] for t in parsed._dict]
+    _MARK_CACHE[key] = elements
+    return elements
+
+
+def _mark(ds: Dataset, policy: P.DeidPolicy, implicit: bool, little: bool) -> None:
+    d = ds._dict
+    for elem in _mark_elements(policy, implicit, little):
+        d[elem.tag] = elem  # the writer sorts tags
+
+
+def _uid_value(uid: str) -> bytes:
+    data = uid.encode("ascii")
+    return data + b"\x00" if len(data) % 2 else data
+
+
+def _meta_bytes(sop_class: str, sop_uid: str, ts: str) -> bytes:
+    """File meta group, always explicit VR little endian; built afresh so nothing of the
+    source's meta (AE titles, private information) is carried over."""
+    version = IMPLEMENTATION_VERSION.encode("ascii")
+    version += b" " * (len(version) % 2)
+    elements = [
+        (0x0001, b"OB", b"\x00\x01"),
+        (0x0002, b"UI", _uid_value(sop_class)),
+        (0x0003, b"UI", _uid_value(sop_uid)),
+        (0x0010, b"UI", _uid_value(ts)),
+        (0x0012, b"UI", _uid_value(IMPLEMENTATION_CLASS_UID)),
+        (0x0013, b"SH", version),
+    ]
+    body = bytearray()
+    for elem, vr, value in elements:
+        body += (2).to_bytes(2, "little") + elem.to_bytes(2, "little") + vr
+        if vr == b"OB":
+            body += b"\x00\x00" + len(value).to_bytes(4, "little")
+        else:
+            body += len(value).to_bytes(2, "little")
+        body += value
+    head = b"\x02\x00\x00\x00UL\x04\x00" + len(body).to_bytes(4, "little")
+    return head + bytes(body)
 
 
 def _write(ds: Dataset, ts: str, sop_class: str, sop_uid: str) -> bytes:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class
-    meta.MediaStorageSOPInstanceUID = sop_uid
-    meta.TransferSyntaxUID = ts
-    meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
-    meta.ImplementationVersionName = IMPLEMENTATION_VERSION
-    ds.file_meta = meta
-    ds.preamble = b"\x00" * 128  # a preamble can carry anything (e.g. a TIFF header)
-    out = DicomBytesIO()
-    dcmwrite(out, ds, enforce_file_format=True)
-    return out.getvalue()
+    # a preamble can carry anything (e.g. a TIFF header): always 128 zero bytes
+    if ts == _DEFLATED:  # rare: let pydicom handle the deflate stream
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = sop_class
+        meta.MediaStorageSOPInstanceUID = sop_uid
+        meta.TransferSyntaxUID = ts
+        meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
+        meta.ImplementationVersionName = IMPLEMENTATION_VERSION
+        ds.file_meta = meta
+        ds.preamble = b"\x00" * 128
+        out = DicomBytesIO()
+        dcmwrite(out, ds, enforce_file_format=True)
+        return out.getvalue()
+    fp = DicomBytesIO()
+    fp.is_implicit_VR = ts == "1.2.840.10008.1.2"
+    fp.is_little_endian = ts != "1.2.840.10008.1.2.2"
+    fp.write(b"\x00" * 128 + b"DICM" + _meta_bytes(sop_class, sop_uid, ts))
+    write_dataset(fp, ds)
+    return fp.getvalue()
 
 
 def deidentify(
@@ -531,7 +594,7 @@ def deidentify(
         w.finish_cleaning()
         reasons.extend(w.problems)
         reasons.extend(w.residual())
-        _mark(ds, policy)
+        _mark(ds, policy, ts == "1.2.840.10008.1.2", ts != "1.2.840.10008.1.2.2")
         result.study_uid = _header(ds, 0x0020000D, w)
         result.series_uid = _header(ds, 0x0020000E, w)
         result.sop_instance_uid = _header(ds, 0x00080018, w)

@@ -1,0 +1,100 @@
+"""De-identification throughput vs dicognito (in-process) and bare pydicom read+write.
+
+    .venv/bin/python benchmarks/bench_deid.py [--slices 300] [--size 512] [--rounds 3]
+
+Generates a CT series in a temp dir and, for each contender, reads every file, processes
+it and writes the result; the best of --rounds is reported. Targets (issue 3): deid is
+>= 3x dicognito and >= 0.6x bare pydicom read+write.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from pydicom import dcmread  # noqa: E402
+
+from archive.deid import DeidSecrets, deidentify, load_policy  # noqa: E402
+from archive.paths import POLICIES_DIR  # noqa: E402
+from tests import corpus  # noqa: E402
+
+
+def _make(folder: Path, slices: int, size: int, vendor: bool) -> list[Path]:
+    paths = []
+    series = corpus.make_ct_series(slices, rows=size, columns=size, vendor_header=vendor)
+    for i, ds in enumerate(series):
+        p = folder / f"ct{i:04d}.dcm"
+        p.write_bytes(corpus.to_bytes(ds))
+        paths.append(p)
+    return paths
+
+
+def _time(fn, paths: list[Path], out: Path, rounds: int) -> float:
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for p in paths:
+            fn(p, out / p.name)
+        best = min(best, time.perf_counter() - start)
+    return len(paths) / best
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--slices", type=int, default=300)
+    ap.add_argument("--size", type=int, default=512)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument(
+        "--plain-header", action="store_true", help="minimal header instead of a GE CT header"
+    )
+    args = ap.parse_args()
+    policy = load_policy(POLICIES_DIR)
+    secrets = DeidSecrets(b"\x42" * 32)
+    with tempfile.TemporaryDirectory(prefix="bench-deid-") as tmp:
+        src, out = Path(tmp) / "src", Path(tmp) / "out"
+        src.mkdir()
+        out.mkdir()
+        paths = _make(src, args.slices, args.size, not args.plain_header)
+
+        def ours(p: Path, dst: Path) -> None:
+            result = deidentify(p.read_bytes(), policy, secrets)
+            if result.released is None:
+                raise SystemExit(f"unexpected quarantine: {result.quarantine_reason}")
+            dst.write_bytes(result.released)
+
+        def bare(p: Path, dst: Path) -> None:
+            dcmread(p).save_as(dst)
+
+        try:
+            from dicognito.anonymizer import Anonymizer
+        except ImportError:
+            Anonymizer = None  # noqa: N806
+        anonymizer = Anonymizer() if Anonymizer else None
+
+        def dicognito(p: Path, dst: Path) -> None:
+            ds = dcmread(p)
+            anonymizer.anonymize(ds)
+            ds.save_as(dst)
+
+        ours_rate = _time(ours, paths, out, args.rounds)
+        bare_rate = _time(bare, paths, out, args.rounds)
+        header = "minimal header" if args.plain_header else "GE CT header (std + private)"
+        print(f"corpus: {args.slices} CT slices {args.size}x{args.size} 16-bit, {header}")
+        print(f"deid (this project)     {ours_rate:8.1f} slices/s")
+        print(f"pydicom read+write      {bare_rate:8.1f} slices/s")
+        if anonymizer is not None:
+            dicog_rate = _time(dicognito, paths, out, args.rounds)
+            print(f"dicognito in-process    {dicog_rate:8.1f} slices/s")
+            print(f"ratio deid/dicognito    {ours_rate / dicog_rate:8.2f}x  (target >= 3)")
+        else:
+            print("dicognito not installed: ratio not measured")
+        print(f"ratio deid/pydicom      {ours_rate / bare_rate:8.2f}x  (target >= 0.6)")
+
+
+if __name__ == "__main__":
+    main()
