@@ -55,8 +55,24 @@ class Services:
 
         return EncryptedStore(self.home.storage_dir, self.runtime.keyring)
 
-    def access_store(self):
-        """The access room's store on this thread's connection."""
-        from archive.access import AccessStore
+    @cached_property
+    def _access_root(self):
+        """One AccessStore built once (migrations, account policy, credential cache)."""
+        from archive.access import open_access_store
 
-        return AccessStore(self.db())
+        return open_access_store(self.home.db_path, self.config.policies_dir)
+
+    @cached_property
+    def route_policy(self):
+        from archive.access import load_route_policy
+
+        return load_route_policy(self.config.policies_dir)
+
+    def access_store(self):
+        """The access room's store on this thread's connection, sharing one credential
+        cache across threads (so a verified password is not re-hashed per request)."""
+        store = getattr(self.runtime._local, "access_store", None)
+        if store is None:
+            store = self._access_root.bind(self.db())
+            self.runtime._local.access_store = store
+        return store

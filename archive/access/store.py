@@ -172,6 +172,19 @@ class AccessStore:
         self._cache: dict[str, tuple[bytes, float]] = {}
         self._lock = threading.Lock()
 
+    def bind(self, conn: sqlite3.Connection) -> AccessStore:
+        """The same store on another connection (one per thread), sharing the verified-
+        credential cache, its key, the dummy hash and the write lock.
+
+        The Orthanc plugin keeps one store per thread (sqlite connections are per thread)
+        but one credential cache for all, so a user pays one argon2id verification per
+        `credential_cache_seconds`, not one per HTTP thread.
+        """
+        other = object.__new__(AccessStore)
+        other.__dict__.update(self.__dict__)
+        other.conn = conn
+        return other
+
     # -- transactions -------------------------------------------------------------
 
     @contextmanager

@@ -1,0 +1,100 @@
+"""The HTTP filter: every request is authenticated, decided against the route policy and
+audited before Orthanc (or a /teaching route) sees it. Deny by default.
+
+orthanc-python 4.0 calls `filter(uri, method=, ip=, headers=, get=)` and only lets us
+answer True/False: a refusal is Orthanc's 403 for every reason (no credentials, wrong
+password, locked, no rule); the reason goes to the audit log, never to the caller.
+
+The filter must never raise (a raise becomes a 500 and a traceback in Orthanc's log):
+any internal error - database, policy, audit log unwritable - denies the request and
+logs one line (fail closed). It never calls orthanc.RestApi* (leaks memory in 4.0).
+
+`ARCHIVE_UNSAFE_DISABLE_HTTP_FILTER=1` in Orthanc's environment skips registering the
+filter, for benchmarks/bench_auth.py only: Orthanc is then wide open to anyone who can
+reach it, so this is logged as an error at start and audited as `security.filter_disabled`.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+
+import orthanc
+
+from archive.access import (
+    AuthFailure,
+    Decision,
+    auth_event,
+    authenticate_headers,
+    decide,
+    decision_event,
+)
+from archive.audit import AuditEvent
+
+DISABLE_ENV = "ARCHIVE_UNSAFE_DISABLE_HTTP_FILTER"
+
+
+def make_filter(services):
+    """The filter callback, closed over the services (separate from register for tests)."""
+    policy = services.route_policy
+    record = services.record
+    # orthanc.HttpMethod values (GET = 1, POST = 2, PUT = 3, DELETE = 4 in 4.0)
+    method_names = {
+        int(getattr(orthanc.HttpMethod, name, default)): name
+        for name, default in (("GET", 1), ("POST", 2), ("PUT", 3), ("DELETE", 4))
+    }
+
+    def decide_request(uri: str, method: str, ip: str, headers: dict) -> bool:
+        store = services.access_store()
+        result = authenticate_headers(store, headers or {}, datetime.now(UTC))
+        principal = None
+        if isinstance(result, AuthFailure):
+            if result.reason != "no_credentials":
+                record(auth_event(result, ip))
+                decision = Decision(False, f"authentication failed ({result.reason})")
+                record(decision_event(None, method, uri, decision, ip, policy.version))
+                return False
+        else:
+            principal = result
+        decision = decide(policy, principal, method, uri)
+        record(decision_event(principal, method, uri, decision, ip, policy.version))
+        return decision.allowed
+
+    def http_filter(uri, method=None, ip=None, headers=None, get=None, **_ignored) -> bool:
+        try:
+            try:
+                name = method_names.get(int(method), "UNKNOWN")
+            except (TypeError, ValueError):
+                name = str(method).upper()
+            return decide_request(str(uri), name, str(ip or "unknown"), headers or {})
+        except Exception as exc:  # noqa: BLE001 - the filter must never raise
+            try:
+                orthanc.LogError(
+                    f"teaching-archive: HTTP filter error, request denied: {type(exc).__name__}"
+                )
+            except Exception:  # noqa: BLE001, S110
+                pass
+            return False
+
+    return http_filter
+
+
+def register(services) -> None:
+    if os.environ.get(DISABLE_ENV) == "1":
+        orthanc.LogError(
+            "teaching-archive: WARNING: THE HTTP ACCESS FILTER IS DISABLED "
+            f"({DISABLE_ENV}=1). Orthanc's REST API is open to anyone who can reach it. "
+            "This is for benchmarks only; unset it and restart."
+        )
+        services.record(
+            AuditEvent(
+                action="security.filter_disabled",
+                outcome="failure",
+                actor="system",
+                detail={"reason": f"{DISABLE_ENV}=1 in the environment of Orthanc"},
+            )
+        )
+        return
+    services.access_store()  # build the shared store and migrate before serving
+    _ = services.route_policy  # a broken policy stops the start (fail closed)
+    orthanc.RegisterIncomingHttpRequestFilter(make_filter(services))
