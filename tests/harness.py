@@ -31,6 +31,7 @@ from archive.vault.keyring import keyring_path
 from archive.vault.sealing import KdfParams
 
 REPO = Path(__file__).resolve().parent.parent
+DICOM_CONTENT = 1  # Orthanc's content type of the DICOM file itself
 ARCHIVE_BIN = str(Path(sys.executable).with_name("archive"))
 
 
@@ -164,6 +165,25 @@ class RunningArchive:
         if not self.log.exists():
             return ""
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+    def stored_dicom(self) -> list[bytes]:
+        """Every DICOM file Orthanc stored, read from the encrypted storage area on disk.
+
+        Tests read what was stored this way rather than through Orthanc's REST API, whose
+        file routes the access policy never opens.
+        """
+        from archive.vault.store import EncryptedStore
+
+        passphrase = Path(self.env["ARCHIVE_KEYRING_PASSPHRASE_FILE"]).read_text()
+        keyring = Keyring.open(keyring_path(self.config.home.keys_dir), passphrase)
+        store = EncryptedStore(self.config.home.storage_dir, keyring)
+        return [store.read(uuid, ct) for uuid, ct, _ in store.entries() if ct == DICOM_CONTENT]
+
+    def counts(self) -> dict[str, int]:
+        """Orthanc's counts of patients/studies/series/instances (anonymous health route)."""
+        answer = self.health()
+        assert answer is not None, "the archive is not answering /teaching/health"
+        return answer["counts"]
 
     def cli(
         self, *args: str, input_text: str | None = None, timeout: float = 120
