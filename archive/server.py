@@ -24,6 +24,11 @@ from typing import IO
 
 from archive.config import ArchiveConfig
 from archive.errors import ArchiveError
+from archive.runtime import PASSPHRASE_FD_ENV
+from archive.vault import Keyring, VolumeStatus, keyring_path
+from archive.vault import volume as vol
+from archive.vault.errors import KeyringMissingError
+from archive.vault.passphrase import obtain_passphrase
 
 HEALTH_ROUTE = "/teaching/health"
 
@@ -149,21 +154,127 @@ def orthanc_environment(config: ArchiveConfig) -> dict[str, str]:
     return env
 
 
+def unlock_keyring(config: ArchiveConfig, *, interactive: bool) -> tuple[Keyring, str]:
+    """Open the home's keyring before anything starts, so that a wrong passphrase, a
+    missing keyring or a corrupt one is one clear line and no data is touched (opening
+    never writes). The passphrase comes from the configured source, else a prompt when
+    `interactive` (stdin is a terminal)."""
+    path = keyring_path(config.home.keys_dir)
+    if not path.exists():
+        raise KeyringMissingError(
+            f"No keyring at {path}; nothing was started. Restore it with `archive keys "
+            f"restore --home {config.home.root} --backup FILE` (or, for a new empty "
+            f"archive, create one with `archive keys init`)."
+        )
+    passphrase = obtain_passphrase(config, prompt=interactive)
+    return Keyring.open(path, passphrase), passphrase
+
+
+def passphrase_pipe(passphrase: str) -> int:
+    """A pipe holding the passphrase; returns its read end for Orthanc to inherit.
+
+    Never argv (visible in /proc/PID/cmdline), never the environment's value
+    (/proc/PID/environ, inherited by children), never a file: the plugin reads the fd
+    named by ARCHIVE_KEYRING_PASSPHRASE_FD once and closes it."""
+    data = passphrase.encode("utf-8")
+    read_fd, write_fd = os.pipe()
+    try:
+        if len(data) >= 65536:  # larger than a pipe buffer: would block here
+            raise ServeError("The keyring passphrase is unreasonably long (64 KiB or more).")
+        os.write(write_fd, data)
+    except BaseException:
+        os.close(read_fd)
+        raise
+    finally:
+        os.close(write_fd)
+    return read_fd
+
+
+@dataclass
+class VolumeDecision:
+    """What protects HOME/data while this serve runs, and whether serve mounted it."""
+
+    state: VolumeStatus
+    mounted_here: bool
+    unencrypted: bool
+
+
+def prepare_volume(
+    config: ArchiveConfig, keyring: Keyring, *, allow_unencrypted: bool
+) -> VolumeDecision:
+    """Check (and for gocryptfs, mount) the encrypted volume holding HOME/data.
+
+    gocryptfs: serve mounts HOME/volume on HOME/data with the keyring's volume secret
+    when it is not mounted yet (the volume lives and dies with the keyring, so no second
+    secret to manage), and unmounts what it mounted when it stops. luks: the data
+    directory must already be a mounted dm-crypt device (ops/luks-provision.sh). A plain
+    data directory (kind "none", or a volume that cannot be used) is refused unless
+    unencrypted running was allowed explicitly."""
+    home = config.home
+    kind = config.volume.kind
+    state = vol.status(home)
+    if kind == "gocryptfs":
+        if state.kind == "gocryptfs" and state.mounted:
+            return VolumeDecision(state, False, False)
+        if state.mounted:
+            raise ServeError(
+                f"volume.kind is gocryptfs but {home.data_dir} is a {state.detail}; unmount "
+                f"it, then serve again."
+            )
+        state = vol.mount(home, keyring.volume_secret)  # VolumeError: one clear line
+        return VolumeDecision(state, True, False)
+    if kind == "luks":
+        if state.kind == "luks" and state.encrypted:
+            return VolumeDecision(state, False, False)
+        raise ServeError(
+            f"volume.kind is luks but {home.data_dir} is not a mounted LUKS (dm-crypt) "
+            f"volume ({state.detail}); open and mount it first (see ops/LUKS.md)."
+        )
+    if state.encrypted:  # kind "none" in archive.toml, but mounted on an encrypted volume
+        return VolumeDecision(state, False, False)
+    if not allow_unencrypted:
+        raise ServeError(
+            "The data directory is not on an encrypted volume. Create one with "
+            "`archive volume create --home ...` and set volume.kind, or pass "
+            "--allow-unencrypted-volume for a throwaway demo (this is recorded)."
+        )
+    return VolumeDecision(state, False, True)
+
+
+def release_volume(config: ArchiveConfig, decision: VolumeDecision | None) -> str | None:
+    """Unmount what serve mounted; returns a warning line when that fails."""
+    if decision is None or not decision.mounted_here:
+        return None
+    try:
+        vol.unmount(config.home)
+    except ArchiveError as exc:
+        return str(exc)
+    return None
+
+
 def start_orthanc(
-    config: ArchiveConfig, extra_env: dict[str, str] | None = None
+    config: ArchiveConfig,
+    extra_env: dict[str, str] | None = None,
+    *,
+    pass_fds: tuple[int, ...] = (),
 ) -> subprocess.Popen:
     orthanc = find_orthanc()
     log = open(config.home.orthanc_log, "ab")  # noqa: SIM115 - handed to the child
     env = orthanc_environment(config)
+    env.pop(PASSPHRASE_FD_ENV, None)
     env.update(extra_env or {})
-    return subprocess.Popen(
-        [orthanc, "--no-jobs", str(config.home.orthanc_config)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        env=env,
-        cwd=str(config.home.run_dir),
-    )
+    try:
+        return subprocess.Popen(
+            [orthanc, "--no-jobs", str(config.home.orthanc_config)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=str(config.home.run_dir),
+            pass_fds=pass_fds,
+        )
+    finally:
+        log.close()
 
 
 @dataclass

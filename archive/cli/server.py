@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
 import signal
+import sys
 import threading
 from typing import Annotated
 
@@ -51,34 +54,58 @@ def serve(
     ] = 10,
     ready_timeout: Annotated[float, typer.Option(help="Seconds to wait for Orthanc.")] = 90.0,
 ) -> None:
-    """Run Orthanc with the archive plugin in the foreground; Ctrl-C or SIGTERM stops it."""
+    """Run Orthanc with the archive plugin in the foreground; Ctrl-C or SIGTERM stops it.
+
+    The keyring is opened first (asking for its passphrase on a terminal when no file or
+    credential is configured), so a wrong passphrase or a missing or corrupt keyring
+    stops here with one line and nothing touched. The passphrase reaches Orthanc through
+    an inherited pipe only. With volume.kind = "gocryptfs" the volume is mounted on
+    HOME/data if needed, and unmounted again on stop."""
     config = load(home)
     lock = server.HomeLock(config.home.lock_file)
     process = None
+    decision = None
+    read_fd = None
     try:
+        keyring, passphrase = server.unlock_keyring(config, interactive=sys.stdin.isatty())
         server.find_orthanc()
         server.check_plugin_installed(orthanc_config.PYTHON_PLUGIN)
         lock.acquire()
+        allowed = allow_unencrypted_volume or config.volume.allow_unencrypted
+        decision = server.prepare_volume(config, keyring, allow_unencrypted=allowed)
+        del keyring
+        if decision.unencrypted:
+            why = (
+                "--allow-unencrypted-volume"
+                if allow_unencrypted_volume
+                else "volume.allow_unencrypted"
+            )
+            typer.echo(
+                f"warning: UNENCRYPTED data volume, allowed explicitly ({why}); "
+                "recorded in the audit log",
+                err=True,
+            )
         for problem in check_home_permissions(config.home):
             typer.echo(f"warning: {problem}", err=True)
-        if config.volume.kind == "none" and not (
-            allow_unencrypted_volume or config.volume.allow_unencrypted
-        ):
-            raise server.ServeError(
-                "The data directory is not on an encrypted volume. Create one with "
-                "`archive volume create --home ...`, or pass --allow-unencrypted-volume "
-                "for a throwaway demo (this is recorded)."
-            )
         server.check_port_free(config.http.host, config.http.port, "HTTP")
         server.check_port_free("0.0.0.0", config.dicom.port, "DICOM")
         rendered = orthanc_config.render(
             config, nodes=registered_nodes(config), stable_age=stable_age
         )
         orthanc_config.write(config, rendered)
+        read_fd = server.passphrase_pipe(passphrase)
+        del passphrase
         process = server.start_orthanc(
             config,
-            {"ARCHIVE_UNENCRYPTED_VOLUME": "1" if config.volume.kind == "none" else "0"},
+            {
+                "ARCHIVE_UNENCRYPTED_VOLUME": "1" if decision.unencrypted else "0",
+                server.PASSPHRASE_FD_ENV: str(read_fd),
+            },
+            pass_fds=(read_fd,),
         )
+        os.close(read_fd)
+        read_fd = None
+        _write_volume_state(config, decision, allow_unencrypted_volume)
         readiness = server.wait_ready(config, process, timeout=ready_timeout)
         if not readiness.ready:
             server.stop_orthanc(process)
@@ -87,6 +114,11 @@ def serve(
                 f"({config.home.orthanc_log}) says:\n{readiness.log_tail}"
             )
     except ArchiveError as exc:
+        if read_fd is not None:
+            os.close(read_fd)
+        warning = server.release_volume(config, decision)
+        if warning:
+            typer.echo(f"warning: {warning}", err=True)
         lock.release()
         fail(str(exc))
 
@@ -102,15 +134,45 @@ def serve(
         f"DICOM {config.dicom.aet}@{config.http.host}:{config.dicom.port}  "
         f"(Orthanc {readiness.detail.get('orthanc_version')})"
     )
+    typer.echo(f"Data volume: {_volume_line(decision)}", err=True)
     typer.echo("Press Ctrl-C to stop.", err=True)
     while not stop.is_set() and process.poll() is None:
         stop.wait(0.5)
     crashed = process.poll() is not None
     code = server.stop_orthanc(process)
+    warning = server.release_volume(config, decision)
+    if warning:
+        typer.echo(f"warning: the encrypted volume stayed mounted: {warning}", err=True)
+    _volume_state_file(config).unlink(missing_ok=True)
     lock.release()
     if crashed:
         fail(f"Orthanc exited unexpectedly (code {code}); see {config.home.orthanc_log}.")
     typer.echo("Archive stopped.")
+
+
+def _volume_line(decision) -> str:
+    state = decision.state
+    if decision.unencrypted:
+        return f"NOT encrypted ({state.detail}), allowed explicitly"
+    mounted = " (mounted by this serve)" if decision.mounted_here else ""
+    return f"encrypted, {state.kind}{mounted}"
+
+
+def _volume_state_file(config):
+    return config.home.run_dir / "volume.json"
+
+
+def _write_volume_state(config, decision, allowed_by_flag: bool) -> None:
+    """What this serve decided about the volume, for `archive status` (no secrets)."""
+    state = {
+        **decision.state.as_dict(),
+        "unencrypted": decision.unencrypted,
+        "allowed_unencrypted_by_flag": allowed_by_flag,
+        "mounted_by_serve": decision.mounted_here,
+    }
+    path = _volume_state_file(config)
+    path.write_text(json.dumps(state), encoding="utf-8")
+    path.chmod(0o600)
 
 
 def registered_nodes(config) -> list[orthanc_config.DicomNode]:
@@ -154,6 +216,7 @@ def status(home: HomeOption, json_output: JsonOption = False) -> None:
         "counts": answer.get("counts") if answer else None,
         "volume": config.volume.kind,
         "unencrypted_volume_allowed": config.volume.allow_unencrypted,
+        **_volume_report(config, pid is not None),
     }
     if json_output:
         emit_json(report)
@@ -169,7 +232,34 @@ def status(home: HomeOption, json_output: JsonOption = False) -> None:
             f"  studies {counts['studies']}, series {counts['series']}, "
             f"instances {counts['instances']}"
         )
-    typer.echo(f"  volume: {report['volume']}")
+    typer.echo(
+        f"  volume: configured {report['volume']}, now {report['volume_state']['kind']}"
+        f" ({'encrypted' if report['volume_encrypted'] else 'NOT encrypted'}"
+        f"{', mounted' if report['volume_state']['mounted'] else ''})"
+    )
+    if report["running_unencrypted"]:
+        typer.echo("  WARNING: serving on an unencrypted data directory (allowed explicitly)")
+
+
+def _volume_report(config, serving: bool) -> dict:
+    """What protects HOME/data now, and what the running serve decided about it."""
+    from archive.vault import volume as vol
+
+    state = vol.status(config.home)
+    decided = None
+    path = _volume_state_file(config)
+    if serving and path.is_file():
+        try:
+            decided = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError:
+            decided = None
+    return {
+        "volume_state": state.as_dict(),
+        "volume_encrypted": state.encrypted,
+        "running_unencrypted": bool(decided and decided.get("unencrypted")),
+        "allowed_unencrypted_by_flag": bool(decided and decided.get("allowed_unencrypted_by_flag")),
+        "volume_mounted_by_serve": bool(decided and decided.get("mounted_by_serve")),
+    }
 
 
 def register(app: typer.Typer) -> None:

@@ -70,6 +70,7 @@ class Keyring:
         self._path = path
         self._sealer = sealer
         self._lock = threading.RLock()
+        self._follow = False
         self._load_payload(payload)
         self._stamp = self._file_stamp()
 
@@ -225,16 +226,29 @@ class Keyring:
             self._stamp = stamp
             return True
 
+    def follow_changes(self, on: bool = True) -> None:
+        """Keep a long-lived keyring (the Orthanc plugin's) in step with the file.
+
+        When on, every read of the primary key id re-checks the file (one stat; reloaded
+        only when it changed), and an unknown key id triggers a reload before it counts as
+        unknown. So a rotation run by `archive keys rotate` while the archive serves makes
+        new writes use the new primary at once, and rewrapped headers read at once."""
+        self._follow = on
+
     # ----- keys ---------------------------------------------------------------------
 
     @property
     def primary_kek_id(self) -> str:
+        if self._follow:
+            self.refresh()
         return self._primary
 
     def kek(self, key_id: str) -> bytes:
         """Material of a live KEK; KeyringError for retired or unknown ids."""
         with self._lock:
             material = self._keks.get(key_id)
+            if material is None and self._follow and self.refresh():
+                material = self._keks.get(key_id)
             if material is not None:
                 return material
             if key_id in self._retired:
@@ -247,7 +261,11 @@ class Keyring:
 
     def knows(self, key_id: str) -> bool:
         """Whether the id was ever issued by this keyring (live or retired)."""
-        return key_id in self._keks or key_id in self._retired
+        if key_id in self._keks or key_id in self._retired:
+            return True
+        if self._follow and self.refresh():
+            return key_id in self._keks or key_id in self._retired
+        return False
 
     def is_retired(self, key_id: str) -> bool:
         return key_id in self._retired
