@@ -57,16 +57,20 @@ def one_line_errors() -> Iterator[None]:
 def roles_for(config: ArchiveConfig, user: str) -> tuple[str, ...]:
     """A named user's roles from the access room; fails closed if it cannot tell."""
     try:
-        from archive import access  # the access room, loaded on demand
+        from archive.access import open_access_store
     except ImportError:
         fail(f"cannot check the roles of {user}: user management is not installed.")
-    lookup = getattr(access, "roles_for_user", None)
-    if lookup is None:
-        fail(f"cannot check the roles of {user}: user management is not installed.")
     try:
-        return tuple(lookup(config, user))
+        store = open_access_store(config.home.db_path, config.policies_dir)
     except ArchiveError as exc:
-        fail(str(exc))
+        fail(f"cannot check the roles of {user}: {exc}")
+    try:
+        found = store.get_user(user)
+    finally:
+        store.conn.close()
+    if found is None or found.disabled:
+        fail(f"{user} is not an active user of this archive; see `archive users list`.")
+    return tuple(found.roles)
 
 
 def open_catalogue(
@@ -110,7 +114,9 @@ def _print_page(page: SearchPage, as_json: bool) -> None:
         return
     first = (page.page - 1) * page.per_page + 1 if page.items else 0
     last = first + len(page.items) - 1 if page.items else 0
-    note = " (no case matched every word; showing cases matching some)" * (page.matched == "any")
+    note = " (no case matched every word; showing the closest matches)" * (
+        page.matched == "partial"
+    )
     typer.echo(f"{page.total} cases, showing {first}-{last}{note}")
     for case in page.items:
         typer.echo(_summary_line(case))

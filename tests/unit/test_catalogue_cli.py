@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-import types
 from pathlib import Path
 
 import pytest
@@ -83,16 +82,27 @@ def test_annotate(home: HomePaths) -> None:
     assert code == 1 and "unknown field" in out
 
 
-def _access(monkeypatch: pytest.MonkeyPatch, roles: dict[str, tuple[str, ...]]) -> None:
-    module = types.ModuleType("archive.access")
-    module.roles_for_user = lambda config, user: roles[user]  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "archive.access", module)
+def _access(home: HomePaths, roles: dict[str, tuple[str, ...]]) -> None:
+    """Real named users in the home's access tables (the access room, not a stand-in)."""
+    from datetime import UTC, datetime
+
+    from archive.access import AccessStore
+    from archive.db import connect
+
+    conn = connect(home.db_path)
+    try:
+        store = AccessStore(conn)
+        for user, user_roles in roles.items():
+            now = datetime.now(UTC)
+            store.add_user(user, f"pw-{user}-long-enough-42", list(user_roles), now, by="test")
+    finally:
+        conn.close()
 
 
 def test_registrar_can_search_but_not_edit(
     home: HomePaths, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _access(monkeypatch, {"reg1": ("registrar",), "trn1": ("trainer",)})
+    _access(home, {"reg1": ("registrar",), "trn1": ("trainer",)})
     assert run_json("cases", "search", "", "--as-user", "reg1")["total"] == 3
     code, out = run("cases", "edit", "NSR-2026-00001", "--title", "X", "--as-user", "reg1")
     assert code == 1 and "may search and view cases but not edit" in out
