@@ -51,6 +51,8 @@ _PSEUDONYM = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 MAX_TEXT = 20_000
 MAX_LIST_ITEMS = 50
 MAX_PER_PAGE = 200
+# Catalogue sizes at which the planner's statistics are refreshed (then every 5,000).
+STATISTICS_AT = frozenset({50, 500, 2000})
 
 Scanner = Callable[[str], list[str]]
 
@@ -117,6 +119,7 @@ class Catalogue:
         facts = self._facts(summary, orthanc_study_id)
         series = facts.pop("_series")
         stamp, year = _stamp(now)
+        number, refresh = 0, False
         with self.repo.transaction():
             existing = self.repo.case_for_study(facts["study_uid"])
             if existing is None:
@@ -138,6 +141,7 @@ class Catalogue:
                 action = "catalogue.case.refresh"
             self.repo.replace_series(case_id, series)
             case = self._get(case_id)
+            refresh = existing is None and number in STATISTICS_AT
             self.on_change(
                 CatalogueChange(
                     action,
@@ -151,7 +155,13 @@ class Catalogue:
                     },
                 )
             )
+        if refresh or (existing is None and number % 5000 == 0):
+            self.optimize()
         return case
+
+    def optimize(self) -> None:
+        """Refresh the planner's statistics; cheap, safe to run from a nightly job."""
+        self.repo.refresh_statistics()
 
     def _facts(self, s: StudySummary, orthanc_study_id: str) -> dict[str, Any]:
         """Check a summary field by field; anything odd is refused, not stored."""

@@ -145,8 +145,8 @@ class SearchPage:
     items: list[Case]
     page: int = 1
     per_page: int = 20
-    # "all" when every query term matched; "any" when no case had all of them and the
-    # search fell back to ranking cases that match some of them.
+    # "all" when every query word matched; "partial" when no case had all of them and
+    # the search dropped unknown, then the most common, words until some cases matched.
     matched: str = "all"
 
     def to_dict(self, *, include_pseudonym: bool = False) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import json
 import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -55,22 +56,29 @@ def one_line_errors() -> Iterator[None]:
 
 
 def roles_for(config: ArchiveConfig, user: str) -> tuple[str, ...]:
-    """A named user's roles from the access room; fails closed if it cannot tell."""
+    """A named user's current roles from the access room; fails closed if it cannot tell."""
     try:
-        from archive.access import open_access_store
+        from archive.access import open_access_store  # the access room, loaded on demand
     except ImportError:
         fail(f"cannot check the roles of {user}: user management is not installed.")
     try:
         store = open_access_store(config.home.db_path, config.policies_dir)
     except ArchiveError as exc:
         fail(f"cannot check the roles of {user}: {exc}")
+    now = datetime.now(UTC)
     try:
         found = store.get_user(user)
+        active = found is not None and not found.disabled
+        if found is not None and found.account_expires is not None:
+            active = active and now < found.account_expires
+        # The principal drops roles the user may not use yet (e.g. an unapproved
+        # other_speciality), exactly as for HTTP requests.
+        roles = tuple(store.local_principal(user, now).roles) if active else ()
     finally:
         store.conn.close()
-    if found is None or found.disabled:
+    if not active:
         fail(f"{user} is not an active user of this archive; see `archive users list`.")
-    return tuple(found.roles)
+    return roles
 
 
 def open_catalogue(
