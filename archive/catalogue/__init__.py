@@ -31,7 +31,7 @@ from archive.catalogue.model import (
     SeriesSummary,
     StudySummary,
 )
-from archive.catalogue.permissions import EDITOR_ROLES, can_edit
+from archive.catalogue.permissions import EDITOR_ROLES, VIEWER_ROLES, can_edit, can_view
 from archive.catalogue.repository import CatalogueRepository, SqliteCatalogueRepository
 from archive.catalogue.vocabulary import Vocabulary, load_vocabulary
 
@@ -46,6 +46,7 @@ __all__ = [
     "SORTS",
     "STATUSES",
     "TEXT_FIELDS",
+    "VIEWER_ROLES",
     "Case",
     "CaseNotFoundError",
     "Catalogue",
@@ -64,5 +65,6 @@ __all__ = [
     "StudySummary",
     "Vocabulary",
     "can_edit",
+    "can_view",
     "load_vocabulary",
 ]

@@ -15,3 +15,13 @@ EDITOR_ROLES = frozenset({"trainer", "personnel"})
 def can_edit(roles: Iterable[str]) -> bool:
     """True if any of the roles may edit teaching metadata and collections."""
     return any(str(role).strip().lower() in EDITOR_ROLES for role in roles)
+
+
+# Roles that browse the catalogue (policies/access/routes.toml grants them
+# GET /teaching/cases/**); the School Board decides on sharing but sees no images.
+VIEWER_ROLES = EDITOR_ROLES | {"registrar", "other_speciality", "head_of_school", "tpd"}
+
+
+def can_view(roles: Iterable[str]) -> bool:
+    """True if any of the roles may search and view cases and collections."""
+    return any(str(role).strip().lower() in VIEWER_ROLES for role in roles)
