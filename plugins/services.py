@@ -13,9 +13,18 @@ from functools import cached_property
 from archive.runtime import Runtime
 
 
+# Audit appends inside Orthanc are queued and written (one write, one fsync, one head
+# update) at most this many seconds later, so auditing every HTTP request and every
+# instance stays cheap; see archive.audit.log.AuditLog for the crash window.
+AUDIT_GROUP_COMMIT_SECONDS = 0.05
+
+
 @dataclass
 class Services:
     runtime: Runtime
+
+    def __post_init__(self) -> None:
+        self.runtime.audit.enable_group_commit(AUDIT_GROUP_COMMIT_SECONDS)
 
     @property
     def config(self):

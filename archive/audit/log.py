@@ -4,7 +4,8 @@ Layout of HOME/data/audit/:
 
     audit.jsonl   one JSON record per line, append-only
     head.json     the latest seq and hash (and the latest signed checkpoint), replaced
-                  atomically after every append: cutting lines off the end of
+                  atomically after every write (each synchronous append, or each
+                  group-commit batch, see AuditLog): cutting lines off the end of
                   audit.jsonl leaves the head pointing past the end, so it is detected
     public_key    hex Ed25519 public keys (one per line) whose signatures verify the
                   checkpoints; in clear so verification needs no passphrase
@@ -28,12 +29,15 @@ audit.checkpoint --json`) to the School Board anchors the log outside this machi
 
 from __future__ import annotations
 
+import atexit
 import base64
 import fcntl
 import hashlib
 import json
 import os
+import sys
 import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -179,6 +183,23 @@ class AuditLog:
     `signer` (the keyring's audit signing key), when given, signs a checkpoint
     automatically every `checkpoint_every` records. `durable=False` skips fsync (tests
     and benchmarks only: a crash could then lose the last records).
+
+    Two ways of appending (see `enable_group_commit`):
+    - synchronous (the default, and the CLI's): `append` writes, fsyncs and updates the
+      head before it returns the record's seq;
+    - group commit (the Orthanc plugin's): `append` validates the event and queues it;
+      a background thread chains and writes the queue at most `interval` seconds later
+      in one write + one fsync + one head update, under the same file lock. Records are
+      chained only when written, under the lock, so CLI and plugin still make one linear
+      chain. The window, written down: a crash (kill -9, power cut) loses at most the
+      records queued in the last `interval` seconds, never a record already written,
+      and never the chain (nothing half-chained reaches the file). If a write fails,
+      every later `append` raises AuditError until a write succeeds again (fail closed).
+
+    Between writes the log remembers the last seq/hash and the file's (inode, size,
+    mtime): if they are unchanged at the next write, the tail is not re-read; if
+    another process appended (or someone truncated the file), the tail and head are
+    read and checked again as before.
     """
 
     def __init__(
@@ -195,6 +216,14 @@ class AuditLog:
         self.checkpoint_every = checkpoint_every
         self.durable = durable
         self.log_path = self.directory / LOG_NAME
+        self.interval = 0.0  # 0 = synchronous appends
+        self.max_pending = 1000
+        self._pending: list[tuple[str, dict[str, Any]]] = []
+        self._cond = threading.Condition()
+        self._known: tuple[tuple[int, int, int], int, str] | None = None
+        self._broken: AuditError | None = None
+        self._flusher: threading.Thread | None = None
+        self._closing = False
         try:
             self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as exc:
@@ -207,37 +236,138 @@ class AuditLog:
 
     # -- public API ---------------------------------------------------------------
 
-    def append(self, event: AuditEvent) -> int:
-        """Validate, chain and durably append one event; returns its seq.
+    def enable_group_commit(self, interval: float = 0.05, max_pending: int = 1000) -> None:
+        """Queue appends and write them at most `interval` s later (see class doc).
 
-        Raises AuditError if the event is refused or the log cannot be written; callers
-        must then refuse the action they were about to audit (fail closed).
+        A queue of `max_pending` records is written at once by the appending thread
+        (back-pressure). The queue is also written by `flush`, `last`, `checkpoint`,
+        `close` and at interpreter exit.
         """
-        fields = event.to_fields()
-        with self._locked():
-            last = self._tail_checked()
-            seq = self._write(last, fields)
-            if self.signer is not None and seq % self.checkpoint_every == 0:
-                self._write_checkpoint(self.signer)
-        return seq
+        if interval <= 0:
+            raise ValueError("interval must be positive")
+        self.interval = interval
+        self.max_pending = max(1, max_pending)
+        if self._flusher is None:
+            self._flusher = threading.Thread(
+                target=self._run, name="audit-group-commit", daemon=True
+            )
+            self._flusher.start()
+            atexit.register(self._close_at_exit)
+
+    def append(self, event: AuditEvent, *, sync: bool = False) -> int:
+        """Validate, chain and append one event; returns its seq (0 when only queued).
+
+        Raises AuditError if the event is refused or the log cannot be written (in group
+        commit: a previous write failed); callers must then refuse the action they were
+        about to audit (fail closed). `sync=True` writes it (and the queue) before
+        returning, whatever the mode.
+        """
+        entry = (utc_now(), event.to_fields())
+        if self._broken is not None and not sync:
+            self._retry_broken()
+        if self.interval <= 0 or sync or self._closing:
+            return self._flush([entry])
+        with self._cond:
+            self._pending.append(entry)
+            if len(self._pending) == 1:
+                self._cond.notify()  # wake the writer: it waits `interval` from here
+            full = len(self._pending) >= self.max_pending
+        if full:
+            self.flush()
+        return 0
+
+    def flush(self) -> int:
+        """Write every queued record now; returns the seq of the last record written."""
+        return self._flush([])
+
+    def close(self) -> None:
+        """Stop the group-commit thread after writing the queue."""
+        self._closing = True
+        with self._cond:
+            self._cond.notify_all()
+        if self._flusher is not None and self._flusher is not threading.current_thread():
+            self._flusher.join(timeout=10)
+        self.flush()
+
+    def _close_at_exit(self) -> None:
+        try:
+            self.close()
+        except AuditError as exc:
+            print(f"teaching-archive: audit records lost at exit: {exc}", file=sys.stderr)
 
     def checkpoint(self, signing_key: Ed25519PrivateKey) -> int:
         """Append a signed checkpoint covering the latest record; returns its seq."""
         self._publish_public_key(public_key_bytes(signing_key))
-        with self._locked():
-            self._tail_checked()
-            return self._write_checkpoint(signing_key)
+        return self._flush([], checkpoint_key=signing_key)
 
     def last(self) -> tuple[int, str]:
         """(seq, hash) of the last record, (0, GENESIS) for an empty log."""
+        self.flush()
         with self._locked():
-            last = self._tail_checked()
-        return (last["seq"], last["hash"]) if last else (0, GENESIS)
+            self._known = None  # re-read and check the tail and head
+            return self._tail()
 
     # -- internals ----------------------------------------------------------------
 
+    def _retry_broken(self) -> None:
+        try:
+            self.flush()
+        except AuditError:
+            pass
+        if self._broken is not None:
+            raise self._broken
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending and not self._closing:
+                    self._cond.wait()
+                if self._closing:
+                    return
+                self._cond.wait(self.interval)  # gather more records for this write
+            try:
+                self.flush()
+            except AuditError:
+                time.sleep(self.interval)  # _broken is set; appends fail closed meanwhile
+
+    def _flush(
+        self,
+        extra: list[tuple[str, dict[str, Any]]],
+        checkpoint_key: Ed25519PrivateKey | None = None,
+    ) -> int:
+        with self._locked():
+            with self._cond:
+                batch, self._pending = self._pending + extra, []
+            if not batch and checkpoint_key is None:
+                return self._known[1] if self._known else 0
+            try:
+                seq = self._write_batch(batch, checkpoint_key)
+            except AuditError as exc:
+                with self._cond:
+                    self._pending[:0] = batch[: len(batch) - len(extra)]
+                self._broken = exc
+                self._known = None
+                raise
+            self._broken = None
+            return seq
+
     def _locked(self) -> _FileLock:
         return _FileLock(self.directory / LOCK_NAME)
+
+    def _stat_key(self) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(self.log_path)
+        except FileNotFoundError:
+            return None
+        return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def _tail(self) -> tuple[int, str]:
+        """(seq, hash) to chain onto (must hold the lock); re-checked if the file changed."""
+        key = self._stat_key()
+        if self._known is not None and key is not None and self._known[0] == key:
+            return self._known[1], self._known[2]
+        last = self._tail_checked()
+        return (last["seq"], last["hash"]) if last else (0, GENESIS)
 
     def _tail_checked(self) -> dict[str, Any] | None:
         """The last record, after checking it agrees with the head (must hold the lock)."""
@@ -276,52 +406,11 @@ class AuditLog:
             )
         return last
 
-    def _write(self, last: dict[str, Any] | None, fields: dict[str, Any]) -> int:
-        seq = last["seq"] + 1 if last else 1
-        record: dict[str, Any] = {
-            "seq": seq,
-            "timestamp": utc_now(),
-            "prev": last["hash"] if last else GENESIS,
-            **fields,
-        }
-        record["hash"] = record_hash(record)
-        line = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        data = (line + "\n").encode()
-        try:
-            fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            try:
-                written = os.write(fd, data)
-                if written != len(data):
-                    raise OSError(28, "short write to the audit log")
-                if self.durable:
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
-            head = read_head(self.directory)
-            checkpoint = head.checkpoint if head else None
-            if record["action"] == CHECKPOINT_ACTION and isinstance(record["detail"], dict):
-                checkpoint = {"seq": seq, **record["detail"]}
-            payload = {"format": FORMAT_VERSION, "seq": seq, "hash": record["hash"]}
-            if checkpoint:
-                payload["checkpoint"] = checkpoint
-            _atomic_write(
-                self.directory / HEAD_NAME,
-                json.dumps(payload, sort_keys=True).encode(),
-                self.durable,
-            )
-        except OSError as exc:
-            raise AuditError(
-                f"cannot write the audit log in {self.directory} ({exc.strerror}); "
-                "check free space and the data volume."
-            ) from None
-        return seq
-
-    def _write_checkpoint(self, signing_key: Ed25519PrivateKey) -> int:
-        line = read_last_line(self.log_path)
-        last = json.loads(line) if line else None
-        covers_seq, covers_hash = (last["seq"], last["hash"]) if last else (0, GENESIS)
+    def _checkpoint_fields(
+        self, signing_key: Ed25519PrivateKey, covers_seq: int, covers_hash: str
+    ) -> dict[str, Any]:
         signature = signing_key.sign(checkpoint_message(covers_seq, covers_hash))
-        fields = {
+        return {
             "action": CHECKPOINT_ACTION,
             "outcome": "success",
             "actor": "system",
@@ -335,7 +424,67 @@ class AuditLog:
                 "signature": base64.b64encode(signature).decode(),
             },
         }
-        return self._write(last, fields)
+
+    def _write_batch(
+        self,
+        batch: list[tuple[str, dict[str, Any]]],
+        checkpoint_key: Ed25519PrivateKey | None = None,
+    ) -> int:
+        """Chain `batch` onto the tail and write it with one write and one fsync."""
+        seq, prev = self._tail()
+        lines: list[str] = []
+        checkpoint: dict[str, Any] | None = None
+        last_entry_seq = seq
+
+        def add(stamp: str, fields: dict[str, Any]) -> None:
+            nonlocal seq, prev, checkpoint
+            seq += 1
+            record: dict[str, Any] = {"seq": seq, "timestamp": stamp, "prev": prev, **fields}
+            record["hash"] = prev = record_hash(record)
+            lines.append(
+                json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+            )
+            if fields["action"] == CHECKPOINT_ACTION:
+                checkpoint = {"seq": seq, **fields["detail"]}
+
+        for stamp, fields in batch:
+            add(stamp, fields)
+            last_entry_seq = seq
+            if self.signer is not None and seq % self.checkpoint_every == 0:
+                add(utc_now(), self._checkpoint_fields(self.signer, seq, prev))
+        if checkpoint_key is not None:
+            add(utc_now(), self._checkpoint_fields(checkpoint_key, seq, prev))
+            last_entry_seq = seq
+        data = ("\n".join(lines) + "\n").encode()
+        try:
+            fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                written = os.write(fd, data)
+                if written != len(data):
+                    raise OSError(28, "short write to the audit log")
+                if self.durable:
+                    os.fsync(fd)
+                st = os.fstat(fd)
+            finally:
+                os.close(fd)
+            if checkpoint is None:
+                head = read_head(self.directory)
+                checkpoint = head.checkpoint if head else None
+            payload: dict[str, Any] = {"format": FORMAT_VERSION, "seq": seq, "hash": prev}
+            if checkpoint:
+                payload["checkpoint"] = checkpoint
+            _atomic_write(
+                self.directory / HEAD_NAME,
+                json.dumps(payload, sort_keys=True).encode(),
+                self.durable,
+            )
+        except OSError as exc:
+            raise AuditError(
+                f"cannot write the audit log in {self.directory} ({exc.strerror}); "
+                "check free space and the data volume."
+            ) from None
+        self._known = ((st.st_ino, st.st_size, st.st_mtime_ns), seq, prev)
+        return last_entry_seq
 
     def _publish_public_key(self, raw: bytes) -> None:
         """Record the signer's public key in clear so verification needs no passphrase."""
