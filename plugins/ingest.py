@@ -1,16 +1,22 @@
-"""Received-instance callback: de-identify before Orthanc stores anything.
+"""Received-instance callback: de-identify and check pixels before Orthanc stores anything.
 
 Runs for C-STORE and REST uploads alike. A quarantined or opted-out instance is
 discarded from Orthanc (it is held, encrypted, in the quarantine); bad input raises so
-that Orthanc answers the sender with a failure and the sender can resend.
+that Orthanc answers the sender with a failure and the sender can resend. A PLUGIN
+instance is stored unchanged only with a one-time release ticket minted by the
+quarantine release route (plugins/quarantine_routes.py); anything else is de-identified.
 """
 
 from __future__ import annotations
 
+import threading
+
 import orthanc
 
-from archive.ingest import IngestRefused, IngestService
+from archive.ingest import IngestRefused, IngestService, load_handover, tickets
+from archive.ingest import flags as ingest_flags
 from archive.ingest.service import Action
+from archive.pixels import load_masking_policy
 
 _ORIGINS = {
     orthanc.InstanceOrigin.DICOM_PROTOCOL: "dicom",
@@ -18,22 +24,57 @@ _ORIGINS = {
     orthanc.InstanceOrigin.PLUGIN: "plugin",
 }
 
+_uploader = threading.local()
 
-def register(services) -> None:
+
+def note_uploader(name: str | None) -> None:
+    """Attribute the next instance received on this thread to a named user.
+
+    For the HTTP filter: a POST /instances by an authenticated user runs the
+    received-instance callback on the same thread, so the quarantine can refuse a
+    release by whoever ingested the study. Cleared after each instance.
+    """
+    _uploader.name = name
+
+
+def ticket_key(services) -> bytes:
+    return tickets.derive_ticket_key(services.runtime.keyring.pseudonym_key)
+
+
+def build_service(services) -> IngestService:
+    """The ingest service with the pixel step; any policy problem stops the plugin."""
+    masking = load_masking_policy(services.config.policies_dir)
+    handover = load_handover(services.config.policies_dir, services.deid_policy)
+    key = ticket_key(services)
+    ingest_flags.ensure_schema(services.db())
+
     def hold(data: bytes, reason: str, **meta) -> str:
         return services.quarantine().hold(data, reason, **meta)
 
-    service = IngestService(
+    return IngestService(
         policy=services.deid_policy,
         secrets=services.deid_secrets,
         hold=hold,
         record=services.record,
+        masking=masking,
+        handover=handover,
+        consent_for=lambda study: services.quarantine().consent_for(study),
+        record_flags=lambda study, series, flags: ingest_flags.record_flags(
+            services.db(), study, series, flags
+        ),
+        redeem_ticket=lambda sop, data: tickets.redeem(services.db(), key, sop_uid=sop, data=data),
     )
+
+
+def register(services) -> None:
+    service = build_service(services)
 
     def on_received(data: bytes, origin) -> tuple:
         intake = _ORIGINS.get(origin, "other")
+        actor = getattr(_uploader, "name", None)
+        _uploader.name = None
         try:
-            outcome = service.process(bytes(data), intake=intake, source=intake)
+            outcome = service.process(bytes(data), intake=intake, source=intake, actor=actor)
         except IngestRefused as exc:
             orthanc.LogWarning(f"teaching-archive: refused an instance: {exc}")
             raise

@@ -2,19 +2,26 @@
 
 The Orthanc adapter calls `process` from the received-instance callback, so this runs
 for C-STORE, REST uploads and the watch folder alike, before Orthanc stores a byte.
-Fail closed: any error that is not the sender's bad input holds the instance in the
-encrypted quarantine; nothing is ever released as it came.
+Order: (reviewed release ticket) -> de-identification -> opt-out -> pixel step ->
+store or hold. Fail closed: any error that is not the sender's bad input holds the
+instance in the encrypted quarantine; nothing is ever released as it came.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
+from io import BytesIO
+
+from pydicom import dcmread
 
 from archive.audit import AuditEvent
 from archive.deid import DeidInputError, DeidPolicy, DeidResult, DeidSecrets, deidentify
 from archive.errors import ArchiveError
+from archive.ingest.handover import Handover
+from archive.ingest.pixelstep import PixelOutcome, check_pixels
+from archive.pixels import MaskingPolicy
 
 
 class Action(Enum):
@@ -34,10 +41,13 @@ class IngestOutcome:
     reason: str
     study_uid: str | None = None
     quarantine_id: str | None = None
+    flags: list[str] = field(default_factory=list)
+    masked: bool = False
+    reviewed_release: bool = False
 
 
 class IngestService:
-    """Glue of de-identification, opt-out, quarantine and audit; no Orthanc here."""
+    """Glue of de-identification, opt-out, pixel checks, quarantine and audit; no Orthanc."""
 
     def __init__(
         self,
@@ -47,6 +57,12 @@ class IngestService:
         record: Callable[[AuditEvent], int],
         opted_out: Callable[[str], bool] = lambda pseudonym: False,
         deidentify_fn: Callable[..., DeidResult] = deidentify,
+        *,
+        masking: MaskingPolicy | None = None,
+        handover: Handover | None = None,
+        consent_for: Callable[[str], str | None] = lambda study_uid: None,
+        record_flags: Callable[[str, str, list[str]], None] = lambda study, series, flags: None,
+        redeem_ticket: Callable[[str, bytes], str | None] | None = None,
     ) -> None:
         self.policy = policy
         self.secrets = secrets
@@ -54,8 +70,20 @@ class IngestService:
         self.record = record
         self.opted_out = opted_out
         self.deidentify = deidentify_fn
+        self.masking = masking
+        self.handover = handover or Handover(frozenset(), "")
+        self.consent_for = consent_for
+        self.record_flags = record_flags
+        self.redeem_ticket = redeem_ticket
 
-    def process(self, data: bytes, intake: str, source: str) -> IngestOutcome:
+    def process(
+        self, data: bytes, intake: str, source: str, actor: str | None = None
+    ) -> IngestOutcome:
+        if intake == "plugin" and self.redeem_ticket is not None:
+            reviewed = self._reviewed_release(data, source)
+            if reviewed is not None:
+                return reviewed
+        ingested_by = actor or intake
         try:
             result = self.deidentify(data, self.policy, self.secrets, intake=intake)
         except DeidInputError as exc:
@@ -63,7 +91,7 @@ class IngestService:
             raise IngestRefused(str(exc)) from None
         except Exception as exc:  # noqa: BLE001 - fail closed, whatever went wrong
             reason = f"de-identification error: {type(exc).__name__}"
-            item = self.hold(data, reason, raw=True, intake=intake)
+            item = self.hold(data, reason, raw=True, intake=intake, ingested_by=ingested_by)
             self._audit("ingest.quarantined", "success", source, None, reason=reason, item=item)
             return IngestOutcome(Action.HOLD, None, reason, quarantine_id=item)
 
@@ -72,18 +100,87 @@ class IngestService:
             self._audit("ingest.opted_out", "success", source, result.study_uid, reason=reason)
             return IngestOutcome(Action.DROP, None, reason, study_uid=result.study_uid)
 
-        if result.released is not None and result.quarantine_reason is None:
+        header_clean = result.released is not None and result.quarantine_reason is None
+        handed_over = (
+            not header_clean
+            and result.quarantined_bytes is not None
+            and self.handover.accepts(result.quarantine_reason)
+        )
+        if not header_clean and not handed_over:
+            return self._hold_deid(result, data, intake, source, ingested_by)
+
+        candidate = result.released if header_clean else result.quarantined_bytes
+        assert candidate is not None
+        if self.masking is None:
+            if handed_over:  # no pixel policy: nothing the engine flagged can go out
+                return self._hold_deid(result, data, intake, source, ingested_by)
+            pixels = PixelOutcome("release", candidate, ["pixel step not configured"])
+        else:
+            consent = self.consent_for(result.study_uid) if result.study_uid else None
+            pixels = check_pixels(
+                candidate, self.masking, consent_level=consent, handed_over=handed_over
+            )
+
+        if pixels.action == "quarantine" or pixels.data is None:
+            reason = "; ".join(pixels.reasons) or "pixel check held the instance"
+            item = self.hold(
+                candidate,
+                reason,
+                raw=False,
+                intake=intake,
+                modality=result.modality,
+                study_uid=result.study_uid,
+                patient_pseudonym=result.patient_pseudonym,
+                ingested_by=ingested_by,
+                kind="pixels",
+                series_uid=result.series_uid,
+                sop_uid=result.sop_instance_uid,
+                flags=pixels.flags,
+            )
             self._audit(
-                "ingest.released",
+                "ingest.quarantined",
                 "success",
                 source,
                 result.study_uid,
-                sop=result.sop_instance_uid,
-                modality=result.modality,
-                policy=result.policy_version,
+                reason=reason,
+                item=item,
+                flags=",".join(pixels.flags) or None,
             )
-            return IngestOutcome(Action.STORE, result.released, "", study_uid=result.study_uid)
+            return IngestOutcome(
+                Action.HOLD,
+                None,
+                reason,
+                study_uid=result.study_uid,
+                quarantine_id=item,
+                flags=pixels.flags,
+            )
 
+        self.record_flags(result.study_uid, result.series_uid, pixels.flags)
+        self._audit(
+            "ingest.released",
+            "success",
+            source,
+            result.study_uid,
+            sop=result.sop_instance_uid,
+            modality=result.modality,
+            policy=result.policy_version,
+            pixels=pixels.action,
+            template=pixels.template,
+            flags=",".join(pixels.flags) or None,
+            ingested_by=ingested_by,
+        )
+        return IngestOutcome(
+            Action.STORE,
+            pixels.data,
+            "",
+            study_uid=result.study_uid,
+            flags=pixels.flags,
+            masked=pixels.action == "masked",
+        )
+
+    def _hold_deid(
+        self, result: DeidResult, data: bytes, intake: str, source: str, ingested_by: str
+    ) -> IngestOutcome:
         reason = result.quarantine_reason or "no releasable output"
         held = result.quarantined_bytes
         item = self.hold(
@@ -94,6 +191,10 @@ class IngestService:
             modality=result.modality,
             study_uid=result.study_uid,
             patient_pseudonym=result.patient_pseudonym,
+            ingested_by=ingested_by,
+            kind="deid",
+            series_uid=result.series_uid,
+            sop_uid=result.sop_instance_uid,
         )
         self._audit(
             "ingest.quarantined", "success", source, result.study_uid, reason=reason, item=item
@@ -102,8 +203,23 @@ class IngestService:
             Action.HOLD, None, reason, study_uid=result.study_uid, quarantine_id=item
         )
 
+    def _reviewed_release(self, data: bytes, source: str) -> IngestOutcome | None:
+        """A reviewer's release posted by the plugin: stored unchanged iff a ticket redeems."""
+        assert self.redeem_ticket is not None
+        try:
+            header = dcmread(BytesIO(data), stop_before_pixels=True)
+            sop_uid = str(header.SOPInstanceUID)
+            study_uid = str(header.StudyInstanceUID)
+        except Exception:  # noqa: BLE001 - not a ticketed instance; de-identify as usual
+            return None
+        item = self.redeem_ticket(sop_uid, data)
+        if item is None:
+            return None
+        self._audit("ingest.reviewed_release", "success", source, study_uid, sop=sop_uid, item=item)
+        return IngestOutcome(Action.STORE, data, "", study_uid=study_uid, reviewed_release=True)
+
     def _audit(
-        self, action: str, outcome: str, source: str, target: str | None, **detail: str
+        self, action: str, outcome: str, source: str, target: str | None, **detail: str | None
     ) -> None:
         self.record(
             AuditEvent(

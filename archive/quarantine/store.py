@@ -7,6 +7,7 @@ vault's envelope encryption, so the quarantine is never identifiable data in cle
 
 from __future__ import annotations
 
+import json
 import secrets
 import sqlite3
 from dataclasses import dataclass
@@ -37,7 +38,26 @@ SCHEMA = [
         decision_note TEXT
     );
     CREATE INDEX quarantine_items_status ON quarantine_items (status);
+    """,
+    # Pixel review (issue 5): what held the item (engine or pixel step), the reviewer's
+    # mask and its OCR result, the pixel flags; photograph consent per de-identified study.
     """
+    ALTER TABLE quarantine_items ADD COLUMN kind TEXT NOT NULL DEFAULT 'deid';
+    ALTER TABLE quarantine_items ADD COLUMN series_uid TEXT;
+    ALTER TABLE quarantine_items ADD COLUMN sop_uid TEXT;
+    ALTER TABLE quarantine_items ADD COLUMN flags TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE quarantine_items ADD COLUMN mask_regions TEXT;
+    ALTER TABLE quarantine_items ADD COLUMN image_area TEXT;
+    ALTER TABLE quarantine_items ADD COLUMN masked_by TEXT;
+    ALTER TABLE quarantine_items ADD COLUMN ocr_words_left INTEGER;
+    CREATE TABLE quarantine_consent (
+        study_uid TEXT PRIMARY KEY,
+        level TEXT NOT NULL,
+        recorded_by TEXT NOT NULL,
+        recorded_at TEXT NOT NULL,
+        note TEXT NOT NULL DEFAULT ''
+    );
+    """,
 ]
 
 
@@ -59,6 +79,22 @@ class QuarantineItem:
     status: str
     decided_by: str | None
     decided_at: str | None
+    kind: str = "deid"  # "deid": the engine held it; "pixels": header clean, pixels held
+    series_uid: str | None = None
+    sop_uid: str | None = None
+    flags: tuple[str, ...] = ()
+    mask_regions: tuple[tuple[int, int, int, int], ...] | None = None
+    image_area: tuple[tuple[int, int, int, int], ...] = ()
+    masked_by: str | None = None
+    ocr_words_left: int | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        """For --json: no patient values live in a record (pseudonym and UIDs only)."""
+        out = dict(self.__dict__)
+        out["flags"] = list(self.flags)
+        out["mask_regions"] = [list(r) for r in self.mask_regions or ()] or None
+        out["image_area"] = [list(r) for r in self.image_area]
+        return out
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> QuarantineItem:
@@ -75,6 +111,18 @@ class QuarantineItem:
             status=row["status"],
             decided_by=row["decided_by"],
             decided_at=row["decided_at"],
+            kind=row["kind"],
+            series_uid=row["series_uid"],
+            sop_uid=row["sop_uid"],
+            flags=tuple(json.loads(row["flags"] or "[]")),
+            mask_regions=(
+                None
+                if row["mask_regions"] is None
+                else tuple(tuple(r) for r in json.loads(row["mask_regions"]))
+            ),
+            image_area=tuple(tuple(r) for r in json.loads(row["image_area"] or "[]")),
+            masked_by=row["masked_by"],
+            ocr_words_left=row["ocr_words_left"],
         )
 
 
@@ -97,13 +145,20 @@ class QuarantineStore:
         study_uid: str | None = None,
         patient_pseudonym: str | None = None,
         ingested_by: str = "",
+        kind: str = "deid",
+        series_uid: str | None = None,
+        sop_uid: str | None = None,
+        flags: list[str] | tuple[str, ...] = (),
     ) -> str:
         """Encrypt and record one instance; the file is written before the record."""
+        if kind not in ("deid", "pixels") or (raw and kind != "deid"):
+            raise QuarantineError(f"unknown quarantine kind {kind!r}")
         item_id = "q-" + secrets.token_hex(12)
         self.files.write(item_id, CONTENT_HELD, data)
         self.conn.execute(
             "INSERT INTO quarantine_items (id, received_at, reason, intake, modality, study_uid,"
-            " patient_pseudonym, raw, ingested_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " patient_pseudonym, raw, ingested_by, kind, series_uid, sop_uid, flags)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 item_id,
                 datetime.now(UTC).isoformat(timespec="seconds"),
@@ -114,6 +169,10 @@ class QuarantineStore:
                 patient_pseudonym,
                 int(raw),
                 ingested_by,
+                kind,
+                series_uid,
+                sop_uid,
+                json.dumps(list(flags)),
             ),
         )
         return item_id
@@ -153,6 +212,52 @@ class QuarantineStore:
         if status in ("rejected", "released"):
             self.files.remove(item_id, CONTENT_HELD)
         return self.get(item_id)
+
+    def replace_masked(
+        self,
+        item_id: str,
+        data: bytes,
+        regions: list[tuple[int, int, int, int]],
+        image_area: list[tuple[int, int, int, int]],
+        words_left: int,
+        by: str,
+    ) -> QuarantineItem:
+        """Keep a reviewer's masked version (encrypted) and the OCR result on it.
+
+        The unmasked bytes are overwritten: masking only removes information, and a
+        reviewer who masked too much rejects the item rather than un-masking it.
+        """
+        item = self.get(item_id)
+        if item.status != "held":
+            raise QuarantineError(f"Quarantine item {item_id} is already {item.status}.")
+        if item.kind != "pixels":
+            raise QuarantineError(
+                f"Quarantine item {item_id} was held for a header problem ({item.reason});"
+                " masking pixels cannot fix it: reject it and fix the source."
+            )
+        self.files.write(item_id, CONTENT_HELD, data)
+        self.conn.execute(
+            "UPDATE quarantine_items SET mask_regions = ?, image_area = ?, masked_by = ?,"
+            " ocr_words_left = ? WHERE id = ?",
+            (json.dumps(regions), json.dumps(image_area), by, words_left, item_id),
+        )
+        return self.get(item_id)
+
+    def record_consent(self, study_uid: str, level: str, by: str, note: str = "") -> None:
+        """Photograph consent for a de-identified study (the latest record counts)."""
+        self.conn.execute(
+            "INSERT INTO quarantine_consent (study_uid, level, recorded_by, recorded_at, note)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (study_uid) DO UPDATE SET level = excluded.level,"
+            " recorded_by = excluded.recorded_by, recorded_at = excluded.recorded_at,"
+            " note = excluded.note",
+            (study_uid, level, by, datetime.now(UTC).isoformat(timespec="seconds"), note),
+        )
+
+    def consent_for(self, study_uid: str) -> str | None:
+        row = self.conn.execute(
+            "SELECT level FROM quarantine_consent WHERE study_uid = ?", (study_uid,)
+        ).fetchone()
+        return None if row is None else row["level"]
 
     def count(self, status: str = "held") -> int:
         return self.conn.execute(

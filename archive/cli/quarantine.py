@@ -1,0 +1,314 @@
+"""`archive quarantine list|show|mask|release|reject|consent`: the pixel review.
+
+Runs on the archive home with the keyring (held instances are encrypted). `show` writes
+a preview PNG, which may show burnt-in identifiers, to the path the reviewer names,
+created 0600 and never over an existing file; keep it on the encrypted volume and
+delete it after review. `release` goes through the running archive (plugin route) so
+the reviewed instance enters Orthanc unchanged with a one-time ticket; every other step
+works on the home directly. Every step is audited.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from archive.audit import AuditEvent
+from archive.cli.common import HomeOption, JsonOption, actor, emit_json, fail, load, stdin_is_tty
+from archive.errors import ArchiveError
+
+
+@contextmanager
+def _opened(home: Path):
+    """(runtime, quarantine store); one clear error line if the home cannot open."""
+    from archive.quarantine import QuarantineStore
+    from archive.runtime import Runtime
+
+    config = load(home)
+    try:
+        runtime = Runtime.open(config, prompt=stdin_is_tty())
+        store = QuarantineStore(config.home, runtime.keyring, runtime.db())
+    except ArchiveError as exc:
+        fail(str(exc))
+    try:
+        yield runtime, store
+    finally:
+        runtime.db().close()
+
+
+def _audit(runtime, action: str, outcome: str, who: str, target: str | None, **detail) -> None:
+    runtime.record(
+        AuditEvent(
+            action=action,
+            outcome=outcome,
+            actor=who,
+            source="cli",
+            target=target,
+            detail={k: v for k, v in detail.items() if v is not None},
+        )
+    )
+
+
+def _masking(config):
+    from archive.pixels import load_masking_policy
+
+    return load_masking_policy(config.policies_dir)
+
+
+def register(app: typer.Typer) -> None:
+    sub = typer.Typer(
+        help="Review held instances: list, show, mask, release, reject; photograph consent.",
+        no_args_is_help=True,
+    )
+    app.add_typer(sub, name="quarantine")
+
+    @sub.command("list")
+    def list_cmd(
+        home: HomeOption,
+        status: Annotated[str, typer.Option(help="held, released, rejected or all.")] = "held",
+        as_json: JsonOption = False,
+    ) -> None:
+        """List quarantine items (held ones by default)."""
+        with _opened(home) as (runtime, store):
+            items = store.list(None if status == "all" else status)
+            _audit(runtime, "quarantine.list", "success", actor(), None, count=len(items))
+        if as_json:
+            emit_json([i.as_dict() for i in items])
+            return
+        for i in items:
+            typer.echo(f"{i.id}  {i.status:8} {i.modality or '-':4} {i.kind:6} {i.reason}")
+        if not items:
+            typer.echo("no items")
+
+    @sub.command("show")
+    def show_cmd(
+        item: str,
+        home: HomeOption,
+        out: Annotated[
+            Path | None,
+            typer.Option(help="Write a preview PNG here (0600, never overwritten)."),
+        ] = None,
+        frame: Annotated[int, typer.Option(help="Frame to preview (0-based).")] = 0,
+        as_json: JsonOption = False,
+    ) -> None:
+        """Show one item; with --out, render a preview PNG for the reviewer."""
+        from archive.quarantine.review import preview, write_private
+
+        with _opened(home) as (runtime, store):
+            try:
+                record = store.get(item)
+                written = None
+                if out is not None:
+                    written = write_private(out, preview(store, item, frame))
+            except FileExistsError:
+                fail(f"{out} exists; name a new file for the preview.")
+            except (ArchiveError, OSError) as exc:
+                fail(str(exc))
+            _audit(
+                runtime,
+                "quarantine.show",
+                "success",
+                actor(),
+                item,
+                preview=str(written) if written else None,
+            )
+        payload = record.as_dict() | {"preview": str(written) if written else None}
+        if as_json:
+            emit_json(payload)
+            return
+        for key, value in payload.items():
+            typer.echo(f"{key}: {value}")
+        if written:
+            typer.echo(f"preview written to {written} (mode 0600; may show identifiers)")
+
+    @sub.command("mask")
+    def mask_cmd(
+        item: str,
+        home: HomeOption,
+        region: Annotated[
+            list[str], typer.Option("--region", help="x,y,width,height to black out (repeat).")
+        ],
+        image_area: Annotated[
+            list[str] | None,
+            typer.Option("--image-area", help="x,y,width,height of the clinical image (repeat)."),
+        ] = None,
+        save_template: Annotated[
+            str | None,
+            typer.Option(help="Also save these regions as a masking template of this name."),
+        ] = None,
+        as_json: JsonOption = False,
+    ) -> None:
+        """Black out regions in every frame, then OCR what is left (BurnedInAnnotation honest)."""
+        from archive.pixels import define_template
+        from archive.pixels import save_template as save
+        from archive.quarantine.review import mask, parse_region
+
+        who = actor()
+        with _opened(home) as (runtime, store):
+            try:
+                regions = [parse_region(r) for r in region]
+                area = [parse_region(r) for r in image_area or []]
+                policy = _masking(runtime.config)
+                result = mask(store, policy, item, regions, area, who)
+                saved = None
+                if save_template:
+                    template = define_template(
+                        save_template,
+                        str(result.device["manufacturer"]),
+                        str(result.device["model"]),
+                        int(result.device["rows"]),
+                        int(result.device["columns"]),
+                        str(result.device["modality"]),
+                        regions,
+                        image_area=area,
+                        description=f"from quarantine review of {item} by {who}",
+                    )
+                    saved = save(runtime.config.policies_dir, template)
+            except ArchiveError as exc:
+                _audit(runtime, "quarantine.mask", "failure", who, item, reason=str(exc)[:300])
+                fail(str(exc))
+            _audit(
+                runtime,
+                "quarantine.mask",
+                "success",
+                who,
+                item,
+                regions=len(regions),
+                words_left=result.words_left,
+                template=str(saved.name) if saved else None,
+            )
+        payload = {
+            "item": item,
+            "words_left": result.words_left,
+            "ocr_clean": result.words_left == 0,
+            "template": str(saved) if saved else None,
+        }
+        if as_json:
+            emit_json(payload)
+            return
+        if result.words_left:
+            typer.echo(f"masked; OCR still finds {result.words_left} words: mask more or reject")
+        else:
+            typer.echo("masked; OCR finds no text outside the regions and image area")
+        if saved:
+            typer.echo(f"template saved to {saved} (used by ingest after a restart)")
+
+    @sub.command("release")
+    def release_cmd(
+        item: str,
+        home: HomeOption,
+        reviewer: Annotated[
+            str, typer.Option(help="Personnel user releasing it (not whoever ingested it).")
+        ],
+        note: Annotated[str, typer.Option(help="Why it may be released.")] = "",
+        as_json: JsonOption = False,
+    ) -> None:
+        """Release a reviewed item into the running archive, unchanged (one-time ticket)."""
+        import httpx
+
+        from archive.access import AccessStore
+
+        with _opened(home) as (runtime, store):
+            config = runtime.config
+            access = AccessStore(runtime.db())
+            user = access.get_user(reviewer)
+            if user is None or "personnel" not in user.roles:
+                fail(f"{reviewer} is not a personnel user; see `archive users list`.")
+            try:
+                store.get(item)
+            except ArchiveError as exc:
+                fail(str(exc))
+            token_id, token = access.create_token(
+                reviewer, datetime.now(UTC), days=1, label=f"quarantine release {item}"
+            )
+            _audit(
+                runtime,
+                "quarantine.release_requested",
+                "success",
+                actor(),
+                item,
+                reviewer=reviewer,
+                token=token_id,
+            )
+            scheme = "https" if config.http.tls else "http"
+            url = f"{scheme}://127.0.0.1:{config.http.port}/teaching/quarantine/{item}/release"
+            try:
+                answer = httpx.post(
+                    url,
+                    json={"note": note},
+                    headers={"Authorization": f"Bearer {token}"},
+                    timeout=300,
+                    verify=False,  # noqa: S501 - loopback to this home's own server
+                )
+            except httpx.HTTPError as exc:
+                fail(
+                    f"the archive server is not answering ({type(exc).__name__}); start it with"
+                    " `archive serve` and retry"
+                )
+            finally:
+                access.revoke_token(token_id, datetime.now(UTC))
+        try:
+            body = answer.json()
+        except ValueError:
+            body = {"error": answer.text[:200]}
+        if answer.status_code != 200:
+            fail(f"release refused ({answer.status_code}): {body.get('error', body)}")
+        if as_json:
+            emit_json(body)
+            return
+        typer.echo(f"released {item} by {reviewer}; Orthanc id {body.get('orthanc_id')}")
+
+    @sub.command("reject")
+    def reject_cmd(
+        item: str,
+        home: HomeOption,
+        reviewer: Annotated[str, typer.Option(help="Who rejects it.")],
+        note: Annotated[str, typer.Option(help="Why.")] = "",
+    ) -> None:
+        """Reject an item: its ciphertext (and wrapped key) is deleted for good."""
+        with _opened(home) as (runtime, store):
+            try:
+                store.decide(item, "rejected", reviewer, note)
+            except ArchiveError as exc:
+                _audit(
+                    runtime, "quarantine.reject", "failure", reviewer, item, reason=str(exc)[:300]
+                )
+                fail(str(exc))
+            _audit(runtime, "quarantine.reject", "success", reviewer, item, operator=actor())
+        typer.echo(f"rejected {item}; its encrypted copy is deleted")
+
+    @sub.command("consent")
+    def consent_cmd(
+        study: Annotated[str, typer.Argument(help="De-identified Study Instance UID.")],
+        home: HomeOption,
+        level: Annotated[str, typer.Option(help="Consent level from policies/consent.toml.")],
+        by: Annotated[str, typer.Option(help="Personnel recording it.")],
+        source_uid: Annotated[
+            bool,
+            typer.Option(
+                "--source-uid",
+                help="STUDY is the hospital's Study UID (before ingest): it is mapped with "
+                "the archive's key and only the de-identified UID is stored.",
+            ),
+        ] = False,
+        note: Annotated[str, typer.Option(help="Where the signed form is kept.")] = "",
+    ) -> None:
+        """Record a photograph consent level against a study (at ingest or later)."""
+        from archive.deid import DeidSecrets, map_uid
+        from archive.pixels import check_consent_level
+
+        with _opened(home) as (runtime, store):
+            try:
+                check_consent_level(_masking(runtime.config), level)
+            except ArchiveError as exc:
+                fail(str(exc))
+            uid = study
+            if source_uid:
+                uid = map_uid(study, DeidSecrets(pseudonym_key=runtime.keyring.pseudonym_key))
+            store.record_consent(uid, level, by, note)
+            _audit(runtime, "quarantine.consent", "success", by, uid, level=level)
+        typer.echo(f"consent {level} recorded for study {uid}")

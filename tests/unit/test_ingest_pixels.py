@@ -1,0 +1,170 @@
+"""Ingest with the pixel step: engine hand-over, masking, holds, tickets, flags."""
+
+from __future__ import annotations
+
+from io import BytesIO
+
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+
+from archive import db
+from archive.deid import DeidSecrets, load_policy
+from archive.ingest import (
+    Action,
+    IngestService,
+    flags_for_study,
+    load_handover,
+    record_flags,
+    tickets,
+)
+from archive.paths import POLICIES_DIR
+from archive.pixels import load_masking_policy, tesseract_available
+from tests import corpus
+
+KEY = bytes(range(32))
+
+
+@pytest.fixture(scope="module")
+def deid():
+    return load_policy(POLICIES_DIR)
+
+
+@pytest.fixture(scope="module")
+def masking():
+    return load_masking_policy(POLICIES_DIR)
+
+
+@pytest.fixture
+def service(deid, masking, tmp_path):
+    held: list[dict] = []
+    conn = db.connect(tmp_path / "a.db")
+
+    def hold(data, reason, **meta):
+        held.append({"data": data, "reason": reason, **meta})
+        return f"q-{len(held)}"
+
+    svc = IngestService(
+        deid,
+        DeidSecrets(pseudonym_key=KEY),
+        hold,
+        lambda event: 0,
+        masking=masking,
+        handover=load_handover(POLICIES_DIR, deid),
+        record_flags=lambda s, se, f: record_flags(conn, s, se, f),
+        redeem_ticket=lambda sop, data: tickets.redeem(conn, KEY, sop_uid=sop, data=data),
+    )
+    svc.held, svc.conn = held, conn
+    return svc
+
+
+def _us_bytes(path="US1_UNCR.dcm") -> bytes:
+    return open(get_testdata_file(path), "rb").read()
+
+
+def test_handover_only_for_pure_burnt_in_reasons(deid):
+    h = load_handover(POLICIES_DIR, deid)
+    assert h.accepts("burnt-in text possible (modality US)")
+    assert h.accepts(
+        "burnt-in text possible (modality US); burnt-in text possible (BurnedInAnnotation=YES)"
+    )
+    assert not h.accepts("burnt-in text possible (modality IVUS)")
+    assert not h.accepts("burnt-in text possible (modality US); residual identifier in (0008,1030)")
+    assert not h.accepts("burnt-in text possible (RecognizableVisualFeatures=YES)")
+    assert not h.accepts(None) and not h.accepts("")
+
+
+@pytest.mark.skipif(
+    not tesseract_available(load_masking_policy(POLICIES_DIR)),
+    reason="apt-get install tesseract-ocr",
+)
+def test_us_with_template_is_masked_and_stored(service):
+    out = service.process(_us_bytes(), intake="dicom", source="dicom")
+    assert out.action is Action.STORE and out.masked
+    ds = pydicom.dcmread(BytesIO(out.data))
+    assert ds.BurnedInAnnotation == "NO"
+    assert ds.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1"
+    assert ds.SOPInstanceUID.startswith("2.25.")
+    assert any(i.CodeValue == "113101" for i in ds.DeidentificationMethodCodeSequence)
+    arr = ds.pixel_array
+    assert not arr[0:108].any() and not arr[345:480].any()
+    assert arr[108:345].any()
+
+
+@pytest.mark.skipif(
+    not tesseract_available(load_masking_policy(POLICIES_DIR)),
+    reason="apt-get install tesseract-ocr",
+)
+def test_unknown_device_us_is_held_as_pixels_item(service):
+    ds = pydicom.dcmread(get_testdata_file("US1_UNCR.dcm"))
+    ds.Manufacturer = "Unknown Devices Ltd"
+    out = service.process(corpus.to_bytes(ds), intake="dicom", source="dicom")
+    assert out.action is Action.HOLD
+    held = service.held[-1]
+    assert held["kind"] == "pixels" and "no masking template" in held["reason"]
+    assert b"Unknown Devices" in held["data"] and held["raw"] is False
+
+
+def test_header_problem_still_held_outright(service):
+    ds = corpus.make_ct_series(1)[0]
+    ds.Modality = "IVUS"
+    out = service.process(corpus.to_bytes(ds), intake="dicom", source="dicom")
+    assert out.action is Action.HOLD and service.held[-1]["kind"] == "deid"
+
+
+def test_ct_released_byte_identical_to_engine_output(service, deid):
+    from archive.deid import deidentify
+
+    data = corpus.to_bytes(corpus.make_ct_series(1)[0])
+    out = service.process(data, intake="rest", source="rest")
+    assert out.action is Action.STORE and not out.masked
+    assert out.data == deidentify(data, deid, DeidSecrets(pseudonym_key=KEY)).released
+
+
+def test_thin_head_ct_flagged_for_the_study(service):
+    ds = corpus.make_ct_series(1)[0]
+    ds.BodyPartExamined, ds.SliceThickness = "HEAD", "0.625"
+    out = service.process(corpus.to_bytes(ds), intake="dicom", source="dicom")
+    assert out.action is Action.STORE
+    assert flags_for_study(service.conn, out.study_uid) == ["facial-features-possible"]
+
+
+def test_photograph_without_consent_held(service):
+    ds = corpus.make_ct_series(1)[0]
+    ds.Modality, ds.SOPClassUID = "XC", "1.2.840.10008.5.1.4.1.1.77.1.4"
+    out = service.process(corpus.to_bytes(ds), intake="dicom", source="dicom")
+    assert out.action is Action.HOLD and "consent" in out.reason
+    assert "photograph" in service.held[-1]["flags"]
+
+
+def test_ticket_stores_plugin_bytes_unchanged_once(service):
+    data = corpus.to_bytes(corpus.make_ct_series(1)[0])
+    first = service.process(data, intake="rest", source="rest")
+    released = first.data
+    sop = pydicom.dcmread(BytesIO(released)).SOPInstanceUID
+    tickets.mint(service.conn, KEY, item_id="q-x", sop_uid=sop, data=released, reviewer="bob")
+    again = service.process(released, intake="plugin", source="plugin")
+    assert again.reviewed_release and again.data == released
+    replay = service.process(released, intake="plugin", source="plugin")
+    assert not replay.reviewed_release  # single use: de-identified again instead
+    assert pydicom.dcmread(BytesIO(replay.data)).SOPInstanceUID != sop
+
+
+def test_ticket_for_other_bytes_or_wrong_key_does_not_redeem(tmp_path):
+    conn = db.connect(tmp_path / "t.db")
+    tickets.mint(conn, KEY, item_id="q", sop_uid="2.25.1", data=b"abc", reviewer="bob")
+    assert tickets.redeem(conn, KEY, sop_uid="2.25.1", data=b"abd") is None
+    assert tickets.redeem(conn, b"\x01" * 32, sop_uid="2.25.1", data=b"abc") is None
+    assert tickets.redeem(conn, KEY, sop_uid="2.25.1", data=b"abc") == "q"
+    assert tickets.redeem(conn, KEY, sop_uid="2.25.1", data=b"abc") is None
+
+
+def test_flags_decided_by_reviewer_disappear(tmp_path):
+    from archive.ingest import decide_flag
+
+    conn = db.connect(tmp_path / "f.db")
+    record_flags(conn, "2.25.9", "2.25.10", ["facial-features-possible", "photograph"])
+    record_flags(conn, "2.25.9", "2.25.11", ["photograph"])
+    assert flags_for_study(conn, "2.25.9") == ["facial-features-possible", "photograph"]
+    assert decide_flag(conn, "2.25.9", "photograph", "carol", "consent form seen") == 2
+    assert flags_for_study(conn, "2.25.9") == ["facial-features-possible"]
