@@ -86,17 +86,22 @@ def test_rest_and_cstore_give_one_consistent_study(archive: RunningArchive, tmp_
 
 
 def test_burnt_in_candidates_are_held_encrypted(archive: RunningArchive, tmp_path: Path) -> None:
+    # US1_UNCR has a masking template (GE LOGIQ 700): masked and stored. The same image
+    # from an unknown device has none: held, encrypted, for a reviewer.
     us = pydicom.data.get_testdata_file("US1_UNCR.dcm")
-    result = storescu(archive.dicom_port, archive.aet, SCU, [us])
+    unknown = pydicom.dcmread(us)
+    unknown.Manufacturer = "Unknown Devices Ltd"
+    files = [us, *write_files(tmp_path / "unk", [to_bytes(unknown)])]
+    result = storescu(archive.dicom_port, archive.aet, SCU, files)
     assert result.returncode == 0, result.stderr  # held safely counts as stored
-    assert archive.counts()["instances"] == 0
-    assert _stored_files(archive) == []
+    stored = [pydicom.dcmread(__import__("io").BytesIO(f)) for f in _stored_files(archive)]
+    assert len(stored) == 1 and stored[0].BurnedInAnnotation == "NO"
     conn = db.connect(archive.config.home.db_path)
     items = conn.execute("SELECT reason, status FROM quarantine_items").fetchall()
-    assert len(items) == 1 and "burnt-in" in items[0]["reason"]
+    assert len(items) == 1 and "no masking template" in items[0]["reason"]
     for path in _every_file_under(archive.config.home.quarantine_dir):
         assert b"DICM" not in path.read_bytes()
-    assert QuarantineStore  # the review CLI reads it back (tested with the quarantine room)
+    assert QuarantineStore  # the review CLI reads it back (tests/integration/test_quarantine.py)
 
 
 def test_bad_input_refused_and_orthanc_keeps_running(archive: RunningArchive) -> None:
