@@ -100,7 +100,7 @@ def register(app: typer.Typer) -> None:
             emit_json(result)
         else:
             typer.echo(
-                f"stored {summary.stored}, held in quarantine {summary.held}, duplicates "
+                f"stored {summary.stored}, already stored {summary.already}, held in quarantine {summary.held}, duplicates "
                 f"{summary.duplicates}, rejected {summary.rejected}, permission denied "
                 f"{summary.denied}, retries {summary.retried}, sources deleted "
                 f"{summary.deleted}, kept for retry {summary.kept}"
@@ -143,7 +143,9 @@ class _Progress:
     def update(self, kind: str, summary) -> None:
         if self._progress is None:
             return
-        done = summary.stored + summary.held + summary.duplicates + summary.rejected
+        done = (
+            summary.stored + summary.already + summary.held + summary.duplicates + summary.rejected
+        )
         self._progress.update(
             self._task,
             completed=done,

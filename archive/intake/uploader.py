@@ -34,6 +34,10 @@ _STATUS = {"Success": Verdict.STORED, "AlreadyStored": Verdict.ALREADY,
 _REJECT_CODES = {400: "not a readable DICOM instance (non-DICOM or truncated)",
                  413: "too large for the archive", 415: "not a DICOM file",
                  422: "not an acceptable DICOM instance"}  # fmt: skip
+# Orthanc's own error codes (OrthancStatus) that mean "these bytes are not usable".
+_BAD_INPUT = {15: "not a readable DICOM instance (non-DICOM or truncated)",
+              20: "corrupted DICOM file", 21: "required DICOM element missing (truncated?)",
+              27: "unknown DICOM tag", 33: "empty file"}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,9 @@ def classify(status: int, body: object) -> UploadResult:
         if verdict is None:
             return UploadResult(Verdict.RETRY, "unexpected answer from the archive", status)
         return UploadResult(verdict, verdict.value, status)
+    orthanc_status = body.get("OrthancStatus") if isinstance(body, dict) else None
+    if 400 <= status < 500 and orthanc_status in _BAD_INPUT:
+        return UploadResult(Verdict.REJECTED, _BAD_INPUT[orthanc_status], status)
     if status in _REJECT_CODES:
         return UploadResult(Verdict.REJECTED, _REJECT_CODES[status], status)
     if status in (401, 403):
@@ -92,7 +99,7 @@ class Uploader:
         except httpx.TransportError:
             return UploadResult(Verdict.RETRY, "the archive is not reachable (down?)")
         try:
-            body = response.json() if response.status_code == 200 else None
+            body = response.json()
         except ValueError:
             body = None
         return classify(response.status_code, body)

@@ -46,7 +46,8 @@ PARTIAL_SUFFIXES = (".part", ".partial", ".tmp", ".crdownload", ".filepart", ".s
 class Summary:
     """What one run did, file by file counted once per outcome."""
 
-    stored: int = 0  # confirmed stored (incl. AlreadyStored)
+    stored: int = 0  # confirmed stored
+    already: int = 0  # the archive already had it (a re-upload, or a duplicate in flight)
     held: int = 0  # confirmed held in quarantine
     duplicates: int = 0  # bytes already confirmed: source deleted without upload
     rejected: int = 0  # moved to the rejects folder
@@ -332,7 +333,7 @@ class Intake:
             held = result.verdict is Verdict.HELD
             self._event("intake.held" if held else "intake.stored", "success",
                         {**detail, "status": result.verdict.value})  # fmt: skip
-            self._count("held" if held else "stored")
+            self._count(_kind(result.verdict))
             self._delete(path, sig, entry_id, detail)
         elif result.verdict is Verdict.REJECTED:
             if signature(path) != sig:  # still being written: not a bad file yet
@@ -485,7 +486,7 @@ class Intake:
             held = result.verdict is Verdict.HELD
             self._event("intake.held" if held else "intake.stored", "success",
                         {**detail, "status": result.verdict.value})  # fmt: skip
-            self._count("held" if held else "stored")
+            self._count(_kind(result.verdict))
             return True
         if result.verdict is Verdict.REJECTED:
             relative = self._relative(zip_path)
@@ -497,6 +498,10 @@ class Intake:
         with self._lock:
             self.summary.last_problem = result.reason
         return False
+
+
+def _kind(verdict: Verdict) -> str:
+    return {Verdict.HELD: "held", Verdict.ALREADY: "already"}.get(verdict, "stored")
 
 
 def overwrite_file(path: Path) -> None:
