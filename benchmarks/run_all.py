@@ -32,6 +32,7 @@ JSON_PREFIX = "BENCH_JSON "  # as in _common.py (kept literal: this file runs st
 # Small arguments per benchmark for `make bench`. A script not listed here gets --quick
 # if its --help mentions it, and --json likewise.
 QUICK_ARGS: dict[str, list[str]] = {
+    "bench_auth.py": ["--seconds", "2", "--rounds", "2"],
     "bench_ingest.py": ["--quick"],
     "bench_deid.py": ["--slices", "100", "--rounds", "1"],
     "bench_crypto.py": ["--large-mib", "128", "--files", "100", "--repeat", "2"],
