@@ -85,7 +85,7 @@ def suite(archive_home: RunningArchive, tmp_path: Path) -> Iterator[tuple]:
     try:
         series = make_ct_series(3, patient="PULL^PATIENT", patient_id="PIDPULL1")
         files = write_files(tmp_path / "in", [to_bytes(ds) for ds in series])
-        for _ in range(3):  # the DICOM port may open a moment after /teaching/health
+        for _ in range(30):  # the DICOM port may open a moment after /teaching/health
             sent = storescu(archive_home.dicom_port, archive_home.aet, SCU, files)
             if sent.returncode == 0:
                 break
