@@ -86,7 +86,12 @@ class Journal:
 
     @classmethod
     def open(cls, db_path: Path) -> Journal:
-        return cls(connect(db_path))
+        conn = connect(db_path)
+        # WAL + NORMAL survives a killed process; a power cut may lose the last marks,
+        # which only costs a harmless re-upload (AlreadyStored). Measured: FULL halves
+        # watch-folder throughput on this hardware.
+        conn.execute("PRAGMA synchronous=NORMAL")
+        return cls(conn)
 
     def close(self) -> None:
         self.conn.close()
