@@ -17,7 +17,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from _common import REPO, emit_json, make_ct_corpus, progress, ratio, ratio_line, rate_line
+from _common import REPO, emit_json, make_ct_corpus, progress, rate_line, ratio, ratio_line
 
 from archive import db
 from archive.access import AccessStore
