@@ -23,10 +23,10 @@ import orthanc
 
 from archive.access import (
     AuthFailure,
+    CachedDecider,
     Decision,
     auth_event,
     authenticate_headers,
-    decide,
     decision_event,
 )
 from archive.audit import AuditEvent
@@ -37,6 +37,7 @@ DISABLE_ENV = "ARCHIVE_UNSAFE_DISABLE_HTTP_FILTER"
 def make_filter(services):
     """The filter callback, closed over the services (separate from register for tests)."""
     policy = services.route_policy
+    decider = CachedDecider(policy)
     record = services.record
     # orthanc.HttpMethod values (GET = 1, POST = 2, PUT = 3, DELETE = 4 in 4.0)
     method_names = {
@@ -56,7 +57,7 @@ def make_filter(services):
                 return False
         else:
             principal = result
-        decision = decide(policy, principal, method, uri)
+        decision = decider(principal, method, uri)
         record(decision_event(principal, method, uri, decision, ip, policy.version))
         return decision.allowed
 

@@ -7,11 +7,11 @@ come from the runtime (Orthanc calls back from many threads).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from functools import cached_property
 
 from archive.runtime import Runtime
-
 
 # Audit appends inside Orthanc are queued and written (one write, one fsync, one head
 # update) at most this many seconds later, so auditing every HTTP request and every
@@ -22,6 +22,9 @@ AUDIT_GROUP_COMMIT_SECONDS = 0.05
 @dataclass
 class Services:
     runtime: Runtime
+
+    _connections: dict = field(default_factory=dict, repr=False)
+    _access_stores: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self.runtime.audit.enable_group_commit(AUDIT_GROUP_COMMIT_SECONDS)
@@ -38,7 +41,24 @@ class Services:
         return self.runtime.record(event)
 
     def db(self):
-        return self.runtime.db()
+        """This OS thread's connection to the archive DB, kept for the thread's life.
+
+        Not threading.local: orthanc-python creates a fresh Python thread state for each
+        callback and drops it afterwards, so thread-local data (and a connection kept
+        there) would be lost after every request - measured: a new sqlite connection per
+        HTTP request. The OS thread id survives across callbacks on Orthanc's pooled
+        threads. (A dead thread's id may be reused by a new thread: it then inherits an
+        idle connection, which is harmless - connections are made with
+        check_same_thread=False.)
+        """
+        ident = threading.get_ident()
+        conn = self._connections.get(ident)
+        if conn is None:
+            from archive import db
+
+            conn = db.connect(self.home.db_path)
+            self._connections[ident] = conn
+        return conn
 
     @cached_property
     def deid_policy(self):
@@ -68,8 +88,11 @@ class Services:
     def _access_root(self):
         """One AccessStore built once (migrations, account policy, credential cache)."""
         from archive.access import open_access_store
+        from archive.access.store import ChangeWatch
 
-        return open_access_store(self.home.db_path, self.config.policies_dir)
+        store = open_access_store(self.home.db_path, self.config.policies_dir)
+        store.watch_changes(ChangeWatch(str(self.home.db_path)))
+        return store
 
     @cached_property
     def route_policy(self):
@@ -80,8 +103,9 @@ class Services:
     def access_store(self):
         """The access room's store on this thread's connection, sharing one credential
         cache across threads (so a verified password is not re-hashed per request)."""
-        store = getattr(self.runtime._local, "access_store", None)
+        ident = threading.get_ident()
+        store = self._access_stores.get(ident)
         if store is None:
             store = self._access_root.bind(self.db())
-            self.runtime._local.access_store = store
+            self._access_stores[ident] = store
         return store

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from archive.access.decide import Decision, decide, split_uri
+from archive.access.decide import CachedDecider, Decision, decide, split_uri
 from archive.access.dicom import dicom_decision
 from archive.access.events import auth_event, decision_event, dicom_event
 from archive.access.headers import authenticate_headers
@@ -41,6 +41,7 @@ __all__ = [
     "AccessStore",
     "AccountPolicy",
     "AuthFailure",
+    "CachedDecider",
     "Decision",
     "DicomNode",
     "PolicyError",

@@ -77,3 +77,32 @@ def decide(policy: RoutePolicy, principal: Principal | None, method: str, uri: s
     if needed_training:
         return Decision(False, "valid familiarisation and suite-use training required")
     return Decision(False, "no rule allows this route for the caller's roles")
+
+
+class CachedDecider:
+    """`decide` for one policy, remembered per (roles, trained, method, URI).
+
+    A decision depends only on those (and the policy, fixed for the decider's life), so
+    the HTTP filter need not walk the rule lists again for a repeated request. Bounded:
+    the memory is dropped whole when it reaches `maxsize` entries.
+    """
+
+    def __init__(self, policy: RoutePolicy, maxsize: int = 8192) -> None:
+        self.policy = policy
+        self.maxsize = maxsize
+        self._memo: dict[tuple[tuple[str, ...] | None, bool, str, str], Decision] = {}
+
+    def __call__(self, principal: Principal | None, method: str, uri: str) -> Decision:
+        key = (
+            principal.roles if principal is not None else None,
+            principal.trained if principal is not None else False,
+            method,
+            uri,
+        )
+        decision = self._memo.get(key)
+        if decision is None:
+            decision = decide(self.policy, principal, method, uri)
+            if len(self._memo) >= self.maxsize:
+                self._memo.clear()
+            self._memo[key] = decision
+        return decision

@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 
 from argon2 import PasswordHasher
@@ -171,6 +171,8 @@ class AccessStore:
         self._cache_key = secrets.token_bytes(32)
         self._cache: dict[str, tuple[bytes, float]] = {}
         self._lock = threading.Lock()
+        self.watch: ChangeWatch | None = None
+        self._principals: dict[str, tuple[bytes, int, date, datetime | None, Principal]] = {}
 
     def bind(self, conn: sqlite3.Connection) -> AccessStore:
         """The same store on another connection (one per thread), sharing the verified-
@@ -197,6 +199,8 @@ class AccessStore:
             except BaseException:
                 self.conn.execute("ROLLBACK")
                 raise
+            finally:
+                self._principals.clear()  # our own writes take effect at once
 
     # -- users --------------------------------------------------------------------
 
@@ -518,8 +522,13 @@ class AccessStore:
         self, name: str, password: str, now: datetime
     ) -> Principal | AuthFailure:
         """Check a user name and password; count failures and lock per policy."""
+        generation = self.watch.generation if self.watch else 0  # before any DB read
+        hit = self._remembered(name, name, password, now)
+        if hit is not None:
+            return hit
         row = self.conn.execute(
-            "SELECT password_hash, locked_until FROM access_users WHERE name = ?", (name,)
+            "SELECT password_hash, locked_until, failed_count FROM access_users WHERE name = ?",
+            (name,),
         ).fetchone()
         if row is None:
             self._verify(self._dummy_hash, password)  # same cost as a real user
@@ -531,26 +540,76 @@ class AccessStore:
         mac = self._cache_mac(name, stored, password)
         cached = self._cache.get(name)
         ok = bool(cached and cached[1] > time.monotonic() and hmac.compare_digest(cached[0], mac))
+        verified = False
         if not ok:
-            ok = self._verify(stored, password)
+            ok = verified = self._verify(stored, password)
             if ok:
                 self._cache[name] = (mac, time.monotonic() + self.policy.credential_cache_seconds)
         if not ok:
             return AuthFailure(self._count_failure(name, now), name)
-        if row["locked_until"] is not None or self._failed_count(name):
+        if row["locked_until"] is not None or row["failed_count"]:
             with self._tx() as c:
                 c.execute(
                     "UPDATE access_users SET failed_count = 0, first_failed_at = NULL,"
                     " locked_until = NULL WHERE name = ?",
                     (name,),
                 )
-        if self.hasher.check_needs_rehash(stored):
+        if verified and self.hasher.check_needs_rehash(stored):  # not on every cached hit
             self._rehash(name, stored, password)
         user = self._require(name)
         state = self._account_state(user, now)
         if state:
             return AuthFailure(state, name)
-        return self._principal(user, now, "basic", None)
+        principal = self._principal(user, now, "basic", None)
+        self._remember(name, name, password, now, user, principal, generation)
+        return principal
+
+    def watch_changes(self, watch: ChangeWatch) -> None:
+        """Remember authenticated principals while `watch` sees no change in the DB.
+
+        Without it every request reads the access tables (6 small queries). Inside
+        Orthanc each query releases and re-takes the GIL that all HTTP threads share,
+        which costs milliseconds under load; with it a repeated credential is answered
+        from memory until anything is written to the archive DB (password reset, lock,
+        disable, expiry, role or training change - by this process or the CLI), which
+        the watch notices within its polling interval.
+        """
+        self.watch = watch
+
+    def _remembered(self, key: str, name: str, secret: str, now: datetime) -> Principal | None:
+        watch = self.watch
+        if watch is None:
+            return None
+        entry = self._principals.get(key)
+        if entry is None or entry[1] != watch.generation or entry[2] != now.date():
+            return None
+        if entry[3] is not None and now >= entry[3]:
+            return None
+        if not hmac.compare_digest(entry[0], self._cache_mac(name, "principal", secret)):
+            return None
+        return entry[4]
+
+    def _remember(
+        self,
+        key: str,
+        name: str,
+        secret: str,
+        now: datetime,
+        user: User,
+        principal: Principal,
+        generation: int,
+    ) -> None:
+        """Remember a principal as of `generation`, read before the DB was: a write in
+        between bumps the generation, so a stale entry is never served."""
+        if self.watch is None:
+            return
+        self._principals[key] = (
+            self._cache_mac(name, "principal", secret),
+            generation,
+            now.date(),
+            user.account_expires,
+            principal,
+        )
 
     def _verify(self, stored: str, password: str) -> bool:
         try:
@@ -603,6 +662,10 @@ class AccessStore:
         if not match:
             return AuthFailure("malformed")
         token_id = match.group(1)
+        generation = self.watch.generation if self.watch else 0  # before any DB read
+        hit = self._remembered(f"token:{token_id}", token_id, token, now)
+        if hit is not None:
+            return hit
         row = self.conn.execute(
             "SELECT * FROM access_tokens WHERE token_id = ?", (token_id,)
         ).fetchone()
@@ -627,7 +690,24 @@ class AccessStore:
                     "UPDATE access_tokens SET last_used_at = ? WHERE token_id = ?",
                     (_iso(now), token_id),
                 )
-        return self._principal(user, now, "bearer", token_id)
+        principal = self._principal(user, now, "bearer", token_id)
+        # Remembered until the token expires, the next last_used write is due, or the DB
+        # changes (revocation is a write, so it ends the memory too).
+        until = min(
+            datetime.fromisoformat(row["expires_at"]),
+            (now if last is None or now - last >= resolution else last) + resolution,
+            *([user.account_expires] if user.account_expires else []),
+        )
+        self._remember(
+            f"token:{token_id}",
+            token_id,
+            token,
+            now,
+            replace(user, account_expires=until),
+            principal,
+            generation,
+        )
+        return principal
 
     def local_principal(self, name: str, now: datetime) -> Principal:
         """The Principal of a named user acting through the CLI on the home itself."""
@@ -687,3 +767,39 @@ class AccessStore:
 
 def _token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+class ChangeWatch:
+    """Notices any write to the archive DB by any connection or process, cheaply.
+
+    A background thread polls `PRAGMA data_version` on its own read-only use of a
+    connection every `interval` seconds and bumps `generation` when it changes; readers
+    only compare an int (no I/O, no lock). A change is noticed within `interval`.
+    """
+
+    def __init__(self, db_path: str, interval: float = 0.25) -> None:
+        import sqlite3 as _sqlite3
+
+        self.generation = 0
+        self.interval = interval
+        self._conn = _sqlite3.connect(db_path, check_same_thread=False, isolation_level=None)
+        self._version = self._read()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="access-change-watch", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> int:
+        return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                version = self._read()
+            except sqlite3.Error:
+                version = -1  # unknown: treat as changed
+            if version != self._version or version == -1:
+                self._version = version
+                self.generation += 1
+
+    def stop(self) -> None:
+        self._stop.set()
