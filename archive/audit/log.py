@@ -335,6 +335,8 @@ class AuditLog:
         extra: list[tuple[str, dict[str, Any]]],
         checkpoint_key: Ed25519PrivateKey | None = None,
     ) -> int:
+        if not extra and checkpoint_key is None and not self._pending:
+            return self._known[1] if self._known else 0
         with self._locked():
             with self._cond:
                 batch, self._pending = self._pending + extra, []
