@@ -52,6 +52,11 @@ def init_home(
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
         config = load_config(home.root)
+        # A self-signed HTTPS certificate for the demo ([http] tls = true uses it);
+        # production puts the school's certificate in the same file.
+        from archive.access.tls import make_self_signed
+
+        make_self_signed(home, [config.http.host])
         orthanc_config.write(config, orthanc_config.render(config))
         return config
     except BaseException:

@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -100,7 +101,14 @@ class RunningArchive:
 
     def health(self) -> dict | None:
         try:
-            with urllib.request.urlopen(self.url + "/teaching/health", timeout=2) as answer:
+            context = None
+            if self.config.http.tls:  # trust exactly the home's (self-signed) certificate
+                context = ssl.create_default_context(
+                    cafile=str(self.config.home.keys_dir / "https.pem")
+                )
+            with urllib.request.urlopen(
+                self.url + "/teaching/health", timeout=2, context=context
+            ) as answer:
                 return json.loads(answer.read())
         except (urllib.error.URLError, OSError, ValueError):
             return None
