@@ -7,7 +7,16 @@ Prints, for the same data:
      (decrypt_bytes), from disk (decrypt_file), and streamed to a sink (decrypt_stream),
      each next to the plain reference doing the same allocation/reading (target >= 1 GB/s).
 
+  3. the whole pipeline through real Orthanc + the plugin (de-identification on ingest,
+     storage area), the same corpus sent to two archives started in this run: one with
+     the encrypted storage area, one with the audited benchmark-only pass-through
+     (ARCHIVE_BENCH_PASSTHROUGH_STORAGE=1); ingest (REST upload) and read (each
+     instance's DICOM file once, after a restart so Orthanc's cache is cold) throughput,
+     as ratios (target >= 0.9). Both archives run with the access filter off
+     (ARCHIVE_UNSAFE_DISABLE_HTTP_FILTER=1, audited) on loopback, in temporary homes.
+
 Run: .venv/bin/python benchmarks/bench_crypto.py [--large-mib 512] [--files 200]
+     [--instances 60] [--no-pipeline]
 """
 
 from __future__ import annotations
@@ -22,6 +31,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import httpx  # noqa: E402
 
 from archive.vault import EncryptedStore, KdfParams, Keyring  # noqa: E402
 from archive.vault.envelope import decrypt_bytes, decrypt_file, decrypt_stream, encrypt_bytes  # noqa: E402
@@ -65,13 +76,87 @@ def _timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
+def pipeline(instances: int) -> None:
+    """Encrypted vs pass-through storage area in the real pipeline (see module doc)."""
+    from tests.corpus import make_ct_series, to_bytes
+    from tests.harness import new_archive
+
+    series = make_ct_series(
+        instances, patient_id="PIDBENCH", rows=512, columns=512, vendor_header=True
+    )
+    corpus = [to_bytes(ds) for ds in series]
+    mb = sum(len(d) for d in corpus) / 1e6
+    names = ("encrypted", "pass-through")
+    timings = {name: {"ingest": 0.0, "read": 0.0} for name in names}
+    with tempfile.TemporaryDirectory() as tmp:
+        archives = {}
+        for name, extra in zip(
+            names, ({}, {"ARCHIVE_BENCH_PASSTHROUGH_STORAGE": "1"}), strict=True
+        ):
+            archive = new_archive(Path(tmp) / name)
+            archive.env.update({"ARCHIVE_UNSAFE_DISABLE_HTTP_FILTER": "1", **extra})
+            archives[name] = archive
+        # Both archives run side by side and requests alternate between them (the order
+        # flips every time), so machine noise hits both alike.
+        try:
+            clients = {}
+            for name, archive in archives.items():
+                archive.start()
+                # One connection per request: Orthanc drops idle keep-alive connections.
+                clients[name] = httpx.Client(
+                    base_url=archive.url,
+                    timeout=120,
+                    limits=httpx.Limits(max_keepalive_connections=0),
+                )
+                clients[name].post("/instances", content=corpus[0]).raise_for_status()  # warm-up
+            for i, payload in enumerate(corpus[1:]):
+                for name in names if i % 2 == 0 else names[::-1]:
+                    start = time.perf_counter()
+                    clients[name].post("/instances", content=payload).raise_for_status()
+                    timings[name]["ingest"] += time.perf_counter() - start
+            for name, archive in archives.items():
+                clients.pop(name).close()
+                archive.stop()
+                archive.start()  # cold: Orthanc's parsed-DICOM cache is empty
+                clients[name] = httpx.Client(
+                    base_url=archive.url,
+                    timeout=120,
+                    limits=httpx.Limits(max_keepalive_connections=0),
+                )
+            ids = {name: clients[name].get("/instances").json() for name in names}
+            assert all(len(v) == len(corpus) for v in ids.values()), ids
+            for i in range(len(corpus)):
+                for name in names if i % 2 == 0 else names[::-1]:
+                    start = time.perf_counter()
+                    clients[name].get(f"/instances/{ids[name][i]}/file").raise_for_status()
+                    timings[name]["read"] += time.perf_counter() - start
+            for client in clients.values():
+                client.close()
+        finally:
+            for archive in archives.values():
+                archive.stop()
+    enc, pln = timings["encrypted"], timings["pass-through"]
+    n = len(corpus)
+    print(f"pipeline (real Orthanc + plugin): {n} CT instances, {mb:.0f} MB, REST, one run")
+    for what, count in (("ingest", n - 1), ("read", n)):
+        share = mb * count / n
+        print(
+            f"  {what:6} encrypted {share / enc[what]:7.1f} MB/s   pass-through "
+            f"{share / pln[what]:7.1f} MB/s   ratio {pln[what] / enc[what]:.2f} (target >= 0.90)"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--large-mib", type=int, default=512)
     parser.add_argument("--files", type=int, default=200, help="files in the store test")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--fsync", action="store_true", help="fsync every write (both stores)")
+    parser.add_argument("--instances", type=int, default=60, help="instances in the pipeline")
+    parser.add_argument("--no-pipeline", action="store_true", help="skip the Orthanc pipeline")
     args = parser.parse_args()
+    if not args.no_pipeline:
+        pipeline(args.instances)
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
