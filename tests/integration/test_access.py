@@ -13,8 +13,11 @@ from __future__ import annotations
 import base64
 import fcntl
 import json
+import os
 import re
 import shutil
+import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -420,3 +423,55 @@ def test_audit_tampering_detected_by_the_cli(
     assert result.returncode != 0
     assert "TAMPERED" in result.stdout
     assert expected in result.stdout, result.stdout
+
+
+def test_queued_audit_records_are_written_when_orthanc_stops(
+    archive_home: RunningArchive,
+) -> None:
+    """Orthanc stopped (SIGTERM) right after the requests: the plugin's audit queue is
+    written before the interpreter goes away, and the chain verifies."""
+    add_user(archive_home, "pers", ["personnel"])
+    archive_home.start()
+    try:
+        children = subprocess.run(
+            ["pgrep", "-P", str(archive_home.process.pid), "-x", "Orthanc"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.split()
+        assert len(children) == 1, children
+        orthanc_pid = int(children[0])
+        with client(archive_home, "pers") as http:
+            for _ in range(20):
+                assert http.get("/tools/now").status_code == 200
+        os.kill(orthanc_pid, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while Path(f"/proc/{orthanc_pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "Orthanc has stopped" in archive_home.log.read_text(errors="replace")
+    finally:
+        archive_home.stop()
+    records = _audit_records(archive_home, settle=0)
+    now_calls = [
+        r
+        for r in records
+        if r["action"] == "access.decision" and r["detail"].get("uri") == "/tools/now"
+    ]
+    assert len(now_calls) == 20
+    result = run_cli("audit", "verify", home=archive_home.home)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_disabling_the_filter_is_loud_and_audited(archive_home: RunningArchive) -> None:
+    archive_home.env["ARCHIVE_UNSAFE_DISABLE_HTTP_FILTER"] = "1"
+    archive_home.start()
+    try:
+        with client(archive_home) as anonymous:  # wide open: why it is benchmarks only
+            assert anonymous.get("/system").status_code == 200
+    finally:
+        archive_home.stop()
+    assert "THE HTTP ACCESS FILTER IS DISABLED" in archive_home.log.read_text(errors="replace")
+    records = _audit_records(archive_home, settle=0)
+    assert any(
+        r["action"] == "security.filter_disabled" and r["outcome"] == "failure" for r in records
+    )
