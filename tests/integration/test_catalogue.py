@@ -93,6 +93,17 @@ def archive(sent: dict) -> RunningArchive:
     return sent["archive"]
 
 
+def _audited(archive: RunningArchive, until, timeout: float = 30, **filters) -> list[dict]:
+    """Audit records matching `filters`, polled until `until(records)` holds: the plugin
+    commits audit records in groups, so they reach the file shortly after the answer."""
+    deadline = time.monotonic() + timeout
+    while True:
+        records = audit_query(archive.config.home.audit_dir, **filters)
+        if until(records) or time.monotonic() > deadline:
+            return records
+        time.sleep(0.2)
+
+
 def _as(archive: RunningArchive, user: str) -> httpx.Client:
     return client(archive, user)
 
@@ -148,7 +159,12 @@ def test_case_view_shows_series_with_thumbnails(sent: dict) -> None:
             image = Image.open(io.BytesIO(answer.content))
             assert image.size == (64, 64)
         assert http.get(f"/teaching/cases/{chest['case_id']}/series/3/thumbnail").status_code == 404
-    events = audit_query(archive.config.home.audit_dir, user="reggie", case=chest["case_id"])
+
+    def seen(records: list[dict]) -> bool:
+        actions = [e["action"] for e in records]
+        return "catalogue.case.view" in actions and actions.count("catalogue.case.thumbnail") >= 2
+
+    events = _audited(archive, seen, user="reggie", case=chest["case_id"])
     actions = [e["action"] for e in events]
     assert "catalogue.case.view" in actions
     assert actions.count("catalogue.case.thumbnail") == 2
@@ -200,7 +216,12 @@ def test_trainer_edits_and_search_finds_by_relevance(sent: dict) -> None:
         paged = http.get("/teaching/cases", params={"per_page": 1, "page": 2, "sort": "added"})
         assert paged.json()["total"] >= 2 and len(paged.json()["items"]) == 1
         assert http.get("/teaching/cases", params={"sort": "sideways"}).status_code == 400
-    edits = audit_query(archive.config.home.audit_dir, user="tina", action="catalogue.case.edit")
+    edits = _audited(
+        archive,
+        lambda r: len(r) >= 2,
+        user="tina",
+        action="catalogue.case.edit",
+    )
     assert {e["target"] for e in edits} >= {chest["case_id"], head["case_id"]}
 
 
@@ -217,6 +238,14 @@ def test_identifier_in_history_is_refused_naming_the_field(sent: dict, typed: st
         assert typed not in answer.text
         after = http.get(f"/teaching/cases/{head['case_id']}").json()
         assert after["clinical_history"] != typed and after["teaching_points"] != "harmless"
+    refusals = _audited(
+        archive,
+        lambda r: any(e["detail"].get("field") == "clinical_history" for e in r),
+        user="pat",
+        case=head["case_id"],
+        outcome="denied",
+    )
+    assert refusals, "the refused edit was not audited"
     log = "".join(p.read_text() for p in archive.config.home.audit_dir.rglob("*") if p.is_file())
     assert NHS_NUMBER not in log and "9434765919" not in log
 
@@ -233,7 +262,7 @@ def test_registrar_searches_but_cannot_edit(sent: dict) -> None:
         assert http.get(f"/teaching/cases/{chest['case_id']}").json()["title"] != "mine now"
     # Each refusal is audited: by the HTTP filter (access.decision) or, if a request got
     # past it, by the route itself (catalogue.case.edit / catalogue.collection.create).
-    denied = audit_query(archive.config.home.audit_dir, user="reggie", outcome="denied")
+    denied = _audited(archive, lambda r: len(r) >= 3, user="reggie", outcome="denied")
     assert len(denied) >= 3
 
 
@@ -307,5 +336,9 @@ def test_more_images_refresh_the_same_case(sent: dict, tmp_path: Path) -> None:
         assert (view["series_count"], view["instance_count"]) == (2, 3)
         assert view["case_id"] == head["case_id"]
         assert http.get("/teaching/cases").json()["total"] == 2
-    refreshed = audit_query(archive.config.home.audit_dir, action="catalogue.case.refresh")
+    refreshed = _audited(
+        archive,
+        lambda r: head["case_id"] in {e["target"] for e in r},
+        action="catalogue.case.refresh",
+    )
     assert head["case_id"] in {e["target"] for e in refreshed}
