@@ -67,9 +67,9 @@ def serve(
     decision = None
     read_fd = None
     try:
-        keyring, passphrase = server.unlock_keyring(config, interactive=sys.stdin.isatty())
-        server.find_orthanc()
+        server.find_orthanc()  # install problems first: no passphrase asked for nothing
         server.check_plugin_installed(orthanc_config.PYTHON_PLUGIN)
+        keyring, passphrase = server.unlock_keyring(config, interactive=sys.stdin.isatty())
         lock.acquire()
         allowed = allow_unencrypted_volume or config.volume.allow_unencrypted
         decision = server.prepare_volume(config, keyring, allow_unencrypted=allowed)
