@@ -141,6 +141,10 @@ def _run_gocryptfs(args: list[str], password: str) -> tuple[int, str]:
                 stderr=err,
                 timeout=_TIMEOUT,
                 check=False,
+                # The mount daemon must outlive a signal sent to the caller's process
+                # group (Ctrl-C, a supervisor's stop): `archive serve` unmounts it itself
+                # once Orthanc has exited; killed first, it would leave a dead mount.
+                start_new_session=True,
             )
         except FileNotFoundError:
             raise VolumeError("gocryptfs is not installed; apt-get install gocryptfs.") from None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -78,6 +79,16 @@ def _read_file(archive: RunningArchive, instance: str) -> httpx.Response:
         return http.get(f"/instances/{instance}/file")
 
 
+def audit_until(directory: Path, wanted, timeout: float = 15.0) -> list[dict]:
+    """Audit records once `wanted(records)` holds: the plugin writes them in groups."""
+    deadline = time.monotonic() + timeout
+    while True:
+        records = iter_records(directory) if directory.is_dir() else []
+        if wanted(records) or time.monotonic() > deadline:
+            return records
+        time.sleep(0.2)
+
+
 def _store(archive: RunningArchive) -> EncryptedStore:
     ring = Keyring.open(keyring_path(archive.config.home.keys_dir), PASSPHRASE)
     return EncryptedStore(archive.config.home.storage_dir, ring)
@@ -137,8 +148,13 @@ def test_flipped_bit_and_copied_header_fail_closed_and_orthanc_stays_up(
         assert _read_tags(archive, good).status_code == 200
 
     log = archive.log.read_text(errors="replace")
-    audit = iter_records(archive.config.home.audit_dir)
-    tampered = {r.get("target") for r in audit if r.get("action") == "security.tamper"}
+    bad_uuids = {path.name.split(".")[0] for path in bad_paths.values()}
+
+    def tampered_of(records: list[dict]) -> set:
+        return {r.get("target") for r in records if r.get("action") == "security.tamper"}
+
+    audit = audit_until(archive.config.home.audit_dir, lambda rs: bad_uuids <= tampered_of(rs))
+    tampered = tampered_of(audit)
     for path in bad_paths.values():
         uuid = path.name.split(".")[0]
         alerts = [line for line in log.splitlines() if "SECURITY ALERT" in line and uuid in line]
@@ -285,7 +301,10 @@ def test_archive_on_gocryptfs_volume(tmp_path: Path) -> None:
         assert not scan(home.volume_dir, needles)
         # the plaintext view holds de-identified, encrypted attachments only
         assert not in_clear(home.data_dir, needles)
-        starts = [r for r in iter_records(home.audit_dir) if r.get("action") == "system.start"]
+        records = audit_until(
+            home.audit_dir, lambda rs: any(r.get("action") == "system.start" for r in rs)
+        )
+        starts = [r for r in records if r.get("action") == "system.start"]
         assert starts and starts[-1]["detail"]["unencrypted_volume"] is False
     finally:
         archive.stop()

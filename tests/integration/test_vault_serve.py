@@ -107,7 +107,13 @@ def test_plain_data_directory_refused_unless_allowed(home: RunningArchive) -> No
         assert "NOT encrypted" in human and "unencrypted data directory" in human
     finally:
         home.stop()
-    starts = [r for r in iter_records(home.config.home.audit_dir) if r["action"] == "system.start"]
+    deadline = time.monotonic() + 15
+    while True:
+        records = iter_records(home.config.home.audit_dir)
+        starts = [r for r in records if r["action"] == "system.start"]
+        if starts or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     assert starts[-1]["detail"]["unencrypted_volume"] is True
 
 
