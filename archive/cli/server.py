@@ -61,6 +61,15 @@ def serve(
     stops here with one line and nothing touched. The passphrase reaches Orthanc through
     an inherited pipe only. With volume.kind = "gocryptfs" the volume is mounted on
     HOME/data if needed, and unmounted again on stop."""
+    # Handlers first: a SIGTERM during start-up (e.g. a supervisor stopping us at once)
+    # must still stop Orthanc cleanly rather than kill serve and orphan it.
+    stop = threading.Event()
+
+    def _on_signal(signum, frame) -> None:  # noqa: ARG001 - signal API
+        stop.set()
+
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
     config = load(home)
     lock = server.HomeLock(config.home.lock_file)
     process = None
@@ -122,13 +131,6 @@ def serve(
         lock.release()
         fail(str(exc))
 
-    stop = threading.Event()
-
-    def _on_signal(signum, frame) -> None:  # noqa: ARG001 - signal API
-        stop.set()
-
-    signal.signal(signal.SIGINT, _on_signal)
-    signal.signal(signal.SIGTERM, _on_signal)
     typer.echo(
         f"Archive serving: web API {server.base_url(config)}  "
         f"DICOM {config.dicom.aet}@{config.http.host}:{config.dicom.port}  "
@@ -138,7 +140,7 @@ def serve(
     typer.echo("Press Ctrl-C to stop.", err=True)
     while not stop.is_set() and process.poll() is None:
         stop.wait(0.5)
-    crashed = process.poll() is not None
+    crashed = process.poll() is not None and not stop.is_set()
     code = server.stop_orthanc(process)
     warning = server.release_volume(config, decision)
     if warning:
