@@ -324,6 +324,14 @@ def _thumbnail(services, request: dict) -> tuple[bytes, str]:
     groups = request.get("groups") or []
     case_id, number = groups[0].upper(), int(groups[1])
     principal = _principal(services, request, "catalogue.case.thumbnail", case_id)
+    return thumbnail_png(services, principal, case_id, number)
+
+
+def thumbnail_png(services, principal, case_id: str, number: int) -> tuple[bytes, str]:
+    """The n-th series' middle image for `principal` (REST and web UI), audited."""
+    if not can_view(principal.roles):
+        _audit(services, principal, "catalogue.case.thumbnail", case_id, "denied")
+        raise HttpError(403, f"{principal.user} may not view the teaching catalogue.")
     case = _visible_case(_catalogue(services, principal), principal, case_id)
     if case.status == "withdrawn":
         raise HttpError(404, f"no images for {case_id}: the case is withdrawn.")

@@ -91,10 +91,13 @@ def _workstation(services, name: str):
 
 # -- pulls ------------------------------------------------------------------------------
 def _pull(services, request, **_):
-    principal = principal_of(services, request)
     body = request_json(request)
-    ws = body.get("workstation")
-    cases = body.get("cases")
+    return pull_cases(services, principal_of(services, request), body.get("workstation"),
+                      body.get("cases"))  # fmt: skip
+
+
+def pull_cases(services, principal, ws, cases) -> dict:
+    """Send released cases to a registered workstation as `principal` (REST and web UI)."""
     if not principal.trained or not PULL_ROLES & set(principal.roles):
         _audit(services, "governance.pull", principal, "denied", detail_reason="untrained")
         raise HttpError(403, "only trained users may pull cases; record the training first.")
@@ -159,8 +162,11 @@ def _request_id(groups) -> int:
 
 
 def _create(services, request, **_):
-    principal = principal_of(services, request)
-    body = request_json(request)
+    return create_removal(services, principal_of(services, request), request_json(request))
+
+
+def create_removal(services, principal, body: dict) -> dict:
+    """Record a removal request by `principal` (REST and web UI), audited."""
     cases = body.get("cases")
     if not isinstance(cases, list) or not cases:
         raise HttpError(400, 'give "cases": a list of case ids.')
@@ -212,37 +218,42 @@ def _show(services, request, groups, **_):
 
 def _decide(kind: str):
     def handler(services, request, groups, **_):
-        principal = principal_of(services, request)
-        body = request_json(request)
-        rid = _request_id(groups)
-        registry = _registry(services)
-        action = f"governance.removal.{kind}"
-        try:
-            if kind == "approve":
-                expires = body.get("expires_at")
-                expires_at = datetime.fromisoformat(expires) if expires else None
-                registry.approve(
-                    rid,
-                    principal.user,
-                    principal.roles,
-                    body.get("text", ""),
-                    expires_at,
-                    body.get("max_downloads"),
-                    now=_now(),
-                )
-            else:
-                registry.refuse(
-                    rid, principal.user, principal.roles, body.get("reason", ""), now=_now()
-                )
-        except (ArchiveError, ValueError) as exc:
-            _audit(services, action, principal, "denied", str(rid), reason=type(exc).__name__)
-            if isinstance(exc, ValueError) and not isinstance(exc, ArchiveError):
-                raise HttpError(400, "expires_at must be an ISO date-time with a zone.") from None
-            raise
-        _audit(services, action, principal, "success", str(rid))
-        return registry.get(rid).to_dict()
+        return decide_removal(
+            services, principal_of(services, request), kind, _request_id(groups),
+            request_json(request),
+        )  # fmt: skip
 
     return handler
+
+
+def decide_removal(services, principal, kind: str, rid: int, body: dict) -> dict:
+    """Approve or refuse removal request `rid` as `principal` (REST and web UI), audited."""
+    registry = _registry(services)
+    action = f"governance.removal.{kind}"
+    try:
+        if kind == "approve":
+            expires = body.get("expires_at")
+            expires_at = datetime.fromisoformat(expires) if expires else None
+            registry.approve(
+                rid,
+                principal.user,
+                principal.roles,
+                body.get("text", ""),
+                expires_at,
+                body.get("max_downloads"),
+                now=_now(),
+            )
+        else:
+            registry.refuse(
+                rid, principal.user, principal.roles, body.get("reason", ""), now=_now()
+            )
+    except (ArchiveError, ValueError) as exc:
+        _audit(services, action, principal, "denied", str(rid), reason=type(exc).__name__)
+        if isinstance(exc, ValueError) and not isinstance(exc, ArchiveError):
+            raise HttpError(400, "expires_at must be an ISO date-time with a zone.") from None
+        raise
+    _audit(services, action, principal, "success", str(rid))
+    return registry.get(rid).to_dict()
 
 
 def _export(services, request, groups, body: dict) -> tuple[bytes, str]:

@@ -30,6 +30,7 @@ from archive.access import (
     decision_event,
 )
 from archive.audit import AuditEvent
+from archive.web.sessions import principal_for_cookie
 
 DISABLE_ENV = "ARCHIVE_UNSAFE_DISABLE_HTTP_FILTER"
 
@@ -49,6 +50,10 @@ def make_filter(services):
         store = services.access_store()
         result = authenticate_headers(store, headers or {}, datetime.now(UTC))
         principal = None
+        if isinstance(result, AuthFailure) and result.reason == "no_credentials":
+            if uri == "/teaching/ui" or uri.startswith("/teaching/ui/"):  # web session cookie
+                cookie = next((v for k, v in headers.items() if k.lower() == "cookie"), None)
+                result = principal_for_cookie(store, cookie, datetime.now(UTC)) or result
         if isinstance(result, AuthFailure):
             if result.reason != "no_credentials":
                 record(auth_event(result, ip))

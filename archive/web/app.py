@@ -1,0 +1,588 @@
+"""The web interface as plain Python: a WebRequest in, a WebResponse out.
+
+Authorisation: the HTTP filter has already let the request through by route (GET pages
+for every role, specific POSTs by role). Each page and action then asks the same route
+policy whether the user may call the /teaching REST route it fronts (`PAGES`), so the
+interface never grants more than the REST API would; refusals are 403 pages and are
+audited. Every POST needs the session's CSRF token. Nothing secret goes in a URL: the
+login form posts, search parameters are only catalogue filters.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any, Protocol
+from urllib.parse import parse_qs, urlencode
+
+from archive.access import Principal, decide
+from archive.audit import AuditEvent
+from archive.errors import ArchiveError
+from archive.web import views
+from archive.web.markup import Markup, page
+from archive.web.sessions import (
+    Session,
+    SessionStore,
+    check_csrf,
+    clear_cookie,
+    cookie_header_of,
+    principal_of_session,
+    session_id_from,
+    set_cookie,
+)
+
+UI = "/teaching/ui"
+MAX_FORM = 64 * 1024
+SECURITY_HEADERS = (
+    ("Content-Security-Policy",
+     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
+     "form-action 'self'; base-uri 'none'; object-src 'none'; frame-ancestors 'none'"),
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "no-referrer"),
+    ("X-Frame-Options", "DENY"),
+    ("Cache-Control", "no-store"),
+)  # fmt: skip
+
+# page -> the REST routes it fronts (any one suffices): the route policy decides who
+# may open it. Users and the closure plan are personnel's tasks without a REST route of
+# their own, so they follow personnel's quarantine review.
+PERSONNEL = ("POST", "/teaching/quarantine/0/release")
+PAGES: dict[str, tuple[tuple[str, str], ...]] = {
+    "cases": (("GET", "/teaching/cases"),),
+    "removals": (("POST", "/teaching/removals"),),
+    "approvals": (("POST", "/teaching/removals/0/approve"),),
+    "shares": (("POST", "/teaching/shares/0/decide"),),
+    "users": (PERSONNEL,),
+    "quarantine": (PERSONNEL,),
+    "audit": (("GET", "/teaching/audit"),),
+    "closure": (("GET", "/teaching/closure"), PERSONNEL),
+    "pull": (("POST", "/teaching/pulls"),),
+}
+
+
+class WebError(Exception):
+    """A refusal shown to the user as a page with this status and message."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass
+class WebRequest:
+    method: str
+    path: str  # below /teaching/ui, e.g. "/cases/ABC"
+    query: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)  # lowercase names
+    body: bytes = b""
+    secure: bool = False
+    ip: str = "unknown"
+
+
+@dataclass
+class WebResponse:
+    status: int
+    body: bytes
+    content_type: str = "text/html; charset=utf-8"
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    location: str | None = None  # a 303 redirect target
+
+
+class Backend(Protocol):
+    """What the interface needs from the running archive (plugins/web.py supplies it)."""
+
+    home: Any
+    route_policy: Any
+    governance_policy: Any
+
+    def db(self): ...
+    def access_store(self): ...
+    def record(self, event: AuditEvent) -> int: ...
+    def catalogue(self, principal: Principal): ...
+    def quarantine(self): ...
+    def pull(self, principal: Principal, workstation: str, cases: list[str]) -> dict: ...
+    def create_removal(self, principal: Principal, body: dict) -> dict: ...
+    def decide_removal(self, principal: Principal, kind: str, rid: int, body: dict) -> dict: ...
+    def thumbnail(self, principal: Principal, case_id: str, number: int) -> tuple[bytes, str]: ...
+    def workstations(self) -> list[str]: ...
+    def archive_totals(self) -> tuple[int, int]: ...
+
+
+@dataclass
+class Context:
+    request: WebRequest
+    principal: Principal
+    session: Session
+    session_id: str
+    form: dict[str, str]
+    now: datetime
+
+
+Handler = Callable[["WebApp", Context, tuple[str, ...]], WebResponse]
+ROUTES: list[tuple[str, re.Pattern[str], Handler]] = []
+
+
+def route(method: str, pattern: str):
+    def wrap(fn: Handler) -> Handler:
+        ROUTES.append((method, re.compile(pattern + r"\Z"), fn))
+        return fn
+
+    return wrap
+
+
+def _form(body: bytes) -> dict[str, str]:
+    if len(body) > MAX_FORM:
+        raise WebError(413, "The form is too large.")
+    try:
+        parsed = parse_qs(body.decode("utf-8"), keep_blank_values=True, max_num_fields=200)
+    except (UnicodeDecodeError, ValueError):
+        raise WebError(400, "The form could not be read.") from None
+    return {k: v[0] for k, v in parsed.items()}
+
+
+class WebApp:
+    def __init__(self, backend: Backend, clock: Callable[[], datetime] | None = None) -> None:
+        self.backend = backend
+        self.clock = clock or (lambda: datetime.now(UTC))
+
+    # -- plumbing -----------------------------------------------------------------
+    def audit(self, principal, action: str, outcome: str, target=None, ip="", **detail) -> None:
+        self.backend.record(
+            AuditEvent(
+                action=action,
+                outcome=outcome,
+                actor=principal.user if principal else "anonymous",
+                roles=tuple(principal.roles) if principal else (),
+                source="web",
+                target=target,
+                detail={**detail, **({"ip": ip} if ip else {})},
+            )
+        )
+
+    def may(self, principal: Principal, page_name: str) -> bool:
+        policy = self.backend.route_policy
+        return any(decide(policy, principal, m, uri).allowed for m, uri in PAGES[page_name])
+
+    def require(self, ctx: Context, page_name: str) -> None:
+        if not self.may(ctx.principal, page_name):
+            self.audit(ctx.principal, f"web.{page_name}", "denied", ip=ctx.request.ip)
+            raise WebError(403, "Your roles do not allow this page.")
+
+    def pages_for(self, principal: Principal) -> list[str]:
+        return [p for p in PAGES if p != "pull" and self.may(principal, p)]
+
+    def html(self, ctx: Context | None, title: str, body: Markup, status: int = 200,
+             flash: str = "", error: bool = False) -> WebResponse:  # fmt: skip
+        doc = page(
+            title,
+            body,
+            user=ctx.principal.user if ctx else None,
+            pages=self.pages_for(ctx.principal) if ctx else (),
+            csrf=ctx.session.csrf if ctx else "",
+            flash=flash,
+            error=error,
+        )
+        return WebResponse(status, doc.encode())
+
+    @staticmethod
+    def redirect(path: str, headers: list[tuple[str, str]] | None = None) -> WebResponse:
+        return WebResponse(303, b"", headers=headers or [], location=UI + path)
+
+    def finish(self, response: WebResponse) -> WebResponse:
+        response.headers = [*response.headers, *SECURITY_HEADERS]
+        return response
+
+    # -- entry --------------------------------------------------------------------
+    def handle(self, request: WebRequest) -> WebResponse:
+        try:
+            return self.finish(self._handle(request))
+        except WebError as exc:
+            return self.finish(
+                WebResponse(exc.status, views.error_page(exc.status, exc.message).encode())
+            )
+
+    def _handle(self, request: WebRequest) -> WebResponse:
+        now = self.clock()
+        path = request.path or "/"
+        if path == "/static/style.css" and request.method == "GET":
+            return WebResponse(200, views.stylesheet(), "text/css; charset=utf-8")
+        if path == "/login":
+            return self._login(request, now)
+        sessions = SessionStore(self.backend.db())
+        sid = session_id_from(cookie_header_of(request.headers))
+        session = sessions.lookup(sid, now)
+        principal = None
+        if session is not None:
+            principal = principal_of_session(self.backend.access_store(), session, now)
+        if session is None or principal is None or sid is None:
+            if request.method == "GET":
+                return self.redirect("/login")
+            raise WebError(401, "Your session has ended; sign in again.")
+        form: dict[str, str] = {}
+        if request.method == "POST":
+            form = _form(request.body)
+            if not check_csrf(session, form.get("csrf")):
+                self.audit(principal, "web.csrf", "denied", ip=request.ip, path=path[:100])
+                raise WebError(403, "The form's security token is missing or wrong; reload "
+                               "the page and try again.")  # fmt: skip
+        ctx = Context(request, principal, session, sid, form, now)
+        for method, pattern, handler in ROUTES:
+            match = pattern.match(path)
+            if match and method == request.method:
+                try:
+                    return handler(self, ctx, match.groups())
+                except ArchiveError as exc:
+                    return self.html(ctx, "Not done", Markup(""), 400, str(exc), error=True)
+        raise WebError(404, "There is no such page.")
+
+    def _login(self, request: WebRequest, now: datetime) -> WebResponse:
+        if request.method == "GET":
+            return WebResponse(200, views.login_page().encode())
+        if request.method != "POST":
+            raise WebError(405, "Use the sign-in form.")
+        form = _form(request.body)
+        name, password = form.get("user", "").strip(), form.get("password", "")
+        store = self.backend.access_store()
+        result = store.authenticate_basic(name, password, now) if name and password else None
+        if not isinstance(result, Principal):
+            reason = getattr(result, "reason", "malformed")
+            self.backend.record(
+                AuditEvent(action="web.login", outcome="failure", actor=name[:64] or "anonymous",
+                           source="web", detail={"reason": reason, "ip": request.ip})
+            )  # fmt: skip
+            body = views.login_page("The user name or password is wrong, or the account "
+                                    "is locked.")  # fmt: skip
+            return WebResponse(401, body.encode())
+        sid, _session = SessionStore(self.backend.db()).create(result.user, now)
+        self.audit(result, "web.login", "success", ip=request.ip)
+        return self.redirect("/", [("Set-Cookie", set_cookie(sid, request.secure))])
+
+
+# -- pages ------------------------------------------------------------------------------
+@route("POST", r"/logout")
+def _logout(app: WebApp, ctx: Context, groups) -> WebResponse:
+    SessionStore(app.backend.db()).end(ctx.session_id)
+    app.audit(ctx.principal, "web.logout", "success", ip=ctx.request.ip)
+    return app.redirect("/login", [("Set-Cookie", clear_cookie(ctx.request.secure))])
+
+
+@route("GET", r"/?")
+def _home(app: WebApp, ctx: Context, groups) -> WebResponse:
+    return app.html(ctx, "Welcome", views.home(ctx.principal, app.pages_for(ctx.principal)))
+
+
+FILTERS = ("modality", "body_part", "category", "difficulty", "level")
+
+
+@route("GET", r"/cases")
+def _search(app: WebApp, ctx: Context, groups) -> WebResponse:
+    from archive.catalogue import SearchFilters, can_edit
+
+    app.require(ctx, "cases")
+    q = ctx.request.query
+    chosen = {f: [v.strip() for v in q.get(f, "").split(",") if v.strip()] for f in FILTERS}
+    chosen = {k: v for k, v in chosen.items() if v}
+    if not can_edit(ctx.principal.roles):
+        chosen["status"] = ["available"]
+    try:
+        number = max(1, int(q.get("page") or 1))
+    except ValueError:
+        number = 1
+    results = app.backend.catalogue(ctx.principal).search(
+        q.get("q", ""), SearchFilters.of(**chosen), page=number, per_page=20
+    )
+    app.audit(ctx.principal, "catalogue.case.search", "success", results=results.total,
+              full_text=bool(q.get("q", "").strip()), filters=",".join(sorted(chosen)))  # fmt: skip
+    params = {k: q[k] for k in ("q", *FILTERS) if q.get(k)}
+    return app.html(ctx, "Catalogue", views.search(q, results, params))
+
+
+def _case(app: WebApp, ctx: Context, case_id: str):
+    from archive.catalogue import CaseNotFoundError, can_edit
+
+    try:
+        case = app.backend.catalogue(ctx.principal).get(case_id)
+    except CaseNotFoundError:
+        raise WebError(404, f"There is no case {case_id}.") from None
+    if case.status != "available" and not can_edit(ctx.principal.roles):
+        raise WebError(404, f"There is no case {case_id}.")
+    return case
+
+
+@route("GET", r"/cases/([A-Za-z0-9-]{1,64})")
+def _show_case(app: WebApp, ctx: Context, groups) -> WebResponse:
+    app.require(ctx, "cases")
+    case = _case(app, ctx, groups[0].upper())
+    app.audit(ctx.principal, "catalogue.case.view", "success", case.case_id)
+    body = views.case(
+        case,
+        csrf=ctx.session.csrf,
+        workstations=app.backend.workstations() if app.may(ctx.principal, "pull") else None,
+        purposes=app.backend.governance_policy.removal_purposes
+        if app.may(ctx.principal, "removals")
+        else None,
+    )
+    return app.html(ctx, case.title or f"Case {case.case_id}", body)
+
+
+@route("GET", r"/cases/([A-Za-z0-9-]{1,64})/series/([0-9]{1,4})/thumbnail")
+def _thumb(app: WebApp, ctx: Context, groups) -> WebResponse:
+    app.require(ctx, "cases")
+    image, mime = app.backend.thumbnail(ctx.principal, groups[0].upper(), int(groups[1]))
+    return WebResponse(200, image, mime)
+
+
+@route("POST", r"/pulls")
+def _pull(app: WebApp, ctx: Context, groups) -> WebResponse:
+    app.require(ctx, "pull")
+    case_id, ws = ctx.form.get("case", ""), ctx.form.get("workstation", "")
+    result = app.backend.pull(ctx.principal, ws, [case_id])
+    sent = sum(int(r.get("instances", 0)) for r in result.get("pulled", []))
+    msg = f"Case {case_id} sent to {ws} ({sent} images)."
+    return app.html(ctx, "Pulled", views.back_to_case(case_id), flash=msg)
+
+
+@route("POST", r"/removals")
+def _request_removal(app: WebApp, ctx: Context, groups) -> WebResponse:
+    app.require(ctx, "removals")
+    body = {
+        "cases": [c.strip().upper() for c in ctx.form.get("cases", "").split(",") if c.strip()],
+        "purpose": ctx.form.get("purpose", ""),
+        "destination": ctx.form.get("destination", ""),
+    }
+    made = app.backend.create_removal(ctx.principal, body)
+    return app.redirect(f"/removals?made={int(made['id'])}")
+
+
+def _removal_rows(app: WebApp, now: datetime, status: str | None = None) -> list:
+    from archive.governance import RemovalRequests
+
+    registry = RemovalRequests(app.backend.db(), app.backend.governance_policy)
+    return [(r, r.status_at(now)) for r in registry.list(status)]
+
+
+@route("GET", r"/removals")
+def _removals(app: WebApp, ctx: Context, groups) -> WebResponse:
+    app.require(ctx, "removals")
+    mine = [
+        (r, s)
+        for r, s in _removal_rows(app, ctx.now)
+        if r.requester.casefold() == ctx.principal.user.casefold()
+    ]
+    made = ctx.request.query.get("made", "")
+    flash = f"Removal request {made} recorded; it waits for written approval." if made else ""
+    return app.html(ctx, "My removal requests", views.removals(mine), flash=flash)
+
+
+@route("GET", r"/approvals")
+def _approvals(app: WebApp, ctx: Context, groups) -> WebResponse:
+    app.require(ctx, "approvals")
+    pending = [r for r, _ in _removal_rows(app, ctx.now, "pending")]
+    catalogue = app.backend.catalogue(ctx.principal)
+    cases = {}
+    for r in pending:
+        for cid in r.case_ids:
+            try:
+                cases[cid] = catalogue.get(cid)
+            except ArchiveError:
+                cases[cid] = None
+    done = ctx.request.query.get("done", "")
+    return app.html(ctx, "Pending removal requests",
+                    views.approvals(pending, cases, ctx.session.csrf),
+                    flash=f"Request {done} decided." if done else "")  # fmt: skip
+
+
+@route("POST", r"/approvals/([0-9]{1,12})/(approve|refuse)")
+def _decide_removal(app: WebApp, ctx: Context, groups) -> WebResponse:
+    app.require(ctx, "approvals")
+    rid, kind = int(groups[0]), groups[1]
+    if kind == "approve":
+        body: dict[str, Any] = {"text": ctx.form.get("text", "")}
+    else:
+        body = {"reason": ctx.form.get("reason", "")}
+    app.backend.decide_removal(ctx.principal, kind, rid, body)
+    return app.redirect(f"/approvals?done={rid}")
+
+
+def _shares(app: WebApp):
+    from archive.governance import Shares
+
+    return Shares(app.backend.db(), app.backend.governance_policy)
+
+
+@route("GET", r"/shares")
+def _share_list(app: WebApp, ctx: Context, groups) -> WebResponse:
+    app.require(ctx, "shares")
+    shares = _shares(app)
+    proposals = [(p, shares.decision_for(p.id)) for p in shares.list()]
+    done = ctx.request.query.get("done", "")
+    return app.html(ctx, "Share proposals", views.shares(proposals, ctx.session.csrf),
+                    flash=f"Decision on proposal {done} recorded." if done else "")  # fmt: skip
+
+
+@route("POST", r"/shares/([0-9]{1,12})/decide")
+def _share_decide(app: WebApp, ctx: Context, groups) -> WebResponse:
+    from archive.governance import BoardVote
+
+    app.require(ctx, "shares")
+    pid = int(groups[0])
+    store = app.backend.access_store()
+    votes = []
+    for name in (n.strip() for n in ctx.form.get("approvers", "").split(",")):
+        if name:
+            user = store.get_user(name)
+            votes.append(BoardVote.of(name, user.roles if user else ()))
+    try:
+        meeting = date.fromisoformat(ctx.form.get("meeting_date", ""))
+    except ValueError:
+        raise WebError(400, "Give the meeting date as YYYY-MM-DD.") from None
+    try:
+        decision = _shares(app).decide(
+            pid,
+            meeting_date=meeting,
+            minute_reference=ctx.form.get("minute", ""),
+            approvers=votes,
+            decision_text=ctx.form.get("text", ""),
+            approved=ctx.form.get("outcome") == "approved",
+            recorded_by=ctx.principal.user,
+            now=ctx.now,
+        )
+    except ArchiveError as exc:
+        app.audit(ctx.principal, "governance.share.decide", "denied", str(pid),
+                  reason=type(exc).__name__)  # fmt: skip
+        raise
+    app.audit(ctx.principal, "governance.share.decide", "success", str(pid),
+              outcome=decision.outcome, minute=decision.minute_reference)  # fmt: skip
+    return app.redirect(f"/shares?done={pid}")
+
+
+@route("GET", r"/shares/register")
+def _register(app: WebApp, ctx: Context, groups) -> WebResponse:
+    app.require(ctx, "shares")
+    log = _shares(app).share_log()
+    app.audit(ctx.principal, "governance.share.register", "success", rows=len(log))
+    return app.html(ctx, "Share register", views.register(log))
+
+
+@route("GET", r"/shares/register\.csv")
+def _register_csv(app: WebApp, ctx: Context, groups) -> WebResponse:
+    from archive.governance import share_log_csv
+
+    app.require(ctx, "shares")
+    log = _shares(app).share_log()
+    app.audit(ctx.principal, "governance.share.register.export", "success", rows=len(log))
+    disposition = ("Content-Disposition", 'attachment; filename="share-register.csv"')
+    return WebResponse(200, share_log_csv(log).encode(), "text/csv; charset=utf-8", [disposition])
+
+
+@route("GET", r"/users")
+def _users(app: WebApp, ctx: Context, groups) -> WebResponse:
+    app.require(ctx, "users")
+    users = app.backend.access_store().list_users()
+    done = ctx.request.query.get("done", "")
+    return app.html(ctx, "Users and training", views.users(users, ctx.now, ctx.session.csrf),
+                    flash=f"Training recorded for {done}." if done else "")  # fmt: skip
+
+
+@route("POST", r"/users/([A-Za-z0-9._-]{1,64})/training")
+def _training(app: WebApp, ctx: Context, groups) -> WebResponse:
+    app.require(ctx, "users")
+    try:
+        day = date.fromisoformat(ctx.form.get("trained_on", ""))
+    except ValueError:
+        raise WebError(400, "Give the training date as YYYY-MM-DD.") from None
+    app.backend.access_store().record_training(groups[0], day, ctx.now, by=ctx.principal.user)
+    app.audit(ctx.principal, "access.training.record", "success", groups[0],
+              trained_on=day.isoformat())  # fmt: skip
+    return app.redirect("/users?" + urlencode({"done": groups[0]}))
+
+
+@route("GET", r"/quarantine")
+def _quarantine(app: WebApp, ctx: Context, groups) -> WebResponse:
+    app.require(ctx, "quarantine")
+    items = app.backend.quarantine().list("held")
+    app.audit(ctx.principal, "quarantine.list", "success", items=len(items))
+    return app.html(ctx, "Quarantine", views.quarantine(items))
+
+
+@route("GET", r"/quarantine/([A-Za-z0-9_-]{1,80})/preview")
+def _preview(app: WebApp, ctx: Context, groups) -> WebResponse:
+    import io
+
+    import pydicom
+
+    from archive.pixels import render_preview
+
+    app.require(ctx, "quarantine")
+    if "personnel" not in ctx.principal.roles:  # previews show burnt-in identity
+        raise WebError(403, "Only personnel see quarantine previews.")
+    store = app.backend.quarantine()
+    try:
+        store.get(groups[0])
+        data = store.read(groups[0])
+        image = render_preview(pydicom.dcmread(io.BytesIO(data), force=True), max_size=256)
+    except ArchiveError:
+        raise WebError(404, "No such held item.") from None
+    except Exception:  # noqa: BLE001 - undecodable pixels: no preview, never a traceback
+        raise WebError(415, "This item has no image that can be previewed.") from None
+    app.audit(ctx.principal, "quarantine.preview", "success", groups[0])
+    return WebResponse(200, image, "image/png")
+
+
+@route("GET", r"/audit")
+def _audit_log(app: WebApp, ctx: Context, groups) -> WebResponse:
+    from archive.audit import query
+
+    app.require(ctx, "audit")
+    q = ctx.request.query
+    filters = {k: (q.get(k) or "").strip() or None for k in ("user", "action", "case", "outcome")}
+    rows = query(app.backend.home.audit_dir, **filters)
+    app.audit(ctx.principal, "audit.query", "success", rows=len(rows))
+    return app.html(ctx, "Audit log", views.audit(list(reversed(rows))[:200], len(rows), q))
+
+
+@route("GET", r"/audit/verify")
+def _audit_verify(app: WebApp, ctx: Context, groups) -> WebResponse:
+    from archive.audit import verify
+
+    app.require(ctx, "audit")
+    report = verify(app.backend.home.audit_dir)
+    app.audit(ctx.principal, "audit.verify", "success" if report.ok else "failure",
+              records=report.records)  # fmt: skip
+    return app.html(ctx, "Audit log verification", views.verify(report))
+
+
+@route("GET", r"/closure")
+def _closure(app: WebApp, ctx: Context, groups) -> WebResponse:
+    from archive.governance import ClosureInputs, PullInventory, closure_plan
+
+    app.require(ctx, "closure")
+    conn = app.backend.db()
+    cases = conn.execute("SELECT count(*) FROM catalogue_cases").fetchone()[0]
+    instances, size = app.backend.archive_totals()
+    exports = [
+        {"request": r.id, "expires": r.approval.expires_at.date().isoformat()}
+        for r, s in _removal_rows(app, ctx.now)
+        if s == "approved" and r.approval is not None
+    ]
+    shares = [
+        {"share": row["share_id"], "recipient": row["recipient"], "status": row["status"]}
+        for row in _shares(app).share_log()
+        if not str(row["status"]).endswith("confirmed")  # still held by the recipient
+    ]
+    plan = closure_plan(
+        ClosureInputs(
+            case_count=int(cases),
+            instance_count=instances,
+            bytes_total=size,
+            workstation_inventory=PullInventory(conn).inventory(),
+            open_shares=shares,
+            open_exports=exports,
+            keys=[{"key": "archive keyring", "where": "HOME/keys"}],
+        )
+    )
+    app.audit(ctx.principal, "governance.closure.plan", "success")
+    return app.html(ctx, "Closure plan", views.closure(plan))

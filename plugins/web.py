@@ -1,0 +1,133 @@
+"""Adapter for the web interface (archive.web): Orthanc's REST callback <-> WebApp.
+
+Thin on purpose: it translates the callback's arguments into a WebRequest, answers the
+WebResponse (security headers, cookies, 303 redirects) and supplies the Backend for
+what needs Orthanc: pulls, removal decisions and thumbnails go through the same
+functions as the /teaching REST routes, so the web and the API cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cached_property
+from urllib.parse import unquote_plus
+
+import orthanc
+
+from archive.web import WebApp, WebError, WebRequest
+from archive.web.app import SECURITY_HEADERS
+from plugins.rest import HttpError
+
+
+class OrthancBackend:
+    def __init__(self, services) -> None:
+        self.services = services
+        self.home = services.home
+
+    @property
+    def route_policy(self):
+        return self.services.route_policy
+
+    @cached_property
+    def governance_policy(self):
+        from plugins.governance_routes import _policy
+
+        return _policy(self.services)
+
+    def db(self):
+        return self.services.db()
+
+    def access_store(self):
+        return self.services.access_store()
+
+    def record(self, event) -> int:
+        return self.services.record(event)
+
+    def quarantine(self):
+        return self.services.quarantine()
+
+    def catalogue(self, principal):
+        from plugins.catalogue_routes import _catalogue
+
+        return _catalogue(self.services, principal)
+
+    def _call(self, fn, *args):
+        try:
+            return fn(self.services, *args)
+        except HttpError as exc:
+            raise WebError(exc.status, exc.message) from None
+
+    def pull(self, principal, workstation, cases):
+        from plugins.governance_routes import pull_cases
+
+        return self._call(pull_cases, principal, workstation, cases)
+
+    def create_removal(self, principal, body):
+        from plugins.governance_routes import create_removal
+
+        return self._call(create_removal, principal, body)
+
+    def decide_removal(self, principal, kind, rid, body):
+        from plugins.governance_routes import decide_removal
+
+        return self._call(decide_removal, principal, kind, rid, body)
+
+    def thumbnail(self, principal, case_id, number):
+        from plugins.catalogue_routes import thumbnail_png
+
+        return self._call(thumbnail_png, principal, case_id, number)
+
+    def workstations(self) -> list[str]:
+        from archive.governance.workstations import Workstations
+
+        known = Workstations(self.db())
+        nodes = self.access_store().list_dicom_nodes()
+        return sorted(n.name for n in nodes if n.may_query and known.exists(n.name))
+
+    def archive_totals(self) -> tuple[int, int]:
+        stats = json.loads(orthanc.RestApiGet("/statistics"))
+        return int(stats.get("CountInstances", 0)), int(stats.get("TotalDiskSize", 0) or 0)
+
+
+def _answer(output, response) -> None:
+    for name, value in response.headers:
+        output.SetHttpHeader(name, value)
+    if response.location is not None:
+        output.SetHttpHeader("Location", response.location)
+        output.SendHttpStatus(303, "", 0)
+    elif response.status == 200:
+        output.AnswerBuffer(response.body, response.content_type)
+    else:
+        output.SetHttpHeader("Content-Type", response.content_type)
+        # orthanc-python 4.0 takes the body as str here (bytes are refused)
+        output.SendHttpStatus(response.status, response.body.decode(), len(response.body))
+
+
+def register(services) -> None:
+    app = WebApp(OrthancBackend(services))
+    secure = bool(services.config.http.tls)
+
+    def callback(output, uri, **request) -> None:
+        try:
+            groups = request.get("groups") or []
+            query = {
+                unquote_plus(k): unquote_plus(v) for k, v in (request.get("get") or {}).items()
+            }
+            headers = {str(k).lower(): str(v) for k, v in (request.get("headers") or {}).items()}
+            web_request = WebRequest(
+                method=str(request.get("method", "")),
+                path=(groups[0] if groups and groups[0] else "/"),
+                query=query,
+                headers=headers,
+                body=bytes(request.get("body") or b""),
+                secure=secure,
+            )
+            _answer(output, app.handle(web_request))
+        except Exception as exc:  # noqa: BLE001 - never a traceback to the browser
+            orthanc.LogError(f"teaching-archive: web: {type(exc).__name__}")
+            for name, value in SECURITY_HEADERS:
+                output.SetHttpHeader(name, value)
+            body = "internal error; see the archive's log"
+            output.SendHttpStatus(500, body, len(body))
+
+    orthanc.RegisterRestCallback("/teaching/ui(/.*)?", callback)
