@@ -1,0 +1,331 @@
+"""Consistency check of a stopped archive home, with safe repairs only.
+
+Found and what `repair` does about it:
+- partial temporary files / rewrap journals left by a crash: removed / rolled forward
+  (a temporary file is never the only copy: the rename that publishes it never happened);
+- stored files no index entry points to (e.g. written just before a crash, before
+  Orthanc committed): MOVED to HOME/data/lost+found/<when>/, still encrypted, never
+  deleted - deleting is the operator's later, deliberate act;
+- quarantine files with no record: moved likewise;
+- index entries with no file, files that fail authentication or whose plaintext differs
+  from the MD5 Orthanc recorded, catalogue cases whose study is gone, a damaged database
+  or audit log: reported with what to do (restore from a backup); never "repaired".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from archive.audit import AuditError, verify
+from archive.backup import orthanc_index
+from archive.config import ArchiveConfig
+from archive.errors import ArchiveError
+from archive.vault.envelope import JOURNAL_SUFFIX, KeySource, decrypt_stream
+from archive.vault.errors import TamperError
+from archive.vault.fsutil import TMP_SUFFIX, ensure_private_dir, fsync_dir
+from archive.vault.store import EncryptedStore
+
+_STORED = re.compile(r"^([A-Za-z0-9][A-Za-z0-9-]{3,127})\.(\d{1,10})$")
+QUARANTINE_CONTENT = 1
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class Finding:
+    kind: str  # partial, orphan_file, missing_file, damaged_file, catalogue, database, audit
+    target: str
+    detail: str
+    repairable: bool = False
+    repaired: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "target": self.target,
+            "detail": self.detail,
+            "repairable": self.repairable,
+            "repaired": self.repaired,
+        }
+
+
+@dataclass
+class FsckReport:
+    findings: list[Finding] = field(default_factory=list)
+    checked: dict[str, int] = field(default_factory=dict)
+    lost_and_found: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return all(f.repaired for f in self.findings)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "checked": dict(self.checked),
+            "findings": [f.as_dict() for f in self.findings],
+            "lost_and_found": self.lost_and_found,
+        }
+
+
+def lost_and_found_dir(config: ArchiveConfig) -> Path:
+    return config.home.data_dir / "lost+found"
+
+
+class _Md5Sink:
+    def __init__(self) -> None:
+        self.md5 = hashlib.md5()  # noqa: S324 - Orthanc's checksum, not security
+
+    def write(self, data: Any) -> int:
+        self.md5.update(data)
+        return len(data)
+
+
+def _stored(root: Path) -> dict[tuple[str, int], Path]:
+    out: dict[tuple[str, int], Path] = {}
+    for dirpath, _dirs, files in os.walk(root) if root.is_dir() else ():
+        for name in files:
+            match = _STORED.match(name)
+            if match:
+                out[(match.group(1), int(match.group(2)))] = Path(dirpath) / name
+    return out
+
+
+def _partials(root: Path) -> list[Path]:
+    found = []
+    for dirpath, _dirs, files in os.walk(root) if root.is_dir() else ():
+        for name in files:
+            if name.startswith(".") and (
+                name.endswith(TMP_SUFFIX) or name.endswith(JOURNAL_SUFFIX)
+            ):
+                found.append(Path(dirpath) / name)
+    return found
+
+
+class _Mover:
+    """Moves files into one lost+found folder per run, keeping their relative path."""
+
+    def __init__(self, config: ArchiveConfig) -> None:
+        self.root = lost_and_found_dir(config) / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        self.data_dir = config.home.data_dir
+        self.used = False
+
+    def move(self, path: Path) -> Path:
+        target = self.root / path.relative_to(self.data_dir)
+        ensure_private_dir(target.parent)
+        os.replace(path, target)
+        fsync_dir(target.parent)
+        fsync_dir(path.parent)
+        self.used = True
+        return target
+
+
+def _integrity(conn: sqlite3.Connection) -> str:
+    try:
+        return str(conn.execute("PRAGMA integrity_check").fetchone()[0])
+    except sqlite3.DatabaseError as exc:
+        return str(exc)
+
+
+def _table_exists(conn: sqlite3.Connection, name: str) -> bool:
+    row = conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,))
+    return row.fetchone() is not None
+
+
+def check_home(
+    config: ArchiveConfig,
+    keyring: KeySource,
+    *,
+    repair: bool = False,
+    progress: Progress = lambda _p, _d, _t: None,
+) -> FsckReport:
+    """Check a STOPPED home (the caller holds the serve lock); repair only what is safe."""
+    home = config.home
+    report = FsckReport()
+    mover = _Mover(config)
+
+    # 1. Leftovers of interrupted writes.
+    for root in (home.storage_dir, home.quarantine_dir):
+        partials = _partials(root)
+        for path in partials:
+            report.findings.append(
+                Finding(
+                    "partial",
+                    str(path.relative_to(home.data_dir)),
+                    "temporary file or rewrap journal left by an interrupted write",
+                    repairable=True,
+                )
+            )
+        if repair and partials:
+            cleanup = EncryptedStore(root, keyring).cleanup_partials()
+            done = {str(p) for p in cleanup.removed_partials + cleanup.journals_applied}
+            for finding in report.findings:
+                if finding.kind == "partial" and str(home.data_dir / finding.target) in done:
+                    finding.repaired = True
+
+    # 2. Orthanc's index against the storage area.
+    try:
+        index = orthanc_index.copy_index(home.index_dir, ":memory:")
+    except ArchiveError as exc:
+        if orthanc_index.index_file(home.index_dir).exists():
+            raise
+        index = None
+        report.findings.append(Finding("database", "index", str(exc)))
+    stored = _stored(home.storage_dir)
+    if index is not None:
+        state = _integrity(index)
+        if state != "ok":
+            report.findings.append(
+                Finding("database", "index", f"Orthanc's index: {state}; restore from a backup")
+            )
+        attachments = orthanc_index.attachments(index)
+        report.checked["attachments"] = len(attachments)
+        known = set()
+        for done, att in enumerate(attachments, start=1):
+            key = (att.uuid, att.content_type)
+            known.add(key)
+            label = f"{att.uuid}.{att.content_type}"
+            path = stored.get(key)
+            if path is None:
+                report.findings.append(
+                    Finding(
+                        "missing_file",
+                        label,
+                        f"instance {att.resource} has no stored file; restore it from a backup",
+                    )
+                )
+                continue
+            sink = _Md5Sink()
+            try:
+                with open(path, "rb") as src:
+                    decrypt_stream(keyring, att.uuid, att.content_type, src, sink)
+            except TamperError as exc:
+                report.findings.append(
+                    Finding("damaged_file", label, f"fails authentication ({exc.reason})")
+                )
+                continue
+            if att.md5 and sink.md5.hexdigest() != att.md5:
+                report.findings.append(
+                    Finding("damaged_file", label, "plaintext differs from Orthanc's MD5")
+                )
+            if done == len(attachments) or done % 200 == 0:
+                progress("storage", done, len(attachments))
+        for key, path in sorted(stored.items()):
+            if key not in known:
+                finding = Finding(
+                    "orphan_file",
+                    str(path.relative_to(home.data_dir)),
+                    "stored file no index entry points to (e.g. written just before a crash)",
+                    repairable=True,
+                )
+                if repair:
+                    mover.move(path)
+                    finding.repaired = True
+                report.findings.append(finding)
+        for public_id in orthanc_index.instances_without_file(index):
+            report.findings.append(
+                Finding("missing_file", public_id, "instance has no DICOM attachment in the index")
+            )
+        studies = orthanc_index.instances_per_study(index)
+        index.close()
+    else:
+        studies = {}
+
+    # 3. The archive's database: catalogue cases and quarantine records.
+    if home.db_path.is_file():
+        conn = sqlite3.connect(str(home.db_path), timeout=30)
+        try:
+            state = _integrity(conn)
+            if state != "ok":
+                report.findings.append(
+                    Finding("database", "archive.db", f"{state}; restore from a backup")
+                )
+            _check_catalogue(conn, studies, index is not None, report)
+            _check_quarantine(conn, config, keyring, repair, mover, report)
+        finally:
+            conn.close()
+
+    # 4. The audit log.
+    try:
+        audit = verify(home.audit_dir)
+        report.checked["audit_records"] = audit.records
+        for problem in audit.problems:
+            report.findings.append(Finding("audit", "audit.jsonl", problem))
+    except AuditError as exc:
+        report.findings.append(Finding("audit", "audit.jsonl", str(exc)))
+    if mover.used:
+        report.lost_and_found = str(mover.root)
+    return report
+
+
+def _check_catalogue(
+    conn: sqlite3.Connection, studies: dict[str, int], have_index: bool, report: FsckReport
+) -> None:
+    if not have_index or not _table_exists(conn, "catalogue_cases"):
+        return
+    rows = conn.execute(
+        "SELECT case_id, orthanc_study_id, instance_count, status FROM catalogue_cases"
+    ).fetchall()
+    report.checked["cases"] = len(rows)
+    for case_id, study, count, status in rows:
+        if status == "withdrawn":
+            continue
+        if study not in studies:
+            report.findings.append(
+                Finding("catalogue", case_id, "its study is not in Orthanc's index")
+            )
+        elif studies[study] < int(count):
+            report.findings.append(
+                Finding(
+                    "catalogue",
+                    case_id,
+                    f"catalogue lists {count} instances, Orthanc's index has {studies[study]}",
+                )
+            )
+
+
+def _check_quarantine(
+    conn: sqlite3.Connection,
+    config: ArchiveConfig,
+    keyring: KeySource,
+    repair: bool,
+    mover: _Mover,
+    report: FsckReport,
+) -> None:
+    root = config.home.quarantine_dir
+    files = _stored(root)
+    ids: set[str] = set()
+    if _table_exists(conn, "quarantine_items"):
+        ids = {r[0] for r in conn.execute("SELECT id FROM quarantine_items")}
+    report.checked["quarantine_items"] = len(ids)
+    for item in sorted(ids):
+        path = files.get((item, QUARANTINE_CONTENT))
+        if path is None:
+            report.findings.append(
+                Finding("missing_file", item, "quarantine record without its encrypted file")
+            )
+            continue
+        try:
+            with open(path, "rb") as src:
+                decrypt_stream(keyring, item, QUARANTINE_CONTENT, src, _Md5Sink())
+        except TamperError as exc:
+            report.findings.append(Finding("damaged_file", item, f"fails authentication ({exc})"))
+    for (uuid, ct), path in sorted(files.items()):
+        if uuid not in ids or ct != QUARANTINE_CONTENT:
+            finding = Finding(
+                "orphan_file",
+                str(path.relative_to(config.home.data_dir)),
+                "quarantine file without a record (e.g. written just before a crash)",
+                repairable=True,
+            )
+            if repair:
+                mover.move(path)
+                finding.repaired = True
+            report.findings.append(finding)
