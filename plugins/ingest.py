@@ -56,6 +56,7 @@ def build_service(services) -> IngestService:
         secrets=services.deid_secrets,
         hold=hold,
         record=services.record,
+        opted_out=_opt_out_check(services),
         masking=masking,
         handover=handover,
         consent_for=lambda study: services.quarantine().consent_for(study),
@@ -64,6 +65,24 @@ def build_service(services) -> IngestService:
         ),
         redeem_ticket=lambda sop, data: tickets.redeem(services.db(), key, sop_uid=sop, data=data),
     )
+
+
+def _opt_out_check(services):
+    """Issue 10: is this pseudonym on the opt-out register (hashed)? One register per
+    thread's connection; an error propagates, so the instance is refused, not stored."""
+    from archive.governance import OptOutRegister
+
+    registers = {}
+
+    def opted_out(pseudonym: str) -> bool:
+        conn = services.db()
+        register = registers.get(id(conn))
+        if register is None:
+            register = registers[id(conn)] = OptOutRegister(conn)
+        return register.contains(pseudonym)
+
+    opted_out(".")  # create the tables now: a broken schema stops the plugin
+    return opted_out
 
 
 def register(services) -> None:

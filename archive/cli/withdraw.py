@@ -1,0 +1,136 @@
+"""`archive withdraw --issuer X --patient-id Y`: a patient's consent withdrawal or objection.
+
+The archive stores no source identifiers, so the pseudonym is recomputed from the issuer
+and patient ID with the keyring's pseudonym key, then:
+1. the pseudonym goes on the opt-out register (hashed) first, so a study arriving while
+   this runs is already discarded at ingest;
+2. the running archive crypto-shreds and deletes that patient's studies (REST, as a
+   personnel user: the deletion must start outside Orthanc's Python) and the catalogue
+   marks the cases withdrawn;
+3. the withdrawal is recorded, and every share, export and workstation that already
+   carried the cases is listed, so deletion requests can be sent.
+Neither the issuer, the patient ID nor the pseudonym is printed, logged or audited.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+import typer
+
+from archive import db
+from archive.audit import AuditError, AuditEvent, audit_log_for
+from archive.catalogue import Catalogue, load_vocabulary
+from archive.cli.common import HomeOption, JsonOption, actor, emit_json, fail, load
+from archive.cli.pull import AsOption, PasswordFileOption, TokenFileOption, api_client, call
+from archive.deid import DeidSecrets
+from archive.deid.keyed import pseudonym_for
+from archive.errors import ArchiveError
+from archive.governance import OptOutRegister
+from archive.vault import open_keyring_for_cli
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("withdraw")
+    def withdraw(
+        home: HomeOption,
+        issuer: Annotated[
+            str, typer.Option("--issuer", help="Issuer of Patient ID (as the source sent it).")
+        ],
+        patient_id: Annotated[
+            str, typer.Option("--patient-id", help="The patient's ID at that issuer.")
+        ],
+        kind: Annotated[
+            str, typer.Option("--kind", help="withdrawal (of consent) or objection.")
+        ] = "withdrawal",
+        requested_by: Annotated[
+            str, typer.Option("--requested-by", help="Who asked (e.g. 'patient', a DPO ref).")
+        ] = "patient",
+        user: AsOption = None,
+        password_file: PasswordFileOption = None,
+        token_file: TokenFileOption = None,
+        as_json: JsonOption = False,
+    ) -> None:
+        """Remove one patient's cases everywhere and refuse their future studies."""
+        config = load(home)
+        if not issuer.strip() and not patient_id.strip():
+            fail("give --issuer and --patient-id as the source system recorded them.")
+        if not patient_id.strip():
+            fail("--patient-id is empty; give the patient's ID at the issuer.")
+        try:
+            ring = open_keyring_for_cli(config)
+            pseudonym = pseudonym_for(issuer, patient_id, DeidSecrets(ring.pseudonym_key))
+        except ArchiveError as exc:
+            fail(str(exc))
+        del ring
+        now = datetime.now(UTC)
+        conn = db.connect(config.home.db_path)
+        audit = audit_log_for(config.home)
+        try:
+            catalogue = Catalogue(
+                conn, config.school_prefix, vocabulary=load_vocabulary(config.policies_dir)
+            )
+            register_ = OptOutRegister(conn)
+            register_.add(pseudonym, added_by=actor(), now=now)
+            cases = [c.case_id for c in catalogue.cases_for_pseudonym(pseudonym)]
+            removed: list[dict] = []
+            if cases:
+                with api_client(home, user, password_file, token_file) as client:
+                    answer = call(
+                        client, "POST", "/teaching/closure/withdrawals", json={"cases": cases}
+                    )
+                removed = answer["withdrawn"]
+            done = register_.record_withdrawal(
+                pseudonym,
+                cases,
+                kind=kind,
+                requested_by=requested_by,
+                recorded_by=actor(),
+                now=now,
+            )
+            exposures = register_.exposures(cases) if cases else []
+        except ArchiveError as exc:
+            _audit(audit, "failure", kind=kind, reason=str(exc)[:200])
+            fail(str(exc))
+        finally:
+            conn.close()
+        try:
+            _audit(
+                audit, "success", kind=kind, withdrawal_id=done.id, cases=",".join(cases),
+                exposures=",".join(f"{e['kind']}:{e['reference']}" for e in exposures),
+            )  # fmt: skip
+        except AuditError as exc:
+            fail(f"the withdrawal was done but could not be audited ({exc}); record it by hand.")
+        result = {
+            "withdrawal_id": done.id,
+            "kind": kind,
+            "cases": cases,
+            "removed": removed,
+            "opt_out_registered": True,
+            "exposures": exposures,
+        }
+        if as_json:
+            emit_json(result)
+            return
+        typer.echo(
+            f"withdrawal {done.id}: {len(cases)} case(s) removed"
+            + (f" ({', '.join(cases)})" if cases else "")
+            + "; later studies of this patient will be discarded at ingest."
+        )
+        if exposures:
+            typer.echo("Send deletion requests to:")
+            for e in exposures:
+                typer.echo(
+                    f"  {e['kind']} {e['reference']}: {e.get('to')} "
+                    f"(contact {e.get('contact', '-')}) cases {', '.join(e['case_ids'])}"
+                )
+        else:
+            typer.echo("No share, export or workstation carried these cases.")
+
+
+def _audit(audit, outcome: str, **detail) -> None:
+    audit.append(
+        AuditEvent("withdrawal.record", outcome, actor(), source="cli", detail=detail),
+        sync=True,
+    )
