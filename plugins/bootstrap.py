@@ -71,6 +71,7 @@ ADAPTERS = (
     "catalogue_routes",  # /teaching/cases, /teaching/collections
     "quarantine_routes",  # quarantine review
     "governance_routes",  # pulls, removals, shares, closure
+    "sharing_routes",  # recipients, share proposals, Board decisions, the register
     "closure_routes",  # closure transfer, consent withdrawals
     "web",  # the web interface
     "health",  # /teaching/health

@@ -38,10 +38,12 @@ RecoveryFileOption = Annotated[
 
 def _stores(config: ArchiveConfig, keyring: Keyring) -> list[EncryptedStore]:
     """Every encrypted store of the home: all must be rewrapped before a key retires."""
+    from archive.governance.share_delivery import undertakings_dir  # signed undertakings
+
     home = config.home
     return [
         EncryptedStore(directory, keyring)
-        for directory in (home.storage_dir, home.quarantine_dir)
+        for directory in (home.storage_dir, home.quarantine_dir, undertakings_dir(home.data_dir))
         if directory.is_dir()
     ]
 
