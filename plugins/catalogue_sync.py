@@ -110,6 +110,11 @@ def register(services) -> None:
     _ = services.deid_policy
 
     def on_change(change_type, level, resource_id) -> None:
+        for hook in services.change_hooks:
+            try:
+                hook(change_type, level, resource_id)
+            except Exception as exc:  # noqa: BLE001 - never raise into Orthanc
+                orthanc.LogError(f"teaching-archive: change hook failed: {type(exc).__name__}")
         try:
             if change_type == orthanc.ChangeType.STABLE_STUDY:
                 sync_study(services, resource_id)

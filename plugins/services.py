@@ -22,6 +22,9 @@ AUDIT_GROUP_COMMIT_SECONDS = 0.05
 @dataclass
 class Services:
     runtime: Runtime
+    # Called with (change_type, level, resource_id) for every Orthanc change; the single
+    # OnChange callback (plugins/catalogue_sync.py) fans out to them.
+    change_hooks: list = field(default_factory=list)
 
     _connections: dict = field(default_factory=dict, repr=False)
     _access_stores: dict = field(default_factory=dict, repr=False)

@@ -130,7 +130,11 @@ class RunningArchive:
                 output = self.process.stdout.read() if self.process.stdout else ""
                 raise RuntimeError(f"archive serve exited {self.process.returncode}: {output}")
             answer = self.health()
-            if answer and answer.get("plugin") == "teaching-archive":
+            if (
+                answer
+                and answer.get("plugin") == "teaching-archive"
+                and answer.get("counts") is not None  # Orthanc has fully started
+            ):
                 return self
             time.sleep(0.1)
         self.stop()
