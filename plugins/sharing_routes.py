@@ -29,6 +29,7 @@ from archive.errors import ArchiveError
 from archive.export import build_package
 from archive.governance import BoardVote, DicomNode, Recipients, Shares, load_policy
 from archive.governance.share_delivery import (
+    check_undertaking_organisation,
     recipient_node_name,
     share_package_manifest,
     store_signed_undertaking,
@@ -320,7 +321,7 @@ def _undertaking_record(services, request, groups, **_):
         except (binascii.Error, ValueError):
             raise HttpError(400, '"signed_base64" must be the signed copy, base64.') from None
         shares = _shares(services)
-        shares.get(pid)
+        check_undertaking_organisation(shares, pid, str(body.get("organisation", "")))
         ref, digest = store_signed_undertaking(_vault(services), pid, data)
         return shares.record_signed_undertaking(
             pid, digest, body.get("signatory", ""), body.get("role", ""),

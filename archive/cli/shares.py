@@ -24,7 +24,11 @@ from archive.cli.recipients import audit, governance
 from archive.cli.users import now, parse_day
 from archive.errors import ArchiveError
 from archive.governance import BoardVote, Shares, share_log_csv, share_log_json
-from archive.governance.share_delivery import store_signed_undertaking, undertakings_dir
+from archive.governance.share_delivery import (
+    check_undertaking_organisation,
+    store_signed_undertaking,
+    undertakings_dir,
+)
 
 ProposalArg = Annotated[int, typer.Argument(help="The share proposal's number.")]
 
@@ -240,7 +244,7 @@ def register(app: typer.Typer) -> None:
             shares = Shares(store.conn, policy)
             target = f"SHARE-{proposal_id:06d}"
             try:
-                shares.get(proposal_id)
+                check_undertaking_organisation(shares, proposal_id, organisation or "")
                 ring = open_keyring_for_cli(config, prompt=stdin_is_tty())
                 vault = EncryptedStore(undertakings_dir(config.home.data_dir), ring)
                 ref, digest = store_signed_undertaking(vault, proposal_id, data)

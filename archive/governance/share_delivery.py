@@ -117,3 +117,18 @@ def share_package_manifest(
         "manifest_sha256": mf.manifest_sha256(items),
         "terms": shares.render_undertaking(ticket.proposal_id),
     }
+
+
+def check_undertaking_organisation(shares: Shares, proposal_id: int, organisation: str) -> None:
+    """Refuse a signed copy for another organisation before anything is stored, so a
+    refused undertaking leaves no orphan file in the vault."""
+    from archive.governance._store import person_key
+    from archive.governance.errors import NotAuthorisedError
+
+    proposal = shares.get(proposal_id)
+    recipient = shares.recipients.get(proposal.recipient_id)
+    if person_key(organisation or "") != person_key(recipient.organisation):
+        raise NotAuthorisedError(
+            f"the undertaking is signed for {organisation!r} but the recipient is "
+            f"{recipient.organisation!r}; it must be signed on the recipient's behalf."
+        )
