@@ -15,6 +15,7 @@ Found and what `repair` does about it:
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import sqlite3
@@ -24,7 +25,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from archive.audit import AuditError, verify
+from archive.audit import AuditError, AuditEvent, audit_log_for, read_head, verify
+from archive.audit.log import LOG_NAME, record_hash
 from archive.backup import orthanc_index
 from archive.config import ArchiveConfig
 from archive.errors import ArchiveError
@@ -253,16 +255,74 @@ def check_home(
             conn.close()
 
     # 4. The audit log.
-    try:
-        audit = verify(home.audit_dir)
-        report.checked["audit_records"] = audit.records
-        for problem in audit.problems:
-            report.findings.append(Finding("audit", "audit.jsonl", problem))
-    except AuditError as exc:
-        report.findings.append(Finding("audit", "audit.jsonl", str(exc)))
+    _check_audit(config, repair, report)
     if mover.used:
         report.lost_and_found = str(mover.root)
     return report
+
+
+def audit_head_lag(audit_dir: Path) -> tuple[int, int] | None:
+    """(head seq, last seq) when records past the head file chain correctly onto it: a
+    kill between the log's fsync and the head's rename (crash mid-append), not an edit."""
+    head = read_head(audit_dir)
+    if head is None:
+        return None
+    seq, prev, last = head.seq, head.hash, head.seq
+    try:
+        lines = (audit_dir / LOG_NAME).read_bytes().splitlines()
+    except OSError:
+        return None
+    if len(lines) <= head.seq:
+        return None
+    if head.seq:
+        at_head = json.loads(lines[head.seq - 1])
+        if at_head.get("seq") != head.seq or at_head.get("hash") != head.hash:
+            return None
+    for raw in lines[head.seq :]:
+        try:
+            record = json.loads(raw)
+        except ValueError:
+            return None
+        if record.get("seq") != seq + 1 or record.get("prev") != prev:
+            return None
+        if record.get("hash") != record_hash(record):
+            return None
+        seq, prev, last = record["seq"], record["hash"], record["seq"]
+    return head.seq, last
+
+
+def _check_audit(config: ArchiveConfig, repair: bool, report: FsckReport) -> None:
+    directory = config.home.audit_dir
+    try:
+        audit = verify(directory)
+    except AuditError as exc:
+        report.findings.append(Finding("audit", "audit.jsonl", str(exc)))
+        return
+    report.checked["audit_records"] = audit.records
+    lag = audit_head_lag(directory) if audit.problems else None
+    rest = [p for p in audit.problems if not (lag and "not confirmed by the head" in p)]
+    if lag:
+        finding = Finding(
+            "audit_head",
+            "head.json",
+            f"head file stops at seq {lag[0]}, the intact chain at {lag[1]}: a crash between "
+            f"writing records and updating the head",
+            repairable=True,
+        )
+        if repair:
+            audit_log_for(config.home).append(
+                AuditEvent(
+                    "audit.head_recovered",
+                    "success",
+                    actor="fsck",
+                    source="cli",
+                    detail={"head_seq": lag[0], "chain_seq": lag[1]},
+                )
+            )
+            finding.repaired = verify(directory).ok
+        report.findings.append(finding)
+    for problem in rest:
+        report.findings.append(Finding("audit", "audit.jsonl", problem))
 
 
 def _check_catalogue(

@@ -207,3 +207,23 @@ def test_fsck_reports_what_it_cannot_repair(home: Home) -> None:
     assert not report.ok and not any(f.repaired for f in report.findings)
     assert first.exists()  # never removed, even with --repair
     assert json.dumps(report.as_dict())
+
+
+def test_fsck_rolls_a_lagging_audit_head_forward(home: Home) -> None:
+    audit_dir = home.config.home.audit_dir
+    log = audit_log_for(home.config.home)
+    head_before = (audit_dir / "head.json").read_bytes()
+    log.append(AuditEvent("test.more", "success", actor="t"))
+    # A kill between the log's fsync and the head's rename: the old head stays.
+    (audit_dir / "head.json").write_bytes(head_before)
+    assert not verify(audit_dir).ok
+    report = check_home(home.config, home.ring)
+    assert [f.kind for f in report.findings] == ["audit_head"] and not report.ok
+    assert check_home(home.config, home.ring, repair=True).ok
+    assert verify(audit_dir).ok
+    # An edited record is not a lagging head: reported, never "repaired".
+    lines = (audit_dir / "audit.jsonl").read_text().splitlines()
+    lines[0] = lines[0].replace('"t"', '"x"')
+    (audit_dir / "audit.jsonl").write_text("\n".join(lines) + "\n")
+    report = check_home(home.config, home.ring, repair=True)
+    assert "audit" in {f.kind for f in report.findings} and not report.ok
