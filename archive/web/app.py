@@ -455,7 +455,7 @@ def _share_decide(app: WebApp, ctx: Context, groups) -> WebResponse:
                   reason=type(exc).__name__)  # fmt: skip
         raise
     app.audit(ctx.principal, "governance.share.decide", "success", str(pid),
-              outcome=decision.outcome, minute=decision.minute_reference)  # fmt: skip
+              decision=decision.outcome, minute=decision.minute_reference)  # fmt: skip
     return app.redirect(f"/shares?done={pid}")
 
 
