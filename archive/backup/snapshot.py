@@ -289,6 +289,7 @@ def _sqlite_copy(source: Path, target: Path) -> None:
         dst = sqlite3.connect(str(target))
         try:
             src.backup(dst)
+            dst.execute("PRAGMA journal_mode=DELETE")  # one self-contained file, no -wal
         finally:
             dst.close()
     finally:
@@ -375,7 +376,9 @@ def _create(
     progress("databases", 0, 3)
     content = staging / "content"
     ensure_private_dir(content)
-    orthanc_index.copy_index(home.index_dir, content / "index.sqlite").close()
+    copy = orthanc_index.copy_index(home.index_dir, content / "index.sqlite")
+    copy.execute("PRAGMA journal_mode=DELETE")  # one self-contained file, no -wal
+    copy.close()
     progress("databases", 1, 3)
     if home.db_path.is_file():
         _sqlite_copy(home.db_path, content / "archive.db")

@@ -44,6 +44,7 @@ class Home:
         self.ring = Keyring.create(keyring_path(self.config.home.keys_dir), PASS, kdf=FAST)
         self.store = EncryptedStore(self.config.home.storage_dir, self.ring)
         self.index = sqlite3.connect(str(self.config.home.index_dir / "index"))
+        self.index.execute("PRAGMA journal_mode=WAL")  # as Orthanc keeps it
         self.index.executescript(SCHEMA)
         self.index.execute("INSERT INTO Resources VALUES (1, 1, 'patient-1', NULL)")
         self.index.execute("INSERT INTO Resources VALUES (2, 2, 'study-1', 1)")
