@@ -190,5 +190,9 @@ def _withdraw(services, request, **_):
 
 
 def register(services) -> None:
-    route(services, "/teaching/closure/transfer", {"POST": _transfer})
-    route(services, "/teaching/closure/withdrawals", {"POST": _withdraw})
+    # plugins.rest.route calls handler(uri=, request=, groups=): bind services here.
+    def bind(fn):
+        return lambda **kw: fn(services, **kw)
+
+    route(services, "/teaching/closure/transfer", {"POST": bind(_transfer)})
+    route(services, "/teaching/closure/withdrawals", {"POST": bind(_withdraw)})
