@@ -178,7 +178,10 @@ def test_role_by_route_matrix(
     else:
         assert orthanc_allowed == set(), f"{role} may call Orthanc routes: {orthanc_allowed}"
     if role == "anonymous":
-        assert allowed == {("GET", "/teaching/health")}
+        # health, and the web interface's sign-in page and stylesheet (issue 12)
+        web = {("GET", "/teaching/ui/login"), ("POST", "/teaching/ui/login")}
+        web |= {(m, u) for m, u in allowed if m == "GET" and u.startswith("/teaching/ui/static/")}
+        assert allowed == {("GET", "/teaching/health")} | web
     for _method, uri in allowed:
         path = uri.split("/")
         assert "file" not in path and "archive" not in path and "media" not in path
