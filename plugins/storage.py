@@ -8,6 +8,23 @@ The keyring follows its file (Keyring.follow_changes): `archive keys rotate` run
 the archive serves saves the new primary key first, so the next write here uses it and
 a header rewrapped under it reads at once.
 
+Durability (issue 3 performance, see ops/BENCHMARKS.md): Orthanc 1.10 writes two
+attachments per instance when the storage area cannot read ranges (orthanc-python 4.0
+cannot): the DICOM file (content type 1) and "DICOM until pixel data" (type 3, a copy of
+the file's first bytes up to the pixel data, used to answer tag queries fast); it has no
+option to skip type 3 (it is written iff the area has no range read or compression is
+on). Orthanc commits its index right after `create` returns and tells the sender the
+instance is stored, so type 1 - and every other type - is durable before `create`
+returns (file fsync, rename, directory fsync, and the parent of any shard directory it
+created). Type 3 is derived: it is written atomically but without fsync. A process
+crash (kill -9) cannot lose it (the page cache survives); only an OS crash or power cut
+within the kernel's writeback window (~30 s) can leave it missing or empty, while the
+DICOM file it derives from is intact. Orthanc 1.10 does not rebuild it by itself:
+reading such an instance's tags then fails with an error (logged, NOT a security
+alert: an empty or missing type-3 file is what a power cut leaves, not tampering), and
+the instance's file is still served. Rebuild: with Orthanc stopped, type 3 = the first
+bytes of the type-1 file of the same instance (Orthanc's index maps both uuids).
+
 Benchmarks only: ARCHIVE_BENCH_PASSTHROUGH_STORAGE=1 at plugin start registers a
 pass-through (clear) storage area instead, so bench_crypto.py can compare the same
 pipeline with and without encryption. It is loud: an error line in Orthanc's log and a
@@ -22,11 +39,14 @@ import time
 import orthanc
 
 from archive.audit import AuditEvent
+from archive.vault.envelope import HEADER_LEN
 from archive.vault.errors import TamperError
 from archive.vault.fsutil import atomic_write
 
 PASSTHROUGH_ENV = "ARCHIVE_BENCH_PASSTHROUGH_STORAGE"
 _TORN_HEADER_RETRY_S = 0.05
+# "DICOM until pixel data": derived from the DICOM file, so written without fsync.
+DERIVED_CONTENT_TYPES = frozenset({3})
 
 
 def register(services) -> None:
@@ -38,13 +58,21 @@ def register(services) -> None:
     record = services.record
 
     def create(uuid: str, content_type, data: bytes) -> None:
-        store.write(uuid, int(content_type), bytes(data))
+        ct = int(content_type)
+        store.write(uuid, ct, bytes(data), durable=ct not in DERIVED_CONTENT_TYPES)
 
     def read(uuid: str, content_type) -> bytes:
         ct = int(content_type)
         try:
             return store.read(uuid, ct)
+        except FileNotFoundError:
+            if ct in DERIVED_CONTENT_TYPES:
+                _derived_lost(uuid, ct)
+            raise
         except TamperError:
+            if ct in DERIVED_CONTENT_TYPES and _is_power_cut_leftover(store, uuid, ct):
+                _derived_lost(uuid, ct)
+                raise
             # A rewrap running in `archive keys rotate` rewrites the 116-byte header in
             # place; a read racing it could see a torn header. One retry tells a race
             # from a real alteration, which fails again.
@@ -59,6 +87,23 @@ def register(services) -> None:
         store.remove(uuid, int(content_type))
 
     orthanc.RegisterStorageArea(create, read, remove)
+
+
+def _is_power_cut_leftover(store, uuid: str, content_type: int) -> bool:
+    """An unsynced file cut short by an OS crash is empty or shorter than its header."""
+    try:
+        return store.path_for(uuid, content_type).stat().st_size < HEADER_LEN
+    except FileNotFoundError:
+        return True
+
+
+def _derived_lost(uuid: str, content_type: int) -> None:
+    orthanc.LogError(
+        f"teaching-archive: derived attachment {uuid} (content type {content_type}, DICOM "
+        "until pixel data) is missing or empty, as an OS crash before writeback leaves it; "
+        "the DICOM file is intact. Rebuild it from the instance's DICOM file "
+        "(see plugins/storage.py)."
+    )
 
 
 def _alert(record, uuid: str, content_type: int, exc: TamperError) -> None:

@@ -2,8 +2,15 @@
 
 Writes are atomic (temporary file in the same directory, fsync, rename, fsync of the
 directory), so a crash leaves either the old state or the new, plus at worst a hidden
-temporary file that `cleanup_partials` removes. Every file is envelope-encrypted with
-the attachment's uuid and content type bound into it.
+temporary file that `cleanup_partials` removes. A shard directory created by a write is
+itself made durable (fsync of its parent) before the write returns, so the new file's
+path survives a power cut, not only its directory entry. Every file is
+envelope-encrypted with the attachment's uuid and content type bound into it.
+
+`write(..., durable=False)` skips every fsync for data the caller can rebuild (the
+storage area's "DICOM until pixel data" attachment, see plugins/storage.py): still
+atomic against a process crash (the page cache survives a kill -9), but an OS crash or
+power cut within the kernel's writeback window (~30 s) may lose it or leave it empty.
 """
 
 from __future__ import annotations
@@ -67,16 +74,26 @@ class EncryptedStore:
         uuid, content_type = _check_uuid(uuid), _check_ct(content_type)
         return self.root / uuid[0:2] / uuid[2:4] / f"{uuid}.{content_type}"
 
-    def write(self, uuid: str, content_type: int, data: bytes | bytearray | memoryview) -> None:
-        """Encrypt and store atomically; replaces an existing file of the same identity."""
+    def write(
+        self,
+        uuid: str,
+        content_type: int,
+        data: bytes | bytearray | memoryview,
+        *,
+        durable: bool = True,
+    ) -> None:
+        """Encrypt and store atomically; replaces an existing file of the same identity.
+
+        `durable=False`: no fsync at all (derived data only; see the module doc)."""
         path = self.path_for(uuid, content_type)
-        self._make_parents(path)
-        atomic_write(path, encrypt_bytes(self.keyring, uuid, content_type, data), sync=self.fsync)
+        sync = self.fsync and durable
+        self._make_parents(path, sync=sync)
+        atomic_write(path, encrypt_bytes(self.keyring, uuid, content_type, data), sync=sync)
 
     def write_stream(self, uuid: str, content_type: int, src: BinaryIO) -> int:
         """Encrypt a stream of any size into the store with bounded memory."""
         path = self.path_for(uuid, content_type)
-        self._make_parents(path)
+        self._make_parents(path, sync=self.fsync)
         tmp = tmp_name(path)
         try:
             with open(tmp, "xb") as dst:
@@ -170,6 +187,20 @@ class EncryptedStore:
                         pass
         return report
 
-    def _make_parents(self, path: Path) -> None:
-        if not path.parent.is_dir():
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    def _make_parents(self, path: Path, *, sync: bool = True) -> None:
+        """Create the shard directories; with `sync`, fsync the parent of each one created
+        here (its entry there must survive a power cut like the file's own entry)."""
+        if path.parent.is_dir():
+            return
+        created: list[Path] = []
+        if not self.root.is_dir():
+            self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for directory in (path.parent.parent, path.parent):
+            try:
+                directory.mkdir(mode=0o700)
+                created.append(directory)
+            except FileExistsError:
+                pass
+        if sync:
+            for directory in created:
+                fsync_dir(directory.parent)
