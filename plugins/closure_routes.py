@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 import orthanc
 
 from archive.audit import AuditEvent
+from archive.closure.auditing import hash_for_audit
 from archive.closure.shred import shred_header
 from archive.errors import ArchiveError
 from archive.governance import ClosureRecords, load_policy
@@ -129,7 +130,8 @@ def _transfer(services, request, **_):
     entries = records.transfer_manifest(transfer.id)
     _audit(
         services, "closure.transfer", principal, "success", f"transfer {transfer.id}",
-        instances=transfer.instance_count, manifest_sha256=transfer.manifest_sha256,
+        instances=transfer.instance_count,
+        manifest_sha256=hash_for_audit(transfer.manifest_sha256),
         recipient=recipient.organisation, node=str(node),
     )  # fmt: skip
     from archive.governance import manifest as mf

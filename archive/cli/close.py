@@ -1,0 +1,670 @@
+"""`archive close plan|decide|transfer|receipt|confirm|attest-workstation|wipe|certificate`.
+
+Closure of the suite (issue 10). Records live in the home (local operator); the transfer
+goes through the running archive as a personnel user (Orthanc sends the C-STOREs).
+The wipe runs on a stopped archive only, and only through the governance gate
+(ClosureRecords.check_wipe_allowed). Because the audit log lives under the data
+directory the wipe deletes, it is exported (with its public key) FIRST; every later step
+is audited to the exported copy. The audit signing key stays in this process's memory
+only, to sign the certificate at the end of the same run - after the keyring is
+destroyed nothing else could sign it. So the certificate's preconditions (every
+workstation that received pulls attested wiped) are checked before anything is
+destroyed, and `certificate` reads back and verifies what `wipe` wrote.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+from contextlib import contextmanager
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from archive import __version__, db
+from archive.audit import AuditError, AuditEvent, AuditLog, audit_log_for, verify
+from archive.audit.log import LOG_NAME, PUBLIC_KEY_NAME
+from archive.cli.common import HomeOption, JsonOption, actor, emit_json, fail, load
+from archive.cli.pull import AsOption, PasswordFileOption, TokenFileOption, api_client, call
+from archive.cli.recipients import governance
+from archive.closure.auditing import hash_for_audit
+from archive.closure.wipe import (
+    crypto_erase,
+    delete_ciphertext,
+    destroy_volume,
+    find_plaintext,
+    key_locations,
+    sample_headers,
+    unwrap_attempts,
+)
+from archive.errors import ArchiveError
+from archive.governance import (
+    ClosureInputs,
+    ClosureRecords,
+    Media,
+    Person,
+    PullInventory,
+    Recipients,
+    Shares,
+    Tool,
+    Verification,
+    WipeCertificate,
+    closure_plan,
+    default_steps,
+    load_policy,
+)
+from archive.server import HomeLock
+from archive.vault import open_keyring_for_cli
+from archive.vault.backup import known_backup_locations
+from archive.vault.keyring import Keyring
+from archive.vault.passphrase import obtain_passphrase
+from archive.vault.store import EncryptedStore
+from archive.vault.volume import GOCRYPTFS_CONF
+
+CERT_JSON = "certificate.json"
+CERT_TEXT = "certificate.txt"
+PUBLIC_KEY_FILE = "audit_public_key.hex"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _day(text: str, option: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        fail(f"{option} must be a date as YYYY-MM-DD, not {text!r}.")
+        raise  # unreachable: fail exits
+
+
+def _audit(
+    log: AuditLog, action: str, outcome: str, target: str | None = None, /, **detail
+) -> None:
+    """Audit synchronously; a refused success record stops the command (fail closed)."""
+    try:
+        log.append(
+            AuditEvent(action, outcome, actor(), source="cli", target=target, detail=detail),
+            sync=True,
+        )
+    except AuditError as exc:
+        if outcome == "success":
+            fail(f"the audit log refused the record ({exc}); nothing more was done.")
+
+
+@contextmanager
+def _records(home: Path):
+    with governance(home) as (store, log, policy):
+        try:
+            yield store, log, ClosureRecords(store.conn, policy), policy
+        except ArchiveError as exc:
+            fail(str(exc))
+
+
+# -- plan -------------------------------------------------------------------------------
+def _table_rows(conn: sqlite3.Connection, sql: str) -> list[sqlite3.Row]:
+    try:
+        return conn.execute(sql).fetchall()
+    except sqlite3.OperationalError:  # that room's table does not exist yet
+        return []
+
+
+def gather_plan(config, conn: sqlite3.Connection, policy) -> dict[str, Any]:
+    """The inventory the plan is made from: counts, holders, keys, volumes, backups."""
+    cases = _table_rows(
+        conn, "SELECT case_id FROM catalogue_cases WHERE status != 'withdrawn'"
+    )  # fmt: skip
+    files = size = 0  # instances: their DICOM attachment (content type 1); bytes: all
+    if config.home.storage_dir.is_dir():
+        for path in config.home.storage_dir.rglob("*"):
+            if path.is_file():
+                files += path.name.endswith(".1")
+                size += path.stat().st_size
+    shares = []
+    try:
+        for entry in Shares(conn, policy).share_log():
+            if str(entry.get("status", "")) not in ("revoked", "deleted", "confirmed_deleted"):
+                shares.append({k: entry.get(k) for k in ("reference", "recipient", "status")})
+    except ArchiveError:
+        pass
+    exports = [
+        {"request": r[0], "status": r[1]}
+        for r in _table_rows(
+            conn, "SELECT id, status FROM governance_removal_requests WHERE status = 'approved'"
+        )
+    ]
+    keys = [{"file": str(p), "kind": "keyring"} for p in key_locations(config.home)[:1]]
+    keys += [
+        {"file": str(p), "kind": "keyring backup"} for p in known_backup_locations(
+            config.home.keys_dir)
+    ]  # fmt: skip
+    volumes = []
+    conf = config.home.volume_dir / GOCRYPTFS_CONF
+    if conf.exists():
+        volumes.append({"kind": "gocryptfs", "config": str(conf)})
+    elif config.volume.kind not in ("none", "", None):
+        volumes.append({"kind": str(config.volume.kind), "config": "not found under the home"})
+    plan = closure_plan(
+        ClosureInputs(
+            case_count=len(cases),
+            instance_count=files,
+            bytes_total=size,
+            workstation_inventory=PullInventory(conn).inventory(),
+            open_shares=shares,
+            open_exports=exports,
+            keys=keys,
+            volumes=volumes,
+        )
+    )
+    out = plan.to_dict()
+    out["backup_locations"] = [str(p) for p in known_backup_locations(config.home.keys_dir)]
+    out["text"] = plan.render_text()
+    return out
+
+
+def register(app: typer.Typer) -> None:
+    sub = typer.Typer(help="Close the suite: plan, Board decision, transfer, wipe, certificate.")
+    app.add_typer(sub, name="close")
+
+    @sub.command("plan")
+    def plan_cmd(home: HomeOption, as_json: JsonOption = False) -> None:
+        """What closing involves: cases and bytes, holders, keys, volumes, backups."""
+        config = load(home)
+        with _records(home) as (store, log, _records_, policy):
+            plan = gather_plan(config, store.conn, policy)
+            _audit(log, "closure.plan", "success", cases=plan["cases"], bytes=plan["bytes"])
+        if as_json:
+            emit_json({k: v for k, v in plan.items() if k != "text"})
+        else:
+            typer.echo(plan["text"], nl=False)
+            typer.echo("Keyring backups: " + (", ".join(plan["backup_locations"]) or "none"))
+
+    @sub.command("decide")
+    def decide_cmd(
+        home: HomeOption,
+        outcome: Annotated[str, typer.Option("--outcome", help="transfer or destroy.")],
+        meeting_date: Annotated[str, typer.Option("--meeting-date", help="YYYY-MM-DD.")],
+        minute: Annotated[str, typer.Option("--minute", help="The minute reference.")],
+        text: Annotated[str, typer.Option("--text", help="The decision as minuted.")],
+        approvers: Annotated[
+            list[str], typer.Option("--approver", help="A Board member who approved (repeat).")
+        ],
+        recipient: Annotated[
+            int | None,
+            typer.Option("--recipient", help="The receiving Trust teaching collection's id."),
+        ] = None,
+        as_json: JsonOption = False,
+    ) -> None:
+        """Record the School Board's decision: transfer to a named collection, or destroy."""
+        from archive.cli.shares import board_votes
+
+        with _records(home) as (store, log, records, _):
+            try:
+                decision = records.record_decision(
+                    outcome,
+                    meeting_date=_day(meeting_date, "--meeting-date"),
+                    minute_reference=minute,
+                    approvers=board_votes(store, approvers),
+                    decision_text=text,
+                    receiving_recipient_id=recipient,
+                    recorded_by=actor(),
+                    now=_now(),
+                )
+            except ArchiveError as exc:
+                _audit(log, "closure.decision", "failure", reason=str(exc)[:200])
+                fail(str(exc))
+            _audit(
+                log, "closure.decision", "success", f"decision {decision.id}",
+                decided=decision.outcome, minute=decision.minute_reference,
+                recipient=decision.receiving_recipient_id,
+            )  # fmt: skip
+        result = {"decision_id": decision.id, "outcome": decision.outcome}
+        if as_json:
+            emit_json(result)
+        else:
+            typer.echo(f"closure decision {decision.id} recorded: {decision.outcome}")
+
+    @sub.command("transfer")
+    def transfer_cmd(
+        home: HomeOption,
+        manifest_out: Annotated[
+            Path | None, typer.Option("--manifest-out", help="Write the manifest JSON here.")
+        ] = None,
+        user: AsOption = None,
+        password_file: PasswordFileOption = None,
+        token_file: TokenFileOption = None,
+        as_json: JsonOption = False,
+    ) -> None:
+        """Send the whole archive by C-STORE to the Board-named collection (as personnel)."""
+        load(home)
+        with api_client(home, user, password_file, token_file) as client:
+            answer = call(client, "POST", "/teaching/closure/transfer", timeout=600)
+        if manifest_out is not None:
+            manifest_out.write_text(json.dumps(answer, indent=2, sort_keys=True))
+        if as_json:
+            emit_json(answer)
+        else:
+            typer.echo(
+                f"transfer {answer['transfer_id']}: {answer['instance_count']} instance(s) sent "
+                f"to {answer['organisation']}; manifest sha256 {answer['manifest_sha256']}"
+            )
+
+    @sub.command("receipt")
+    def receipt_cmd(
+        home: HomeOption,
+        transfer: Annotated[int, typer.Option("--transfer", help="The transfer's id.")],
+        received_by: Annotated[str, typer.Option("--received-by", help="Who signed it.")],
+        organisation: Annotated[str, typer.Option("--organisation", help="Receiving body.")],
+        received_on: Annotated[str, typer.Option("--received-on", help="YYYY-MM-DD.")],
+        manifest_sha256: Annotated[
+            str | None, typer.Option("--manifest-sha256", help="The manifest hash they quote.")
+        ] = None,
+        manifest_file: Annotated[
+            Path | None, typer.Option("--manifest-file", help="The manifest they returned.")
+        ] = None,
+        signed_document: Annotated[
+            Path | None, typer.Option("--signed-document", help="Their signed receipt file.")
+        ] = None,
+        as_json: JsonOption = False,
+    ) -> None:
+        """Record the receiving collection's receipt (signed manifest, or its hash)."""
+        rows = None
+        if manifest_file is not None:
+            try:
+                raw = json.loads(manifest_file.read_text())
+            except (OSError, ValueError) as exc:
+                fail(f"cannot read the manifest {manifest_file} ({exc}); give its JSON.")
+            groups = raw.get("manifest", raw) if isinstance(raw, dict) else raw
+            try:
+                rows = [
+                    [g["case_id"], i["sop_instance_uid"], i["sha256"]]
+                    for g in groups
+                    for i in g["instances"]
+                ]
+            except (KeyError, TypeError):
+                fail("the manifest must be the transfer's JSON (case_id, instances).")
+        doc_hash = ""
+        if signed_document is not None:
+            import hashlib
+
+            try:
+                doc_hash = hashlib.sha256(signed_document.read_bytes()).hexdigest()
+            except OSError as exc:
+                fail(f"cannot read {signed_document} ({exc.strerror}).")
+        with _records(home) as (_, log, records, _p):
+            try:
+                receipt = records.record_receipt(
+                    transfer,
+                    manifest_sha256=manifest_sha256,
+                    received_manifest=rows,
+                    received_by=received_by,
+                    organisation=organisation,
+                    received_on=_day(received_on, "--received-on"),
+                    signed_document_sha256=doc_hash,
+                    stored_ref=str(signed_document or ""),
+                    recorded_by=actor(),
+                    now=_now(),
+                )
+            except ArchiveError as exc:
+                _audit(log, "closure.receipt", "failure", f"transfer {transfer}",
+                       reason=str(exc)[:200])  # fmt: skip
+                fail(str(exc))
+            _audit(
+                log, "closure.receipt", "success", f"transfer {transfer}",
+                receipt=receipt.id, manifest_sha256=hash_for_audit(receipt.manifest_sha256),
+                organisation=receipt.organisation,
+            )  # fmt: skip
+        if as_json:
+            emit_json({"receipt_id": receipt.id, "manifest_sha256": receipt.manifest_sha256})
+        else:
+            typer.echo(f"receipt {receipt.id} recorded for transfer {transfer}")
+
+    @sub.command("confirm")
+    def confirm_cmd(
+        home: HomeOption,
+        user: Annotated[str, typer.Option("--as", help="The personnel user confirming.")],
+        password_file: Annotated[
+            Path, typer.Option("--password-file", help="That user's password, first line.")
+        ],
+        as_json: JsonOption = False,
+    ) -> None:
+        """One personnel user confirms the wipe (two different people are needed)."""
+        try:
+            password = password_file.read_text().splitlines()[0]
+        except (OSError, IndexError):
+            fail(f"cannot read a password from {password_file}.")
+        with _records(home) as (store, log, records, _):
+            principal = store.authenticate_basic(user, password, _now())
+            if not hasattr(principal, "roles"):
+                _audit(log, "closure.wipe_confirm", "denied", user, reason="authentication")
+                fail(f"{user} could not be authenticated; check the name and password.")
+            try:
+                done = records.confirm_wipe(principal.user, list(principal.roles), now=_now())
+            except ArchiveError as exc:
+                _audit(log, "closure.wipe_confirm", "denied", user, reason=str(exc)[:200])
+                fail(str(exc))
+            _audit(log, "closure.wipe_confirm", "success", done.user,
+                   decision=done.decision_id, role=done.role)  # fmt: skip
+        if as_json:
+            emit_json({"confirmation_id": done.id, "user": done.user})
+        else:
+            typer.echo(f"{done.user} confirmed the wipe (decision {done.decision_id})")
+
+    @sub.command("attest-workstation")
+    def attest_cmd(
+        home: HomeOption,
+        workstation: Annotated[str, typer.Argument(help="The workstation's name.")],
+        method: Annotated[str, typer.Option("--method", help="How its drive was wiped.")],
+        attested_by: Annotated[str, typer.Option("--attested-by", help="Who attests.")],
+        wiped_at: Annotated[
+            str | None, typer.Option("--wiped-at", help="ISO time of the wipe (default now).")
+        ] = None,
+        as_json: JsonOption = False,
+    ) -> None:
+        """Record that a workstation's drive was wiped (who, when, how)."""
+        now = _now()
+        when = now
+        if wiped_at:
+            try:
+                when = datetime.fromisoformat(wiped_at)
+                when = when if when.tzinfo else when.replace(tzinfo=UTC)
+            except ValueError:
+                fail("--wiped-at must be an ISO date-time, e.g. 2025-01-31T14:00:00+00:00.")
+        with _records(home) as (store, log, _, _p):
+            try:
+                done = PullInventory(store.conn).attest_wipe(
+                    workstation, attested_by, method, wiped_at=when, now=now
+                )
+            except ArchiveError as exc:
+                fail(str(exc))
+            _audit(log, "closure.workstation_wiped", "success", done.workstation,
+                   attested_by=done.attested_by, method=done.method)  # fmt: skip
+        if as_json:
+            emit_json(done.to_dict())
+        else:
+            typer.echo(f"{done.workstation}: wipe attested by {done.attested_by}")
+
+    @sub.command("wipe")
+    def wipe_cmd(
+        home: HomeOption,
+        export_dir: Annotated[
+            Path,
+            typer.Option(
+                "--export-dir",
+                help="New directory OUTSIDE the home for the "
+                "audit log, its public key and the certificate.",
+            ),
+        ],  # fmt: skip
+        performed_by: Annotated[str, typer.Option("--performed-by", help="Your name.")],
+        validated_by: Annotated[
+            str, typer.Option("--validated-by", help="Who validates (not the performer).")
+        ],
+        title: Annotated[str, typer.Option("--title")] = "Archive administrator",
+        validator_title: Annotated[str, typer.Option("--validator-title")] = "School personnel",
+        organisation: Annotated[str, typer.Option("--organisation")] = "School of Radiology",
+        canaries: Annotated[
+            list[str] | None,
+            typer.Option("--canary", help="A planted value that must not remain (repeat)."),
+        ] = None,
+        as_json: JsonOption = False,
+    ) -> None:
+        """Crypto-erase, delete, destroy the volume, verify, and sign the certificate."""
+        result = _wipe(
+            home, export_dir, performed_by, validated_by, title, validator_title,
+            organisation, [c.encode() for c in canaries or []],
+        )  # fmt: skip
+        if as_json:
+            emit_json(result)
+        else:
+            typer.echo(
+                f"wiped: {result['keys_destroyed']} key(s), {result['files_deleted']} file(s); "
+                f"verification {result['verification']}; certificate {result['certificate']}"
+            )
+
+    @sub.command("certificate")
+    def certificate_cmd(
+        home: HomeOption,
+        export_dir: Annotated[Path, typer.Option("--export-dir", help="The wipe's export.")],
+        as_json: JsonOption = False,
+    ) -> None:
+        """Verify and show the signed certificate (signature, audit chain, last checkpoint)."""
+        try:
+            result = check_certificate(export_dir)
+        except ArchiveError as exc:
+            fail(str(exc))
+        if as_json:
+            emit_json(result)
+        else:
+            typer.echo((export_dir / CERT_TEXT).read_text(), nl=False)
+            typer.echo(f"signature valid; sha256 {result['sha256']} is the audit log's last "
+                       "checkpointed record")  # fmt: skip
+
+
+# -- wipe -------------------------------------------------------------------------------
+def _wipe(
+    home: Path,
+    export_dir: Path,
+    performed_by: str,
+    validated_by: str,
+    title: str,
+    validator_title: str,
+    organisation: str,
+    canaries: list[bytes],
+) -> dict[str, Any]:
+    config = load(home)
+    paths = config.home
+    holder = HomeLock.holder(paths.lock_file)
+    if holder is not None:
+        fail(f"`archive serve` (pid {holder}) holds this home; stop the archive, then wipe.")
+    export_dir = export_dir.resolve()
+    if export_dir.is_relative_to(paths.root.resolve()):
+        fail("--export-dir must be outside the home: the wipe deletes the home's data.")
+    if export_dir.exists() and any(export_dir.iterdir()):
+        fail(f"{export_dir} is not empty; give a new directory for the export.")
+    now = _now()
+    policy = load_policy(config.policies_dir)
+    conn = db.connect(paths.db_path)
+    live = audit_log_for(paths)
+    try:
+        records = ClosureRecords(conn, policy)
+        pulls = PullInventory(conn)
+        try:
+            records.check_wipe_allowed(now)
+        except ArchiveError as exc:
+            _audit(live, "closure.wipe", "denied", reason=str(exc)[:300])
+            fail(str(exc))
+        pending = pulls.workstations_needing_wipe()
+        if pending:
+            reason = f"workstation(s) not attested wiped: {', '.join(pending)}"
+            _audit(live, "closure.wipe", "denied", reason=reason)
+            fail(f"the wipe is refused: {reason}; attest them with "
+                 "`archive close attest-workstation` (the certificate needs them).")  # fmt: skip
+        try:
+            ring = open_keyring_for_cli(config)
+            passphrase = obtain_passphrase(config, prompt=False)
+        except ArchiveError as exc:
+            fail(str(exc))
+        signing_key = ring.audit_signing_key  # memory only, for the certificate
+        public_hex = ring.audit_public_key_bytes.hex()
+        kek_ids = ring.kek_ids()
+        try:
+            samples = sample_headers(EncryptedStore(paths.storage_dir, ring))
+        except Exception:  # noqa: BLE001 - the positive control must work before we destroy
+            fail("the live keyring does not unwrap a sampled file; investigate before wiping.")
+        auth = records.authorise_wipe(now)
+        decision = records.current_decision()
+        assert decision is not None
+        recipient = (
+            Recipients(conn, policy).get(decision.receiving_recipient_id)
+            if decision.receiving_recipient_id is not None
+            else None
+        )
+        # The records the certificate needs, kept in memory: the database is ciphertext's
+        # neighbour under data/ and goes in step 2.
+        memory = sqlite3.connect(":memory:")
+        memory.row_factory = sqlite3.Row
+        conn.backup(memory)
+        _audit(live, "closure.wipe", "success", f"authorisation {auth.id}", stage="authorised",
+               confirmers=",".join(auth.confirmers), samples=len(samples))  # fmt: skip
+        # Export the audit log and its public key FIRST: they outlive the archive.
+        live.checkpoint(signing_key)
+        export_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        shutil.copytree(paths.audit_dir, export_dir / "audit")
+        (export_dir / PUBLIC_KEY_FILE).write_text(public_hex + "\n")
+        report = verify(export_dir / "audit", bytes.fromhex(public_hex))
+        if not report.ok:
+            fail("the exported audit log does not verify; nothing was wiped: "
+                 + "; ".join(report.problems)[:300])  # fmt: skip
+    finally:
+        conn.close()
+    log = AuditLog(export_dir / "audit", signer=signing_key)
+    _audit(log, "closure.wipe", "success", stage="audit_exported", to=str(export_dir))
+    # 1. crypto-erase, 2. delete ciphertext, 3. destroy the volume.
+    del ring
+    wipe = crypto_erase(paths, kek_ids)
+    _audit(log, "closure.wipe", "success", stage="crypto_erase",
+           keys=len(kek_ids), files=len(wipe.key_files_destroyed))  # fmt: skip
+    delete_ciphertext(paths, wipe)
+    _audit(log, "closure.wipe", "success", stage="delete_ciphertext",
+           files=wipe.files_deleted, bytes=wipe.bytes_deleted)  # fmt: skip
+    destroy_volume(paths, wipe)
+    _audit(log, "closure.wipe", "success", stage="destroy_volume", volume=wipe.volume)
+    # Verification.
+    left_keys = [str(p) for p in key_locations(paths) if p.exists()]
+    reopened = []
+    for p in key_locations(paths):
+        try:
+            reopened.append(Keyring.open(p, passphrase))
+        except Exception:  # noqa: BLE001, S112 - gone or unreadable: what we want
+            continue
+    opened = unwrap_attempts(samples, reopened)
+    plain = find_plaintext(paths.root, canaries)
+    volume_left = (paths.volume_dir / GOCRYPTFS_CONF).exists()
+    passed = not left_keys and opened == 0 and not plain and not volume_left and bool(samples)
+    details = (
+        f"{len(samples)} sampled header(s) unwrapped by the live keyring before, by no key "
+        f"after ({opened}); key files left: {len(left_keys)}; files with DICOM magic or a "
+        f"canary ({len(canaries)} given) under {paths.root}: {len(plain)}; volume "
+        f"configuration left: {'yes' if volume_left else 'no'}"
+    )
+    _audit(log, "closure.wipe", "success" if passed else "failure", stage="verify",
+           details=details[:500])  # fmt: skip
+    if not passed:
+        fail(f"verification FAILED ({details}); no certificate was signed.")
+    # Certificate (signed now: the audit key dies with this process).
+    backed_up = (
+        f"Yes: transferred to {recipient.organisation} (receipt recorded)"
+        if recipient is not None
+        else "No: the School Board decided to destroy the archive"
+    )
+    media = [
+        Media(
+            "Encrypted archive files (vault)",
+            f"teaching archive home {paths.root}",
+            str(paths.data_dir),
+            data_backed_up=backed_up,
+            backup_location=recipient.organisation if recipient else "",
+        ),  # fmt: skip
+        Media(
+            "Key-encryption keys and keyring backups",
+            "archive vault",
+            ", ".join(wipe.key_files_destroyed) or "keyring",
+            data_backed_up="No",
+        ),  # fmt: skip
+    ]
+    if wipe.volume != "none":
+        media.append(Media("Encrypted volume", "gocryptfs", str(paths.volume_dir),
+                           data_backed_up="No"))  # fmt: skip
+    mem_pulls = PullInventory(memory)
+    attestations = tuple(a.to_dict() for a in mem_pulls.latest_attestations().values())
+    certificate = WipeCertificate(
+        certificate_id=f"closure-{decision.id}-{auth.id}",
+        performed_by=Person(performed_by, title, organisation),
+        media=tuple(media),
+        steps=default_steps(
+            keys_destroyed=len(kek_ids), files_deleted=wipe.files_deleted, volume=wipe.volume
+        ),
+        tool=Tool("teaching-archive `archive close wipe`", __version__),
+        verification=Verification("Quick Sampling", "passed", details),
+        sanitized_at=_now(),
+        validated_by=Person(validated_by, validator_title, organisation),
+        decision_reference=f"School Board minute {decision.minute_reference} ({decision.outcome})",
+        workstation_attestations=_json_safe(attestations),
+    )
+    try:
+        signed = ClosureRecords(memory, policy).finalise_certificate(
+            certificate, signing_key.sign, pulls=mem_pulls, now=_now()
+        )
+    except ArchiveError as exc:
+        _audit(log, "closure.certificate", "failure", reason=str(exc)[:300])
+        fail(f"the data is wiped but the certificate was refused: {exc}")
+    (export_dir / CERT_JSON).write_text(signed.to_json())
+    (export_dir / CERT_TEXT).write_text(signed.text)
+    _audit(log, "closure.certificate", "success", certificate.certificate_id,
+           sha256=hash_for_audit(signed.sha256))  # fmt: skip
+    log.checkpoint(signing_key)  # the certificate's hash is covered by the last checkpoint
+    del signing_key
+    return {
+        "keys_destroyed": len(kek_ids),
+        "key_files_destroyed": wipe.key_files_destroyed,
+        "files_deleted": wipe.files_deleted,
+        "bytes_deleted": wipe.bytes_deleted,
+        "volume": wipe.volume,
+        "verification": "passed",
+        "verification_details": details,
+        "certificate": str(export_dir / CERT_JSON),
+        "certificate_sha256": signed.sha256,
+        "export_dir": str(export_dir),
+    }
+
+
+def _json_safe(items: tuple[dict, ...]) -> tuple[dict, ...]:
+    return tuple(json.loads(json.dumps(a, default=str)) for a in items)
+
+
+def check_certificate(export_dir: Path) -> dict[str, Any]:
+    """Verify an exported certificate: its signature under the exported audit public key,
+    the exported audit chain, and that its hash is the last record a checkpoint covers."""
+    import hashlib
+
+    try:
+        body = json.loads((export_dir / CERT_JSON).read_text())
+        public = bytes.fromhex((export_dir / PUBLIC_KEY_FILE).read_text().strip())
+    except (OSError, ValueError) as exc:
+        raise ArchiveError(
+            f"no readable certificate in {export_dir} ({exc}); run `archive close wipe` first."
+        ) from None
+    from archive.governance._store import canonical_json
+
+    payload = canonical_json(body["certificate"])
+    if hashlib.sha256(payload).hexdigest() != body["sha256"]:
+        raise ArchiveError("the certificate's hash does not match its content.")
+    try:
+        Ed25519PublicKey.from_public_bytes(public).verify(
+            bytes.fromhex(body["signature_hex"]), payload
+        )
+    except (InvalidSignature, ValueError):
+        raise ArchiveError("the certificate's signature does not verify.") from None
+    report = verify(export_dir / "audit", public)
+    if not report.ok:
+        raise ArchiveError("the exported audit log does not verify: " + "; ".join(report.problems))
+    lines = (export_dir / "audit" / LOG_NAME).read_text().splitlines()
+    last, before = json.loads(lines[-1]), json.loads(lines[-2])
+    if "checkpoint" not in json.dumps(last) or hash_for_audit(body["sha256"]) not in json.dumps(
+        before
+    ):
+        raise ArchiveError("the certificate's hash is not the audit log's last checkpoint.")
+    stored = (export_dir / "audit" / PUBLIC_KEY_NAME).read_text().split()
+    return {
+        "sha256": body["sha256"],
+        "signature_valid": True,
+        "audit_records": report.records,
+        "audit_checkpoints": report.checkpoints,
+        "public_key_matches_log": public.hex() in stored,
+        "certificate": body["certificate"],
+    }

@@ -1,0 +1,19 @@
+from archive.audit import AuditEvent, check_event
+from archive.closure.auditing import audit_hash_value, hash_for_audit
+
+DIGITS = "ab1234567890" * 5 + "abcd"  # a hex digest with 10-digit runs
+
+
+def test_audited_hash_passes_the_identifier_check_and_round_trips() -> None:
+    audited = hash_for_audit(DIGITS)
+    check_event(AuditEvent("closure.receipt", "success", "op", detail={"sha256": audited}))
+    assert audit_hash_value(audited) == DIGITS
+
+
+def test_plain_hash_with_ten_digits_is_refused() -> None:
+    import pytest
+
+    from archive.audit import AuditError
+
+    with pytest.raises(AuditError):
+        check_event(AuditEvent("closure.receipt", "success", "op", detail={"sha256": DIGITS}))
