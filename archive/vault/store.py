@@ -87,13 +87,15 @@ class EncryptedStore:
         `durable=False`: no fsync at all (derived data only; see the module doc)."""
         path = self.path_for(uuid, content_type)
         sync = self.fsync and durable
-        self._make_parents(path, sync=sync)
+        created = self._make_parents(path)
         atomic_write(path, encrypt_bytes(self.keyring, uuid, content_type, data), sync=sync)
+        if sync:
+            self._sync_created(created)
 
     def write_stream(self, uuid: str, content_type: int, src: BinaryIO) -> int:
         """Encrypt a stream of any size into the store with bounded memory."""
         path = self.path_for(uuid, content_type)
-        self._make_parents(path, sync=self.fsync)
+        created = self._make_parents(path)
         tmp = tmp_name(path)
         try:
             with open(tmp, "xb") as dst:
@@ -108,6 +110,7 @@ class EncryptedStore:
             raise
         if self.fsync:
             fsync_dir(path.parent)
+            self._sync_created(created)
         return size
 
     def read(self, uuid: str, content_type: int) -> bytes:
@@ -187,11 +190,10 @@ class EncryptedStore:
                         pass
         return report
 
-    def _make_parents(self, path: Path, *, sync: bool = True) -> None:
-        """Create the shard directories; with `sync`, fsync the parent of each one created
-        here (its entry there must survive a power cut like the file's own entry)."""
+    def _make_parents(self, path: Path) -> list[Path]:
+        """Create the shard directories of `path`; returns those created here."""
         if path.parent.is_dir():
-            return
+            return []
         created: list[Path] = []
         if not self.root.is_dir():
             self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -201,6 +203,13 @@ class EncryptedStore:
                 created.append(directory)
             except FileExistsError:
                 pass
-        if sync:
-            for directory in created:
-                fsync_dir(directory.parent)
+        return created
+
+    @staticmethod
+    def _sync_created(created: list[Path]) -> None:
+        """Make the entries of newly created shard directories durable (fsync of each
+        one's parent), innermost first. Done after the file's own fsyncs: on a journalling
+        file system those already committed the mkdirs, so these cost a cache flush, not
+        another journal commit."""
+        for directory in reversed(created):
+            fsync_dir(directory.parent)

@@ -43,8 +43,8 @@ def test_first_write_syncs_new_shard_dirs_and_the_rename(store, synced) -> None:
     uuid = "abcd0001-0000-0000-0000-000000000000"
     store.write(uuid, 1, b"dicom")
     root = store.root
-    # parents of both created shard levels, then the file's own directory
-    assert synced["dirs"] == [root, root / "ab", root / "ab" / "cd"]
+    # the rename (its directory), then the entries of both shard levels created
+    assert synced["dirs"] == [root / "ab" / "cd", root / "ab", root]
     assert synced["files"] == 1
     assert store.read(uuid, 1) == b"dicom"
 
