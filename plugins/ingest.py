@@ -47,9 +47,10 @@ def build_service(services) -> IngestService:
     handover = load_handover(services.config.policies_dir, services.deid_policy)
     key = ticket_key(services)
     ingest_flags.ensure_schema(services.db())
+    quarantine = _quarantine_per_connection(services)
 
     def hold(data: bytes, reason: str, **meta) -> str:
-        return services.quarantine().hold(data, reason, **meta)
+        return quarantine().hold(data, reason, **meta)
 
     return IngestService(
         policy=services.deid_policy,
@@ -59,12 +60,28 @@ def build_service(services) -> IngestService:
         opted_out=_opt_out_check(services),
         masking=masking,
         handover=handover,
-        consent_for=lambda study: services.quarantine().consent_for(study),
+        consent_for=lambda study: quarantine().consent_for(study),
         record_flags=lambda study, series, flags: ingest_flags.record_flags(
             services.db(), study, series, flags
         ),
         redeem_ticket=lambda sop, data: tickets.redeem(services.db(), key, sop_uid=sop, data=data),
     )
+
+
+def _quarantine_per_connection(services):
+    """The quarantine store on this thread's connection, built once per connection: the
+    consent lookup runs for every instance, and building a store costs a directory check
+    and a schema check each time."""
+    stores = {}
+
+    def quarantine():
+        conn = services.db()
+        store = stores.get(id(conn))
+        if store is None:
+            store = stores[id(conn)] = services.quarantine()
+        return store
+
+    return quarantine
 
 
 def _opt_out_check(services):
