@@ -91,3 +91,20 @@ def _register_adapters(runtime: Runtime) -> None:
             continue
         module = importlib.import_module(f"plugins.{name}")
         module.register(services)
+    services.change_hooks.append(_flush_audit_on_stop(runtime))
+
+
+def _flush_audit_on_stop(runtime: Runtime):
+    """Write queued audit records and the head file while Orthanc stops.
+
+    The group-commit writer is a daemon thread: without this, a record queued just
+    before SIGTERM could miss the head update when the interpreter is torn down, and
+    `archive audit verify` would report the end as unconfirmed.
+    """
+
+    def hook(change_type, level, resource_id) -> None:  # noqa: ARG001 - change API
+        if change_type == orthanc.ChangeType.ORTHANC_STOPPED:
+            runtime.record(AuditEvent(action="system.stop", outcome="success", actor="system"))
+            runtime.audit.close()
+
+    return hook
