@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
+import http.client
 import json
 import os
 import shutil
@@ -18,7 +20,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO
 
@@ -129,20 +131,58 @@ def base_url(config: ArchiveConfig) -> str:
     return f"{scheme}://{host}:{config.http.port}"
 
 
+def orthanc_facing(config: ArchiveConfig, internal_port: int) -> ArchiveConfig:
+    """The configuration Orthanc itself is rendered with when TLS is terminated in front
+    of it: plain HTTP on 127.0.0.1 at the internal port only (RemoteAccessAllowed false).
+    Orthanc never gets SslEnabled: 1.10.1 segfaults on the first HTTPS request."""
+    http = replace(config.http, host="127.0.0.1", port=internal_port, tls=False)
+    return replace(config, http=http)
+
+
 def health(config: ArchiveConfig, timeout: float = 2.0) -> dict | None:
     """The plugin's health answer, or None when nothing (or not our plugin) answers."""
-    context = None
     if config.http.tls:
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
+        return _health_pinned(config, timeout)
     try:
         with urllib.request.urlopen(  # noqa: S310 - our own loopback URL
-            base_url(config) + HEALTH_ROUTE, timeout=timeout, context=context
+            base_url(config) + HEALTH_ROUTE, timeout=timeout
         ) as response:
             return json.loads(response.read().decode("utf-8"))
     except (urllib.error.URLError, OSError, ValueError):
         return None
+
+
+def _health_pinned(config: ArchiveConfig, timeout: float) -> dict | None:
+    """Health through the TLS terminator, trusting exactly the home's certificate: the
+    peer's certificate must have the SHA-256 of HOME/keys/https.pem (a school
+    certificate need not name 127.0.0.1 nor chain to a CA this machine trusts)."""
+    from archive import tls_proxy
+    from archive.access.tls import certificate_path
+
+    expected = tls_proxy.certificate_fingerprint(certificate_path(config.home))
+    if expected is None:
+        return None
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    host = base_url(config).split("://", 1)[1].rsplit(":", 1)[0]
+    connection = http.client.HTTPSConnection(
+        host, config.http.port, timeout=timeout, context=context
+    )
+    try:
+        connection.connect()
+        der = connection.sock.getpeercert(binary_form=True) if connection.sock else None
+        if der is None or hashlib.sha256(der).hexdigest() != expected:
+            return None
+        connection.request("GET", HEALTH_ROUTE)
+        response = connection.getresponse()
+        if response.status != 200:
+            return None
+        return json.loads(response.read().decode("utf-8"))
+    except (OSError, ValueError, http.client.HTTPException):
+        return None
+    finally:
+        connection.close()
 
 
 def orthanc_environment(config: ArchiveConfig) -> dict[str, str]:

@@ -30,13 +30,18 @@ from archive.access import (
     decision_event,
 )
 from archive.audit import AuditEvent
+from archive.tls_proxy import SECRET_ENV, client_address
 from archive.web.sessions import principal_for_cookie
 
 DISABLE_ENV = "ARCHIVE_UNSAFE_DISABLE_HTTP_FILTER"
 
 
-def make_filter(services):
-    """The filter callback, closed over the services (separate from register for tests)."""
+def make_filter(services, proxy_secret: str | None = None):
+    """The filter callback, closed over the services (separate from register for tests).
+
+    `proxy_secret` is the TLS terminator's per-serve secret: with it, the client address
+    nginx forwards is believed for the audit (archive/tls_proxy.py); without it, or on a
+    request not from 127.0.0.1 with that secret, the address Orthanc saw is audited."""
     policy = services.route_policy
     decider = CachedDecider(policy)
     record = services.record
@@ -47,6 +52,7 @@ def make_filter(services):
     }
 
     def decide_request(uri: str, method: str, ip: str, headers: dict) -> bool:
+        ip = client_address(ip, headers, proxy_secret)
         store = services.access_store()
         result = authenticate_headers(store, headers or {}, datetime.now(UTC))
         principal = None
@@ -103,4 +109,6 @@ def register(services) -> None:
         return
     services.access_store()  # build the shared store and migrate before serving
     _ = services.route_policy  # a broken policy stops the start (fail closed)
-    orthanc.RegisterIncomingHttpRequestFilter(make_filter(services))
+    # Read once and removed from the environment: nothing Orthanc starts inherits it.
+    proxy_secret = os.environ.pop(SECRET_ENV, None) or None
+    orthanc.RegisterIncomingHttpRequestFilter(make_filter(services, proxy_secret))

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from archive import __version__, orthanc_config, server
+from archive import __version__, orthanc_config, server, tls_proxy
 from archive.cli.common import HomeOption, JsonOption, emit_json, fail, load
 from archive.errors import ArchiveError
 from archive.home import check_home_permissions, init_home
@@ -73,6 +73,7 @@ def serve(
     config = load(home)
     lock = server.HomeLock(config.home.lock_file)
     process = None
+    proxy = None
     decision = None
     read_fd = None
     try:
@@ -98,10 +99,19 @@ def serve(
             typer.echo(f"warning: {problem}", err=True)
         server.check_port_free(config.http.host, config.http.port, "HTTP")
         server.check_port_free("0.0.0.0", config.dicom.port, "DICOM")
+        orthanc_view, proxy_env, proxy_plan = config, {}, None
+        if config.http.tls:  # TLS terminated by nginx in front of a loopback-only Orthanc
+            internal = tls_proxy.pick_internal_port(config)
+            server.check_port_free("127.0.0.1", internal, "Internal HTTP (http.internal_port)")
+            proxy_plan = tls_proxy.plan(config, internal, tls_proxy.new_secret())
+            orthanc_view = server.orthanc_facing(config, internal)
+            proxy_env = {tls_proxy.SECRET_ENV: proxy_plan.secret}
         rendered = orthanc_config.render(
-            config, nodes=registered_nodes(config), stable_age=stable_age
+            orthanc_view, nodes=registered_nodes(config), stable_age=stable_age
         )
         orthanc_config.write(config, rendered)
+        if proxy_plan is not None:
+            proxy = tls_proxy.start(config, proxy_plan)
         read_fd = server.passphrase_pipe(passphrase)
         del passphrase
         process = server.start_orthanc(
@@ -109,6 +119,7 @@ def serve(
             {
                 "ARCHIVE_UNENCRYPTED_VOLUME": "1" if decision.unencrypted else "0",
                 server.PASSPHRASE_FD_ENV: str(read_fd),
+                **proxy_env,
             },
             pass_fds=(read_fd,),
         )
@@ -125,6 +136,10 @@ def serve(
     except ArchiveError as exc:
         if read_fd is not None:
             os.close(read_fd)
+        if process is not None:
+            server.stop_orthanc(process)
+        if proxy is not None or config.http.tls:
+            tls_proxy.stop(config, proxy)
         warning = server.release_volume(config, decision)
         if warning:
             typer.echo(f"warning: {warning}", err=True)
@@ -137,10 +152,21 @@ def serve(
         f"(Orthanc {readiness.detail.get('orthanc_version')})"
     )
     typer.echo(f"Data volume: {_volume_line(decision)}", err=True)
+    if proxy is not None:
+        typer.echo(
+            f"TLS: nginx on {config.http.host}:{config.http.port} -> Orthanc on "
+            f"127.0.0.1:{proxy_plan.internal_port} (loopback only)",
+            err=True,
+        )
     typer.echo("Press Ctrl-C to stop.", err=True)
     while not stop.is_set() and process.poll() is None:
+        if proxy is not None and proxy.poll() is not None:
+            break
         stop.wait(0.5)
+    proxy_died = proxy is not None and proxy.poll() is not None and not stop.is_set()
     crashed = process.poll() is not None and not stop.is_set()
+    if proxy is not None:  # stop taking requests first, then Orthanc
+        tls_proxy.stop(config, proxy)
     code = server.stop_orthanc(process)
     warning = server.release_volume(config, decision)
     if warning:
@@ -149,6 +175,11 @@ def serve(
     lock.release()
     if crashed:
         fail(f"Orthanc exited unexpectedly (code {code}); see {config.home.orthanc_log}.")
+    if proxy_died:
+        fail(
+            "The TLS terminator (nginx) exited unexpectedly; Orthanc was stopped. See "
+            f"{tls_proxy.error_log(config)}."
+        )
     typer.echo("Archive stopped.")
 
 
@@ -214,6 +245,8 @@ def status(home: HomeOption, json_output: JsonOption = False) -> None:
         "plugin_loaded": bool(answer and answer.get("plugin") == "teaching-archive"),
         "orthanc_version": answer.get("orthanc_version") if answer else None,
         "url": server.base_url(config),
+        "tls": config.http.tls,
+        "https": _tls_report(config, pid is not None),
         "dicom": f"{config.dicom.aet}:{config.dicom.port}",
         "counts": answer.get("counts") if answer else None,
         "volume": config.volume.kind,
@@ -228,6 +261,13 @@ def status(home: HomeOption, json_output: JsonOption = False) -> None:
     typer.echo(f"  archive {__version__}, Orthanc {report['orthanc_version'] or '-'}")
     typer.echo(f"  web API {report['url']}  DICOM {report['dicom']}")
     typer.echo(f"  plugin loaded: {'yes' if report['plugin_loaded'] else 'no'}")
+    if report["tls"]:
+        https = report["https"]
+        typer.echo(
+            f"  https: listens on {https['listen']} (nginx TLS terminator"
+            + (f", pid {https['pid']}" if https.get("pid") else ", not running")
+            + f") -> Orthanc {https.get('internal') or '127.0.0.1 (internal port)'}"
+        )
     if report["counts"]:
         counts = report["counts"]
         typer.echo(
@@ -241,6 +281,16 @@ def status(home: HomeOption, json_output: JsonOption = False) -> None:
     )
     if report["running_unencrypted"]:
         typer.echo("  WARNING: serving on an unencrypted data directory (allowed explicitly)")
+
+
+def _tls_report(config, serving: bool) -> dict | None:
+    """Where HTTPS listens and what nginx forwards to (no secret), when tls is on."""
+    if not config.http.tls:
+        return None
+    state = tls_proxy.read_state(config) if serving else None
+    if state:
+        return state
+    return {"scheme": "https", "listen": f"{config.http.host}:{config.http.port}", "pid": None}
 
 
 def _volume_report(config, serving: bool) -> dict:

@@ -1,0 +1,73 @@
+"""TLS terminator pieces without nginx running: whose address is audited, nginx's config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from archive import tls_proxy
+from archive.home import init_home
+
+SECRET = "s3cret-per-serve-value-0123456789abcdef"
+H = tls_proxy.CLIENT_IP_HEADER
+S = tls_proxy.SECRET_HEADER
+
+
+@pytest.mark.parametrize(
+    ("ip", "headers", "secret", "expected"),
+    [
+        ("127.0.0.1", {H: "10.1.2.3", S: SECRET}, SECRET, "10.1.2.3"),
+        ("127.0.0.1", {H.lower(): "10.1.2.3", S.lower(): SECRET}, SECRET, "10.1.2.3"),
+        ("127.0.0.1", {H: "10.1.2.3", S: SECRET + "x"}, SECRET, "127.0.0.1"),
+        ("127.0.0.1", {H: "10.1.2.3"}, SECRET, "127.0.0.1"),
+        ("127.0.0.1", {H: "10.1.2.3", S: ""}, SECRET, "127.0.0.1"),
+        ("127.0.0.1", {H: "10.1.2.3", S: SECRET}, None, "127.0.0.1"),  # no proxy this serve
+        ("127.0.0.1", {H: "10.1.2.3", S: ""}, "", "127.0.0.1"),
+        ("10.9.9.9", {H: "10.1.2.3", S: SECRET}, SECRET, "10.9.9.9"),  # not from the proxy
+        ("127.0.0.1", {H: "not-an-ip\nforged", S: SECRET}, SECRET, "127.0.0.1"),
+        ("127.0.0.1", {H: " ::1 ", S: SECRET}, SECRET, "::1"),
+    ],
+)
+def test_client_address_believes_only_the_proxy(ip, headers, secret, expected) -> None:
+    assert tls_proxy.client_address(ip, headers, secret) == expected
+
+
+def test_nginx_config_terminates_tls_and_streams_bodies(tmp_path: Path) -> None:
+    config = init_home(tmp_path / "home", http_port=18443, dicom_port=14242)
+    plan = tls_proxy.plan(config, 18999, SECRET)
+    assert plan.listen_host == "127.0.0.1"
+    text = tls_proxy.render_config(config, plan)
+    assert "listen 127.0.0.1:18443 ssl;" in text
+    assert "ssl_protocols TLSv1.2 TLSv1.3;" in text
+    assert "proxy_pass http://127.0.0.1:18999;" in text
+    assert f'proxy_set_header {S} "{SECRET}";' in text
+    assert f"proxy_set_header {H} $remote_addr;" in text
+    assert "Strict-Transport-Security" in text
+    assert "daemon off;" in text
+    assert "proxy_request_buffering off;" in text and "proxy_max_temp_file_size 0;" in text
+    assert str(config.home.run_dir) in text  # pid, error log and temp paths in HOME/run
+    assert "secret" not in str(plan.public()).lower()
+    assert plan.public()["certificate_sha256"] == tls_proxy.certificate_fingerprint(
+        plan.certificate
+    )
+    path = tls_proxy.write_config(config, plan)
+    assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_internal_port_from_the_config_is_checked(tmp_path: Path) -> None:
+    config = init_home(tmp_path / "home", http_port=18443, dicom_port=14242)
+    assert tls_proxy.configured_internal_port(config) is None
+    text = config.home.config_file.read_text()
+    config.home.config_file.write_text(text.replace("[http]", "[http]\ninternal_port = 18444"))
+    assert tls_proxy.pick_internal_port(config) == 18444
+    config.home.config_file.write_text(text.replace("[http]", "[http]\ninternal_port = 18443"))
+    with pytest.raises(tls_proxy.ProxyError, match="must differ"):
+        tls_proxy.pick_internal_port(config)
+
+
+def test_a_missing_certificate_is_one_clear_error(tmp_path: Path) -> None:
+    config = init_home(tmp_path / "home", http_port=18443, dicom_port=14242)
+    (config.home.keys_dir / "https.pem").unlink()
+    with pytest.raises(tls_proxy.ProxyError, match="no certificate"):
+        tls_proxy.plan(config, 18999, SECRET)
