@@ -56,6 +56,7 @@ def register(services) -> None:
     services.runtime.keyring.follow_changes()
     store = services.storage
     record = services.record
+    _clean_crash_leftovers(services, store)
 
     def create(uuid: str, content_type, data: bytes) -> None:
         ct = int(content_type)
@@ -87,6 +88,23 @@ def register(services) -> None:
         store.remove(uuid, int(content_type))
 
     orthanc.RegisterStorageArea(create, read, remove)
+
+
+def _clean_crash_leftovers(services, store) -> None:
+    """Before Orthanc writes: remove temporaries a crash left in the storage area and the
+    quarantine, and roll interrupted header rewraps forward (EncryptedStore.cleanup_partials)."""
+    from archive.vault.store import EncryptedStore
+
+    quarantine = EncryptedStore(services.home.quarantine_dir, services.runtime.keyring)
+    for each in (store, quarantine):
+        report = each.cleanup_partials()
+        if report.removed_partials or report.journals_applied or report.journals_left:
+            orthanc.LogWarning(
+                f"teaching-archive: crash leftovers in {each.root}: "
+                f"{len(report.removed_partials)} temporary file(s) removed, "
+                f"{len(report.journals_applied)} rewrap journal(s) applied, "
+                f"{len(report.journals_left)} left for `archive fsck`"
+            )
 
 
 def _is_power_cut_leftover(store, uuid: str, content_type: int) -> bool:
