@@ -133,7 +133,9 @@ def base_url(config: ArchiveConfig) -> str:
 
 def orthanc_facing(config: ArchiveConfig, internal_port: int) -> ArchiveConfig:
     """The configuration Orthanc itself is rendered with when TLS is terminated in front
-    of it: plain HTTP on 127.0.0.1 at the internal port only (RemoteAccessAllowed false).
+    of it: plain HTTP at the internal port, RemoteAccessAllowed false. Orthanc 1.10.1
+    has no bind-address option, so its socket is 0.0.0.0, but it answers 401 to every
+    peer other than 127.0.0.1 before any route (tests/integration/test_access_tls.py).
     Orthanc never gets SslEnabled: 1.10.1 segfaults on the first HTTPS request."""
     http = replace(config.http, host="127.0.0.1", port=internal_port, tls=False)
     return replace(config, http=http)

@@ -2,8 +2,9 @@
 
 WHY: Debian's Orthanc 1.10.1 segfaults (exit 139) on the first HTTPS request when
 SslEnabled is true, so Orthanc never speaks TLS here. With `[http] tls = true`, Orthanc's
-HTTP listens on 127.0.0.1 at an internal port only, and nginx terminates TLS 1.2+ on
-http.host:http.port with HOME/keys/https.pem and forwards to it.
+HTTP serves 127.0.0.1 only, at an internal port (RemoteAccessAllowed false: 1.10.1 has no
+bind address, so the socket is 0.0.0.0 but any other peer gets 401 before any route),
+and nginx terminates TLS 1.2+ on http.host:http.port with HOME/keys/https.pem.
 
 The audit log needs the real client address, which Orthanc (seeing only the proxy on
 127.0.0.1) cannot know. nginx passes it in CLIENT_IP_HEADER together with a random

@@ -155,7 +155,7 @@ def serve(
     if proxy is not None:
         typer.echo(
             f"TLS: nginx on {config.http.host}:{config.http.port} -> Orthanc on "
-            f"127.0.0.1:{proxy_plan.internal_port} (loopback only)",
+            f"127.0.0.1:{proxy_plan.internal_port} (refuses all but 127.0.0.1)",
             err=True,
         )
     typer.echo("Press Ctrl-C to stop.", err=True)
