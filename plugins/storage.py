@@ -22,8 +22,9 @@ within the kernel's writeback window (~30 s) can leave it missing or empty, whil
 DICOM file it derives from is intact. Orthanc 1.10 does not rebuild it by itself:
 reading such an instance's tags then fails with an error (logged, NOT a security
 alert: an empty or missing type-3 file is what a power cut leaves, not tampering), and
-the instance's file is still served. Rebuild: with Orthanc stopped, type 3 = the first
-bytes of the type-1 file of the same instance (Orthanc's index maps both uuids).
+the instance's file is still served; `archive fsck` reports the type-3 file as missing or
+damaged. Rebuild (not automated yet): with Orthanc stopped, type 3 = the first bytes of
+the type-1 file of the same instance (Orthanc's index maps both uuids and sizes).
 
 Benchmarks only: ARCHIVE_BENCH_PASSTHROUGH_STORAGE=1 at plugin start registers a
 pass-through (clear) storage area instead, so bench_crypto.py can compare the same
