@@ -19,6 +19,7 @@ from archive.errors import ConfigError
 from archive.paths import OPS_DIR, PLUGIN_ENTRY, REPO_ROOT
 
 PYTHON_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancPython.so")
+POSTGRESQL_INDEX_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancPostgreSQLIndex.so")
 TEMPLATE = OPS_DIR / "orthanc.template.json"
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
@@ -51,6 +52,38 @@ class DicomNode:
         }
 
 
+def postgresql_section(config: ArchiveConfig) -> dict:
+    """orthanc-postgresql 4.0's options for a shared index (names as in
+    /etc/orthanc/postgresql.json). Lock is false because several nodes use one index;
+    EnableStorage is false because attachments stay in the archive's encrypted storage
+    area. No Password key: libpq reads it from PGPASSFILE, which serve points at a 0600
+    file, so the password never sits in this JSON, a command line or a log."""
+    db = config.database
+    if not db.shared:
+        return {"EnableIndex": False, "EnableStorage": False}
+    return {
+        "EnableIndex": True,
+        "EnableStorage": False,
+        "Host": db.host,
+        "Port": db.port,
+        "Database": db.database,
+        "Username": db.user,
+        "EnableSsl": db.ssl,
+        "Lock": False,
+        "MaximumConnectionRetries": 10,
+        "ConnectionRetryInterval": 2,
+        "IndexConnectionsCount": db.index_connections,
+    }
+
+
+def plugin_list(config: ArchiveConfig) -> list[str]:
+    """The Python plugin, plus the PostgreSQL index plugin when the index is shared."""
+    plugins = [str(PYTHON_PLUGIN)]
+    if config.database.shared:
+        plugins.append(str(POSTGRESQL_INDEX_PLUGIN))
+    return plugins
+
+
 def render(
     config: ArchiveConfig,
     nodes: list[DicomNode] = (),  # type: ignore[assignment]
@@ -65,7 +98,8 @@ def render(
         "index_dir": str(home.index_dir),
         "tmp_dir": str(home.tmp_dir),
         "stable_age": str(int(stable_age)),
-        "python_plugin": str(PYTHON_PLUGIN),
+        "plugins": json.dumps(plugin_list(config)),
+        "postgresql": json.dumps(postgresql_section(config)),
         "plugin_entry": str(PLUGIN_ENTRY),
         "http_port": str(config.http.port),
         "remote_access": "false" if config.http.host in LOOPBACK else "true",
@@ -88,7 +122,7 @@ def render(
 
 def write(config: ArchiveConfig, rendered: dict) -> Path:
     """Write the generated configuration atomically with mode 0600."""
-    target = config.home.orthanc_config
+    target = config.home.orthanc_config  # per node: HOME/orthanc/orthanc-node-N.json
     target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     tmp = target.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

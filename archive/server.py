@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO
 
-from archive.config import ArchiveConfig
+from archive.config import NODE_DICOM_PORT_ENV, NODE_ENV, NODE_HTTP_PORT_ENV, ArchiveConfig
 from archive.errors import ArchiveError
 from archive.runtime import PASSPHRASE_FD_ENV
 from archive.vault import Keyring, VolumeStatus, keyring_path
@@ -193,7 +193,31 @@ def orthanc_environment(config: ArchiveConfig) -> dict[str, str]:
     env["TCP_NODELAY"] = "1"
     env["ARCHIVE_HOME"] = str(config.home.root)
     env["TMPDIR"] = str(config.home.tmp_dir)
+    # The node, so the plugin loads the same view of the home (run dir, log, ports).
+    env[NODE_ENV] = str(config.node)
+    env[NODE_HTTP_PORT_ENV] = str(config.http.port)
+    env[NODE_DICOM_PORT_ENV] = str(config.dicom.port)
+    env.pop("PGPASSWORD", None)  # only PGPASSFILE (set by serve) may carry a password
+    env.pop("PGPASSFILE", None)
     return env
+
+
+def write_pgpass(config: ArchiveConfig, password: str) -> Path:
+    """A libpq password file (0600) in this node's run directory, named to Orthanc by
+    PGPASSFILE: the PostgreSQL plugin connects without a Password key, so the password
+    is in no JSON, argv, environment value or log. Removed again when serve stops."""
+
+    def esc(text: str) -> str:
+        return text.replace("\\", "\\\\").replace(":", "\\:")
+
+    db = config.database
+    path = config.home.run_dir / "pgpass"
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(f"*:*:{esc(db.database)}:{esc(db.user)}:{esc(password)}\n")
+    return path
 
 
 def unlock_keyring(config: ArchiveConfig, *, interactive: bool) -> tuple[Keyring, str]:

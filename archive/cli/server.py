@@ -13,8 +13,18 @@ import typer
 
 from archive import __version__, orthanc_config, server, tls_proxy
 from archive.cli.common import HomeOption, JsonOption, emit_json, fail, load
+from archive.config import database_password, for_node
 from archive.errors import ArchiveError
 from archive.home import check_home_permissions, init_home
+
+NodeOption = Annotated[
+    int,
+    typer.Option(
+        "--node",
+        min=1,
+        help="Which Orthanc node of this home (1, or 2+ with a PostgreSQL index).",
+    ),
+]
 
 
 def init(
@@ -53,8 +63,20 @@ def serve(
         int, typer.Option(help="Seconds without new instances before a study is stable.")
     ] = 10,
     ready_timeout: Annotated[float, typer.Option(help="Seconds to wait for Orthanc.")] = 90.0,
+    node: NodeOption = 1,
+    http_port: Annotated[
+        int | None, typer.Option(help="This node's HTTP port (else [[nodes]] or [http]).")
+    ] = None,
+    dicom_port: Annotated[
+        int | None, typer.Option(help="This node's DICOM port (else [[nodes]] or [dicom]).")
+    ] = None,
 ) -> None:
     """Run Orthanc with the archive plugin in the foreground; Ctrl-C or SIGTERM stops it.
+
+    With [database] kind = "postgresql", several nodes serve one home: `--node 2` (and
+    up) runs another Orthanc on its own ports with its own lock and log in
+    HOME/run/node-N, sharing the index, the encrypted storage, the archive database and
+    the audit chain (ops/SCALE-OUT.md).
 
     The keyring is opened first (asking for its passphrase on a terminal when no file or
     credential is configured), so a wrong passphrase or a missing or corrupt keyring
@@ -70,15 +92,19 @@ def serve(
 
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
-    config = load(home)
+    config = _node_config(load(home), node, http_port, dicom_port)
     lock = server.HomeLock(config.home.lock_file)
     process = None
     proxy = None
+    pgpass = None
     decision = None
     read_fd = None
     try:
         server.find_orthanc()  # install problems first: no passphrase asked for nothing
         server.check_plugin_installed(orthanc_config.PYTHON_PLUGIN)
+        if config.database.shared:
+            server.check_plugin_installed(orthanc_config.POSTGRESQL_INDEX_PLUGIN)
+            db_password = database_password(config)  # ConfigError: one line, no secret
         keyring, passphrase = server.unlock_keyring(config, interactive=sys.stdin.isatty())
         lock.acquire()
         allowed = allow_unencrypted_volume or config.volume.allow_unencrypted
@@ -110,6 +136,10 @@ def serve(
             orthanc_view, nodes=registered_nodes(config), stable_age=stable_age
         )
         orthanc_config.write(config, rendered)
+        if config.database.shared:
+            pgpass = server.write_pgpass(config, db_password)
+            proxy_env["PGPASSFILE"] = str(pgpass)
+            del db_password
         if proxy_plan is not None:
             proxy = tls_proxy.start(config, proxy_plan)
         read_fd = server.passphrase_pipe(passphrase)
@@ -140,12 +170,22 @@ def serve(
             server.stop_orthanc(process)
         if proxy is not None or config.http.tls:
             tls_proxy.stop(config, proxy)
+        if pgpass is not None:
+            pgpass.unlink(missing_ok=True)
         warning = server.release_volume(config, decision)
         if warning:
             typer.echo(f"warning: {warning}", err=True)
         lock.release()
         fail(str(exc))
 
+    if config.node > 1 or config.database.shared:
+        typer.echo(
+            f"Node {config.node}: index on PostgreSQL {config.database.host}:"
+            f"{config.database.port}/{config.database.database}, run dir {config.home.run_dir}"
+            if config.database.shared
+            else f"Node {config.node}",
+            err=True,
+        )
     typer.echo(
         f"Archive serving: web API {server.base_url(config)}  "
         f"DICOM {config.dicom.aet}@{config.http.host}:{config.dicom.port}  "
@@ -168,6 +208,8 @@ def serve(
     if proxy is not None:  # stop taking requests first, then Orthanc
         tls_proxy.stop(config, proxy)
     code = server.stop_orthanc(process)
+    if pgpass is not None:
+        pgpass.unlink(missing_ok=True)
     warning = server.release_volume(config, decision)
     if warning:
         typer.echo(f"warning: the encrypted volume stayed mounted: {warning}", err=True)
@@ -181,6 +223,16 @@ def serve(
             f"{tls_proxy.error_log(config)}."
         )
     typer.echo("Archive stopped.")
+
+
+def _node_config(config, node: int, http_port: int | None, dicom_port: int | None):
+    """The configuration of one node; node 1 with no port overrides is the home as is."""
+    if node == config.node and http_port is None and dicom_port is None:
+        return config
+    try:
+        return for_node(config, node, http_port=http_port, dicom_port=dicom_port)
+    except ArchiveError as exc:
+        fail(str(exc))
 
 
 def _volume_line(decision) -> str:
@@ -232,9 +284,9 @@ def registered_nodes(config) -> list[orthanc_config.DicomNode]:
     ]
 
 
-def status(home: HomeOption, json_output: JsonOption = False) -> None:
+def status(home: HomeOption, json_output: JsonOption = False, node: NodeOption = 1) -> None:
     """Say whether the archive is up, whether the plugin is loaded, versions and counts."""
-    config = load(home)
+    config = _node_config(load(home), node, None, None)
     pid = server.HomeLock.holder(config.home.lock_file)
     answer = server.health(config) if pid is not None else None
     report = {
