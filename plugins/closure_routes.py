@@ -22,14 +22,13 @@ from datetime import UTC, datetime
 
 import orthanc
 
-from archive.audit import AuditEvent
 from archive.closure.auditing import hash_for_audit
 from archive.closure.shred import shred_header
 from archive.errors import ArchiveError
 from archive.governance import ClosureRecords, load_policy
 from archive.governance.recipients import Recipients
 from plugins.catalogue_sync import catalogue_for
-from plugins.rest import HttpError, principal_of, request_json, route
+from plugins.rest import HttpError, audit_as, principal_of, request_json, route
 
 RECEIVER_MODALITY = "closure-receiver"
 PERSONNEL = "personnel"
@@ -39,18 +38,7 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _audit(services, action, principal, outcome, target=None, **detail) -> None:
-    services.record(
-        AuditEvent(
-            action=action,
-            outcome=outcome,
-            actor=principal.user,
-            roles=tuple(principal.roles),
-            source="rest",
-            target=target,
-            detail=detail,
-        )
-    )
+_audit = audit_as  # one shared recipe: plugins/rest.py
 
 
 def _personnel(services, request):

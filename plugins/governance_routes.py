@@ -17,13 +17,12 @@ from datetime import UTC, datetime
 
 import orthanc
 
-from archive.audit import AuditEvent
 from archive.catalogue import Catalogue, load_vocabulary
 from archive.errors import ArchiveError
 from archive.export import build_package
 from archive.governance import PullInventory, RemovalRequests, load_policy
 from archive.governance.workstations import Workstations
-from plugins.rest import HttpError, answer_json, principal_of, request_json, route
+from plugins.rest import HttpError, answer_json, audit_as, principal_of, request_json, route
 
 _cache: dict[str, object] = {}
 _lock = threading.Lock()
@@ -52,18 +51,7 @@ def _catalogue(services) -> Catalogue:
     return Catalogue(services.db(), services.config.school_prefix, vocabulary=_vocabulary(services))
 
 
-def _audit(services, action, principal, outcome, target=None, **detail) -> None:
-    services.record(
-        AuditEvent(
-            action=action,
-            outcome=outcome,
-            actor=principal.user,
-            roles=tuple(principal.roles),
-            source="rest",
-            target=target,
-            detail=detail,
-        )
-    )
+_audit = audit_as  # one shared recipe: plugins/rest.py
 
 
 def _released_case(catalogue: Catalogue, case_id: str):

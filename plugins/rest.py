@@ -78,3 +78,20 @@ def route(services, pattern: str, methods: dict[str, Callable[..., Any]]) -> Non
             answer_json(output, {"error": "internal error; see the archive's log"}, 500)
 
     orthanc.RegisterRestCallback(pattern, callback)
+
+
+def audit_as(services, action, principal, outcome, target=None, **detail) -> None:
+    """One audit record for an action a named user took through a /teaching route."""
+    from archive.audit import AuditEvent
+
+    services.record(
+        AuditEvent(
+            action=action,
+            outcome=outcome,
+            actor=principal.user,
+            roles=tuple(principal.roles),
+            source="rest",
+            target=target,
+            detail=detail,
+        )
+    )

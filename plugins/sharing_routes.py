@@ -23,7 +23,6 @@ from datetime import UTC, date, datetime
 
 import orthanc
 
-from archive.audit import AuditEvent
 from archive.catalogue import Catalogue, load_vocabulary
 from archive.errors import ArchiveError
 from archive.export import build_package
@@ -36,7 +35,7 @@ from archive.governance.share_delivery import (
     undertakings_dir,
 )
 from archive.governance.sharing import share_log_csv
-from plugins.rest import HttpError, answer_json, principal_of, request_json, route
+from plugins.rest import HttpError, answer_json, audit_as, principal_of, request_json, route
 
 _cache: dict[str, object] = {}
 _lock = threading.Lock()
@@ -82,18 +81,7 @@ def _vault(services):
     return _cached("vault", make)
 
 
-def _audit(services, action, principal, outcome, target=None, **detail) -> None:
-    services.record(
-        AuditEvent(
-            action=action,
-            outcome=outcome,
-            actor=principal.user,
-            roles=tuple(principal.roles),
-            source="rest",
-            target=target,
-            detail=detail,
-        )
-    )
+_audit = audit_as  # one shared recipe: plugins/rest.py
 
 
 def _require(principal, roles: set[str], what: str) -> None:
