@@ -1,0 +1,173 @@
+"""Scale-out ingest: two archive nodes on one PostgreSQL index against one node, same corpus.
+
+    .venv/bin/python benchmarks/bench_scaleout.py [--count 240] [--size 256]
+                                                  [--repeat 1] [--quick] [--json]
+
+One throwaway PostgreSQL (tests/postgres.py, fsync on as in production) serves both
+configurations, emptied between runs. Each run uses a fresh archive home with
+[database] kind = "postgresql" and the full plugin (de-identify, encrypt, audit):
+  one node   node 1 only; two storescu associations at once, half the corpus each
+  two nodes  nodes 1 and 2 of the home; one association per node, half the corpus each
+The client side is identical (two concurrent senders), so the ratio isolates what a
+second Orthanc process adds. Each node is warmed up with a few other slices first.
+Printed: both rates (instances/s, wall clock from first send to last acknowledgement)
+and two nodes / one node. Never asserted. Where the ceiling is: ops/SCALE-OUT.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from unittest import mock
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from archive.config import NODE_ENV  # noqa: E402
+from benchmarks._common import (  # noqa: E402
+    emit_json,
+    make_ct_corpus,
+    progress,
+    rate_line,
+    ratio,
+    ratio_line,
+)
+from tests import postgres  # noqa: E402
+from tests.dicom_tools import storescu  # noqa: E402
+from tests.harness import RunningArchive, free_port, new_archive, register_node  # noqa: E402
+
+SCU_AET = "SCALESCU"
+WARMUP = 4
+
+
+class Node(RunningArchive):
+    """Node N of a home: RunningArchive.start reloads the config as this node sees it."""
+
+    node: int = 1
+
+    def start(self, timeout: float = 90) -> RunningArchive:
+        with mock.patch.dict(os.environ, {NODE_ENV: str(self.node)}):
+            return super().start(timeout)
+
+
+def _nodes(root: Path, pg: postgres.PostgresServer, count: int) -> list[RunningArchive]:
+    first = new_archive(root / "home")
+    secret = pg.write_password_file(root / "pg.password")
+    postgres.use_postgresql(
+        first.config.home.config_file,
+        pg,
+        secret,
+        nodes=[{"id": 2, "http_port": free_port(), "dicom_port": free_port()}],
+    )
+    register_node(first, "bench-scu", SCU_AET, store=True)
+    nodes: list[RunningArchive] = [first]
+    for number in range(2, count + 1):
+        node = Node(
+            home=first.home,
+            config=first.config,
+            serve_args=[*first.serve_args, "--node", str(number)],
+            env=first.env,
+        )
+        node.node = number
+        nodes.append(node)
+    return nodes
+
+
+def _send_concurrently(targets: list[tuple[RunningArchive, list[Path]]]) -> float:
+    failures: list[str] = []
+
+    def send(archive: RunningArchive, files: list[Path]) -> None:
+        result = storescu(archive.dicom_port, archive.aet, SCU_AET, files)
+        if result.returncode != 0:
+            failures.append(result.stderr[-400:])
+
+    threads = [threading.Thread(target=send, args=pair) for pair in targets]
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - start
+    if failures:
+        raise SystemExit(f"storescu failed: {failures[0]}")
+    return elapsed
+
+
+def run(
+    pg: postgres.PostgresServer, work: Path, files: list[Path], warm: list[Path], nodes: int
+) -> float:
+    """Instances/s ingesting `files` on `nodes` nodes (1 or 2), two senders either way."""
+    pg.reset()
+    root = work / f"nodes-{nodes}-{time.monotonic_ns()}"
+    root.mkdir()
+    archives = _nodes(root, pg, nodes)
+    try:
+        for archive in archives:
+            archive.start()
+        for index, archive in enumerate(archives):  # warm-up: other slices, same path
+            storescu(archive.dicom_port, archive.aet, SCU_AET, warm[index :: len(archives)])
+        half = len(files) // 2
+        halves = [files[:half], files[half:]]
+        targets = [(archives[i % len(archives)], halves[i]) for i in range(2)]
+        elapsed = _send_concurrently(targets)
+        indexed = int(pg.query("SELECT count(*) FROM resources WHERE resourcetype = 3")[0][0])
+        if indexed != len(files) + len(warm):
+            raise SystemExit(f"{nodes} node(s): {indexed} instances indexed, expected more")
+        return len(files) / elapsed
+    finally:
+        for archive in reversed(archives):
+            archive.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--count", type=int, default=240, help="instances in the corpus")
+    parser.add_argument("--size", type=int, default=256, help="rows/columns per slice")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per configuration (best)")
+    parser.add_argument("--quick", action="store_true", help="small corpus for make bench")
+    parser.add_argument("--json", action="store_true", help="one machine-readable line too")
+    args = parser.parse_args()
+    if args.quick:
+        args.count, args.size, args.repeat = 120, 256, 1
+    if not postgres.available():
+        raise SystemExit("PostgreSQL 15 server binaries are missing: run make setup.")
+    work = Path(tempfile.mkdtemp(prefix="bench-scaleout-"))
+    try:
+        progress(f"corpus: {args.count} CT slices {args.size}x{args.size}")
+        files = make_ct_corpus(work / "corpus", args.count, size=args.size, studies=4)
+        warm = make_ct_corpus(
+            work / "warm", WARMUP, size=args.size, studies=1, patient_prefix="WARM"
+        )
+        with postgres.PostgresServer(fsync=True) as pg:
+            rates: dict[int, float] = {1: 0.0, 2: 0.0}
+            for _ in range(args.repeat):
+                for nodes in (1, 2):
+                    progress(f"{nodes} node(s) ...")
+                    rates[nodes] = max(rates[nodes], run(pg, work, files, warm, nodes))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    gain = ratio(rates[2], rates[1])
+    print(f"Scale-out ingest, C-STORE, {args.count} slices {args.size}x{args.size}, "
+          f"PostgreSQL index, {os.cpu_count()} CPUs")  # fmt: skip
+    print(rate_line("one node (2 senders)", rates[1]))
+    print(rate_line("two nodes (1 sender each)", rates[2]))
+    print(ratio_line("two nodes / one node", gain))
+    if args.json:
+        emit_json(
+            "scaleout",
+            {"one_node_per_s": rates[1], "two_nodes_per_s": rates[2]},
+            {"two_nodes_vs_one": gain},
+            count=args.count,
+            size=args.size,
+            cpus=os.cpu_count(),
+        )
+
+
+if __name__ == "__main__":
+    main()
