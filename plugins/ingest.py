@@ -9,6 +9,7 @@ quarantine release route (plugins/quarantine_routes.py); anything else is de-ide
 
 from __future__ import annotations
 
+import os
 import threading
 
 import orthanc
@@ -25,6 +26,27 @@ _ORIGINS = {
 }
 
 _uploader = threading.local()
+
+# Free space kept on the data volume beyond twice the instance: Orthanc's index, the
+# audit log and the archive database must still be writable when ingest is refused,
+# so that the refusal itself is recorded and the archive keeps serving.
+DATA_RESERVE_BYTES = 4 * 1024 * 1024
+
+
+class DataVolumeFull(RuntimeError):
+    """Ingest refused before storing: the data volume has no room (the sender resends)."""
+
+
+def check_free_space(data_dir, size: int) -> None:
+    """Refuse an instance the data volume cannot hold with room to spare."""
+    stats = os.statvfs(data_dir)
+    free = stats.f_bavail * stats.f_frsize
+    if free < 2 * size + DATA_RESERVE_BYTES:
+        raise DataVolumeFull(
+            f"the archive's data volume is full ({free // 1024} KiB free, "
+            f"{(2 * size + DATA_RESERVE_BYTES) // 1024} KiB needed): instance not stored; "
+            f"free space on {data_dir}, then resend"
+        )
 
 
 def note_uploader(name: str | None) -> None:
@@ -102,21 +124,38 @@ def _opt_out_check(services):
     return opted_out
 
 
+# orthanc-python 4.0 stores the instance AS RECEIVED (KeepAsIs) when the callback raises,
+# so a refusal must never propagate: the callback answers MODIFY with this empty buffer
+# instead, which Orthanc cannot parse, so nothing is stored and the sender gets a failure
+# (DICOM failure status, HTTP 4xx/5xx) and can resend.
+REFUSED = b""
+
+
 def register(services) -> None:
     service = build_service(services)
 
-    def on_received(data: bytes, origin) -> tuple:
+    def process(data: bytes, origin) -> tuple:
         intake = _ORIGINS.get(origin, "other")
         actor = getattr(_uploader, "name", None)
         _uploader.name = None
-        try:
-            outcome = service.process(bytes(data), intake=intake, source=intake, actor=actor)
-        except IngestRefused as exc:
-            orthanc.LogWarning(f"teaching-archive: refused an instance: {exc}")
-            raise
+        check_free_space(services.home.data_dir, len(data))
+        outcome = service.process(bytes(data), intake=intake, source=intake, actor=actor)
         if outcome.action is Action.STORE:
             return orthanc.ReceivedInstanceAction.MODIFY, outcome.data
         orthanc.LogWarning(f"teaching-archive: instance not stored: {outcome.reason}")
         return orthanc.ReceivedInstanceAction.DISCARD, None
+
+    def on_received(data: bytes, origin) -> tuple:
+        try:
+            return process(data, origin)
+        except (IngestRefused, DataVolumeFull) as exc:
+            orthanc.LogError(f"teaching-archive: refused an instance: {exc}")
+        except Exception as exc:  # noqa: BLE001 - fail closed: never KeepAsIs
+            # Only the type and message: de-identification has not run on this instance.
+            orthanc.LogError(
+                f"teaching-archive: refused an instance ({type(exc).__name__}: {exc}); "
+                "the sender must resend once the cause is fixed"
+            )
+        return orthanc.ReceivedInstanceAction.MODIFY, REFUSED
 
     orthanc.RegisterReceivedInstanceCallback(on_received)

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import atexit
 import base64
+import errno
 import fcntl
 import hashlib
 import json
@@ -460,9 +461,11 @@ class AuditLog:
             add(utc_now(), self._checkpoint_fields(checkpoint_key, seq, prev))
             last_entry_seq = seq
         data = ("\n".join(lines) + "\n").encode()
+        size_before: int | None = None
         try:
             fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             try:
+                size_before = os.fstat(fd).st_size
                 written = os.write(fd, data)
                 if written != len(data):
                     raise OSError(28, "short write to the audit log")
@@ -490,12 +493,32 @@ class AuditLog:
                 sync_dir=self.interval <= 0,
             )
         except OSError as exc:
+            self._undo_append(size_before, seq)
+            full = exc.errno == errno.ENOSPC
             raise AuditError(
                 f"cannot write the audit log in {self.directory} ({exc.strerror}); "
-                "check free space and the data volume."
+                + (
+                    "the data volume is full: free space on it, then retry."
+                    if full
+                    else "check free space and the data volume."
+                )
             ) from None
         self._known = ((st.st_ino, st.st_size, st.st_mtime_ns), seq, prev)
         return last_entry_seq
+
+    def _undo_append(self, size_before: int | None, seq: int) -> None:
+        """Cut a failed batch off the log (a full disk leaves a partial last line, which
+        would block every later append), unless its head was already written. The batch
+        stays queued and is written again once the volume has room."""
+        if size_before is None:
+            return
+        try:
+            head = read_head(self.directory)
+            if head is not None and head.seq >= seq:
+                return
+            os.truncate(self.log_path, size_before)
+        except (OSError, AuditError, ValueError):
+            pass  # the partial line is then reported by read_last_line: fail closed
 
     def _publish_public_key(self, raw: bytes) -> None:
         """Record the signer's public key in clear so verification needs no passphrase."""
