@@ -127,8 +127,11 @@ def _opt_out_check(services):
 # orthanc-python 4.0 stores the instance AS RECEIVED (KeepAsIs) when the callback raises,
 # so a refusal must never propagate: the callback answers MODIFY with this empty buffer
 # instead, which Orthanc cannot parse, so nothing is stored and the sender gets a failure
-# (DICOM failure status, HTTP 4xx/5xx) and can resend.
+# (DICOM failure status, HTTP 4xx/5xx) and can resend. Bad input gets bytes Orthanc
+# fails to parse (HTTP 400: do not resend as is); anything else gets an empty buffer
+# (HTTP 500: resend later, e.g. once the data volume has room).
 REFUSED = b""
+REFUSED_BAD_INPUT = b"refused by the teaching archive: not de-identifiable"
 
 
 def register(services) -> None:
@@ -148,7 +151,10 @@ def register(services) -> None:
     def on_received(data: bytes, origin) -> tuple:
         try:
             return process(data, origin)
-        except (IngestRefused, DataVolumeFull) as exc:
+        except IngestRefused as exc:
+            orthanc.LogError(f"teaching-archive: refused an instance: {exc}")
+            return orthanc.ReceivedInstanceAction.MODIFY, REFUSED_BAD_INPUT
+        except DataVolumeFull as exc:
             orthanc.LogError(f"teaching-archive: refused an instance: {exc}")
         except Exception as exc:  # noqa: BLE001 - fail closed: never KeepAsIs
             # Only the type and message: de-identification has not run on this instance.
