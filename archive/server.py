@@ -364,6 +364,24 @@ def wait_ready(
     return Readiness(False, None, log_tail(config.home.orthanc_log))
 
 
+REFUSAL_MARK = "teaching-archive: refusing to start: "
+
+
+def plugin_refusal(path: Path, since: int = 0) -> str | None:
+    """The plugin's own one-line reason for refusing to start, from Orthanc's log
+    (only what this start wrote: from byte `since` on)."""
+    if not path.exists():
+        return None
+    with open(path, "rb") as handle:
+        handle.seek(since)
+        text = handle.read().decode("utf-8", errors="replace")
+    found = None
+    for line in text.splitlines():
+        if REFUSAL_MARK in line:
+            found = line.split(REFUSAL_MARK, 1)[1].strip()
+    return found
+
+
 def log_tail(path: Path, lines: int = 8) -> str:
     if not path.exists():
         return ""

@@ -30,8 +30,11 @@ from archive.access import (
     decision_event,
 )
 from archive.audit import AuditEvent
+from archive.errors import ConfigError
+from archive.orthanc_config import LOOPBACK
 from archive.tls_proxy import SECRET_ENV, client_address
 from archive.web.sessions import principal_for_cookie
+from plugins.uploaders import note_uploader
 
 DISABLE_ENV = "ARCHIVE_UNSAFE_DISABLE_HTTP_FILTER"
 
@@ -70,6 +73,10 @@ def make_filter(services, proxy_secret: str | None = None):
             principal = result
         decision = decider(principal, method, uri)
         record(decision_event(principal, method, uri, decision, ip, policy.version))
+        if decision.allowed and method == "POST" and uri == "/instances":
+            # The received-instance callback runs next on this thread: it records who
+            # ingested, so a quarantine release by the same person can be refused.
+            note_uploader(principal.user if principal else None)
         return decision.allowed
 
     def http_filter(uri, method=None, ip=None, headers=None, get=None, **_ignored) -> bool:
@@ -93,6 +100,12 @@ def make_filter(services, proxy_secret: str | None = None):
 
 def register(services) -> None:
     if os.environ.get(DISABLE_ENV) == "1":
+        if services.config.http.host not in LOOPBACK or services.config.http.tls:
+            # Never on an archive reachable from the network: refuse to start instead.
+            raise ConfigError(
+                f"{DISABLE_ENV}=1 is only accepted on a loopback-only archive "
+                "(http.host 127.0.0.1, no TLS); unset it and restart"
+            )
         orthanc.LogError(
             "teaching-archive: WARNING: THE HTTP ACCESS FILTER IS DISABLED "
             f"({DISABLE_ENV}=1). Orthanc's REST API is open to anyone who can reach it. "

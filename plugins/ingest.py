@@ -10,7 +10,6 @@ quarantine release route (plugins/quarantine_routes.py); anything else is de-ide
 from __future__ import annotations
 
 import os
-import threading
 
 import orthanc
 
@@ -18,14 +17,13 @@ from archive.ingest import IngestRefused, IngestService, load_handover, tickets
 from archive.ingest import flags as ingest_flags
 from archive.ingest.service import Action
 from archive.pixels import load_masking_policy
+from plugins.uploaders import note_uploader, take_uploader  # noqa: F401 - re-exported
 
 _ORIGINS = {
     orthanc.InstanceOrigin.DICOM_PROTOCOL: "dicom",
     orthanc.InstanceOrigin.REST_API: "rest",
     orthanc.InstanceOrigin.PLUGIN: "plugin",
 }
-
-_uploader = threading.local()
 
 # Free space kept on the data volume beyond twice the instance: Orthanc's index, the
 # audit log and the archive database must still be writable when ingest is refused,
@@ -47,16 +45,6 @@ def check_free_space(data_dir, size: int) -> None:
             f"{(2 * size + DATA_RESERVE_BYTES) // 1024} KiB needed): instance not stored; "
             f"free space on {data_dir}, then resend"
         )
-
-
-def note_uploader(name: str | None) -> None:
-    """Attribute the next instance received on this thread to a named user.
-
-    For the HTTP filter: a POST /instances by an authenticated user runs the
-    received-instance callback on the same thread, so the quarantine can refuse a
-    release by whoever ingested the study. Cleared after each instance.
-    """
-    _uploader.name = name
 
 
 def ticket_key(services) -> bytes:
@@ -139,8 +127,8 @@ def register(services) -> None:
 
     def process(data: bytes, origin) -> tuple:
         intake = _ORIGINS.get(origin, "other")
-        actor = getattr(_uploader, "name", None)
-        _uploader.name = None
+        uploader = take_uploader()
+        actor = f"rest:{uploader}" if uploader and intake == "rest" else None
         check_free_space(services.home.data_dir, len(data))
         outcome = service.process(bytes(data), intake=intake, source=intake, actor=actor)
         if outcome.action is Action.STORE:
@@ -158,8 +146,10 @@ def register(services) -> None:
             orthanc.LogError(f"teaching-archive: refused an instance: {exc}")
         except Exception as exc:  # noqa: BLE001 - fail closed: never KeepAsIs
             # Only the type and message: de-identification has not run on this instance.
+            # The type only: an exception's message could quote a value of an instance
+            # that has not been de-identified.
             orthanc.LogError(
-                f"teaching-archive: refused an instance ({type(exc).__name__}: {exc}); "
+                f"teaching-archive: refused an instance ({type(exc).__name__}); "
                 "the sender must resend once the cause is fixed"
             )
         return orthanc.ReceivedInstanceAction.MODIFY, REFUSED

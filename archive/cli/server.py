@@ -144,6 +144,8 @@ def serve(
             proxy = tls_proxy.start(config, proxy_plan)
         read_fd = server.passphrase_pipe(passphrase)
         del passphrase
+        log = config.home.orthanc_log
+        log_offset = log.stat().st_size if log.exists() else 0
         process = server.start_orthanc(
             config,
             {
@@ -159,6 +161,9 @@ def serve(
         readiness = server.wait_ready(config, process, timeout=ready_timeout)
         if not readiness.ready:
             server.stop_orthanc(process)
+            refusal = server.plugin_refusal(config.home.orthanc_log, since=log_offset)
+            if refusal:
+                raise server.ServeError(f"the archive plugin refused to start: {refusal}")
             raise server.ServeError(
                 "Orthanc did not start; the end of its log "
                 f"({config.home.orthanc_log}) says:\n{readiness.log_tail}"

@@ -118,3 +118,19 @@ def test_unregistered_ae_cannot_store(archive: RunningArchive, tmp_path: Path) -
     result = storescu(archive.dicom_port, archive.aet, "INTRUDER", files)
     assert result.returncode != 0
     assert archive.health()["counts"]["instances"] == 0
+
+
+def test_rest_upload_records_who_ingested_for_the_quarantine(
+    archive: RunningArchive, tmp_path: Path
+) -> None:
+    """A REST upload is attributed to its named user, so that user cannot release it."""
+    unknown = pydicom.dcmread(pydicom.data.get_testdata_file("US1_UNCR.dcm"))
+    unknown.Manufacturer = "Unknown Devices Ltd"
+    assert _upload(archive, to_bytes(unknown)) == 200
+    storescu(archive.dicom_port, archive.aet, SCU, write_files(tmp_path / "d", [to_bytes(unknown)]))
+    conn = db.connect(archive.config.home.db_path)
+    rows = conn.execute("SELECT id, ingested_by FROM quarantine_items ORDER BY rowid").fetchall()
+    assert [r["ingested_by"] for r in rows] == ["rest:intake", "dicom"]
+    add_user(archive, "other", ["personnel"])
+    refused = archive.cli("quarantine", "release", rows[0]["id"], "--reviewer", "intake")
+    assert refused.returncode != 0 and "ingested this study" in refused.stderr

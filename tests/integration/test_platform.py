@@ -138,3 +138,15 @@ def test_sigterm_stops_cleanly_and_leaves_no_process(archive_home: RunningArchiv
     with pytest.raises(ProcessLookupError):
         os.killpg(pid, 0)
     assert load_config(archive_home.home)  # home still valid after a stop
+
+
+def test_filter_switch_refused_on_a_networked_archive(archive_home: RunningArchive) -> None:
+    """The benchmark-only switch that skips access control never runs beyond loopback."""
+    text = archive_home.config.home.config_file.read_text()
+    archive_home.config.home.config_file.write_text(
+        text.replace('host = "127.0.0.1"', 'host = "0.0.0.0"')
+    )
+    env = dict(archive_home.env, ARCHIVE_UNSAFE_DISABLE_HTTP_FILTER="1")
+    result = run_cli("serve", "--allow-unencrypted-volume", home=archive_home.home, env=env)
+    assert result.returncode != 0
+    assert "only accepted on a loopback-only archive" in result.stderr
