@@ -28,80 +28,207 @@ from archive.db import connect  # noqa: E402
 
 # category -> (modalities, body parts, [(diagnosis, findings phrases, differential)])
 TOPICS = {
-    "thoracic": (["CT", "CR"], ["CHEST", "LUNG"], [
-        ("pneumothorax", ["apical lucency without lung markings", "visible visceral pleural line",
-                          "deep sulcus sign on the supine film"], ["skin fold", "bulla"]),
-        ("lobar pneumonia", ["air bronchograms in the right lower lobe", "consolidation"],
-         ["pulmonary infarct", "organising pneumonia"]),
-        ("pulmonary embolism", ["filling defect in the segmental arteries",
-                                "right ventricular dilatation"], ["mixing artefact"]),
-        ("sarcoidosis", ["bilateral hilar lymphadenopathy", "perilymphatic nodules"],
-         ["lymphoma", "tuberculosis"]),
-        ("lung adenocarcinoma", ["spiculated nodule in the upper lobe", "pleural tethering"],
-         ["granuloma", "metastasis"]),
-    ]),
-    "neuroradiology": (["CT", "MR"], ["HEAD", "BRAIN"], [
-        ("subarachnoid haemorrhage", ["hyperdense blood in the basal cisterns",
-                                      "early hydrocephalus"], ["pseudo-subarachnoid"]),
-        ("multiple sclerosis", ["periventricular plaques perpendicular to the ventricles",
-                                "juxtacortical lesions"], ["small vessel disease", "ADEM"]),
-        ("glioblastoma", ["ring-enhancing mass crossing the corpus callosum",
-                          "surrounding vasogenic oedema"], ["abscess", "metastasis"]),
-        ("acute ischaemic stroke", ["loss of grey-white differentiation",
-                                    "hyperdense middle cerebral artery"], ["encephalitis"]),
-        ("extradural haematoma", ["biconvex collection", "overlying skull fracture"],
-         ["subdural haematoma"]),
-    ]),
-    "musculoskeletal": (["CR", "MR", "CT"], ["WRIST", "HIP", "KNEE", "ANKLE", "SHOULDER"], [
-        ("scaphoid fracture", ["lucent line through the scaphoid waist",
-                               "loss of the scaphoid fat stripe"], ["normal variant"]),
-        ("anterior cruciate ligament tear", ["discontinuous ligament fibres",
-                                            "bone bruising of the lateral femoral condyle"],
-         ["mucoid degeneration"]),
-        ("osteosarcoma", ["sunburst periosteal reaction", "Codman triangle"],
-         ["Ewing sarcoma", "osteomyelitis"]),
-        ("slipped capital femoral epiphysis", ["widened physis", "Klein line not intersecting"],
-         ["Perthes disease"]),
-        ("Lisfranc injury", ["widening between the first and second metatarsal bases"],
-         ["normal alignment"]),
-    ]),
-    "gastrointestinal": (["CT", "US", "MR"], ["ABDOMEN", "LIVER", "PANCREAS", "COLON"], [
-        ("acute appendicitis", ["non-compressible appendix measuring over 6 mm",
-                                "periappendiceal fat stranding"], ["mesenteric adenitis"]),
-        ("hepatocellular carcinoma", ["arterial enhancement with washout",
-                                      "background cirrhosis"], ["dysplastic nodule"]),
-        ("acute pancreatitis", ["peripancreatic fluid", "pancreatic oedema"],
-         ["duodenal perforation"]),
-        ("small bowel obstruction", ["dilated small bowel loops", "transition point"],
-         ["ileus"]),
-        ("sigmoid diverticulitis", ["pericolic inflammation", "thickened sigmoid wall"],
-         ["colorectal carcinoma"]),
-    ]),
-    "genitourinary": (["CT", "US"], ["KIDNEY", "PELVIS", "PROSTATE"], [
-        ("renal cell carcinoma", ["enhancing solid renal mass", "renal vein invasion"],
-         ["oncocytoma", "angiomyolipoma"]),
-        ("obstructing ureteric calculus", ["hydronephrosis", "perinephric stranding"],
-         ["phlebolith"]),
-        ("testicular torsion", ["absent intratesticular flow"], ["epididymo-orchitis"]),
-    ]),
-    "paediatric": (["CR", "US"], ["CHEST", "ABDOMEN"], [
-        ("intussusception", ["target sign in the right upper quadrant"], ["bowel wall oedema"]),
-        ("pyloric stenosis", ["thickened pyloric muscle over 3 mm"], ["pylorospasm"]),
-        ("non-accidental injury", ["posterior rib fractures of different ages",
-                                   "classic metaphyseal lesions"], ["osteogenesis imperfecta"]),
-    ]),
-    "breast": (["MG", "US", "MR"], ["BREAST"], [
-        ("invasive ductal carcinoma", ["irregular spiculated mass", "pleomorphic calcification"],
-         ["radial scar", "fat necrosis"]),
-        ("fibroadenoma", ["oval circumscribed mass parallel to the skin"], ["phyllodes tumour"]),
-    ]),
-    "emergency": (["CT", "CR"], ["CHESTABDPELVIS", "CSPINE", "PELVIS"], [
-        ("traumatic aortic injury", ["mediastinal haematoma", "intimal flap at the isthmus"],
-         ["ductus diverticulum"]),
-        ("odontoid fracture", ["fracture line through the base of the dens"], ["os odontoideum"]),
-        ("splenic laceration", ["linear hypodensity in the spleen", "haemoperitoneum"],
-         ["splenic cleft"]),
-    ]),
+    "thoracic": (
+        ["CT", "CR"],
+        ["CHEST", "LUNG"],
+        [
+            (
+                "pneumothorax",
+                [
+                    "apical lucency without lung markings",
+                    "visible visceral pleural line",
+                    "deep sulcus sign on the supine film",
+                ],
+                ["skin fold", "bulla"],
+            ),
+            (
+                "lobar pneumonia",
+                ["air bronchograms in the right lower lobe", "consolidation"],
+                ["pulmonary infarct", "organising pneumonia"],
+            ),
+            (
+                "pulmonary embolism",
+                ["filling defect in the segmental arteries", "right ventricular dilatation"],
+                ["mixing artefact"],
+            ),
+            (
+                "sarcoidosis",
+                ["bilateral hilar lymphadenopathy", "perilymphatic nodules"],
+                ["lymphoma", "tuberculosis"],
+            ),
+            (
+                "lung adenocarcinoma",
+                ["spiculated nodule in the upper lobe", "pleural tethering"],
+                ["granuloma", "metastasis"],
+            ),
+        ],
+    ),
+    "neuroradiology": (
+        ["CT", "MR"],
+        ["HEAD", "BRAIN"],
+        [
+            (
+                "subarachnoid haemorrhage",
+                ["hyperdense blood in the basal cisterns", "early hydrocephalus"],
+                ["pseudo-subarachnoid"],
+            ),
+            (
+                "multiple sclerosis",
+                [
+                    "periventricular plaques perpendicular to the ventricles",
+                    "juxtacortical lesions",
+                ],
+                ["small vessel disease", "ADEM"],
+            ),
+            (
+                "glioblastoma",
+                [
+                    "ring-enhancing mass crossing the corpus callosum",
+                    "surrounding vasogenic oedema",
+                ],
+                ["abscess", "metastasis"],
+            ),
+            (
+                "acute ischaemic stroke",
+                ["loss of grey-white differentiation", "hyperdense middle cerebral artery"],
+                ["encephalitis"],
+            ),
+            (
+                "extradural haematoma",
+                ["biconvex collection", "overlying skull fracture"],
+                ["subdural haematoma"],
+            ),
+        ],
+    ),
+    "musculoskeletal": (
+        ["CR", "MR", "CT"],
+        ["WRIST", "HIP", "KNEE", "ANKLE", "SHOULDER"],
+        [
+            (
+                "scaphoid fracture",
+                ["lucent line through the scaphoid waist", "loss of the scaphoid fat stripe"],
+                ["normal variant"],
+            ),
+            (
+                "anterior cruciate ligament tear",
+                ["discontinuous ligament fibres", "bone bruising of the lateral femoral condyle"],
+                ["mucoid degeneration"],
+            ),
+            (
+                "osteosarcoma",
+                ["sunburst periosteal reaction", "Codman triangle"],
+                ["Ewing sarcoma", "osteomyelitis"],
+            ),
+            (
+                "slipped capital femoral epiphysis",
+                ["widened physis", "Klein line not intersecting"],
+                ["Perthes disease"],
+            ),
+            (
+                "Lisfranc injury",
+                ["widening between the first and second metatarsal bases"],
+                ["normal alignment"],
+            ),
+        ],
+    ),
+    "gastrointestinal": (
+        ["CT", "US", "MR"],
+        ["ABDOMEN", "LIVER", "PANCREAS", "COLON"],
+        [
+            (
+                "acute appendicitis",
+                ["non-compressible appendix measuring over 6 mm", "periappendiceal fat stranding"],
+                ["mesenteric adenitis"],
+            ),
+            (
+                "hepatocellular carcinoma",
+                ["arterial enhancement with washout", "background cirrhosis"],
+                ["dysplastic nodule"],
+            ),
+            (
+                "acute pancreatitis",
+                ["peripancreatic fluid", "pancreatic oedema"],
+                ["duodenal perforation"],
+            ),
+            (
+                "small bowel obstruction",
+                ["dilated small bowel loops", "transition point"],
+                ["ileus"],
+            ),
+            (
+                "sigmoid diverticulitis",
+                ["pericolic inflammation", "thickened sigmoid wall"],
+                ["colorectal carcinoma"],
+            ),
+        ],
+    ),
+    "genitourinary": (
+        ["CT", "US"],
+        ["KIDNEY", "PELVIS", "PROSTATE"],
+        [
+            (
+                "renal cell carcinoma",
+                ["enhancing solid renal mass", "renal vein invasion"],
+                ["oncocytoma", "angiomyolipoma"],
+            ),
+            (
+                "obstructing ureteric calculus",
+                ["hydronephrosis", "perinephric stranding"],
+                ["phlebolith"],
+            ),
+            ("testicular torsion", ["absent intratesticular flow"], ["epididymo-orchitis"]),
+        ],
+    ),
+    "paediatric": (
+        ["CR", "US"],
+        ["CHEST", "ABDOMEN"],
+        [
+            ("intussusception", ["target sign in the right upper quadrant"], ["bowel wall oedema"]),
+            ("pyloric stenosis", ["thickened pyloric muscle over 3 mm"], ["pylorospasm"]),
+            (
+                "non-accidental injury",
+                ["posterior rib fractures of different ages", "classic metaphyseal lesions"],
+                ["osteogenesis imperfecta"],
+            ),
+        ],
+    ),
+    "breast": (
+        ["MG", "US", "MR"],
+        ["BREAST"],
+        [
+            (
+                "invasive ductal carcinoma",
+                ["irregular spiculated mass", "pleomorphic calcification"],
+                ["radial scar", "fat necrosis"],
+            ),
+            (
+                "fibroadenoma",
+                ["oval circumscribed mass parallel to the skin"],
+                ["phyllodes tumour"],
+            ),
+        ],
+    ),
+    "emergency": (
+        ["CT", "CR"],
+        ["CHESTABDPELVIS", "CSPINE", "PELVIS"],
+        [
+            (
+                "traumatic aortic injury",
+                ["mediastinal haematoma", "intimal flap at the isthmus"],
+                ["ductus diverticulum"],
+            ),
+            (
+                "odontoid fracture",
+                ["fracture line through the base of the dens"],
+                ["os odontoideum"],
+            ),
+            (
+                "splenic laceration",
+                ["linear hypodensity in the spleen", "haemoperitoneum"],
+                ["splenic cleft"],
+            ),
+        ],
+    ),
 }
 HISTORY = [
     "{age} presenting with {symptom} for {n} days.",
@@ -109,11 +236,27 @@ HISTORY = [
     "{age} with a background of {background}, now with {symptom}.",
     "Follow-up imaging after treatment; new {symptom}.",
 ]
-SYMPTOMS = ["sudden onset pain", "breathlessness", "fever and raised inflammatory markers",
-            "weight loss", "a fall onto an outstretched hand", "headache and vomiting",
-            "haematuria", "a palpable lump", "reduced consciousness", "abdominal distension"]
-BACKGROUNDS = ["smoking", "diabetes", "previous malignancy", "chronic liver disease",
-               "inflammatory bowel disease", "anticoagulation", "no significant history"]
+SYMPTOMS = [
+    "sudden onset pain",
+    "breathlessness",
+    "fever and raised inflammatory markers",
+    "weight loss",
+    "a fall onto an outstretched hand",
+    "headache and vomiting",
+    "haematuria",
+    "a palpable lump",
+    "reduced consciousness",
+    "abdominal distension",
+]
+BACKGROUNDS = [
+    "smoking",
+    "diabetes",
+    "previous malignancy",
+    "chronic liver disease",
+    "inflammatory bowel disease",
+    "anticoagulation",
+    "no significant history",
+]
 AGES = ["Adult", "Young adult", "Older adult", "Child", "Adolescent", "Infant"]
 DISCUSSION = [
     "The key observation is {finding}, which is easily overlooked on a busy list.",
@@ -123,9 +266,14 @@ DISCUSSION = [
     "Cross-sectional imaging confirms the extent and guides management.",
     "Reporting should state the features that change management.",
 ]
-POINTS = ["Look for {finding}.", "Remember the differential of {alt}.",
-          "Review the apices and the edges of the film.", "Always check the bone windows.",
-          "Use a systematic search pattern.", "Know the staging criteria."]
+POINTS = [
+    "Look for {finding}.",
+    "Remember the differential of {alt}.",
+    "Review the apices and the edges of the film.",
+    "Always check the bone windows.",
+    "Use a systematic search pattern.",
+    "Know the staging criteria.",
+]
 SUBTLE = ["subtle", "classic", "atypical", "early", "late", "incidental", "complicated"]
 
 
@@ -136,12 +284,20 @@ def make_case(rng: random.Random, n: int) -> tuple[dict, list[SeriesSummary]]:
     modality = rng.choice(modalities)
     finding = rng.choice(findings)
     alt = rng.choice(differential)
-    fill = dict(age=rng.choice(AGES), symptom=rng.choice(SYMPTOMS), n=rng.randint(1, 30),
-                background=rng.choice(BACKGROUNDS), finding=finding, diagnosis=diagnosis,
-                alt=alt)
+    fill = dict(
+        age=rng.choice(AGES),
+        symptom=rng.choice(SYMPTOMS),
+        n=rng.randint(1, 30),
+        background=rng.choice(BACKGROUNDS),
+        finding=finding,
+        diagnosis=diagnosis,
+        alt=alt,
+    )
     uid = f"2.25.{10**12 + n}"
-    series = [SeriesSummary(f"{uid}.{i}", modality, f"series {i}", rng.randint(1, 400), f"s{n}-{i}")
-              for i in range(1, rng.randint(1, 6) + 1)]
+    series = [
+        SeriesSummary(f"{uid}.{i}", modality, f"series {i}", rng.randint(1, 400), f"s{n}-{i}")
+        for i in range(1, rng.randint(1, 6) + 1)
+    ]
     added = datetime(2020, 1, 1, tzinfo=UTC) + timedelta(minutes=rng.randint(0, 3_000_000))
     values = {
         "case_id": f"BEN-{added.year}-{n:06d}",
@@ -179,8 +335,9 @@ def make_case(rng: random.Random, n: int) -> tuple[dict, list[SeriesSummary]]:
 
 
 def make_queries(rng: random.Random, count: int) -> list[dict]:
-    words = sorted({w for _, _, ds in TOPICS.values() for d, fs, alts in ds
-                    for w in (d, *fs, *alts)})
+    words = sorted(
+        {w for _, _, ds in TOPICS.values() for d, fs, alts in ds for w in (d, *fs, *alts)}
+    )
     queries = []
     for i in range(count):
         kind = i % 8
@@ -215,11 +372,27 @@ def make_queries(rng: random.Random, count: int) -> list[dict]:
     return queries
 
 
-LIKE_COLUMNS = ("title", "diagnosis", "keywords", "findings", "clinical_history",
-                "differential", "discussion", "teaching_points", "anatomy", "category",
-                "body_part", "modalities", "study_description")
-LIKE_ORDER = {"added": "added_at ASC", "-added": "added_at DESC", "title": "title COLLATE NOCASE",
-              "relevance": "added_at DESC"}
+LIKE_COLUMNS = (
+    "title",
+    "diagnosis",
+    "keywords",
+    "findings",
+    "clinical_history",
+    "differential",
+    "discussion",
+    "teaching_points",
+    "anatomy",
+    "category",
+    "body_part",
+    "modalities",
+    "study_description",
+)
+LIKE_ORDER = {
+    "added": "added_at ASC",
+    "-added": "added_at DESC",
+    "title": "title COLLATE NOCASE",
+    "relevance": "added_at DESC",
+}
 
 
 def like_search(conn, q: dict, per_page: int = 20) -> tuple[int, list]:
@@ -235,8 +408,11 @@ def like_search(conn, q: dict, per_page: int = 20) -> tuple[int, list]:
         where.append("NOT (" + " OR ".join(f"{c} LIKE ?" for c in LIKE_COLUMNS) + ")")
         params += [needle] * len(LIKE_COLUMNS)
     f = q["filters"]
-    where.append("status IN ({})".format(",".join("?" * len(f["status"])))
-                 if "status" in f else "status != 'withdrawn'")
+    where.append(
+        "status IN ({})".format(",".join("?" * len(f["status"])))
+        if "status" in f
+        else "status != 'withdrawn'"
+    )
     params += f.get("status", [])
     for name in ("category", "difficulty", "body_part", "level"):
         if name in f:
@@ -246,11 +422,15 @@ def like_search(conn, q: dict, per_page: int = 20) -> tuple[int, list]:
         where.append("(' ' || modalities || ' ') LIKE ?")
         params.append(f"% {f['modality'][0]} %")
     clause = " AND ".join(where)
-    total = conn.execute(f"SELECT count(*) FROM catalogue_cases WHERE {clause}",  # noqa: S608
-                         params).fetchone()[0]
+    total = conn.execute(
+        f"SELECT count(*) FROM catalogue_cases WHERE {clause}",  # noqa: S608
+        params,
+    ).fetchone()[0]
     rows = conn.execute(
         f"SELECT * FROM catalogue_cases WHERE {clause} ORDER BY {LIKE_ORDER[q['sort']]}"  # noqa: S608
-        " LIMIT ? OFFSET ?", (*params, per_page, (q["page"] - 1) * per_page)).fetchall()
+        " LIMIT ? OFFSET ?",
+        (*params, per_page, (q["page"] - 1) * per_page),
+    ).fetchall()
     return total, rows
 
 
@@ -301,10 +481,14 @@ def main() -> None:
     f50, f95 = percentile(fts_ms, 50), percentile(fts_ms, 95)
     l50, l95 = percentile(like_ms, 50), percentile(like_ms, 95)
     print(f"{len(queries)} searches ({hits} with results), each: count + one page of 20 cases")
-    print(f"FTS5 (catalogue.search):  p50 {f50:7.2f} ms   p95 {f95:7.2f} ms   "
-          f"mean {statistics.mean(fts_ms):7.2f} ms")
-    print(f"LIKE scan (reference):    p50 {l50:7.2f} ms   p95 {l95:7.2f} ms   "
-          f"mean {statistics.mean(like_ms):7.2f} ms")
+    print(
+        f"FTS5 (catalogue.search):  p50 {f50:7.2f} ms   p95 {f95:7.2f} ms   "
+        f"mean {statistics.mean(fts_ms):7.2f} ms"
+    )
+    print(
+        f"LIKE scan (reference):    p50 {l50:7.2f} ms   p95 {l95:7.2f} ms   "
+        f"mean {statistics.mean(like_ms):7.2f} ms"
+    )
     print(f"ratio LIKE/FTS5:          p50 {l50 / f50:6.1f}x     p95 {l95 / f95:6.1f}x")
     verdict = "met" if f95 < 50 else "NOT met"
     print(f"target FTS5 p95 < 50 ms: {verdict} ({f95:.2f} ms)")

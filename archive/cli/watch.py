@@ -100,7 +100,8 @@ def register(app: typer.Typer) -> None:
             emit_json(result)
         else:
             typer.echo(
-                f"stored {summary.stored}, already stored {summary.already}, held in quarantine {summary.held}, duplicates "
+                f"stored {summary.stored}, already stored {summary.already}, "
+                f"held in quarantine {summary.held}, duplicates "
                 f"{summary.duplicates}, rejected {summary.rejected}, permission denied "
                 f"{summary.denied}, retries {summary.retried}, sources deleted "
                 f"{summary.deleted}, kept for retry {summary.kept}"
