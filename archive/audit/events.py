@@ -37,7 +37,10 @@ OUTCOMES = ("success", "denied", "failure")
 _ACTION = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$")
 _DETAIL_KEY = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 # Ten digits not part of a longer digit run, optionally grouped 3-3-4 by space or dash.
-_NHS_LIKE = re.compile(r"(?<!\d)\d{3}[ -]?\d{3}[ -]?\d{4}(?!\d)")
+# Bounded by non-alphanumerics: a digit run inside a hex id (Orthanc ids, quarantine ids,
+# hashes) is part of a random token, not an NHS number, and must not refuse the record
+# (it did, at random, for ids such as "ab123456-7890cdef").
+_NHS_LIKE = re.compile(r"(?<![0-9A-Za-z])\d{3}[ -]?\d{3}[ -]?\d{4}(?![0-9A-Za-z])")
 MAX_VALUE_CHARS = 1024
 MAX_DETAIL_ITEMS = 32
 

@@ -386,3 +386,25 @@ def test_group_commit_write_failure_fails_closed(tmp_path: Path) -> None:
     with pytest.raises(AuditError, match="records were removed"):
         log.append(_event(8))  # every later append is refused: the action must not proceed
     log._pending.clear()  # the queued records cannot be written here; no noise at exit
+
+
+@pytest.mark.parametrize(
+    "value, refused",
+    [
+        ("9434765919", True),
+        ("943 476 5919", True),
+        ("nhs:943-476-5919,", True),
+        ("ab123456-7890cdef-0123abcd", False),  # an Orthanc-style hex id
+        ("q-3a1234567890bcdef0123456", False),  # a quarantine item id
+        ("2.25.123456789012345678901234567890", False),  # a de-identified UID
+    ],
+)
+def test_number_guard_spares_random_hex_ids(tmp_path: Path, value: str, refused: bool) -> None:
+    log = AuditLog(tmp_path, durable=False)
+    event = AuditEvent("case.view", "success", actor="alice", detail={"ref": value})
+    if refused:
+        with pytest.raises(AuditError):
+            log.append(event)
+    else:
+        log.append(event)
+        assert verify(tmp_path).ok
