@@ -34,7 +34,7 @@ from archive.governance.share_delivery import (
     store_signed_undertaking,
     undertakings_dir,
 )
-from archive.governance.sharing import share_log_csv
+from archive.governance.sharing import proposal_view, share_log_csv
 from plugins.rest import HttpError, answer_json, audit_as, principal_of, request_json, route
 
 _cache: dict[str, object] = {}
@@ -190,33 +190,6 @@ def _recipient_deactivate(services, request, groups, **_):
 
 
 # -- proposals, decisions, undertakings ----------------------------------------------------
-def _proposal(shares: Shares, pid: int) -> dict:
-    p = shares.get(pid)
-    decision = shares.decision_for(pid)
-    u = shares.undertaking_for(pid)
-    return {
-        "id": p.id,
-        "reference": p.reference,
-        "case_ids": list(p.case_ids),
-        "recipient_id": p.recipient_id,
-        "purpose": p.purpose,
-        "proposer": p.proposer,
-        "status": p.status,
-        "created_at": p.created_at.isoformat(),
-        "decision": None if decision is None else decision.to_dict(),
-        "undertaking": None
-        if u is None
-        else {
-            "id": u.id,
-            "sha256": u.signed_sha256,
-            "signatory": u.signatory_name,
-            "role": u.signatory_role,
-            "organisation": u.organisation,
-            "signed_on": u.signed_on.isoformat(),
-        },
-    }
-
-
 def _propose(services, request, **_):
     principal = principal_of(services, request)
     body = request_json(request)
@@ -238,18 +211,18 @@ def _propose(services, request, **_):
         services, "governance.share.propose", principal, "success", made.reference,
         recipient_id=made.recipient_id, purpose=made.purpose, cases=len(made.case_ids),
     )  # fmt: skip
-    return _proposal(_shares(services), made.id)
+    return proposal_view(_shares(services), made.id)
 
 
 def _list(services, request, **_):
     principal_of(services, request)
     shares = _shares(services)
-    return {"proposals": [_proposal(shares, p.id) for p in shares.list()]}
+    return {"proposals": [proposal_view(shares, p.id) for p in shares.list()]}
 
 
 def _show(services, request, groups, **_):
     principal_of(services, request)
-    return _proposal(_shares(services), _id(groups))
+    return proposal_view(_shares(services), _id(groups))
 
 
 def _decide(services, request, groups, **_):
@@ -322,7 +295,7 @@ def _undertaking_record(services, request, groups, **_):
         services, "governance.share.undertaking", principal, "success", target,
         undertaking_id=u.id, signed_on=u.signed_on.isoformat(),
     )  # fmt: skip
-    return _proposal(_shares(services), pid)
+    return proposal_view(_shares(services), pid)
 
 
 # -- the register ------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from archive.governance.share_delivery import (
     store_signed_undertaking,
     undertakings_dir,
 )
+from archive.governance.sharing import proposal_view
 
 ProposalArg = Annotated[int, typer.Argument(help="The share proposal's number.")]
 
@@ -42,33 +43,6 @@ def board_votes(store, names: list[str]) -> list[BoardVote]:
         roles = () if user is None or user.disabled else user.roles
         votes.append(BoardVote.of(name, list(roles)))
     return votes
-
-
-def _proposal_dict(shares: Shares, pid: int) -> dict:
-    p = shares.get(pid)
-    decision = shares.decision_for(pid)
-    u = shares.undertaking_for(pid)
-    return {
-        "id": p.id,
-        "reference": p.reference,
-        "case_ids": list(p.case_ids),
-        "recipient_id": p.recipient_id,
-        "purpose": p.purpose,
-        "proposer": p.proposer,
-        "status": p.status,
-        "created_at": p.created_at.isoformat(),
-        "decision": None if decision is None else decision.to_dict(),
-        "undertaking": None
-        if u is None
-        else {
-            "id": u.id,
-            "sha256": u.signed_sha256,
-            "signatory": u.signatory_name,
-            "role": u.signatory_role,
-            "organisation": u.organisation,
-            "signed_on": u.signed_on.isoformat(),
-        },
-    }
 
 
 def register(app: typer.Typer) -> None:
@@ -109,7 +83,7 @@ def register(app: typer.Typer) -> None:
                 recipient_id=recipient, purpose=made.purpose, cases=len(made.case_ids),
                 proposer=who,
             )  # fmt: skip
-            shown = _proposal_dict(Shares(store.conn, policy), made.id)
+            shown = proposal_view(Shares(store.conn, policy), made.id)
         if as_json:
             emit_json(shown)
         else:
@@ -120,7 +94,7 @@ def register(app: typer.Typer) -> None:
         """All share proposals with their decision and undertaking."""
         with governance(home) as (store, _, policy):
             shares = Shares(store.conn, policy)
-            rows = [_proposal_dict(shares, p.id) for p in shares.list()]
+            rows = [proposal_view(shares, p.id) for p in shares.list()]
         if as_json:
             emit_json(rows)
             return

@@ -782,3 +782,31 @@ def share_log_csv(log: Sequence[Mapping[str, object]]) -> str:
 
 def share_log_json(log: Sequence[Mapping[str, object]]) -> str:
     return json.dumps(list(log), indent=2, sort_keys=True)
+
+
+def proposal_view(shares: Shares, pid: int) -> dict:
+    """A proposal with its decision and undertaking, as the CLI and REST show it."""
+    p = shares.get(pid)
+    decision = shares.decision_for(pid)
+    u = shares.undertaking_for(pid)
+    return {
+        "id": p.id,
+        "reference": p.reference,
+        "case_ids": list(p.case_ids),
+        "recipient_id": p.recipient_id,
+        "purpose": p.purpose,
+        "proposer": p.proposer,
+        "status": p.status,
+        "created_at": p.created_at.isoformat(),
+        "decision": None if decision is None else decision.to_dict(),
+        "undertaking": None
+        if u is None
+        else {
+            "id": u.id,
+            "sha256": u.signed_sha256,
+            "signatory": u.signatory_name,
+            "role": u.signatory_role,
+            "organisation": u.organisation,
+            "signed_on": u.signed_on.isoformat(),
+        },
+    }
