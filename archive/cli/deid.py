@@ -14,7 +14,8 @@ from typing import Annotated
 
 import typer
 
-from archive.cli.common import HomeOption, JsonOption, emit_json, fail, load
+from archive.audit import AuditEvent, audit_log_for
+from archive.cli.common import HomeOption, JsonOption, actor, emit_json, fail, load
 from archive.config import ArchiveConfig
 from archive.deid import DeidInputError, DeidSecrets, deidentify, load_policy
 from archive.errors import ArchiveError
@@ -103,6 +104,19 @@ def deid_command(
             "refused": len(refused),
         },
     }
+    # Counts only: source file names may carry patient names and never go in the log.
+    try:
+        audit_log_for(config.home).append(
+            AuditEvent(
+                "deid.preview",
+                "success",
+                actor(),
+                source="cli",
+                detail={"policy": policy.version, **summary["counts"]},
+            )
+        )
+    except ArchiveError as exc:
+        fail(f"de-identified, but the audit log refused the record: {exc}")
     if as_json:
         emit_json(summary)
         return

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typer import Typer, echo
 
-from archive.cli.common import HomeOption, JsonOption, emit_json, fail, load
+from archive.audit import AuditEvent, audit_log_for
+from archive.cli.common import HomeOption, JsonOption, actor, emit_json, fail, load
 from archive.errors import ArchiveError
 from archive.vault import VolumeStatus, open_keyring_for_cli
 from archive.vault import volume as vol
@@ -22,6 +23,19 @@ def _show(state: VolumeStatus, as_json: bool, configured: str) -> None:
         echo(f"detail: {state.detail}")
     if configured != state.kind and not (configured == "none" and not state.encrypted):
         echo(f"note: archive.toml says volume.kind = {configured!r}")
+
+
+def _audit(config, action: str) -> None:
+    """Audit a volume step. The log lives inside the volume, so it is written only while
+    the volume is mounted: after `mount`, before `unmount`. `create` runs before any
+    volume exists (a file in the plain data directory would block the first mount); the
+    volume's state is audited again by `archive serve` at every start."""
+    try:
+        audit_log_for(config.home).append(
+            AuditEvent(action, "success", actor(), source="cli", detail={"kind": "gocryptfs"})
+        )
+    except ArchiveError as exc:
+        fail(f"done, but the audit log refused the record: {exc}")
 
 
 def register(app: Typer) -> None:
@@ -50,12 +64,15 @@ def register(app: Typer) -> None:
             state = vol.mount(config.home, ring.volume_secret)
         except ArchiveError as exc:
             fail(str(exc))
+        _audit(config, "volume.mount")
         _show(state, as_json, config.volume.kind)
 
     @sub.command("unmount")
     def unmount_cmd(home: HomeOption, as_json: JsonOption = False) -> None:
         """Unmount HOME/data (stop the archive first)."""
         config = load(home)
+        if vol.status(config.home).mounted:
+            _audit(config, "volume.unmount")
         try:
             state = vol.unmount(config.home)
         except ArchiveError as exc:

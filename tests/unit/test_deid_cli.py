@@ -36,6 +36,11 @@ def test_deid_cli_json_summary(home, tmp_path):
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["counts"] == {"released": 2, "quarantined": 1, "refused": 1}
+    from archive.audit import query
+
+    (record,) = query(home / "data" / "audit", action="deid.preview")
+    assert record["detail"]["released"] == 2 and record["detail"]["refused"] == 1
+    assert "CLIPATIENT" not in (home / "data" / "audit" / "audit.jsonl").read_text()
     assert "modality US" in summary["quarantined"][0]["reason"]
     outputs = sorted(p.name for p in dest.iterdir())
     assert outputs == sorted(r["output"] for r in summary["released"])

@@ -107,3 +107,30 @@ def test_volume_status_plain(home: Path) -> None:
     code, out = _run("volume", "status", "--home", str(home), "--json")
     data = json.loads(out)
     assert code == 0 and data["kind"] == "none" and data["encrypted"] is False
+
+
+def test_volume_mount_and_unmount_are_audited_inside_the_volume(home: Path) -> None:
+    from archive.audit import query, verify
+    from archive.vault import volume as vol
+
+    if not vol.fuse_usable():
+        pytest.skip("FUSE cannot mount on this machine")
+    assert _run("keys", "init", "--home", str(home))[0] == 0
+    code, out = _run("volume", "create", "--home", str(home))
+    assert code == 0, out
+    code, out = _run("volume", "mount", "--home", str(home))
+    assert code == 0, out
+    try:
+        audit_dir = home / "data" / "audit"
+        assert [r["action"] for r in query(audit_dir, action="volume")] == ["volume.mount"]
+    finally:
+        code, out = _run("volume", "unmount", "--home", str(home))
+    assert code == 0, out
+    assert not (home / "data" / "audit" / "audit.jsonl").exists()  # lives in the volume
+    assert _run("volume", "mount", "--home", str(home))[0] == 0
+    try:
+        actions = [r["action"] for r in query(home / "data" / "audit", action="volume")]
+        assert actions == ["volume.mount", "volume.unmount", "volume.mount"]
+        assert verify(home / "data" / "audit").ok
+    finally:
+        _run("volume", "unmount", "--home", str(home))
