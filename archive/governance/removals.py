@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from string import Template
@@ -470,11 +470,18 @@ class RemovalRequests:
         now: datetime,
         *,
         case_levels: Mapping[str, str] | None = None,
+        on_spend: Callable[[ExportTicket], None] | None = None,
     ) -> ExportTicket:
         """Spend one download of an approved, unexpired request, atomically.
 
         Pass the catalogue's current `case_levels` to re-check the levels at export time
-        (a case demoted since approval is then refused)."""
+        (a case demoted since approval is then refused).
+
+        `on_spend(ticket)` runs inside the spending transaction, after the download is
+        written and before it commits: the plugin writes its durable audit record there,
+        so a download is never spent without a record of it (if the hook raises, nothing
+        is spent). A crash between the hook and the commit leaves a record of a download
+        that was never spent - the safe direction for a ledger of what left the suite."""
         stamp = ts(now)
         with transaction(self.conn) as c:
             request = self.get(request_id)
@@ -490,6 +497,8 @@ class RemovalRequests:
             else:
                 expired = None
                 ticket = self._spend_download(c, request, a, stamp, case_levels)
+                if on_spend is not None:
+                    on_spend(ticket)
         if expired is not None:
             self.conn.execute(
                 "UPDATE governance_removal_requests SET status = 'expired' WHERE id = ?",
