@@ -222,6 +222,7 @@ class AuditLog:
         self.interval = 0.0  # 0 = synchronous appends
         self.max_pending = 1000
         self._pending: list[tuple[str, dict[str, Any]]] = []
+        self._waiting: list[_Slot] = []  # synchronous appends not yet written
         self._cond = threading.Condition()
         self._known: tuple[tuple[int, int, int], int, str] | None = None
         self._broken: AuditError | None = None
@@ -269,7 +270,7 @@ class AuditLog:
         if self._broken is not None and not sync:
             self._retry_broken()
         if self.interval <= 0 or sync or self._closing:
-            return self._flush([entry])
+            return self._append_now(entry)
         with self._cond:
             self._pending.append(entry)
             if len(self._pending) == 1:
@@ -278,6 +279,39 @@ class AuditLog:
         if full:
             self.flush()
         return 0
+
+    def _append_now(self, entry: tuple[str, dict[str, Any]]) -> int:
+        """Write `entry` (and the queue) durably before returning its seq.
+
+        Threads appending at the same moment share one write: whoever gets the lock
+        writes every entry waiting by then, and the others find theirs already written
+        (leader/follower commit). Each caller still returns only once its record is
+        fsynced, so there is no window; the watch folder's workers gain most."""
+        slot = _Slot(entry)
+        with self._cond:
+            self._waiting.append(slot)
+        with self._locked():
+            if slot.done:
+                if slot.error is not None:
+                    raise slot.error
+                return slot.seq
+            with self._cond:
+                slots, self._waiting = self._waiting, []
+                queued, self._pending = self._pending, []
+            try:
+                seqs = self._write_batch(queued + [s.entry for s in slots])
+            except AuditError as exc:
+                with self._cond:
+                    self._pending[:0] = queued
+                self._broken = exc
+                self._known = None
+                for other in slots:
+                    other.error, other.done = exc, True
+                raise
+            self._broken = None
+            for other, seq in zip(slots, seqs[len(queued) :], strict=True):
+                other.seq, other.done = seq, True
+            return slot.seq
 
     def flush(self) -> int:
         """Write every queued record now; returns the seq of the last record written."""
@@ -313,6 +347,9 @@ class AuditLog:
     # -- internals ----------------------------------------------------------------
 
     def _retry_broken(self) -> None:
+        if not self._pending:  # nothing left over to write: the next write decides
+            self._broken = None
+            return
         try:
             self.flush()
         except AuditError:
@@ -346,7 +383,7 @@ class AuditLog:
             if not batch and checkpoint_key is None:
                 return self._known[1] if self._known else 0
             try:
-                seq = self._write_batch(batch, checkpoint_key)
+                seqs = self._write_batch(batch, checkpoint_key)
             except AuditError as exc:
                 with self._cond:
                     self._pending[:0] = batch[: len(batch) - len(extra)]
@@ -354,7 +391,7 @@ class AuditLog:
                 self._known = None
                 raise
             self._broken = None
-            return seq
+            return seqs[-1]
 
     def _locked(self) -> _FileLock:
         return _FileLock(self.directory / LOCK_NAME)
@@ -434,12 +471,13 @@ class AuditLog:
         self,
         batch: list[tuple[str, dict[str, Any]]],
         checkpoint_key: Ed25519PrivateKey | None = None,
-    ) -> int:
-        """Chain `batch` onto the tail and write it with one write and one fsync."""
+    ) -> list[int]:
+        """Chain `batch` onto the tail and write it with one write and one fsync;
+        returns the seq of each entry (then of the requested checkpoint)."""
         seq, prev = self._tail()
         lines: list[str] = []
         checkpoint: dict[str, Any] | None = None
-        last_entry_seq = seq
+        seqs: list[int] = []
 
         def add(stamp: str, fields: dict[str, Any]) -> None:
             nonlocal seq, prev, checkpoint
@@ -454,12 +492,12 @@ class AuditLog:
 
         for stamp, fields in batch:
             add(stamp, fields)
-            last_entry_seq = seq
+            seqs.append(seq)
             if self.signer is not None and seq % self.checkpoint_every == 0:
                 add(utc_now(), self._checkpoint_fields(self.signer, seq, prev))
         if checkpoint_key is not None:
             add(utc_now(), self._checkpoint_fields(checkpoint_key, seq, prev))
-            last_entry_seq = seq
+            seqs.append(seq)
         data = ("\n".join(lines) + "\n").encode()
         size_before: int | None = None
         try:
@@ -504,7 +542,7 @@ class AuditLog:
                 )
             ) from None
         self._known = ((st.st_ino, st.st_size, st.st_mtime_ns), seq, prev)
-        return last_entry_seq
+        return seqs
 
     def _undo_append(self, size_before: int | None, seq: int) -> None:
         """Cut a failed batch off the log (a full disk leaves a partial last line, which
@@ -551,6 +589,16 @@ def read_public_keys(directory: Path) -> list[bytes]:
             raise AuditError(f"{path} holds a key that is not 32 bytes.")
         keys.append(raw)
     return keys
+
+
+@dataclass
+class _Slot:
+    """One synchronous append waiting for a shared write (see AuditLog._append_now)."""
+
+    entry: tuple[str, dict[str, Any]]
+    seq: int = 0
+    done: bool = False
+    error: AuditError | None = None
 
 
 class _FileLock:

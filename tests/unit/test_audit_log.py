@@ -408,3 +408,61 @@ def test_number_guard_spares_random_hex_ids(tmp_path: Path, value: str, refused:
     else:
         log.append(event)
         assert verify(tmp_path).ok
+
+
+def test_concurrent_synchronous_appends_share_writes_and_each_gets_its_own_seq(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Threads appending synchronously at once share one write (leader/follower): fewer
+    writes than records, yet every caller gets the seq of its own record, durable."""
+    import os
+    import threading
+    import time
+
+    log = AuditLog(tmp_path)
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (time.sleep(0.004), real_fsync(fd)))
+    writes = []
+    real_write = log._write_batch
+    monkeypatch.setattr(
+        log, "_write_batch", lambda *a, **k: writes.append(1) or real_write(*a, **k)
+    )
+    start = threading.Barrier(6)
+    got: dict[int, tuple[str, int]] = {}
+
+    def worker(w: int) -> None:
+        start.wait()
+        for i in range(20):
+            actor = f"user{w}"
+            seq = log.append(_event(i, actor=actor))
+            got[seq] = (actor, i)
+
+    threads = [threading.Thread(target=worker, args=(w,)) for w in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    records = [json.loads(line) for line in _lines(tmp_path)]
+    assert len(records) == len(got) == 120
+    for record in records:  # each caller's seq names its own record
+        assert (record["actor"], record["detail"]["n"]) == got[record["seq"]]
+    assert len(writes) < 120  # shared writes happened
+    assert verify(tmp_path).ok
+
+
+def test_a_failed_shared_write_fails_every_waiting_caller(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = AuditLog(tmp_path)
+    log.append(_event(0))
+
+    def broken(*args, **kwargs):
+        raise AuditError("cannot write the audit log (No space left on device)")
+
+    monkeypatch.setattr(log, "_write_batch", broken)
+    with pytest.raises(AuditError):
+        log.append(_event(1))
+    assert log._waiting == [] and log._pending == []
+    monkeypatch.undo()
+    assert log.append(_event(2)) == 2
+    assert verify(tmp_path).ok
