@@ -16,6 +16,7 @@ from pathlib import Path
 
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
+from pydicom.filereader import read_file_meta_info
 from pydicom.fileset import FileSet
 
 DICOMDIR_NAME = "DICOMDIR"
@@ -53,12 +54,10 @@ def is_dicomdir(path: Path) -> bool:
             head = handle.read(132)
             if head[128:132] != b"DICM":
                 return False
-            handle.seek(0)
-            ds = dcmread(handle, stop_before_pixels=True, specific_tags=["SOPClassUID"])
-    except (OSError, InvalidDicomError, ValueError, EOFError):
+        meta = read_file_meta_info(path)  # the meta group only: cheap per file
+    except (OSError, InvalidDicomError, ValueError, EOFError, KeyError):
         return False
-    meta = getattr(ds, "file_meta", None)
-    return str(getattr(meta, "MediaStorageSOPClassUID", "")) == MEDIA_DIRECTORY_SOP_CLASS
+    return str(meta.get("MediaStorageSOPClassUID", "")) == MEDIA_DIRECTORY_SOP_CLASS
 
 
 def dicomdir_references(path: Path) -> list[Path]:

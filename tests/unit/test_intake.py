@@ -199,3 +199,28 @@ def test_engine_moves_rejects_with_reason(tmp_path: Path) -> None:
     assert summary.rejected == 1 and not (drop / "junk.txt").exists()
     assert (intake.rejects_dir / "junk.txt").read_bytes() == b"hello"
     assert (intake.rejects_dir / "junk.txt.reason.txt").is_file()
+
+
+def test_scan_takes_files_that_landed_long_ago_at_once_and_waits_for_fresh_ones(
+    tmp_path: Path,
+) -> None:
+    """A file unchanged for `stable_seconds` before the scan is complete already (it was
+    copied while the watcher was stopped); one written just now must still wait."""
+    import dataclasses
+    import time
+
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    data = [to_bytes(ds) for ds in make_ct_series(2)]
+    old, fresh = drop / "old.dcm", drop / "fresh.dcm"
+    old.write_bytes(data[0])
+    fresh.write_bytes(data[1])
+    landed = time.time() - 60
+    os.utime(old, (landed, landed))
+    intake = _intake(tmp_path, ScriptedArchive(), drop)
+    intake.settings = dataclasses.replace(intake.settings, stable_seconds=30.0)
+    intake.tracker.stable_seconds = 30.0
+    intake.scan(drop)
+    assert intake.tracker.ready(time.monotonic()) == [old.resolve()]
+    assert fresh.resolve() in intake.tracker
+    intake.audit.close()
