@@ -90,25 +90,27 @@ def _check_text(name: str, value: str) -> None:
 
 
 def check_event(event: AuditEvent) -> None:
-    """Refuse malformed or identifying-looking events (fail closed, never echo values)."""
+    """Refuse malformed or identifying-looking events (fail closed, never echo values).
+
+    Runs for every record (every HTTP request is one), so the number guard searches all
+    text fields at once and only looks field by field to name the culprit."""
     if not isinstance(event.action, str) or not _ACTION.match(event.action):
         raise AuditError("audit action must be a dotted lowercase name such as 'auth.login'.")
     if event.outcome not in OUTCOMES:
         raise AuditError(f"audit outcome must be one of {', '.join(OUTCOMES)}.")
     if not isinstance(event.actor, str) or not event.actor:
         raise AuditError("audit actor must be a non-empty user name, AE title or 'system'.")
-    _check_text("actor", event.actor)
     if not isinstance(event.source, str):
         raise AuditError("audit source must be a string (IP, AE@host or 'cli').")
-    _check_text("source", event.source)
+    texts: list[tuple[str, str]] = [("actor", event.actor), ("source", event.source)]
     for role in event.roles:
         if not isinstance(role, str):
             raise AuditError("audit roles must be strings.")
-        _check_text("roles", role)
+        texts.append(("roles", role))
     if event.target is not None:
         if not isinstance(event.target, str):
             raise AuditError("audit target must be a case id or de-identified UID string.")
-        _check_text("target", event.target)
+        texts.append(("target", event.target))
     if not isinstance(event.detail, dict) or len(event.detail) > MAX_DETAIL_ITEMS:
         raise AuditError(f"audit detail must be a flat dict of at most {MAX_DETAIL_ITEMS} items.")
     for key, value in event.detail.items():
@@ -117,8 +119,15 @@ def check_event(event: AuditEvent) -> None:
         if isinstance(value, bool):
             continue
         if isinstance(value, int):
-            _check_text(f"detail.{key}", str(value))
+            texts.append((f"detail.{key}", str(value)))
         elif isinstance(value, str):
-            _check_text(f"detail.{key}", value)
+            texts.append((f"detail.{key}", value))
         else:
             raise AuditError(f"audit detail.{key} must be a str, int or bool.")
+    for name, value in texts:
+        if len(value) > MAX_VALUE_CHARS:
+            raise AuditError(f"audit field {name} is longer than {MAX_VALUE_CHARS} characters.")
+    # NUL is neither a digit nor a letter: the pattern's boundaries hold at each joint.
+    if _NHS_LIKE.search("\0".join(value for _, value in texts)):
+        for name, value in texts:
+            _check_text(name, value)

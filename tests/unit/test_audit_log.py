@@ -466,3 +466,25 @@ def test_a_failed_shared_write_fails_every_waiting_caller(
     monkeypatch.undo()
     assert log.append(_event(2)) == 2
     assert verify(tmp_path).ok
+
+
+@pytest.mark.parametrize(
+    "detail",
+    [
+        {},
+        {"outcome": "x", "reason": 'a ,"outcome":"y" inside'},
+        {"a": 1, "z": True, "uri": "/teaching/x?q=\u00e9"},
+        {"hash": "not the hash", "prev": "p"},
+        {"a": 1, "outcome": "x"},  # a nested ,"outcome": before the real one
+    ],
+)
+def test_line_with_hash_equals_a_full_dump(detail: dict) -> None:
+    from archive.audit.log import canonical, line_with_hash, record_hash
+
+    record = {"seq": 7, "timestamp": "t", "prev": "0" * 64, "action": "access.decision",
+              "outcome": "success", "actor": "pat", "roles": ['a\\",outcome'], "source": "s",
+              "target": None, "detail": detail}  # fmt: skip
+    digest = record_hash(record)
+    expected = json.dumps({**record, "hash": digest}, sort_keys=True, separators=(",", ":"),
+                          ensure_ascii=False)  # fmt: skip
+    assert line_with_hash(canonical(record).decode(), digest) == expected
