@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -56,8 +57,10 @@ NODE_DICOM_PORT_ENV = "ARCHIVE_NODE_DICOM_PORT"
 
 @dataclass(frozen=True)
 class DatabaseConfig:
-    """Where Orthanc's index lives. "sqlite" is one node's own file in HOME/data/index;
-    "postgresql" is a shared server, so several Orthanc nodes can serve one archive.
+    """Where Orthanc's index and the archive's own tables live. "sqlite" is one node's
+    own files (HOME/data/index, HOME/data/archive.db); "postgresql" is a shared server,
+    so several Orthanc nodes can serve one archive: Orthanc's index in the database's
+    public schema, the archive's tables in `schema` (archive.db_postgres).
     The password is never here: `password_file` names a 0600 file holding it."""
 
     kind: str = "sqlite"
@@ -68,6 +71,7 @@ class DatabaseConfig:
     password_file: str = ""
     ssl: bool = False
     index_connections: int = 1
+    schema: str = "teaching_archive"
 
     @property
     def shared(self) -> bool:
@@ -201,8 +205,14 @@ def _database(raw: dict) -> DatabaseConfig:
     count = raw.get("index_connections", 1)
     if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= 64:
         raise ConfigError("database.index_connections must be a number from 1 to 64.")
+    schema = raw.get("schema", "teaching_archive")
+    if not isinstance(schema, str) or not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", schema):
+        raise ConfigError("database.schema must be a lower-case SQL name such as teaching_archive.")
+    if schema == "public":
+        raise ConfigError("database.schema must not be public (that is Orthanc's index).")
     return DatabaseConfig(
         kind=kind,
+        schema=schema,
         host=_text(fields.get("host", "127.0.0.1"), "database.host"),
         port=_port(fields.get("port", 5432), "database.port"),
         database=_text(fields.get("database", "orthanc"), "database.database"),

@@ -70,6 +70,7 @@ class Runtime:
 
     def db(self) -> sqlite3.Connection:
         """One connection per OS thread: Orthanc calls back from many threads.
+        SQLite in the home, or PostgreSQL with [database] kind = "postgresql".
 
         Keyed by thread id rather than threading.local, because orthanc-python drops a
         callback's Python thread state when it returns (a new sqlite connect per
@@ -78,7 +79,7 @@ class Runtime:
         ident = threading.get_ident()
         conn = self._connections.get(ident)
         if conn is None:
-            conn = db.connect(self.config.home.db_path)
+            conn = db.open_database(self.config)
             with self._lock:
                 self._connections[ident] = conn
         return conn

@@ -59,7 +59,7 @@ class Services:
         if conn is None:
             from archive import db
 
-            conn = db.connect(self.home.db_path)
+            conn = db.open_database(self.config)
             self._connections[ident] = conn
         return conn
 
@@ -93,8 +93,8 @@ class Services:
         from archive.access import open_access_store
         from archive.access.store import ChangeWatch
 
-        store = open_access_store(self.home.db_path, self.config.policies_dir)
-        store.watch_changes(ChangeWatch(str(self.home.db_path)))
+        store = open_access_store(self.config, self.config.policies_dir)
+        store.watch_changes(ChangeWatch(self.config))
         return store
 
     @cached_property

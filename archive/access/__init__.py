@@ -32,7 +32,8 @@ from archive.access.store import (
     TrainingRecord,
     User,
 )
-from archive.db import connect
+from archive.config import ArchiveConfig
+from archive.db import connect, open_database
 
 __all__ = [
     "FAILURE_REASONS",
@@ -65,6 +66,10 @@ __all__ = [
 ]
 
 
-def open_access_store(db_path: Path, policies_dir: Path) -> AccessStore:
-    """Connect to the archive DB, migrate the access tables, load the account policy."""
-    return AccessStore(connect(db_path), load_account_policy(policies_dir))
+def open_access_store(db: Path | ArchiveConfig, policies_dir: Path) -> AccessStore:
+    """Connect to the archive DB, migrate the access tables, load the account policy.
+
+    `db` is the archive's configuration (SQLite or PostgreSQL, as it says) or the path
+    of a SQLite archive.db."""
+    conn = open_database(db) if isinstance(db, ArchiveConfig) else connect(db)
+    return AccessStore(conn, load_account_policy(policies_dir))

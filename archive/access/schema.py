@@ -8,7 +8,7 @@ from archive.db import migrate
 
 ROOM = "access"
 
-STEPS = [
+STEPS: list[str | dict[str, str]] = [
     """
     CREATE TABLE access_users (
         name TEXT PRIMARY KEY,
@@ -70,6 +70,38 @@ STEPS = [
         UNIQUE (aet, host)
     );
     """,
+    # Step 2: PostgreSQL only. Several nodes cache verified credentials and principals;
+    # on SQLite they notice writes by `PRAGMA data_version`, which PostgreSQL has no
+    # equivalent of, so every write to an access_ table bumps one counter that each
+    # node's ChangeWatch polls (archive/access/store.py).
+    {
+        "sqlite": "",
+        "postgresql": """
+        CREATE TABLE access_change_counter (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            version BIGINT NOT NULL
+        );
+        INSERT INTO access_change_counter (id, version) VALUES (1, 0);
+        CREATE FUNCTION access_bump_change_counter() RETURNS trigger
+            LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+        BEGIN
+            UPDATE access_change_counter SET version = version + 1 WHERE id = 1;
+            RETURN NULL;
+        END $$;
+        CREATE TRIGGER access_users_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
+            ON access_users FOR EACH STATEMENT EXECUTE FUNCTION access_bump_change_counter();
+        CREATE TRIGGER access_roles_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
+            ON access_roles FOR EACH STATEMENT EXECUTE FUNCTION access_bump_change_counter();
+        CREATE TRIGGER access_training_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
+            ON access_training FOR EACH STATEMENT EXECUTE FUNCTION access_bump_change_counter();
+        CREATE TRIGGER access_applications_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
+            ON access_applications FOR EACH STATEMENT EXECUTE FUNCTION access_bump_change_counter();
+        CREATE TRIGGER access_tokens_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
+            ON access_tokens FOR EACH STATEMENT EXECUTE FUNCTION access_bump_change_counter();
+        CREATE TRIGGER access_dicom_nodes_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
+            ON access_dicom_nodes FOR EACH STATEMENT EXECUTE FUNCTION access_bump_change_counter();
+        """,
+    },
 ]
 
 

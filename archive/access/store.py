@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -27,6 +28,7 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from archive.access.policy import ROLES, AccountPolicy
 from archive.access.principal import AuthFailure, Principal
 from archive.access.schema import migrate_access
+from archive.config import ArchiveConfig
 from archive.errors import ArchiveError
 
 _USER_NAME = re.compile(r"^[a-z][a-z0-9._-]{1,31}$")
@@ -770,36 +772,56 @@ def _token_hash(token: str) -> str:
 
 
 class ChangeWatch:
-    """Notices any write to the archive DB by any connection or process, cheaply.
+    """Notices any write to the access tables by any connection, process or node, cheaply.
 
-    A background thread polls `PRAGMA data_version` on its own read-only use of a
-    connection every `interval` seconds and bumps `generation` when it changes; readers
-    only compare an int (no I/O, no lock). A change is noticed within `interval`.
+    A background thread polls a version every `interval` seconds on its own connection
+    and bumps `generation` when it changes; readers only compare an int (no I/O, no
+    lock). A change is noticed within `interval`. On SQLite the version is `PRAGMA
+    data_version` (any commit to archive.db by another connection); on PostgreSQL it is
+    `access_change_counter`, bumped by statement triggers on every access_ table (schema
+    step 2), so a user added or disabled on one node is seen by every node.
+
+    `target`: the archive's configuration, or the path of a SQLite archive.db.
     """
 
-    def __init__(self, db_path: str, interval: float = 0.25) -> None:
+    def __init__(self, target: str | Path | ArchiveConfig, interval: float = 0.25) -> None:
         import sqlite3 as _sqlite3
+
+        from archive.db import dialect, open_database
 
         self.generation = 0
         self.interval = interval
-        self._conn = _sqlite3.connect(db_path, check_same_thread=False, isolation_level=None)
+        if isinstance(target, ArchiveConfig):
+            self._conn = open_database(target)
+        else:
+            self._conn = _sqlite3.connect(
+                str(target), check_same_thread=False, isolation_level=None
+            )
+        self._probe = (
+            "SELECT version FROM access_change_counter WHERE id = 1"
+            if dialect(self._conn) == "postgresql"
+            else "PRAGMA data_version"
+        )
         self._version = self._read()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="access-change-watch", daemon=True)
         self._thread.start()
 
     def _read(self) -> int:
-        return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
+        return int(self._conn.execute(self._probe).fetchone()[0])
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             try:
                 version = self._read()
-            except sqlite3.Error:
-                version = -1  # unknown: treat as changed
+            except (sqlite3.Error, ArchiveError):
+                version = -1  # unknown (e.g. PostgreSQL unreachable): treat as changed
             if version != self._version or version == -1:
                 self._version = version
                 self.generation += 1
 
     def stop(self) -> None:
         self._stop.set()
+        self._thread.join(timeout=self.interval + 5)
+        if not self._thread.is_alive():
+            self._conn.close()

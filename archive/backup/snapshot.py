@@ -40,6 +40,7 @@ from archive.audit.log import HEAD_NAME, LOCK_NAME, LOG_NAME, PUBLIC_KEY_NAME
 from archive.backup import orthanc_index
 from archive.backup.registry import record_backup_location
 from archive.config import ArchiveConfig
+from archive.db import require_sqlite
 from archive.errors import ArchiveError
 from archive.paths import POLICIES_DIR
 from archive.vault.envelope import KeySource, decrypt_stream, encrypt_stream, read_header
@@ -325,6 +326,7 @@ def create_backup(
     progress: Progress = _no_progress,
 ) -> BackupResult:
     """Write one snapshot of a STOPPED home (the caller holds the serve lock) to `dest`."""
+    require_sqlite(config, "archive backup")  # it copies archive.db and the index file
     home = config.home
     dest = open_destination(dest, create=True)
     record_backup_location(home.keys_dir, dest, note="archive backup create")

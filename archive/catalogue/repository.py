@@ -1,22 +1,23 @@
-"""All of the catalogue's SQL, behind one small class.
+"""All of the catalogue's SQL, behind one small class per database.
 
 `Catalogue` (catalogue.py) holds the rules: validation, identifier checks, id format,
 auditing. It talks to storage only through the methods of `SqliteCatalogueRepository`,
 which `CatalogueRepository` below names as a Protocol.
 
-PostgreSQL (the scale issue) plugs in HERE: write `PostgresCatalogueRepository` with the
-same methods, e.g. over psycopg:
-  - schema: the tables of schema.py unchanged (TEXT/INTEGER, `SERIAL` ids), the FTS5
-    table and triggers replaced by a generated column
-    `search tsvector GENERATED ALWAYS AS (setweight(to_tsvector('english', title), 'A')
-    || setweight(to_tsvector('english', diagnosis || ' ' || keywords), 'B') || ...)
-    STORED` with `CREATE INDEX ... USING GIN (search)`;
-  - `next_value`: `INSERT ... ON CONFLICT (scope) DO UPDATE SET last_value =
-    last_value + 1 RETURNING last_value` (atomic without a table lock);
-  - `search`: render ParsedQuery terms with `to_tsquery` (`&`, `|`, `!`, `:*` for
-    prefixes, `<->` for phrases), rank with `ts_rank_cd(search, query)`;
-  - `transaction`: `BEGIN` / `COMMIT` on the connection.
-Then let `Catalogue.__init__` accept the repository (it already does via `repository=`).
+With `[database] kind = "postgresql"` the connection is an
+archive.db_postgres.PostgresConnection, which translates the portable statements, and
+`SqliteCatalogueRepository(conn)` hands out `PostgresCatalogueRepository` instead (so
+Catalogue needs no change). That subclass replaces only what SQLite does with FTS5:
+  - schema (schema.PG_STEP_1): a generated `search tsvector` column, per-field weights
+    A..D in place of bm25 weights, a GIN index; a stemming configuration without
+    stop-word removal (`catalogue_english`), so a query of common words still matches,
+    as it does with FTS5's porter tokenizer;
+  - search: each parsed term becomes `plainto_tsquery` (a word), `phraseto_tsquery` (a
+    phrase) or `to_tsquery(quote_literal(word) || ':*')` (a prefix), joined with `&&`,
+    `||` and `!!`: user text is always a bound parameter, never tsquery syntax;
+    ranking by `ts_rank_cd`;
+  - `next_value`: `INSERT ... ON CONFLICT ... DO UPDATE ... RETURNING` (atomic);
+  - title order: `lower(title)` for `COLLATE NOCASE`.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from archive.catalogue.model import (
 )
 from archive.catalogue.query import ParsedQuery, Term, fts5_match
 from archive.catalogue.schema import FTS_COLUMNS, ROOM, STEPS
-from archive.db import migrate
+from archive.db import dialect, migrate
 
 # bm25 weights per FTS column (same order as schema.FTS_COLUMNS): a word in the title
 # or diagnosis says far more about what a case teaches than one in the discussion.
@@ -114,7 +115,14 @@ class CatalogueRepository(Protocol):
 
 
 class SqliteCatalogueRepository:
-    """The embedded default: SQLite with FTS5 (external content, trigger-synced)."""
+    """The embedded default: SQLite with FTS5 (external content, trigger-synced).
+
+    Constructed on a PostgreSQL connection it is a PostgresCatalogueRepository."""
+
+    def __new__(cls, conn: Any) -> SqliteCatalogueRepository:
+        if cls is SqliteCatalogueRepository and dialect(conn) == "postgresql":
+            cls = PostgresCatalogueRepository
+        return super().__new__(cls)
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
@@ -225,11 +233,9 @@ class SqliteCatalogueRepository:
         where, params = self._filters(filters)
         if not query.include:
             if query.exclude:
-                where.append(
-                    "c.id NOT IN (SELECT rowid FROM catalogue_cases_fts"
-                    " WHERE catalogue_cases_fts MATCH ?)"
-                )
-                params.append(fts5_match(query.exclude, "OR"))
+                clause, args = self._excluded(query.exclude)
+                where.append(clause)
+                params.extend(args)
             return (*self._plain(where, params, limit, offset, sort), "all")
 
         total, rows = self._text_search(
@@ -252,6 +258,16 @@ class SqliteCatalogueRepository:
                 break
             kept.remove(max(kept, key=lambda t: frequency[t]))
         return total, self._cases(rows), "partial"
+
+    def _excluded(self, exclude: tuple[Term, ...]) -> tuple[str, list[Any]]:
+        """A filter dropping cases that contain any of the terms."""
+        return (
+            "c.id NOT IN (SELECT rowid FROM catalogue_cases_fts WHERE catalogue_cases_fts MATCH ?)",
+            [fts5_match(exclude, "OR")],
+        )
+
+    def _order(self, sort: str, default: str) -> str:
+        return _ORDER.get(sort, default)
 
     def _text_search(
         self,
@@ -324,7 +340,7 @@ class SqliteCatalogueRepository:
             f"SELECT count(*) FROM catalogue_cases c{clause}",  # noqa: S608
             params,
         ).fetchone()[0]
-        order = _ORDER.get(sort, _ORDER["-added"])
+        order = self._order(sort, _ORDER["-added"])
         ids = self.conn.execute(
             f"SELECT c.id FROM catalogue_cases c{clause} ORDER BY {order} LIMIT ? OFFSET ?",  # noqa: S608
             (*params, limit, offset),
@@ -554,3 +570,82 @@ class SqliteCatalogueRepository:
             items=items,
             size=row["size"],
         )
+
+
+# -- PostgreSQL -----------------------------------------------------------------------
+
+_PG_ORDER = {**_ORDER, "title": "c.title = '' ASC, lower(c.title) ASC, c.case_id ASC"}
+# Text search configuration made by schema.PG_STEP_1 (stemming, no stop-word removal).
+PG_TEXT_CONFIG = "catalogue_english"
+
+
+def pg_term(term: Term) -> tuple[str, str]:
+    """One parsed term as a tsquery expression and its one bound parameter."""
+    if len(term.words) > 1:
+        return f"phraseto_tsquery('{PG_TEXT_CONFIG}', ?)", " ".join(term.words)
+    if term.prefix:
+        return f"to_tsquery('{PG_TEXT_CONFIG}', quote_literal(?::text) || ':*')", term.words[0]
+    return f"plainto_tsquery('{PG_TEXT_CONFIG}', ?)", term.words[0]
+
+
+def pg_tsquery(terms: tuple[Term, ...], joiner: str) -> tuple[str, list[str]]:
+    """Terms joined with `&&` or `||` (tsquery operators), parameters in order."""
+    parts = [pg_term(t) for t in terms]
+    return "(" + f" {joiner} ".join(p[0] for p in parts) + ")", [p[1] for p in parts]
+
+
+class PostgresCatalogueRepository(SqliteCatalogueRepository):
+    """The catalogue on PostgreSQL: FTS5 replaced by a weighted tsvector (see above)."""
+
+    def next_value(self, scope: str) -> int:
+        row = self.conn.execute(
+            "INSERT INTO catalogue_sequences (scope, last_value) VALUES (?, 1)"
+            " ON CONFLICT (scope) DO UPDATE"
+            " SET last_value = catalogue_sequences.last_value + 1 RETURNING last_value",
+            (scope,),
+        ).fetchone()
+        return int(row[0])
+
+    def _excluded(self, exclude: tuple[Term, ...]) -> tuple[str, list[Any]]:
+        query, params = pg_tsquery(exclude, "||")
+        return f"NOT (c.search @@ {query})", list(params)
+
+    def _order(self, sort: str, default: str) -> str:
+        return _PG_ORDER.get(sort, default)
+
+    def _text_search(
+        self,
+        include: tuple[Term, ...],
+        exclude: tuple[Term, ...],
+        where: list[str],
+        params: list[Any],
+        limit: int,
+        offset: int,
+        sort: str,
+    ) -> tuple[int, list[Any]]:
+        query, args = pg_tsquery(include, "&&")
+        if exclude:
+            excluded, more = pg_tsquery(exclude, "||")
+            query = f"({query} && !!{excluded})"
+            args = [*args, *more]
+        base = f"FROM catalogue_cases c WHERE c.search @@ {query}" + "".join(
+            f" AND {clause}" for clause in where
+        )
+        total = self.conn.execute(f"SELECT count(*) {base}", [*args, *params]).fetchone()[0]
+        if not total:
+            return 0, []
+        order = _PG_ORDER.get(sort, f"ts_rank_cd(c.search, {query}) DESC, c.id DESC")
+        rank_args = [] if sort in _PG_ORDER else args
+        ids = self.conn.execute(
+            f"SELECT c.id {base} ORDER BY {order} LIMIT ? OFFSET ?",
+            (*args, *params, *rank_args, limit, offset),
+        ).fetchall()
+        return total, self._rows_by_id([r[0] for r in ids])
+
+    def _document_frequency(self, term: Term) -> int:
+        query, args = pg_tsquery((term,), "&&")
+        return self.conn.execute(
+            "SELECT count(*) FROM (SELECT 1 FROM catalogue_cases"  # noqa: S608
+            f" WHERE search @@ {query} LIMIT 50000) AS matching",
+            args,
+        ).fetchone()[0]

@@ -32,7 +32,7 @@ from archive.catalogue import (
 from archive.catalogue.auditing import audit_sink
 from archive.cli.common import HomeOption, JsonOption, actor, emit_json, fail, load
 from archive.config import ArchiveConfig
-from archive.db import connect
+from archive.db import open_database
 from archive.errors import ArchiveError
 
 LOCAL_ROLES = ("local-operator",)
@@ -62,7 +62,7 @@ def roles_for(config: ArchiveConfig, user: str) -> tuple[str, ...]:
     except ImportError:
         fail(f"cannot check the roles of {user}: user management is not installed.")
     try:
-        store = open_access_store(config.home.db_path, config.policies_dir)
+        store = open_access_store(config, config.policies_dir)
     except ArchiveError as exc:
         fail(f"cannot check the roles of {user}: {exc}")
     now = datetime.now(UTC)
@@ -96,7 +96,7 @@ def open_catalogue(
         fail(f"{config.home.data_dir} does not exist; run `archive init` first.")
     with one_line_errors():
         catalogue = Catalogue(
-            connect(config.home.db_path),
+            open_database(config),
             config.school_prefix,
             vocabulary=load_vocabulary(config.policies_dir),
             on_change=audit_sink(audit_log_for(config.home), roles, source="cli"),

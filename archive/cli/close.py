@@ -468,6 +468,10 @@ def _wipe(
         fail(f"{export_dir} is not empty; give a new directory for the export.")
     now = _now()
     policy = load_policy(config.policies_dir)
+    try:  # the wipe copies and deletes archive.db; PostgreSQL needs its own procedure
+        db.require_sqlite(config, "archive close wipe")
+    except ArchiveError as exc:
+        fail(str(exc))
     conn = db.connect(paths.db_path)
     live = audit_log_for(paths)
     try:

@@ -270,7 +270,7 @@ def registered_nodes(config) -> list[orthanc_config.DicomNode]:
     from archive import db
     from archive.access import AccessStore
 
-    conn = db.connect(config.home.db_path)
+    conn = db.open_database(config)
     try:
         nodes = AccessStore(conn).list_dicom_nodes()
     finally:

@@ -46,7 +46,7 @@ def opened(home: Path):
     if not config.home.data_dir.is_dir():
         fail(f"{config.home.data_dir} does not exist; run archive init (and mount the volume).")
     try:
-        store = open_access_store(config.home.db_path, config.policies_dir)
+        store = open_access_store(config, config.policies_dir)
         log = audit_log_for(config.home)
     except (PolicyError, AuditError) as exc:
         fail(str(exc))

@@ -65,7 +65,7 @@ def register(app: typer.Typer) -> None:
             fail(str(exc))
         del ring
         now = datetime.now(UTC)
-        conn = db.connect(config.home.db_path)
+        conn = db.open_database(config)
         audit = audit_log_for(config.home)
         try:
             catalogue = Catalogue(

@@ -29,6 +29,7 @@ from archive.audit import AuditError, AuditEvent, audit_log_for, read_head, veri
 from archive.audit.log import LOG_NAME, record_hash
 from archive.backup import orthanc_index
 from archive.config import ArchiveConfig
+from archive.db import require_sqlite
 from archive.errors import ArchiveError
 from archive.vault.envelope import JOURNAL_SUFFIX, KeySource, decrypt_stream
 from archive.vault.errors import TamperError
@@ -149,6 +150,7 @@ def check_home(
     progress: Progress = lambda _p, _d, _t: None,
 ) -> FsckReport:
     """Check a STOPPED home (the caller holds the serve lock); repair only what is safe."""
+    require_sqlite(config, "archive fsck")  # it reads archive.db and the index file
     home = config.home
     report = FsckReport()
     mover = _Mover(config)

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from archive.db import connect, migrate
+from archive.config import ArchiveConfig
+from archive.db import connect, migrate, open_database
 
 STEPS = [
     """
@@ -85,8 +86,10 @@ class Journal:
         migrate(conn, "intake", STEPS)
 
     @classmethod
-    def open(cls, db_path: Path) -> Journal:
-        conn = connect(db_path)
+    def open(cls, db_path: Path | ArchiveConfig) -> Journal:
+        """The journal in the archive database: a SQLite path, or the configuration
+        (then SQLite or PostgreSQL as [database] says)."""
+        conn = open_database(db_path) if isinstance(db_path, ArchiveConfig) else connect(db_path)
         # WAL + NORMAL survives a killed process; a power cut may lose the last marks,
         # which only costs a harmless re-upload (AlreadyStored). Measured: FULL halves
         # watch-folder throughput on this hardware.
