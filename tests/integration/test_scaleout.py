@@ -1,11 +1,13 @@
-"""Scale-out: two Orthanc nodes with the plugin on one PostgreSQL index ingest at once.
+"""Scale-out: two Orthanc nodes with the plugin on one PostgreSQL ingest at once.
 
 A real PostgreSQL (tests/postgres.py) in a temporary directory; node 1 and node 2 of
-one home share the index, the encrypted storage area, the archive database and the
-audit chain. Two storescu batches run concurrently, one per node, with one study on
-each node only, one study split across both and some identical instances sent to both.
-Afterwards nothing is lost or duplicated, the catalogue has one case per study, and the
-single audit chain verifies.
+one home share Orthanc's index and the archive's own tables (both on PostgreSQL), the
+encrypted storage area and the audit chain. Two storescu batches run concurrently, one
+per node, with one study on each node only, one study split across both and some
+identical instances sent to both. Afterwards nothing is lost or duplicated, the
+catalogue (read from PostgreSQL) has one case per study, a user added while both nodes
+run can sign in on both, no archive.db was ever created, and the single audit chain
+verifies.
 """
 
 from __future__ import annotations
@@ -16,18 +18,21 @@ import os
 import threading
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from unittest import mock
 
+import httpx
 import pydicom
 import pytest
 
 from archive import db
-from archive.config import NODE_ENV
+from archive.access import AccessStore
+from archive.config import NODE_ENV, ArchiveConfig, load_config
 from tests import postgres
 from tests.corpus import make_ct_series, to_bytes
 from tests.dicom_tools import storescu, write_files
-from tests.harness import RunningArchive, free_port, new_archive, register_node
+from tests.harness import RunningArchive, free_port, new_archive
 
 pytestmark = pytest.mark.skipif(
     not postgres.available(), reason="PostgreSQL 15 server binaries missing: run make setup"
@@ -62,12 +67,22 @@ def _resource_counts(pg: postgres.PostgresServer) -> dict[int, int]:
     return {int(kind): int(count) for kind, count in rows}
 
 
-def _case_study_uids(archive: RunningArchive) -> list[str]:
-    conn = db.connect(archive.config.home.db_path)
+def _case_study_uids(config: ArchiveConfig) -> list[str]:
+    conn = db.open_database(config)
     try:
         return [row[0] for row in conn.execute("SELECT study_uid FROM catalogue_cases")]
     finally:
         conn.close()
+
+
+def _access(config: ArchiveConfig) -> AccessStore:
+    """The access room on the archive's PostgreSQL tables (what `archive users` uses)."""
+    return AccessStore(db.open_database(config))
+
+
+def _signs_in(archive: RunningArchive, user: str, password: str) -> bool:
+    with httpx.Client(base_url=archive.url, auth=(user, password), timeout=30) as http:
+        return http.get("/teaching/cases").status_code == 200
 
 
 def test_two_nodes_ingest_concurrently_into_one_index_and_one_chain(tmp_path: Path) -> None:
@@ -80,7 +95,13 @@ def test_two_nodes_ingest_concurrently_into_one_index_and_one_chain(tmp_path: Pa
             secret,
             nodes=[{"id": 2, "http_port": free_port(), "dicom_port": free_port()}],
         )
-        register_node(node1, "scale-scu", SCU, store=True)
+        config = load_config(node1.home)
+        assert config.database.shared
+        store = _access(config)
+        try:
+            store.add_dicom_node("scale-scu", SCU, "127.0.0.1", 104, may_store=True)
+        finally:
+            store.conn.close()
         node2 = NodeArchive(
             home=node1.home,
             config=node1.config,
@@ -118,7 +139,7 @@ def test_two_nodes_ingest_concurrently_into_one_index_and_one_chain(tmp_path: Pa
             assert len(results) == 2
 
             _wait(lambda: _resource_counts(pg).get(3) == expected, 30, "all instances indexed")
-            _wait(lambda: len(_case_study_uids(node1)) >= 3, 45, "three catalogue cases")
+            _wait(lambda: len(_case_study_uids(config)) >= 3, 45, "three catalogue cases")
             time.sleep(1.0)  # a late duplicate case would show up now
             # Orthanc's index (PostgreSQL): 3 patients, 3 studies, 3 series, 40 instances.
             assert _resource_counts(pg) == {0: 3, 1: 3, 2: 3, 3: expected}
@@ -129,14 +150,35 @@ def test_two_nodes_ingest_concurrently_into_one_index_and_one_chain(tmp_path: Pa
             sops = [str(ds.SOPInstanceUID) for ds in stored]
             assert len(sops) == expected and len(set(sops)) == expected
             studies = {str(ds.StudyInstanceUID) for ds in stored}
-            cases = _case_study_uids(node1)
+            cases = _case_study_uids(config)
             assert len(cases) == 3 and set(cases) == studies
+            # The catalogue's tables are in the archive's schema on PostgreSQL.
+            rows = pg.query(
+                "SELECT count(*) FROM teaching_archive.catalogue_cases"
+                " UNION ALL SELECT count(DISTINCT study_uid) FROM teaching_archive.catalogue_cases"
+            )
+            assert [int(r[0]) for r in rows] == [3, 3]
+
+            # A user added while both nodes run is seen by both (access change counter).
+            password = "pw-late-trainer-long-enough-42"
+            now = datetime.now(UTC)
+            store = _access(config)
+            try:
+                store.add_user("late", password, ["trainer"], now, by="test")
+                store.record_training("late", now.date(), now, by="test")
+            finally:
+                store.conn.close()
+            for archive in (node1, node2):
+                _wait(lambda a=archive: _signs_in(a, "late", password), 20, "the new user")
+            assert not _signs_in(node2, "late", "wrong-password-long-enough-1")
         finally:
             node2.stop()
             node1.stop()
 
         verify = node1.cli("audit", "verify", "--json")
         assert verify.returncode == 0, verify.stdout + verify.stderr
+        # The archive's tables never touched the home's SQLite file.
+        assert not config.home.db_path.exists()
         # The PostgreSQL password is in no generated config and no log.
         home = node1.config.home
         for path in (
