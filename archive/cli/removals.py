@@ -4,19 +4,139 @@ Every command goes through the running archive's REST API as a named user (like
 `archive pull`), so the rules of archive.governance.removals, the HTTP access policy
 and the audit log apply the same way on every path. Only the Head of School or a TPD
 who is not the requester approves; export writes the age-encrypted package to a file.
+
+The package file appears whole or not at all: it is streamed to a hidden
+`.NAME.PID.partial` beside the output, checked against the announced length, fsynced,
+then moved into place without overwriting anything (and the directory fsynced). A
+download cut off (the archive stopped, the network broke) leaves no file; one left by a
+CLI that was itself killed is removed by the next export to the same output.
 """
 
 from __future__ import annotations
 
+import errno
+import glob
 import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 
+import httpx
 import typer
 
 from archive.cli.common import HomeOption, JsonOption, emit_json, fail
 from archive.cli.pull import AsOption, PasswordFileOption, TokenFileOption, api_client, call
+
+PARTIAL_SUFFIX = ".partial"
+
+
+def partial_path(output: Path, pid: int | None = None) -> Path:
+    """Where this process streams the package to before it becomes `output`."""
+    return output.with_name(f".{output.name}.{os.getpid() if pid is None else pid}{PARTIAL_SUFFIX}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale_partials(output: Path) -> list[Path]:
+    """Remove partial downloads to `output` whose writer is gone; returns what was removed."""
+    removed = []
+    pattern = f".{glob.escape(output.name)}.*{PARTIAL_SUFFIX}"
+    for path in output.parent.glob(pattern):
+        pid = path.name[len(output.name) + 2 : -len(PARTIAL_SUFFIX)]
+        if pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid)):
+            continue  # another export to the same name is still running
+        path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _publish(temp: Path, output: Path) -> None:
+    """Move the finished temp file to `output`, never replacing an existing file."""
+    try:
+        os.link(temp, output)  # atomic and refuses an existing name
+    except FileExistsError:
+        fail(f"{output} appeared meanwhile; the package was not written. Choose a new name.")
+    except OSError as exc:  # no hard links (e.g. a FAT drive): rename after a re-check
+        if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV):
+            fail(f"cannot write {output}: {exc.strerror}; nothing was written.")
+        if output.exists():
+            fail(f"{output} appeared meanwhile; the package was not written.")
+        os.rename(temp, output)
+    else:
+        temp.unlink()
+    try:
+        _fsync_dir(output.parent)
+    except OSError:
+        pass  # some drives cannot fsync a directory; the file itself is fsynced
+
+
+def _refusal(answer: httpx.Response) -> str:
+    if answer.status_code == 401:
+        return "the archive refused the credentials; check the user name and password/token."
+    try:
+        message = answer.json().get("error") or answer.text
+    except ValueError:
+        message = answer.text.strip()
+    return message or f"the archive answered HTTP {answer.status_code}."
+
+
+def download_package(
+    client: httpx.Client, path: str, output: Path, request_id: int, **kwargs
+) -> int:
+    """Stream GET `path` into `output` atomically; returns its size. Fails with one line
+    (and leaves no file) if the archive refuses or the transfer breaks off."""
+    clean_stale_partials(output)
+    temp = partial_path(output)
+    done = False
+    cut_off = (
+        f"the download of removal request {request_id} broke off (the archive stopped "
+        f"answering); nothing was written to {output}. A download the archive counted "
+        f"stays counted: see `archive removals show {request_id}` and export again if "
+        "downloads remain."
+    )
+    try:
+        try:
+            with client.stream("GET", path, **kwargs) as answer:
+                if answer.status_code >= 400:
+                    answer.read()
+                    fail(_refusal(answer))
+                announced = answer.headers.get("content-length")
+                fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                size = 0
+                with os.fdopen(fd, "wb") as handle:
+                    for chunk in answer.iter_bytes():
+                        handle.write(chunk)
+                        size += len(chunk)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+        except httpx.HTTPError:
+            fail(cut_off)
+        except OSError as exc:
+            fail(f"cannot write {output}: {exc.strerror}; nothing was written.")
+        if announced is not None and int(announced) != size:
+            fail(cut_off)
+        _publish(temp, output)
+        done = True
+        return size
+    finally:
+        if not done:
+            temp.unlink(missing_ok=True)
 
 
 def _show_line(item: dict) -> str:
@@ -183,14 +303,12 @@ def register(app: typer.Typer) -> None:
         else:
             params["recipient"] = recipient
         with api_client(home, user, password_file, token_file) as client:
-            package = call(
+            size = download_package(
                 client,
-                "GET",
                 f"/teaching/removals/{request_id}/download",
+                output,
+                request_id,
                 headers=headers,
                 params=params,
             )
-        fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(package)
-        typer.echo(f"wrote {output} ({len(package)} bytes, age-encrypted)")
+        typer.echo(f"wrote {output} ({size} bytes, age-encrypted)")
