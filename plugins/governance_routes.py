@@ -14,12 +14,15 @@ import hashlib
 import json
 import threading
 from datetime import UTC, datetime
+from urllib.parse import unquote_plus
 
 import orthanc
+import pyrage
 
 from archive.catalogue import Catalogue, load_vocabulary
 from archive.errors import ArchiveError
 from archive.export import build_package
+from archive.export.package import MIN_PASSPHRASE
 from archive.governance import PullInventory, RemovalRequests, load_policy
 from archive.governance.workstations import Workstations
 from plugins.rest import HttpError, answer_json, audit_as, principal_of, request_json, route
@@ -244,21 +247,69 @@ def decide_removal(services, principal, kind: str, rid: int, body: dict) -> dict
     return registry.get(rid).to_dict()
 
 
+def _audit_durably(services, action, principal, outcome, target, **detail) -> None:
+    """Like audit_as, but on disk (fsynced) before returning, past the group commit:
+    for records that must survive a power cut that follows them."""
+    from archive.audit import AuditEvent
+
+    event = AuditEvent(
+        action=action, outcome=outcome, actor=principal.user, roles=tuple(principal.roles),
+        source="rest", target=target, detail=detail,
+    )  # fmt: skip
+    services.runtime.audit.append(event, sync=True)
+
+
+def _check_key(passphrase, recipient) -> None:
+    """Refuse a missing or malformed package key (HTTP 400) before anything is spent."""
+    if (passphrase is None) == (recipient is None):
+        raise HttpError(400, 'give either "passphrase" or "recipient" (an age public key).')
+    if passphrase is not None:
+        if not isinstance(passphrase, str) or len(passphrase) < MIN_PASSPHRASE:
+            raise HttpError(
+                400, f"the export passphrase must have at least {MIN_PASSPHRASE} characters."
+            )
+        return
+    try:
+        pyrage.x25519.Recipient.from_str(recipient)
+    except (pyrage.RecipientError, TypeError, ValueError):
+        raise HttpError(400, "the recipient is not an age public key (age1...).") from None
+
+
 def _export(services, request, groups, body: dict) -> tuple[bytes, str]:
-    """Spend one download and build the encrypted package; returns (package, reference)."""
+    """Spend one download and build the encrypted package; returns (package, reference).
+
+    Crash safety (issue 14): the spend and its audit record ("governance.removal.download",
+    durable) commit together before any image is read; a download spent but never
+    delivered (power cut, error) stays spent - it counts against max_downloads, fail
+    closed. "governance.removal.export" then says what became of that download: success
+    (package built and handed to Orthanc to send; durable, so whatever was delivered is
+    on record) or failure. The package only ever exists in memory here.
+    """
     principal = principal_of(services, request)
     rid = _request_id(groups)
     registry = _registry(services)
+    kind = "passphrase" if body.get("passphrase") is not None else "x25519"
+
+    def record_spend(ticket) -> None:
+        _audit_durably(
+            services, "governance.removal.download", principal, "success", str(rid),
+            reference=ticket.approval_reference, download=ticket.download_number,
+            remaining=ticket.downloads_remaining, recipient_kind=kind,
+        )  # fmt: skip
+
     action = "governance.removal.export"
     try:
         item = registry.get(rid)
         if principal.user.casefold() != item.requester.casefold():
             raise HttpError(403, "only the requester may export an approved removal.")
         passphrase, recipient = body.get("passphrase"), body.get("recipient")
-        if (passphrase is None) == (recipient is None):
-            raise HttpError(400, 'give either "passphrase" or "recipient" (an age public key).')
+        _check_key(passphrase, recipient)  # before the spend: a typo must not burn a download
         levels = _levels(services, item.case_ids)
-        ticket = registry.authorise_export(rid, _now(), case_levels=levels)
+        ticket = registry.authorise_export(rid, _now(), case_levels=levels, on_spend=record_spend)
+    except (ArchiveError, HttpError) as exc:
+        _audit(services, action, principal, "denied", str(rid), reason=type(exc).__name__)
+        raise
+    try:
         catalogue = _catalogue(services)
         files = []
         for case_id in ticket.case_ids:
@@ -272,13 +323,17 @@ def _export(services, request, groups, body: dict) -> tuple[bytes, str]:
         package = build_package(
             files, manifest, ticket.approval.text, passphrase=passphrase, recipient=recipient
         )
-    except (ArchiveError, HttpError) as exc:
-        _audit(services, action, principal, "denied", str(rid), reason=type(exc).__name__)
+    except Exception as exc:  # the download stays spent: fail closed
+        _audit(
+            services, action, principal, "failure", str(rid),
+            reference=ticket.approval_reference, download=ticket.download_number,
+            reason=type(exc).__name__,
+        )  # fmt: skip
         raise
-    _audit(
+    _audit_durably(
         services, action, principal, "success", str(rid),
         reference=ticket.approval_reference, download=ticket.download_number,
-        instances=len(files), recipient_kind="passphrase" if passphrase else "x25519",
+        instances=len(files), recipient_kind=kind,
     )  # fmt: skip
     return package, ticket.approval_reference
 
@@ -311,8 +366,8 @@ def _download_body(request) -> dict:
     """GET .../download: the recipient key in the query, a passphrase only in a header."""
     get = request.get("get") or {}
     headers = {k.lower(): v for k, v in (request.get("headers") or {}).items()}
-    if get.get("recipient"):
-        return {"recipient": get["recipient"]}
+    if get.get("recipient"):  # orthanc-python 4.0 leaves GET values percent-encoded
+        return {"recipient": unquote_plus(get["recipient"])}
     if headers.get("x-export-passphrase"):
         return {"passphrase": headers["x-export-passphrase"]}
     return {}
