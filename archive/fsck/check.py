@@ -31,6 +31,7 @@ from archive.backup import orthanc_index
 from archive.config import ArchiveConfig
 from archive.db import require_sqlite
 from archive.errors import ArchiveError
+from archive.fsck.rebuild import UNTIL_PIXEL_DATA, rebuild_until_pixel_data
 from archive.vault.envelope import JOURNAL_SUFFIX, KeySource, decrypt_stream
 from archive.vault.errors import TamperError
 from archive.vault.fsutil import TMP_SUFFIX, ensure_private_dir, fsync_dir
@@ -191,36 +192,48 @@ def check_home(
             )
         attachments = orthanc_index.attachments(index)
         report.checked["attachments"] = len(attachments)
+        dicom = orthanc_index.DICOM_CONTENT
+        dicom_of = {a.resource: a for a in attachments if a.content_type == dicom}
+        rebuildable: list[tuple[Finding, orthanc_index.Attachment]] = []
         known = set()
+
+        def lost(kind: str, att: orthanc_index.Attachment, label: str, detail: str) -> None:
+            derived = att.content_type == UNTIL_PIXEL_DATA and att.resource in dicom_of
+            if derived:  # written without fsync by design: rebuilt from the DICOM file
+                detail = "'DICOM until pixel data' copy lost (power cut?); rebuildable"
+            finding = Finding(kind, label, detail, repairable=derived)
+            report.findings.append(finding)
+            if derived:
+                rebuildable.append((finding, att))
+
         for done, att in enumerate(attachments, start=1):
             key = (att.uuid, att.content_type)
             known.add(key)
             label = f"{att.uuid}.{att.content_type}"
             path = stored.get(key)
             if path is None:
-                report.findings.append(
-                    Finding(
-                        "missing_file",
-                        label,
-                        f"instance {att.resource} has no stored file; restore it from a backup",
-                    )
-                )
+                why = f"instance {att.resource} has no stored file; restore it from a backup"
+                lost("missing_file", att, label, why)
                 continue
             sink = _Md5Sink()
             try:
                 with open(path, "rb") as src:
                     decrypt_stream(keyring, att.uuid, att.content_type, src, sink)
             except TamperError as exc:
-                report.findings.append(
-                    Finding("damaged_file", label, f"fails authentication ({exc.reason})")
-                )
+                lost("damaged_file", att, label, f"fails authentication ({exc.reason})")
                 continue
             if att.md5 and sink.md5.hexdigest() != att.md5:
-                report.findings.append(
-                    Finding("damaged_file", label, "plaintext differs from Orthanc's MD5")
-                )
+                lost("damaged_file", att, label, "plaintext differs from Orthanc's MD5")
             if done == len(attachments) or done % 200 == 0:
                 progress("storage", done, len(attachments))
+        if repair and rebuildable:
+            store = EncryptedStore(home.storage_dir, keyring)
+            for finding, att in rebuildable:
+                refusal = rebuild_until_pixel_data(store, att, dicom_of[att.resource])
+                if refusal is None:
+                    finding.repaired = True
+                else:
+                    finding.detail += f"; not rebuilt: {refusal}"
         for key, path in sorted(stored.items()):
             if key not in known:
                 finding = Finding(

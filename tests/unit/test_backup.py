@@ -228,3 +228,34 @@ def test_fsck_rolls_a_lagging_audit_head_forward(home: Home) -> None:
     (audit_dir / "audit.jsonl").write_text("\n".join(lines) + "\n")
     report = check_home(home.config, home.ring, repair=True)
     assert "audit" in {f.kind for f in report.findings} and not report.ok
+
+
+def test_fsck_rebuilds_a_lost_until_pixel_data_copy(home: Home) -> None:
+    """Type 3 is written without fsync by design; a power cut can lose or empty it.
+    fsck rebuilds it byte-exact from the DICOM file, and only when the index's MD5 agrees."""
+    payload = b"DICM header bytes " * 20 + b"\xe0\x7f\x10\x00" + b"\x01" * 300
+    uuid1 = home.add_instance(payload)
+    head = payload[: payload.index(b"\xe0\x7f\x10\x00")]
+    uuid3, rowid = "33333333-aaaa-bbbb-cccc-000000000000", 100 + home.n
+    md5 = hashlib.md5(head).hexdigest()  # noqa: S324
+    home.index.execute(
+        "INSERT INTO AttachedFiles VALUES (?, 3, ?, ?, ?, 1, ?, ?)",
+        (rowid, uuid3, len(head), len(head), md5, md5),
+    )
+    home.index.commit()
+    home.store.path_for(uuid3, 3).parent.mkdir(parents=True, exist_ok=True)
+    home.store.path_for(uuid3, 3).write_bytes(b"")  # the power cut's leftover
+    report = check_home(home.config, home.ring)
+    [finding] = report.findings
+    assert finding.kind == "damaged_file" and finding.repairable and not report.ok
+    repaired = check_home(home.config, home.ring, repair=True)
+    assert [f.repaired for f in repaired.findings] == [True]
+    assert home.store.read(uuid3, 3) == head and home.store.read(uuid1, 1) == payload
+    assert check_home(home.config, home.ring).ok
+    # Missing altogether: rebuilt too; a type-1 loss is never "rebuilt".
+    home.store.path_for(uuid3, 3).unlink()
+    home.store.path_for(uuid1, 1).unlink()
+    report = check_home(home.config, home.ring, repair=True)
+    by_type = {f.target.rsplit(".", 1)[1]: f for f in report.findings}
+    assert not by_type["1"].repairable and not by_type["1"].repaired
+    assert "not rebuilt" in by_type["3"].detail and not by_type["3"].repaired
