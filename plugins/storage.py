@@ -23,8 +23,8 @@ DICOM file it derives from is intact. Orthanc 1.10 does not rebuild it by itself
 reading such an instance's tags then fails with an error (logged, NOT a security
 alert: an empty or missing type-3 file is what a power cut leaves, not tampering), and
 the instance's file is still served; `archive fsck` reports the type-3 file as missing or
-damaged. Rebuild (not automated yet): with Orthanc stopped, type 3 = the first bytes of
-the type-1 file of the same instance (Orthanc's index maps both uuids and sizes).
+damaged, and `archive fsck --repair` (archive stopped) rebuilds it from the type-1 file
+of the same instance, byte-exact against the size and MD5 in Orthanc's index.
 
 Benchmarks only: ARCHIVE_BENCH_PASSTHROUGH_STORAGE=1 at plugin start registers a
 pass-through (clear) storage area instead, so bench_crypto.py can compare the same
@@ -120,8 +120,8 @@ def _derived_lost(uuid: str, content_type: int) -> None:
     orthanc.LogError(
         f"teaching-archive: derived attachment {uuid} (content type {content_type}, DICOM "
         "until pixel data) is missing or empty, as an OS crash before writeback leaves it; "
-        "the DICOM file is intact. Rebuild it from the instance's DICOM file "
-        "(see plugins/storage.py)."
+        "the DICOM file is intact. Stop the archive and run `archive fsck --repair`, "
+        "which rebuilds it from the instance's DICOM file."
     )
 
 
