@@ -67,14 +67,19 @@ def dialect(conn: Any) -> str:
     return getattr(conn, "dialect", "sqlite")
 
 
-def require_sqlite(config: ArchiveConfig, what: str) -> None:
-    """Refuse a tool that reads archive.db directly when the tables are on PostgreSQL."""
+def require_sqlite(config: ArchiveConfig, what: str, instead: str = "") -> None:
+    """Refuse a tool that reads archive.db directly when the tables are on PostgreSQL.
+
+    `instead` says what to do in its place; the default is the PostgreSQL backup."""
     if config.database.shared:
+        advice = instead or (
+            "stop every node, back up PostgreSQL with pg_dump (database "
+            f"{config.database.database}, schemas public and {config.database.schema}) "
+            "and keep it with a copy of the home's data and keys directories"
+        )
         raise ArchiveError(
-            f"{what} works on the embedded SQLite database only; this archive keeps its "
-            "tables on PostgreSQL. Stop every node and back up PostgreSQL with pg_dump "
-            f"(database {config.database.database}, schemas {config.database.schema} and "
-            "public) together with the archive home instead; see ops/SCALE-OUT.md."
+            f"{what} works on the embedded SQLite database only and this archive keeps its "
+            f"tables on PostgreSQL: {advice} (see ops/SCALE-OUT.md)."
         )
 
 

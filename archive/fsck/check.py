@@ -151,7 +151,12 @@ def check_home(
     progress: Progress = lambda _p, _d, _t: None,
 ) -> FsckReport:
     """Check a STOPPED home (the caller holds the serve lock); repair only what is safe."""
-    require_sqlite(config, "archive fsck")  # it reads archive.db and the index file
+    require_sqlite(  # it reads archive.db and Orthanc's SQLite index file
+        config,
+        "archive fsck",
+        "verify the audit chain with `archive audit verify` and let PostgreSQL check its own "
+        "tables (e.g. the amcheck extension)",
+    )
     home = config.home
     report = FsckReport()
     mover = _Mover(config)
