@@ -52,7 +52,10 @@ class Services:
         HTTP request. The OS thread id survives across callbacks on Orthanc's pooled
         threads. (A dead thread's id may be reused by a new thread: it then inherits an
         idle connection, which is harmless - connections are made with
-        check_same_thread=False.)
+        check_same_thread=False, and PostgreSQL connections lock per statement.)
+        SQLite or PostgreSQL as [database] says (archive.db.open_database); on
+        PostgreSQL that is one server connection per Orthanc thread using the archive
+        DB, which ops/SCALE-OUT.md sizes max_connections for.
         """
         ident = threading.get_ident()
         conn = self._connections.get(ident)
