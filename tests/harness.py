@@ -235,7 +235,7 @@ def add_user(
     returns the password. Trained users get familiarisation and suite-use training today."""
     password = password or f"pw-{name}-long-enough-42"
     now = datetime.now(UTC)
-    conn = db.connect(archive.config.home.db_path)
+    conn = db.open_database(archive.config)  # SQLite or PostgreSQL, as [database] says
     try:
         store = AccessStore(conn)
         store.add_user(name, password, list(roles), now, by="test-harness")
@@ -264,7 +264,7 @@ def register_node(
     host: str = "127.0.0.1",
 ) -> None:
     """Register a DICOM source or workstation directly in the home's database."""
-    conn = db.connect(archive.config.home.db_path)
+    conn = db.open_database(archive.config)
     try:
         AccessStore(conn).add_dicom_node(name, aet, host, port, may_store=store, may_query=query)
     finally:

@@ -173,7 +173,9 @@ class OptOutRegister:
             " JOIN governance_share_proposals p ON p.id = e.proposal_id"
             " JOIN governance_recipients r ON r.id = p.recipient_id"
             " WHERE i.case_id IN (SELECT value FROM json_each(?))"
-            " GROUP BY e.id ORDER BY e.id",
+            # Every selected column grouped: PostgreSQL requires it (SQLite does not).
+            " GROUP BY e.id, e.executed_at, e.method, e.destination, r.id, r.organisation,"
+            " r.contact ORDER BY e.id",
             (as_json,),
         ).fetchall()
         for s in shares:
@@ -199,7 +201,7 @@ class OptOutRegister:
             " JOIN governance_removal_requests q ON q.id = c.request_id"
             " JOIN governance_removal_approvals a ON a.request_id = q.id"
             " WHERE c.case_id IN (SELECT value FROM json_each(?)) AND a.downloads_used > 0"
-            " GROUP BY q.id ORDER BY q.id",
+            " GROUP BY q.id, q.destination, q.requester, a.approver ORDER BY q.id",
             (as_json,),
         ).fetchall()
         for x in exports:
