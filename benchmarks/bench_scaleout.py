@@ -28,7 +28,7 @@ from unittest import mock
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from archive.config import NODE_ENV  # noqa: E402
+from archive.config import NODE_ENV, load_config  # noqa: E402
 from benchmarks._common import (  # noqa: E402
     emit_json,
     make_ct_corpus,
@@ -64,6 +64,7 @@ def _nodes(root: Path, pg: postgres.PostgresServer, count: int) -> list[RunningA
         secret,
         nodes=[{"id": 2, "http_port": free_port(), "dicom_port": free_port()}],
     )
+    first.config = load_config(first.home)  # now on PostgreSQL: the sender is registered there
     register_node(first, "bench-scu", SCU_AET, store=True)
     nodes: list[RunningArchive] = [first]
     for number in range(2, count + 1):
