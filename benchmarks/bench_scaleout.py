@@ -10,21 +10,28 @@ configurations, emptied between runs. Each run uses a fresh archive home with
   two nodes  nodes 1 and 2 of the home; one association per node, half the corpus each
 The client side is identical (two concurrent senders), so the ratio isolates what a
 second Orthanc process adds. Each node is warmed up with a few other slices first.
-Printed: both rates (instances/s, wall clock from first send to last acknowledgement)
-and two nodes / one node. Never asserted. Where the ceiling is: ops/SCALE-OUT.md.
+Reference, in the same run on the same PostgreSQL: plain Orthanc 1.10.1 (no plugin, a
+file storage area) as one node and as two nodes sharing the index, same senders.
+Printed: the rates (instances/s, wall clock from first send to last acknowledgement),
+two nodes / one node for each, and the archive's gain over plain Orthanc's gain. Never
+asserted. Where the ceiling is: ops/SCALE-OUT.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 from unittest import mock
+
+import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -42,6 +49,8 @@ from tests.dicom_tools import storescu  # noqa: E402
 from tests.harness import RunningArchive, free_port, new_archive, register_node  # noqa: E402
 
 SCU_AET = "SCALESCU"
+PLAIN_AET = "PLAIN"
+PG_INDEX_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancPostgreSQLIndex.so")
 WARMUP = 4
 
 
@@ -126,6 +135,75 @@ def run(
         shutil.rmtree(root, ignore_errors=True)
 
 
+def _plain_node(root: Path, pg: postgres.PostgresServer, number: int) -> tuple:
+    """Plain Orthanc on the shared index (the reference): (process, dicom port)."""
+    folder = root / f"plain-{number}"
+    folder.mkdir(parents=True)
+    http, dicom = free_port(), free_port()
+    config = {
+        "Name": f"plain-{number}", "StorageDirectory": str(root / "plain-storage"),
+        "IndexDirectory": str(folder), "HttpPort": http, "DicomPort": dicom,
+        "DicomAet": PLAIN_AET, "DicomAlwaysAllowStore": True, "DicomCheckCalledAet": False,
+        "RemoteAccessAllowed": False, "AuthenticationEnabled": False,
+        "Plugins": [str(PG_INDEX_PLUGIN)],
+        "PostgreSQL": {"EnableIndex": True, "EnableStorage": False, "Host": "127.0.0.1",
+                       "Port": pg.port, "Database": pg.database, "Username": pg.user,
+                       "Lock": False, "IndexConnectionsCount": 2},
+    }  # fmt: skip
+    (folder / "orthanc.json").write_text(json.dumps(config), encoding="utf-8")
+    secret = pg.password.replace("\\", "\\\\").replace(":", "\\:")  # libpq's escaping
+    line = f"127.0.0.1:{pg.port}:{pg.database}:{pg.user}:{secret}\n"
+    (folder / "pgpass").write_text(line, encoding="utf-8")
+    (folder / "pgpass").chmod(0o600)
+    env = {**os.environ, "TCP_NODELAY": "1", "PGPASSFILE": str(folder / "pgpass")}
+    process = subprocess.Popen(
+        ["/usr/sbin/Orthanc", "--no-jobs", str(folder / "orthanc.json")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{http}/system", timeout=1).status_code == 200:
+                return process, dicom
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None:
+            break
+        time.sleep(0.1)
+    process.kill()
+    raise SystemExit(f"plain Orthanc node {number} did not start on the PostgreSQL index")
+
+
+def run_plain(
+    pg: postgres.PostgresServer, work: Path, files: list[Path], warm: list[Path], nodes: int
+) -> float:
+    """The same measurement with plain Orthanc nodes instead of the archive."""
+    pg.reset()
+    root = work / f"plain-{nodes}-{time.monotonic_ns()}"
+    started = []
+    try:
+        for number in range(1, nodes + 1):
+            started.append(_plain_node(root, pg, number))
+        for index, (_, port) in enumerate(started):
+            storescu(port, PLAIN_AET, SCU_AET, warm[index :: len(started)])
+        half = len(files) // 2
+        halves = [files[:half], files[half:]]
+        plain = [PlainTarget(started[i % nodes][1]) for i in range(2)]
+        return len(files) / _send_concurrently(list(zip(plain, halves, strict=True)))
+    finally:
+        for process, _ in started:
+            process.terminate()
+            process.wait(timeout=30)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+class PlainTarget:
+    """What `_send_concurrently` needs of a node: its DICOM port and AE title."""
+
+    def __init__(self, dicom_port: int) -> None:
+        self.dicom_port, self.aet = dicom_port, PLAIN_AET
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--count", type=int, default=240, help="instances in the corpus")
@@ -147,23 +225,41 @@ def main() -> None:
         )
         with postgres.PostgresServer(fsync=True) as pg:
             rates: dict[int, float] = {1: 0.0, 2: 0.0}
+            plain: dict[int, float] = {1: 0.0, 2: 0.0}
             for _ in range(args.repeat):
                 for nodes in (1, 2):
                     progress(f"{nodes} node(s) ...")
                     rates[nodes] = max(rates[nodes], run(pg, work, files, warm, nodes))
+                    progress(f"plain Orthanc, {nodes} node(s) ...")
+                    plain[nodes] = max(plain[nodes], run_plain(pg, work, files, warm, nodes))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     gain = ratio(rates[2], rates[1])
+    plain_gain = ratio(plain[2], plain[1])
+    relative = ratio(gain, plain_gain) if gain and plain_gain else None
     print(f"Scale-out ingest, C-STORE, {args.count} slices {args.size}x{args.size}, "
           f"PostgreSQL index, {os.cpu_count()} CPUs")  # fmt: skip
     print(rate_line("one node (2 senders)", rates[1]))
     print(rate_line("two nodes (1 sender each)", rates[2]))
     print(ratio_line("two nodes / one node", gain))
+    print(rate_line("plain Orthanc, one node (reference)", plain[1]))
+    print(rate_line("plain Orthanc, two nodes (reference)", plain[2]))
+    print(ratio_line("plain Orthanc two / one (reference)", plain_gain))
+    print(ratio_line("archive's gain / plain Orthanc's gain", relative))
     if args.json:
         emit_json(
             "scaleout",
-            {"one_node_per_s": rates[1], "two_nodes_per_s": rates[2]},
-            {"two_nodes_vs_one": gain},
+            {
+                "one_node_per_s": rates[1],
+                "two_nodes_per_s": rates[2],
+                "plain_one_node_per_s": plain[1],
+                "plain_two_nodes_per_s": plain[2],
+            },
+            {
+                "two_nodes_vs_one": gain,
+                "plain_two_nodes_vs_one": plain_gain,
+                "gain_vs_plain_gain": relative,
+            },
             count=args.count,
             size=args.size,
             cpus=os.cpu_count(),
