@@ -29,8 +29,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from archive import __version__, db
 from archive.audit import AuditError, AuditEvent, AuditLog, audit_log_for, verify
 from archive.audit.log import LOG_NAME, PUBLIC_KEY_NAME
+from archive.cli.api import AsOption, PasswordFileOption, TokenFileOption, api_client, call
 from archive.cli.common import HomeOption, JsonOption, actor, emit_json, fail, load
-from archive.cli.pull import AsOption, PasswordFileOption, TokenFileOption, api_client, call
 from archive.cli.recipients import governance
 from archive.closure.auditing import hash_for_audit
 from archive.closure.wipe import (

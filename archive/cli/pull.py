@@ -1,97 +1,18 @@
 """`archive pull CASE... --to WS`: send released cases to a suite workstation.
 
-The CLI goes through the running archive's REST API as a named user, so the same
-checks (training, released cases, registered workstation), the pull inventory and the
-audit apply whichever way a pull is asked for. The user authenticates with an API token
-file (--token-file or ARCHIVE_TOKEN_FILE) or a password file (--password-file or
-ARCHIVE_PASSWORD_FILE); a password is never taken from the command line.
+The CLI goes through the running archive's REST API as a named user
+(archive/cli/api.py), so the same checks (training, released cases, registered
+workstation), the pull inventory and the audit apply whichever way a pull is asked for.
 """
 
 from __future__ import annotations
 
-import getpass
-from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
-import httpx
 import typer
 
-from archive import server
-from archive.cli.common import HomeOption, JsonOption, actor, emit_json, fail, load, stdin_is_tty
-
-AsOption = Annotated[
-    str | None, typer.Option("--as", help="The named archive user to act as (default: $USER).")
-]
-PasswordFileOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--password-file", envvar="ARCHIVE_PASSWORD_FILE", help="The user's password, first line."
-    ),
-]
-TokenFileOption = Annotated[
-    Path | None,
-    typer.Option("--token-file", envvar="ARCHIVE_TOKEN_FILE", help="An API token, first line."),
-]
-
-
-def _first_line(path: Path, what: str) -> str:
-    try:
-        text = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        fail(f"cannot read the {what} file {path}: {exc.strerror}.")
-    if not text or not text[0]:
-        fail(f"the {what} file {path} is empty.")
-    return text[0]
-
-
-def api_client(
-    home: Path, user: str | None, password_file: Path | None, token_file: Path | None
-) -> httpx.Client:
-    """An HTTP client for the running archive of `home`, authenticated as a named user."""
-    config = load(home)
-    headers: dict[str, str] = {}
-    auth = None
-    if token_file is not None:
-        headers["Authorization"] = "Bearer " + _first_line(token_file, "token")
-    else:
-        name = user or actor()
-        if password_file is not None:
-            password = _first_line(password_file, "password")
-        elif stdin_is_tty():
-            password = getpass.getpass(f"password for {name}: ")
-        else:
-            fail("give --password-file or --token-file to authenticate to the archive.")
-        auth = (name, password)
-    # The archive's own URL on this host (loopback, self-signed when TLS is on), as
-    # `archive status` reads it.
-    return httpx.Client(
-        base_url=server.base_url(config),
-        auth=auth,
-        headers=headers,
-        timeout=600,
-        verify=False,  # noqa: S501
-    )
-
-
-def call(client: httpx.Client, method: str, path: str, **kwargs) -> Any:
-    """One REST call; any refusal becomes the archive's one-line message."""
-    try:
-        answer = client.request(method, path, **kwargs)
-    except httpx.HTTPError:
-        fail(f"the archive at {client.base_url} is not answering; start it with archive serve.")
-    if answer.status_code == 401:
-        fail("the archive refused the credentials; check the user name and password/token.")
-    if answer.status_code >= 400:
-        try:
-            message = answer.json().get("error") or answer.text
-        except ValueError:
-            message = answer.text.strip() or f"HTTP {answer.status_code}"
-        if answer.status_code == 403 and not message:
-            message = "not allowed for this user (role or training)."
-        fail(message or f"the archive answered HTTP {answer.status_code}.")
-    if answer.headers.get("content-type", "").startswith("application/json"):
-        return answer.json()
-    return answer.content
+from archive.cli.api import AsOption, PasswordFileOption, TokenFileOption, api_client, call
+from archive.cli.common import HomeOption, JsonOption, emit_json
 
 
 def pull(

@@ -24,8 +24,8 @@ from typing import Annotated
 import httpx
 import typer
 
+from archive.cli.api import AsOption, PasswordFileOption, TokenFileOption, api_client, call
 from archive.cli.common import HomeOption, JsonOption, emit_json, fail
-from archive.cli.pull import AsOption, PasswordFileOption, TokenFileOption, api_client, call
 
 PARTIAL_SUFFIX = ".partial"
 

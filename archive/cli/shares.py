@@ -18,8 +18,8 @@ from typing import Annotated
 
 import typer
 
+from archive.cli.api import AsOption, PasswordFileOption, TokenFileOption, api_client, call
 from archive.cli.common import HomeOption, JsonOption, actor, emit_json, fail, load, stdin_is_tty
-from archive.cli.pull import AsOption, PasswordFileOption, TokenFileOption, api_client, call
 from archive.cli.recipients import audit, governance
 from archive.cli.users import now, parse_day
 from archive.errors import ArchiveError

@@ -22,8 +22,8 @@ import typer
 from archive import db
 from archive.audit import AuditError, AuditEvent, audit_log_for
 from archive.catalogue import Catalogue, load_vocabulary
+from archive.cli.api import AsOption, PasswordFileOption, TokenFileOption, api_client, call
 from archive.cli.common import HomeOption, JsonOption, actor, emit_json, fail, load
-from archive.cli.pull import AsOption, PasswordFileOption, TokenFileOption, api_client, call
 from archive.deid import DeidSecrets
 from archive.deid.keyed import pseudonym_for
 from archive.errors import ArchiveError
