@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from archive.catalogue import Catalogue, SearchFilters, SeriesSummary  # noqa: E402
 from archive.catalogue.query import parse_query  # noqa: E402
+from archive.catalogue.schema import FTS_COLUMNS  # noqa: E402
 from archive.db import connect  # noqa: E402
 
 # category -> (modalities, body parts, [(diagnosis, findings phrases, differential)])
@@ -372,21 +373,7 @@ def make_queries(rng: random.Random, count: int) -> list[dict]:
     return queries
 
 
-LIKE_COLUMNS = (
-    "title",
-    "diagnosis",
-    "keywords",
-    "findings",
-    "clinical_history",
-    "differential",
-    "discussion",
-    "teaching_points",
-    "anatomy",
-    "category",
-    "body_part",
-    "modalities",
-    "study_description",
-)
+LIKE_COLUMNS = FTS_COLUMNS  # the reference scans the same text the index holds
 LIKE_ORDER = {
     "added": "added_at ASC",
     "-added": "added_at DESC",
