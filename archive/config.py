@@ -388,7 +388,13 @@ def database_password(config: ArchiveConfig) -> str:
         )
     if info.st_uid != os.getuid():
         raise ConfigError(f"database.password_file {path} must belong to the archive's user.")
-    password = path.read_text(encoding="utf-8").strip("\r\n")
+    try:
+        password = path.read_text(encoding="utf-8").strip("\r\n")
+    except (OSError, UnicodeDecodeError):
+        password = ""  # a directory, unreadable or not text: the message below says what to do
     if not password or "\n" in password:
-        raise ConfigError(f"database.password_file {path} must hold the password on one line.")
+        raise ConfigError(
+            f"database.password_file {path} must be a readable file holding the password "
+            "on one line."
+        )
     return password

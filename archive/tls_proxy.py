@@ -157,7 +157,10 @@ def certificate_fingerprint(path: Path) -> str | None:
     stop = text.find(end, start)
     if start < 0 or stop < 0:
         return None
-    der = ssl.PEM_cert_to_DER_cert(text[start : stop + len(end)] + "\n")
+    try:
+        der = ssl.PEM_cert_to_DER_cert(text[start : stop + len(end)] + "\n")
+    except ValueError:  # damaged base64 (binascii.Error): no fingerprint, not a traceback
+        return None
     return hashlib.sha256(der).hexdigest()
 
 

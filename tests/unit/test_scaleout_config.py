@@ -121,6 +121,13 @@ def test_password_file_must_be_private(tmp_path):
     assert "pa:ss" not in str(info.value)
     os.chmod(secret, 0o600)
     assert database_password(config) == "pa:ss"
+    secret.write_bytes(b"\xff\xfe not text")
+    with pytest.raises(ConfigError, match="readable file holding the password"):
+        database_password(config)
+    secret.unlink()
+    secret.mkdir(mode=0o700)  # a directory by mistake: one message, no traceback
+    with pytest.raises(ConfigError, match="readable file holding the password"):
+        database_password(config)
 
 
 def test_pgpass_escapes_and_is_private(tmp_path):

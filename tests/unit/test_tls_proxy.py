@@ -71,3 +71,9 @@ def test_a_missing_certificate_is_one_clear_error(tmp_path: Path) -> None:
     (config.home.keys_dir / "https.pem").unlink()
     with pytest.raises(tls_proxy.ProxyError, match="no certificate"):
         tls_proxy.plan(config, 18999, SECRET)
+
+
+def test_a_damaged_certificate_has_no_fingerprint(tmp_path: Path) -> None:
+    pem = tmp_path / "https.pem"
+    pem.write_text("-----BEGIN CERTIFICATE-----\n!!not base64@@\n-----END CERTIFICATE-----\n")
+    assert tls_proxy.certificate_fingerprint(pem) is None
