@@ -385,6 +385,17 @@ _IN_TRANSACTION = (
 # -- the connection -----------------------------------------------------------------
 
 
+def _rollback_quietly(conn: psycopg.Connection) -> None:
+    """Roll back after a failed statement without letting a second error (a dropped
+    connection) escape in place of the scrubbed one: psycopg's own message would carry
+    PostgreSQL's DETAIL, which quotes values (a study UID in a key conflict)."""
+    try:
+        if conn.info.transaction_status != pq.TransactionStatus.IDLE:
+            conn.execute("ROLLBACK")
+    except psycopg.Error:
+        pass  # the connection is broken: the next use reconnects (see _usable)
+
+
 class PostgresConnection:
     """The subset of sqlite3.Connection the rooms use, over one psycopg connection."""
 
@@ -481,8 +492,8 @@ class PostgresConnection:
                 if alone:
                     conn.execute("COMMIT")
             except psycopg.Error as exc:
-                if alone and conn.info.transaction_status != pq.TransactionStatus.IDLE:
-                    conn.execute("ROLLBACK")
+                if alone:
+                    _rollback_quietly(conn)
                 raise _sqlite_error(exc) from None
         return Cursor(rowcount=count)
 
@@ -560,8 +571,8 @@ class PostgresConnection:
                 if alone:
                     conn.execute("COMMIT")
             except psycopg.Error as exc:
-                if alone and conn.info.transaction_status != pq.TransactionStatus.IDLE:
-                    conn.execute("ROLLBACK")
+                if alone:
+                    _rollback_quietly(conn)
                 raise _sqlite_error(exc) from None
             if statement.kind == "ddl":
                 self._identity.clear()
@@ -573,8 +584,7 @@ class PostgresConnection:
         try:
             conn.execute(f"BEGIN; SELECT pg_advisory_xact_lock({ADVISORY_KEY})")
         except psycopg.Error as exc:
-            if conn.info.transaction_status != pq.TransactionStatus.IDLE:
-                conn.execute("ROLLBACK")
+            _rollback_quietly(conn)
             raise _sqlite_error(exc) from None
         self._was_in_transaction = True
         return Cursor()
@@ -583,7 +593,7 @@ class PostgresConnection:
         status = conn.info.transaction_status
         self._was_in_transaction = False
         if status == pq.TransactionStatus.INERROR:
-            conn.execute("ROLLBACK")
+            _rollback_quietly(conn)
             raise sqlite3.OperationalError(
                 "the transaction was aborted by an earlier error and has been rolled back"
             )

@@ -173,7 +173,11 @@ def _quoted(value: str | Path) -> str:
 
 def render_config(config: ArchiveConfig, proxy: ProxyPlan) -> str:
     """nginx's configuration: foreground, files in HOME/run/nginx, TLS 1.2+, HSTS,
-    streamed bodies, plain HTTP on the TLS port redirected to https."""
+    streamed bodies, plain HTTP on the TLS port redirected to https.
+
+    Nothing a user sends reaches nginx's files: no access log, bodies streamed (never a
+    temporary file), and the error log at `crit`, because nginx's `error`/`warn` lines
+    quote the request line, whose query string may hold a search a user typed."""
     run = config.home.run_dir
     prefix = run / "nginx"
     temp = {
@@ -187,7 +191,7 @@ daemon off;
 master_process on;
 worker_processes 1;
 {user}pid {_quoted(run / "nginx.pid")};
-error_log {_quoted(run / "nginx-error.log")} warn;
+error_log {_quoted(run / "nginx-error.log")} crit;
 events {{ worker_connections 512; }}
 http {{
     access_log off;
@@ -326,7 +330,7 @@ def read_state(config: ArchiveConfig) -> dict | None:
 
 
 def stop(config: ArchiveConfig, process: subprocess.Popen | None, timeout: float = 10.0) -> None:
-    """Stop nginx (SIGQUIT: graceful, then SIGKILL) and remove its secret-bearing config."""
+    """Stop nginx (SIGTERM: fast shutdown, then SIGKILL) and remove its secret-bearing config."""
     if process is not None and process.poll() is None:
         process.terminate()  # SIGTERM: nginx's fast shutdown
         try:
