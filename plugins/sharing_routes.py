@@ -26,7 +26,8 @@ import orthanc
 from archive.catalogue import Catalogue, load_vocabulary
 from archive.errors import ArchiveError
 from archive.export import build_package
-from archive.governance import BoardVote, DicomNode, Recipients, Shares, load_policy
+from archive.governance import DicomNode, Recipients, Shares, load_policy
+from archive.governance.board import votes_from_register
 from archive.governance.share_delivery import (
     check_undertaking_organisation,
     recipient_node_name,
@@ -236,12 +237,7 @@ def _decide(services, request, groups, **_):
         names = body.get("approvers")
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
             raise HttpError(400, 'give "approvers": the Board members who approved, by name.')
-        store = services.access_store()
-        votes = []
-        for name in names:
-            user = store.get_user(name.strip())
-            roles = () if user is None or user.disabled else user.roles
-            votes.append(BoardVote.of(name, list(roles)))
+        votes = votes_from_register(services.access_store(), names)
         approved = body.get("approved", True)
         if not isinstance(approved, bool):
             raise HttpError(400, '"approved" is true or false.')

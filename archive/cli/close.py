@@ -58,6 +58,7 @@ from archive.governance import (
     default_steps,
     load_policy,
 )
+from archive.governance.board import votes_from_register
 from archive.server import HomeLock
 from archive.vault import open_keyring_for_cli
 from archive.vault.backup import known_backup_locations
@@ -201,15 +202,13 @@ def register(app: typer.Typer) -> None:
         as_json: JsonOption = False,
     ) -> None:
         """Record the School Board's decision: transfer to a named collection, or destroy."""
-        from archive.cli.shares import board_votes
-
         with _records(home) as (store, log, records, _):
             try:
                 decision = records.record_decision(
                     outcome,
                     meeting_date=_day(meeting_date, "--meeting-date"),
                     minute_reference=minute,
-                    approvers=board_votes(store, approvers),
+                    approvers=votes_from_register(store, approvers),
                     decision_text=text,
                     receiving_recipient_id=recipient,
                     recorded_by=actor(),

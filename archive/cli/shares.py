@@ -23,7 +23,8 @@ from archive.cli.common import HomeOption, JsonOption, actor, emit_json, fail, l
 from archive.cli.recipients import audit, governance
 from archive.cli.users import now, parse_day
 from archive.errors import ArchiveError
-from archive.governance import BoardVote, Shares, share_log_csv, share_log_json
+from archive.governance import Shares, share_log_csv, share_log_json
+from archive.governance.board import votes_from_register
 from archive.governance.share_delivery import (
     check_undertaking_organisation,
     store_signed_undertaking,
@@ -32,17 +33,6 @@ from archive.governance.share_delivery import (
 from archive.governance.sharing import proposal_view
 
 ProposalArg = Annotated[int, typer.Argument(help="The share proposal's number.")]
-
-
-def board_votes(store, names: list[str]) -> list[BoardVote]:
-    """Approvers named in the minutes, with the roles the archive knows them by (an
-    unknown name has none, so the quorum rule refuses it)."""
-    votes = []
-    for name in names:
-        user = store.get_user(name.strip())
-        roles = () if user is None or user.disabled else user.roles
-        votes.append(BoardVote.of(name, list(roles)))
-    return votes
 
 
 def register(app: typer.Typer) -> None:
@@ -127,7 +117,7 @@ def register(app: typer.Typer) -> None:
                     proposal_id,
                     meeting_date=when,
                     minute_reference=minute,
-                    approvers=board_votes(store, approvers),
+                    approvers=votes_from_register(store, approvers),
                     decision_text=text,
                     approved=not reject,
                     recorded_by=actor(),
@@ -267,24 +257,38 @@ def register(app: typer.Typer) -> None:
         """Send an approved share (personnel, through the running archive); registered."""
         if method not in ("cstore", "package"):
             fail("--method is cstore or package.")
+        fd = None
         if method == "package":
             if output is None:
                 fail("a package share needs --output FILE.age.")
-            if output.exists():
-                fail(f"{output} exists; choose a new file name.")
-        with api_client(home, user, password_file, token_file) as client:
-            answer = call(
-                client, "POST", f"/teaching/shares/{proposal_id}/execute", json={"method": method}
-            )
-        if method == "package":
-            assert output is not None
-            if not isinstance(answer, bytes):
-                fail("the archive did not answer a package.")
-            fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(answer)
-            typer.echo(f"wrote {output} ({len(answer)} bytes, age-encrypted to the recipient)")
-            return
+            try:  # before the share: the archive registers it as sent once it answers
+                fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except OSError as exc:
+                fail(f"cannot create {output} ({exc.strerror}); choose a new file name.")
+        written = False
+        try:
+            with api_client(home, user, password_file, token_file) as client:
+                answer = call(client, "POST", f"/teaching/shares/{proposal_id}/execute",
+                              json={"method": method})  # fmt: skip
+            if fd is not None:
+                if not isinstance(answer, bytes):
+                    fail("the archive did not answer a package.")
+                try:
+                    with os.fdopen(fd, "wb") as handle:
+                        fd = None
+                        handle.write(answer)
+                        os.fsync(handle.fileno())
+                except OSError as exc:
+                    fail(f"the share was sent and registered, but {output} could not be "
+                         f"written ({exc.strerror}); see `archive shares log`.")  # fmt: skip
+                written = True
+                typer.echo(f"wrote {output} ({len(answer)} bytes, age-encrypted to the recipient)")
+                return
+        finally:
+            if fd is not None:
+                os.close(fd)
+            if output is not None and method == "package" and not written:
+                output.unlink(missing_ok=True)
         if as_json:
             emit_json(answer)
         else:

@@ -27,6 +27,18 @@ class BoardVote:
         return cls(clean_text(member, "board member", max_len=200), clean_roles(roles))
 
 
+def votes_from_register(store, names: Sequence[str]) -> list[BoardVote]:
+    """Approvers named in the minutes, with the roles the access store knows them by: an
+    unknown or disabled account has none, so the quorum rule refuses it. One recipe for
+    the CLI, the REST routes and the web interface."""
+    votes = []
+    for name in names:
+        user = store.get_user(name.strip())
+        roles = () if user is None or user.disabled else user.roles
+        votes.append(BoardVote.of(name, list(roles)))
+    return votes
+
+
 @dataclass(frozen=True)
 class CountedVote:
     member: str

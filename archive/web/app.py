@@ -425,16 +425,12 @@ def _share_list(app: WebApp, ctx: Context, groups) -> WebResponse:
 
 @route("POST", r"/shares/([0-9]{1,12})/decide")
 def _share_decide(app: WebApp, ctx: Context, groups) -> WebResponse:
-    from archive.governance import BoardVote
+    from archive.governance.board import votes_from_register
 
     app.require(ctx, "shares")
     pid = int(groups[0])
-    store = app.backend.access_store()
-    votes = []
-    for name in (n.strip() for n in ctx.form.get("approvers", "").split(",")):
-        if name:
-            user = store.get_user(name)
-            votes.append(BoardVote.of(name, user.roles if user else ()))
+    names = [n.strip() for n in ctx.form.get("approvers", "").split(",") if n.strip()]
+    votes = votes_from_register(app.backend.access_store(), names)
     try:
         meeting = date.fromisoformat(ctx.form.get("meeting_date", ""))
     except ValueError:

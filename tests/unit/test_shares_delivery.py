@@ -173,3 +173,15 @@ def test_cli_flow_on_the_home(home: Path, tmp_path: Path) -> None:
     records = audit_query(home / "data" / "audit", action="governance.share.decide")
     assert [r["outcome"] for r in records] == ["denied", "denied", "success"]
     assert all(r["actor"] == "operator1" for r in records)
+
+
+def test_board_votes_of_unknown_or_disabled_accounts_carry_no_roles(tmp_path: Path) -> None:
+    """One recipe for CLI, REST and web: a disabled Board member never counts."""
+    from archive.governance.board import votes_from_register
+
+    store = AccessStore(db.connect(tmp_path / "a.db"))
+    for name in ("b1", "b2"):
+        store.add_user(name, f"pw-{name}-long-enough-42", ["board_member"], NOW, by="t")
+    store.disable("b2")
+    votes = votes_from_register(store, [" b1 ", "b2", "nobody"])
+    assert [sorted(v.roles) for v in votes] == [["board_member"], [], []]
