@@ -34,7 +34,7 @@ TokenFileOption = Annotated[
 ]
 
 
-def _first_line(path: Path, what: str) -> str:
+def first_line(path: Path, what: str) -> str:
     try:
         text = path.read_text(encoding="utf-8").splitlines()
     except OSError as exc:
@@ -52,11 +52,11 @@ def api_client(
     headers: dict[str, str] = {}
     auth = None
     if token_file is not None:
-        headers["Authorization"] = "Bearer " + _first_line(token_file, "token")
+        headers["Authorization"] = "Bearer " + first_line(token_file, "token")
     else:
         name = user or actor()
         if password_file is not None:
-            password = _first_line(password_file, "password")
+            password = first_line(password_file, "password")
         elif stdin_is_tty():
             password = getpass.getpass(f"password for {name}: ")
         else:

@@ -24,7 +24,14 @@ from typing import Annotated
 import httpx
 import typer
 
-from archive.cli.api import AsOption, PasswordFileOption, TokenFileOption, api_client, call
+from archive.cli.api import (
+    AsOption,
+    PasswordFileOption,
+    TokenFileOption,
+    api_client,
+    call,
+    first_line,
+)
 from archive.cli.common import HomeOption, JsonOption, emit_json, fail
 
 PARTIAL_SUFFIX = ".partial"
@@ -51,7 +58,9 @@ def clean_stale_partials(output: Path) -> list[Path]:
     pattern = f".{glob.escape(output.name)}.*{PARTIAL_SUFFIX}"
     for path in output.parent.glob(pattern):
         pid = path.name[len(output.name) + 2 : -len(PARTIAL_SUFFIX)]
-        if pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid)):
+        if not pid.isdigit():
+            continue  # another output's partial (".NAME.x.PID.partial"): not ours
+        if int(pid) != os.getpid() and _alive(int(pid)):
             continue  # another export to the same name is still running
         path.unlink(missing_ok=True)
         removed.append(path)
@@ -296,10 +305,7 @@ def register(app: typer.Typer) -> None:
             fail(f"{output} exists; choose a new file name.")
         headers, params = {}, {}
         if passphrase_file is not None:
-            lines = passphrase_file.read_text(encoding="utf-8").splitlines()
-            if not lines or not lines[0]:
-                fail(f"the passphrase file {passphrase_file} is empty.")
-            headers["X-Export-Passphrase"] = lines[0]
+            headers["X-Export-Passphrase"] = first_line(passphrase_file, "passphrase")
         else:
             params["recipient"] = recipient
         with api_client(home, user, password_file, token_file) as client:

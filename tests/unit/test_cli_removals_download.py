@@ -124,3 +124,11 @@ def test_stale_partials_of_dead_writers_are_cleaned(tmp_path: Path) -> None:
         download_package(client, ROUTE, out, 7)
     assert out.read_bytes() == BODY
     assert _leftovers(tmp_path) == sorted([out.name, live.name, other.name])
+
+
+def test_partials_of_a_longer_output_name_are_left_alone(tmp_path: Path) -> None:
+    """`.a.<pid>.partial` glob also matches `.a.b.<pid>.partial`: another output's."""
+    out = tmp_path / "a"
+    theirs = partial_path(tmp_path / "a.b", 1)
+    theirs.write_bytes(b"x")
+    assert clean_stale_partials(out) == [] and theirs.exists()
