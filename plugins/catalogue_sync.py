@@ -17,7 +17,7 @@ import threading
 import orthanc
 
 from archive.audit import AuditEvent
-from archive.catalogue import Catalogue, SqliteCatalogueRepository, load_vocabulary
+from archive.catalogue import Catalogue, load_vocabulary, repository_for
 from archive.catalogue.auditing import audit_sink
 from archive.catalogue.changes import ChangeSink
 from archive.catalogue.from_orthanc import AgeBands, SeriesFacts, study_summary
@@ -31,7 +31,7 @@ def catalogue_for(services, on_change: ChangeSink | None = None) -> Catalogue:
     """A Catalogue on this thread's connection (schema checked once per thread)."""
     repo = getattr(_local, "repo", None)
     if repo is None or getattr(_local, "conn", None) is not services.db():
-        repo = SqliteCatalogueRepository(services.db())
+        repo = repository_for(services.db())
         _local.repo, _local.conn = repo, services.db()
     policies = str(services.config.policies_dir)
     vocabulary = _vocabularies.get(policies)

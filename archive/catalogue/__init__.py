@@ -32,7 +32,11 @@ from archive.catalogue.model import (
     StudySummary,
 )
 from archive.catalogue.permissions import EDITOR_ROLES, VIEWER_ROLES, can_edit, can_view
-from archive.catalogue.repository import CatalogueRepository, SqliteCatalogueRepository
+from archive.catalogue.repository import (
+    CatalogueRepository,
+    SqliteCatalogueRepository,
+    repository_for,
+)
 from archive.catalogue.vocabulary import Vocabulary, load_vocabulary
 
 __all__ = [
@@ -62,6 +66,7 @@ __all__ = [
     "SearchPage",
     "SeriesSummary",
     "SqliteCatalogueRepository",
+    "repository_for",
     "StudySummary",
     "Vocabulary",
     "can_edit",

@@ -38,7 +38,7 @@ from archive.catalogue.model import (
     StudySummary,
 )
 from archive.catalogue.query import parse_query
-from archive.catalogue.repository import CatalogueRepository, SqliteCatalogueRepository
+from archive.catalogue.repository import CatalogueRepository, repository_for
 from archive.catalogue.vocabulary import Vocabulary, load_vocabulary
 
 CASE_ID = re.compile(r"^[A-Z0-9]{2,8}-\d{4}-\d{5,}$")
@@ -93,7 +93,7 @@ class Catalogue:
                 f"school prefix {school_prefix!r} must be 2 to 8 letters or digits, e.g. NSR."
             )
         self.prefix = prefix
-        self.repo: CatalogueRepository = repository or SqliteCatalogueRepository(conn)
+        self.repo: CatalogueRepository = repository or repository_for(conn)
         self.vocabulary = vocabulary or load_vocabulary()
         self.on_change = on_change or ignore_changes
         self._scanner = scanner

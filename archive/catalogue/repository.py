@@ -6,8 +6,8 @@ which `CatalogueRepository` below names as a Protocol.
 
 With `[database] kind = "postgresql"` the connection is an
 archive.db_postgres.PostgresConnection, which translates the portable statements, and
-`SqliteCatalogueRepository(conn)` hands out `PostgresCatalogueRepository` instead (so
-Catalogue needs no change). That subclass replaces only what SQLite does with FTS5:
+`repository_for(conn)` gives `PostgresCatalogueRepository` instead. That subclass
+replaces only what SQLite does with FTS5:
   - schema (schema.PG_STEP_1): a generated `search tsvector` column, per-field weights
     A..D in place of bm25 weights, a GIN index; a stemming configuration without
     stop-word removal (`catalogue_english`), so a query of common words still matches,
@@ -114,15 +114,15 @@ class CatalogueRepository(Protocol):
     ) -> None: ...
 
 
+def repository_for(conn: Any) -> SqliteCatalogueRepository:
+    """The catalogue's repository for this connection's database."""
+    if dialect(conn) == "postgresql":
+        return PostgresCatalogueRepository(conn)
+    return SqliteCatalogueRepository(conn)
+
+
 class SqliteCatalogueRepository:
-    """The embedded default: SQLite with FTS5 (external content, trigger-synced).
-
-    Constructed on a PostgreSQL connection it is a PostgresCatalogueRepository."""
-
-    def __new__(cls, conn: Any) -> SqliteCatalogueRepository:
-        if cls is SqliteCatalogueRepository and dialect(conn) == "postgresql":
-            cls = PostgresCatalogueRepository
-        return super().__new__(cls)
+    """The embedded default: SQLite with FTS5 (external content, trigger-synced)."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
