@@ -6,8 +6,9 @@ from typing import Annotated
 
 import typer
 
+from archive.audit import AuditError, AuditEvent, audit_log_for
 from archive.cli.backup import hold_stopped_home, progress_printer
-from archive.cli.common import HomeOption, JsonOption, emit_json, fail, load
+from archive.cli.common import HomeOption, JsonOption, actor, emit_json, fail, load
 from archive.errors import ArchiveError
 
 
@@ -34,6 +35,7 @@ def fsck(
     try:
         ring = open_keyring_for_cli(config)
         report = check_home(config, ring, repair=repair, progress=progress_printer(not as_json))
+        _audit_repairs(config, report)
     except ArchiveError as exc:
         fail(str(exc))
     finally:
@@ -52,6 +54,25 @@ def fsck(
             typer.echo("Run again with --repair to clean up what is marked repairable.")
     if not report.ok:
         raise typer.Exit(1)
+
+
+def _audit_repairs(config, report) -> None:
+    """Files were moved or rewritten: say so in the audit log (a damaged log, which fsck
+    reports and never repairs, may refuse the record; the report still prints)."""
+    repaired = sum(f.repaired for f in report.findings)
+    if not repaired:
+        return
+    event = AuditEvent(
+        "fsck.repair",
+        "success" if report.ok else "failure",
+        actor(),
+        source="cli",
+        detail={"repaired": repaired, "remaining": len(report.findings) - repaired},
+    )
+    try:
+        audit_log_for(config.home).append(event)
+    except AuditError as exc:
+        typer.echo(f"warning: the repairs are not in the audit log: {exc}", err=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -295,7 +295,10 @@ def audit_head_lag(audit_dir: Path) -> tuple[int, int] | None:
     if len(lines) <= head.seq:
         return None
     if head.seq:
-        at_head = json.loads(lines[head.seq - 1])
+        try:
+            at_head = json.loads(lines[head.seq - 1])
+        except ValueError:  # a damaged line: reported by verify, not a lagging head
+            return None
         if at_head.get("seq") != head.seq or at_head.get("hash") != head.hash:
             return None
     for raw in lines[head.seq :]:
