@@ -99,6 +99,7 @@ def serve(
     pgpass = None
     decision = None
     read_fd = None
+    locked = False  # until then the nginx files in the run dir may be a running serve's
     try:
         server.find_orthanc()  # install problems first: no passphrase asked for nothing
         server.check_plugin_installed(orthanc_config.PYTHON_PLUGIN)
@@ -107,6 +108,7 @@ def serve(
             db_password = database_password(config)  # ConfigError: one line, no secret
         keyring, passphrase = server.unlock_keyring(config, interactive=sys.stdin.isatty())
         lock.acquire()
+        locked = True
         allowed = allow_unencrypted_volume or config.volume.allow_unencrypted
         decision = server.prepare_volume(config, keyring, allow_unencrypted=allowed)
         del keyring
@@ -173,7 +175,7 @@ def serve(
             os.close(read_fd)
         if process is not None:
             server.stop_orthanc(process)
-        if proxy is not None or config.http.tls:
+        if proxy is not None or (locked and config.http.tls):
             tls_proxy.stop(config, proxy)
         if pgpass is not None:
             pgpass.unlink(missing_ok=True)
