@@ -13,6 +13,7 @@ import os
 
 import orthanc
 
+from archive.audit import AuditEvent
 from archive.ingest import IngestRefused, IngestService, load_handover, tickets
 from archive.ingest import flags as ingest_flags
 from archive.ingest.service import Action
@@ -144,14 +145,26 @@ def register(services) -> None:
             return orthanc.ReceivedInstanceAction.MODIFY, REFUSED_BAD_INPUT
         except DataVolumeFull as exc:
             orthanc.LogError(f"teaching-archive: refused an instance: {exc}")
+            _audit_refusal(origin, "data volume full")
         except Exception as exc:  # noqa: BLE001 - fail closed: never KeepAsIs
-            # Only the type and message: de-identification has not run on this instance.
             # The type only: an exception's message could quote a value of an instance
             # that has not been de-identified.
             orthanc.LogError(
                 f"teaching-archive: refused an instance ({type(exc).__name__}); "
                 "the sender must resend once the cause is fixed"
             )
+            _audit_refusal(origin, f"internal error: {type(exc).__name__}")
         return orthanc.ReceivedInstanceAction.MODIFY, REFUSED
+
+    def _audit_refusal(origin, reason: str) -> None:
+        """Refusals the ingest service did not see are audited here (the data reserve
+        keeps room for the record); a refused record only costs a log line."""
+        intake = _ORIGINS.get(origin, "other")
+        detail = {"reason": reason}
+        event = AuditEvent("ingest.refused", "failure", "system", source=intake, detail=detail)
+        try:
+            services.record(event)
+        except Exception as exc:  # noqa: BLE001 - never raise into Orthanc
+            orthanc.LogError(f"teaching-archive: refusal not audited ({type(exc).__name__})")
 
     orthanc.RegisterReceivedInstanceCallback(on_received)
