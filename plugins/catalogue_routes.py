@@ -323,7 +323,7 @@ def _thumbnail(services, request: dict) -> tuple[bytes, str]:
     """Orthanc's preview of the middle image of the case's n-th series."""
     groups = request.get("groups") or []
     case_id, number = groups[0].upper(), int(groups[1])
-    principal = _principal(services, request, "catalogue.case.thumbnail", case_id)
+    principal = principal_of(services, request)  # thumbnail_png checks and audits the role
     return thumbnail_png(services, principal, case_id, number)
 
 
