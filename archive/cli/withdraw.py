@@ -1,4 +1,4 @@
-"""`archive withdraw --issuer X --patient-id Y`: a patient's consent withdrawal or objection.
+"""`archive withdraw --issuer X`: a patient's consent withdrawal or objection.
 
 The archive stores no source identifiers, so the pseudonym is recomputed from the issuer
 and patient ID with the keyring's pseudonym key, then:
@@ -9,12 +9,17 @@ and patient ID with the keyring's pseudonym key, then:
    marks the cases withdrawn;
 3. the withdrawal is recorded, and every share, export and workstation that already
    carried the cases is listed, so deletion requests can be sent.
-Neither the issuer, the patient ID nor the pseudonym is printed, logged or audited.
+Neither the issuer, the patient ID nor the pseudonym is printed, logged or audited. The
+patient ID is never a command-line argument (shell history, `ps`): it is typed at a
+hidden prompt, piped on standard input, or read from the first line of --patient-id-file.
 """
 
 from __future__ import annotations
 
+import getpass
+import sys
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -22,13 +27,30 @@ import typer
 from archive import db
 from archive.audit import AuditError, AuditEvent, audit_log_for
 from archive.catalogue import Catalogue, load_vocabulary
-from archive.cli.api import AsOption, PasswordFileOption, TokenFileOption, api_client, call
-from archive.cli.common import HomeOption, JsonOption, actor, emit_json, fail, load
+from archive.cli.api import (
+    AsOption,
+    PasswordFileOption,
+    TokenFileOption,
+    api_client,
+    call,
+    first_line,
+)
+from archive.cli.common import HomeOption, JsonOption, actor, emit_json, fail, load, stdin_is_tty
 from archive.deid import DeidSecrets
 from archive.deid.keyed import pseudonym_for
 from archive.errors import ArchiveError
 from archive.governance import OptOutRegister
 from archive.vault import open_keyring_for_cli
+
+
+def _patient_id(path: Path | None) -> str:
+    """The patient ID, never from argv: a file, a hidden prompt, or one stdin line."""
+    if path is not None:
+        return first_line(path, "patient ID")
+    if stdin_is_tty():
+        return getpass.getpass("patient ID at the issuer (not shown): ")
+    line = sys.stdin.readline() if sys.stdin is not None else ""
+    return line.rstrip("\r\n")
 
 
 def register(app: typer.Typer) -> None:
@@ -38,9 +60,14 @@ def register(app: typer.Typer) -> None:
         issuer: Annotated[
             str, typer.Option("--issuer", help="Issuer of Patient ID (as the source sent it).")
         ],
-        patient_id: Annotated[
-            str, typer.Option("--patient-id", help="The patient's ID at that issuer.")
-        ],
+        patient_id_file: Annotated[
+            Path | None,
+            typer.Option(
+                "--patient-id-file",
+                help="A file whose first line is the patient's ID at that issuer "
+                "(otherwise: a hidden prompt, or one line on standard input).",
+            ),
+        ] = None,
         kind: Annotated[
             str, typer.Option("--kind", help="withdrawal (of consent) or objection.")
         ] = "withdrawal",
@@ -54,10 +81,11 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Remove one patient's cases everywhere and refuse their future studies."""
         config = load(home)
+        patient_id = _patient_id(patient_id_file)
         if not issuer.strip() and not patient_id.strip():
-            fail("give --issuer and --patient-id as the source system recorded them.")
+            fail("give --issuer and the patient ID as the source system recorded them.")
         if not patient_id.strip():
-            fail("--patient-id is empty; give the patient's ID at the issuer.")
+            fail("the patient ID is empty; give the patient's ID at the issuer.")
         try:
             ring = open_keyring_for_cli(config)
             pseudonym = pseudonym_for(issuer, patient_id, DeidSecrets(ring.pseudonym_key))

@@ -38,7 +38,7 @@ def pseudonym_digest(pseudonym: str) -> str:
     if not isinstance(pseudonym, str) or not pseudonym or pseudonym != pseudonym.strip():
         raise InvalidInputError(
             "a pseudonym is the non-empty value computed by de-identification; "
-            "recompute it with `archive withdraw --issuer --patient-id`."
+            "recompute it with `archive withdraw --issuer` (the patient ID on its prompt)."
         )
     return hashlib.sha256(_DOMAIN + pseudonym.encode()).hexdigest()
 

@@ -96,8 +96,9 @@ def test_withdraw_removes_exactly_one_patients_cases_and_blocks_later_sends(arch
 
     started = time.monotonic()
     done = arc.cli(
-        "withdraw", "--issuer", ISSUER, "--patient-id", "P-ONE",
-        "--as", "pat", "--password-file", str(secret), "--json", timeout=120,
+        "withdraw", "--issuer", ISSUER,  # the ID on stdin, never in argv
+        "--as", "pat", "--password-file", str(secret), "--json",
+        input_text="P-ONE\n", timeout=120,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr + arc.log_tail()
     assert time.monotonic() - started < 110  # no deadlock in the delete path
