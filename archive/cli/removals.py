@@ -119,21 +119,28 @@ def download_package(
         f"stays counted: see `archive removals show {request_id}` and export again if "
         "downloads remain."
     )
+    # Where the package goes is checked before asking: the archive counts a download as
+    # soon as it starts building, so an unwritable or taken output must not spend one.
+    if output.exists():
+        fail(f"{output} already exists; choose another --output (nothing was exported).")
+    try:
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        fail(f"cannot write {output}: {exc.strerror}; nothing was exported.")
     try:
         try:
-            with client.stream("GET", path, **kwargs) as answer:
-                if answer.status_code >= 400:
-                    answer.read()
-                    fail(_refusal(answer))
-                announced = answer.headers.get("content-length")
-                fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                size = 0
-                with os.fdopen(fd, "wb") as handle:
+            with os.fdopen(fd, "wb") as handle:
+                with client.stream("GET", path, **kwargs) as answer:
+                    if answer.status_code >= 400:
+                        answer.read()
+                        fail(_refusal(answer))
+                    announced = answer.headers.get("content-length")
+                    size = 0
                     for chunk in answer.iter_bytes():
                         handle.write(chunk)
                         size += len(chunk)
-                    handle.flush()
-                    os.fsync(handle.fileno())
+                handle.flush()
+                os.fsync(handle.fileno())
         except httpx.HTTPError:
             fail(cut_off)
         except OSError as exc:

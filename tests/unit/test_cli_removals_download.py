@@ -132,3 +132,25 @@ def test_partials_of_a_longer_output_name_are_left_alone(tmp_path: Path) -> None
     theirs = partial_path(tmp_path / "a.b", 1)
     theirs.write_bytes(b"x")
     assert clean_stale_partials(out) == [] and theirs.exists()
+
+
+@pytest.mark.parametrize("case", ["missing directory", "file exists"])
+def test_an_unusable_output_is_refused_before_a_download_is_spent(
+    tmp_path: Path, capsys: pytest.CaptureFixture, case: str
+) -> None:
+    asked = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        asked.append(request.url.path)  # the archive would count a download here
+        return httpx.Response(200, content=BODY)
+
+    out = tmp_path / "nowhere" / "package.age"
+    if case == "file exists":
+        out = tmp_path / "package.age"
+        out.write_bytes(b"an earlier package")
+    with _client(handler) as client, pytest.raises(typer.Exit):
+        download_package(client, ROUTE, out, 7)
+    assert asked == []
+    assert "nothing was exported" in capsys.readouterr().err
+    if case == "file exists":
+        assert out.read_bytes() == b"an earlier package"
