@@ -632,7 +632,18 @@ def _json_safe(items: tuple[dict, ...]) -> tuple[dict, ...]:
 
 def check_certificate(export_dir: Path) -> dict[str, Any]:
     """Verify an exported certificate: its signature under the exported audit public key,
-    the exported audit chain, and that its hash is the last record a checkpoint covers."""
+    the exported audit chain, and that its hash is the last record a checkpoint covers.
+    A damaged or incomplete export is one ArchiveError, never a traceback."""
+    try:
+        return _check_certificate(export_dir)
+    except (KeyError, IndexError, TypeError, AttributeError, ValueError, OSError) as exc:
+        raise ArchiveError(
+            f"the certificate export in {export_dir} is incomplete or damaged "
+            f"({type(exc).__name__}); it cannot be verified: keep the original copy."
+        ) from None
+
+
+def _check_certificate(export_dir: Path) -> dict[str, Any]:
     import hashlib
 
     try:
