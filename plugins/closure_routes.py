@@ -81,6 +81,7 @@ def _transfer(services, request, **_):
     recipient = Recipients(services.db(), policy).get(decision.receiving_recipient_id)
     node = recipient.dicom_node
     if node is None:
+        _audit(services, "closure.transfer", principal, "denied", reason="recipient has no node")
         raise HttpError(409, f"{recipient.organisation} has no DICOM node on record.")
     orthanc.RestApiPut(
         f"/modalities/{RECEIVER_MODALITY}",
@@ -149,10 +150,13 @@ def _withdraw(services, request, **_):
     body = request_json(request)
     wanted = body.get("cases")
     if not isinstance(wanted, list) or not wanted or not all(isinstance(c, str) for c in wanted):
+        _audit(services, "withdrawal.remove", principal, "denied", reason="malformed request")
         raise HttpError(400, 'give "cases": a list of case ids to withdraw.')
     known = dict(_cases(services, ("available", "quarantined", "withdrawn")))
     missing = [c for c in wanted if c not in known]
-    if missing:
+    if missing:  # case ids are pseudonymous, but the count is all the record needs
+        _audit(services, "withdrawal.remove", principal, "denied", reason="unknown case",
+               unknown=len(missing))  # fmt: skip
         raise HttpError(404, f"no such case(s): {', '.join(sorted(missing))[:200]}.")
     store = services.storage
     results = []
