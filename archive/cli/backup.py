@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 
+from archive.audit import AuditError, AuditEvent, audit_log_for
 from archive.cli.common import HomeOption, JsonOption, actor, emit_json, fail, load
 from archive.config import ArchiveConfig
 from archive.errors import ArchiveError
@@ -65,6 +66,13 @@ def _new_passphrase(path: Path | None) -> str:
     if env_file:
         return read_passphrase_file(Path(env_file), f"file named by ${PASSPHRASE_FILE_ENV}")
     return prompt_passphrase("New keyring passphrase for the restored home: ", confirm=True)
+
+
+def _damaged(where: Path, exc: Exception) -> str:
+    return (
+        f"the backup at {where} is damaged or is not an archive backup (its manifest or "
+        f"bundle lacks what it should hold: {type(exc).__name__}); use another backup."
+    )
 
 
 def register(app: typer.Typer) -> None:
@@ -169,7 +177,22 @@ def register(app: typer.Typer) -> None:
             ]
         except ArchiveError as exc:
             fail(str(exc))
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            fail(_damaged(dest, exc))
         ok = all(r.ok for r in results)
+        if home is not None:  # the bundle was opened with this home's keys: on its record
+            try:
+                audit_log_for(load(home).home).append(
+                    AuditEvent(
+                        "backup.verify",
+                        "success" if ok else "failure",
+                        actor=actor(),
+                        source="cli",
+                        detail={"backups": len(results), "deep": deep},
+                    )  # fmt: skip
+                )
+            except AuditError as exc:
+                fail(f"the verification ran but could not be audited: {exc}")
         if as_json:
             emit_json({"ok": ok, "backups": [r.as_dict() for r in results]})
         else:
@@ -238,6 +261,8 @@ def register(app: typer.Typer) -> None:
             fail(str(exc))
         except OSError as exc:
             fail(f"restore failed ({exc.strerror}: {exc.filename}); the new home was removed.")
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            fail(_damaged(backup, exc))
         if as_json:
             emit_json(result.as_dict())
         else:

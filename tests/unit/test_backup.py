@@ -259,3 +259,37 @@ def test_fsck_rebuilds_a_lost_until_pixel_data_copy(home: Home) -> None:
     by_type = {f.target.rsplit(".", 1)[1]: f for f in report.findings}
     assert not by_type["1"].repairable and not by_type["1"].repaired
     assert "not rebuilt" in by_type["3"].detail and not by_type["3"].repaired
+
+
+def test_cli_verify_of_a_foreign_or_damaged_backup_is_one_line(
+    home: Home, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A manifest lacking what it should hold (a foreign or hand-edited backup) ends in
+    one clear line and exit 1, and a verification with the home's keys is audited."""
+    from typer.testing import CliRunner
+
+    import archive.backup as backup_pkg
+    from archive.cli.main import app
+
+    dest = tmp_path / "media"
+    create_backup(home.config, home.ring, dest)
+    monkeypatch.setenv("ARCHIVE_KEYRING_PASSPHRASE_FILE", str(tmp_path / "pass"))
+    (tmp_path / "pass").write_text(PASS)
+    (tmp_path / "pass").chmod(0o600)
+    ok = CliRunner().invoke(
+        app, ["backup", "verify", str(dest), "--home", str(home.config.home.root)]
+    )
+    assert ok.exit_code == 0, ok.output
+    records = [
+        json.loads(line)
+        for line in (home.config.home.audit_dir / "audit.jsonl").read_text().splitlines()
+    ]
+    assert [r["outcome"] for r in records if r["action"] == "backup.verify"] == ["success"]
+
+    def foreign(*args, **kwargs):
+        return {}["sha256"]
+
+    monkeypatch.setattr(backup_pkg, "verify_backup", foreign)
+    bad = CliRunner().invoke(app, ["backup", "verify", str(dest)])
+    assert bad.exit_code == 1 and "damaged or is not an archive backup" in bad.output
+    assert "Traceback" not in bad.output
