@@ -86,15 +86,17 @@ def serve(
     # Handlers first: a SIGTERM during start-up (e.g. a supervisor stopping us at once)
     # must still stop Orthanc cleanly rather than kill serve and orphan it.
     stop = threading.Event()
+    process = None
 
     def _on_signal(signum, frame) -> None:  # noqa: ARG001 - signal API
         stop.set()
+        if process is None:  # nothing started yet (e.g. at the passphrase prompt): abort
+            raise KeyboardInterrupt
 
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
     config = _node_config(load(home), node, http_port, dicom_port)
     lock = server.HomeLock(config.home.lock_file)
-    process = None
     proxy = None
     pgpass = None
     decision = None
@@ -170,7 +172,7 @@ def serve(
                 "Orthanc did not start; the end of its log "
                 f"({config.home.orthanc_log}) says:\n{readiness.log_tail}"
             )
-    except ArchiveError as exc:
+    except (ArchiveError, KeyboardInterrupt) as exc:
         if read_fd is not None:
             os.close(read_fd)
         if process is not None:
@@ -183,6 +185,8 @@ def serve(
         if warning:
             typer.echo(f"warning: {warning}", err=True)
         lock.release()
+        if isinstance(exc, KeyboardInterrupt):
+            fail("stopped before the archive started; nothing was left running.")
         fail(str(exc))
 
     if config.node > 1 or config.database.shared:

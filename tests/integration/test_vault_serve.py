@@ -176,3 +176,34 @@ def test_passphrase_prompted_on_terminal_and_piped_to_orthanc(
             process.wait()
         os.close(master)
         out.close()
+
+
+def test_ctrl_c_at_the_passphrase_prompt_stops_serve_and_starts_nothing(
+    home: RunningArchive, tmp_path: Path
+) -> None:
+    env = {k: v for k, v in home.env.items() if k != PASSPHRASE_ENV}
+    before = _snapshot(home)
+    master, slave = pty.openpty()
+    transcript = tmp_path / "serve.out"
+    with open(transcript, "wb") as out:
+        process = subprocess.Popen(
+            [ARCHIVE_BIN, "serve", "--home", str(home.home), *home.serve_args],
+            stdin=slave, stdout=out, stderr=out, env=env, start_new_session=True,
+        )  # fmt: skip
+        os.close(slave)
+        try:
+            deadline = time.monotonic() + 30
+            while b"Keyring passphrase" not in transcript.read_bytes():
+                assert time.monotonic() < deadline and process.poll() is None
+                time.sleep(0.05)
+            process.send_signal(signal.SIGINT)  # the operator's Ctrl-C
+            assert process.wait(timeout=20) != 0  # stops now: does not wait for Enter
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+            os.close(master)
+    said = transcript.read_text()
+    assert "stopped before the archive started" in said and "Traceback" not in said, said
+    assert not home.log.exists(), "Orthanc was started"
+    assert _snapshot(home) == before
