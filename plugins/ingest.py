@@ -1,8 +1,10 @@
 """Received-instance callback: de-identify and check pixels before Orthanc stores anything.
 
 Runs for C-STORE and REST uploads alike. A quarantined or opted-out instance is
-discarded from Orthanc (it is held, encrypted, in the quarantine); bad input raises so
-that Orthanc answers the sender with a failure and the sender can resend. A PLUGIN
+discarded from Orthanc (it is held, encrypted, in the quarantine). The callback never
+raises (orthanc-python 4.0 would then store the instance as received): bad input is
+answered with unparseable bytes (HTTP 400 / a DICOM failure), any other refusal with an
+empty buffer (HTTP 500), so the sender learns of it and can resend. A PLUGIN
 instance is stored unchanged only with a one-time release ticket minted by the
 quarantine release route (plugins/quarantine_routes.py); anything else is de-identified.
 """
