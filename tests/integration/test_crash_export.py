@@ -128,11 +128,22 @@ def _wait_spent(archive: RunningArchive, rid: int, count: int, process: subproce
         conn.close()
 
 
+def _receiving(directory: Path) -> bool:
+    """Package bytes have reached `directory` (a non-empty temporary, or the file)."""
+    for path in directory.iterdir():
+        try:
+            if path.stat().st_size > 0:
+                return True
+        except FileNotFoundError:
+            continue  # renamed into place meanwhile: seen on the next look
+    return False
+
+
 def _wait_answer(out: Path, process: subprocess.Popen) -> bool:
-    """Wait until the CLI starts receiving the package (its temporary appears); False if
-    it ended first."""
+    """Wait until the CLI starts receiving the package (bytes in its temporary, which it
+    creates before asking); False if it ended first."""
     deadline = time.monotonic() + 60
-    while not any(p.name.endswith(".partial") for p in out.parent.iterdir()):
+    while not _receiving(out.parent):
         if process.poll() is not None:
             return False
         assert time.monotonic() < deadline, "the package never started to arrive"
@@ -247,7 +258,7 @@ def test_sigkill_mid_export_loses_nothing_and_keeps_the_ledger(
             # Early in the build: a run faster than the calibration (a quieter moment)
             # must still be cut, or the test would prove nothing and fail.
             time.sleep(rng.uniform(0.0, 0.35) * module.build_seconds)
-            arrived = any(out_dir.iterdir())
+            arrived = _receiving(out_dir)
         else:
             arrived = _wait_answer(out, process)
         finished_first = process.poll() is not None
