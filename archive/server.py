@@ -28,6 +28,7 @@ from typing import IO
 
 from archive.config import NODE_DICOM_PORT_ENV, NODE_ENV, NODE_HTTP_PORT_ENV, ArchiveConfig
 from archive.errors import ArchiveError
+from archive.paths import OPS_DIR
 from archive.runtime import PASSPHRASE_FD_ENV
 from archive.vault import Keyring, VolumeStatus, keyring_path
 from archive.vault import volume as vol
@@ -615,3 +616,58 @@ def listening_sockets(pid: int) -> list[str]:
             if len(fields) > 9 and fields[3] == "0A" and fields[9] in inodes:  # LISTEN
                 found.append(_proc_address(fields[1]))
     return sorted(set(found))
+
+
+# -- binding Orthanc's sockets to the configured addresses ------------------------------
+
+BIND_SHIM_SOURCE = OPS_DIR / "bind-shim.c"
+WILDCARDS = ("0.0.0.0", "::")  # noqa: S104 - addresses compared with, never bound here
+
+
+def build_bind_shim(config: ArchiveConfig) -> Path | None:
+    """Compile ops/bind-shim.c into HOME/run (0700) for Orthanc's LD_PRELOAD; None when
+    no C compiler is installed (`make setup` installs one) or it fails."""
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None or not BIND_SHIM_SOURCE.is_file():
+        return None
+    target = config.home.run_dir / "bind-shim.so"
+    target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    result = subprocess.run(  # noqa: S603 - fixed compiler, our own source
+        [compiler, "-shared", "-fPIC", "-O2", "-o", str(target), str(BIND_SHIM_SOURCE), "-ldl"],
+        capture_output=True,
+        check=False,
+        timeout=120,
+    )
+    return target if result.returncode == 0 and target.is_file() else None
+
+
+def orthanc_bind_environment(
+    config: ArchiveConfig, internal_port: int, shim: Path | None
+) -> tuple[dict[str, str], list[str]]:
+    """Orthanc's LD_PRELOAD/ARCHIVE_BIND_MAP so that its HTTP socket is 127.0.0.1 only
+    and its DICOM socket is dicom.host only, and warnings to print. Raises ServeError
+    when dicom.host asks for one address and that cannot be enforced (fail closed)."""
+    pins = {internal_port: "127.0.0.1"}
+    dicom_host = "127.0.0.1" if config.dicom.host == "localhost" else config.dicom.host
+    if dicom_host not in WILDCARDS:
+        if ":" in dicom_host:
+            raise ServeError(
+                f"dicom.host {dicom_host} is an IPv6 address; Orthanc 1.10.1's DICOM server "
+                "listens on IPv4 only. Use an IPv4 address or 0.0.0.0 in archive.toml."
+            )
+        pins[config.dicom.port] = dicom_host
+    if shim is None:
+        if config.dicom.port in pins:
+            raise ServeError(
+                f"dicom.host is {dicom_host}, but Orthanc can only be held to it with the "
+                "archive's bind shim, which needs a C compiler: run `make setup` (it "
+                'installs gcc), or set dicom.host = "0.0.0.0".'
+            )
+        return {}, [
+            "Orthanc's internal HTTP port listens on every address (no C compiler to "
+            "build the bind shim; run `make setup`); it still refuses every peer but "
+            "127.0.0.1."
+        ]
+    mapping = ",".join(f"{port}={host}" for port, host in sorted(pins.items()))
+    preload = " ".join(p for p in (str(shim), os.environ.get("LD_PRELOAD", "")) if p)
+    return {"LD_PRELOAD": preload, "ARCHIVE_BIND_MAP": mapping}, []

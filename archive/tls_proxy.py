@@ -364,6 +364,7 @@ http {{
         }}
 {anonymous}        location = /_archive_auth {{
             internal;
+            client_max_body_size 0;  # it never reads the body; the caller's location bounds it
             if ($archive_small_body) {{
                 return 204;
             }}

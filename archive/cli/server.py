@@ -136,9 +136,15 @@ def serve(
         server.check_port_free("127.0.0.1", internal, "Internal HTTP (http.internal_port)")
         proxy_plan = tls_proxy.plan(config, internal, tls_proxy.new_secret())
         orthanc_view = server.orthanc_facing(config, internal)
+        bind_env, bind_warnings = server.orthanc_bind_environment(
+            config, internal, server.build_bind_shim(config)
+        )
+        for line in bind_warnings:
+            typer.echo(f"warning: {line}", err=True)
         orthanc_env = {
             tls_proxy.SECRET_ENV: proxy_plan.secret,
             "ARCHIVE_UNENCRYPTED_VOLUME": "1" if decision.unencrypted else "0",
+            **bind_env,
         }
         rendered = orthanc_config.render(
             orthanc_view, nodes=registered_nodes(config), stable_age=stable_age
