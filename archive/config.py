@@ -23,12 +23,18 @@ class HttpConfig:
     host: str = "127.0.0.1"
     port: int = 8042
     tls: bool = False
+    # The largest request body nginx lets through, for authenticated requests only
+    # (uploads); anonymous requests are held to ANONYMOUS_BODY_LIMIT (archive/tls_proxy.py).
+    max_upload_mb: int = 512
 
 
 @dataclass(frozen=True)
 class DicomConfig:
     aet: str = "TEACHARCHIVE"
     port: int = 4242
+    # The address the public DICOM port listens on (0.0.0.0: every interface, for PACS
+    # and workstations on the school's network; 127.0.0.1: this machine only).
+    host: str = "0.0.0.0"  # noqa: S104 - the configured default, documented in archive.toml
 
 
 @dataclass(frozen=True)
@@ -134,16 +140,22 @@ def _port(value: object, name: str) -> int:
     return value
 
 
-def _host(value: object) -> str:
+def _host(value: object, name: str = "http.host") -> str:
     if not isinstance(value, str) or not value:
-        raise ConfigError("http.host must be an IP address such as 127.0.0.1.")
+        raise ConfigError(f"{name} must be an IP address such as 127.0.0.1.")
     try:
         ipaddress.ip_address(value)
     except ValueError:
         if value != "localhost":
             raise ConfigError(
-                f"http.host {value!r} is not an IP address; use 127.0.0.1 or 0.0.0.0."
+                f"{name} {value!r} is not an IP address; use 127.0.0.1 or 0.0.0.0."
             ) from None
+    return value
+
+
+def _megabytes(value: object, name: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 65536:
+        raise ConfigError(f"{name} must be a number of megabytes from 1 to 65536, not {value!r}.")
     return value
 
 
@@ -324,8 +336,17 @@ def parse_config(raw: dict, home: HomePaths) -> ArchiveConfig:
         home=home,
         school_prefix=prefix,
         policies_dir=policies_dir,
-        http=HttpConfig(host=_host(http.get("host", "127.0.0.1")), port=http_port, tls=tls),
-        dicom=DicomConfig(aet=_aet(dicom.get("aet", "TEACHARCHIVE")), port=dicom_port),
+        http=HttpConfig(
+            host=_host(http.get("host", "127.0.0.1")),
+            port=http_port,
+            tls=tls,
+            max_upload_mb=_megabytes(http.get("max_upload_mb", 512), "http.max_upload_mb"),
+        ),
+        dicom=DicomConfig(
+            aet=_aet(dicom.get("aet", "TEACHARCHIVE")),
+            port=dicom_port,
+            host=_host(dicom.get("host", "0.0.0.0"), "dicom.host"),  # noqa: S104
+        ),
         keyring=KeyringConfig(
             passphrase_file=str(keyring.get("passphrase_file", "")),
             systemd_credential=str(keyring.get("systemd_credential", "")),

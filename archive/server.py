@@ -14,18 +14,21 @@ import http.client
 import json
 import os
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO
 
 from archive.config import NODE_DICOM_PORT_ENV, NODE_ENV, NODE_HTTP_PORT_ENV, ArchiveConfig
 from archive.errors import ArchiveError
+from archive.paths import OPS_DIR
 from archive.runtime import PASSPHRASE_FD_ENV
 from archive.vault import Keyring, VolumeStatus, keyring_path
 from archive.vault import volume as vol
@@ -132,11 +135,10 @@ def base_url(config: ArchiveConfig) -> str:
 
 
 def orthanc_facing(config: ArchiveConfig, internal_port: int) -> ArchiveConfig:
-    """The configuration Orthanc itself is rendered with when TLS is terminated in front
-    of it: plain HTTP at the internal port, RemoteAccessAllowed false. Orthanc 1.10.1
-    has no bind-address option, so its socket is 0.0.0.0, but it answers 401 to every
-    peer other than 127.0.0.1 before any route (tests/integration/test_access_tls.py).
-    Orthanc never gets SslEnabled: 1.10.1 segfaults on the first HTTPS request."""
+    """The configuration Orthanc itself is rendered with behind nginx (always in front):
+    plain HTTP at the internal port, RemoteAccessAllowed false, so it answers 401 to
+    every peer other than 127.0.0.1 before any route. Orthanc never gets SslEnabled:
+    1.10.1 segfaults on the first HTTPS request."""
     http = replace(config.http, host="127.0.0.1", port=internal_port, tls=False)
     return replace(config, http=http)
 
@@ -351,10 +353,14 @@ class Readiness:
 
 
 def wait_ready(
-    config: ArchiveConfig, process: subprocess.Popen, timeout: float = 60.0
+    config: ArchiveConfig,
+    process: subprocess.Popen,
+    timeout: float = 60.0,
+    cancel: Callable[[], bool] | None = None,
 ) -> Readiness:
+    """Until the plugin answers health, the process exits, `timeout` or `cancel()`."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not (cancel and cancel()):
         if process.poll() is not None:
             return Readiness(False, None, log_tail(config.home.orthanc_log))
         answer = health(config, timeout=1.0)
@@ -399,3 +405,269 @@ def stop_orthanc(process: subprocess.Popen, timeout: float = 30.0) -> int:
             process.kill()
             process.wait()
     return process.returncode
+
+
+# -- supervision ---------------------------------------------------------------------
+
+
+def exit_reason(returncode: int | None) -> str:
+    """A person's words for how a child ended: "killed by SIGKILL", "exit code 1"."""
+    if returncode is None:
+        return "still running"
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        return f"killed by {name}"
+    if returncode > 128 and returncode - 128 in {s.value for s in signal.Signals}:
+        # a shell or wrapper reporting a signal the POSIX way (139 = 128 + SIGSEGV)
+        return f"exit code {returncode} ({signal.Signals(returncode - 128).name})"
+    return f"exit code {returncode}"
+
+
+class SupervisorGaveUp(ServeError):
+    """A child kept failing right after each restart; serve stops everything."""
+
+
+@dataclass
+class Child:
+    """One process `archive serve` keeps running (Orthanc, nginx, a DICOM front...).
+
+    `launch` starts it and returns once it serves (raising ArchiveError, or returning a
+    process that already exited, when it cannot); `halt` stops it cleanly. Both are
+    called again for every restart, so `launch` must rebuild whatever a start consumes
+    (e.g. the passphrase pipe)."""
+
+    name: str
+    launch: Callable[[], subprocess.Popen]
+    halt: Callable[[subprocess.Popen], object]
+    front: bool = False  # a front door (nginx, a DICOM front): stopped first
+    process: subprocess.Popen | None = None
+    started_at: float = 0.0
+    restarts: int = 0
+    fast_failures: int = 0
+    last_exit: str | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+
+@dataclass(frozen=True)
+class ChildEvent:
+    """What the supervisor saw and did: `kind` is "exited", "restarted" or "gave_up"."""
+
+    kind: str
+    child: str
+    reason: str
+    returncode: int | None = None
+    uptime: float = 0.0
+    attempt: int = 0
+
+
+@dataclass
+class Supervisor:
+    """Keeps several children running: a child that exits unexpectedly is restarted,
+    with a growing pause after each failure that came soon after a start (`backoff`),
+    and after `max_fast_failures` such failures in a row the supervisor gives up
+    (SupervisorGaveUp) instead of looping. A child that ran longer than `fast_window`
+    seconds before it died starts a fresh count. `on_event` hears every exit, restart
+    and give-up (the CLI prints a line and writes an audit record)."""
+
+    on_event: Callable[[ChildEvent], None] = lambda event: None  # noqa: E731
+    max_fast_failures: int = 5
+    fast_window: float = 30.0
+    backoff: tuple[float, ...] = (0.25, 1.0, 2.0, 4.0, 8.0)  # the first: a group SIGTERM lands
+    children: list[Child] = field(default_factory=list)
+
+    def start(self, child: Child) -> Child:
+        """Start a child for the first time (errors propagate: nothing to restart yet)."""
+        child.process = child.launch()
+        child.started_at = time.monotonic()
+        self.children.append(child)
+        return child
+
+    def poll(self, stopping: Callable[[], bool] = lambda: False) -> None:
+        """Restart every child that exited; raises SupervisorGaveUp on a crash loop."""
+        for child in self.children:
+            process = child.process
+            if process is None or process.poll() is None:
+                continue
+            if stopping():
+                return
+            self._restart(child, stopping)
+
+    def _restart(self, child: Child, stopping: Callable[[], bool]) -> None:
+        while True:
+            process = child.process
+            assert process is not None
+            code = process.returncode
+            uptime = time.monotonic() - child.started_at
+            reason = exit_reason(code)
+            child.last_exit = reason
+            child.fast_failures = child.fast_failures + 1 if uptime < self.fast_window else 1
+            self.on_event(ChildEvent("exited", child.name, reason, code, uptime, child.restarts))
+            child.halt(process)  # reap it and tidy what it left (pid files, sockets)
+            if child.fast_failures > self.max_fast_failures:
+                event = ChildEvent("gave_up", child.name, reason, code, uptime, child.restarts)
+                self.on_event(event)
+                raise SupervisorGaveUp(
+                    f"{child.name} failed {child.fast_failures} times in a row right after "
+                    f"starting (last: {reason}); the archive was stopped. Read its log, fix "
+                    "the cause, then run `archive serve` again."
+                )
+            pause = self.backoff[min(child.fast_failures - 1, len(self.backoff) - 1)]
+            deadline = time.monotonic() + pause
+            while time.monotonic() < deadline:
+                if stopping():
+                    return
+                time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+            if stopping():
+                return
+            child.restarts += 1
+            child.started_at = time.monotonic()
+            try:
+                child.process = child.launch()
+            except ArchiveError as exc:
+                child.process = _Failed(str(exc))
+            if child.process.poll() is None:
+                self.on_event(
+                    ChildEvent("restarted", child.name, reason, code, uptime, child.restarts)
+                )
+                return
+            # It died again during its start: count it and go round.
+
+    def stop_all(self) -> None:
+        """Stop the front doors first (no new requests), then the others in reverse order
+        of start."""
+        ordered = [c for c in self.children if c.front]
+        ordered += [c for c in reversed(self.children) if not c.front]
+        for child in ordered:
+            if child.process is not None:
+                child.halt(child.process)
+
+    def describe(self) -> dict:
+        """For the state file and `archive status`: pid, restarts, last exit per child."""
+        return {
+            child.name: {
+                "pid": child.pid,
+                "restarts": child.restarts,
+                "last_exit": child.last_exit,
+            }
+            for child in self.children
+        }
+
+
+class _Failed:
+    """Stands in for a process that could not even be started (launch raised)."""
+
+    pid = None
+
+    def __init__(self, message: str) -> None:
+        self.returncode = 1
+        self.message = message
+
+    def poll(self) -> int:
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:  # noqa: ARG002 - Popen's API
+        return self.returncode
+
+
+# -- what really listens ---------------------------------------------------------------
+
+
+def _proc_address(hex_address: str) -> str:
+    """/proc/net/tcp{,6}'s "0100007F:1F90" as "127.0.0.1:8080" ("[::1]:8080")."""
+    address, port = hex_address.split(":")
+    raw = bytes.fromhex(address)
+    if len(raw) == 4:
+        host = socket.inet_ntop(socket.AF_INET, raw[::-1])
+    else:  # four little-endian 32-bit words
+        words = b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4))
+        host = f"[{socket.inet_ntop(socket.AF_INET6, words)}]"
+    return f"{host}:{int(port, 16)}"
+
+
+def listening_sockets(pid: int) -> list[str]:
+    """The TCP addresses process `pid` listens on, from /proc (what the kernel says, not
+    what a configuration file hoped): ["127.0.0.1:8042", "0.0.0.0:4242"]. Empty when the
+    process is gone or its /proc entries cannot be read."""
+    inodes = set()
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    except OSError:
+        return []
+    found = []
+    for table in ("tcp", "tcp6"):
+        try:
+            lines = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) > 9 and fields[3] == "0A" and fields[9] in inodes:  # LISTEN
+                found.append(_proc_address(fields[1]))
+    return sorted(set(found))
+
+
+# -- binding Orthanc's sockets to the configured addresses ------------------------------
+
+BIND_SHIM_SOURCE = OPS_DIR / "bind-shim.c"
+WILDCARDS = ("0.0.0.0", "::")  # noqa: S104 - addresses compared with, never bound here
+
+
+def build_bind_shim(config: ArchiveConfig) -> Path | None:
+    """Compile ops/bind-shim.c into HOME/run (0700) for Orthanc's LD_PRELOAD; None when
+    no C compiler is installed (`make setup` installs one) or it fails."""
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None or not BIND_SHIM_SOURCE.is_file():
+        return None
+    target = config.home.run_dir / "bind-shim.so"
+    target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    result = subprocess.run(  # noqa: S603 - fixed compiler, our own source
+        [compiler, "-shared", "-fPIC", "-O2", "-o", str(target), str(BIND_SHIM_SOURCE), "-ldl"],
+        capture_output=True,
+        check=False,
+        timeout=120,
+    )
+    return target if result.returncode == 0 and target.is_file() else None
+
+
+def orthanc_bind_environment(
+    config: ArchiveConfig, internal_port: int, shim: Path | None
+) -> tuple[dict[str, str], list[str]]:
+    """Orthanc's LD_PRELOAD/ARCHIVE_BIND_MAP so that its HTTP socket is 127.0.0.1 only
+    and its DICOM socket is dicom.host only, and warnings to print. Raises ServeError
+    when dicom.host asks for one address and that cannot be enforced (fail closed)."""
+    pins = {internal_port: "127.0.0.1"}
+    dicom_host = "127.0.0.1" if config.dicom.host == "localhost" else config.dicom.host
+    if dicom_host not in WILDCARDS:
+        if ":" in dicom_host:
+            raise ServeError(
+                f"dicom.host {dicom_host} is an IPv6 address; Orthanc 1.10.1's DICOM server "
+                "listens on IPv4 only. Use an IPv4 address or 0.0.0.0 in archive.toml."
+            )
+        pins[config.dicom.port] = dicom_host
+    if shim is None:
+        if config.dicom.port in pins:
+            raise ServeError(
+                f"dicom.host is {dicom_host}, but Orthanc can only be held to it with the "
+                "archive's bind shim, which needs a C compiler: run `make setup` (it "
+                'installs gcc), or set dicom.host = "0.0.0.0".'
+            )
+        return {}, [
+            "Orthanc's internal HTTP port listens on every address (no C compiler to "
+            "build the bind shim; run `make setup`); it still refuses every peer but "
+            "127.0.0.1."
+        ]
+    mapping = ",".join(f"{port}={host}" for port, host in sorted(pins.items()))
+    preload = " ".join(p for p in (str(shim), os.environ.get("LD_PRELOAD", "")) if p)
+    return {"LD_PRELOAD": preload, "ARCHIVE_BIND_MAP": mapping}, []

@@ -155,10 +155,11 @@ def test_passphrase_prompted_on_terminal_and_piped_to_orthanc(
             assert process.poll() is None, (tmp_path / "serve.out").read_text()
             time.sleep(0.2)
         assert home.health()["plugin"] == "teaching-archive"
-        orthanc = _children(process.pid)
+        children = _children(process.pid)  # nginx (always in front) and Orthanc
+        orthanc = [c for c in children if Path(f"/proc/{c}/comm").read_text().strip() == "Orthanc"]
         assert orthanc, "no Orthanc child"
         secret = PASSPHRASE.encode()
-        for pid in [process.pid, *orthanc]:
+        for pid in [process.pid, *children]:
             assert secret not in Path(f"/proc/{pid}/cmdline").read_bytes()
             assert secret not in Path(f"/proc/{pid}/environ").read_bytes()
         environ = Path(f"/proc/{orthanc[0]}/environ").read_bytes().split(b"\0")
