@@ -114,6 +114,14 @@ class NodePaths(HomePaths):
 
 
 @dataclass(frozen=True)
+class AuditConfig:
+    """[audit]: how often the running archive signs a checkpoint (archive/audit/FORMAT.md)."""
+
+    checkpoint_every: int = 100  # records
+    checkpoint_minutes: float = 10.0  # also from a timer, so a quiet archive checkpoints
+
+
+@dataclass(frozen=True)
 class ArchiveConfig:
     home: HomePaths
     school_prefix: str = "NSR"
@@ -123,6 +131,7 @@ class ArchiveConfig:
     keyring: KeyringConfig = field(default_factory=KeyringConfig)
     volume: VolumeConfig = field(default_factory=VolumeConfig)
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
     nodes: tuple[NodeConfig, ...] = ()
     node: int = 1
 
@@ -305,6 +314,16 @@ def _env_port(name: str) -> int | None:
     return int(value) if value.isdigit() else None
 
 
+def _audit(raw: dict) -> AuditConfig:
+    every = raw.get("checkpoint_every", 100)
+    if isinstance(every, bool) or not isinstance(every, int) or not 2 <= every <= 100_000:
+        raise ConfigError("audit.checkpoint_every must be a whole number from 2 to 100000.")
+    minutes = raw.get("checkpoint_minutes", 10)
+    if isinstance(minutes, bool) or not isinstance(minutes, int | float) or not 0 < minutes <= 1440:
+        raise ConfigError("audit.checkpoint_minutes must be a number above 0, at most 1440.")
+    return AuditConfig(checkpoint_every=every, checkpoint_minutes=float(minutes))
+
+
 def parse_config(raw: dict, home: HomePaths) -> ArchiveConfig:
     """Validate a decoded archive.toml."""
     archive = _section(raw, "archive")
@@ -353,6 +372,7 @@ def parse_config(raw: dict, home: HomePaths) -> ArchiveConfig:
         ),
         volume=VolumeConfig(kind=kind, allow_unencrypted=allow),
         database=_database(_section(raw, "database")),
+        audit=_audit(_section(raw, "audit")),
         nodes=_nodes(raw.get("nodes"), http_port, dicom_port),
     )
 

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from archive.audit.anchor import DbAnchor, pin_public_key, read_pin
 from archive.audit.events import OUTCOMES, AuditError, AuditEvent, check_event
-from archive.audit.log import AuditLog, read_head, read_public_keys
+from archive.audit.log import AuditLog, public_key_bytes, read_head, read_public_keys
 from archive.audit.query import query, to_csv, to_json
-from archive.audit.verify import VerifyReport, verify
+from archive.audit.verify import VerifyReport, verify, verify_home
 from archive.paths import HomePaths
 
 __all__ = [
@@ -28,17 +29,56 @@ __all__ = [
     "VerifyReport",
     "audit_log_for",
     "check_event",
+    "home_anchor",
+    "pin_public_key",
     "query",
     "read_head",
+    "read_pin",
     "read_public_keys",
     "to_csv",
     "to_json",
     "verify",
+    "verify_home",
 ]
 
 
+def _config(home: HomePaths):  # -> ArchiveConfig | None
+    if not home.config_file.is_file():
+        return None  # a bare directory (tests, a copied log): no database to anchor in
+    from archive.config import load_config  # noqa: PLC0415 - config imports rooms lazily
+
+    return load_config(home.root)
+
+
+def home_anchor(home: HomePaths) -> DbAnchor | None:
+    """The audit log's anchor row in the home's archive database (None: not a home)."""
+    config = _config(home)
+    if config is None:
+        return None
+    from archive import db  # noqa: PLC0415
+
+    return DbAnchor(lambda: db.open_database(config))
+
+
 def audit_log_for(
-    home: HomePaths, signer: Ed25519PrivateKey | None = None, checkpoint_every: int = 100
+    home: HomePaths,
+    signer: Ed25519PrivateKey | None = None,
+    checkpoint_every: int | None = None,
 ) -> AuditLog:
-    """The home's audit log (HOME/data/audit)."""
-    return AuditLog(home.audit_dir, signer=signer, checkpoint_every=checkpoint_every)
+    """The home's audit log (HOME/data/audit), anchored in the home's archive database.
+
+    With `signer` (the keyring's audit key) every record is signed, checkpoints follow
+    the home's [audit] settings, and the key is pinned in HOME/keys if nothing is pinned
+    yet (AuditError if another key is: FORMAT.md section 2)."""
+    config = _config(home)
+    every = checkpoint_every or (config.audit.checkpoint_every if config else 100)
+    minutes = config.audit.checkpoint_minutes if config else 0.0
+    if signer is not None and config is not None:
+        pin_public_key(home.keys_dir, public_key_bytes(signer))
+    return AuditLog(
+        home.audit_dir,
+        signer=signer,
+        checkpoint_every=every,
+        anchor=home_anchor(home),
+        checkpoint_minutes=minutes,
+    )

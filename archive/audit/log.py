@@ -1,4 +1,4 @@
-"""The append-only, hash-chained, checkpoint-signed audit log (file format v1).
+"""The append-only, hash-chained, signed audit log (file format v2, see FORMAT.md).
 
 Layout of HOME/data/audit/:
 
@@ -13,18 +13,15 @@ Layout of HOME/data/audit/:
                   appending concurrently, keep one linear chain
 
 A record is {seq, timestamp, prev, action, outcome, actor, roles, source, target,
-detail, hash}; `hash` is SHA-256 over the canonical JSON (sorted keys, no spaces, UTF-8)
-of every other field, and `prev` is the previous record's hash (64 zeros for seq 1).
-A checkpoint is an ordinary record with action "audit.checkpoint" whose detail carries
-covers_seq, covers_hash, key_id and an Ed25519 signature over
-"teaching-archive audit checkpoint v1\\n<covers_seq>\\n<covers_hash>".
+detail, v, hash, sig}; `hash` is SHA-256 over the canonical JSON (sorted keys, no spaces,
+UTF-8) of every field but `hash` and `sig`, `prev` is the previous record's hash (64
+zeros for seq 1), and `sig` an Ed25519 signature of the hash by the keyring's audit key
+(null when the writer does not hold the keyring). A checkpoint is an ordinary record
+with action "audit.checkpoint" whose detail carries covers_seq, covers_hash, key_id and
+an Ed25519 signature over "teaching-archive audit checkpoint v1\\n<covers_seq>\\n<covers_hash>".
 
-Trade-off, written down: anyone with write access to the directory can rewrite the whole
-chain, the head and the public_key file consistently. The hash chain catches edits that
-do not do so; the signed checkpoints catch rewriting before the last checkpoint if the
-verifier takes the public key from the keyring (`archive audit verify --keyring`) or
-from a copy held elsewhere; exporting the checkpoints (`archive audit show --action
-audit.checkpoint --json`) to the School Board anchors the log outside this machine.
+Outside the log's lines, the end of the log is anchored in the archive database (see
+anchor.py) and the trusted public key is pinned in HOME/keys (FORMAT.md section 2).
 """
 
 from __future__ import annotations
@@ -50,9 +47,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from archive.audit.anchor import DbAnchor
 from archive.audit.events import AuditError, AuditEvent
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 LOG_NAME = "audit.jsonl"
 HEAD_NAME = "head.json"
 PUBLIC_KEY_NAME = "public_key"
@@ -60,7 +58,8 @@ LOCK_NAME = ".lock"
 GENESIS = "0" * 64
 CHECKPOINT_ACTION = "audit.checkpoint"
 SIGNATURE_CONTEXT = b"teaching-archive audit checkpoint v1\n"
-RECORD_FIELDS = (
+RECORD_CONTEXT = b"teaching-archive audit record v2\n"
+RECORD_FIELDS_V1 = (
     "seq",
     "timestamp",
     "prev",
@@ -73,28 +72,46 @@ RECORD_FIELDS = (
     "detail",
     "hash",
 )
+RECORD_FIELDS = (*RECORD_FIELDS_V1, "v", "sig")
 _TAIL_CHUNK = 65536
 _process_lock = threading.Lock()
 
 
 def canonical(record: dict[str, Any]) -> bytes:
-    """The exact bytes hashed for a record: every field except `hash`, canonical JSON."""
-    body = {k: v for k, v in record.items() if k != "hash"}
+    """The exact bytes hashed for a record: every field but `hash` and `sig`, canonical JSON."""
+    body = {k: v for k, v in record.items() if k not in ("hash", "sig")}
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def line_with_hash(body: str, digest: str) -> str:
-    """The record's line: its canonical JSON `body` with `"hash"` in sorted place.
+def line_with_hash(body: str, digest: str, sig: str | None | bool = False) -> str:
+    """The record's line: its canonical JSON `body` with `"hash"` (and `"sig"`, unless
+    `sig` is False: a v1 line) in sorted place.
 
     Equal to dumping the record with its hash (sorted keys), without serialising it a
     second time (every HTTP request is audited). Every record has a top-level "outcome",
     the key after "hash"; it is the last `,"outcome":` in the text, because the keys after
     it hold only escaped strings, ints and lists of escaped strings."""
     cut = body.rfind(',"outcome":')
-    if cut < 0:  # not a record the log writes; keep the slow, obviously right path
+    at = body.rfind(',"source":')
+    if cut < 0 or at < cut:  # not a record the log writes; keep the slow, obviously right path
         record = {**json.loads(body), "hash": digest}
+        if sig is not False:
+            record["sig"] = sig
         return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    if sig is not False:  # "sig" sorts between "seq" and "source"
+        value = "null" if sig is None else f'"{sig}"'
+        body = f'{body[:at]},"sig":{value}{body[at:]}'
     return f'{body[:cut]},"hash":"{digest}"{body[cut:]}'
+
+
+def record_message(digest: str) -> bytes:
+    """What a record's `sig` signs: the context and the record's hash (hex, ASCII)."""
+    return RECORD_CONTEXT + digest.encode("ascii")
+
+
+def sign_record(signing_key: Ed25519PrivateKey, kid: str, digest: str) -> str:
+    signature = signing_key.sign(record_message(digest))
+    return f"{kid}:{base64.b64encode(signature).decode()}"
 
 
 def record_hash(record: dict[str, Any]) -> str:
@@ -197,9 +214,12 @@ def _atomic_write(path: Path, data: bytes, durable: bool, *, sync_dir: bool = Tr
 class AuditLog:
     """Appends events to the chain in `directory`; safe across threads and processes.
 
-    `signer` (the keyring's audit signing key), when given, signs a checkpoint
-    automatically every `checkpoint_every` records. `durable=False` skips fsync (tests
-    and benchmarks only: a crash could then lose the last records).
+    `signer` (the keyring's audit signing key), when given, signs every record and a
+    checkpoint every `checkpoint_every` records and, when `checkpoint_minutes` > 0, at
+    least every that many minutes (from a timer too once group commit is on). `anchor`
+    (the archive database's row, see anchor.py), when given, is checked before and
+    updated after every write. `durable=False` skips fsync (tests and benchmarks only:
+    a crash could then lose the last records).
 
     Two ways of appending (see `enable_group_commit`):
     - synchronous (the default, and the CLI's): `append` writes, fsyncs and updates the
@@ -225,12 +245,21 @@ class AuditLog:
         signer: Ed25519PrivateKey | None = None,
         checkpoint_every: int = 100,
         durable: bool = True,
+        *,
+        anchor: DbAnchor | None = None,
+        checkpoint_minutes: float = 0.0,
     ) -> None:
         if checkpoint_every < 2:
             raise ValueError("checkpoint_every must be at least 2")
         self.directory = Path(directory)
         self.signer = signer
+        self._kid = key_id(public_key_bytes(signer)) if signer is not None else ""
         self.checkpoint_every = checkpoint_every
+        self.checkpoint_seconds = max(0.0, checkpoint_minutes * 60)
+        self.anchor = anchor
+        self._last_checkpoint = time.monotonic()
+        self._timer: threading.Thread | None = None
+        self._timer_wake = threading.Event()
         self.durable = durable
         self.log_path = self.directory / LOG_NAME
         self.interval = 0.0  # 0 = synchronous appends
@@ -265,12 +294,19 @@ class AuditLog:
             raise ValueError("interval must be positive")
         self.interval = interval
         self.max_pending = max(1, max_pending)
+        if self.anchor is not None:
+            self.anchor.keep_open = True
         if self._flusher is None:
             self._flusher = threading.Thread(
                 target=self._run, name="audit-group-commit", daemon=True
             )
             self._flusher.start()
             atexit.register(self._close_at_exit)
+        if self.signer is not None and self.checkpoint_seconds > 0 and self._timer is None:
+            self._timer = threading.Thread(
+                target=self._run_timer, name="audit-checkpoint-timer", daemon=True
+            )
+            self._timer.start()
 
     def append(self, event: AuditEvent, *, sync: bool = False) -> int:
         """Validate, chain and append one event; returns its seq (0 when only queued).
@@ -314,6 +350,11 @@ class AuditLog:
                 queued, self._pending = self._pending, []
             try:
                 seqs = self._write_batch(queued + [s.entry for s in slots])
+            except _AnchorError as exc:  # written, but the anchor lags: do not write twice
+                self._broken = exc
+                for other in slots:
+                    other.error, other.done = exc, True
+                raise
             except AuditError as exc:
                 with self._cond:
                     self._pending[:0] = queued
@@ -332,13 +373,17 @@ class AuditLog:
         return self._flush([])
 
     def close(self) -> None:
-        """Stop the group-commit thread after writing the queue."""
+        """Stop the group-commit thread after writing the queue (and, when this log signs
+        and runs group commit, a checkpoint covering what was written since the last)."""
         self._closing = True
+        self._timer_wake.set()
         with self._cond:
             self._cond.notify_all()
         if self._flusher is not None and self._flusher is not threading.current_thread():
             self._flusher.join(timeout=10)
         self.flush()
+        if self._timer is not None and self.signer is not None and self._uncovered():
+            self._flush([], checkpoint_key=self.signer, reason="close")
 
     def _close_at_exit(self) -> None:
         try:
@@ -346,10 +391,10 @@ class AuditLog:
         except AuditError as exc:
             print(f"teaching-archive: audit records lost at exit: {exc}", file=sys.stderr)
 
-    def checkpoint(self, signing_key: Ed25519PrivateKey) -> int:
+    def checkpoint(self, signing_key: Ed25519PrivateKey, reason: str = "request") -> int:
         """Append a signed checkpoint covering the latest record; returns its seq."""
         self._publish_public_key(public_key_bytes(signing_key))
-        return self._flush([], checkpoint_key=signing_key)
+        return self._flush([], checkpoint_key=signing_key, reason=reason)
 
     def last(self) -> tuple[int, str]:
         """(seq, hash) of the last record, (0, GENESIS) for an empty log."""
@@ -359,6 +404,30 @@ class AuditLog:
             return self._tail()
 
     # -- internals ----------------------------------------------------------------
+
+    def _uncovered(self) -> bool:
+        """True when records were written after the last checkpoint (head file's view)."""
+        try:
+            head = read_head(self.directory)
+        except AuditError:
+            return False
+        if head is None or head.seq == 0:
+            return False
+        return not head.checkpoint or head.checkpoint.get("seq") != head.seq
+
+    def _run_timer(self) -> None:
+        """Checkpoint every `checkpoint_seconds` when records were added meanwhile (by
+        this process or by commands without the keyring)."""
+        while not self._timer_wake.wait(self.checkpoint_seconds):
+            if self._closing:
+                return
+            if time.monotonic() - self._last_checkpoint < self.checkpoint_seconds * 0.5:
+                continue  # a write signed one recently
+            try:
+                if self._uncovered() and self.signer is not None:
+                    self._flush([], checkpoint_key=self.signer, reason="timer")
+            except AuditError as exc:
+                print(f"teaching-archive: timed audit checkpoint failed: {exc}", file=sys.stderr)
 
     def _retry_broken(self) -> None:
         if not self._pending:  # nothing left over to write: the next write decides
@@ -388,6 +457,7 @@ class AuditLog:
         self,
         extra: list[tuple[str, dict[str, Any]]],
         checkpoint_key: Ed25519PrivateKey | None = None,
+        reason: str = "request",
     ) -> int:
         if not extra and checkpoint_key is None and not self._pending:
             return self._known[1] if self._known else 0
@@ -397,7 +467,10 @@ class AuditLog:
             if not batch and checkpoint_key is None:
                 return self._known[1] if self._known else 0
             try:
-                seqs = self._write_batch(batch, checkpoint_key)
+                seqs = self._write_batch(batch, checkpoint_key, reason)
+            except _AnchorError as exc:  # written, but the anchor lags: do not write twice
+                self._broken = exc
+                raise
             except AuditError as exc:
                 with self._cond:
                     self._pending[:0] = batch[: len(batch) - len(extra)]
@@ -419,11 +492,18 @@ class AuditLog:
 
     def _tail(self) -> tuple[int, str]:
         """(seq, hash) to chain onto (must hold the lock); re-checked if the file changed."""
+        seq, digest, _old = self._tail_and_format()
+        return seq, digest
+
+    def _tail_and_format(self) -> tuple[int, str, bool]:
+        """(seq, hash, last record is version 1) to chain onto (must hold the lock)."""
         key = self._stat_key()
         if self._known is not None and key is not None and self._known[0] == key:
-            return self._known[1], self._known[2]
+            return self._known[1], self._known[2], False
         last = self._tail_checked()
-        return (last["seq"], last["hash"]) if last else (0, GENESIS)
+        if not last:
+            return 0, GENESIS, False
+        return last["seq"], last["hash"], "v" not in last
 
     def _tail_checked(self) -> dict[str, Any] | None:
         """The last record, after checking it agrees with the head (must hold the lock)."""
@@ -460,10 +540,26 @@ class AuditLog:
                 f"{self.directory / HEAD_NAME} is missing while the log has records; "
                 "run archive audit verify."
             )
+        if self.anchor is not None:
+            anchor = self.anchor.read()
+            last_seq = last["seq"] if last else 0
+            rewritten = anchor is not None and anchor.seq == last_seq and last_seq > 0
+            if anchor is not None and (
+                anchor.seq > last_seq or (rewritten and last["hash"] != anchor.hash)
+            ):
+                raise AuditError(
+                    f"the audit log ends at seq {last_seq} but the archive database's anchor "
+                    f"records seq {anchor.seq}: records were removed or rewritten. Nothing more "
+                    "is appended until this is investigated (archive audit verify)."
+                )
         return last
 
     def _checkpoint_fields(
-        self, signing_key: Ed25519PrivateKey, covers_seq: int, covers_hash: str
+        self,
+        signing_key: Ed25519PrivateKey,
+        covers_seq: int,
+        covers_hash: str,
+        reason: str = "count",
     ) -> dict[str, Any]:
         signature = signing_key.sign(checkpoint_message(covers_seq, covers_hash))
         return {
@@ -478,6 +574,7 @@ class AuditLog:
                 "covers_hash": covers_hash,
                 "key_id": key_id(public_key_bytes(signing_key)),
                 "signature": base64.b64encode(signature).decode(),
+                "reason": reason,
             },
         }
 
@@ -485,32 +582,52 @@ class AuditLog:
         self,
         batch: list[tuple[str, dict[str, Any]]],
         checkpoint_key: Ed25519PrivateKey | None = None,
+        reason: str = "request",
     ) -> list[int]:
-        """Chain `batch` onto the tail and write it with one write and one fsync;
-        returns the seq of each entry (then of the requested checkpoint)."""
-        seq, prev = self._tail()
+        """Chain and sign `batch` onto the tail and write it with one write and one
+        fsync; returns the seq of each entry (then of the requested checkpoint)."""
+        seq, prev, old_format = self._tail_and_format()
         lines: list[str] = []
         checkpoint: dict[str, Any] | None = None
         seqs: list[int] = []
+        signer, kid = self.signer, self._kid
+        signed_checkpoint = False
 
         def add(stamp: str, fields: dict[str, Any]) -> None:
-            nonlocal seq, prev, checkpoint
+            nonlocal seq, prev, checkpoint, signed_checkpoint
             seq += 1
-            record: dict[str, Any] = {"seq": seq, "timestamp": stamp, "prev": prev, **fields}
+            record: dict[str, Any] = {
+                "seq": seq,
+                "timestamp": stamp,
+                "prev": prev,
+                **fields,
+                "v": FORMAT_VERSION,
+            }
             body = canonical(record)  # serialised once: hashed, then the line around it
             prev = hashlib.sha256(body).hexdigest()
-            lines.append(line_with_hash(body.decode(), prev))
+            sig = sign_record(signer, kid, prev) if signer is not None else None
+            lines.append(line_with_hash(body.decode(), prev, sig))
             if fields["action"] == CHECKPOINT_ACTION:
                 checkpoint = {"seq": seq, **fields["detail"]}
+                signed_checkpoint = True
 
+        if old_format and signer is not None:  # seal the version-1 chain (FORMAT.md 7)
+            add(utc_now(), self._checkpoint_fields(signer, seq, prev, "upgrade"))
         for stamp, fields in batch:
             add(stamp, fields)
             seqs.append(seq)
-            if self.signer is not None and seq % self.checkpoint_every == 0:
-                add(utc_now(), self._checkpoint_fields(self.signer, seq, prev))
+            if signer is not None and seq % self.checkpoint_every == 0:
+                add(utc_now(), self._checkpoint_fields(signer, seq, prev))
         if checkpoint_key is not None:
-            add(utc_now(), self._checkpoint_fields(checkpoint_key, seq, prev))
+            add(utc_now(), self._checkpoint_fields(checkpoint_key, seq, prev, reason))
             seqs.append(seq)
+        elif (
+            signer is not None
+            and self.checkpoint_seconds > 0
+            and not signed_checkpoint
+            and time.monotonic() - self._last_checkpoint >= self.checkpoint_seconds
+        ):
+            add(utc_now(), self._checkpoint_fields(signer, seq, prev, "timer"))
         data = ("\n".join(lines) + "\n").encode()
         size_before: int | None = None
         try:
@@ -555,6 +672,14 @@ class AuditLog:
                 )
             ) from None
         self._known = ((st.st_ino, st.st_size, st.st_mtime_ns), seq, prev)
+        if signed_checkpoint:
+            self._last_checkpoint = time.monotonic()
+        if self.anchor is not None:
+            try:
+                self.anchor.write(seq, prev, FORMAT_VERSION)
+            except AuditError as exc:
+                self._known = None
+                raise _AnchorError(str(exc)) from None
         return seqs
 
     def _undo_append(self, size_before: int | None, seq: int) -> None:
@@ -602,6 +727,11 @@ def read_public_keys(directory: Path) -> list[bytes]:
             raise AuditError(f"{path} holds a key that is not 32 bytes.")
         keys.append(raw)
     return keys
+
+
+class _AnchorError(AuditError):
+    """The records were written (log and head) but the database anchor was not updated:
+    they must not be queued again; later appends fail until the anchor can be written."""
 
 
 @dataclass

@@ -8,7 +8,10 @@ Checks, each reported with the line number (1-based) and seq where it happens:
 - each checkpoint covers its predecessor and carries a valid Ed25519 signature by a
   trusted key;
 - the head file agrees with the last line (end cut off, or records appended behind
-  the archive's back).
+  the archive's back);
+- (format v2, FORMAT.md section 5) every record's signature is by a trusted key, the
+  log exists and ends where the archive database's anchor says, and records past the
+  head or the anchor are signed.
 """
 
 from __future__ import annotations
@@ -22,17 +25,20 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from archive.audit.anchor import Anchor, DbAnchor, pin_path, read_pin
 from archive.audit.events import AuditError
 from archive.audit.log import (
     CHECKPOINT_ACTION,
     GENESIS,
     LOG_NAME,
     RECORD_FIELDS,
+    RECORD_FIELDS_V1,
     checkpoint_message,
     key_id,
     read_head,
     read_public_keys,
     record_hash,
+    record_message,
 )
 from archive.audit.log import public_key_bytes as _raw
 
@@ -57,8 +63,11 @@ class VerifyReport:
         }
 
 
+PublicKeys = Ed25519PublicKey | bytes | list[bytes] | None
+
+
 def _trusted_keys(
-    directory: Path, public_key: Ed25519PublicKey | bytes | None, problems: list[str]
+    directory: Path, public_key: PublicKeys, problems: list[str]
 ) -> tuple[dict[str, Ed25519PublicKey], list[str]]:
     notes: list[str] = []
     try:
@@ -67,15 +76,17 @@ def _trusted_keys(
         problems.append(str(exc))
         stored = []
     if public_key is not None:
-        raw = public_key if isinstance(public_key, bytes) else _raw(public_key)
-        if len(raw) != 32:
-            raise AuditError("the audit public key must be 32 raw bytes (Ed25519).")
-        if stored and raw not in stored:
+        given = public_key if isinstance(public_key, list) else [public_key]
+        raws = [k if isinstance(k, bytes) else _raw(k) for k in given]
+        for raw in raws:
+            if len(raw) != 32:
+                raise AuditError("the audit public key must be 32 raw bytes (Ed25519).")
+        if stored and not set(raws) & set(stored):
             problems.append(
                 "public_key file does not list the given (keyring) key: it was replaced "
                 "or the signing key was rotated without publishing it."
             )
-        return {key_id(raw): Ed25519PublicKey.from_public_bytes(raw)}, notes
+        return {key_id(raw): Ed25519PublicKey.from_public_bytes(raw) for raw in raws}, notes
     if stored:
         notes.append(
             "checkpoints verified with the public_key file next to the log; anyone able to "
@@ -90,8 +101,14 @@ def _parse(raw: bytes) -> dict[str, Any] | str:
         record = json.loads(raw)
     except ValueError:
         return "not valid JSON (edited or torn)"
-    if not isinstance(record, dict) or set(record) != set(RECORD_FIELDS):
+    if not isinstance(record, dict) or (
+        set(record) != set(RECORD_FIELDS) and set(record) != set(RECORD_FIELDS_V1)
+    ):
         return "not an audit record (fields missing or added)"
+    if "v" in record and record["v"] != 2:
+        return f"unknown record format v={record['v']!r}"
+    if "sig" in record and record["sig"] is not None and not isinstance(record["sig"], str):
+        return "sig is neither null nor a string"
     if not isinstance(record["seq"], int) or isinstance(record["seq"], bool):
         return "seq is not an integer"
     if not isinstance(record["hash"], str) or not isinstance(record["prev"], str):
@@ -119,10 +136,38 @@ def _check_checkpoint(
     return None
 
 
+def _check_sig(record: dict[str, Any], where: str, keys: dict[str, Ed25519PublicKey]) -> str | None:
+    kid, _, encoded = str(record["sig"]).partition(":")
+    key = keys.get(kid)
+    if key is None:
+        return (
+            f"{where}: signed by key {kid!r}, which is not the trusted (pinned) key: the "
+            "log was rewritten and re-signed under another key, or the pin is wrong"
+        )
+    try:
+        key.verify(base64.b64decode(encoded, validate=True), record_message(record["hash"]))
+    except (InvalidSignature, ValueError):
+        return f"{where}: record signature is invalid (forged or edited record)"
+    return None
+
+
+_NO_ANCHOR = object()
+
+
 def verify(
-    directory: Path | str, public_key: Ed25519PublicKey | bytes | None = None
+    directory: Path | str,
+    public_key: PublicKeys = None,
+    *,
+    anchor: DbAnchor | Anchor | None | object = _NO_ANCHOR,
+    must_exist: bool = False,
 ) -> VerifyReport:
-    """Check the whole log in `directory`; `public_key` None means the stored public_key."""
+    """Check the whole log in `directory` (FORMAT.md section 5).
+
+    `public_key`: the trusted key(s); None means the public_key file next to the log (a
+    convenience only: `verify_home` passes the pin). `anchor`: the archive database's
+    anchor (a DbAnchor to read, the Anchor read, or None when the database has no row);
+    left out, the database is not consulted. `must_exist`: the log must hold records
+    (something outside it, such as a pin, says the archive has written it)."""
     directory = Path(directory)
     problems: list[str] = []
     keys, notes = _trusted_keys(directory, public_key, problems)
@@ -152,11 +197,26 @@ def verify(
     previous_seq = 0
     checkpoints = 0
     last_checkpoint = 0
+    last_signed = 0
+    signed_ok: set[int] = set()
+    seen_v2 = False
     for number, record in parsed:
         seq = record["seq"]
         where = f"line {number} (seq {seq})"
-        if record_hash(record) != record["hash"]:
+        hash_ok = record_hash(record) == record["hash"]
+        if not hash_ok:
             problems.append(f"{where}: record edited (its hash does not match its content)")
+        if "v" in record:
+            seen_v2 = True
+        elif seen_v2:
+            problems.append(f"{where}: old-format (v1) record after v2 records (forged)")
+        if record.get("sig") is not None:
+            problem = _check_sig(record, where, keys)
+            if problem:
+                problems.append(problem)
+            elif hash_ok:
+                signed_ok.add(seq)
+                last_signed = max(last_signed, seq)
         expected = previous_seq + 1
         if seq > expected:
             later = first_line_of.get(expected)
@@ -185,17 +245,33 @@ def verify(
             else:
                 checkpoints += 1
                 last_checkpoint = max(last_checkpoint, seq)
+                last_signed = max(last_signed, seq)
         previous_seq = max(previous_seq, seq)
 
     last_seq = parsed[-1][1]["seq"] if parsed else 0
     last_line = parsed[-1][0] if parsed else 0
-    _check_head(directory, parsed, last_seq, last_line, keys, problems)
-    if checkpoints == 0 and parsed:
+    if not parsed and not torn and (must_exist or (isinstance(anchor, Anchor) and anchor.seq)):
+        why = "the pinned audit key" if must_exist else f"the database anchor (seq {anchor.seq})"
+        problems.append(
+            f"the audit log {directory / LOG_NAME} is missing or empty although {why} says "
+            "the archive has written it: it was deleted or truncated; restore data/audit "
+            "from a backup (archive backup restore) and keep this home for investigation"
+        )
+
+    def signed_after(start: int) -> bool:
+        return all(s in signed_ok for s in range(start + 1, last_seq + 1))
+
+    _check_head(directory, parsed, last_seq, last_line, keys, problems, signed_after, notes)
+    if anchor is not _NO_ANCHOR:
+        _check_anchor(anchor, hashes, last_seq, seen_v2, signed_after, problems, notes)
+    if checkpoints == 0 and parsed and not last_signed:
         notes.append("no signed checkpoint in the log: only the hash chain and head protect it.")
-    elif last_checkpoint and last_seq > last_checkpoint:
+    elif last_signed and last_seq > last_signed:
         notes.append(
-            f"{last_seq - last_checkpoint} record(s) after the last signed checkpoint "
-            f"(seq {last_checkpoint}) are protected by the chain and the head file only."
+            f"{last_seq - last_signed} record(s) after the last signature (seq "
+            f"{last_signed}) were written without the keyring: they are protected by the "
+            "chain, the head file and the database anchor only, until the running archive's "
+            "next checkpoint (or archive audit checkpoint) signs them."
         )
     return VerifyReport(
         ok=not problems,
@@ -207,6 +283,63 @@ def verify(
     )
 
 
+def _check_anchor(
+    anchor: Any,
+    hashes: dict[int, str],
+    last_seq: int,
+    seen_v2: bool,
+    signed_after: Any,
+    problems: list[str],
+    notes: list[str],
+) -> None:
+    """The log against the archive database's anchor row (FORMAT.md section 5, item 5)."""
+    if isinstance(anchor, DbAnchor):
+        try:
+            anchor = anchor.read()
+        except AuditError as exc:
+            problems.append(str(exc))
+            return
+    if anchor is None:
+        if seen_v2:
+            problems.append(
+                "the archive database has no anchor for this audit log although it holds "
+                "v2 records: the anchor row was deleted, or the database replaced; restore "
+                "the database and data/audit together from one backup"
+            )
+        elif last_seq:
+            notes.append(
+                "old-format (v1) log not yet anchored in the database: the next start of "
+                "the archive upgrades it (FORMAT.md section 7)."
+            )
+        return
+    restore = "restore data/audit and the database together from one backup"
+    if anchor.seq > last_seq:
+        first = last_seq + 1
+        missing = f"{first}" if anchor.seq == first else f"{first}..{anchor.seq}"
+        problems.append(
+            f"records removed: the archive database's anchor records seq {anchor.seq} but the "
+            f"log ends at seq {last_seq}; seq {missing} missing; {restore}"
+        )
+    elif anchor.seq and hashes.get(anchor.seq) != anchor.hash:
+        problems.append(
+            f"seq {anchor.seq} differs from the archive database's anchor: the log was "
+            f"rewritten (records removed and the rest re-chained?); {restore}"
+        )
+    elif anchor.seq < last_seq:
+        if signed_after(anchor.seq):
+            notes.append(
+                f"the database anchor stops at seq {anchor.seq}, the log at {last_seq} with "
+                "every later record signed (a crash between writing and anchoring): the next "
+                "append updates the anchor."
+            )
+        else:
+            problems.append(
+                f"records after seq {anchor.seq} (up to seq {last_seq}) are not confirmed by "
+                "the archive database's anchor and not all signed: appended outside the "
+                "archive (forged); check them with archive audit show, then " + restore
+            )
+
+
 def _check_head(
     directory: Path,
     parsed: list[tuple[int, dict[str, Any]]],
@@ -214,6 +347,8 @@ def _check_head(
     last_line: int,
     keys: dict[str, Ed25519PublicKey],
     problems: list[str],
+    signed_after: Any = None,
+    notes: list[str] | None = None,
 ) -> None:
     try:
         head = read_head(directory)
@@ -247,8 +382,62 @@ def _check_head(
         )
     elif head.seq == last_seq and parsed and parsed[-1][1]["hash"] != head.hash:
         problems.append(f"line {last_line} (seq {last_seq}): last record does not match the head")
+    elif head.seq < last_seq and signed_after is not None and signed_after(head.seq):
+        if notes is not None:
+            notes.append(
+                f"the head file stops at seq {head.seq}, the log at {last_seq} with every "
+                "later record signed (a crash between writing and updating the head)."
+            )
     elif head.seq < last_seq:
         problems.append(
             f"records after seq {head.seq} (up to line {last_line}, seq {last_seq}) are not "
             "confirmed by the head file (appended outside the archive, or a crash mid-append)"
         )
+
+
+def _has_written(home: Any) -> bool:
+    """Has this home stored anything (its database or Orthanc's index)? Then it has
+    audited too, so an empty log means a deleted one."""
+    index = Path(home.index_dir)
+    return Path(home.db_path).exists() or (index.is_dir() and any(index.iterdir()))
+
+
+def verify_home(home: Any, public_key: PublicKeys = None) -> VerifyReport:
+    """Verify a home's log against its trust root and its database anchor.
+
+    Trust root: `public_key` (an off-site copy or the keyring's key) if given, else the
+    pin in HOME/keys. With neither, a home that has a keyring fails (nothing trusted to
+    check signatures against); a home without a keyring falls back to the public_key
+    file next to the log, with a note (FORMAT.md section 5)."""
+    from archive.audit import home_anchor  # noqa: PLC0415 - package-level helper
+
+    problems: list[str] = []
+    try:
+        pinned = read_pin(home.keys_dir)
+    except AuditError as exc:
+        pinned, problems = [], [str(exc)]
+    keys: PublicKeys = public_key if public_key is not None else (pinned or None)
+    if keys is None and (Path(home.keys_dir) / "keyring.json").exists():
+        problems.append(
+            f"no audit public key pinned at {pin_path(home.keys_dir)}: run archive audit "
+            "verify --keyring once (it pins the keyring's key), or give --public-key"
+        )
+    try:
+        anchor: Any = home_anchor(home)
+    except Exception as exc:  # noqa: BLE001 - a config the CLI loaded already; be safe
+        anchor = _NO_ANCHOR
+        problems.append(f"the archive database cannot be opened ({type(exc).__name__})")
+    try:
+        report = verify(
+            home.audit_dir,
+            keys,
+            anchor=_NO_ANCHOR if anchor is None else anchor,
+            must_exist=bool(pinned) and _has_written(home),
+        )
+    finally:
+        if isinstance(anchor, DbAnchor):
+            anchor.close()
+    if problems:
+        report.problems[:0] = problems
+        report.ok = False
+    return report

@@ -7,7 +7,16 @@ from typing import Annotated, Any
 
 import typer
 
-from archive.audit import AuditError, AuditEvent, audit_log_for, query, to_csv, to_json, verify
+from archive.audit import (
+    AuditError,
+    AuditEvent,
+    audit_log_for,
+    pin_public_key,
+    query,
+    to_csv,
+    to_json,
+    verify_home,
+)
 from archive.cli.common import HomeOption, JsonOption, actor, emit_json, fail, load
 from archive.config import ArchiveConfig
 from archive.errors import ArchiveError
@@ -39,31 +48,37 @@ def register(app: typer.Typer) -> None:
             bool,
             typer.Option(
                 "--keyring",
-                help="Check checkpoint signatures with the keyring's key (asks for the "
-                "passphrase) instead of the public_key file next to the log.",
+                help="Check signatures with the keyring's key (asks for the passphrase) "
+                "instead of the key pinned in HOME/keys; pins it if nothing is pinned yet.",
             ),
         ] = False,
         public_key: Annotated[
             Path | None,
             typer.Option(
                 "--public-key",
-                help="A file with the hex Ed25519 public key held outside this machine.",
+                help="A file with the hex Ed25519 public key(s) held outside this machine "
+                "(an off-site copy: archive keys status prints the key).",
             ),
         ] = None,
         as_json: JsonOption = False,
     ) -> None:
-        """Check every record, link, checkpoint and the head; exit 1 and say where if not."""
+        """Check every record, signature, link, checkpoint, the head and the database anchor
+        against the pinned key; exit 1 and say where if not (archive/audit/FORMAT.md)."""
         config = load(home)
-        key: bytes | None = None
-        if keyring:
-            key = bytes(_open_keyring(config).audit_public_key_bytes)
-        elif public_key is not None:
-            try:
-                key = bytes.fromhex(public_key.read_text(encoding="ascii").split()[0])
-            except (OSError, ValueError, IndexError):
-                fail(f"{public_key} does not hold a hex Ed25519 public key.")
+        key: list[bytes] | None = None
         try:
-            report = verify(config.home.audit_dir, key)
+            if keyring:
+                raw = bytes(_open_keyring(config).audit_public_key_bytes)
+                pin_public_key(config.home.keys_dir, raw)
+                key = [raw]
+            elif public_key is not None:
+                try:
+                    key = [bytes.fromhex(w) for w in public_key.read_text("ascii").split()]
+                except (OSError, ValueError, UnicodeDecodeError):
+                    key = []
+                if not key or any(len(k) != 32 for k in key):
+                    fail(f"{public_key} does not hold a hex Ed25519 public key.")
+            report = verify_home(config.home, key)
         except AuditError as exc:
             fail(str(exc))
         if as_json:
@@ -79,6 +94,13 @@ def register(app: typer.Typer) -> None:
             for note in report.notes:
                 typer.echo(f"note: {note}")
         if not report.ok:
+            first = report.problems[0] if report.problems else "see above"
+            typer.echo(
+                f"error: audit log failed verification: {first}. Keep this home as it is "
+                "and restore data/audit and the database from a verified backup "
+                "(archive backup verify, archive backup restore).",
+                err=True,
+            )
             raise typer.Exit(1)
 
     @sub.command("show")
@@ -143,7 +165,7 @@ def register(app: typer.Typer) -> None:
         config = load(home)
         ring = _open_keyring(config)
         try:
-            log = audit_log_for(config.home)
+            log = audit_log_for(config.home, signer=ring.audit_signing_key)
             seq = log.checkpoint(ring.audit_signing_key)
             log.append(AuditEvent("audit.checkpoint_requested", "success", actor(), source="cli"))
         except AuditError as exc:

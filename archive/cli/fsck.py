@@ -35,7 +35,7 @@ def fsck(
     try:
         ring = open_keyring_for_cli(config)
         report = check_home(config, ring, repair=repair, progress=progress_printer(not as_json))
-        _audit_repairs(config, report)
+        _audit_repairs(config, report, ring)
     except ArchiveError as exc:
         fail(str(exc))
     finally:
@@ -56,7 +56,7 @@ def fsck(
         raise typer.Exit(1)
 
 
-def _audit_repairs(config, report) -> None:
+def _audit_repairs(config, report, ring=None) -> None:
     """Files were moved or rewritten: say so in the audit log (a damaged log, which fsck
     reports and never repairs, may refuse the record; the report still prints)."""
     repaired = sum(f.repaired for f in report.findings)
@@ -70,7 +70,8 @@ def _audit_repairs(config, report) -> None:
         detail={"repaired": repaired, "remaining": len(report.findings) - repaired},
     )
     try:
-        audit_log_for(config.home).append(event)
+        signer = getattr(ring, "audit_signing_key", None)
+        audit_log_for(config.home, signer=signer).append(event)
     except AuditError as exc:
         typer.echo(f"warning: the repairs are not in the audit log: {exc}", err=True)
 

@@ -65,6 +65,15 @@ def _server_pid(config: ArchiveConfig) -> int | None:
         return None
 
 
+def _pin_audit_key(config: ArchiveConfig, ring: Keyring) -> None:
+    """Pin the keyring's audit public key in HOME/keys, outside the log and the data
+    directory (archive/audit/FORMAT.md section 2); nothing is written in data/ (it may
+    not be the mounted volume yet)."""
+    from archive.audit import pin_public_key  # noqa: PLC0415
+
+    pin_public_key(config.home.keys_dir, ring.audit_public_key_bytes)
+
+
 def _fingerprint(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:16]
 
@@ -82,6 +91,7 @@ def register(app: typer.Typer) -> None:
             if path.exists():
                 fail(f"a keyring already exists at {path}; use archive keys rotate.")
             ring = Keyring.create(path, obtain_passphrase(config, prompt=True, confirm=True))
+            _pin_audit_key(config, ring)
         except ArchiveError as exc:
             fail(str(exc))
         result = {"keyring": str(path), "primary_kek_id": ring.primary_kek_id}
@@ -165,6 +175,10 @@ def register(app: typer.Typer) -> None:
                         typer.echo(f"rewrapped {done}/{total}", err=True)
 
                 report = rotate_and_rewrap(ring, stores, progress, retire=retire)
+        except ArchiveError as exc:
+            fail(str(exc))
+        try:  # the audit key is not rotated: keep it pinned (pins it on older homes)
+            _pin_audit_key(config, ring)
         except ArchiveError as exc:
             fail(str(exc))
         result = report.as_dict()

@@ -25,7 +25,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from archive.audit import AuditError, AuditEvent, audit_log_for, read_head, verify
+from archive.audit import (
+    AuditError,
+    AuditEvent,
+    audit_log_for,
+    pin_public_key,
+    read_head,
+    read_pin,
+    verify_home,
+)
 from archive.audit.log import LOG_NAME, record_hash
 from archive.backup import orthanc_index
 from archive.config import ArchiveConfig
@@ -275,7 +283,7 @@ def check_home(
             conn.close()
 
     # 4. The audit log.
-    _check_audit(config, repair, report)
+    _check_audit(config, repair, report, keyring)
     if mover.used:
         report.lost_and_found = str(mover.root)
     return report
@@ -314,16 +322,26 @@ def audit_head_lag(audit_dir: Path) -> tuple[int, int] | None:
     return head.seq, last
 
 
-def _check_audit(config: ArchiveConfig, repair: bool, report: FsckReport) -> None:
+def _check_audit(
+    config: ArchiveConfig, repair: bool, report: FsckReport, keyring: KeySource | None = None
+) -> None:
+    """The audit log against the pinned key and the database anchor (audit/FORMAT.md 5)."""
     directory = config.home.audit_dir
+    raw = getattr(keyring, "audit_public_key_bytes", None)
+    signer = getattr(keyring, "audit_signing_key", None)
     try:
-        audit = verify(directory)
+        if isinstance(raw, bytes) and not read_pin(config.home.keys_dir):
+            pin_public_key(config.home.keys_dir, raw)  # from the keyring fsck opened
+        audit = verify_home(config.home)
     except AuditError as exc:
         report.findings.append(Finding("audit", "audit.jsonl", str(exc)))
         return
     report.checked["audit_records"] = audit.records
     lag = audit_head_lag(directory) if audit.problems else None
     rest = [p for p in audit.problems if not (lag and "not confirmed by the head" in p)]
+    if lag and rest:  # only a head lagging behind an otherwise sound log is a crash
+        lag = None
+        rest = list(audit.problems)
     if lag:
         finding = Finding(
             "audit_head",
@@ -333,7 +351,7 @@ def _check_audit(config: ArchiveConfig, repair: bool, report: FsckReport) -> Non
             repairable=True,
         )
         if repair:
-            audit_log_for(config.home).append(
+            audit_log_for(config.home, signer=signer).append(
                 AuditEvent(
                     "audit.head_recovered",
                     "success",
@@ -342,7 +360,7 @@ def _check_audit(config: ArchiveConfig, repair: bool, report: FsckReport) -> Non
                     detail={"head_seq": lag[0], "chain_seq": lag[1]},
                 )
             )
-            finding.repaired = verify(directory).ok
+            finding.repaired = verify_home(config.home).ok
         report.findings.append(finding)
     for problem in rest:
         report.findings.append(Finding("audit", "audit.jsonl", problem))

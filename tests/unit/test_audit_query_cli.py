@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from archive.audit import AuditError, AuditEvent, AuditLog, query, to_csv, to_json
+from archive.audit import AuditError, AuditEvent, audit_log_for, query, to_csv, to_json
 from archive.audit.log import LOG_NAME
 from archive.cli.main import app
 from archive.paths import HomePaths
@@ -20,7 +20,7 @@ from archive.paths import HomePaths
 def home(tmp_path: Path) -> HomePaths:
     (tmp_path / "archive.toml").write_text("")
     paths = HomePaths(tmp_path)
-    log = AuditLog(paths.audit_dir, durable=False)
+    log = audit_log_for(paths)  # as every command writes it: anchored in archive.db
     log.append(AuditEvent("auth.login", "success", "alice", ("trainer",), "10.0.0.1"))
     log.append(AuditEvent("auth.login", "denied", "bob", (), "10.0.0.2", detail={"r": "pw"}))
     log.append(AuditEvent("case.edit", "success", "alice", ("trainer",), "cli", "NSR-000001"))
@@ -105,7 +105,12 @@ def test_cli_checkpoint_and_keyring_verify(home: HomePaths, monkeypatch) -> None
     out = runner.invoke(app, ["audit", "verify", "--home", root, "--keyring", "--json"])
     assert out.exit_code == 0, out.output
     assert json.loads(out.output)["checkpoints"] == 1
-    # Another key (e.g. a forger's public_key file) does not verify the checkpoint.
+    # Another keyring is refused: its key is not the one pinned in HOME/keys.
     monkeypatch.setattr(vault, "open_keyring_for_cli", lambda config: _FakeKeyring())
     out = runner.invoke(app, ["audit", "verify", "--home", root, "--keyring"])
+    assert out.exit_code == 1 and "is not the key pinned" in out.output
+    # Another key given as the off-site copy does not verify the checkpoint.
+    other = home.root / "other.hex"
+    other.write_text(_FakeKeyring().audit_public_key_bytes.hex())
+    out = runner.invoke(app, ["audit", "verify", "--home", root, "--public-key", str(other)])
     assert out.exit_code == 1 and "line 5 (seq 5)" in out.output
