@@ -16,6 +16,7 @@ import orthanc
 
 from archive.web import WebApp, WebError, WebRequest
 from archive.web.app import SECURITY_HEADERS
+from plugins.http_filter import client_of_this_request
 from plugins.rest import HttpError
 
 
@@ -121,6 +122,7 @@ def register(services) -> None:
                 headers=headers,
                 body=bytes(request.get("body") or b""),
                 secure=secure,
+                ip=client_of_this_request() or "unknown",  # for the sign-in backoff
             )
             _answer(output, app.handle(web_request))
         except Exception as exc:  # noqa: BLE001 - never a traceback to the browser
