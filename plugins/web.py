@@ -100,8 +100,15 @@ def _answer(output, response) -> None:
         output.AnswerBuffer(response.body, response.content_type)
     else:
         output.SetHttpHeader("Content-Type", response.content_type)
+        # Orthanc refuses SendHttpStatus(401) (ParameterOutOfRange: it wants
+        # SendUnauthorized, whose WWW-Authenticate would pop up the browser's Basic
+        # dialog): a refused sign-in or an ended session is answered 403 instead.
+        # Orthanc 1.10.1 cannot send 429 either (its HttpStatus list predates RFC 6585:
+        # ParameterOutOfRange): the sign-in backoff goes out as 503, the other status
+        # that carries Retry-After (RFC 9110), with the same page and Retry-After header.
+        status = {401: 403, 429: 503}.get(response.status, response.status)
         # orthanc-python 4.0 takes the body as str here (bytes are refused)
-        output.SendHttpStatus(response.status, response.body.decode(), len(response.body))
+        output.SendHttpStatus(status, response.body.decode(), len(response.body))
 
 
 def register(services) -> None:

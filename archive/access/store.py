@@ -409,10 +409,8 @@ class AccessStore:
                     _iso(now),
                 ),
             )
-            lapsed = TrainingRecord(
-                familiarisation, suite_use, trained_on, expires, by, self.policy.version
-            )
-            if not lapsed.valid_on(now.date()):
+            effective = self._training(name)  # the latest record, this one included
+            if effective is None or not effective.valid_on(now.date()):
                 self._end_sessions(c, name)
         record = self._training(name)
         assert record is not None

@@ -238,7 +238,8 @@ def register(app: typer.Typer) -> None:
                 familiarisation=familiarisation,
                 suite_use=suite_use,
             )
-            lapsed = not record.valid_on(now().date())
+            current = store.get_user(name).training  # the latest record counts
+            lapsed = current is None or not current.valid_on(now().date())
             if lapsed:
                 end_web_sessions(store, name)
         if as_json:

@@ -148,9 +148,11 @@ def test_session_epoch_bumped_by_every_change_that_ends_sessions(store: AccessSt
     assert bumped()
     store.expire_account("alice", T0 + timedelta(days=30))
     assert bumped()
-    store.record_training("alice", date(2023, 1, 1), T0, "boss")  # expired on recording
+    store.record_training("alice", date(2023, 1, 1), T0, "boss")  # older: still trained
+    assert not bumped()
+    store.record_training("alice", T0.date(), T0, "boss", suite_use=False)  # withdrawn
     assert bumped()
-    store.record_training("alice", date(2025, 2, 2), T0, "boss")  # renewed: no
+    store.record_training("alice", T0.date(), T0, "boss")  # renewed: no
     assert not bumped()
     assert store.session_epoch("nobody") is None
 
