@@ -13,7 +13,8 @@ Failed credentials back off per (account, client address) and per address
 (archive/access/throttle.py): a client in its backoff is refused before its password is
 checked, audited as auth.login denied with reason "throttled" and retry_after. The
 filter can only answer 403 (no 429, no Retry-After header: orthanc-python 4.0); the web
-sign-in form, which runs as a REST callback, answers 429 with Retry-After. The client
+sign-in form, which runs as a REST callback, answers with Retry-After (503: see
+plugins/web.py). The client
 address is noted per thread (`client_of_this_request`) for that callback, which runs
 next on the same Orthanc thread and is not told the address by orthanc-python 4.0.
 

@@ -7,9 +7,10 @@ interface never grants more than the REST API would; refusals are 403 pages and 
 audited. Every POST needs the session's CSRF token; the sign-in form needs its own
 token bound to a pre-session cookie (sessions.py). Failed sign-ins back off per
 (account, client address) and per address: a client in its backoff gets 429 with
-Retry-After and the reason, and nothing locks the account itself (archive/access/
-throttle.py). Nothing secret goes in a URL: the login form posts, search parameters
-are only catalogue filters.
+Retry-After and the reason (plugins/web.py sends it as 503, Orthanc 1.10.1 having no
+429), and nothing locks the account itself (archive/access/throttle.py). Nothing
+secret goes in a URL: the login form posts, search parameters are only catalogue
+filters.
 """
 
 from __future__ import annotations
