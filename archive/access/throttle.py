@@ -8,8 +8,9 @@ password is checked (no argon2 work, and a guess made while blocked teaches noth
 while the same account signs in normally from any other address. There is no
 account-wide lockout: guessing one account from many addresses is bounded by each
 address's own backoff (and argon2id, 12+ character passwords); past
-`account_alert_failures` failures within `forget_after` the account is reported once
-(audit `auth.attack`) for personnel to look at, and nothing is locked.
+`account_alert_failures` failures within `forget_after` the account is flagged once
+(`account_alert` on that failure's auth.login / web.login audit record) for personnel
+to look at, and nothing is locked.
 
 State is in memory, per process (the filter and the web interface of one Orthanc share
 it; several nodes each keep their own, which multiplies an attacker's budget by the
