@@ -25,7 +25,9 @@ from _common import REPO, emit_json, make_ct_corpus, progress, rate_line, ratio,
 from archive import db
 from archive.access import AccessStore
 from archive.intake import Intake, Uploader, load_settings
-from tests.harness import add_user, new_archive
+from archive.vault import Keyring
+from archive.vault.keyring import keyring_path
+from tests.harness import PASSPHRASE, add_user, new_archive
 
 
 def _token(archive) -> str:
@@ -96,7 +98,10 @@ def main() -> None:
                 path = drop / f"f{i:05d}.dcm"
                 path.write_bytes(data)
                 os.utime(path, (landed, landed))
-            intake = Intake(watched.config, drop, settings, uploader, actor="bench")
+            keyring = Keyring.open(keyring_path(watched.config.home.keys_dir), PASSPHRASE)
+            intake = Intake(
+                watched.config, drop, settings, uploader, actor="bench", keyring=keyring
+            )
             start = time.perf_counter()
             summary = intake.run_once()
             watch_rate = (summary.stored + summary.already) / (time.perf_counter() - start)

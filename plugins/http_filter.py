@@ -9,6 +9,15 @@ The filter must never raise (a raise becomes a 500 and a traceback in Orthanc's 
 any internal error - database, policy, audit log unwritable - denies the request and
 logs one line (fail closed). It never calls orthanc.RestApi* (leaks memory in 4.0).
 
+Failed credentials back off per (account, client address) and per address
+(archive/access/throttle.py): a client in its backoff is refused before its password is
+checked, audited as auth.login denied with reason "throttled" and retry_after. The
+filter can only answer 403 (no 429, no Retry-After header: orthanc-python 4.0); the web
+sign-in form, which runs as a REST callback, answers with Retry-After (503: see
+plugins/web.py). The client
+address is noted per thread (`client_of_this_request`) for that callback, which runs
+next on the same Orthanc thread and is not told the address by orthanc-python 4.0.
+
 `ARCHIVE_UNSAFE_DISABLE_HTTP_FILTER=1` in Orthanc's environment skips registering the
 filter, for benchmarks/bench_auth.py only: Orthanc is then wide open to anyone who can
 reach it, so this is logged as an error at start and audited as `security.filter_disabled`.
@@ -17,6 +26,7 @@ reach it, so this is logged as an error at start and audited as `security.filter
 from __future__ import annotations
 
 import os
+import threading
 from datetime import UTC, datetime
 
 import orthanc
@@ -37,6 +47,13 @@ from archive.web.sessions import principal_for_cookie
 from plugins.uploaders import note_uploader
 
 DISABLE_ENV = "ARCHIVE_UNSAFE_DISABLE_HTTP_FILTER"
+_clients: dict[int, str] = {}  # OS thread id -> client address of its current request
+
+
+def client_of_this_request() -> str | None:
+    """The client address the filter saw for the request this thread is serving (the
+    REST callback runs on the filter's thread, right after it)."""
+    return _clients.get(threading.get_ident())
 
 
 def make_filter(services, proxy_secret: str | None = None):
@@ -56,8 +73,9 @@ def make_filter(services, proxy_secret: str | None = None):
 
     def decide_request(uri: str, method: str, ip: str, headers: dict) -> bool:
         ip = client_address(ip, headers, proxy_secret)
+        _clients[threading.get_ident()] = ip
         store = services.access_store()
-        result = authenticate_headers(store, headers or {}, datetime.now(UTC))
+        result = authenticate_headers(store, headers or {}, datetime.now(UTC), address=ip)
         principal = None
         if isinstance(result, AuthFailure) and result.reason == "no_credentials":
             if uri == "/teaching/ui" or uri.startswith("/teaching/ui/"):  # web session cookie

@@ -16,6 +16,7 @@ import orthanc
 
 from archive.web import WebApp, WebError, WebRequest
 from archive.web.app import SECURITY_HEADERS
+from plugins.http_filter import client_of_this_request
 from plugins.rest import HttpError
 
 
@@ -99,8 +100,15 @@ def _answer(output, response) -> None:
         output.AnswerBuffer(response.body, response.content_type)
     else:
         output.SetHttpHeader("Content-Type", response.content_type)
+        # Orthanc refuses SendHttpStatus(401) (ParameterOutOfRange: it wants
+        # SendUnauthorized, whose WWW-Authenticate would pop up the browser's Basic
+        # dialog): a refused sign-in or an ended session is answered 403 instead.
+        # Orthanc 1.10.1 cannot send 429 either (its HttpStatus list predates RFC 6585:
+        # ParameterOutOfRange): the sign-in backoff goes out as 503, the other status
+        # that carries Retry-After (RFC 9110), with the same page and Retry-After header.
+        status = {401: 403, 429: 503}.get(response.status, response.status)
         # orthanc-python 4.0 takes the body as str here (bytes are refused)
-        output.SendHttpStatus(response.status, response.body.decode(), len(response.body))
+        output.SendHttpStatus(status, response.body.decode(), len(response.body))
 
 
 def register(services) -> None:
@@ -121,6 +129,7 @@ def register(services) -> None:
                 headers=headers,
                 body=bytes(request.get("body") or b""),
                 secure=secure,
+                ip=client_of_this_request() or "unknown",  # for the sign-in backoff
             )
             _answer(output, app.handle(web_request))
         except Exception as exc:  # noqa: BLE001 - never a traceback to the browser

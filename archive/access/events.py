@@ -18,6 +18,12 @@ def auth_event(result: Principal | AuthFailure, source: str) -> AuditEvent:
         if result.token_id:
             detail["token_id"] = result.token_id
         return AuditEvent("auth.login", "success", result.user, result.roles, source, detail=detail)
+    detail: dict[str, str | int | bool] = {"reason": result.reason}
+    if result.retry_after:
+        detail["retry_after"] = result.retry_after
+        detail["throttle"] = result.detail
+    if result.alert:
+        detail["account_alert"] = True  # many failures on this account from everywhere
     return _safe(
         AuditEvent(
             "auth.login",
@@ -25,7 +31,7 @@ def auth_event(result: Principal | AuthFailure, source: str) -> AuditEvent:
             result.user or "anonymous",
             (),
             source,
-            detail={"reason": result.reason},
+            detail=detail,
         )
     )
 

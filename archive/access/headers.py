@@ -14,12 +14,14 @@ MAX_AUTHORIZATION = 4096
 
 
 def authenticate_headers(
-    store: AccessStore, headers: Mapping[str, str], now: datetime
+    store: AccessStore, headers: Mapping[str, str], now: datetime, address: str | None = None
 ) -> Principal | AuthFailure:
     """Authenticate `Authorization: Basic ...` or `Authorization: Bearer ...`.
 
     No header gives AuthFailure("no_credentials"): the decision then applies only the
-    anonymous allow-list. Header names are matched case-insensitively.
+    anonymous allow-list. Header names are matched case-insensitively. With the client's
+    `address`, failures back off per (account, address) and per address (throttle.py);
+    a malformed header counts as a failure from that address.
     """
     value = headers.get("authorization")
     if value is None:
@@ -27,19 +29,24 @@ def authenticate_headers(
     if not value:
         return AuthFailure("no_credentials")
     if len(value) > MAX_AUTHORIZATION:
-        return AuthFailure("malformed")
+        return _malformed(store, now, address)
     scheme, _, credentials = value.strip().partition(" ")
     scheme = scheme.lower()
     credentials = credentials.strip()
     if scheme == "bearer":
-        return store.authenticate_bearer(credentials, now)
+        return store.authenticate_bearer(credentials, now, address)
     if scheme != "basic":
-        return AuthFailure("malformed")
+        return _malformed(store, now, address)
     try:
         decoded = base64.b64decode(credentials, validate=True).decode("utf-8")
     except (binascii.Error, ValueError):
-        return AuthFailure("malformed")
+        return _malformed(store, now, address)
     user, sep, password = decoded.partition(":")
     if not sep or not user:
-        return AuthFailure("malformed")
-    return store.authenticate_basic(user, password, now)
+        return _malformed(store, now, address)
+    return store.authenticate_basic(user, password, now, address)
+
+
+def _malformed(store: AccessStore, now: datetime, address: str | None) -> AuthFailure:
+    """A header nobody's client sends: refused, and counted against the address."""
+    return store.authenticate_bearer("", now, address)

@@ -125,9 +125,14 @@ class AccountPolicy:
 
     version: int = 1
     training_valid_days: int = 365
-    lockout_threshold: int = 5
-    lockout_window_minutes: int = 15
-    lockout_minutes: int = 30
+    # [throttle]: failed sign-ins back off per (account, address) and per address;
+    # nothing locks an account (archive/access/throttle.py says why).
+    throttle_free_per_account_address: int = 3
+    throttle_free_per_address: int = 10
+    throttle_initial_delay_seconds: int = 1
+    throttle_max_delay_seconds: int = 900
+    throttle_forget_after_minutes: int = 60
+    throttle_account_alert_failures: int = 50
     password_min_length: int = 12
     credential_cache_seconds: int = 60
     token_default_days: int = 90
@@ -222,13 +227,33 @@ def _positive(section: dict, key: str, where: str, default: int) -> int:
 def parse_account_policy(raw: dict, source: str = "accounts.toml") -> AccountPolicy:
     version = _version(raw, Path(source))
     d = AccountPolicy()
-    t, lo, pw, tok = (raw.get(k, {}) for k in ("training", "lockout", "passwords", "tokens"))
+    if "lockout" in raw:
+        raise PolicyError(
+            f"{source}: [lockout] is replaced by [throttle] (failed sign-ins back off per "
+            "address; no account lockout): see policies/access/accounts.toml in the repository."
+        )
+    t, th, pw, tok = (raw.get(k, {}) for k in ("training", "throttle", "passwords", "tokens"))
     policy = AccountPolicy(
         version=version,
         training_valid_days=_positive(t, "valid_days", "training", d.training_valid_days),
-        lockout_threshold=_positive(lo, "threshold", "lockout", d.lockout_threshold),
-        lockout_window_minutes=_positive(lo, "window_minutes", "lockout", d.lockout_window_minutes),
-        lockout_minutes=_positive(lo, "lock_minutes", "lockout", d.lockout_minutes),
+        throttle_free_per_account_address=_positive(
+            th, "free_per_account_address", "throttle", d.throttle_free_per_account_address
+        ),
+        throttle_free_per_address=_positive(
+            th, "free_per_address", "throttle", d.throttle_free_per_address
+        ),
+        throttle_initial_delay_seconds=_positive(
+            th, "initial_delay_seconds", "throttle", d.throttle_initial_delay_seconds
+        ),
+        throttle_max_delay_seconds=_positive(
+            th, "max_delay_seconds", "throttle", d.throttle_max_delay_seconds
+        ),
+        throttle_forget_after_minutes=_positive(
+            th, "forget_after_minutes", "throttle", d.throttle_forget_after_minutes
+        ),
+        throttle_account_alert_failures=_positive(
+            th, "account_alert_failures", "throttle", d.throttle_account_alert_failures
+        ),
         password_min_length=_positive(pw, "min_length", "passwords", d.password_min_length),
         credential_cache_seconds=_positive(
             pw, "cache_seconds", "passwords", d.credential_cache_seconds

@@ -5,12 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 
-# Reasons an authentication fails. All become HTTP 401 for the caller (no hint which);
-# the reason goes to the audit log.
+# Reasons an authentication fails. All become a refusal for the caller (no hint which,
+# except "throttled", which the web answers with 429 and Retry-After); the reason goes to
+# the audit log.
 FAILURE_REASONS = (
     "no_credentials",
     "malformed",
     "bad_credentials",
+    "throttled",
     "locked",
     "disabled",
     "account_expired",
@@ -37,6 +39,9 @@ class AuthFailure:
 
     reason: str
     user: str | None = None
+    retry_after: int | None = None  # seconds until this client may try again (backoff)
+    detail: str = ""  # why the backoff (pair or address), in our own words
+    alert: bool = False  # this failure crossed the account's alert threshold
 
     def __bool__(self) -> bool:  # so that `if result:` means "authenticated"
         return False

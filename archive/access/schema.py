@@ -102,6 +102,13 @@ STEPS: list[str | dict[str, str]] = [
             ON access_dicom_nodes FOR EACH STATEMENT EXECUTE FUNCTION access_bump_change_counter();
         """,
     },
+    # Step 3 (issue #20): the account's session epoch. Every change that must end the
+    # user's web sessions (password reset, disable or enable, role change, expiry,
+    # training revoked) bumps it; a session carries the epoch it was made under and dies
+    # when they differ, so re-enabling an account never revives an old session.
+    """
+    ALTER TABLE access_users ADD COLUMN session_epoch INTEGER NOT NULL DEFAULT 0;
+    """,
 ]
 
 

@@ -5,6 +5,11 @@ Everything the filter needs to authenticate a request lives here, in the archive
 as SHA-256 of the token (they carry 256 random bits, so a slow hash adds nothing).
 Secret comparisons use hmac.compare_digest; an unknown user still pays one argon2
 verification so that response time does not reveal which names exist.
+
+Failed sign-ins never lock an account: given the client's address, `authenticate_*`
+consult a per-(account, address) and per-address backoff (`throttle.Throttle`) before
+checking anything, and count failures into it. Every change that must end a user's web
+sessions bumps the account's `session_epoch` in the same transaction (`_end_sessions`).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from archive.access.policy import ROLES, AccountPolicy
 from archive.access.principal import AuthFailure, Principal
 from archive.access.schema import migrate_access
+from archive.access.throttle import Throttle, ThrottlePolicy
 from archive.config import ArchiveConfig
 from archive.errors import ArchiveError
 
@@ -175,6 +181,17 @@ class AccessStore:
         self._lock = threading.Lock()
         self.watch: ChangeWatch | None = None
         self._principals: dict[str, tuple[bytes, int, date, datetime | None, Principal]] = {}
+        p = self.policy
+        self.throttle = Throttle(
+            ThrottlePolicy(
+                free_per_account_address=p.throttle_free_per_account_address,
+                free_per_address=p.throttle_free_per_address,
+                initial_delay=float(p.throttle_initial_delay_seconds),
+                max_delay=float(p.throttle_max_delay_seconds),
+                forget_after=60.0 * p.throttle_forget_after_minutes,
+                account_alert_failures=p.throttle_account_alert_failures,
+            )
+        )
 
     def bind(self, conn: sqlite3.Connection) -> AccessStore:
         """The same store on another connection (one per thread), sharing the verified-
@@ -203,6 +220,29 @@ class AccessStore:
                 raise
             finally:
                 self._principals.clear()  # our own writes take effect at once
+
+    # -- sessions -----------------------------------------------------------------
+
+    @staticmethod
+    def _end_sessions(c: sqlite3.Connection, name: str) -> None:
+        """Bump the account's session epoch (inside the caller's transaction): every web
+        session made before this change is dead, and stays dead whatever comes next."""
+        c.execute(
+            "UPDATE access_users SET session_epoch = session_epoch + 1 WHERE name = ?", (name,)
+        )
+
+    def session_epoch(self, name: str) -> int | None:
+        """The account's session epoch (None for an unknown user)."""
+        row = self.conn.execute(
+            "SELECT session_epoch FROM access_users WHERE name = ?", (name,)
+        ).fetchone()
+        return int(row[0]) if row else None
+
+    def end_sessions(self, name: str) -> None:
+        """End every web session of `name` now (e.g. a personnel 'sign out everywhere')."""
+        self._require(name)
+        with self._tx() as c:
+            self._end_sessions(c, name)
 
     # -- users --------------------------------------------------------------------
 
@@ -334,6 +374,8 @@ class AccessStore:
                     " VALUES (?, ?, ?, ?)",
                     (name, role, _iso(now), by),
                 )
+            if tuple(sorted(set(user.roles))) != roles:
+                self._end_sessions(c, name)
         return self._require(name)
 
     def record_training(
@@ -345,7 +387,8 @@ class AccessStore:
         familiarisation: bool = True,
         suite_use: bool = True,
     ) -> TrainingRecord:
-        """Record completed training; its expiry comes from the account policy."""
+        """Record completed training; its expiry comes from the account policy. A record
+        that leaves the user untrained today (training withdrawn) ends their sessions."""
         self._require(name)
         if trained_on > now.date():
             raise AccessError("training cannot be recorded for a future date.")
@@ -366,6 +409,9 @@ class AccessStore:
                     _iso(now),
                 ),
             )
+            effective = self._training(name)  # the latest record, this one included
+            if effective is None or not effective.valid_on(now.date()):
+                self._end_sessions(c, name)
         record = self._training(name)
         assert record is not None
         return record
@@ -378,17 +424,20 @@ class AccessStore:
                 "UPDATE access_users SET account_expires = ? WHERE name = ?",
                 (_iso(when) if when else None, name),
             )
+            self._end_sessions(c, name)
         return self._require(name)
 
     def disable(self, name: str, disabled: bool = True) -> User:
-        """Disable (or re-enable) an account; its tokens stop working with it."""
+        """Disable (or re-enable) an account; its tokens stop working with it. Either
+        way its web sessions end: re-enabling never revives a session."""
         self._require(name)
         with self._tx() as c:
             c.execute("UPDATE access_users SET disabled = ? WHERE name = ?", (int(disabled), name))
+            self._end_sessions(c, name)
         return self._require(name)
 
     def reset_password(self, name: str, password: str, now: datetime) -> User:
-        """Set a new password and clear any lockout."""
+        """Set a new password, clear any lock and end every web session of the user."""
         self._require(name)
         self._check_password(password)
         hashed = self.hasher.hash(password)
@@ -398,6 +447,7 @@ class AccessStore:
                 " failed_count = 0, first_failed_at = NULL, locked_until = NULL WHERE name = ?",
                 (hashed, _iso(now), name),
             )
+            self._end_sessions(c, name)
         self._cache.pop(name, None)
         return self._require(name)
 
@@ -426,6 +476,7 @@ class AccessStore:
                 " VALUES (?, 'other_speciality', ?, ?)",
                 (name, _iso(now), approver),
             )
+            self._end_sessions(c, name)  # a role change
         return self._require(name)
 
     # -- tokens -------------------------------------------------------------------
@@ -521,12 +572,18 @@ class AccessStore:
         return hmac.new(self._cache_key, message, hashlib.sha256).digest()
 
     def authenticate_basic(
-        self, name: str, password: str, now: datetime
+        self, name: str, password: str, now: datetime, address: str | None = None
     ) -> Principal | AuthFailure:
-        """Check a user name and password; count failures and lock per policy."""
+        """Check a user name and password. With the client's `address`, a pair or address
+        in its backoff is refused before anything is checked, and a failure is counted
+        into the backoff; no number of failures locks the account (throttle.py)."""
+        throttled = self._throttled(f"user:{name}", name, address, now)
+        if throttled is not None:
+            return throttled
         generation = self.watch.generation if self.watch else 0  # before any DB read
         hit = self._remembered(name, name, password, now)
         if hit is not None:
+            self._succeeded(name, address)
             return hit
         row = self.conn.execute(
             "SELECT password_hash, locked_until, failed_count FROM access_users WHERE name = ?",
@@ -534,7 +591,7 @@ class AccessStore:
         ).fetchone()
         if row is None:
             self._verify(self._dummy_hash, password)  # same cost as a real user
-            return AuthFailure("bad_credentials", name)
+            return self._failed("bad_credentials", f"user:{name}", name, address, now)
         locked_until = _dt(row["locked_until"])
         if locked_until is not None and now < locked_until:
             return AuthFailure("locked", name)
@@ -548,7 +605,8 @@ class AccessStore:
             if ok:
                 self._cache[name] = (mac, time.monotonic() + self.policy.credential_cache_seconds)
         if not ok:
-            return AuthFailure(self._count_failure(name, now), name)
+            return self._failed("bad_credentials", f"user:{name}", name, address, now)
+        self._succeeded(name, address)
         if row["locked_until"] is not None or row["failed_count"]:
             with self._tx() as c:
                 c.execute(
@@ -626,43 +684,48 @@ class AccessStore:
                 (self.hasher.hash(password), name, stored),
             )
 
-    def _failed_count(self, name: str) -> int:
-        row = self.conn.execute(
-            "SELECT failed_count FROM access_users WHERE name = ?", (name,)
-        ).fetchone()
-        return int(row[0]) if row else 0
+    def _succeeded(self, name: str, address: str | None) -> None:
+        if address is not None:
+            self.throttle.success(f"user:{name}", address)
 
-    def _count_failure(self, name: str, now: datetime) -> str:
-        """Record one failed login; returns 'locked' when this one locks the account."""
-        p = self.policy
-        with self._tx() as c:
-            row = c.execute(
-                "SELECT failed_count, first_failed_at FROM access_users WHERE name = ?", (name,)
-            ).fetchone()
-            first = _dt(row["first_failed_at"])
-            if first is None or now - first > timedelta(minutes=p.lockout_window_minutes):
-                count, first = 1, now
-            else:
-                count = row["failed_count"] + 1
-            if count >= p.lockout_threshold:
-                c.execute(
-                    "UPDATE access_users SET failed_count = 0, first_failed_at = NULL,"
-                    " locked_until = ? WHERE name = ?",
-                    (_iso(now + timedelta(minutes=p.lockout_minutes)), name),
-                )
-                self._cache.pop(name, None)
-                return "locked"
-            c.execute(
-                "UPDATE access_users SET failed_count = ?, first_failed_at = ? WHERE name = ?",
-                (count, _iso(first), name),
-            )
-        return "bad_credentials"
+    # -- throttling -----------------------------------------------------------------
 
-    def authenticate_bearer(self, token: str, now: datetime) -> Principal | AuthFailure:
-        """Check an API token (hash compared in constant time); record when it was used."""
+    def _throttled(self, key: str, name: str | None, address: str | None,
+                   now: datetime) -> AuthFailure | None:  # fmt: skip
+        """A refusal, unchecked, while this (account, address) or address backs off."""
+        if address is None:
+            return None
+        refusal = self.throttle.check(key, address, now.timestamp())
+        if refusal is None:
+            return None
+        return AuthFailure("throttled", name, refusal.retry_after, refusal.reason)
+
+    def _failed(self, reason: str, key: str, name: str | None, address: str | None,
+                now: datetime) -> AuthFailure:  # fmt: skip
+        """Count a failed sign-in against the (account, address) pair and the address."""
+        if address is None:
+            return AuthFailure(reason, name)
+        refusal, alert = self.throttle.failure(key, address, now.timestamp())
+        return AuthFailure(
+            reason,
+            name,
+            refusal.retry_after if refusal else None,
+            refusal.reason if refusal else "",
+            alert,
+        )
+
+    def authenticate_bearer(
+        self, token: str, now: datetime, address: str | None = None
+    ) -> Principal | AuthFailure:
+        """Check an API token (hash compared in constant time); record when it was used.
+        With the client's `address`, failures back off per (token, address) and address."""
         match = _TOKEN.match(token)
+        key = f"token:{match.group(1)}" if match else "token:malformed"
+        throttled = self._throttled(key, None, address, now)
+        if throttled is not None:
+            return throttled
         if not match:
-            return AuthFailure("malformed")
+            return self._failed("malformed", key, None, address, now)
         token_id = match.group(1)
         generation = self.watch.generation if self.watch else 0  # before any DB read
         hit = self._remembered(f"token:{token_id}", token_id, token, now)
@@ -674,8 +737,11 @@ class AccessStore:
         computed = _token_hash(token)
         stored = row["token_hash"] if row else "0" * 64
         if not hmac.compare_digest(stored.encode(), computed.encode()) or row is None:
-            return AuthFailure("bad_credentials")
+            return self._failed("bad_credentials", key, None, address, now)
         name = row["user"]
+        # A revoked or expired token is a real one (its hash matched): not a guess, so
+        # it does not count into the backoff (an intake watcher with a stale token must
+        # not slow down everybody else on its address).
         if row["revoked_at"] is not None:
             return AuthFailure("token_revoked", name)
         if now >= datetime.fromisoformat(row["expires_at"]):

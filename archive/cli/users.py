@@ -3,6 +3,11 @@
 Run on the archive home itself, these commands are how the first personnel account is
 made (local filesystem access is administration). Every action is audited with the
 local operator as actor.
+
+Password reset, disable, enable, role change, expiry and withdrawn training end every
+web session of the user (the access store bumps the account's session epoch in the
+same transaction; the rows are deleted here too), and re-enabling an account does not
+bring an old session back: the user signs in again.
 """
 
 from __future__ import annotations
@@ -74,6 +79,13 @@ def audited(log: AuditLog, action: str, subject: str, fn, **detail: str | int | 
     except AuditError as exc:
         fail(f"done, but the audit log refused the record: {exc}")
     return result
+
+
+def end_web_sessions(store, name: str) -> int:
+    """Delete the user's web session rows (the epoch bump already ended them)."""
+    from archive.web.sessions import SessionStore
+
+    return SessionStore(store.conn).end_all_for(name)
 
 
 def read_password(password_file: Path | None, password_stdin: bool, confirm: bool = True) -> str:
@@ -196,7 +208,8 @@ def register(app: typer.Typer) -> None:
                 lambda: store.set_roles(name, role, now(), actor()),
                 roles=",".join(sorted(role)),
             )
-        typer.echo(f"{name}: roles {', '.join(sorted(set(role)))}")
+            end_web_sessions(store, name)
+        typer.echo(f"{name}: roles {', '.join(sorted(set(role)))}; web sessions ended")
 
     @sub.command("train")
     def train_cmd(
@@ -225,6 +238,10 @@ def register(app: typer.Typer) -> None:
                 familiarisation=familiarisation,
                 suite_use=suite_use,
             )
+            current = store.get_user(name).training  # the latest record counts
+            lapsed = current is None or not current.valid_on(now().date())
+            if lapsed:
+                end_web_sessions(store, name)
         if as_json:
             emit_json(
                 {
@@ -234,7 +251,10 @@ def register(app: typer.Typer) -> None:
                 }
             )
         else:
-            typer.echo(f"{name}: training recorded on {day}, valid until {record.expires_on}")
+            typer.echo(
+                f"{name}: training recorded on {day}, valid until {record.expires_on}"
+                + ("; not valid today: web sessions ended" if lapsed else "")
+            )
 
     @sub.command("expire")
     def expire_cmd(
@@ -260,8 +280,10 @@ def register(app: typer.Typer) -> None:
                 lambda: store.expire_account(name, when),
                 expires=when.isoformat() if when else "never",
             )
+            end_web_sessions(store, name)
         typer.echo(
             f"{name}: account {'never expires' if when is None else 'expires ' + when.isoformat()}"
+            "; web sessions ended"
         )
 
     @sub.command("disable")
@@ -277,8 +299,13 @@ def register(app: typer.Typer) -> None:
                 "users.enable" if enable else "users.disable",
                 name,
                 lambda: store.disable(name, not enable),
+                sessions_ended=True,
             )
-        typer.echo(f"{name}: {'enabled' if enable else 'disabled'}")
+            end_web_sessions(store, name)
+        typer.echo(
+            f"{name}: {'enabled' if enable else 'disabled'}; web sessions ended"
+            + (" (old sessions stay ended: sign in again)" if enable else "")
+        )
 
     @sub.command("reset-password")
     def reset_cmd(
@@ -295,8 +322,10 @@ def register(app: typer.Typer) -> None:
                 "users.reset_password",
                 name,
                 lambda: store.reset_password(name, password, now()),
+                sessions_ended=True,
             )
-        typer.echo(f"{name}: password reset")
+            end_web_sessions(store, name)
+        typer.echo(f"{name}: password reset; web sessions ended")
 
     @sub.command("approve")
     def approve_cmd(
@@ -317,4 +346,5 @@ def register(app: typer.Typer) -> None:
                 lambda: store.approve_application(name, approver, speciality, now(), note),
                 approver=approver,
             )
+            end_web_sessions(store, name)
         typer.echo(f"{name}: application approved by {approver}; role other_speciality granted")

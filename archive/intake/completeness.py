@@ -14,8 +14,10 @@ Signature = tuple[int, int]  # (size, mtime_ns)
 
 
 def signature(path: Path) -> Signature | None:
+    """(size, mtime_ns) of the entry itself: a link is never followed (the watcher
+    refuses it when it reads)."""
     try:
-        st = os.stat(path)
+        st = os.stat(path, follow_symlinks=False)
     except OSError:
         return None
     return st.st_size, st.st_mtime_ns

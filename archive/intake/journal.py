@@ -1,8 +1,14 @@
 """The intake journal: what was seen, what the archive confirmed, what was deleted.
 
-Keyed by (path key, size, mtime, sha256): the path is kept only as a SHA-256 (a file
-name can carry a patient's name), and the content hash makes duplicates idempotent: a
-file whose bytes the archive already confirmed is deleted without another upload.
+Keyed by (path key, size, mtime, fingerprint): the path is kept only as a keyed hash (a
+file name can carry a patient's name), and the content fingerprint makes duplicates
+idempotent: a file whose bytes the archive already confirmed is deleted without another
+upload. Both are HMAC-SHA256 under a key derived from the keyring's pseudonym key
+(`Fingerprints`), so a copy of the database cannot be used to test whether a given file
+or name was ever dropped. The columns keep their historic names (`path_key`, `sha256`).
+Rows written before keying (plain SHA-256) are converted in place when the watcher
+first opens the journal with the keyring: HMAC(key, SHA-256(x)) is what is stored for
+new rows too, so old and new fingerprints stay comparable.
 Tables live in the archive database (room "intake", on the encrypted data volume).
 
 Crash windows, and why each is safe:
@@ -15,6 +21,7 @@ Crash windows, and why each is safe:
 from __future__ import annotations
 
 import hashlib
+import hmac
 import sqlite3
 import threading
 from base64 import b32encode
@@ -23,7 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from archive.config import ArchiveConfig
-from archive.db import connect, migrate, open_database
+from archive.db import connect, dialect, migrate, open_database
 
 STEPS = [
     """
@@ -47,8 +54,53 @@ STEPS = [
         outcome TEXT NOT NULL,
         confirmed_at TEXT NOT NULL
     );
+    """,
+    # Step 2 (issue #20): keyed fingerprints (which scheme, and a check value of the key)
+    # and the encrypted rejects' records (the bytes and the original name are sealed in
+    # the rejects store, archive/intake/rejects.py).
     """
+    CREATE TABLE intake_meta (
+        name TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    CREATE TABLE intake_rejects (
+        id TEXT PRIMARY KEY,
+        rejected_at TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        entry_id INTEGER,
+        size INTEGER NOT NULL,
+        origin TEXT NOT NULL
+    );
+    """,
 ]
+KEYED_SCHEME = "hmac-sha256-v1"
+
+
+class Fingerprints:
+    """Keyed hashes for the journal: HMAC-SHA256 of the SHA-256 of a file's bytes or of
+    its path, under a key derived from the keyring's pseudonym key (never stored)."""
+
+    def __init__(self, pseudonym_key: bytes) -> None:
+        if not isinstance(pseudonym_key, bytes) or len(pseudonym_key) != 32:
+            raise ValueError("the pseudonym key must be 32 bytes")
+        self._key = hmac.new(pseudonym_key, b"intake-fingerprint-v1", hashlib.sha256).digest()
+
+    def __repr__(self) -> str:  # never print the key
+        return "Fingerprints(<hidden>)"
+
+    def of_digest(self, label: bytes, digest: bytes) -> str:
+        return hmac.new(self._key, label + b"\x00" + digest, hashlib.sha256).hexdigest()
+
+    def content(self, data: bytes | memoryview) -> str:
+        return self.of_digest(b"content", hashlib.sha256(data).digest())
+
+    def path(self, path: Path | str) -> str:
+        return self.of_digest(b"path", bytes.fromhex(path_key(path)))
+
+    def check_value(self) -> str:
+        """Identifies the key (not the key): a journal keyed under another keyring is
+        refused instead of silently losing its duplicate detection."""
+        return self.of_digest(b"check", b"")
 
 
 def path_key(path: Path | str) -> str:
@@ -80,13 +132,18 @@ class Entry:
 class Journal:
     """Thread-safe access to the intake tables through one connection."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, fingerprints: Fingerprints | None = None) -> None:
         self.conn = conn
         self._lock = threading.Lock()
         migrate(conn, "intake", STEPS)
+        self.converted = 0  # unkeyed rows converted by this open
+        if fingerprints is not None:
+            self.converted = self._key_rows(fingerprints)
 
     @classmethod
-    def open(cls, db_path: Path | ArchiveConfig) -> Journal:
+    def open(
+        cls, db_path: Path | ArchiveConfig, fingerprints: Fingerprints | None = None
+    ) -> Journal:
         """The journal in the archive database: a SQLite path, or the configuration
         (then SQLite or PostgreSQL as [database] says)."""
         conn = open_database(db_path) if isinstance(db_path, ArchiveConfig) else connect(db_path)
@@ -94,7 +151,62 @@ class Journal:
         # which only costs a harmless re-upload (AlreadyStored). Measured: FULL halves
         # watch-folder throughput on this hardware.
         conn.execute("PRAGMA synchronous=NORMAL")
-        return cls(conn)
+        return cls(conn, fingerprints)
+
+    def _key_rows(self, fp: Fingerprints) -> int:
+        """Convert plain SHA-256 rows to keyed ones once (one transaction); refuse a
+        journal keyed under another key."""
+        sqlite = dialect(self.conn) == "sqlite"
+        with self._lock:
+            if sqlite:  # the unkeyed values must not survive in freed space
+                self.conn.execute("PRAGMA secure_delete = ON")
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                rows = dict(
+                    (r["name"], r["value"])
+                    for r in self.conn.execute("SELECT name, value FROM intake_meta")
+                )
+                if rows.get("fingerprints") == KEYED_SCHEME:
+                    self.conn.execute("COMMIT")
+                    if rows.get("check") != fp.check_value():
+                        from archive.intake.settings import IntakeError
+
+                        raise IntakeError(
+                            "the intake journal was keyed with another keyring; open the "
+                            "watcher with the archive's own keyring (ARCHIVE_HOME's keys/)."
+                        )
+                    return 0
+                n = 0
+                for r in self.conn.execute(
+                    "SELECT id, path_key, sha256 FROM intake_sources"
+                ).fetchall():
+                    self.conn.execute(
+                        "UPDATE intake_sources SET path_key = ?, sha256 = ? WHERE id = ?",
+                        (fp.of_digest(b"path", bytes.fromhex(r["path_key"])),
+                         fp.of_digest(b"content", bytes.fromhex(r["sha256"])), r["id"]),
+                    )  # fmt: skip
+                    n += 1
+                for r in self.conn.execute("SELECT sha256 FROM intake_content").fetchall():
+                    self.conn.execute(
+                        "UPDATE intake_content SET sha256 = ? WHERE sha256 = ?",
+                        (fp.of_digest(b"content", bytes.fromhex(r["sha256"])), r["sha256"]),
+                    )
+                    n += 1
+                for name, value in (("fingerprints", KEYED_SCHEME), ("check", fp.check_value())):
+                    self.conn.execute("DELETE FROM intake_meta WHERE name = ?", (name,))
+                    self.conn.execute(
+                        "INSERT INTO intake_meta (name, value) VALUES (?, ?)", (name, value)
+                    )
+                self.conn.execute("COMMIT")
+            except BaseException:
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                raise
+            if n and sqlite:
+                # ... nor in the write-ahead log: copy it into the database and empty it
+                # (best effort while others write; they overwrite it soon enough).
+                self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            return n
 
     def close(self) -> None:
         self.conn.close()
@@ -188,3 +300,33 @@ class Journal:
                 "SELECT state, COUNT(*) AS n FROM intake_sources GROUP BY state"
             ).fetchall()
             return {r["state"]: r["n"] for r in rows}
+
+    # -- rejects (records; the sealed bytes live in archive/intake/rejects.py) --------
+
+    def add_reject(self, reject_id: str, reason: str, entry_id: int | None, size: int,
+                   origin: str) -> None:  # fmt: skip
+        with self._lock:
+            self.conn.execute(
+                "INSERT INTO intake_rejects (id, rejected_at, reason, entry_id, size, origin)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (reject_id, _now(), reason, entry_id, size, origin),
+            )
+
+    def rejects(self) -> list[dict]:
+        with self._lock:
+            rows = self.conn.execute(
+                "SELECT * FROM intake_rejects ORDER BY rejected_at, id"
+            ).fetchall()
+            return [dict(r) for r in rows]
+
+    def reject(self, reject_id: str) -> dict | None:
+        with self._lock:
+            row = self.conn.execute(
+                "SELECT * FROM intake_rejects WHERE id = ?", (reject_id,)
+            ).fetchone()
+            return dict(row) if row else None
+
+    def drop_reject(self, reject_id: str) -> bool:
+        with self._lock:
+            cur = self.conn.execute("DELETE FROM intake_rejects WHERE id = ?", (reject_id,))
+            return cur.rowcount > 0

@@ -2,14 +2,19 @@
 
 One process: watchdog events and an initial scan feed a CompletenessTracker; complete
 files go to a small thread pool that uploads them; the outcome decides whether the
-source is deleted (confirmed), moved to the rejects folder (refused), or kept and
-retried with exponential backoff (archive down, disk full, token refused).
+source is deleted (confirmed), sealed into the encrypted rejects store and deleted
+(refused), or kept and retried with exponential backoff (archive down, disk full, token
+refused).
+
+Every read, overwrite and delete in the drop folder goes through `safefs.DropRoot`:
+symbolic links, FIFOs, devices and sockets are skipped and reported (one line and an
+audit record), never read, written or deleted through, and nothing outside the drop
+folder is ever touched, even if a folder is swapped for a link while we walk.
 """
 
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import queue
 import threading
@@ -34,9 +39,10 @@ from archive.intake.expand import (
     private_workdir,
     remove_workdir,
 )
-from archive.intake.journal import Journal, label, path_key
-from archive.intake.rejects import REASON_SUFFIX, move_to_rejects, write_reason
-from archive.intake.settings import IntakeSettings
+from archive.intake.journal import Fingerprints, Journal, label
+from archive.intake.rejects import REASON_SUFFIX, RejectStore
+from archive.intake.safefs import DropRoot, NotRegular, OutsideRoot
+from archive.intake.settings import IntakeError, IntakeSettings
 from archive.intake.uploader import Uploader, UploadResult, Verdict
 
 PARTIAL_SUFFIXES = (".part", ".partial", ".tmp", ".crdownload", ".filepart", ".swp", "~")
@@ -50,8 +56,10 @@ class Summary:
     already: int = 0  # the archive already had it (a re-upload, or a duplicate in flight)
     held: int = 0  # confirmed held in quarantine
     duplicates: int = 0  # bytes already confirmed: source deleted without upload
-    rejected: int = 0  # moved to the rejects folder
-    denied: int = 0  # permission denied: left in place with a reason file
+    rejected: int = 0  # sealed into the encrypted rejects store, source deleted
+    denied: int = 0  # permission denied: left in place, reported
+    skipped: int = 0  # links, FIFOs, devices, sockets: never read, left in place, reported
+    migrated: int = 0  # clear rejects of an earlier version sealed at start
     retried: int = 0  # retry attempts scheduled (archive down/full, token refused)
     deleted: int = 0  # sources deleted after confirmation
     kept: int = 0  # still waiting for a retry when the run ended
@@ -80,10 +88,6 @@ def is_candidate(path: Path) -> bool:
         or name.endswith(REASON_SUFFIX)
         or name.lower().endswith(PARTIAL_SUFFIXES)
     )
-
-
-def sha256_of(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 class _Events(FileSystemEventHandler):
@@ -125,6 +129,8 @@ class Intake:
         audit: AuditLog | None = None,
         actor: str = "intake",
         on_progress: Callable[[str, Summary], None] | None = None,
+        keyring=None,
+        on_notice: Callable[[str], None] | None = None,
     ) -> None:
         self.config = config
         self.watch_dir = watch_dir.resolve()
@@ -132,7 +138,21 @@ class Intake:
         self.uploader = uploader
         self.rejects_dir = (rejects_dir or config.home.data_dir / "intake" / "rejects").resolve()
         self.overwrite = overwrite
-        self.journal = journal or Journal.open(config.home.db_path)
+        if keyring is None:  # fail closed: no keyring, no watcher (rejects are sealed)
+            from archive.runtime import open_keyring
+
+            keyring = open_keyring(config, prompt=False)
+        self.fp = Fingerprints(keyring.pseudonym_key)
+        if journal is None:
+            journal = Journal.open(config.home.db_path, self.fp)
+        elif not journal.converted:
+            journal.converted = journal._key_rows(self.fp)
+        self.journal = journal
+        try:
+            self.root = DropRoot(self.watch_dir)
+        except NotRegular:
+            raise IntakeError(f"{watch_dir} is a link; give the drop folder itself.") from None
+        self.on_notice = on_notice or (lambda line: None)
         if audit is None:
             # Group commit, as in the Orthanc plugin: the records of ~50 ms are written
             # with one fsync, so the audit no longer halves throughput. The window is
@@ -152,7 +172,25 @@ class Intake:
         self._dicomdirs: dict[Path, _Dicomdir] = {}
         self._inflight: dict[Path, Future] = {}
         self._lock = threading.Lock()
-        self.rejects_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._skipped: set[Path] = set()
+        self.rejects = RejectStore(self.rejects_dir, keyring, self.journal)
+        self._migrate_clear_rejects()
+
+    def _migrate_clear_rejects(self) -> None:
+        """Seal the clear rejects an earlier version left (default folder and --rejects)."""
+        legacy = {self.rejects_dir, (self.config.home.data_dir / "intake" / "rejects").resolve()}
+        n = sum(self.rejects.migrate_clear(folder) for folder in sorted(legacy))
+        if self.journal.converted or n:
+            detail = {"rejects_sealed": n, "fingerprints_keyed": self.journal.converted}
+            self._event("intake.migrated", "success", detail)
+            self.audit.flush()
+        if n:
+            self.summary.migrated = n
+            self.on_notice(f"sealed {n} clear reject(s) left by an earlier version; see "
+                           "`archive rejects list`.")  # fmt: skip
+
+    def close(self) -> None:
+        self.root.close()
 
     # -- driving ------------------------------------------------------------------
 
@@ -176,15 +214,21 @@ class Intake:
         return self.summary
 
     def scan(self, directory: Path) -> None:
-        """Offer every file below `directory` (the initial scan, or a moved-in folder)."""
+        """Offer every file below `directory` (the initial scan, or a moved-in folder),
+        walking by descriptor without following links; report what is not a file."""
         now = time.monotonic()
-        for root, dirs, files in os.walk(directory):
-            root_path = Path(root)
-            if self._inside_rejects(root_path):
-                dirs[:] = []
+        try:
+            entries = list(self.root.walk(directory))
+        except (OutsideRoot, NotRegular):
+            return
+        for path, kind in entries:
+            if self._inside_rejects(path):
                 continue
-            for name in files:
-                self._offer(root_path / name, now, closed=False, from_scan=True)
+            if kind is not None:
+                if is_candidate(path):
+                    self._skip(path, kind)
+                continue
+            self._offer(path, now, closed=False, from_scan=True)
 
     # -- the loop -----------------------------------------------------------------
 
@@ -192,8 +236,16 @@ class Intake:
         return path == self.rejects_dir or self.rejects_dir in path.parents
 
     def _offer(self, path: Path, now: float, closed: bool, from_scan: bool = False) -> None:
-        if not is_candidate(path) or self._inside_rejects(path):
+        if not is_candidate(path) or self._inside_rejects(path) or not self.root.inside(path):
             return
+        if not from_scan:
+            kind = self._kind(path)
+            if kind == "gone":
+                return
+            if kind is not None:
+                self._skip(path, kind)
+                return
+        self._skipped.discard(path)
         self._denied.discard(path)
         self._retries.pop(path, None) if not from_scan else None
         if from_scan:  # already unchanged for long enough (landed before we looked)
@@ -210,10 +262,45 @@ class Intake:
                 return
             path = Path(os.fsdecode(raw))
             if is_dir:
-                if path.is_dir() and not self._inside_rejects(path):
+                if self._kind(path) == "folder" and not self._inside_rejects(path):
                     self.scan(path)
+                elif self._kind(path) not in (None, "gone") and is_candidate(path):
+                    self._skip(path, self._kind(path) or "")
             else:
                 self._offer(path, now, closed)
+
+    def _kind(self, path: Path) -> str | None:
+        """None for a regular file below the root; "gone"; else what it is instead."""
+        import stat as _stat
+
+        from archive.intake.safefs import kind_of
+
+        try:
+            st = self.root.lstat(path)
+        except (FileNotFoundError, OutsideRoot):
+            return "gone"
+        except NotRegular as exc:
+            return exc.kind
+        except OSError:
+            return None  # e.g. permission denied on a folder: the read reports it
+        return None if _stat.S_ISREG(st.st_mode) else kind_of(st.st_mode)
+
+    def _skip(self, path: Path, kind: str) -> None:
+        """A link or special file: never read, written or deleted; reported once."""
+        self.tracker.forget(path)
+        self._retries.pop(path, None)
+        with self._lock:
+            if path in self._skipped:
+                return
+            self._skipped.add(path)
+        key = label(self.fp.path(path))
+        self._count("skipped")
+        self._event("intake.skipped", "failure", {"path": key, "kind": kind})
+        self.on_notice(
+            f"skipped a {kind} in the drop folder (path label {key}): the watcher never "
+            f"follows links nor reads special files; copy the file itself in "
+            f"(`find {self.watch_dir} ! -type f ! -type d` lists them)."
+        )
 
     def _loop(self, stop: threading.Event, once: bool) -> None:
         with ThreadPoolExecutor(self.settings.workers, thread_name_prefix="intake") as pool:
@@ -277,51 +364,51 @@ class Intake:
             return Path(path.name)
 
     def _process(self, path: Path) -> None:
-        if not path.exists():
-            self._retries.pop(path, None)
+        read = self._read(path)
+        if read is None:
+            self._retries.pop(path, None) if path not in self._denied else None
             return
-        if is_dicomdir(path):
-            self._register_dicomdir(path)
+        data, _sig = read
+        if is_dicomdir(path, data):
+            self._register_dicomdir(path, data)
             return
-        if is_zip(path):
-            self._process_zip(path)
+        if is_zip(path, data):
+            self._process_zip(path, read)
             return
-        self._process_file(path)
+        self._process_file(path, read)
 
     def _read(self, path: Path) -> tuple[bytes, tuple[int, int]] | None:
-        """The bytes and (size, mtime_ns) of a file, or None after handling a refusal."""
+        """The bytes and (size, mtime_ns) of a regular file below the drop folder, or
+        None after handling a refusal (gone, permission denied, link, special file)."""
         try:
-            fd = os.open(path, os.O_RDONLY)
+            data, st = self.root.read(path)
         except PermissionError:
             self._deny(path)
             return None
-        except FileNotFoundError:
+        except (FileNotFoundError, OutsideRoot):
             return None
-        with os.fdopen(fd, "rb") as handle:
-            st = os.fstat(handle.fileno())
-            data = handle.read()
+        except NotRegular as exc:
+            self._skip(path, exc.kind)
+            return None
         return data, (st.st_size, st.st_mtime_ns)
 
     def _deny(self, path: Path) -> None:
-        key = label(path_key(path))
-        reason = "permission denied: the watcher's user cannot read this file; fix its permissions"
-        try:
-            write_reason(self.rejects_dir / self._relative(path), reason)
-        except OSError:
-            pass
+        key = label(self.fp.path(path))
         self._retries.pop(path, None)
         if path not in self._denied:
             self._denied.add(path)
             self._count("denied")
             self._event("intake.denied", "failure", {"path": key, "reason": "permission denied"})
+            self.on_notice(
+                f"permission denied on a file in the drop folder (path label {key}): the "
+                "watcher's user cannot read it; fix its permissions (it is retried when it "
+                "changes)."
+            )
 
-    def _process_file(self, path: Path) -> None:
-        read = self._read(path)
-        if read is None:
-            return
+    def _process_file(self, path: Path, read: tuple[bytes, tuple[int, int]]) -> None:
         data, sig = read
-        sha = sha256_of(data)
-        entry = self.journal.record(path_key(path), sig[0], sig[1], sha)
+        sha = self.fp.content(data)
+        entry = self.journal.record(self.fp.path(path), sig[0], sig[1], sha)
         detail = {"entry": entry.id, "path": label(entry.path_key), "bytes": sig[0]}
         previous = self.journal.confirmed(sha)
         if previous is not None:
@@ -354,19 +441,34 @@ class Intake:
             self._schedule_retry(path, result.reason, attempts, detail)
 
     def _reject(self, path: Path, entry_id: int | None, reason: str, detail: dict,
-                status: int | None = None) -> None:  # fmt: skip
+                status: int | None = None, member: bytes | None = None) -> None:  # fmt: skip
+        """Seal the refused file into the encrypted rejects store, then delete the source
+        (a zip member has no source of its own: it lives in our work folder)."""
+        if member is None:
+            read = self._read(path)
+            if read is None:
+                return
+            data, sig = read
+        else:
+            data, sig = member, None
         try:
-            move_to_rejects(path, self.rejects_dir, self._relative(path), reason, entry_id)
+            reject_id = self.rejects.put(data, str(self._relative(path)), reason, entry_id)
         except OSError as exc:
             if exc.errno == errno.ENOSPC:
-                self._schedule_retry(path, "no space left to move a reject", detail=detail)
+                self._schedule_retry(path, "no space left to seal a reject", detail=detail)
                 return
             raise
+        if sig is not None:
+            try:
+                self.root.remove(path, sig, overwrite=self.overwrite)
+            except (NotRegular, OutsideRoot):
+                pass
         if entry_id is not None:
             self.journal.mark(entry_id, "rejected", reason)
         self._retries.pop(path, None)
         extra = {"http_status": status} if status else {}
-        self._event("intake.rejected", "failure", {**detail, "reason": reason, **extra})
+        self._event("intake.rejected", "failure",
+                    {**detail, "reason": reason, "reject": reject_id, **extra})  # fmt: skip
         self._count("rejected")
 
     def _schedule_retry(self, path: Path, reason: str, attempts: int | None = None,
@@ -380,24 +482,25 @@ class Intake:
         self._count("retried")
         try:
             self._event("intake.retry", "failure",
-                        {**(detail or {"path": label(path_key(path))}), "reason": reason,
+                        {**(detail or {"path": label(self.fp.path(path))}), "reason": reason,
                          "attempt": retry.attempts})  # fmt: skip
         except AuditError:
             pass  # the file is kept either way; nothing is deleted without an audit
 
     def _delete(self, path: Path, sig: tuple[int, int], entry_id: int | None,
                 detail: dict) -> None:  # fmt: skip
-        """Delete a confirmed source, unless it changed since it was read."""
+        """Delete a confirmed source, unless it changed since it was read. Only ever a
+        regular file below the drop folder, reached without following a link."""
         self._retries.pop(path, None)
-        if signature(path) != sig:
-            self.tracker.seen(path, time.monotonic())  # a new version: ingest it too
-            return
-        if self.overwrite:
-            overwrite_file(path)
         try:
-            path.unlink()
-        except FileNotFoundError:
-            pass
+            removed = self.root.remove(path, sig, overwrite=self.overwrite)
+        except (NotRegular, OutsideRoot) as exc:
+            self._skip(path, getattr(exc, "kind", "path outside the drop folder"))
+            return
+        if not removed:
+            if signature(path) is not None:
+                self.tracker.seen(path, time.monotonic())  # a new version: ingest it too
+            return
         if entry_id is not None:
             self.journal.mark(entry_id, "deleted")
         self._event("intake.deleted", "success", {**detail, "overwritten": self.overwrite})
@@ -405,11 +508,12 @@ class Intake:
 
     # -- containers ---------------------------------------------------------------
 
-    def _register_dicomdir(self, path: Path) -> None:
-        """DICOMDIR: ingest what it references; delete it once they are all gone."""
-        key = label(path_key(path))
+    def _register_dicomdir(self, path: Path, data: bytes) -> None:
+        """DICOMDIR: ingest what it references (below the drop folder only); delete it
+        once they are all gone."""
+        key = label(self.fp.path(path))
         try:
-            references = dicomdir_references(path)
+            references = dicomdir_references(path, data, root=self.watch_dir)
         except Exception:  # noqa: BLE001 - an unreadable DICOMDIR is a reject, not a crash
             self._reject(path, None, "unreadable DICOMDIR", {"path": key})
             return
@@ -424,22 +528,21 @@ class Intake:
 
     def _finish_dicomdirs(self) -> None:
         with self._lock:
-            done = [p for p, d in self._dicomdirs.items() if not any(r.exists() for r in
-                                                                        d.references)]  # fmt: skip
+            done = [p for p, d in self._dicomdirs.items()
+                    if not any(r not in self._skipped and self._kind(r) != "gone"
+                               for r in d.references)]  # fmt: skip
             for p in done:
                 del self._dicomdirs[p]
         for path in done:
             sig = signature(path)
             if sig is not None:
-                self._delete(path, sig, None, {"path": label(path_key(path)), "kind": "dicomdir"})
+                self._delete(path, sig, None, {"path": label(self.fp.path(path)),
+                                               "kind": "dicomdir"})  # fmt: skip
 
-    def _process_zip(self, path: Path) -> None:
-        read = self._read(path)
-        if read is None:
-            return
+    def _process_zip(self, path: Path, read: tuple[bytes, tuple[int, int]]) -> None:
         data, sig = read
-        sha = sha256_of(data)
-        entry = self.journal.record(path_key(path), sig[0], sig[1], sha)
+        sha = self.fp.content(data)
+        entry = self.journal.record(self.fp.path(path), sig[0], sig[1], sha)
         detail = {"entry": entry.id, "path": label(entry.path_key), "kind": "zip"}
         if self.journal.confirmed(sha) is not None:
             self._delete(path, sig, entry.id, detail)
@@ -452,7 +555,7 @@ class Intake:
             return
         try:
             try:
-                members = extract_zip(path, workdir)
+                members = extract_zip(data, workdir)
             except OSError as exc:
                 if exc.errno == errno.ENOSPC:
                     self._schedule_retry(path, "no space left to unpack the zip", detail=detail)
@@ -478,8 +581,8 @@ class Intake:
     def _zip_member(self, zip_path: Path, n: int, member: Path, zip_entry: int) -> bool:
         """Upload one member; True once it is confirmed or safely in the rejects folder."""
         data = member.read_bytes()
-        sha = sha256_of(data)
-        entry = self.journal.record(path_key(f"{zip_path}#{n}"), len(data), 0, sha)
+        sha = self.fp.content(data)
+        entry = self.journal.record(self.fp.path(f"{zip_path}#{n}"), len(data), 0, sha)
         detail = {"entry": entry.id, "zip_entry": zip_entry, "member": n}
         if self.journal.confirmed(sha) is not None:
             if entry.state != "confirmed":
@@ -500,8 +603,8 @@ class Intake:
         if result.verdict is Verdict.REJECTED:
             relative = self._relative(zip_path)
             target = relative.with_name(f"{relative.name}.member{n:04d}")
-            self._reject(member, entry.id, result.reason, detail, result.http_status)
-            del target
+            self._reject(self.watch_dir / target, entry.id, result.reason, detail,
+                         result.http_status, member=data)  # fmt: skip
             return True
         self.journal.mark(entry.id, "retry", result.reason)
         with self._lock:
@@ -513,20 +616,8 @@ def _kind(verdict: Verdict) -> str:
     return {Verdict.HELD: "held", Verdict.ALREADY: "already"}.get(verdict, "stored")
 
 
-def overwrite_file(path: Path) -> None:
-    """Overwrite a file's bytes with zeros and fsync before it is unlinked.
-
-    Limits: on SSDs (wear levelling, over-provisioning), copy-on-write or journaling
-    filesystems (btrfs, ZFS, ext4 data=journal), snapshots and backups, the old blocks
-    can survive; only full-disk encryption of the drop folder's disk protects them.
-    """
-    try:
-        size = path.stat().st_size
-        with open(path, "r+b", buffering=0) as handle:
-            chunk = b"\0" * min(size, 1 << 20) if size else b""
-            left = size
-            while left > 0:
-                left -= handle.write(chunk[: min(left, len(chunk))])
-            os.fsync(handle.fileno())
-    except OSError:
-        pass  # deleting still goes ahead: the archive has the instance
+# Overwriting (--overwrite-before-delete) lives in safefs.DropRoot.remove: zeros and
+# fsync through a descriptor opened with O_NOFOLLOW and checked to be the same inode.
+# Limits: on SSDs (wear levelling, over-provisioning), copy-on-write or journaling
+# filesystems (btrfs, ZFS, ext4 data=journal), snapshots and backups, the old blocks can
+# survive; only full-disk encryption of the drop folder's disk protects them.

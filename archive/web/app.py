@@ -4,8 +4,13 @@ Authorisation: the HTTP filter has already let the request through by route (GET
 for every role, specific POSTs by role). Each page and action then asks the same route
 policy whether the user may call the /teaching REST route it fronts (`PAGES`), so the
 interface never grants more than the REST API would; refusals are 403 pages and are
-audited. Every POST needs the session's CSRF token. Nothing secret goes in a URL: the
-login form posts, search parameters are only catalogue filters.
+audited. Every POST needs the session's CSRF token; the sign-in form needs its own
+token bound to a pre-session cookie (sessions.py). Failed sign-ins back off per
+(account, client address) and per address: a client in its backoff gets 429 with
+Retry-After and the reason (plugins/web.py sends it as 503, Orthanc 1.10.1 having no
+429), and nothing locks the account itself (archive/access/throttle.py). Nothing
+secret goes in a URL: the login form posts, search parameters are only catalogue
+filters.
 """
 
 from __future__ import annotations
@@ -17,20 +22,25 @@ from datetime import UTC, date, datetime
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlencode
 
-from archive.access import Principal, decide
+from archive.access import AuthFailure, Principal, decide
 from archive.audit import AuditEvent
 from archive.errors import ArchiveError
 from archive.web import views
 from archive.web.markup import Markup, page
 from archive.web.sessions import (
+    LOGIN_COOKIE,
     Session,
     SessionStore,
     check_csrf,
     clear_cookie,
+    clear_login_cookie,
     cookie_header_of,
+    new_login_nonce,
     principal_of_session,
     session_id_from,
     set_cookie,
+    set_login_cookie,
+    valid_nonce,
 )
 
 UI = "/teaching/ui"
@@ -217,6 +227,8 @@ class WebApp:
         principal = None
         if session is not None:
             principal = principal_of_session(self.backend.access_store(), session, now)
+        if session is not None and principal is None:
+            sessions.end(sid)  # ended by an account change, lapsed training, ...
         if session is None or principal is None or sid is None:
             if request.method == "GET":
                 return self.redirect("/login")
@@ -238,27 +250,66 @@ class WebApp:
                     return self.html(ctx, "Not done", Markup(""), 400, str(exc), error=True)
         raise WebError(404, "There is no such page.")
 
+    def _login_form(self, request: WebRequest, now: datetime, status: int = 200,
+                    message: str = "", extra: list | None = None) -> WebResponse:  # fmt: skip
+        """The sign-in form with a fresh CSRF token bound to this browser's pre-session
+        cookie (set here if it has none)."""
+        nonce = session_id_from(cookie_header_of(request.headers), LOGIN_COOKIE)
+        if not valid_nonce(nonce):
+            nonce = new_login_nonce()
+        token = SessionStore(self.backend.db()).login_token(nonce, now)
+        body = views.login_page(message, csrf=token).encode()
+        cookie = ("Set-Cookie", set_login_cookie(nonce, request.secure))
+        return WebResponse(status, body, headers=[cookie, *(extra or [])])
+
+    def _login_refused(self, name: str, request: WebRequest, reason: str, **detail) -> None:
+        self.backend.record(
+            AuditEvent(action="web.login", outcome="failure", actor=name[:64] or "anonymous",
+                       source="web", detail={"reason": reason, "ip": request.ip, **detail})
+        )  # fmt: skip
+
     def _login(self, request: WebRequest, now: datetime) -> WebResponse:
         if request.method == "GET":
-            return WebResponse(200, views.login_page().encode())
+            return self._login_form(request, now)
         if request.method != "POST":
             raise WebError(405, "Use the sign-in form.")
         form = _form(request.body)
         name, password = form.get("user", "").strip(), form.get("password", "")
+        sessions = SessionStore(self.backend.db())
+        nonce = session_id_from(cookie_header_of(request.headers), LOGIN_COOKIE)
+        if not sessions.check_login_token(nonce, form.get("csrf"), now):
+            self._login_refused(name, request, "csrf")
+            return self._login_form(request, now, 403, "The sign-in form had expired or did "
+                                    "not come from this archive. Sign in again below.")  # fmt: skip
         store = self.backend.access_store()
-        result = store.authenticate_basic(name, password, now) if name and password else None
+        epoch = store.session_epoch(name) if name else None  # before the password check
+        result: Principal | AuthFailure = (
+            store.authenticate_basic(name, password, now, address=request.ip)
+            if name and password
+            else AuthFailure("malformed", name or None)
+        )
         if not isinstance(result, Principal):
-            reason = getattr(result, "reason", "malformed")
-            self.backend.record(
-                AuditEvent(action="web.login", outcome="failure", actor=name[:64] or "anonymous",
-                           source="web", detail={"reason": reason, "ip": request.ip})
-            )  # fmt: skip
-            body = views.login_page("The user name or password is wrong, or the account "
-                                    "is locked.")  # fmt: skip
-            return WebResponse(401, body.encode())
-        sid, _session = SessionStore(self.backend.db()).create(result.user, now)
+            extra: dict[str, Any] = {}
+            if result.retry_after:
+                extra.update(retry_after=result.retry_after, throttle=result.detail)
+            if result.alert:
+                extra["account_alert"] = True  # many failures on this account, everywhere
+            self._login_refused(name, request, result.reason, **extra)
+            if result.reason == "throttled":
+                wait = int(result.retry_after or 1)
+                return self._login_form(
+                    request, now, 429,
+                    f"Sign-in refused: {result.detail}. Wait {wait} seconds, then try again "
+                    "(other addresses are not affected).",
+                    [("Retry-After", str(wait))],
+                )  # fmt: skip
+            return self._login_form(request, now, 401, "The user name or password is wrong, "
+                                    "or the account is disabled or expired.")  # fmt: skip
+        sid, _session = sessions.create(result.user, now, -1 if epoch is None else epoch,
+                                        result.trained)  # fmt: skip
         self.audit(result, "web.login", "success", ip=request.ip)
-        return self.redirect("/", [("Set-Cookie", set_cookie(sid, request.secure))])
+        return self.redirect("/", [("Set-Cookie", clear_login_cookie(request.secure)),
+                                   ("Set-Cookie", set_cookie(sid, request.secure))])  # fmt: skip
 
 
 # -- pages ------------------------------------------------------------------------------

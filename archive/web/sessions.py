@@ -6,12 +6,30 @@ and an idle timeout, and its own CSRF token (compared in constant time on every 
 The HTTP filter calls `principal_for_cookie` for /teaching/ui routes only: roles,
 training and account state are re-read from the access store on every request, so a
 disabled account or lapsed training takes effect at once.
+
+A session is bound to the account's *session epoch* (access_users.session_epoch) at the
+moment of sign-in, and remembers whether the user was trained then. Every account change
+that must end sessions (password reset, disable and enable, role change, expiry, training
+withdrawn; archive/access/store.py) bumps the epoch in the same transaction, so the
+session dies on its next request and stays dead whatever happens to the account later:
+re-enabling an account does not revive it. Training that lapses by the calendar ends a
+session made while trained. We chose the epoch over deleting rows because it is checked
+where the session is used (every request, every node, also for a change made by the CLI
+on another machine or restored from a backup) and cannot be forgotten by one code path;
+dead rows are deleted when next seen.
+
+The sign-in form is CSRF-protected before any session exists: GET /login sets a random
+pre-session cookie (`archive_login`, HttpOnly, SameSite=Strict, Path=/teaching/ui/login)
+and puts into the form a token that is an HMAC of that cookie and the time under a
+random key kept in the archive database (`web_secrets`); POST /login needs both, and the
+token expires after LOGIN_FORM_LIFETIME.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 import sqlite3
 from dataclasses import dataclass, replace
@@ -26,6 +44,10 @@ COOKIE_PATH = "/teaching/ui"
 UI_PREFIX = "/teaching/ui/"
 ABSOLUTE_LIFETIME = timedelta(hours=8)
 IDLE_TIMEOUT = timedelta(minutes=30)
+LOGIN_COOKIE = "archive_login"
+LOGIN_COOKIE_PATH = "/teaching/ui/login"
+LOGIN_FORM_LIFETIME = timedelta(hours=2)
+_NONCE = re.compile(r"^[A-Za-z0-9_-]{32,64}$")
 
 SCHEMA = [
     """
@@ -38,6 +60,18 @@ SCHEMA = [
         expires_at TEXT NOT NULL
     );
     CREATE INDEX web_sessions_user ON web_sessions (user);
+    """,
+    # Step 2 (issue #20): sessions carry the account's session epoch and whether the user
+    # was trained at sign-in; sessions from before cannot be checked, so they end (sign
+    # in again). The sign-in form's CSRF key.
+    """
+    DELETE FROM web_sessions;
+    ALTER TABLE web_sessions ADD COLUMN epoch INTEGER NOT NULL DEFAULT -1;
+    ALTER TABLE web_sessions ADD COLUMN trained INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE web_secrets (
+        name TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
     """,
 ]
 
@@ -52,6 +86,8 @@ class Session:
     csrf: str
     created_at: datetime
     expires_at: datetime
+    epoch: int = -1  # the account's session epoch at sign-in
+    trained: bool = False  # trained at sign-in: a lapse since ends the session
 
 
 class SessionStore:
@@ -61,8 +97,11 @@ class SessionStore:
         self.conn = conn
         migrate(conn, "web", SCHEMA)
 
-    def create(self, user: str, now: datetime) -> tuple[str, Session]:
-        """A new session for `user`; returns (cookie value, session). Also sweeps the
+    def create(
+        self, user: str, now: datetime, epoch: int = -1, trained: bool = False
+    ) -> tuple[str, Session]:
+        """A new session for `user` under the account's session `epoch` (read before
+        the password was checked); returns (cookie value, session). Also sweeps the
         expired rows so the table does not grow."""
         session_id = secrets.token_urlsafe(32)
         csrf = secrets.token_urlsafe(32)
@@ -74,15 +113,16 @@ class SessionStore:
                 (now.isoformat(), (now - IDLE_TIMEOUT).isoformat()),
             )
             self.conn.execute(
-                "INSERT INTO web_sessions VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO web_sessions (id_sha256, user, csrf, created_at, last_seen,"
+                " expires_at, epoch, trained) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (_hash(session_id), user, csrf, now.isoformat(), now.isoformat(),
-                 expires.isoformat()),
+                 expires.isoformat(), epoch, int(trained)),
             )  # fmt: skip
             self.conn.execute("COMMIT")
         except BaseException:
             self.conn.execute("ROLLBACK")
             raise
-        return session_id, Session(user, csrf, now, expires)
+        return session_id, Session(user, csrf, now, expires, epoch, trained)
 
     def lookup(self, session_id: str | None, now: datetime) -> Session | None:
         """The live session for this cookie value, or None (unknown, expired, idle)."""
@@ -90,8 +130,8 @@ class SessionStore:
             return None
         key = _hash(session_id)
         row = self.conn.execute(
-            "SELECT user, csrf, created_at, last_seen, expires_at FROM web_sessions"
-            " WHERE id_sha256 = ?",
+            "SELECT user, csrf, created_at, last_seen, expires_at, epoch, trained"
+            " FROM web_sessions WHERE id_sha256 = ?",
             (key,),
         ).fetchone()
         if row is None:
@@ -105,21 +145,74 @@ class SessionStore:
             self.conn.execute(
                 "UPDATE web_sessions SET last_seen = ? WHERE id_sha256 = ?", (now.isoformat(), key)
             )
-        return Session(row["user"], row["csrf"], datetime.fromisoformat(row["created_at"]), expires)
+        return Session(row["user"], row["csrf"], datetime.fromisoformat(row["created_at"]),
+                       expires, int(row["epoch"]), bool(row["trained"]))  # fmt: skip
 
     def end(self, session_id: str | None) -> None:
         if session_id:
             self.conn.execute("DELETE FROM web_sessions WHERE id_sha256 = ?", (_hash(session_id),))
 
     def end_all_for(self, user: str) -> int:
+        """Delete every session row of `user` (hygiene: the account's session epoch is
+        what ends them; see the module doc)."""
         return self.conn.execute("DELETE FROM web_sessions WHERE user = ?", (user,)).rowcount
+
+    # -- the sign-in form's CSRF token ------------------------------------------------
+    def _login_key(self) -> bytes:
+        row = self.conn.execute("SELECT value FROM web_secrets WHERE name = 'login'").fetchone()
+        if row is None:
+            self.conn.execute(
+                "INSERT OR IGNORE INTO web_secrets (name, value) VALUES ('login', ?)",
+                (secrets.token_hex(32),),
+            )
+            row = self.conn.execute("SELECT value FROM web_secrets WHERE name = 'login'").fetchone()
+        return bytes.fromhex(row["value"])
+
+    def login_token(self, nonce: str, now: datetime) -> str:
+        """The sign-in form's token for the pre-session cookie `nonce`, issued `now`."""
+        stamp = str(int(now.timestamp()))
+        mac = hmac.new(self._login_key(), f"login\0{nonce}\0{stamp}".encode(), hashlib.sha256)
+        return f"{stamp}.{mac.hexdigest()}"
+
+    def check_login_token(self, nonce: str | None, token: str | None, now: datetime) -> bool:
+        """The form's token matches this browser's pre-session cookie and is fresh."""
+        if not nonce or not _NONCE.match(nonce) or not token or len(token) > 200:
+            return False
+        stamp, _, mac = str(token).partition(".")
+        if not stamp.isdigit():
+            return False
+        issued = datetime.fromtimestamp(int(stamp), tz=now.tzinfo)
+        if not timedelta(minutes=-5) <= now - issued <= LOGIN_FORM_LIFETIME:
+            return False
+        expected = self.login_token(nonce, issued).partition(".")[2]
+        return hmac.compare_digest(expected.encode(), mac.encode())
+
+
+def new_login_nonce() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def valid_nonce(nonce: str | None) -> bool:
+    return bool(nonce) and bool(_NONCE.match(str(nonce)))
+
+
+def set_login_cookie(nonce: str, secure: bool) -> str:
+    """The pre-session cookie of the sign-in form: only ever sent back to /login."""
+    flags = f"{LOGIN_COOKIE}={nonce}; Path={LOGIN_COOKIE_PATH}; HttpOnly; SameSite=Strict"
+    flags += f"; Max-Age={int(LOGIN_FORM_LIFETIME.total_seconds())}"
+    return flags + ("; Secure" if secure else "")
+
+
+def clear_login_cookie(secure: bool) -> str:
+    flags = f"{LOGIN_COOKIE}=; Path={LOGIN_COOKIE_PATH}; HttpOnly; SameSite=Strict; Max-Age=0"
+    return flags + ("; Secure" if secure else "")
 
 
 def check_csrf(session: Session, token: str | None) -> bool:
     return bool(token) and hmac.compare_digest(session.csrf.encode(), str(token).encode())
 
 
-def session_id_from(cookie_header: str | None) -> str | None:
+def session_id_from(cookie_header: str | None, name: str = COOKIE) -> str | None:
     """Our cookie's value from a Cookie header (None if absent or unparsable)."""
     if not cookie_header or len(cookie_header) > 8192:
         return None
@@ -128,7 +221,7 @@ def session_id_from(cookie_header: str | None) -> str | None:
         jar.load(cookie_header)
     except CookieError:
         return None
-    morsel = jar.get(COOKIE)
+    morsel = jar.get(name)
     return morsel.value if morsel is not None else None
 
 
@@ -153,20 +246,33 @@ def clear_cookie(secure: bool) -> str:
 
 def principal_of_session(store: AccessStore, session: Session, now: datetime) -> Principal | None:
     """The session user's current Principal; None if the account is gone, disabled or
-    expired (fail closed)."""
+    expired, if the account changed since sign-in (session epoch), or if the user was
+    trained at sign-in and no longer is (fail closed). The caller ends a dead session."""
     user = store.get_user(session.user)
     if user is None or user.disabled:
         return None
     if user.account_expires is not None and now >= user.account_expires:
         return None
-    return replace(store.local_principal(user.name, now), method="session")
+    epoch = store.session_epoch(user.name)
+    if epoch is None or session.epoch < 0 or epoch != session.epoch:
+        return None
+    principal = replace(store.local_principal(user.name, now), method="session")
+    if session.trained and not principal.trained:
+        return None  # training lapsed since sign-in
+    return principal
 
 
 def principal_for_cookie(
     store: AccessStore, cookie_header: str | None, now: datetime
 ) -> Principal | None:
-    """For the HTTP filter: the Principal of a live web session cookie, else None."""
-    session = SessionStore(store.conn).lookup(session_id_from(cookie_header), now)
+    """For the HTTP filter: the Principal of a live web session cookie, else None (a
+    session that has died is deleted)."""
+    sessions = SessionStore(store.conn)
+    sid = session_id_from(cookie_header)
+    session = sessions.lookup(sid, now)
     if session is None:
         return None
-    return principal_of_session(store, session, now)
+    principal = principal_of_session(store, session, now)
+    if principal is None:
+        sessions.end(sid)
+    return principal

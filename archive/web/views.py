@@ -9,7 +9,8 @@ from urllib.parse import urlencode
 from archive.web.markup import Markup, join, render, table
 
 UI = "/teaching/ui"
-STATUS_TEXT = {400: "Not done", 401: "Sign in", 403: "Refused", 404: "Not found"}
+STATUS_TEXT = {400: "Not done", 401: "Sign in", 403: "Refused", 404: "Not found",
+               429: "Too many attempts"}  # fmt: skip
 
 
 def stylesheet() -> bytes:
@@ -29,17 +30,18 @@ def error_page(status: int, message: str) -> str:
     return _doc(title, body)
 
 
-def login_page(message: str = "") -> str:
+def login_page(message: str = "", csrf: str = "") -> str:
     notice = render('<p class="error" role="alert">$m</p>', m=message) if message else Markup("")
     body = render(
-        '$notice<form method="post" action="$ui/login"><fieldset><legend>Your archive account'
-        '</legend><label for="user">User name</label>'
+        '$notice<form method="post" action="$ui/login">$hidden<fieldset><legend>Your archive'
+        ' account</legend><label for="user">User name</label>'
         '<input id="user" name="user" autocomplete="username" required>'
         '<label for="password">Password</label>'
         '<input id="password" name="password" type="password" autocomplete="current-password"'
         ' required><p><button type="submit">Sign in</button></p></fieldset></form>',
         notice=notice,
         ui=UI,
+        hidden=_hidden(csrf),
     )
     return _doc("Sign in", body)
 

@@ -76,6 +76,15 @@ def _wait(predicate, timeout: float = 90, what: str = "condition") -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def _grep(root: Path, needle: bytes) -> list[Path]:
+    """Files below `root` holding `needle` in clear (links not followed)."""
+    hits = []
+    for path in root.rglob("*"):
+        if path.is_file() and not path.is_symlink() and needle in path.read_bytes():
+            hits.append(path)
+    return hits
+
+
 def _series(n: int, seed: int) -> list[bytes]:
     return [to_bytes(ds) for ds in make_ct_series(n, patient=f"WATCH^{seed}", seed=seed)]
 
@@ -95,7 +104,7 @@ def test_once_handles_good_bad_held_zip_and_dicomdir(archive: RunningArchive, tm
     for i, data in enumerate(good):
         (drop / "nested" / "deeper" / f"DOE_JANE_{i}.dcm").write_bytes(data)
     (drop / "copy_of_0.dcm").write_bytes(good[0])  # duplicate bytes
-    (drop / "notes.txt").write_text("not dicom at all " * 40)
+    (drop / "notes.txt").write_text("not dicom at all, PLANTED^NAME MRN-PLANT-77 " * 40)
     (drop / "truncated.dcm").write_bytes(_series(1, seed=2)[0][:700])
     zipped = _series(2, seed=3)
     with zipfile.ZipFile(drop / "transfer.zip", "w") as zf:
@@ -120,12 +129,26 @@ def test_once_handles_good_bad_held_zip_and_dicomdir(archive: RunningArchive, tm
     assert _count(archive) == 7
     assert _files(drop) == []  # every source deleted (DICOMDIR too), rejects moved out
     rejects = archive.config.home.data_dir / "intake" / "rejects"
-    names = sorted(p.name for p in _files(rejects))
-    assert names == ["notes.txt", "notes.txt.reason.txt", "truncated.dcm",
-                     "truncated.dcm.reason.txt"]  # fmt: skip
-    reason = (rejects / "truncated.dcm.reason.txt").read_text()
-    assert "truncated" in reason and "DOE" not in reason
+    # Rejects are sealed: nothing readable in clear anywhere in the home, no names.
+    assert not [p for p in _files(rejects) if "notes" in p.name or "truncated" in p.name]
+    assert _grep(archive.home, b"PLANTED^NAME") == []
+    assert _grep(archive.home, b"MRN-PLANT-77") == []
     assert (rejects.stat().st_mode & 0o077) == 0
+    listed = archive.cli("rejects", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    items = json.loads(listed.stdout)
+    assert len(items) == 2 and all("truncated" in i["reason"] for i in items)
+    names = {}
+    for item in items:
+        shown = archive.cli("rejects", "show", item["id"], "--json")
+        assert shown.returncode == 0, shown.stderr
+        names[json.loads(shown.stdout)["name"]] = item["id"]
+    assert sorted(names) == ["notes.txt", "truncated.dcm"]
+    notes, out = names["notes.txt"], tmp_path / "inspect.bin"
+    assert archive.cli("rejects", "show", notes, "--to", str(out)).returncode == 0
+    assert b"PLANTED^NAME" in out.read_bytes()
+    assert archive.cli("rejects", "delete", notes).returncode == 0
+    assert len(json.loads(archive.cli("rejects", "list", "--json").stdout)) == 1
     # Nothing unpacked is left on the data volume, nothing went to /tmp.
     work = archive.config.home.data_dir / "intake" / "work"
     assert _files(work) == []
@@ -234,8 +257,55 @@ def test_permission_denied_leaves_file_with_reason(archive: RunningArchive, tmp_
     result = _watch_once(archive, drop)
     summary = json.loads(result.stdout)
     assert summary["denied"] == 1 and locked.exists()
-    rejects = archive.config.home.data_dir / "intake" / "rejects"
-    assert "permission denied" in (rejects / "locked.dcm.reason.txt").read_text()
+    assert "permission denied" in result.stderr and "locked.dcm" not in result.stderr
     locked.chmod(0o600)
     assert json.loads(_watch_once(archive, drop).stdout)["stored"] == 1
     assert not locked.exists()
+
+
+def test_links_outside_the_drop_folder_are_untouched_and_reported(
+    archive: RunningArchive, tmp_path: Path
+):
+    """A link in the drop folder to a file elsewhere (and a folder link, a FIFO) is
+    never read, zero-filled or deleted, even with --overwrite-before-delete; each is
+    reported with one line and an audit record; real files beside them are ingested."""
+    drop, outside = tmp_path / "drop", tmp_path / "outside"
+    drop.mkdir()
+    outside.mkdir()
+    precious = outside / "precious.dcm"
+    precious.write_bytes(_series(1, seed=50)[0])
+    os.utime(precious, ns=(1_600_000_000_000_000_000, 1_600_000_000_000_000_000))
+    before = (precious.read_bytes(), precious.stat().st_mtime_ns)
+    (drop / "link.dcm").symlink_to(precious)
+    (drop / "folder").symlink_to(outside, target_is_directory=True)
+    os.mkfifo(drop / "pipe.dcm")
+    (drop / "real.dcm").write_bytes(_series(1, seed=51)[0])
+    result = _watch_once(archive, drop, "--overwrite-before-delete")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["stored"] == 1 and summary["skipped"] == 3, summary
+    assert (precious.read_bytes(), precious.stat().st_mtime_ns) == before
+    assert (drop / "link.dcm").is_symlink() and (drop / "folder").is_symlink()
+    assert not (drop / "real.dcm").exists() and _count(archive) == 1
+    notices = [line for line in result.stderr.splitlines() if "never follows links" in line]
+    assert len(notices) == 3 and not any("precious" in n for n in notices)
+    audit = (archive.config.home.audit_dir / "audit.jsonl").read_text()
+    assert audit.count('"intake.skipped"') == 3 and "precious" not in audit
+
+
+def test_clear_rejects_of_an_earlier_version_are_sealed_at_start(
+    archive: RunningArchive, tmp_path: Path
+):
+    rejects = archive.config.home.data_dir / "intake" / "rejects"
+    rejects.mkdir(parents=True, exist_ok=True)
+    (rejects / "SMITH_JOHN.dcm").write_bytes(b"SMITH^JOHN ID 4711 ACC 0815 " * 10)
+    (rejects / "SMITH_JOHN.dcm.reason.txt").write_text("not ingested: corrupted DICOM file\n")
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    result = _watch_once(archive, drop)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["migrated"] == 1
+    assert _grep(archive.home, b"SMITH^JOHN") == []
+    assert not [p for p in _files(rejects) if "SMITH" in p.name]
+    items = json.loads(archive.cli("rejects", "list", "--json").stdout)
+    assert [i["reason"] for i in items] == ["corrupted DICOM file"]

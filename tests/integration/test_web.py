@@ -1,13 +1,15 @@
 """The web interface in a real headless Chromium (Debian's chromium + chromedriver via
 Selenium) against a real archive: sign in and search, request a removal as a trainer,
 approve it as a TPD in another browser session, record a Board decision, a registrar
-refused an approver's page, a forged form post without the CSRF token refused.
+refused an approver's page, a forged form post without the CSRF token refused; the
+sign-in form's own token, and old sessions ended by account changes through the CLI.
 
 Screenshots of the main pages go to tests/artifacts/screenshots/ for review.
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 import tempfile
 import time
@@ -209,3 +211,74 @@ def test_forged_post_without_csrf_refused(site, browser) -> None:
     # the cookie does not open the REST API (Path and filter both keep it to /teaching/ui)
     with httpx.Client(base_url=archive.url, cookies={"archive_session": cookie["value"]}) as http:
         assert http.get("/teaching/cases").status_code in (401, 403)
+
+
+def _signed_in(archive: RunningArchive, user: str, password: str | None = None) -> httpx.Client:
+    """A browser-like client signed in through the form (its token and pre-session
+    cookie), holding the session cookie."""
+    http = httpx.Client(base_url=archive.url, timeout=60)
+    form = http.get("/teaching/ui/login")
+    token = re.search(r'name="csrf" value="([^"]+)"', form.text).group(1)
+    answer = http.post(
+        "/teaching/ui/login",
+        data={"user": user, "password": password or archive.passwords[user], "csrf": token},
+    )
+    assert answer.status_code == 303, answer.text[:300]
+    return http
+
+
+def _alive(http: httpx.Client) -> bool:
+    answer = http.get("/teaching/ui/")
+    return answer.status_code == 200 and "Signed in as" in answer.text
+
+
+def test_sign_in_without_the_form_token_is_refused(site) -> None:
+    archive, _, _ = site
+    creds = {"user": "trainer1", "password": archive.passwords["trainer1"]}
+    with httpx.Client(base_url=archive.url, timeout=60) as http:
+        bare = http.post("/teaching/ui/login", data=creds)
+        assert bare.status_code == 403 and "archive_session" not in str(bare.headers)
+        form = http.get("/teaching/ui/login")  # the form's token, but not its cookie:
+        token = re.search(r'name="csrf" value="([^"]+)"', form.text).group(1)
+    with httpx.Client(base_url=archive.url, timeout=60) as forger:
+        forged = forger.post("/teaching/ui/login", data={**creds, "csrf": token})
+        assert forged.status_code == 403 and "archive_session" not in str(forged.headers)
+
+
+@pytest.mark.parametrize("change", ["reset-password", "disable", "roles", "training"])
+def test_old_session_ends_on_account_change_and_stays_ended(site, change: str) -> None:
+    """Finding 7: after `users reset-password` the old web session still worked, and
+    disable + enable revived sessions. Each change through the CLI, on the running
+    archive: the old session dies at once, and re-enabling does not revive it."""
+    archive, _, _ = site
+    name = f"sess-{change.split('-')[0]}"
+    if name not in archive.passwords:
+        add_user(archive, name, ["registrar"])
+    http = _signed_in(archive, name)
+    bystander = _signed_in(archive, "tpd1")
+    try:
+        assert _alive(http)
+        if change == "reset-password":
+            new = "a brand new password 42"
+            done = archive.cli("users", "reset-password", name, "--password-stdin",
+                               input_text=new + "\n")  # fmt: skip
+        elif change == "disable":
+            done = archive.cli("users", "disable", name)
+        elif change == "roles":
+            done = archive.cli("users", "roles", name, "--role", "trainer")
+        else:  # training withdrawn: a record that is not valid today
+            done = archive.cli("users", "train", name, "--no-suite-use")
+        assert done.returncode == 0, done.stderr
+        assert "web sessions ended" in done.stdout
+        assert not _alive(http)
+        enabled = archive.cli("users", "disable", name, "--enable")
+        assert enabled.returncode == 0, enabled.stderr
+        assert not _alive(http)  # re-enabling never revives an old session
+        assert _alive(bystander)  # nobody else was signed out
+        if change == "reset-password":
+            archive.passwords[name] = new
+        if change != "training":
+            assert _alive(_signed_in(archive, name))  # a new sign-in works
+    finally:
+        http.close()
+        bystander.close()

@@ -1,4 +1,4 @@
-"""Accounts, training, lockout, tokens, headers and DICOM admission."""
+"""Accounts, training, sign-in backoff, session epochs, tokens, headers and DICOM admission."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from archive.paths import POLICIES_DIR
 
 T0 = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
 PW = "correct horse battery"
-POLICY = AccountPolicy(lockout_threshold=3, lockout_window_minutes=10, lockout_minutes=30)
+POLICY = AccountPolicy()
 
 
 @pytest.fixture
@@ -60,33 +60,101 @@ def test_wrong_password_and_unknown_user(store: AccessStore) -> None:
     assert store.authenticate_basic("nobody", PW, T0) == AuthFailure("bad_credentials", "nobody")
 
 
-def test_lockout_after_threshold_then_expires(store: AccessStore) -> None:
-    for i in range(2):
-        assert (
-            store.authenticate_basic("alice", "nope-nope-nope", T0 + timedelta(minutes=i)).reason
-            == "bad_credentials"
+A, B = "10.0.0.1", "10.0.0.2"
+
+
+def test_twenty_failures_from_one_address_do_not_lock_out_the_person(
+    store: AccessStore,
+) -> None:
+    """Finding 7: five wrong passwords from anywhere locked any account for 30 min."""
+    reasons = [
+        store.authenticate_basic("boss", "nope-nope-nope", T0 + timedelta(seconds=i), A).reason
+        for i in range(20)
+    ]
+    assert "locked" not in reasons and reasons.count("throttled") > 0
+    assert store.get_user("boss").locked_until is None
+    # The same person, from their own address, signs in at once with the right password.
+    assert isinstance(store.authenticate_basic("boss", PW, T0 + timedelta(seconds=20), B),
+                      Principal)  # fmt: skip
+    # ... while the attacking address is still refused, even with the right password,
+    # unchecked (nothing learnt from a guess made while waiting).
+    refused = store.authenticate_basic("boss", PW, T0 + timedelta(seconds=20), A)
+    assert refused.reason == "throttled" and refused.retry_after >= 1
+    assert "this account from this address" in refused.detail
+
+
+def test_backoff_grows_exponentially_then_lets_the_pair_try_again(store: AccessStore) -> None:
+    t, waits = T0, []
+    for _ in range(8):
+        r = store.authenticate_basic("alice", "nope-nope-nope", t, A)
+        assert r.reason == "bad_credentials"  # each try waits out the previous backoff
+        waits.append(r.retry_after or 0)
+        t += timedelta(seconds=(r.retry_after or 0) + 0.5)
+    assert waits[:3] == [0, 0, 0]  # policies: 3 free failures per (account, address)
+    assert waits[3:] == [1, 2, 4, 8, 16]  # then doubling
+    early = store.authenticate_basic("alice", PW, t - timedelta(seconds=10), A)
+    assert early.reason == "throttled"
+    assert isinstance(store.authenticate_basic("alice", PW, t, A), Principal)
+
+
+def test_address_backoff_covers_password_spraying(store: AccessStore) -> None:
+    for i in range(store.policy.throttle_free_per_address):
+        name = f"user{i}x"
+        assert store.authenticate_basic(name, "guess-guess-guess", T0, A).reason == (
+            "bad_credentials"
         )
-    assert (
-        store.authenticate_basic("alice", "nope-nope-nope", T0 + timedelta(minutes=2)).reason
-        == "locked"
-    )
-    # Locked: even the right password is refused until the lock runs out.
-    assert store.authenticate_basic("alice", PW, T0 + timedelta(minutes=10)).reason == "locked"
-    assert store.get_user("alice").locked_until == T0 + timedelta(minutes=32)
-    assert isinstance(store.authenticate_basic("alice", PW, T0 + timedelta(minutes=33)), Principal)
+    r = store.authenticate_basic("someone", "guess-guess-guess", T0, A)
+    assert r.reason == "bad_credentials" and r.retry_after == 1
+    r = store.authenticate_basic("alice", PW, T0, A)
+    assert r.reason == "throttled" and "from this address" in r.detail
+    assert isinstance(store.authenticate_basic("alice", PW, T0, B), Principal)
 
 
-def test_failures_outside_window_do_not_lock(store: AccessStore) -> None:
-    for i in range(5):
-        r = store.authenticate_basic("alice", "nope-nope-nope", T0 + timedelta(minutes=11 * i))
-        assert r.reason == "bad_credentials"
+def test_bearer_failures_back_off_per_address_too(store: AccessStore) -> None:
+    _, token = store.create_token("alice", T0)
+    forged = token[:-4] + "AAAA"
+    for _ in range(store.policy.throttle_free_per_account_address):
+        assert store.authenticate_bearer(forged, T0, A).reason == "bad_credentials"
+    assert store.authenticate_bearer(forged, T0, A).retry_after == 1
+    assert store.authenticate_bearer(token, T0, A).reason == "throttled"
+    assert isinstance(store.authenticate_bearer(token, T0, B), Principal)
+    headers = {"authorization": "Digest nonsense"}
+    assert authenticate_headers(store, headers, T0, "10.9.9.9").reason == "malformed"
 
 
-def test_success_resets_failure_count(store: AccessStore) -> None:
-    store.authenticate_basic("alice", "nope-nope-nope", T0)
-    store.authenticate_basic("alice", "nope-nope-nope", T0)
-    assert isinstance(store.authenticate_basic("alice", PW, T0), Principal)
-    assert store.authenticate_basic("alice", "nope-nope-nope", T0).reason == "bad_credentials"
+def test_throttled_failure_is_audited_with_retry_after(store: AccessStore) -> None:
+    for _ in range(4):
+        r = store.authenticate_basic("alice", "nope-nope-nope", T0, A)
+    event = auth_event(r, A)
+    assert event.detail["retry_after"] == 1 and "address" in event.detail["throttle"]
+    event = auth_event(store.authenticate_basic("alice", PW, T0, A), A)
+    assert event.outcome == "denied" and event.detail["reason"] == "throttled"
+
+
+def test_session_epoch_bumped_by_every_change_that_ends_sessions(store: AccessStore) -> None:
+    seen = [store.session_epoch("alice")]
+
+    def bumped() -> bool:
+        seen.append(store.session_epoch("alice"))
+        return seen[-1] > seen[-2]
+
+    store.reset_password("alice", "a brand new passphrase", T0)
+    assert bumped()
+    store.disable("alice")
+    assert bumped()
+    store.disable("alice", False)
+    assert bumped()  # re-enabling does not bring back the epoch of old sessions
+    store.set_roles("alice", ["trainer", "registrar"], T0, "boss")
+    assert bumped()
+    store.expire_account("alice", T0 + timedelta(days=30))
+    assert bumped()
+    store.record_training("alice", date(2023, 1, 1), T0, "boss")  # older: still trained
+    assert not bumped()
+    store.record_training("alice", T0.date(), T0, "boss", suite_use=False)  # withdrawn
+    assert bumped()
+    store.record_training("alice", T0.date(), T0, "boss")  # renewed: no
+    assert not bumped()
+    assert store.session_epoch("nobody") is None
 
 
 def test_reset_password_unlocks_and_invalidates_cache(store: AccessStore) -> None:

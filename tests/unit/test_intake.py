@@ -1,13 +1,16 @@
 """Intake domain: completeness, backoff, answer classification, journal resume,
-containers and reason files, and the engine end to end with a scripted archive."""
+containers, sealed rejects, links and special files, keyed fingerprints, and the engine
+end to end with a scripted archive."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import zipfile
 from pathlib import Path
 
+import pytest
 from pydicom import dcmread
 from pydicom.fileset import FileSet
 
@@ -16,20 +19,29 @@ from archive.home import init_home
 from archive.intake import (
     Backoff,
     CompletenessTracker,
+    DropRoot,
+    Fingerprints,
     Intake,
     IntakeSettings,
     Journal,
+    NotRegular,
+    OutsideRoot,
+    RejectStore,
     UploadResult,
     Verdict,
     dicomdir_references,
     extract_zip,
     is_dicomdir,
     private_workdir,
-    write_reason,
 )
 from archive.intake.journal import path_key
 from archive.intake.uploader import classify
+from archive.vault import Keyring
+from archive.vault.keyring import keyring_path
+from archive.vault.sealing import KdfParams
 from tests.corpus import make_ct_series, to_bytes
+
+FAST_KDF = KdfParams(time_cost=1, memory_cost=8 * 1024, parallelism=1)
 
 
 def test_tracker_waits_for_stable_size_and_settles_after_close(tmp_path: Path) -> None:
@@ -119,10 +131,16 @@ def test_dicomdir_references(tmp_path: Path) -> None:
     assert len(refs) == 2 and all((tmp_path / "media") in r.parents for r in refs)
 
 
-def test_reason_file_is_private_and_plain(tmp_path: Path) -> None:
-    path = write_reason(tmp_path / "rej" / "DOE.dcm", "not a DICOM file", 7)
-    assert path.name == "DOE.dcm.reason.txt" and (path.stat().st_mode & 0o777) == 0o600
-    assert "not a DICOM file" in path.read_text() and "7" in path.read_text()
+def _keyring(home: Path) -> Keyring:
+    path = keyring_path(home / "keys")
+    if path.exists():
+        return Keyring.open(path, "test passphrase for intake")
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return Keyring.create(path, "test passphrase for intake", kdf=FAST_KDF)
+
+
+def _grep(root: Path, needle: bytes) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file() and needle in p.read_bytes()]
 
 
 class ScriptedArchive:
@@ -144,7 +162,7 @@ class ScriptedArchive:
         pass
 
 
-def _intake(tmp_path: Path, archive: ScriptedArchive, drop: Path) -> Intake:
+def _intake(tmp_path: Path, archive: ScriptedArchive, drop: Path, **kwargs) -> Intake:
     home = tmp_path / "home"
     if (home / "archive.toml").exists():
         config = load_config(home)
@@ -157,7 +175,7 @@ def _intake(tmp_path: Path, archive: ScriptedArchive, drop: Path) -> Intake:
         backoff=Backoff(initial=0.01, ceiling=0.02),
         once_attempts=2,
     )
-    return Intake(config, drop, settings, archive)  # type: ignore[arg-type]
+    return Intake(config, drop, settings, archive, keyring=_keyring(home), **kwargs)  # type: ignore[arg-type]
 
 
 def test_engine_stores_rejects_keeps_and_dedups(tmp_path: Path) -> None:
@@ -190,15 +208,155 @@ def test_engine_keeps_file_while_archive_is_down(tmp_path: Path) -> None:
     assert summary.stored == 1 and not (drop / "c.dcm").exists()
 
 
-def test_engine_moves_rejects_with_reason(tmp_path: Path) -> None:
+def test_engine_seals_rejects_nothing_in_clear(tmp_path: Path) -> None:
     drop = tmp_path / "drop"
     drop.mkdir()
-    (drop / "junk.txt").write_bytes(b"hello")
+    planted = b"PLANTED^PATIENT^NAME ID 4711 ACC 0815 " * 20
+    (drop / "SMITH_JOHN.txt").write_bytes(planted)
     intake = _intake(tmp_path, ScriptedArchive([Verdict.REJECTED]), drop)
     summary = intake.run_once()
-    assert summary.rejected == 1 and not (drop / "junk.txt").exists()
-    assert (intake.rejects_dir / "junk.txt").read_bytes() == b"hello"
-    assert (intake.rejects_dir / "junk.txt.reason.txt").is_file()
+    assert summary.rejected == 1 and not (drop / "SMITH_JOHN.txt").exists()
+    home = tmp_path / "home"
+    assert _grep(home, b"PLANTED^PATIENT") == [] and _grep(home, b"SMITH_JOHN") == []
+    assert not [p for p in home.rglob("*SMITH*")]
+    [item] = intake.rejects.list()
+    assert item.reason == "rejected" and item.size == len(planted)
+    assert intake.rejects.read(item.id) == (planted, "SMITH_JOHN.txt")
+    intake.rejects.delete(item.id)
+    assert intake.rejects.list() == [] and not any(
+        p.is_file() for p in (intake.rejects_dir / "sealed").rglob("*")
+    )
+    intake.audit.close()
+
+
+def test_clear_rejects_of_an_earlier_version_are_sealed_at_start(tmp_path: Path) -> None:
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    old = tmp_path / "home" / "data" / "intake" / "rejects"
+    intake = _intake(tmp_path, ScriptedArchive(), drop)  # creates the home
+    intake.audit.close()
+    (old / "sub").mkdir(parents=True)
+    (old / "sub" / "DOE_JANE.dcm").write_bytes(b"DOE^JANE clear reject")
+    (old / "sub" / "DOE_JANE.dcm.reason.txt").write_text(
+        "not ingested: not a DICOM file\nwhen: x\nintake journal id: 7\n"
+    )
+    (old / "denied.dcm.reason.txt").write_text("not ingested: permission denied\n")
+    intake = _intake(tmp_path, ScriptedArchive(), drop)
+    assert intake.summary.migrated == 1
+    assert _grep(tmp_path / "home", b"DOE^JANE") == []
+    assert not [p for p in old.rglob("*") if "DOE" in p.name or p.name.endswith(".txt")]
+    [item] = intake.rejects.list()
+    assert (item.reason, item.entry_id, item.origin) == ("not a DICOM file", 7, "migrated")
+    assert intake.rejects.read(item.id) == (b"DOE^JANE clear reject", "sub/DOE_JANE.dcm")
+    intake.audit.close()
+
+
+def test_link_to_a_file_outside_is_never_read_written_or_deleted(tmp_path: Path) -> None:
+    drop = tmp_path / "drop"
+    (drop / "sub").mkdir(parents=True)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    secret = outside / "precious.dcm"
+    secret.write_bytes(to_bytes(make_ct_series(1)[0]))
+    os.utime(secret, ns=(1_000_000_000, 2_000_000_000))
+    before = (secret.read_bytes(), secret.stat().st_mtime_ns)
+    (drop / "link.dcm").symlink_to(secret)
+    (drop / "sub" / "dirlink").symlink_to(outside, target_is_directory=True)
+    os.mkfifo(drop / "pipe.dcm")
+    notices: list[str] = []
+    archive = ScriptedArchive()
+    intake = _intake(tmp_path, archive, drop, overwrite=True, on_notice=notices.append)
+    summary = intake.run_once()
+    assert (secret.read_bytes(), secret.stat().st_mtime_ns) == before
+    assert archive.stored == [] and summary.stored == summary.deleted == 0
+    assert summary.skipped == 3 and len(notices) == 3
+    assert all("never follows links" in n and "link.dcm" not in n for n in notices)
+    assert (drop / "link.dcm").is_symlink() and (drop / "pipe.dcm").exists()
+    audit = (tmp_path / "home" / "data" / "audit" / "audit.jsonl").read_text()
+    assert audit.count('"intake.skipped"') == 3 and "precious" not in audit
+    # The same link offered by an event (a live drop) is refused at the read too.
+    intake._process(drop / "link.dcm")
+    assert (secret.read_bytes(), secret.stat().st_mtime_ns) == before
+    intake.audit.close()
+
+
+def test_drop_root_refuses_links_on_the_way_and_paths_outside(tmp_path: Path) -> None:
+    drop, outside = tmp_path / "drop", tmp_path / "outside"
+    (drop / "real").mkdir(parents=True)
+    outside.mkdir()
+    (outside / "f.dcm").write_bytes(b"outside")
+    (drop / "real" / "f.dcm").write_bytes(b"inside")
+    root = DropRoot(drop)
+    data, st = root.read(drop / "real" / "f.dcm")
+    assert data == b"inside"
+    # A folder swapped for a link between the scan and the read/delete:
+    (drop / "real" / "f.dcm").unlink()
+    (drop / "real").rmdir()
+    (drop / "real").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(NotRegular):
+        root.read(drop / "real" / "f.dcm")
+    with pytest.raises(NotRegular):
+        root.remove(drop / "real" / "f.dcm", (st.st_size, st.st_mtime_ns), overwrite=True)
+    for bad in (outside / "f.dcm", drop / ".." / "outside" / "f.dcm"):
+        with pytest.raises(OutsideRoot):
+            root.read(bad)
+    assert (outside / "f.dcm").read_bytes() == b"outside"
+    assert list(root.walk()) == [(drop / "real", "symbolic link")]
+    root.close()
+
+
+def test_dicomdir_reference_outside_the_drop_folder_is_left_out(tmp_path: Path) -> None:
+    fs = FileSet()
+    for i, ds in enumerate(make_ct_series(2)):
+        p = tmp_path / f"{i}.dcm"
+        p.write_bytes(to_bytes(ds))
+        fs.add(dcmread(p))
+    fs.write(tmp_path / "media")
+    dicomdir = tmp_path / "media" / "DICOMDIR"
+    data = dicomdir.read_bytes()
+    assert len(dicomdir_references(dicomdir, data, root=tmp_path / "media")) == 2
+    assert dicomdir_references(dicomdir, data, root=tmp_path / "media" / "other") == []
+
+
+def test_fingerprints_are_keyed_and_old_rows_converted(tmp_path: Path) -> None:
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    data = [to_bytes(ds) for ds in make_ct_series(2)]
+    home = tmp_path / "home"
+    init_home(home, http_port=18042, dicom_port=18043)
+    db = home / "data" / "archive.db"
+    # A row written by an earlier version: plain SHA-256 of the bytes, confirmed.
+    old = Journal.open(db)
+    plain = hashlib.sha256(data[0]).hexdigest()
+    entry = old.record(path_key(drop / "a.dcm"), len(data[0]), 1, plain)
+    old.confirm(entry.id, plain, "stored")
+    old.close()
+    (drop / "again.dcm").write_bytes(data[0])  # dropped again after the upgrade
+    (drop / "b.dcm").write_bytes(data[1])
+    archive = ScriptedArchive()
+    summary = _intake(tmp_path, archive, drop).run_once()
+    assert summary.duplicates == 1 and summary.stored == 1 and len(archive.stored) == 1
+    raw = db.read_bytes().decode("latin-1") + "".join(
+        p.read_bytes().decode("latin-1") for p in home.joinpath("data").glob("archive.db-*")
+    )
+    for blob in data:
+        assert hashlib.sha256(blob).hexdigest() not in raw
+    assert path_key(drop / "b.dcm") not in raw and path_key(drop / "a.dcm") not in raw
+    fp = Fingerprints(_keyring(home).pseudonym_key)
+    j = Journal.open(db, fp)
+    assert j.confirmed(fp.content(data[1])) == "stored" and j.confirmed(plain) is None
+    assert j.converted == 0  # converted once, not again
+    j.close()
+    with pytest.raises(Exception, match="another keyring"):
+        Journal.open(db, Fingerprints(b"\x01" * 32))
+
+
+def test_reject_store_refuses_unknown_ids(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    init_home(home, http_port=18042, dicom_port=18043)
+    store = RejectStore(tmp_path / "rej", _keyring(home), Journal.open(home / "data" / "a.db"))
+    with pytest.raises(Exception, match="archive rejects list"):
+        store.read("r-../../etc/passwd")
 
 
 def test_scan_takes_files_that_landed_long_ago_at_once_and_waits_for_fresh_ones(
