@@ -472,3 +472,45 @@ def test_requests_and_confirmations_need_existing_records(shares):
         shares.record_confirmation(99, "x", date(2025, 3, 3), "e", now=T0)
     with pytest.raises(InvalidInputError, match="revocation' or 'deletion"):
         shares.request_removal(1, "shred", "r", "p", now=T0)
+
+
+def test_migration_keeps_typed_in_approvers_but_never_counts_them(tmp_path, policy):
+    """Issue 21: a decision recorded before members voted themselves (names typed in by
+    the recorder) keeps its minutes, counts nobody, and its proposal waits for votes."""
+    from archive.db import migrate
+    from archive.governance import _store
+
+    conn = connect(tmp_path / "old.db")
+    migrate(conn, _store.ROOM, _store.SCHEMA_STEPS[:1])  # the archive before issue 21
+    conn.execute(
+        "INSERT INTO governance_recipients (organisation, kind, contact, public_key,"
+        " data_sharing_agreement, added_by, added_at) VALUES ('Mersey', 'uk_radiology_school',"
+        " 'c', 'age1x', 1, 'p', '2025-03-01T00:00:00+00:00')"
+    )
+    conn.execute(
+        "INSERT INTO governance_share_proposals (recipient_id, purpose, proposer, status,"
+        " created_at, policy_version) VALUES (1, 'radiology_training', 'Prof P', 'approved',"
+        " '2025-03-01T00:00:00+00:00', 'v')"
+    )
+    conn.execute("INSERT INTO governance_share_proposal_cases VALUES (1, 'NSR-0001')")
+    conn.execute(
+        "INSERT INTO governance_board_decisions (subject, proposal_id, outcome, meeting_date,"
+        " minute_reference, decision_text, receiving_recipient_id, quorum_required,"
+        " quorum_counted, recorded_by, recorded_at, policy_version) VALUES ('share', 1,"
+        " 'approved', '2025-03-01', 'm', 't', 1, 2, 2, 'local-operator',"
+        " '2025-03-01T00:00:00+00:00', 'v')"
+    )
+    conn.executemany(
+        "INSERT INTO governance_board_votes (decision_id, member, counted, note) VALUES (1,?,1,'')",
+        [("Dr A",), ("Dr B",)],
+    )
+    shares = Shares(conn, policy)  # migrates
+    d = shares.decision_for(1)
+    assert d.quorum_counted == 0 and not d.in_force
+    assert [(v.member, v.self_cast) for v in d.votes] == [("Dr A", False), ("Dr B", False)]
+    assert "not self-cast" in d.votes[0].note
+    assert shares.get(1).status == "proposed"
+    d = shares.vote(1, by=BoardVote.of("Dr A", BOARD), now=T0)
+    assert d.quorum_counted == 1 and [v.self_cast for v in d.votes] == [True, False]
+    d = shares.vote(1, by=BoardVote.of("Dr C", BOARD), now=T0)
+    assert d.in_force and shares.get(1).status == "approved"
