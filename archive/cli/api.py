@@ -56,7 +56,15 @@ def first_line(path: Path, what: str) -> str:
     return text[0]
 
 
-def authorization(user: str | None, password_file: Path | None, token_file: Path | None) -> str:
+FLAGS = ("--password-file", "--token-file")
+
+
+def authorization(
+    user: str | None,
+    password_file: Path | None,
+    token_file: Path | None,
+    flags: tuple[str, str] = FLAGS,
+) -> str:
     """The person's own `Authorization` header value: their token, or their name and
     password (file or prompt). Never a name alone."""
     if token_file is not None:
@@ -68,8 +76,8 @@ def authorization(user: str | None, password_file: Path | None, token_file: Path
         password = getpass.getpass(f"password for {name}: ")
     else:
         fail(
-            f"this act is recorded as {name}'s own: give {name}'s --password-file or "
-            "--token-file (or run it on a terminal to be asked for the password)."
+            f"this act is recorded as {name}'s own: give {name}'s {flags[0]} or "
+            f"{flags[1]} (or run it on a terminal to be asked for the password)."
         )
     return "Basic " + base64.b64encode(f"{name}:{password}".encode()).decode()
 
@@ -190,13 +198,14 @@ def authenticated_person(
     token_file: Path | None,
     *,
     record=None,
+    flags: tuple[str, str] = FLAGS,
 ):
     """The person's Principal, from their own credentials checked against the home's
     account store with the HTTP filter's code; one line and exit when refused.
     `record(event)` audits a refused sign-in."""
     from archive.access import AuthFailure, auth_event, authenticate_headers
 
-    header = authorization(user, password_file, token_file)
+    header = authorization(user, password_file, token_file, flags)
     result = authenticate_headers(store, {"authorization": header}, datetime.now(UTC))
     if isinstance(result, AuthFailure):
         if record is not None:
