@@ -22,6 +22,9 @@ if [ ! -f "$HOME_DIR/archive.toml" ]; then
   $ARCHIVE init --home "$HOME_DIR" --http-port "$HTTP_PORT" --dicom-port "$DICOM_PORT" >/dev/null
   $ARCHIVE keys init --home "$HOME_DIR" >/dev/null
   $ARCHIVE sources add demo-scu --aet "$DEMO_AET" --host 127.0.0.1 --home "$HOME_DIR" >/dev/null
+  # The first personnel account is the operator's (bootstrap); demo-admin administers
+  # the rest with its own password (issue 21: people act for themselves).
+  export ARCHIVE_ADMIN=demo-admin ARCHIVE_ADMIN_PASSWORD_FILE="$PWD/$SECRETS/demo-admin.password"
   for user in demo-admin:personnel demo-trainer:trainer demo-tpd:tpd demo-registrar:registrar; do
     name=${user%%:*}; role=${user##*:}
     .venv/bin/python -c 'import secrets; print(secrets.token_urlsafe(12))' > "$SECRETS/$name.password"

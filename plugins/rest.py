@@ -5,6 +5,9 @@ before a route callback runs; callbacks re-read the principal from the same head
 (cheap: the access room caches verified credentials) because orthanc-python hands no
 user name to REST callbacks. Domain errors become JSON answers with a clear message;
 nothing else escapes as a traceback.
+
+Every refusal a route answers is `{"error": why, "next": what to do}` with its status
+(issue 21): `answer_json` adds the "next" step for the status when the route gave none.
 """
 
 from __future__ import annotations
@@ -20,13 +23,41 @@ from archive.errors import ArchiveError
 
 
 class HttpError(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    """A refusal: the HTTP status, why (`message`) and what the caller can do (`next`)."""
+
+    def __init__(self, status: int, message: str, next: str | None = None) -> None:  # noqa: A002
         super().__init__(message)
         self.status = status
         self.message = message
+        self.next = next or NEXT_STEP.get(status, NEXT_STEP[500])
+
+    def payload(self) -> dict[str, str]:
+        return {"error": self.message, "next": self.next}
+
+
+# What to do next, by status, when a refusal does not say it more precisely.
+NEXT_STEP = {
+    400: "correct the request as the error says and send it again.",
+    401: "authenticate as yourself: your user name and password, or your own API token.",
+    403: "ask school personnel for the role or training this needs, or ask a person who "
+    "holds it to act in their own session.",
+    404: "check the number or name; list what exists first.",
+    405: "use the method the route names.",
+    409: "do the step the error names first, then try again.",
+    500: "nothing was changed that the error does not name; see the archive's log "
+    "(Orthanc's log under run/) and tell the administrator.",
+    502: "check that the receiving node is up and accepts the archive, then try again.",
+}
+
+
+def refusal(status: int, message: str, next: str | None = None) -> dict[str, str]:  # noqa: A002
+    """The JSON body of a refusal: {"error": why, "next": what to do}."""
+    return HttpError(status, message, next).payload()
 
 
 def answer_json(output, payload: Any, status: int = 200) -> None:
+    if status >= 400 and isinstance(payload, dict) and "error" in payload:
+        payload = {**payload, "next": payload.get("next") or refusal(status, "")["next"]}
     body = json.dumps(payload, default=str)
     if status == 200:
         output.AnswerBuffer(body, "application/json")
@@ -54,7 +85,7 @@ def principal_of(services, request: dict):
     store = services.access_store()
     result = authenticate_headers(store, request.get("headers") or {}, datetime.now(UTC))
     if isinstance(result, AuthFailure):
-        raise HttpError(401, "Authentication required.")
+        raise HttpError(401, "authentication required: the credentials were refused.")
     return result
 
 
@@ -70,12 +101,12 @@ def route(services, pattern: str, methods: dict[str, Callable[..., Any]]) -> Non
             payload = handler(uri=uri, request=request, groups=request.get("groups") or [])
             answer_json(output, payload)
         except HttpError as exc:
-            answer_json(output, {"error": exc.message}, exc.status)
+            answer_json(output, exc.payload(), exc.status)
         except ArchiveError as exc:
-            answer_json(output, {"error": str(exc)}, 400)
+            answer_json(output, refusal(400, str(exc)), 400)
         except Exception as exc:  # noqa: BLE001 - never a traceback to the client
             orthanc.LogError(f"teaching-archive: {uri}: {type(exc).__name__}")
-            answer_json(output, {"error": "internal error; see the archive's log"}, 500)
+            answer_json(output, refusal(500, "internal error; see the archive's log"), 500)
 
     orthanc.RegisterRestCallback(pattern, callback)
 

@@ -27,7 +27,7 @@ from archive.catalogue import Catalogue, load_vocabulary
 from archive.errors import ArchiveError
 from archive.export import build_package
 from archive.governance import DicomNode, Recipients, Shares, load_policy
-from archive.governance.board import votes_from_register
+from archive.governance.board import BoardVote
 from archive.governance.share_delivery import (
     check_undertaking_organisation,
     recipient_node_name,
@@ -191,12 +191,42 @@ def _recipient_deactivate(services, request, groups, **_):
 
 
 # -- proposals, decisions, undertakings ----------------------------------------------------
+def _proposal_levels(services, case_ids) -> dict[str, str]:
+    """The levels of the cases a proposal names: each must be a released case now."""
+    catalogue = _catalogue(services)
+    levels = {}
+    for case_id in case_ids:
+        try:
+            case = catalogue.get(case_id) if isinstance(case_id, str) else None
+        except ArchiveError:
+            case = None
+        if case is None or case.status != "available":
+            raise HttpError(404, f"case {case_id} is not an available (released) case.",
+                            "propose released cases only; see `archive cases search`.")  # fmt: skip
+        levels[case_id] = case.level
+    return levels
+
+
+def _no_named_voters(body: dict) -> None:
+    """People act for themselves: a body naming other voters is refused, never counted."""
+    for key in ("approvers", "approver", "voters", "members", "recorded_by", "proposer"):
+        if key in body:
+            raise HttpError(
+                400,
+                f'"{key}" is not accepted: each Board member votes in their own session, '
+                "and the archive records who is signed in.",
+                "leave it out; every other member casts their own vote "
+                "(POST /teaching/shares/N/vote, the web form, or `archive shares vote N`).",
+            )
+
+
 def _propose(services, request, **_):
     principal = principal_of(services, request)
     body = request_json(request)
 
     def make():
         _require(principal, BOARD_ROLES, "propose shares")
+        _no_named_voters(body)
         cases = body.get("cases")
         if not isinstance(cases, list) or not cases:
             raise HttpError(400, 'give "cases": a list of case ids.')
@@ -204,8 +234,9 @@ def _propose(services, request, **_):
         if isinstance(recipient, bool) or not isinstance(recipient, int):
             raise HttpError(400, 'give "recipient_id": the recipient\'s number.')
         return _shares(services).propose(
-            cases, recipient, body.get("purpose", ""), principal.user, now=_now()
-        )
+            cases, recipient, body.get("purpose", ""), BoardVote.of_principal(principal),
+            case_levels=_proposal_levels(services, cases), now=_now(),
+        )  # fmt: skip
 
     made = _guarded(services, "governance.share.propose", principal, None, make)
     _audit(
@@ -234,10 +265,7 @@ def _decide(services, request, groups, **_):
 
     def decide():
         _require(principal, BOARD_ROLES, "record Board decisions")
-        names = body.get("approvers")
-        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            raise HttpError(400, 'give "approvers": the Board members who approved, by name.')
-        votes = votes_from_register(services.access_store(), names)
+        _no_named_voters(body)
         approved = body.get("approved", True)
         if not isinstance(approved, bool):
             raise HttpError(400, '"approved" is true or false.')
@@ -245,10 +273,9 @@ def _decide(services, request, groups, **_):
             pid,
             meeting_date=_day(body.get("meeting_date"), "meeting_date"),
             minute_reference=body.get("minute_reference", ""),
-            approvers=votes,
             decision_text=body.get("decision_text", ""),
             approved=approved,
-            recorded_by=principal.user,
+            by=BoardVote.of_principal(principal),
             now=_now(),
         )
 
@@ -256,6 +283,31 @@ def _decide(services, request, groups, **_):
     _audit(
         services, "governance.share.decide", principal, "success", target,
         decision=decision.outcome, decision_id=decision.id, counted=decision.quorum_counted,
+        in_force=decision.in_force,
+    )  # fmt: skip
+    _audit(
+        services, "governance.board.vote", principal, "success", f"decision {decision.id}",
+        proposal=target, counted=decision.quorum_counted,
+    )  # fmt: skip
+    return decision.to_dict()
+
+
+def _vote(services, request, groups, **_):
+    """A Board member's own vote on the decision recorded for a share proposal."""
+    principal = principal_of(services, request)
+    body = request_json(request)
+    pid = _id(groups)
+    target = f"SHARE-{pid:06d}"
+
+    def vote():
+        _require(principal, BOARD_ROLES, "vote on Board decisions")
+        _no_named_voters(body)
+        return _shares(services).vote(pid, by=BoardVote.of_principal(principal), now=_now())
+
+    decision = _guarded(services, "governance.board.vote", principal, target, vote)
+    _audit(
+        services, "governance.board.vote", principal, "success", f"decision {decision.id}",
+        proposal=target, counted=decision.quorum_counted, in_force=decision.in_force,
     )  # fmt: skip
     return decision.to_dict()
 
@@ -519,6 +571,7 @@ def register(services) -> None:
     _log_csv_callback(services)
     route(services, "/teaching/shares/([0-9]+)", {"GET": bind(_show)})
     route(services, "/teaching/shares/([0-9]+)/decide", {"POST": bind(_decide)})
+    route(services, "/teaching/shares/([0-9]+)/vote", {"POST": bind(_vote)})
     route(services, "/teaching/shares/([0-9]+)/undertaking",
           {"GET": bind(_undertaking_text), "POST": bind(_undertaking_record)})  # fmt: skip
     route(services, "/teaching/shares/log/([0-9]+)/revoke", {"POST": bind(_revoke)})

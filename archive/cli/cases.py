@@ -1,9 +1,12 @@
 """`archive cases list|search|show|edit|annotate`: the teaching catalogue from a shell.
 
-Run on the archive's own machine, the CLI acts as the local operator (`actor()`). With
-`--as-user NAME` it acts for a named user instead, and checks that user's roles first
-(only trainers and personnel may edit). Every change goes to the audit log before it is
-committed; if the audit log cannot be written, nothing changes.
+Run on the archive's own machine, reading acts as the local operator (`actor()`).
+Editing and annotating a case is a person's act (issue 21): it is made as the person
+who authenticates with their own password or token (--as NAME with a prompt or
+--password-file, or --token-file; archive.cli.api.authenticated_person), whose roles
+are checked (only trainers and personnel may edit). The old `--as-user NAME`, which
+acted for a user without their password, is refused. Every change goes to the audit
+log before it is committed; if the audit log cannot be written, nothing changes.
 """
 
 from __future__ import annotations
@@ -12,7 +15,6 @@ import json
 import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -30,20 +32,44 @@ from archive.catalogue import (
     load_vocabulary,
 )
 from archive.catalogue.auditing import audit_sink
+from archive.cli.api import AsOption, PasswordFileOption, TokenFileOption
 from archive.cli.common import HomeOption, JsonOption, actor, emit_json, fail, load
-from archive.config import ArchiveConfig
 from archive.db import open_database
 from archive.errors import ArchiveError
 
 LOCAL_ROLES = ("local-operator",)
 
 AsUserOption = Annotated[
-    str | None,
-    typer.Option(
-        "--as-user",
-        help="Act for this named user (their roles are checked); default: the local operator.",
-    ),
+    str | None, typer.Option("--as-user", hidden=True, help="Removed (issue 21).")
 ]
+
+
+def refuse_as_user(as_user: str | None) -> None:
+    if as_user:
+        fail(
+            "--as-user is no longer accepted: nobody acts in another person's name. Use "
+            "--as NAME with their own password (prompt or --password-file) or --token-file."
+        )
+
+
+def authenticate_editor(home: Path, user, password_file, token_file):
+    """The editing person's Principal, from their own credentials (fails closed)."""
+    from archive.cli.api import authenticated_person
+
+    config = load(home)
+    try:
+        from archive.access import open_access_store  # the access room, loaded on demand
+    except ImportError:
+        fail("cannot authenticate the editor: user management is not installed.")
+    try:
+        store = open_access_store(config, config.policies_dir)
+    except ArchiveError as exc:
+        fail(f"cannot authenticate the editor: {exc}")
+    try:
+        log = audit_log_for(config.home)
+        return authenticated_person(home, store, user, password_file, token_file, record=log.append)
+    finally:
+        store.conn.close()
 
 
 @contextmanager
@@ -55,39 +81,16 @@ def one_line_errors() -> Iterator[None]:
         fail(str(exc))
 
 
-def roles_for(config: ArchiveConfig, user: str) -> tuple[str, ...]:
-    """A named user's current roles from the access room; fails closed if it cannot tell."""
-    try:
-        from archive.access import open_access_store  # the access room, loaded on demand
-    except ImportError:
-        fail(f"cannot check the roles of {user}: user management is not installed.")
-    try:
-        store = open_access_store(config, config.policies_dir)
-    except ArchiveError as exc:
-        fail(f"cannot check the roles of {user}: {exc}")
-    now = datetime.now(UTC)
-    try:
-        found = store.get_user(user)
-        active = found is not None and not found.disabled
-        if found is not None and found.account_expires is not None:
-            active = active and now < found.account_expires
-        # The principal drops roles the user may not use yet (e.g. an unapproved
-        # other_speciality), exactly as for HTTP requests.
-        roles = tuple(store.local_principal(user, now).roles) if active else ()
-    finally:
-        store.conn.close()
-    if not active:
-        fail(f"{user} is not an active user of this archive; see `archive users list`.")
-    return roles
-
-
 def open_catalogue(
-    home: Path, as_user: str | None = None, *, editing: bool = False
+    home: Path, as_user: str | None = None, *, editing: bool = False, principal=None
 ) -> tuple[Catalogue, str]:
-    """The home's catalogue, auditing as the acting user; (catalogue, acting user)."""
+    """The home's catalogue, auditing as the acting user; (catalogue, acting user).
+    `principal` is an authenticated person (their roles are checked for editing);
+    without one, the local operator acts."""
+    refuse_as_user(as_user)
     config = load(home)
-    if as_user:
-        who, roles = as_user, roles_for(config, as_user)
+    if principal is not None:
+        who, roles = principal.user, tuple(principal.roles)
         if editing and not can_edit(roles):
             fail(f"{who} may search and view cases but not edit them (trainers and personnel).")
     else:
@@ -339,8 +342,13 @@ def register(app: typer.Typer) -> None:
         ] = None,
         as_json: JsonOption = False,
         as_user: AsUserOption = None,
+        user: AsOption = None,
+        password_file: PasswordFileOption = None,
+        token_file: TokenFileOption = None,
     ) -> None:
-        """Change teaching metadata; free text is checked for patient identifiers first."""
+        """Change teaching metadata as yourself; free text is checked for patient
+        identifiers first."""
+        refuse_as_user(as_user)
         changes: dict[str, Any] = _read_changes(from_file) if from_file else {}
         given = {
             "title": title,
@@ -363,7 +371,8 @@ def register(app: typer.Typer) -> None:
             fail(
                 f"nothing to change; give at least one of --{', --'.join(given)}.".replace("_", "-")
             )
-        catalogue, who = open_catalogue(home, as_user, editing=True)
+        principal = authenticate_editor(home, user, password_file, token_file)
+        catalogue, who = open_catalogue(home, editing=True, principal=principal)
         with one_line_errors():
             case = catalogue.edit(case_id, changes, who)
         if as_json:
@@ -385,11 +394,16 @@ def register(app: typer.Typer) -> None:
         text: Annotated[str, typer.Argument(help="The text (or comma-separated items) to add.")],
         as_json: JsonOption = False,
         as_user: AsUserOption = None,
+        user: AsOption = None,
+        password_file: PasswordFileOption = None,
+        token_file: TokenFileOption = None,
     ) -> None:
-        """Add to a field without retyping it, e.g. a teaching point or keywords."""
+        """Add to a field as yourself, e.g. a teaching point or keywords."""
+        refuse_as_user(as_user)
         if field.replace("-", "_") not in EDITABLE_FIELDS:
             fail(f"unknown field {field!r}; choose one of {', '.join(EDITABLE_FIELDS)}.")
-        catalogue, who = open_catalogue(home, as_user, editing=True)
+        principal = authenticate_editor(home, user, password_file, token_file)
+        catalogue, who = open_catalogue(home, editing=True, principal=principal)
         with one_line_errors():
             case = catalogue.annotate(case_id, field.replace("-", "_"), text, who)
         if as_json:

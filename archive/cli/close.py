@@ -1,7 +1,10 @@
-"""`archive close plan|decide|transfer|receipt|confirm|attest-workstation|wipe|certificate`.
+"""`archive close plan|decide|vote|transfer|receipt|confirm|attest-workstation|wipe|...`.
 
-Closure of the suite (issue 10). Records live in the home (local operator); the transfer
-goes through the running archive as a personnel user (Orthanc sends the C-STOREs).
+Closure of the suite (issue 10). Records live in the home; the Board's decision and each
+member's vote are made by the member themselves, authenticated on the home with their
+own password or token (archive.cli.api.authenticated_person; issue 21), and the wipe
+confirmations likewise by each personnel user. The transfer goes through the running
+archive as a personnel user (Orthanc sends the C-STOREs).
 The wipe runs on a stopped archive only, and only through the governance gate
 (ClosureRecords.check_wipe_allowed). Because the audit log lives under the data
 directory the wipe deletes, it is exported (with its public key) FIRST; every later step
@@ -29,7 +32,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from archive import __version__, db
 from archive.audit import AuditError, AuditEvent, AuditLog, audit_log_for, verify
 from archive.audit.log import LOG_NAME, PUBLIC_KEY_NAME
-from archive.cli.api import AsOption, PasswordFileOption, TokenFileOption, api_client, call
+from archive.cli.api import (
+    AsOption,
+    PasswordFileOption,
+    TokenFileOption,
+    api_client,
+    authenticated_person,
+    call,
+)
 from archive.cli.common import HomeOption, JsonOption, actor, emit_json, fail, load
 from archive.cli.recipients import governance
 from archive.closure.auditing import hash_for_audit
@@ -58,7 +68,7 @@ from archive.governance import (
     default_steps,
     load_policy,
 )
-from archive.governance.board import votes_from_register
+from archive.governance.board import BoardVote
 from archive.server import HomeLock
 from archive.vault import open_keyring_for_cli
 from archive.vault.backup import known_backup_locations
@@ -85,17 +95,32 @@ def _day(text: str, option: str) -> date:
 
 
 def _audit(
-    log: AuditLog, action: str, outcome: str, target: str | None = None, /, **detail
+    log: AuditLog,
+    action: str,
+    outcome: str,
+    target: str | None = None,
+    principal=None,
+    /,
+    **detail,
 ) -> None:
-    """Audit synchronously; a refused success record stops the command (fail closed)."""
+    """Audit synchronously; a refused success record stops the command (fail closed).
+    A person's act is audited as that authenticated person; machine acts as the
+    operator."""
+    who = principal.user if principal is not None else actor()
+    roles = tuple(principal.roles) if principal is not None else ()
     try:
         log.append(
-            AuditEvent(action, outcome, actor(), source="cli", target=target, detail=detail),
+            AuditEvent(action, outcome, who, roles, source="cli", target=target, detail=detail),
             sync=True,
         )
     except AuditError as exc:
         if outcome == "success":
             fail(f"the audit log refused the record ({exc}); nothing more was done.")
+
+
+def _votes_line(decision) -> str:
+    state = "in force" if decision.in_force else "waiting for members' own votes"
+    return f"{decision.quorum_counted} of {decision.quorum_required} members voted; {state}"
 
 
 @contextmanager
@@ -192,41 +217,93 @@ def register(app: typer.Typer) -> None:
         meeting_date: Annotated[str, typer.Option("--meeting-date", help="YYYY-MM-DD.")],
         minute: Annotated[str, typer.Option("--minute", help="The minute reference.")],
         text: Annotated[str, typer.Option("--text", help="The decision as minuted.")],
-        approvers: Annotated[
-            list[str], typer.Option("--approver", help="A Board member who approved (repeat).")
-        ],
         recipient: Annotated[
             int | None,
             typer.Option("--recipient", help="The receiving Trust teaching collection's id."),
         ] = None,
+        approvers: Annotated[
+            list[str] | None,
+            typer.Option("--approver", hidden=True, help="Removed (issue 21)."),
+        ] = None,
+        user: AsOption = None,
+        password_file: PasswordFileOption = None,
+        token_file: TokenFileOption = None,
         as_json: JsonOption = False,
     ) -> None:
-        """Record the School Board's decision: transfer to a named collection, or destroy."""
+        """Record the School Board's decision as a member, as yourself (your vote):
+        transfer to a named collection, or destroy. In force once a quorum voted."""
+        if approvers:
+            fail(
+                "--approver is no longer accepted: nobody votes in another member's name. "
+                "Each member casts their own vote: `archive close vote DECISION --as NAME`."
+            )
         with _records(home) as (store, log, records, _):
+            principal = authenticated_person(
+                home, store, user, password_file, token_file, record=log.append
+            )
             try:
                 decision = records.record_decision(
                     outcome,
                     meeting_date=_day(meeting_date, "--meeting-date"),
                     minute_reference=minute,
-                    approvers=votes_from_register(store, approvers),
                     decision_text=text,
                     receiving_recipient_id=recipient,
-                    recorded_by=actor(),
+                    by=BoardVote.of_principal(principal),
                     now=_now(),
                 )
             except ArchiveError as exc:
-                _audit(log, "closure.decision", "failure", reason=str(exc)[:200])
+                _audit(log, "closure.decision", "denied", None, principal, reason=str(exc)[:200])
                 fail(str(exc))
             _audit(
-                log, "closure.decision", "success", f"decision {decision.id}",
+                log, "closure.decision", "success", f"decision {decision.id}", principal,
                 decided=decision.outcome, minute=decision.minute_reference,
                 recipient=decision.receiving_recipient_id,
             )  # fmt: skip
-        result = {"decision_id": decision.id, "outcome": decision.outcome}
+            _audit(log, "governance.board.vote", "success", f"decision {decision.id}", principal,
+                   counted=decision.quorum_counted)  # fmt: skip
+        result = {
+            "decision_id": decision.id,
+            "outcome": decision.outcome,
+            "quorum_counted": decision.quorum_counted,
+            "quorum_required": decision.quorum_required,
+            "in_force": decision.in_force,
+        }
         if as_json:
             emit_json(result)
         else:
-            typer.echo(f"closure decision {decision.id} recorded: {decision.outcome}")
+            typer.echo(f"closure decision {decision.id} recorded: {decision.outcome} "
+                       f"({_votes_line(decision)})")  # fmt: skip
+
+    @sub.command("vote")
+    def vote_cmd(
+        decision_id: Annotated[int, typer.Argument(help="The closure decision's id.")],
+        home: HomeOption,
+        user: AsOption = None,
+        password_file: PasswordFileOption = None,
+        token_file: TokenFileOption = None,
+        as_json: JsonOption = False,
+    ) -> None:
+        """Cast your own vote, as a Board member, for a recorded closure decision."""
+        with _records(home) as (store, log, records, _):
+            principal = authenticated_person(
+                home, store, user, password_file, token_file, record=log.append
+            )
+            try:
+                decision = records.vote(
+                    decision_id, by=BoardVote.of_principal(principal), now=_now()
+                )
+            except ArchiveError as exc:
+                _audit(log, "governance.board.vote", "denied", f"decision {decision_id}",
+                       principal, reason=str(exc)[:200])  # fmt: skip
+                fail(str(exc))
+            _audit(log, "governance.board.vote", "success", f"decision {decision.id}", principal,
+                   counted=decision.quorum_counted, in_force=decision.in_force)  # fmt: skip
+        result = {"decision_id": decision.id, "quorum_counted": decision.quorum_counted,
+                  "in_force": decision.in_force}  # fmt: skip
+        if as_json:
+            emit_json(result)
+        else:
+            typer.echo(f"closure decision {decision.id}: {_votes_line(decision)}")
 
     @sub.command("transfer")
     def transfer_cmd(

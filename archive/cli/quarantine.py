@@ -6,18 +6,30 @@ created 0600 and never over an existing file; keep it on the encrypted volume an
 delete it after review. `release` goes through the running archive (plugin route) so
 the reviewed instance enters Orthanc unchanged with a one-time ticket; every other step
 works on the home directly. Every step is audited.
+
+The reviewer acts for themselves (issue 21): mask and reject are authenticated on the
+home with the reviewer's own password or token (archive.cli.api.authenticated_person)
+and release goes over REST with the same credentials; nobody is named on the
+operator's word (the old --reviewer is refused).
 """
 
 from __future__ import annotations
 
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from archive.audit import AuditEvent
+from archive.cli.api import (
+    AsOption,
+    PasswordFileOption,
+    TokenFileOption,
+    api_client,
+    authenticated_person,
+    call,
+)
 from archive.cli.common import HomeOption, JsonOption, actor, emit_json, fail, load, stdin_is_tty
 from archive.errors import ArchiveError
 
@@ -51,6 +63,32 @@ def _audit(runtime, action: str, outcome: str, who: str, target: str | None, **d
             detail={k: v for k, v in detail.items() if v is not None},
         )
     )
+
+
+ReviewerOption = Annotated[
+    str | None, typer.Option("--reviewer", hidden=True, help="Removed (issue 21).")
+]
+
+
+def _no_reviewer(reviewer: str | None) -> None:
+    if reviewer:
+        fail(
+            "--reviewer is no longer accepted: the reviewer acts for themselves. Use "
+            "--as NAME with their own password (prompt or --password-file) or --token-file."
+        )
+
+
+def _reviewer(home: Path, runtime, user, password_file, token_file):
+    """The reviewer's Principal (personnel), from their own credentials."""
+    from archive.access import AccessStore
+
+    principal = authenticated_person(
+        home, AccessStore(runtime.db()), user, password_file, token_file, record=runtime.record
+    )
+    if "personnel" not in principal.roles:
+        _audit(runtime, "quarantine.review", "denied", principal.user, None, reason="role")
+        fail(f"{principal.user} is not school personnel; only personnel review the quarantine.")
+    return principal
 
 
 def _masking(config):
@@ -140,6 +178,9 @@ def register(app: typer.Typer) -> None:
             str | None,
             typer.Option(help="Also save these regions as a masking template of this name."),
         ] = None,
+        user: AsOption = None,
+        password_file: PasswordFileOption = None,
+        token_file: TokenFileOption = None,
         as_json: JsonOption = False,
     ) -> None:
         """Black out regions in every frame, then OCR what is left (BurnedInAnnotation honest)."""
@@ -147,8 +188,8 @@ def register(app: typer.Typer) -> None:
         from archive.pixels import save_template as save
         from archive.quarantine.review import mask, parse_region
 
-        who = actor()
         with _opened(home) as (runtime, store):
+            who = _reviewer(home, runtime, user, password_file, token_file).user
             try:
                 regions = [parse_region(r) for r in region]
                 area = [parse_region(r) for r in image_area or []]
@@ -201,85 +242,46 @@ def register(app: typer.Typer) -> None:
     def release_cmd(
         item: str,
         home: HomeOption,
-        reviewer: Annotated[
-            str, typer.Option(help="Personnel user releasing it (not whoever ingested it).")
-        ],
         note: Annotated[str, typer.Option(help="Why it may be released.")] = "",
+        reviewer: ReviewerOption = None,
+        user: AsOption = None,
+        password_file: PasswordFileOption = None,
+        token_file: TokenFileOption = None,
         as_json: JsonOption = False,
     ) -> None:
-        """Release a reviewed item into the running archive, unchanged (one-time ticket)."""
-        import httpx
-
-        from archive.access import AccessStore
-
-        with _opened(home) as (runtime, store):
-            config = runtime.config
-            access = AccessStore(runtime.db())
-            user = access.get_user(reviewer)
-            if user is None or "personnel" not in user.roles:
-                fail(f"{reviewer} is not a personnel user; see `archive users list`.")
-            try:
-                store.get(item)
-            except ArchiveError as exc:
-                fail(str(exc))
-            token_id, token = access.create_token(
-                reviewer, datetime.now(UTC), days=1, label=f"quarantine release {item}"
-            )
-            _audit(
-                runtime,
-                "quarantine.release_requested",
-                "success",
-                actor(),
-                item,
-                reviewer=reviewer,
-                token=token_id,
-            )
-            scheme = "https" if config.http.tls else "http"
-            url = f"{scheme}://127.0.0.1:{config.http.port}/teaching/quarantine/{item}/release"
-            try:
-                answer = httpx.post(
-                    url,
-                    json={"note": note},
-                    headers={"Authorization": f"Bearer {token}"},
-                    timeout=300,
-                    verify=False,  # noqa: S501 - loopback to this home's own server
-                )
-            except httpx.HTTPError as exc:
-                fail(
-                    f"the archive server is not answering ({type(exc).__name__}); start it with"
-                    " `archive serve` and retry"
-                )
-            finally:
-                access.revoke_token(token_id, datetime.now(UTC))
-        try:
-            body = answer.json()
-        except ValueError:
-            body = {"error": answer.text[:200]}
-        if answer.status_code != 200:
-            fail(f"release refused ({answer.status_code}): {body.get('error', body)}")
+        """Release a reviewed item into the running archive, unchanged (one-time ticket),
+        as yourself (personnel, not whoever ingested it)."""
+        _no_reviewer(reviewer)
+        with api_client(home, user, password_file, token_file) as client:
+            body = call(client, "POST", f"/teaching/quarantine/{item}/release",
+                        json={"note": note}, timeout=300)  # fmt: skip
         if as_json:
             emit_json(body)
             return
-        typer.echo(f"released {item} by {reviewer}; Orthanc id {body.get('orthanc_id')}")
+        who = (body.get("item") or {}).get("reviewer") or user or actor()
+        typer.echo(f"released {item} by {who}; Orthanc id {body.get('orthanc_id')}")
 
     @sub.command("reject")
     def reject_cmd(
         item: str,
         home: HomeOption,
-        reviewer: Annotated[str, typer.Option(help="Who rejects it.")],
         note: Annotated[str, typer.Option(help="Why.")] = "",
+        reviewer: ReviewerOption = None,
+        user: AsOption = None,
+        password_file: PasswordFileOption = None,
+        token_file: TokenFileOption = None,
     ) -> None:
-        """Reject an item: its ciphertext (and wrapped key) is deleted for good."""
+        """Reject an item as yourself: its ciphertext (and wrapped key) is deleted for good."""
+        _no_reviewer(reviewer)
         with _opened(home) as (runtime, store):
+            who = _reviewer(home, runtime, user, password_file, token_file).user
             try:
-                store.decide(item, "rejected", reviewer, note)
+                store.decide(item, "rejected", who, note)
             except ArchiveError as exc:
-                _audit(
-                    runtime, "quarantine.reject", "failure", reviewer, item, reason=str(exc)[:300]
-                )
+                _audit(runtime, "quarantine.reject", "failure", who, item, reason=str(exc)[:300])
                 fail(str(exc))
-            _audit(runtime, "quarantine.reject", "success", reviewer, item, operator=actor())
-        typer.echo(f"rejected {item}; its encrypted copy is deleted")
+            _audit(runtime, "quarantine.reject", "success", who, item)
+        typer.echo(f"rejected {item} by {who}; its encrypted copy is deleted")
 
     @sub.command("consent")
     def consent_cmd(

@@ -1,16 +1,18 @@
-"""`archive shares propose|list|decide|undertaking|execute|log|revoke|confirm` (issue 9).
+"""`archive shares propose|list|decide|vote|undertaking|execute|log|revoke|confirm`.
 
-Records (proposals, the Board's decision, the signed undertaking, revocation requests
-and confirmations) are kept on the home directly by the local operator and audited.
-`execute` goes through the running archive's REST API as a named personnel user,
-because Orthanc sends the images (C-STORE to the recipient's node, or an age package to
-its public key); the governance rules are checked there again, and nothing is sent
-without an approved Board decision (quorum, proposer not counted) and a recorded
-undertaking.
+People act for themselves (issue 21): a proposal, a Board decision, each member's vote
+and the recording of a signed undertaking are made over the running archive's REST API
+with the acting person's own credentials (--as NAME with a password prompt or
+--password-file, or --token-file), never on a typed name. `execute` goes the same way
+as a personnel user, because Orthanc sends the images; the governance rules are checked
+there again, and nothing is sent without a Board decision in force (a quorum of members
+other than the proposer who voted themselves) and a recorded undertaking. Revocation
+requests and confirmations are kept on the home by the operator and audited.
 """
 
 from __future__ import annotations
 
+import base64
 import os
 from datetime import date
 from pathlib import Path
@@ -19,20 +21,32 @@ from typing import Annotated
 import typer
 
 from archive.cli.api import AsOption, PasswordFileOption, TokenFileOption, api_client, call
-from archive.cli.common import HomeOption, JsonOption, actor, emit_json, fail, load, stdin_is_tty
+from archive.cli.common import HomeOption, JsonOption, actor, emit_json, fail, load
 from archive.cli.recipients import audit, governance
 from archive.cli.users import now, parse_day
 from archive.errors import ArchiveError
 from archive.governance import Shares, share_log_csv, share_log_json
-from archive.governance.board import votes_from_register
-from archive.governance.share_delivery import (
-    check_undertaking_organisation,
-    store_signed_undertaking,
-    undertakings_dir,
-)
 from archive.governance.sharing import proposal_view
 
 ProposalArg = Annotated[int, typer.Argument(help="The share proposal's number.")]
+NamedOption = Annotated[
+    list[str] | None,
+    typer.Option(hidden=True, help="Removed: people act for themselves (issue 21)."),
+]
+
+
+def refuse_named(values, option: str, instead: str) -> None:
+    """A removed option that named someone else: one line saying what to use instead."""
+    if values:
+        fail(f"{option} is no longer accepted: nobody acts in another person's name. {instead}")
+
+
+def _decision_line(d: dict) -> str:
+    state = "in force" if d.get("in_force") else "waiting for members' own votes"
+    return (
+        f"Board decision {d['id']} ({d['outcome']}, minute {d['minute_reference']}): "
+        f"{d['quorum_counted']} of {d['quorum_required']} counted; {state}"
+    )
 
 
 def register(app: typer.Typer) -> None:
@@ -55,29 +69,23 @@ def register(app: typer.Typer) -> None:
                 "archive_transfer.",
             ),
         ],
-        proposer: Annotated[
-            str | None, typer.Option("--proposer", help="Who proposes it (default: you).")
-        ] = None,
+        proposer: NamedOption = None,
+        user: AsOption = None,
+        password_file: PasswordFileOption = None,
+        token_file: TokenFileOption = None,
         as_json: JsonOption = False,
     ) -> None:
-        """Propose a share for the School Board's decision."""
-        who = proposer or actor()
-        with governance(home) as (store, log, policy):
-            try:
-                made = Shares(store.conn, policy).propose(cases, recipient, purpose, who, now=now())
-            except ArchiveError as exc:
-                audit(log, "governance.share.propose", "", "denied", reason=type(exc).__name__)
-                fail(str(exc))
-            audit(
-                log, "governance.share.propose", made.reference, "success",
-                recipient_id=recipient, purpose=made.purpose, cases=len(made.case_ids),
-                proposer=who,
-            )  # fmt: skip
-            shown = proposal_view(Shares(store.conn, policy), made.id)
+        """Propose a share for the School Board's decision (a member, as themselves)."""
+        refuse_named(proposer, "--proposer", "The proposer is whoever signs in: use --as "
+                     "with your own password, or --token-file.")  # fmt: skip
+        body = {"cases": cases, "recipient_id": recipient, "purpose": purpose}
+        with api_client(home, user, password_file, token_file) as client:
+            shown = call(client, "POST", "/teaching/shares", json=body)
         if as_json:
             emit_json(shown)
         else:
-            typer.echo(f"share proposal {made.id} ({made.reference}) recorded for the Board")
+            typer.echo(f"share proposal {shown['id']} ({shown['reference']}) recorded for the "
+                       f"Board by {shown['proposer']}")  # fmt: skip
 
     @sub.command("list")
     def list_cmd(home: HomeOption, as_json: JsonOption = False) -> None:
@@ -102,45 +110,45 @@ def register(app: typer.Typer) -> None:
         meeting_date: Annotated[str, typer.Option("--meeting-date", help="YYYY-MM-DD.")],
         minute: Annotated[str, typer.Option("--minute", help="The minute reference.")],
         text: Annotated[str, typer.Option("--text", help="The decision as minuted.")],
-        approvers: Annotated[
-            list[str], typer.Option("--approver", help="A Board member who approved (repeat).")
-        ],
         reject: Annotated[bool, typer.Option("--reject", help="The Board refused it.")] = False,
+        approvers: Annotated[
+            list[str] | None, typer.Option("--approver", hidden=True, help="Removed (issue 21).")
+        ] = None,
+        user: AsOption = None,
+        password_file: PasswordFileOption = None,
+        token_file: TokenFileOption = None,
         as_json: JsonOption = False,
     ) -> None:
-        """Record the School Board's decision (quorum of members other than the proposer)."""
-        when = parse_day(meeting_date, "--meeting-date")
-        with governance(home) as (store, log, policy):
-            shares = Shares(store.conn, policy)
-            try:
-                decision = shares.decide(
-                    proposal_id,
-                    meeting_date=when,
-                    minute_reference=minute,
-                    approvers=votes_from_register(store, approvers),
-                    decision_text=text,
-                    approved=not reject,
-                    recorded_by=actor(),
-                    now=now(),
-                )
-            except ArchiveError as exc:
-                audit(
-                    log, "governance.share.decide", f"SHARE-{proposal_id:06d}", "denied",
-                    reason=type(exc).__name__,
-                )  # fmt: skip
-                fail(str(exc))
-            audit(
-                log, "governance.share.decide", f"SHARE-{proposal_id:06d}", "success",
-                decision=decision.outcome, minute=decision.minute_reference,
-                counted=decision.quorum_counted, decision_id=decision.id,
-            )  # fmt: skip
+        """Record the School Board's decision as a member, as yourself (your vote); it is
+        in force once a quorum of members other than the proposer voted themselves."""
+        refuse_named(approvers, "--approver", "Each member casts their own vote: "
+                     f"`archive shares vote {proposal_id} --as NAME`.")  # fmt: skip
+        parse_day(meeting_date, "--meeting-date")
+        body = {"meeting_date": meeting_date, "minute_reference": minute,
+                "decision_text": text, "approved": not reject}  # fmt: skip
+        with api_client(home, user, password_file, token_file) as client:
+            decision = call(client, "POST", f"/teaching/shares/{proposal_id}/decide", json=body)
         if as_json:
-            emit_json(decision.to_dict())
+            emit_json(decision)
         else:
-            typer.echo(
-                f"share proposal {proposal_id} {decision.outcome} ({decision.reference}; "
-                f"{decision.quorum_counted} of {decision.quorum_required} counted)"
-            )
+            typer.echo(f"share proposal {proposal_id}: {_decision_line(decision)}")
+
+    @sub.command("vote")
+    def vote_cmd(
+        proposal_id: ProposalArg,
+        home: HomeOption,
+        user: AsOption = None,
+        password_file: PasswordFileOption = None,
+        token_file: TokenFileOption = None,
+        as_json: JsonOption = False,
+    ) -> None:
+        """Cast your own vote for the Board decision recorded on a share proposal."""
+        with api_client(home, user, password_file, token_file) as client:
+            decision = call(client, "POST", f"/teaching/shares/{proposal_id}/vote", json={})
+        if as_json:
+            emit_json(decision)
+        else:
+            typer.echo(f"share proposal {proposal_id}: {_decision_line(decision)}")
 
     @sub.command("undertaking")
     def undertaking_cmd(
@@ -160,13 +168,17 @@ def register(app: typer.Typer) -> None:
         signed_on: Annotated[
             str | None, typer.Option("--signed-on", help="Date signed, YYYY-MM-DD.")
         ] = None,
+        user: AsOption = None,
+        password_file: PasswordFileOption = None,
+        token_file: TokenFileOption = None,
         as_json: JsonOption = False,
     ) -> None:
-        """Render the undertaking to sign (--out), or record the signed copy (--signed):
-        stored encrypted in the vault, its SHA-256 in the register."""
+        """Render the undertaking to sign (--out), or record the signed copy (--signed)
+        as yourself (a Board member or personnel, over REST): stored encrypted in the
+        vault, its SHA-256 in the register."""
         if (out is None) == (signed is None):
             fail("give --out FILE (text to sign) or --signed FILE (the signed copy).")
-        config = load(home)
+        load(home)
         if out is not None:
             with governance(home) as (store, log, policy):
                 try:
@@ -201,43 +213,30 @@ def register(app: typer.Typer) -> None:
             data = signed.read_bytes()
         except OSError as exc:
             fail(f"cannot read {signed}: {exc.strerror}.")
-        from archive.vault import EncryptedStore
-        from archive.vault.passphrase import open_keyring_for_cli
-
-        with governance(home) as (store, log, policy):
-            shares = Shares(store.conn, policy)
-            target = f"SHARE-{proposal_id:06d}"
-            try:
-                check_undertaking_organisation(shares, proposal_id, organisation or "")
-                ring = open_keyring_for_cli(config, prompt=stdin_is_tty())
-                vault = EncryptedStore(undertakings_dir(config.home.data_dir), ring)
-                ref, digest = store_signed_undertaking(vault, proposal_id, data)
-                u = shares.record_signed_undertaking(
-                    proposal_id, digest, signatory or "", role or "", organisation or "", day, ref,
-                    recorded_by=actor(), now=now(),
-                )  # fmt: skip
-            except ArchiveError as exc:
-                audit(log, "governance.share.undertaking", target, "denied",
-                      reason=type(exc).__name__)  # fmt: skip
-                fail(str(exc))
-            audit(
-                log, "governance.share.undertaking", target, "success",
-                undertaking_id=u.id, signed_on=u.signed_on.isoformat(),
-            )  # fmt: skip
+        body = {
+            "signed_base64": base64.b64encode(data).decode(),
+            "signatory": signatory,
+            "role": role,
+            "organisation": organisation,
+            "signed_on": day.isoformat(),
+        }
+        with api_client(home, user, password_file, token_file) as client:
+            shown = call(client, "POST", f"/teaching/shares/{proposal_id}/undertaking", json=body)
+        u = shown.get("undertaking") or {}
         result = {
-            "undertaking_id": u.id,
+            "undertaking_id": u.get("id"),
             "proposal_id": proposal_id,
-            "sha256": u.signed_sha256,
-            "stored_ref": u.stored_ref,
-            "signatory": u.signatory_name,
-            "role": u.signatory_role,
-            "organisation": u.organisation,
-            "signed_on": u.signed_on.isoformat(),
+            "sha256": u.get("sha256"),
+            "signatory": u.get("signatory"),
+            "role": u.get("role"),
+            "organisation": u.get("organisation"),
+            "signed_on": u.get("signed_on"),
         }
         if as_json:
             emit_json(result)
         else:
-            typer.echo(f"undertaking {u.id} recorded (sha256 {u.signed_sha256}), stored encrypted")
+            typer.echo(f"undertaking {u.get('id')} recorded (sha256 {u.get('sha256')}), "
+                       "stored encrypted")  # fmt: skip
 
     @sub.command("execute")
     def execute_cmd(

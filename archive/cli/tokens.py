@@ -1,4 +1,9 @@
-"""`archive tokens create|list|revoke`: API tokens for scripts and the web interface."""
+"""`archive tokens create|list|revoke`: API tokens for scripts and the web interface.
+
+A token is its owner's own credential (issue 21): `create` is made by the user it acts
+as, with their own password (prompt or --password-file), so nobody mints a token to act
+in another person's name. Revoking only takes access away and stays the operator's.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,9 @@ from typing import Annotated
 
 import typer
 
+from archive.cli.api import PasswordFileOption
 from archive.cli.common import HomeOption, JsonOption, emit_json, fail
-from archive.cli.users import audited, now, opened
+from archive.cli.users import Acting, audited, now, opened
 
 
 def register(app: typer.Typer) -> None:
@@ -22,15 +28,22 @@ def register(app: typer.Typer) -> None:
             int | None, typer.Option("--days", help="Lifetime in days (policy default).")
         ] = None,
         label: Annotated[str, typer.Option("--label", help="What the token is for.")] = "",
+        password_file: PasswordFileOption = None,
         as_json: JsonOption = False,
     ) -> None:
-        """Create a token and print it ONCE; only its hash is kept."""
+        """Create your own token (your password) and print it ONCE; only its hash is kept."""
+        from archive.cli.api import authenticated_person
+
         with opened(home) as (store, log):
+            owner = authenticated_person(home, store, user, password_file, None,
+                                         record=log.append)  # fmt: skip
+            by = Acting(owner.user, tuple(owner.roles), False)
             token_id, plaintext = audited(
                 log,
                 "tokens.create",
                 user,
-                lambda: store.create_token(user, now(), days, label),
+                lambda: store.create_token(owner.user, now(), days, label),
+                by,
             )
             info = next(t for t in store.list_tokens(user) if t.token_id == token_id)
         if as_json:

@@ -1,13 +1,17 @@
 """`archive users ...`: named accounts, roles, training, expiry, passwords.
 
-Run on the archive home itself, these commands are how the first personnel account is
-made (local filesystem access is administration). Every action is audited with the
-local operator as actor.
-
 Password reset, disable, enable, role change, expiry and withdrawn training end every
 web session of the user (the access store bumps the account's session epoch in the
 same transaction; the rows are deleted here too), and re-enabling an account does not
 bring an old session back: the user signs in again.
+
+User administration is a person's act (issue 21): once the archive has a personnel
+account, every change (add, roles, train, expire, disable, reset-password, approve,
+tokens create and revoke) is made by a personnel user authenticated with their own
+password or token (--admin NAME with a prompt or --admin-password-file, or
+--admin-token-file; checked by archive.cli.api.authenticated_person) and audited as
+them. Until then, on a new home, the local operator makes the first personnel account
+(bootstrap), audited as the OS user. Reading (list, show) stays the operator's.
 """
 
 from __future__ import annotations
@@ -31,6 +35,54 @@ PasswordFileOption = Annotated[
 PasswordStdinOption = Annotated[
     bool, typer.Option("--password-stdin", help="Read the password from standard input.")
 ]
+AdminOption = Annotated[
+    str | None,
+    typer.Option(
+        "--admin", envvar="ARCHIVE_ADMIN", help="Your own personnel account (default: $USER)."
+    ),
+]
+AdminPasswordFileOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--admin-password-file",
+        envvar="ARCHIVE_ADMIN_PASSWORD_FILE",
+        help="Your own password, first line (or a prompt on a terminal).",
+    ),
+]
+AdminTokenFileOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--admin-token-file", envvar="ARCHIVE_ADMIN_TOKEN_FILE", help="Your own API token."
+    ),
+]
+ADMIN_ROLE = "personnel"
+ADMIN_FLAGS = ("--admin-password-file", "--admin-token-file")
+
+
+class Acting:
+    """Who administers: an authenticated personnel user, or the operator at bootstrap."""
+
+    def __init__(self, user: str, roles: tuple[str, ...], bootstrap: bool) -> None:
+        self.user, self.roles, self.bootstrap = user, roles, bootstrap
+
+
+def administrator(home: Path, store, log: AuditLog, admin, password_file, token_file) -> Acting:
+    """The personnel user doing this, from their own credentials; on a home without any
+    active personnel account, the operator (bootstrap: the first account is made so)."""
+    from archive.cli.api import authenticated_person
+
+    if not any(ADMIN_ROLE in u.roles and not u.disabled for u in store.list_users()):
+        return Acting(actor(), (), True)
+    principal = authenticated_person(home, store, admin, password_file, token_file,
+                                     record=log.append, flags=ADMIN_FLAGS)  # fmt: skip
+    if ADMIN_ROLE not in principal.roles:
+        try:
+            log.append(AuditEvent("users.admin", "denied", principal.user, principal.roles,
+                                  source="cli", detail={"reason": "role"}))  # fmt: skip
+        except AuditError:
+            pass
+        fail(f"{principal.user} is not school personnel; only personnel administer users.")
+    return Acting(principal.user, tuple(principal.roles), False)
 
 
 def now() -> datetime:
@@ -61,21 +113,34 @@ def opened(home: Path):
         store.conn.close()
 
 
-def audited(log: AuditLog, action: str, subject: str, fn, **detail: str | int | bool):
-    """Run `fn()`, then audit success; audit a refusal as failure and exit with its reason."""
+def audited(
+    log: AuditLog,
+    action: str,
+    subject: str,
+    fn,
+    by: Acting | None = None,
+    **detail: str | int | bool,
+):
+    """Run `fn()`, then audit success as `by` (the authenticated administrator, or the
+    operator); audit a refusal as failure and exit with its reason."""
     event = {"subject": subject, **detail}
+    who, roles = (by.user, by.roles) if by is not None else (actor(), ())
+    if by is not None and by.bootstrap:
+        event["bootstrap"] = True
     try:
         result = fn()
     except AccessError as exc:
         try:
             log.append(
-                AuditEvent(action, "failure", actor(), source="cli", detail=event | {"ok": False})
+                AuditEvent(
+                    action, "failure", who, roles, source="cli", detail=event | {"ok": False}
+                )
             )
         except AuditError:
             pass
         fail(str(exc))
     try:
-        log.append(AuditEvent(action, "success", actor(), source="cli", detail=event))
+        log.append(AuditEvent(action, "success", who, roles, source="cli", detail=event))
     except AuditError as exc:
         fail(f"done, but the audit log refused the record: {exc}")
     return result
@@ -144,17 +209,23 @@ def register(app: typer.Typer) -> None:
         ] = None,
         password_file: PasswordFileOption = None,
         password_stdin: PasswordStdinOption = False,
+        admin: AdminOption = None,
+        admin_password_file: AdminPasswordFileOption = None,
+        admin_token_file: AdminTokenFileOption = None,
         as_json: JsonOption = False,
     ) -> None:
-        """Create a named user (the first personnel account is made this way, locally)."""
+        """Create a named user, as personnel (the first personnel account: by the
+        operator, locally)."""
         until = datetime.combine(parse_day(expires, "--expires"), time(), UTC) if expires else None
-        password = read_password(password_file, password_stdin)
         with opened(home) as (store, log):
+            by = administrator(home, store, log, admin, admin_password_file, admin_token_file)
+            password = read_password(password_file, password_stdin)
             user = audited(
                 log,
                 "users.add",
                 name,
-                lambda: store.add_user(name, password, role, now(), actor(), until),
+                lambda: store.add_user(name, password, role, now(), by.user, until),
+                by,
                 roles=",".join(sorted(role)),
             )
             data = user.as_dict(now())
@@ -198,14 +269,19 @@ def register(app: typer.Typer) -> None:
         name: Annotated[str, typer.Argument(help="Login name.")],
         home: HomeOption,
         role: Annotated[list[str], typer.Option("--role", help="The complete new role set.")],
+        admin: AdminOption = None,
+        admin_password_file: AdminPasswordFileOption = None,
+        admin_token_file: AdminTokenFileOption = None,
     ) -> None:
-        """Replace a user's roles."""
+        """Replace a user's roles (as personnel)."""
         with opened(home) as (store, log):
+            by = administrator(home, store, log, admin, admin_password_file, admin_token_file)
             audited(
                 log,
                 "users.roles",
                 name,
-                lambda: store.set_roles(name, role, now(), actor()),
+                lambda: store.set_roles(name, role, now(), by.user),
+                by,
                 roles=",".join(sorted(role)),
             )
             end_web_sessions(store, name)
@@ -222,18 +298,24 @@ def register(app: typer.Typer) -> None:
             bool, typer.Option(help="Familiarisation training done.")
         ] = True,
         suite_use: Annotated[bool, typer.Option(help="Suite-use training done.")] = True,
+        admin: AdminOption = None,
+        admin_password_file: AdminPasswordFileOption = None,
+        admin_token_file: AdminTokenFileOption = None,
         as_json: JsonOption = False,
     ) -> None:
-        """Record familiarisation and suite-use training (expiry from the access policy)."""
+        """Record familiarisation and suite-use training (as personnel; expiry from the
+        access policy)."""
         day = parse_day(on, "--date") if on else now().date()
         with opened(home) as (store, log):
+            by = administrator(home, store, log, admin, admin_password_file, admin_token_file)
             record = audited(
                 log,
                 "users.train",
                 name,
                 lambda: store.record_training(
-                    name, day, now(), actor(), familiarisation, suite_use
+                    name, day, now(), by.user, familiarisation, suite_use
                 ),
+                by,
                 trained_on=day.isoformat(),
                 familiarisation=familiarisation,
                 suite_use=suite_use,
@@ -265,19 +347,24 @@ def register(app: typer.Typer) -> None:
             typer.Option("--on", help="Last access ends at the start of this date; default now."),
         ] = None,
         clear: Annotated[bool, typer.Option("--clear", help="Remove the expiry.")] = False,
+        admin: AdminOption = None,
+        admin_password_file: AdminPasswordFileOption = None,
+        admin_token_file: AdminTokenFileOption = None,
     ) -> None:
-        """Set when an account stops working (registrars rotating out)."""
+        """Set when an account stops working (as personnel; registrars rotating out)."""
         when = (
             None
             if clear
             else (datetime.combine(parse_day(on, "--on"), time(), UTC) if on else now())
         )
         with opened(home) as (store, log):
+            by = administrator(home, store, log, admin, admin_password_file, admin_token_file)
             audited(
                 log,
                 "users.expire",
                 name,
                 lambda: store.expire_account(name, when),
+                by,
                 expires=when.isoformat() if when else "never",
             )
             end_web_sessions(store, name)
@@ -291,14 +378,19 @@ def register(app: typer.Typer) -> None:
         name: Annotated[str, typer.Argument(help="Login name.")],
         home: HomeOption,
         enable: Annotated[bool, typer.Option("--enable", help="Re-enable instead.")] = False,
+        admin: AdminOption = None,
+        admin_password_file: AdminPasswordFileOption = None,
+        admin_token_file: AdminTokenFileOption = None,
     ) -> None:
-        """Disable an account at once (its tokens stop working too)."""
+        """Disable an account at once (as personnel; its tokens stop working too)."""
         with opened(home) as (store, log):
+            by = administrator(home, store, log, admin, admin_password_file, admin_token_file)
             audited(
                 log,
                 "users.enable" if enable else "users.disable",
                 name,
                 lambda: store.disable(name, not enable),
+                by,
                 sessions_ended=True,
             )
             end_web_sessions(store, name)
@@ -313,15 +405,20 @@ def register(app: typer.Typer) -> None:
         home: HomeOption,
         password_file: PasswordFileOption = None,
         password_stdin: PasswordStdinOption = False,
+        admin: AdminOption = None,
+        admin_password_file: AdminPasswordFileOption = None,
+        admin_token_file: AdminTokenFileOption = None,
     ) -> None:
-        """Set a new password (also clears a lockout)."""
-        password = read_password(password_file, password_stdin)
+        """Set a new password (as personnel; also clears a lockout)."""
         with opened(home) as (store, log):
+            by = administrator(home, store, log, admin, admin_password_file, admin_token_file)
+            password = read_password(password_file, password_stdin)
             audited(
                 log,
                 "users.reset_password",
                 name,
                 lambda: store.reset_password(name, password, now()),
+                by,
                 sessions_ended=True,
             )
             end_web_sessions(store, name)
@@ -331,20 +428,42 @@ def register(app: typer.Typer) -> None:
     def approve_cmd(
         name: Annotated[str, typer.Argument(help="The applicant's login name.")],
         home: HomeOption,
-        approver: Annotated[
-            str, typer.Option("--approver", help="Personnel or Head of School user approving.")
-        ],
         speciality: Annotated[str, typer.Option("--speciality", help="e.g. cardiology.")],
         note: Annotated[str, typer.Option("--note", help="Reference to the application.")] = "",
+        approver: Annotated[
+            str | None, typer.Option("--approver", hidden=True, help="Removed (issue 21).")
+        ] = None,
+        admin: AdminOption = None,
+        admin_password_file: AdminPasswordFileOption = None,
+        admin_token_file: AdminTokenFileOption = None,
     ) -> None:
-        """Record an approved application from another speciality (grants other_speciality)."""
+        """Approve an application from another speciality as yourself (personnel or the
+        Head of School, authenticated); grants other_speciality."""
+        from archive.cli.api import authenticated_person
+
+        if approver:
+            fail(
+                "--approver is no longer accepted: the approver approves in their own name. "
+                "Use --admin NAME with their own password (prompt or --admin-password-file)."
+            )
         with opened(home) as (store, log):
+            principal = authenticated_person(
+                home,
+                store,
+                admin,
+                admin_password_file,
+                admin_token_file,
+                record=log.append,
+                flags=ADMIN_FLAGS,
+            )
+            by = Acting(principal.user, tuple(principal.roles), False)
             audited(
                 log,
                 "users.approve_application",
                 name,
-                lambda: store.approve_application(name, approver, speciality, now(), note),
-                approver=approver,
+                lambda: store.approve_application(name, by.user, speciality, now(), note),
+                by,
+                approver=by.user,
             )
             end_web_sessions(store, name)
-        typer.echo(f"{name}: application approved by {approver}; role other_speciality granted")
+        typer.echo(f"{name}: application approved by {by.user}; role other_speciality granted")

@@ -245,7 +245,34 @@ CREATE TABLE governance_withdrawn_cases (
 CREATE INDEX governance_withdrawn_case ON governance_withdrawn_cases (case_id);
 """
 
-SCHEMA_STEPS: list[str] = [_SCHEMA_V1]
+# Issue 21: people act for themselves. Each Board member's vote is their own row, cast
+# from their own authenticated session; (decision, member) is unique. The approvers
+# that whoever recorded a decision typed in before are kept as the minutes had them,
+# marked not self-cast, and no longer count: a decision they carried needs its members'
+# own votes again before anything acts on it (fail closed), and a proposal approved
+# that way and not yet shared goes back to "proposed" until they have voted.
+_SCHEMA_V2_BOARD_VOTES = """
+CREATE TABLE governance_board_member_votes (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  decision_id INTEGER NOT NULL REFERENCES governance_board_decisions(id),
+  member TEXT NOT NULL,
+  member_key TEXT NOT NULL,
+  counted INTEGER NOT NULL,
+  self_cast INTEGER NOT NULL,
+  note TEXT NOT NULL DEFAULT '',
+  cast_at TEXT NOT NULL,
+  UNIQUE (decision_id, member_key)
+);
+INSERT INTO governance_board_member_votes
+  (decision_id, member, member_key, counted, self_cast, note, cast_at)
+  SELECT v.decision_id, v.member, lower(trim(v.member)), v.counted, 0,
+         'named by ' || d.recorded_by || ', not self-cast: does not count', d.recorded_at
+  FROM governance_board_votes v JOIN governance_board_decisions d ON d.id = v.decision_id;
+UPDATE governance_board_decisions SET quorum_counted = 0;
+UPDATE governance_share_proposals SET status = 'proposed' WHERE status = 'approved';
+"""
+
+SCHEMA_STEPS: list[str] = [_SCHEMA_V1, _SCHEMA_V2_BOARD_VOTES]
 
 
 def ensure_schema(conn: sqlite3.Connection) -> None:

@@ -1,23 +1,34 @@
 """School Board votes and the quorum rule, shared by share and closure decisions.
 
-The quorum is policy (default 2 board members). A member's vote on their own proposal
-is recorded, so the minutes stay complete, but never counted: nobody authorises their
-own share.
+People act for themselves (issue 21): a Board decision is recorded by one member from
+their own authenticated session, which is that member's vote; every other member casts
+their own vote on the decision from their own session (REST, web, or the CLI with
+their own credentials). Nobody can name another member as a voter. The decision is in
+force once the policy's quorum of distinct members has voted themselves. A member's
+vote on their own proposal is recorded, so the minutes stay complete, but never
+counted: nobody authorises their own share.
+
+Votes live in `governance_board_member_votes`, one row per (decision, member). Votes
+carried over from before issue 21 (approvers typed in by whoever recorded the decision)
+are kept with `self_cast = 0` and never count toward a quorum.
 """
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from archive.governance._store import clean_roles, clean_text, person_key
-from archive.governance.errors import NotAuthorisedError, QuorumError
+from archive.governance._store import clean_roles, clean_text, person_key, ts
+from archive.governance.errors import NotAuthorisedError, NotFoundError, StateError
 from archive.governance.policy import GovernancePolicy
 
 
 @dataclass(frozen=True)
 class BoardVote:
-    """One approver named in the minutes, with the roles the archive knows them by."""
+    """The authenticated member casting a vote, with the roles their session carries.
+
+    Adapters build it from the session's principal only (never from a typed name)."""
 
     member: str
     roles: frozenset[str]
@@ -26,17 +37,9 @@ class BoardVote:
     def of(cls, member: str, roles: Sequence[str]) -> BoardVote:
         return cls(clean_text(member, "board member", max_len=200), clean_roles(roles))
 
-
-def votes_from_register(store, names: Sequence[str]) -> list[BoardVote]:
-    """Approvers named in the minutes, with the roles the access store knows them by: an
-    unknown or disabled account has none, so the quorum rule refuses it. One recipe for
-    the CLI, the REST routes and the web interface."""
-    votes = []
-    for name in names:
-        user = store.get_user(name.strip())
-        roles = () if user is None or user.disabled else user.roles
-        votes.append(BoardVote.of(name, list(roles)))
-    return votes
+    @classmethod
+    def of_principal(cls, principal) -> BoardVote:
+        return cls.of(principal.user, list(principal.roles))
 
 
 @dataclass(frozen=True)
@@ -44,41 +47,98 @@ class CountedVote:
     member: str
     counted: bool
     note: str
+    self_cast: bool = True
+    cast_at: str = ""
 
 
-def count_votes(
+def check_member(policy: GovernancePolicy, vote: BoardVote) -> None:
+    if not isinstance(vote, BoardVote):
+        raise TypeError("a vote must be a BoardVote")
+    if not vote.roles & policy.board_roles:
+        raise NotAuthorisedError(
+            f"{vote.member} is not a School Board member (role "
+            f"{', '.join(sorted(policy.board_roles))}); only members vote on Board decisions."
+        )
+
+
+def cast_vote(
+    conn: sqlite3.Connection,
     policy: GovernancePolicy,
-    votes: Sequence[BoardVote],
+    decision_id: int,
+    vote: BoardVote,
     *,
     proposer: str | None,
-    require_quorum: bool = True,
-) -> list[CountedVote]:
-    """Check each approver is a board member, de-duplicate, exclude the proposer, and
-    (if asked) refuse when fewer than the policy's quorum remain."""
-    if not votes:
-        raise QuorumError("a Board decision must name its approvers.")
-    seen: dict[str, CountedVote] = {}
-    for vote in votes:
-        if not isinstance(vote, BoardVote):
-            raise TypeError("votes must be BoardVote values")
-        if not vote.roles & policy.board_roles:
-            raise NotAuthorisedError(
-                f"{vote.member} is not a School Board member (role "
-                f"{', '.join(sorted(policy.board_roles))}); only members approve Board decisions."
-            )
-        key = person_key(vote.member)
-        if key in seen:
-            continue
-        if proposer is not None and key == person_key(proposer):
-            seen[key] = CountedVote(vote.member, False, "proposer: recorded, not counted")
-        else:
-            seen[key] = CountedVote(vote.member, True, "")
-    counted = [v for v in seen.values() if v.counted]
-    if require_quorum and len(counted) < policy.quorum:
-        excluded = [v.member for v in seen.values() if not v.counted]
-        note = f" ({', '.join(excluded)} proposed it and does not count)" if excluded else ""
-        raise QuorumError(
-            f"the Board's quorum is {policy.quorum} members other than the proposer; "
-            f"only {len(counted)} counted{note}. Record the decision once enough members approve."
+    now,
+) -> int:
+    """Record `vote` on a decision (inside the caller's transaction) and return how many
+    self-cast votes now count. One vote per member and decision; the proposer's vote is
+    recorded but not counted."""
+    check_member(policy, vote)
+    key = person_key(vote.member)
+    before = conn.execute(
+        "SELECT id, self_cast FROM governance_board_member_votes"
+        " WHERE decision_id = ? AND member_key = ?",
+        (int(decision_id), key),
+    ).fetchone()
+    if before is not None and before[1]:
+        raise StateError(
+            f"{vote.member} has already voted on Board decision {decision_id}; "
+            "each member votes once."
         )
-    return list(seen.values())
+    counted = proposer is None or key != person_key(proposer)
+    note = "" if counted else "proposer: recorded, not counted"
+    if before is not None:  # named by a recorder before issue 21: now their own vote
+        conn.execute(
+            "UPDATE governance_board_member_votes SET member = ?, counted = ?, self_cast = 1,"
+            " note = ?, cast_at = ? WHERE id = ?",
+            (vote.member, int(counted), note, ts(now), before[0]),
+        )
+    else:
+        conn.execute(
+            "INSERT INTO governance_board_member_votes (decision_id, member, member_key,"
+            " counted, self_cast, note, cast_at) VALUES (?, ?, ?, ?, 1, ?, ?)",
+            (int(decision_id), vote.member, key, int(counted), note, ts(now)),
+        )
+    total = int(
+        conn.execute(
+            "SELECT count(*) FROM governance_board_member_votes"
+            " WHERE decision_id = ? AND counted = 1 AND self_cast = 1",
+            (int(decision_id),),
+        ).fetchone()[0]
+    )
+    conn.execute(
+        "UPDATE governance_board_decisions SET quorum_counted = ? WHERE id = ?",
+        (total, int(decision_id)),
+    )
+    return total
+
+
+def load_votes(conn: sqlite3.Connection, decision_id: int) -> tuple[CountedVote, ...]:
+    return tuple(
+        CountedVote(r[0], bool(r[1]), r[2], bool(r[3]), r[4])
+        for r in conn.execute(
+            "SELECT member, counted, note, self_cast, cast_at FROM governance_board_member_votes"
+            " WHERE decision_id = ? ORDER BY id",
+            (int(decision_id),),
+        )
+    )
+
+
+def decision_subject(conn: sqlite3.Connection, decision_id: int) -> tuple[str, int | None]:
+    row = conn.execute(
+        "SELECT subject, proposal_id FROM governance_board_decisions WHERE id = ?",
+        (int(decision_id),),
+    ).fetchone()
+    if row is None:
+        raise NotFoundError(
+            f"Board decision {decision_id} does not exist; see `archive shares list` or "
+            "`archive close plan` for the open decisions."
+        )
+    return row[0], row[1]
+
+
+def quorum_note(policy: GovernancePolicy, counted: int) -> str:
+    """What is still missing, for messages."""
+    missing = max(0, policy.quorum - counted)
+    more = f"; {missing} more must cast their own vote (REST, web or CLI)." if missing else "."
+    return f"{counted} of {policy.quorum} members (other than the proposer) voted themselves" + more

@@ -28,7 +28,7 @@ from archive.governance._store import (
     transaction,
     ts,
 )
-from archive.governance.board import BoardVote, count_votes
+from archive.governance.board import BoardVote, cast_vote, check_member, decision_subject
 from archive.governance.certificate import SignedCertificate, WipeCertificate, sign_certificate
 from archive.governance.errors import (
     CertificateError,
@@ -230,19 +230,20 @@ class ClosureRecords:
         *,
         meeting_date: date,
         minute_reference: str,
-        approvers: Sequence[BoardVote],
         decision_text: str,
         receiving_recipient_id: int | None = None,
-        recorded_by: str,
+        by: BoardVote,
         now: datetime,
     ) -> Decision:
-        """The Board's decision on the archive's fate; a later one supersedes it."""
+        """The Board's decision on the archive's fate, recorded by member `by` in their
+        own session (their vote). It is in force once the policy's quorum of members
+        voted themselves (`vote`); a later decision in force supersedes it."""
         stamp = ts(now)
         if outcome not in OUTCOMES:
             raise InvalidInputError(f"the outcome must be one of {', '.join(OUTCOMES)}.")
         when, minute = check_meeting(meeting_date, minute_reference, now)
         body = clean_text(decision_text, "decision text")
-        by = clean_text(recorded_by, "recorded_by", max_len=200)
+        check_member(self.policy, by)
         if outcome == "transfer":
             if receiving_recipient_id is None:
                 raise InvalidInputError(
@@ -259,7 +260,6 @@ class ClosureRecords:
                 )
         elif receiving_recipient_id is not None:
             raise InvalidInputError("a decision to destroy names no receiving collection.")
-        votes = count_votes(self.policy, approvers, proposer=None)
         with transaction(self.conn) as c:
             did = insert_decision(
                 c,
@@ -269,27 +269,50 @@ class ClosureRecords:
                 meeting_date=date.fromisoformat(when),
                 minute_reference=minute,
                 decision_text=body,
-                votes=votes,
                 quorum_required=self.policy.quorum,
                 receiving_recipient_id=receiving_recipient_id,
-                recorded_by=by,
+                recorded_by=by.member,
                 stamp=stamp,
                 policy_version=self.policy.version,
             )
+            cast_vote(c, self.policy, did, by, proposer=None, now=now)
         return load_decision(self.conn, did)
 
+    def vote(self, decision_id: int, *, by: BoardVote, now: datetime) -> Decision:
+        """Member `by`, in their own session, votes for closure decision `decision_id`."""
+        ts(now)
+        check_member(self.policy, by)
+        with transaction(self.conn) as c:
+            subject, _ = decision_subject(c, decision_id)
+            if subject != "closure":
+                raise NotFoundError(
+                    f"Board decision {decision_id} is not a closure decision; vote on shares "
+                    "with `archive shares vote`."
+                )
+            cast_vote(c, self.policy, decision_id, by, proposer=None, now=now)
+        return load_decision(self.conn, decision_id)
+
+    def decisions(self) -> list[Decision]:
+        """Every closure decision recorded, in force or waiting for votes, oldest first."""
+        rows = self.conn.execute(
+            "SELECT id FROM governance_board_decisions WHERE subject = 'closure' ORDER BY id"
+        ).fetchall()
+        return [load_decision(self.conn, r[0]) for r in rows]
+
     def current_decision(self) -> Decision | None:
-        row = self.conn.execute(
-            "SELECT id FROM governance_board_decisions WHERE subject = 'closure'"
-            " ORDER BY id DESC LIMIT 1"
-        ).fetchone()
-        return None if row is None else load_decision(self.conn, row[0])
+        """The latest closure decision in force (enough members voted themselves)."""
+        for decision in reversed(self.decisions()):
+            if decision.quorum_counted >= max(decision.quorum_required, self.policy.quorum):
+                return decision
+        return None
 
     def _decision(self, outcome: str | None = None) -> Decision:
         decision = self.current_decision()
         if decision is None:
             raise StateError(
-                "no School Board decision on the archive's closure is recorded; record it first."
+                "no School Board decision on the archive's closure is in force; a member "
+                "records it (`archive close decide`) and enough members vote for it "
+                "(`archive close vote`)."
             )
         if outcome is not None and decision.outcome != outcome:
             raise StateError(
@@ -477,7 +500,10 @@ class ClosureRecords:
         reasons: list[str] = []
         decision = self.current_decision()
         if decision is None:
-            reasons.append("no School Board decision (transfer or destroy) is recorded")
+            reasons.append(
+                "no School Board decision (transfer or destroy) is in force (recorded and "
+                "voted by a quorum of members themselves)"
+            )
         elif decision.outcome == "transfer" and self._receipt_for(decision) is None:
             reasons.append(
                 "the Board decided to transfer the archive and no receipt from the receiving "

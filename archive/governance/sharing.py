@@ -31,7 +31,14 @@ from archive.governance._store import (
     ts,
     withdrawn_among,
 )
-from archive.governance.board import BoardVote, CountedVote, count_votes
+from archive.governance.board import (
+    BoardVote,
+    CountedVote,
+    cast_vote,
+    check_member,
+    load_votes,
+    quorum_note,
+)
 from archive.governance.errors import (
     InvalidInputError,
     LevelRefusedError,
@@ -87,6 +94,12 @@ class Decision:
     def reference(self) -> str:
         return f"Board {self.meeting_date.isoformat()} minute {self.minute_reference}"
 
+    @property
+    def in_force(self) -> bool:
+        """A rejection stands as minuted; anything else needs its quorum of members who
+        voted themselves."""
+        return self.outcome == "rejected" or self.quorum_counted >= self.quorum_required
+
     def to_dict(self) -> dict[str, object]:
         return {
             "id": self.id,
@@ -97,10 +110,18 @@ class Decision:
             "minute_reference": self.minute_reference,
             "decision_text": self.decision_text,
             "approvers": [
-                {"member": v.member, "counted": v.counted, "note": v.note} for v in self.votes
-            ],
+                {
+                    "member": v.member,
+                    "counted": v.counted,
+                    "self_cast": v.self_cast,
+                    "note": v.note,
+                    "cast_at": v.cast_at,
+                }
+                for v in self.votes
+            ],  # fmt: skip
             "quorum_required": self.quorum_required,
             "quorum_counted": self.quorum_counted,
+            "in_force": self.in_force,
             "receiving_recipient_id": self.receiving_recipient_id,
             "recorded_by": self.recorded_by,
             "recorded_at": self.recorded_at.isoformat(),
@@ -144,14 +165,14 @@ def insert_decision(
     meeting_date: date,
     minute_reference: str,
     decision_text: str,
-    votes: Sequence[CountedVote],
     quorum_required: int,
     receiving_recipient_id: int | None,
     recorded_by: str,
     stamp: str,
     policy_version: str,
 ) -> int:
-    """Write one Board decision and its approvers (inside the caller's transaction)."""
+    """Write one Board decision (inside the caller's transaction); no vote is counted
+    until members cast their own (board.cast_vote)."""
     cur = conn.execute(
         "INSERT INTO governance_board_decisions (subject, proposal_id, outcome, meeting_date,"
         " minute_reference, decision_text, receiving_recipient_id, quorum_required,"
@@ -166,18 +187,13 @@ def insert_decision(
             decision_text,
             receiving_recipient_id,
             quorum_required,
-            sum(1 for v in votes if v.counted),
+            0,
             recorded_by,
             stamp,
             policy_version,
         ),
     )
-    did = int(cur.lastrowid)
-    conn.executemany(
-        "INSERT INTO governance_board_votes (decision_id, member, counted, note) VALUES (?,?,?,?)",
-        [(did, v.member, int(v.counted), v.note) for v in votes],
-    )
-    return did
+    return int(cur.lastrowid)
 
 
 def load_decision(conn: sqlite3.Connection, decision_id: int) -> Decision:
@@ -186,13 +202,7 @@ def load_decision(conn: sqlite3.Connection, decision_id: int) -> Decision:
     ).fetchone()
     if row is None:
         raise NotFoundError(f"Board decision {decision_id} does not exist.")
-    votes = tuple(
-        CountedVote(r["member"], bool(r["counted"]), r["note"])
-        for r in conn.execute(
-            "SELECT * FROM governance_board_votes WHERE decision_id = ? ORDER BY rowid",
-            (row["id"],),
-        )
-    )
+    votes = load_votes(conn, row["id"])
     return Decision(
         id=row["id"],
         subject=row["subject"],
@@ -259,20 +269,32 @@ class Shares:
         case_ids: Sequence[str],
         recipient_id: int,
         purpose: str,
-        proposer: str,
+        proposer: BoardVote,
         *,
+        case_levels: Mapping[str, str],
         now: datetime,
     ) -> Proposal:
+        """A Board member's proposal, made in their own session. Everything that can be
+        checked now is (issue 21): the purpose, the recipient, withdrawn cases, and each
+        case's de-identification level against the recipient's data-sharing agreement,
+        the same rule execution applies again later."""
         ids = clean_case_ids(case_ids)
         purpose = self._check_purpose(purpose)
-        who = clean_text(proposer, "proposer", max_len=200)
-        self._active_recipient(recipient_id)
+        if not isinstance(proposer, BoardVote):
+            raise TypeError("the proposer is the authenticated member, as a BoardVote")
+        if not proposer.roles & self.policy.board_roles:
+            raise NotAuthorisedError(
+                f"{proposer.member} is not a School Board member; only members propose shares."
+            )
+        who = proposer.member
+        recipient = self._active_recipient(recipient_id)
         withdrawn = withdrawn_among(self.conn, ids)
         if withdrawn:
             raise WithdrawnCaseError(
                 f"case(s) {', '.join(withdrawn)} were withdrawn at the patient's request and "
                 "cannot be shared; remove them from the proposal."
             )
+        self.check_levels(recipient, ids, case_levels)
         stamp = ts(now)
         with transaction(self.conn) as c:
             cur = c.execute(
@@ -319,25 +341,26 @@ class Shares:
         rows = self.conn.execute("SELECT id FROM governance_share_proposals ORDER BY id")
         return [self.get(r[0]) for r in rows.fetchall()]
 
-    # -- Board decision -----------------------------------------------------------
+    # -- Board decision ---------------------------------------------------------
     def decide(
         self,
         proposal_id: int,
         *,
         meeting_date: date,
         minute_reference: str,
-        approvers: Sequence[BoardVote],
         decision_text: str,
         approved: bool = True,
-        recorded_by: str,
+        by: BoardVote,
         now: datetime,
     ) -> Decision:
-        """Record the Board's decision. Approval needs the policy's quorum of members
-        other than the proposer; the proposer's vote is recorded, not counted."""
+        """Record the Board's decision as minuted, by the member `by` in their own
+        session; that is their vote. An approval is in force, and the proposal approved,
+        once the policy's quorum of members other than the proposer have voted
+        themselves (this one and `vote`). A rejection stands as recorded."""
         stamp = ts(now)
         when, minute = check_meeting(meeting_date, minute_reference, now)
         body = clean_text(decision_text, "decision text")
-        by = clean_text(recorded_by, "recorded_by", max_len=200)
+        check_member(self.policy, by)
         with transaction(self.conn) as c:
             proposal = self.get(proposal_id)
             if proposal.status != "proposed":
@@ -345,9 +368,13 @@ class Shares:
                     f"share proposal {proposal.id} is already {proposal.status}; "
                     "make a new proposal to revisit it."
                 )
-            votes = count_votes(
-                self.policy, approvers, proposer=proposal.proposer, require_quorum=approved
-            )
+            pending = self.decision_for(proposal.id)
+            if pending is not None and not pending.in_force:
+                raise StateError(
+                    f"Board decision {pending.id} on share proposal {proposal.id} is recorded "
+                    "and waits for members' votes; vote on it (`archive shares vote "
+                    f"{proposal.id}`) instead of recording it again."
+                )
             did = insert_decision(
                 c,
                 subject="share",
@@ -356,18 +383,51 @@ class Shares:
                 meeting_date=date.fromisoformat(when),
                 minute_reference=minute,
                 decision_text=body,
-                votes=votes,
                 quorum_required=self.policy.quorum,
                 receiving_recipient_id=proposal.recipient_id,
-                recorded_by=by,
+                recorded_by=by.member,
                 stamp=stamp,
                 policy_version=self.policy.version,
             )
+            counted = cast_vote(c, self.policy, did, by, proposer=proposal.proposer, now=now)
+            if not approved:
+                status = "rejected"
+            elif counted >= self.policy.quorum:
+                status = "approved"
+            else:
+                status = "proposed"
             c.execute(
                 "UPDATE governance_share_proposals SET status = ? WHERE id = ?",
-                ("approved" if approved else "rejected", proposal.id),
+                (status, proposal.id),
             )
         return load_decision(self.conn, did)
+
+    def vote(self, proposal_id: int, *, by: BoardVote, now: datetime) -> Decision:
+        """Member `by` approves, in their own session, the decision recorded on this
+        proposal; the proposal is approved once enough members have voted themselves."""
+        ts(now)
+        check_member(self.policy, by)
+        with transaction(self.conn) as c:
+            proposal = self.get(proposal_id)
+            decision = self.decision_for(proposal.id)
+            if decision is None:
+                raise StateError(
+                    f"no Board decision is recorded on share proposal {proposal.id}; a member "
+                    f"records it first (`archive shares decide {proposal.id}`)."
+                )
+            if decision.outcome != "approved":
+                raise StateError(
+                    f"the Board {decision.outcome} share proposal {proposal.id}; there is "
+                    "nothing to vote on."
+                )
+            counted = cast_vote(c, self.policy, decision.id, by, proposer=proposal.proposer,
+                                now=now)  # fmt: skip
+            if proposal.status == "proposed" and counted >= self.policy.quorum:
+                c.execute(
+                    "UPDATE governance_share_proposals SET status = 'approved' WHERE id = ?",
+                    (proposal.id,),
+                )
+        return load_decision(self.conn, decision.id)
 
     def decision_for(self, proposal_id: int) -> Decision | None:
         row = self.conn.execute(
@@ -468,14 +528,13 @@ class Shares:
                 f"share proposal {proposal.id} has no approved School Board decision; "
                 "record the Board's decision first (`archive shares decide`)."
             )
-        if proposal.status not in ("approved", "shared"):
-            raise StateError(f"share proposal {proposal.id} is {proposal.status}; nothing is sent.")
         if decision.quorum_counted < self.policy.quorum:
             raise QuorumError(
-                f"the decision on proposal {proposal.id} counted {decision.quorum_counted} "
-                f"members but the policy now needs {self.policy.quorum}; "
-                "take it to the Board again."
+                f"the Board decision on proposal {proposal.id} is not in force: "
+                + quorum_note(self.policy, decision.quorum_counted)
             )
+        if proposal.status not in ("approved", "shared"):
+            raise StateError(f"share proposal {proposal.id} is {proposal.status}; nothing is sent.")
         undertaking = self.undertaking_for(proposal.id)
         if undertaking is None:
             raise UndertakingMissingError(
@@ -492,6 +551,29 @@ class Shares:
             )
         return recipient, decision, undertaking
 
+    def check_levels(
+        self, recipient: Recipient, case_ids: Sequence[str], case_levels: Mapping[str, str]
+    ) -> None:
+        """Key-coded (limited-access) cases only to recipients with a data-sharing
+        agreement; others get publication-level cases only. At proposal and execution."""
+        missing = [c for c in case_ids if c not in case_levels]
+        if missing:
+            raise LevelRefusedError(
+                f"no de-identification level is known for case(s) {', '.join(missing)}; "
+                "check them in the catalogue."
+            )
+        allowed = self.allowed_levels(recipient)
+        bad = {c: case_levels[c] for c in case_ids if case_levels[c] not in allowed}
+        if bad:
+            listing = ", ".join(f"{c} ({lv})" for c, lv in bad.items())
+            if not recipient.data_sharing_agreement:
+                raise LevelRefusedError(
+                    f"{recipient.organisation} has no data-sharing agreement on file, so only "
+                    f"{self.policy.level_publication}-level cases may go to it; refused: "
+                    f"{listing}. Record an agreement or have the cases reviewed to publication."
+                )
+            raise LevelRefusedError(f"these cases may not be shared at their level: {listing}.")
+
     def allowed_levels(self, recipient: Recipient) -> frozenset[str]:
         if recipient.data_sharing_agreement:
             return self.policy.levels_with_agreement
@@ -504,23 +586,7 @@ class Shares:
         stamp = ts(now)
         proposal = self.get(proposal_id)
         recipient, decision, undertaking = self._authority(proposal)
-        missing = [c for c in proposal.case_ids if c not in case_levels]
-        if missing:
-            raise LevelRefusedError(
-                f"no de-identification level is known for case(s) {', '.join(missing)}; "
-                "check them in the catalogue."
-            )
-        allowed = self.allowed_levels(recipient)
-        bad = {c: case_levels[c] for c in proposal.case_ids if case_levels[c] not in allowed}
-        if bad:
-            listing = ", ".join(f"{c} ({lv})" for c, lv in bad.items())
-            if not recipient.data_sharing_agreement:
-                raise LevelRefusedError(
-                    f"{recipient.organisation} has no data-sharing agreement on file, so only "
-                    f"{self.policy.level_publication}-level cases may go to it; refused: "
-                    f"{listing}. Record an agreement or have the cases reviewed to publication."
-                )
-            raise LevelRefusedError(f"these cases may not be shared at their level: {listing}.")
+        self.check_levels(recipient, proposal.case_ids, case_levels)
         return ShareTicket(
             proposal_id=proposal.id,
             proposal_reference=proposal.reference,

@@ -179,7 +179,11 @@ class WebApp:
     def require(self, ctx: Context, page_name: str) -> None:
         if not self.may(ctx.principal, page_name):
             self.audit(ctx.principal, f"web.{page_name}", "denied", ip=ctx.request.ip)
-            raise WebError(403, "Your roles do not allow this page.")
+            raise WebError(
+                403,
+                f"Your roles ({', '.join(ctx.principal.roles) or 'none'}) do "
+                "not allow this page; ask school personnel if your work needs it.",
+            )
 
     def pages_for(self, principal: Principal) -> list[str]:
         return [p for p in PAGES if p != "pull" and self.may(principal, p)]
@@ -476,12 +480,13 @@ def _share_list(app: WebApp, ctx: Context, groups) -> WebResponse:
 
 @route("POST", r"/shares/([0-9]{1,12})/decide")
 def _share_decide(app: WebApp, ctx: Context, groups) -> WebResponse:
-    from archive.governance.board import votes_from_register
+    from archive.governance.board import BoardVote
 
     app.require(ctx, "shares")
     pid = int(groups[0])
-    names = [n.strip() for n in ctx.form.get("approvers", "").split(",") if n.strip()]
-    votes = votes_from_register(app.backend.access_store(), names)
+    if ctx.form.get("approvers", "").strip():  # people act for themselves (issue 21)
+        raise WebError(400, "Other members cannot be named as voters: each member casts "
+                       "their own vote, signed in as themselves.")  # fmt: skip
     try:
         meeting = date.fromisoformat(ctx.form.get("meeting_date", ""))
     except ValueError:
@@ -491,10 +496,9 @@ def _share_decide(app: WebApp, ctx: Context, groups) -> WebResponse:
             pid,
             meeting_date=meeting,
             minute_reference=ctx.form.get("minute", ""),
-            approvers=votes,
             decision_text=ctx.form.get("text", ""),
             approved=ctx.form.get("outcome") == "approved",
-            recorded_by=ctx.principal.user,
+            by=BoardVote.of_principal(ctx.principal),
             now=ctx.now,
         )
     except ArchiveError as exc:
@@ -503,6 +507,25 @@ def _share_decide(app: WebApp, ctx: Context, groups) -> WebResponse:
         raise
     app.audit(ctx.principal, "governance.share.decide", "success", str(pid),
               decision=decision.outcome, minute=decision.minute_reference)  # fmt: skip
+    app.audit(ctx.principal, "governance.board.vote", "success", f"decision {decision.id}",
+              counted=decision.quorum_counted)  # fmt: skip
+    return app.redirect(f"/shares?done={pid}")
+
+
+@route("POST", r"/shares/([0-9]{1,12})/vote")
+def _share_vote(app: WebApp, ctx: Context, groups) -> WebResponse:
+    from archive.governance.board import BoardVote
+
+    app.require(ctx, "shares")
+    pid = int(groups[0])
+    try:
+        decision = _shares(app).vote(pid, by=BoardVote.of_principal(ctx.principal), now=ctx.now)
+    except ArchiveError as exc:
+        app.audit(ctx.principal, "governance.board.vote", "denied", str(pid),
+                  reason=type(exc).__name__)  # fmt: skip
+        raise
+    app.audit(ctx.principal, "governance.board.vote", "success", f"decision {decision.id}",
+              proposal=str(pid), counted=decision.quorum_counted)  # fmt: skip
     return app.redirect(f"/shares?done={pid}")
 
 

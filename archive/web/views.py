@@ -264,7 +264,19 @@ def shares(proposals, csrf: str) -> Markup:
             rid=p.recipient_id, who=p.proposer, status=p.status,
         )  # fmt: skip
         if decision is not None:
-            body = render("<p>Decision: $d.</p>", d=f"{decision.outcome}, {decision.reference}")
+            voters = ", ".join(v.member for v in decision.votes if v.counted and v.self_cast)
+            body = render(
+                "<p>Decision: $d. Members who voted themselves (counted): $v "
+                "($n of $q).</p>",
+                d=f"{decision.outcome}, {decision.reference}", v=voters or "none",
+                n=decision.quorum_counted, q=decision.quorum_required,
+            )  # fmt: skip
+            if decision.outcome == "approved" and not decision.in_force:
+                body = join([body, render(
+                    '<form method="post" action="$ui/shares/$id/vote">$h<p><button '
+                    'type="submit">Cast my vote for this decision</button></p></form>',
+                    ui=UI, id=p.id, h=_hidden(csrf),
+                )])  # fmt: skip
         elif p.status == "proposed":
             body = render(
                 '<form method="post" action="$ui/shares/$id/decide"><fieldset><legend>Record '
@@ -272,8 +284,8 @@ def shares(proposals, csrf: str) -> Markup:
                 '<input id="date$id" name="meeting_date" type="date" required>'
                 '<label for="minute$id">Minute reference</label>'
                 '<input id="minute$id" name="minute" required>'
-                '<label for="approvers$id">Approving members (user names, comma separated)'
-                '</label><input id="approvers$id" name="approvers" required>'
+                "<p>Recording it is your own vote; every other member casts theirs "
+                "in their own session.</p>"
                 '<label for="text$id">Decision text</label>'
                 '<textarea id="text$id" name="text" rows="2" required></textarea>'
                 '<label for="outcome$id">Outcome</label><select id="outcome$id" name="outcome">'

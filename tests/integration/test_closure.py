@@ -12,6 +12,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 from archive import db
+from archive.audit import query as audit_query
 from archive.audit import verify
 from archive.closure.wipe import find_plaintext
 from archive.governance import PullInventory
@@ -41,7 +42,7 @@ def test_full_closure_transfer_wipe_certificate(tmp_path: Path) -> None:
         for member in ("board1", "board2", "board3"):
             add_user(archive, member, ["board_member"])
         pw = {}
-        for user in ("pers1", "pers2"):
+        for user in ("pers1", "pers2", "board1", "board2", "board3"):
             pw[user] = tmp_path / f"{user}.pw"
             pw[user].write_text(archive.passwords[user])
         trust = _ok(archive.cli(
@@ -71,11 +72,34 @@ def test_full_closure_transfer_wipe_certificate(tmp_path: Path) -> None:
         assert plan["workstations"] == {"imac-07": [cases[0]]}
         assert any(k["kind"] == "keyring" for k in plan["keys"])
 
-        _ok(archive.cli(
-            "close", "decide", "--outcome", "transfer", "--recipient", str(trust["id"]),
-            "--meeting-date", TODAY, "--minute", "SB/2025/12", "--text", "Transfer on closure",
-            "--approver", "board1", "--approver", "board2", "--approver", "board3", "--json",
-        ))  # fmt: skip
+        decide = ("close", "decide", "--outcome", "transfer", "--recipient", str(trust["id"]),
+                  "--meeting-date", TODAY, "--minute", "SB/2025/12",
+                  "--text", "Transfer on closure")  # fmt: skip
+        # Issue 21: nobody records "local-operator" plus typed names any more.
+        typed = archive.cli(*decide, "--approver", "board2", "--as", "board1",
+                            "--password-file", str(pw["board1"]))  # fmt: skip
+        assert typed.returncode == 1 and "--approver is no longer accepted" in typed.stderr
+        impostor = archive.cli(*decide, "--as", "board1", "--password-file", str(pw["pers1"]))
+        assert impostor.returncode == 1 and "board1 could not be authenticated" in impostor.stderr
+        assert len(impostor.stderr.strip().splitlines()) == 1
+        personnel = archive.cli(*decide, "--as", "pers1", "--password-file", str(pw["pers1"]))
+        assert personnel.returncode == 1 and "not a School Board member" in personnel.stderr
+        decision = _ok(archive.cli(*decide, "--as", "board1", "--password-file",
+                                   str(pw["board1"]), "--json"))  # fmt: skip
+        assert decision["quorum_counted"] == 1 and not decision["in_force"]
+        early = archive.cli("close", "transfer", "--as", "pers1", "--password-file",
+                            str(pw["pers1"]))  # fmt: skip
+        assert early.returncode == 1 and "no School Board decision" in early.stderr
+        again = archive.cli("close", "vote", str(decision["decision_id"]), "--as", "board1",
+                            "--password-file", str(pw["board1"]))  # fmt: skip
+        assert again.returncode == 1 and "already voted" in again.stderr
+        voted = _ok(archive.cli("close", "vote", str(decision["decision_id"]), "--as", "board2",
+                                "--password-file", str(pw["board2"]), "--json"))  # fmt: skip
+        assert voted["quorum_counted"] == 2 and voted["in_force"]
+        votes = audit_query(home.audit_dir, action="governance.board.vote", outcome="success")
+        assert [v["actor"] for v in votes] == ["board1", "board2"]
+        recorded = audit_query(home.audit_dir, action="closure.decision", outcome="success")
+        assert [r["actor"] for r in recorded] == ["board1"]
         sent = _ok(archive.cli(
             "close", "transfer", "--as", "pers1", "--password-file", str(pw["pers1"]),
             "--manifest-out", str(tmp_path / "manifest.json"), "--json", timeout=300,

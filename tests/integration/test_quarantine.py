@@ -2,8 +2,9 @@
 
 Orthanc's own listings are read with the HTTP filter disabled for this test archive
 (ARCHIVE_UNSAFE_DISABLE_HTTP_FILTER), so the test sees everything Orthanc holds: what
-matters here is what reaches Orthanc at all. The release route is still called with a
-reviewer's bearer token, as the CLI always does.
+matters here is what reaches Orthanc at all. The reviewer acts for themselves (issue
+21): mask and reject with their own password checked on the home, release over REST
+with the same credentials; nobody is named with --reviewer.
 """
 
 from __future__ import annotations
@@ -59,6 +60,12 @@ def _items(archive: RunningArchive) -> list[dict]:
     return json.loads(result.stdout)
 
 
+def _as(archive: RunningArchive, user: str, tmp_path) -> list[str]:
+    secret = tmp_path / f"{user}.pw"
+    secret.write_text(archive.passwords[user])
+    return ["--as", user, "--password-file", str(secret)]
+
+
 def _unknown_us(tmp_path):
     ds = pydicom.dcmread(pydicom.data.get_testdata_file("US1_UNCR.dcm"))
     ds.Manufacturer = "Unknown Devices Ltd"
@@ -86,8 +93,11 @@ def test_unknown_device_held_then_masked_and_released_by_other_reviewer(archive,
     assert item["kind"] == "pixels" and "no masking template" in item["reason"]
 
     # release before masking: OCR still finds the burnt-in text
-    refused = archive.cli("quarantine", "release", item["id"], "--reviewer", "bob")
+    named = archive.cli("quarantine", "release", item["id"], "--reviewer", "bob")
+    assert named.returncode == 1 and "--reviewer is no longer accepted" in named.stderr
+    refused = archive.cli("quarantine", "release", item["id"], *_as(archive, "bob", tmp_path))
     assert refused.returncode == 1 and "OCR" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
     assert json.loads(_get(archive, "/instances")) == []
 
     preview = tmp_path / "preview.png"
@@ -96,7 +106,10 @@ def test_unknown_device_held_then_masked_and_released_by_other_reviewer(archive,
     assert preview.read_bytes()[:4] == b"\x89PNG" and (preview.stat().st_mode & 0o777) == 0o600
 
     # text outside the reviewer's regions: still not clean
-    partial = archive.cli("quarantine", "mask", item["id"], "--region", "0,0,640,108", "--json")
+    nobody = archive.cli("quarantine", "mask", item["id"], "--region", "0,0,640,108")
+    assert nobody.returncode == 1 and "--password-file" in nobody.stderr  # no credentials
+    partial = archive.cli("quarantine", "mask", item["id"], "--region", "0,0,640,108",
+                          *_as(archive, "alice", tmp_path), "--json")  # fmt: skip
     assert partial.returncode == 0, partial.stderr
     assert json.loads(partial.stdout)["words_left"] > 0
     masked = archive.cli(
@@ -109,6 +122,7 @@ def test_unknown_device_held_then_masked_and_released_by_other_reviewer(archive,
         "0,345,640,135",
         "--image-area",
         "0,108,640,237",
+        *_as(archive, "alice", tmp_path),
         "--json",
     )
     assert json.loads(masked.stdout)["ocr_clean"], masked.stdout
@@ -118,10 +132,12 @@ def test_unknown_device_held_then_masked_and_released_by_other_reviewer(archive,
     conn.execute(
         "UPDATE quarantine_items SET ingested_by = 'rest:alice' WHERE id = ?", (item["id"],)
     )
-    same = archive.cli("quarantine", "release", item["id"], "--reviewer", "alice")
+    same = archive.cli("quarantine", "release", item["id"], *_as(archive, "alice", tmp_path))
     assert same.returncode == 1 and "another reviewer" in same.stderr
 
-    released = archive.cli("quarantine", "release", item["id"], "--reviewer", "bob", "--json")
+    released = archive.cli(
+        "quarantine", "release", item["id"], *_as(archive, "bob", tmp_path), "--json"
+    )
     assert released.returncode == 0, released.stderr
     (ds,) = _instances(archive)
     assert ds.SOPInstanceUID == item["sop_uid"] and ds.StudyInstanceUID == item["study_uid"]
@@ -136,9 +152,15 @@ def test_reject_crypto_deletes(archive, tmp_path):
     (item,) = _items(archive)
     qdir = archive.config.home.quarantine_dir
     assert [p for p in qdir.rglob("*") if p.is_file()]
-    result = archive.cli("quarantine", "reject", item["id"], "--reviewer", "bob")
+    wrong = tmp_path / "wrong.pw"
+    wrong.write_text("certainly not bob's password")
+    impostor = archive.cli("quarantine", "reject", item["id"], "--as", "bob",
+                           "--password-file", str(wrong))  # fmt: skip
+    assert impostor.returncode == 1 and "bob could not be authenticated" in impostor.stderr
+    assert [p for p in qdir.rglob("*") if p.is_file()]
+    result = archive.cli("quarantine", "reject", item["id"], *_as(archive, "bob", tmp_path))
     assert result.returncode == 0, result.stderr
     assert [p for p in qdir.rglob("*") if p.is_file()] == []
     assert json.loads(_get(archive, "/instances")) == []
-    again = archive.cli("quarantine", "release", item["id"], "--reviewer", "bob")
+    again = archive.cli("quarantine", "release", item["id"], *_as(archive, "bob", tmp_path))
     assert again.returncode == 1

@@ -71,6 +71,17 @@ def test_request_approve_export_decrypt_verify(suite) -> None:
     assert own.status_code >= 400
     assert "request" in own.json()["error"].lower()
 
+    # Issue 21: nobody approves in another's name; the refusal says why, in one line.
+    theirs = tmp_path / "requester.pw"
+    theirs.write_text(archive.passwords["tpdtrainer"])
+    impostor = archive.cli(
+        "removals", "approve", str(rid), "--text", "Approved.",
+        "--as", "tpd1", "--password-file", str(theirs),
+    )  # fmt: skip
+    assert impostor.returncode == 1 and "HTTP 403" not in impostor.stderr
+    assert "tpd1" in impostor.stderr and "password" in impostor.stderr
+    assert len(impostor.stderr.strip().splitlines()) == 1
+
     secret = tmp_path / "tpd1.pw"
     secret.write_text(archive.passwords["tpd1"])
     approved = archive.cli(

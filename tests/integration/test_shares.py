@@ -133,26 +133,56 @@ def test_share_by_cstore_end_to_end(world) -> None:
     early = _post(archive, "pers1", f"/teaching/shares/{pid}/execute", {"method": "cstore"})
     assert early.status_code == 400 and "Board decision" in early.json()["error"]
 
-    # The proposer's own vote does not count towards the quorum of 2.
+    # Issue 21: nobody votes in another's name. A body naming voters is refused with its
+    # reason (REST), and so is --approver (CLI); nothing is recorded.
     decision = {
-        "meeting_date": TODAY, "minute_reference": "SB/25/07", "approvers": ["board1", "board2"],
+        "meeting_date": TODAY, "minute_reference": "SB/25/07",
         "decision_text": "Approved: 1 case to Leeds for registrar training.",
     }  # fmt: skip
-    short = _post(archive, "board2", f"/teaching/shares/{pid}/decide", decision)
-    assert short.status_code == 400, short.text
-    assert "quorum" in short.json()["error"] and "board1" in short.json()["error"]
-
-    decided = archive.cli(
+    named = _post(archive, "board2", f"/teaching/shares/{pid}/decide",
+                  {**decision, "approvers": ["board2", "board3"]})  # fmt: skip
+    assert named.status_code == 400, named.text
+    assert "own session" in named.json()["error"] and named.json()["next"]
+    typed = archive.cli(
         "shares", "decide", str(pid), "--meeting-date", TODAY, "--minute", "SB/25/07",
-        "--text", decision["decision_text"], "--approver", "board1", "--approver", "board2",
-        "--approver", "board3", "--json",
+        "--text", decision["decision_text"], "--approver", "board2", "--approver", "board3",
+        "--as", "board1", "--password-file", str(_pw(archive, "board1", tmp)),
     )  # fmt: skip
-    assert decided.returncode == 0, decided.stderr
-    minutes = json.loads(decided.stdout)
-    assert minutes["quorum_counted"] == 2
-    assert {a["member"]: a["counted"] for a in minutes["approvers"]} == {
-        "board1": False, "board2": True, "board3": True,
+    assert typed.returncode == 1 and "--approver is no longer accepted" in typed.stderr
+    with client(archive, "board3") as http:
+        assert http.get(f"/teaching/shares/{pid}").json()["decision"] is None
+
+    # The proposer records the minuted decision: their vote is recorded, never counted.
+    recorded = archive.cli(
+        "shares", "decide", str(pid), "--meeting-date", TODAY, "--minute", "SB/25/07",
+        "--text", decision["decision_text"], "--as", "board1",
+        "--password-file", str(_pw(archive, "board1", tmp)), "--json",
+    )  # fmt: skip
+    assert recorded.returncode == 0, recorded.stderr
+    assert json.loads(recorded.stdout)["quorum_counted"] == 0
+    # board2 votes over REST, board3 from the CLI with their own password; each once.
+    voted = _post(archive, "board2", f"/teaching/shares/{pid}/vote", {})
+    assert voted.status_code == 200 and voted.json()["quorum_counted"] == 1
+    assert not voted.json()["in_force"]
+    again = _post(archive, "board2", f"/teaching/shares/{pid}/vote", {})
+    assert again.status_code == 400 and "already voted" in again.json()["error"]
+    wrong = tmp / "wrong.pw"
+    wrong.write_text("not board3's password at all")
+    impostor = archive.cli("shares", "vote", str(pid), "--as", "board3",
+                           "--password-file", str(wrong))  # fmt: skip
+    assert impostor.returncode == 1 and "password" in impostor.stderr
+    assert "HTTP 403" not in impostor.stderr and len(impostor.stderr.splitlines()) == 1
+    cast = archive.cli("shares", "vote", str(pid), "--as", "board3",
+                       "--password-file", str(_pw(archive, "board3", tmp)), "--json")  # fmt: skip
+    assert cast.returncode == 0, cast.stderr
+    minutes = json.loads(cast.stdout)
+    assert minutes["quorum_counted"] == 2 and minutes["in_force"]
+    assert {a["member"]: (a["counted"], a["self_cast"]) for a in minutes["approvers"]} == {
+        "board1": (False, True), "board2": (True, True), "board3": (True, True),
     }  # fmt: skip
+    votes = _audited(archive, lambda r: len(r) >= 3, action="governance.board.vote",
+                     outcome="success")  # fmt: skip
+    assert {v["actor"] for v in votes} >= {"board1", "board2", "board3"}
 
     # Approved but no signed undertaking: refused, and nothing reached the recipient.
     refused = archive.cli(
@@ -174,7 +204,8 @@ def test_share_by_cstore_end_to_end(world) -> None:
     recorded = archive.cli(
         "shares", "undertaking", str(pid), "--signed", str(signed), "--signatory", "Dr A Tutor",
         "--role", "Training Programme Director", "--organisation", "Leeds School of Radiology",
-        "--signed-on", TODAY, "--json",
+        "--signed-on", TODAY, "--as", "board2",
+        "--password-file", str(_pw(archive, "board2", tmp)), "--json",
     )  # fmt: skip
     assert recorded.returncode == 0, recorded.stderr
     undertaking = json.loads(recorded.stdout)
@@ -250,13 +281,37 @@ def test_share_by_cstore_end_to_end(world) -> None:
 def test_limited_access_without_agreement_refused_then_package_at_publication(world) -> None:
     archive, case_id = world["archive"], world["case"]
     _set_level(archive, case_id, "limited-access")
+    # Issue 21: refused when proposed (no agreement on file), with the reason, on REST...
+    early = _post(
+        archive, "board2", "/teaching/shares",
+        {"cases": [case_id], "recipient_id": world["rcr"], "purpose": "radiology_training"},
+    )  # fmt: skip
+    assert early.status_code == 400, early.text
+    assert "no data-sharing agreement on file" in early.json()["error"]
+    assert early.json()["next"]
+    # ... and from the CLI, as one line.
+    cli = archive.cli(
+        "shares", "propose", case_id, "--recipient", str(world["rcr"]),
+        "--purpose", "radiology_training", "--as", "board2",
+        "--password-file", str(_pw(archive, "board2", world["root"])),
+    )  # fmt: skip
+    assert cli.returncode == 1 and "no data-sharing agreement on file" in cli.stderr
+    assert len(cli.stderr.strip().splitlines()) == 1
+    with client(archive, "board2") as http:
+        proposals = http.get("/teaching/shares").json()["proposals"]
+    assert all(p["recipient_id"] != world["rcr"] for p in proposals)
+
+    _set_level(archive, case_id, "publication")
     pid = _propose(archive, "board2", case_id, world["rcr"])
+    _set_level(archive, case_id, "limited-access")
     ok = _post(
         archive, "board1", f"/teaching/shares/{pid}/decide",
-        {"meeting_date": TODAY, "minute_reference": "SB/25/08", "approvers": ["board1", "board3"],
+        {"meeting_date": TODAY, "minute_reference": "SB/25/08",
          "decision_text": "Approved for the RCR Validated Case Archive."},
     )  # fmt: skip
     assert ok.status_code == 200, ok.text
+    voted = _post(archive, "board3", f"/teaching/shares/{pid}/vote", {})
+    assert voted.status_code == 200 and voted.json()["in_force"], voted.text
     signed = b"signed undertaking for the RCR"
     recorded = _post(
         archive, "board1", f"/teaching/shares/{pid}/undertaking",
@@ -314,6 +369,15 @@ def test_commercial_recipient_refused(world) -> None:
     with client(archive, "pers1") as http:
         names = [r["organisation"] for r in http.get("/teaching/recipients").json()["recipients"]]
     assert sorted(names) == ["Leeds School of Radiology", "Royal College of Radiologists"]
+    # A refusal by the HTTP filter (a bare 403) still reaches the CLI with its reason.
+    personnel = archive.cli(
+        "shares", "propose", world["case"], "--recipient", str(world["leeds"]),
+        "--purpose", "radiology_training", "--as", "pers1",
+        "--password-file", str(_pw(archive, "pers1", world["root"])),
+    )  # fmt: skip
+    assert personnel.returncode == 1 and "HTTP 403" not in personnel.stderr
+    assert "pers1 may not POST /teaching/shares" in personnel.stderr
+    assert "roles: personnel" in personnel.stderr
     # A commercial purpose is refused too, whoever the recipient.
     bad = _post(
         archive, "board1", "/teaching/shares",

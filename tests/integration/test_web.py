@@ -22,7 +22,7 @@ import pyrage
 import pytest
 
 from archive import db
-from archive.governance import Recipients, Shares, load_policy
+from archive.governance import BoardVote, Recipients, Shares, load_policy
 from tests.corpus import make_ct_series, to_bytes
 from tests.dicom_tools import storescu, write_files
 from tests.harness import RunningArchive, add_user, new_archive, register_node
@@ -70,12 +70,16 @@ def _share_proposal(archive: RunningArchive, case_id: str) -> int:
         recipient = Recipients(conn, policy).add(
             "Northern School of Radiology", "uk_radiology_school", "lead@example.org",
             public_key=pyrage.x25519.Identity.generate().to_public().__str__(),
-            added_by="test", now=now,
+            data_sharing_agreement=True, added_by="test", now=now,
         )  # fmt: skip
         shares = Shares(conn, policy)
+        level = conn.execute(
+            "SELECT level FROM catalogue_cases WHERE case_id = ?", (case_id,)
+        ).fetchone()[0]
         return shares.propose(
-            [case_id], recipient.id, policy.share_purposes[0], "board1", now=now
-        ).id
+            [case_id], recipient.id, policy.share_purposes[0],
+            BoardVote.of("board1", ["board_member"]), case_levels={case_id: level}, now=now,
+        ).id  # fmt: skip
     finally:
         conn.close()
 
@@ -172,14 +176,57 @@ def test_board_records_a_decision_and_exports_register(site, browser) -> None:
     assert f"SHARE-{proposal:06d}" in text(board)
     board.find_element(By.ID, f"date{proposal}").send_keys(date.today().strftime("%m%d%Y"))
     board.find_element(By.ID, f"minute{proposal}").send_keys("M-12")
-    board.find_element(By.ID, f"approvers{proposal}").send_keys("board2, board3")
+    assert not board.find_elements(By.ID, f"approvers{proposal}")  # nobody names voters
     board.find_element(By.ID, f"text{proposal}").send_keys("Approved for teaching.")
     click(board, f'form[action$="/shares/{proposal}/decide"] button')
     assert f"Decision on proposal {proposal} recorded" in text(board), text(board)
     assert "approved, Board" in text(board)
+    # Issue 21: recorded by board2, it counts board2 alone until others vote themselves.
+    assert "(counted): board2 (1 of 2)" in text(board), text(board)
+    # A forged form naming other voters is refused with its reason; nothing is counted.
+    cookie = board.get_cookie("archive_session")["value"]
+    with httpx.Client(base_url=archive.url, cookies={"archive_session": cookie}) as http:
+        page = http.get("/teaching/ui/shares").text
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+        forged = http.post(f"/teaching/ui/shares/{proposal}/vote",
+                           data={"csrf": csrf, "approvers": "board3"})  # fmt: skip
+        named = http.post(f"/teaching/ui/shares/{proposal}/decide",
+                          data={"csrf": csrf, "approvers": "board3", "meeting_date": "2025-01-01",
+                                "minute": "M", "text": "t", "outcome": "approved"})  # fmt: skip
+    assert forged.status_code == 400 and "already voted" in forged.text
+    assert named.status_code == 400 and "their own vote" in named.text
+    member = browser()
+    login(member, archive, "board3")
+    member.get(archive.url + "/teaching/ui/shares")
+    click(member, f'form[action$="/shares/{proposal}/vote"] button')
+    assert "board2, board3 (2 of 2)" in text(member), text(member)
     shot(board, "06-board")
     board.get(archive.url + "/teaching/ui/shares/register")
     assert "Every share" in text(board)
+
+
+def test_anonymous_ui_goes_to_sign_in(site) -> None:
+    archive, _, _ = site
+    with httpx.Client(base_url=archive.url) as http:
+        for path in ("/teaching/ui/", "/teaching/ui"):
+            answer = http.get(path)
+            assert answer.status_code == 303, (path, answer.status_code)
+            assert answer.headers["location"] == "/teaching/ui/login"
+        assert http.get("/teaching/ui/login").status_code == 200
+        assert http.get("/teaching/ui/cases").status_code == 403  # deny by default elsewhere
+        assert http.post("/teaching/ui").status_code == 403
+
+
+def test_refusal_pages_and_rest_bodies_say_why(site, browser) -> None:
+    archive, _, proposal = site
+    registrar = browser()
+    login(registrar, archive, "reg1")
+    registrar.get(archive.url + "/teaching/ui/shares")
+    assert "Your roles (registrar) do not allow this page" in text(registrar)
+    with httpx.Client(base_url=archive.url, auth=("board1", archive.passwords["board1"])) as http:
+        answer = http.post(f"/teaching/shares/{proposal}/vote", json={"approvers": ["board3"]})
+    assert answer.status_code == 400
+    assert "own session" in answer.json()["error"] and answer.json()["next"]
 
 
 def test_registrar_refused_approver_page(site, browser) -> None:

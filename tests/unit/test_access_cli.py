@@ -29,8 +29,16 @@ def run(home: HomePaths, *args: str, stdin: str | None = None):
 
 
 def test_bootstrap_and_manage_users(home: HomePaths, tmp_path: Path) -> None:
+    # Bootstrap: on a home without personnel, the operator makes the first account.
     r = run(home, "users", "add", "boss", "--role", "personnel", "--password-stdin", stdin=PW)
     assert r.exit_code == 0, r.output
+    # From then on, only a personnel user acting as themselves administers (issue 21).
+    boss_pw = tmp_path / "boss.pw"
+    boss_pw.write_text(PW)
+    boss = ["--admin", "boss", "--admin-password-file", str(boss_pw)]
+    r = run(home, "users", "add", "alice", "--role", "trainer", "--password-stdin", stdin=PW)
+    assert r.exit_code == 1 and "boss" not in r.output and "operator" in r.output
+    assert "--admin-password-file" in r.output or "could not be authenticated" in r.output
     r = run(
         home,
         "users",
@@ -42,41 +50,55 @@ def test_bootstrap_and_manage_users(home: HomePaths, tmp_path: Path) -> None:
         "2030-01-01",
         "--password-stdin",
         "--json",
+        *boss,
         stdin=PW,
     )
     assert r.exit_code == 0, r.output
     assert json.loads(r.output)["account_expires"].startswith("2030-01-01")
-    assert run(home, "users", "train", "alice", "--date", "2025-01-10").exit_code == 0
+    assert run(home, "users", "train", "alice", "--date", "2025-01-10", *boss).exit_code == 0
     data = json.loads(run(home, "users", "show", "alice", "--json").output)
     assert data["training"]["trained_on"] == "2025-01-10" and data["roles"] == ["trainer"]
     listed = json.loads(run(home, "users", "list", "--json").output)
     assert [u["name"] for u in listed] == ["alice", "boss"]
+    # A trainer is not an administrator, even with her own password.
+    alice_pw = tmp_path / "alice.pw"
+    alice_pw.write_text(PW)
+    alice = ["--admin", "alice", "--admin-password-file", str(alice_pw)]
+    r = run(home, "users", "roles", "alice", "--role", "personnel", *alice)
+    assert r.exit_code == 1 and "only personnel administer users" in r.output
     pw_file = tmp_path / "pw"
     pw_file.write_text("another long passphrase\n")
     assert (
-        run(home, "users", "reset-password", "alice", "--password-file", str(pw_file)).exit_code
+        run(
+            home, "users", "reset-password", "alice", "--password-file", str(pw_file), *boss
+        ).exit_code
         == 0
     )
-    assert run(home, "users", "disable", "alice").exit_code == 0
+    assert run(home, "users", "disable", "alice", *boss).exit_code == 0
     assert json.loads(run(home, "users", "show", "alice", "--json").output)["disabled"] is True
-    assert run(home, "users", "expire", "alice", "--on", "2025-06-01").exit_code == 0
-    r = run(home, "users", "add", "cardio", "--role", "registrar", "--password-stdin", stdin=PW)
+    assert run(home, "users", "expire", "alice", "--on", "2025-06-01", *boss).exit_code == 0
+    r = run(home, "users", "add", "cardio", "--role", "registrar", "--password-stdin", *boss,
+            stdin=PW)  # fmt: skip
     assert r.exit_code == 0
-    r = run(home, "users", "approve", "cardio", "--approver", "alice", "--speciality", "cardiology")
-    assert r.exit_code == 1 and "only personnel" in r.output
     r = run(home, "users", "approve", "cardio", "--approver", "boss", "--speciality", "cardiology")
+    assert r.exit_code == 1 and "--approver is no longer accepted" in r.output
+    cardio_pw = tmp_path / "cardio.pw"
+    cardio_pw.write_text(PW)
+    r = run(home, "users", "approve", "cardio", "--speciality", "cardiology",
+            "--admin", "cardio", "--admin-password-file", str(cardio_pw))  # fmt: skip
+    assert r.exit_code == 1 and "only personnel" in r.output
+    r = run(home, "users", "approve", "cardio", "--speciality", "cardiology", *boss)
     assert r.exit_code == 0, r.output
 
-    actions = [e["action"] for e in query(home.audit_dir, user="operator")]
+    assert [e["action"] for e in query(home.audit_dir, user="operator")] == ["users.add"]
+    actions = [e["action"] for e in query(home.audit_dir, user="boss") if e["outcome"] == "success"]
     assert actions == [
-        "users.add",
         "users.add",
         "users.train",
         "users.reset_password",
         "users.disable",
         "users.expire",
         "users.add",
-        "users.approve_application",
         "users.approve_application",
     ]
     assert [e["outcome"] for e in query(home.audit_dir, action="users.approve_application")] == [
@@ -98,9 +120,15 @@ def test_refusals_are_one_line(home: HomePaths) -> None:
     assert r.exit_code == 1 and "--date" in r.output
 
 
-def test_tokens_cli(home: HomePaths) -> None:
+def test_tokens_cli(home: HomePaths, tmp_path: Path) -> None:
     run(home, "users", "add", "alice", "--role", "trainer", "--password-stdin", stdin=PW)
-    r = run(home, "tokens", "create", "alice", "--days", "30", "--label", "ci", "--json")
+    # Issue 21: a token is made by its owner, with her own password.
+    r = run(home, "tokens", "create", "alice", "--days", "30")  # no password: refused
+    assert r.exit_code == 1 and "alice's --password-file" in r.output
+    own = tmp_path / "alice.pw"
+    own.write_text(PW)
+    r = run(home, "tokens", "create", "alice", "--days", "30", "--label", "ci",
+            "--password-file", str(own), "--json")  # fmt: skip
     assert r.exit_code == 0, r.output
     created = json.loads(r.output)
     assert created["token"].startswith("ta1_")

@@ -44,9 +44,10 @@ def run_json(*args: str) -> object:
 
 
 def test_edit_show_search_and_audit(home: HomePaths) -> None:
+    _access(home, {"opsadmin": ("personnel",)})
     code, out = run(
         "cases", "edit", "NSR-2026-00002", "--title", "Subtle pneumothorax",
-        "--keywords", "pneumothorax, line", "--difficulty", "advanced",
+        "--keywords", "pneumothorax, line", "--difficulty", "advanced", *_pw(home, "opsadmin"),
     )  # fmt: skip
     assert code == 0, out
     shown = run_json("cases", "show", "NSR-2026-00002")
@@ -57,8 +58,8 @@ def test_edit_show_search_and_audit(home: HomePaths) -> None:
     listed = run_json("cases", "list", "--modality", "MR")
     assert [c["case_id"] for c in listed["items"]] == ["NSR-2026-00003"]
     events = query(home.audit_dir, case="NSR-2026-00002")
-    assert [(e["action"], e["outcome"], e["actor"]) for e in events] == [
-        ("catalogue.case.edit", "success", "opsadmin")
+    assert [(e["action"], e["outcome"], e["actor"], e["roles"]) for e in events] == [
+        ("catalogue.case.edit", "success", "opsadmin", ["personnel"])
     ]
     assert events[0]["detail"] == {"fields": "difficulty,keywords,title"}
     log_text = "".join(p.read_text() for p in home.audit_dir.iterdir() if p.is_file())
@@ -66,7 +67,9 @@ def test_edit_show_search_and_audit(home: HomePaths) -> None:
 
 
 def test_identifier_in_history_refused_by_cli(home: HomePaths) -> None:
-    code, out = run("cases", "edit", "NSR-2026-00001", "--clinical-history", f"NHS {NHS}")
+    _access(home, {"opsadmin": ("personnel",)})
+    code, out = run("cases", "edit", "NSR-2026-00001", "--clinical-history", f"NHS {NHS}",
+                    *_pw(home, "opsadmin"))  # fmt: skip
     assert code == 1
     assert "clinical_history" in out and NHS not in out and "Traceback" not in out
     assert run_json("cases", "show", "NSR-2026-00001")["clinical_history"] == ""
@@ -75,8 +78,11 @@ def test_identifier_in_history_refused_by_cli(home: HomePaths) -> None:
 
 
 def test_annotate(home: HomePaths) -> None:
-    assert run("cases", "annotate", "NSR-2026-00001", "keywords", "fracture")[0] == 0
-    case = run_json("cases", "annotate", "NSR-2026-00001", "teaching-points", "Check the apex.")
+    _access(home, {"trn1": ("trainer",)})
+    me = _pw(home, "trn1")
+    assert run("cases", "annotate", "NSR-2026-00001", "keywords", "fracture", *me)[0] == 0
+    case = run_json("cases", "annotate", "NSR-2026-00001", "teaching-points", "Check the apex.",
+                    *me)  # fmt: skip
     assert case["keywords"] == ["fracture"] and case["teaching_points"] == "Check the apex."
     code, out = run("cases", "annotate", "NSR-2026-00001", "patient", "x")
     assert code == 1 and "unknown field" in out
@@ -99,28 +105,50 @@ def _access(home: HomePaths, roles: dict[str, tuple[str, ...]]) -> None:
         conn.close()
 
 
+def _pw(home: HomePaths, user: str) -> list[str]:
+    secret = home.root / f"{user}.pw"
+    secret.write_text(f"pw-{user}-long-enough-42")
+    return ["--as", user, "--password-file", str(secret)]
+
+
 def test_registrar_can_search_but_not_edit(
     home: HomePaths, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _access(home, {"reg1": ("registrar",), "trn1": ("trainer",)})
-    assert run_json("cases", "search", "", "--as-user", "reg1")["total"] == 3
-    code, out = run("cases", "edit", "NSR-2026-00001", "--title", "X", "--as-user", "reg1")
+    assert run_json("cases", "search", "")["total"] == 3
+    code, out = run("cases", "edit", "NSR-2026-00001", "--title", "X", *_pw(home, "reg1"))
     assert code == 1 and "may search and view cases but not edit" in out
-    code, _ = run("collections", "create", "Set", "--as-user", "reg1")
-    assert code == 1
     assert run_json("cases", "show", "NSR-2026-00001")["title"] == ""
-    code, out = run("cases", "edit", "NSR-2026-00001", "--title", "Y", "--as-user", "trn1")
+    code, out = run("cases", "edit", "NSR-2026-00001", "--title", "Y", *_pw(home, "trn1"))
     assert code == 0, out
     events = query(home.audit_dir, case="NSR-2026-00001")
     assert [(e["actor"], e["roles"]) for e in events] == [("trn1", ["trainer"])]
 
 
-def test_named_user_fails_closed_without_access_room(
+def test_nobody_edits_in_another_persons_name(
+    home: HomePaths, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 21: --as-user (no password) is refused; a wrong password is refused; no edit."""
+    _access(home, {"trn1": ("trainer",)})
+    code, out = run("cases", "edit", "NSR-2026-00001", "--title", "X", "--as-user", "trn1")
+    assert code == 1 and "--as-user is no longer accepted" in out
+    code, _ = run("collections", "create", "Set", "--as-user", "trn1")
+    assert code == 1
+    wrong = home.root / "wrong.pw"
+    wrong.write_text("not trn1's password, surely")
+    code, out = run("cases", "annotate", "NSR-2026-00001", "keywords", "x", "--as", "trn1",
+                    "--password-file", str(wrong))  # fmt: skip
+    assert code == 1 and "trn1 could not be authenticated" in out
+    assert run_json("cases", "show", "NSR-2026-00001")["keywords"] == []
+    assert query(home.audit_dir, case="NSR-2026-00001") == []
+
+
+def test_editing_fails_closed_without_access_room(
     home: HomePaths, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setitem(sys.modules, "archive.access", None)
-    code, out = run("cases", "edit", "NSR-2026-00001", "--title", "X", "--as-user", "trn1")
-    assert code == 1 and "cannot check the roles" in out
+    code, out = run("cases", "edit", "NSR-2026-00001", "--title", "X", "--as", "trn1")
+    assert code == 1 and "cannot authenticate the editor" in out
 
 
 def test_collections_commands(home: HomePaths) -> None:

@@ -25,7 +25,6 @@ from archive.governance.errors import (
     CertificateError,
     InvalidInputError,
     NotAuthorisedError,
-    QuorumError,
     RecipientRefusedError,
     StateError,
     WipeRefusedError,
@@ -65,29 +64,40 @@ def _trust(closure, kind="trust_teaching_collection"):
     )
 
 
+def _in_force(closure, decision):
+    """Every other member votes for it themselves (issue 21)."""
+    for member in MEMBERS[1:]:
+        decision = closure.vote(decision.id, by=member, now=T0)
+    return decision
+
+
 def _decide_transfer(closure):
     r = _trust(closure)
-    return closure.record_decision(
-        "transfer",
-        meeting_date=MEETING,
-        minute_reference="SB/2025/05/9",
-        approvers=MEMBERS,
-        decision_text="Transfer to the Royal Infirmary collection.",
-        receiving_recipient_id=r.id,
-        recorded_by="secretary",
-        now=T0,
+    return _in_force(
+        closure,
+        closure.record_decision(
+            "transfer",
+            meeting_date=MEETING,
+            minute_reference="SB/2025/05/9",
+            by=MEMBERS[0],
+            decision_text="Transfer to the Royal Infirmary collection.",
+            receiving_recipient_id=r.id,
+            now=T0,
+        ),
     )
 
 
 def _decide_destroy(closure):
-    return closure.record_decision(
-        "destroy",
-        meeting_date=MEETING,
-        minute_reference="SB/2025/05/10",
-        approvers=MEMBERS,
-        decision_text="No collection can take it; destroy.",
-        recorded_by="secretary",
-        now=T0,
+    return _in_force(
+        closure,
+        closure.record_decision(
+            "destroy",
+            meeting_date=MEETING,
+            minute_reference="SB/2025/05/10",
+            by=MEMBERS[0],
+            decision_text="No collection can take it; destroy.",
+            now=T0,
+        ),
     )
 
 
@@ -149,10 +159,9 @@ def test_transfer_only_to_trust_teaching_collection(closure):
             "transfer",
             meeting_date=MEETING,
             minute_reference="m",
-            approvers=MEMBERS,
+            by=MEMBERS[0],
             decision_text="x",
             receiving_recipient_id=r.id,
-            recorded_by="s",
             now=T0,
         )
     with pytest.raises(InvalidInputError, match="must name the receiving"):
@@ -160,9 +169,8 @@ def test_transfer_only_to_trust_teaching_collection(closure):
             "transfer",
             meeting_date=MEETING,
             minute_reference="m",
-            approvers=MEMBERS,
+            by=MEMBERS[0],
             decision_text="x",
-            recorded_by="s",
             now=T0,
         )
     with pytest.raises(InvalidInputError, match="outcome"):
@@ -170,25 +178,31 @@ def test_transfer_only_to_trust_teaching_collection(closure):
             "sell",
             meeting_date=MEETING,
             minute_reference="m",
-            approvers=MEMBERS,
+            by=MEMBERS[0],
             decision_text="x",
-            recorded_by="s",
             now=T0,
         )
 
 
-def test_closure_decision_needs_quorum(closure):
-    with pytest.raises(QuorumError, match="only 1 counted"):
-        closure.record_decision(
-            "destroy",
-            meeting_date=MEETING,
-            minute_reference="m",
-            approvers=MEMBERS[:1],
-            decision_text="x",
-            recorded_by="s",
-            now=T0,
-        )
-    assert closure.current_decision() is None
+def test_closure_decision_needs_quorum_of_own_votes(closure):
+    """Issue 21: in force only once enough members voted themselves, each once."""
+    d = closure.record_decision(
+        "destroy",
+        meeting_date=MEETING,
+        minute_reference="m",
+        by=MEMBERS[0],
+        decision_text="x",
+        now=T0,
+    )
+    assert d.quorum_counted == 1 and closure.current_decision() is None
+    with pytest.raises(StateError, match="already voted"):
+        closure.vote(d.id, by=BoardVote.of("chair", ["board_member"]), now=T0)
+    with pytest.raises(NotAuthorisedError, match="not a School Board member"):
+        closure.vote(d.id, by=BoardVote.of("Tom", ["personnel"]), now=T0)
+    with pytest.raises(WipeRefusedError, match="no School Board decision"):
+        closure.check_wipe_allowed(T0)
+    d = closure.vote(d.id, by=MEMBERS[1], now=T0)
+    assert d.quorum_counted == 2 and closure.current_decision().id == d.id
 
 
 # -- transfer and receipt --------------------------------------------------------------------

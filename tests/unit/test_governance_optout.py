@@ -104,7 +104,11 @@ def test_withdrawn_cases_cannot_leave(conn, register):
         "RCR", "rcr_vca", "c", dicom_node=DicomNode("RCR", "h", 104), added_by="p", now=T0
     )
     with pytest.raises(WithdrawnCaseError):
-        shares.propose(["NSR-0002"], r.id, "rcr_validated_case_archive", "Prof P", now=T0)
+        shares.propose(
+            ["NSR-0002"], r.id, "rcr_validated_case_archive",
+            BoardVote.of("Prof P", ["board_member"]), case_levels={"NSR-0002": "publication"},
+            now=T0,
+        )  # fmt: skip
 
 
 def test_exposures_lists_shares_exports_and_workstations(conn, register):
@@ -138,16 +142,19 @@ def test_exposures_lists_shares_exports_and_workstations(conn, register):
         now=T0,
     )
     for cases in (["NSR-0001", "NSR-0002"], ["NSR-0002"]):
-        p = shares.propose(cases, rec.id, "radiology_training", "Prof P", now=T0)
+        p = shares.propose(
+            cases, rec.id, "radiology_training", BoardVote.of("Prof P", ["board_member"]),
+            case_levels=dict.fromkeys(cases, "publication"), now=T0,
+        )  # fmt: skip
         shares.decide(
             p.id,
             meeting_date=date(2025, 3, 1),
             minute_reference="m",
-            approvers=[BoardVote.of(n, ["board_member"]) for n in ("A", "B")],
             decision_text="ok",
-            recorded_by="s",
+            by=BoardVote.of("A", ["board_member"]),
             now=T0,
         )
+        shares.vote(p.id, by=BoardVote.of("B", ["board_member"]), now=T0)
         shares.record_signed_undertaking(
             p.id, SHA, "n", "r", "Mersey School", date(2025, 3, 2), "ref", recorded_by="p", now=T0
         )
@@ -201,16 +208,19 @@ def test_withdrawal_after_authorisation_blocks_share_execution(conn, register):
     rec = shares.recipients.add(
         "RCR", "rcr_riti", "c", dicom_node=DicomNode("RCR", "h", 104), added_by="p", now=T0
     )
-    p = shares.propose(["NSR-0007"], rec.id, "rcr_riti", "Prof P", now=T0)
+    p = shares.propose(
+        ["NSR-0007"], rec.id, "rcr_riti", BoardVote.of("Prof P", ["board_member"]),
+        case_levels={"NSR-0007": "publication"}, now=T0,
+    )  # fmt: skip
     shares.decide(
         p.id,
         meeting_date=date(2025, 3, 1),
         minute_reference="m",
-        approvers=[BoardVote.of(n, ["board_member"]) for n in ("A", "B")],
         decision_text="ok",
-        recorded_by="s",
+        by=BoardVote.of("A", ["board_member"]),
         now=T0,
     )
+    shares.vote(p.id, by=BoardVote.of("B", ["board_member"]), now=T0)
     shares.record_signed_undertaking(
         p.id, SHA, "n", "r", "RCR", date(2025, 3, 2), "ref", recorded_by="p", now=T0
     )

@@ -59,19 +59,26 @@ def _recipient(shares, *, dsa=False, kind="uk_radiology_school", org="Mersey Sch
 
 def _proposal(shares, cases=("NSR-0001", "NSR-0002"), *, dsa=False, proposer="Prof Proposer"):
     r = _recipient(shares, dsa=dsa)
-    return shares.propose(list(cases), r.id, "radiology_training", proposer, now=T0)
+    return shares.propose(
+        list(cases), r.id, "radiology_training", BoardVote.of(proposer, BOARD),
+        case_levels=LEVELS, now=T0,
+    )  # fmt: skip
 
 
 def _approve(shares, pid, members=("Dr A", "Dr B")):
-    return shares.decide(
+    """The first member records the decision (their vote); each other votes themselves."""
+    first, *others = members
+    decision = shares.decide(
         pid,
         meeting_date=MEETING,
         minute_reference="SB/2025/03/4.2",
-        approvers=[BoardVote.of(m, BOARD) for m in members],
         decision_text="The Board approves sharing these cases for regional training.",
-        recorded_by="secretary",
+        by=BoardVote.of(first, BOARD),
         now=T0,
     )
+    for member in others:
+        decision = shares.vote(pid, by=BoardVote.of(member, BOARD), now=T0)
+    return decision
 
 
 def _undertaking(shares, pid, org="Mersey School of Radiology"):
@@ -133,9 +140,18 @@ def test_recipient_with_public_key(shares):
 def test_commercial_share_purpose_refused(shares):
     r = _recipient(shares)
     with pytest.raises(PurposeRefusedError, match="never .*commercial"):
-        shares.propose(["NSR-0001"], r.id, "commercial", "Prof P", now=T0)
+        shares.propose(
+            ["NSR-0001"],
+            r.id,
+            "commercial",
+            BoardVote.of("Prof P", BOARD),
+            case_levels=LEVELS,
+            now=T0,
+        )
     with pytest.raises(PurposeRefusedError, match="radiology_training"):
-        shares.propose(["NSR-0001"], r.id, "fun", "Prof P", now=T0)
+        shares.propose(
+            ["NSR-0001"], r.id, "fun", BoardVote.of("Prof P", BOARD), case_levels=LEVELS, now=T0
+        )
 
 
 def test_quorum_met_by_two_members_other_than_proposer(shares):
@@ -154,32 +170,79 @@ def test_quorum_met_by_two_members_other_than_proposer(shares):
 
 def test_proposer_vote_does_not_count_towards_quorum(shares):
     p = _proposal(shares)
-    with pytest.raises(
-        QuorumError, match=r"only 1 counted \(prof  proposer proposed it and does not count"
-    ):
-        _approve(shares, p.id, members=("prof  proposer", "Dr A"))
+    d = _approve(shares, p.id, members=("prof  proposer", "Dr A"))
+    assert d.quorum_counted == 1 and not d.in_force
+    assert [(v.member, v.counted) for v in d.votes] == [("prof  proposer", False), ("Dr A", True)]
     assert shares.get(p.id).status == "proposed"
-    assert shares.decision_for(p.id) is None
+    _undertaking(shares, p.id)
+    with pytest.raises(QuorumError, match="1 of 2 members .* voted themselves; 1 more"):
+        shares.authorise_share(p.id, LEVELS, now=T0)
 
 
-def test_same_member_twice_counts_once(shares):
+def test_same_member_votes_once(shares):
     p = _proposal(shares)
-    with pytest.raises(QuorumError, match="only 1 counted"):
+    with pytest.raises(StateError, match="already voted"):
         _approve(shares, p.id, members=("Dr A", "DR A "))
+    assert shares.decision_for(p.id).quorum_counted == 1
 
 
-def test_non_member_approver_refused(shares):
+def test_non_member_cannot_decide_or_vote(shares):
     p = _proposal(shares)
     with pytest.raises(NotAuthorisedError, match="not a School Board member"):
         shares.decide(
             p.id,
             meeting_date=MEETING,
             minute_reference="m",
-            approvers=[BoardVote.of("Dr A", BOARD), BoardVote.of("Dr T", ["tpd"])],
             decision_text="ok",
-            recorded_by="s",
+            by=BoardVote.of("Dr T", ["tpd"]),
             now=T0,
         )
+    assert shares.decision_for(p.id) is None
+    _approve(shares, p.id, members=("Dr A",))
+    with pytest.raises(NotAuthorisedError, match="not a School Board member"):
+        shares.vote(p.id, by=BoardVote.of("Dr T", ["tpd"]), now=T0)
+    assert shares.decision_for(p.id).quorum_counted == 1
+
+
+def test_decision_counts_only_members_who_voted_themselves(shares):
+    """Issue 21: recording a decision is one member's vote; nobody else is counted until
+    they vote in their own session, and a second recording does not add votes."""
+    p = _proposal(shares)
+    d = _approve(shares, p.id, members=("Dr A",))
+    assert d.quorum_counted == 1 and [v.member for v in d.votes] == ["Dr A"]
+    assert shares.get(p.id).status == "proposed"
+    with pytest.raises(StateError, match="waits for members' votes"):
+        _approve(shares, p.id, members=("Dr B",))
+    d = shares.vote(p.id, by=BoardVote.of("Dr B", BOARD), now=T0)
+    assert d.in_force and d.quorum_counted == 2
+    assert all(v.self_cast for v in d.votes)
+    assert shares.get(p.id).status == "approved"
+
+
+def test_vote_needs_a_recorded_decision(shares):
+    p = _proposal(shares)
+    with pytest.raises(StateError, match="no Board decision is recorded"):
+        shares.vote(p.id, by=BoardVote.of("Dr A", BOARD), now=T0)
+
+
+def test_only_board_members_propose(shares):
+    r = _recipient(shares)
+    with pytest.raises(NotAuthorisedError, match="only members propose"):
+        shares.propose(["NSR-0001"], r.id, "radiology_training", BoardVote.of("tom", ["trainer"]),
+                       case_levels=LEVELS, now=T0)  # fmt: skip
+    assert shares.list() == []
+
+
+def test_proposal_checks_agreement_and_levels_early(shares):
+    """Issue 21: refused when proposed, not after the decision and the undertaking."""
+    r = _recipient(shares, dsa=False)
+    with pytest.raises(LevelRefusedError, match="no data-sharing agreement on file"):
+        shares.propose(["NSR-0001", "NSR-0003"], r.id, "radiology_training",
+                       BoardVote.of("Prof P", BOARD), case_levels=LEVELS, now=T0)  # fmt: skip
+    with pytest.raises(LevelRefusedError, match="no de-identification level"):
+        shares.propose(["NSR-0009"], r.id, "radiology_training",
+                       BoardVote.of("Prof P", BOARD), case_levels=LEVELS, now=T0)  # fmt: skip
+    assert shares.list() == []
 
 
 def test_quorum_is_policy(tmp_path, policy):
@@ -188,9 +251,9 @@ def test_quorum_is_policy(tmp_path, policy):
     strict = replace(policy, quorum=3)
     shares = Shares(connect(tmp_path / "a.db"), strict)
     p = _proposal(shares)
-    with pytest.raises(QuorumError, match="quorum is 3"):
-        _approve(shares, p.id, members=("Dr A", "Dr B"))
-    assert _approve(shares, p.id, members=("Dr A", "Dr B", "Dr C")).quorum_counted == 3
+    assert not _approve(shares, p.id, members=("Dr A", "Dr B")).in_force
+    d = shares.vote(p.id, by=BoardVote.of("Dr C", BOARD), now=T0)
+    assert d.quorum_counted == 3 and d.in_force
 
 
 def test_rejection_recorded_and_blocks_share(shares):
@@ -199,10 +262,9 @@ def test_rejection_recorded_and_blocks_share(shares):
         p.id,
         meeting_date=MEETING,
         minute_reference="m1",
-        approvers=[BoardVote.of("Dr A", BOARD)],
         decision_text="Not now.",
         approved=False,
-        recorded_by="s",
+        by=BoardVote.of("Dr A", BOARD),
         now=T0,
     )
     assert d.outcome == "rejected"
@@ -219,9 +281,8 @@ def test_future_meeting_refused(shares):
             p.id,
             meeting_date=date(2025, 4, 1),
             minute_reference="m",
-            approvers=[BoardVote.of("Dr A", BOARD)],
             decision_text="x",
-            recorded_by="s",
+            by=BoardVote.of("Dr A", BOARD),
             now=T0,
         )
 
@@ -301,9 +362,11 @@ def test_share_without_decision_refused(shares):
 
 
 def test_limited_access_case_to_recipient_without_agreement_refused(shares):
-    p = _proposal(shares, cases=("NSR-0001", "NSR-0003"), dsa=False)
+    """Checked again at execution: here the agreement lapsed after the proposal."""
+    p = _proposal(shares, cases=("NSR-0001", "NSR-0003"), dsa=True)
     _approve(shares, p.id)
     _undertaking(shares, p.id)
+    shares.recipients.set_data_sharing_agreement(p.recipient_id, False)
     with pytest.raises(
         LevelRefusedError, match=r"no data-sharing agreement.*NSR-0003 \(limited-access"
     ):
@@ -409,3 +472,45 @@ def test_requests_and_confirmations_need_existing_records(shares):
         shares.record_confirmation(99, "x", date(2025, 3, 3), "e", now=T0)
     with pytest.raises(InvalidInputError, match="revocation' or 'deletion"):
         shares.request_removal(1, "shred", "r", "p", now=T0)
+
+
+def test_migration_keeps_typed_in_approvers_but_never_counts_them(tmp_path, policy):
+    """Issue 21: a decision recorded before members voted themselves (names typed in by
+    the recorder) keeps its minutes, counts nobody, and its proposal waits for votes."""
+    from archive.db import migrate
+    from archive.governance import _store
+
+    conn = connect(tmp_path / "old.db")
+    migrate(conn, _store.ROOM, _store.SCHEMA_STEPS[:1])  # the archive before issue 21
+    conn.execute(
+        "INSERT INTO governance_recipients (organisation, kind, contact, public_key,"
+        " data_sharing_agreement, added_by, added_at) VALUES ('Mersey', 'uk_radiology_school',"
+        " 'c', 'age1x', 1, 'p', '2025-03-01T00:00:00+00:00')"
+    )
+    conn.execute(
+        "INSERT INTO governance_share_proposals (recipient_id, purpose, proposer, status,"
+        " created_at, policy_version) VALUES (1, 'radiology_training', 'Prof P', 'approved',"
+        " '2025-03-01T00:00:00+00:00', 'v')"
+    )
+    conn.execute("INSERT INTO governance_share_proposal_cases VALUES (1, 'NSR-0001')")
+    conn.execute(
+        "INSERT INTO governance_board_decisions (subject, proposal_id, outcome, meeting_date,"
+        " minute_reference, decision_text, receiving_recipient_id, quorum_required,"
+        " quorum_counted, recorded_by, recorded_at, policy_version) VALUES ('share', 1,"
+        " 'approved', '2025-03-01', 'm', 't', 1, 2, 2, 'local-operator',"
+        " '2025-03-01T00:00:00+00:00', 'v')"
+    )
+    conn.executemany(
+        "INSERT INTO governance_board_votes (decision_id, member, counted, note) VALUES (1,?,1,'')",
+        [("Dr A",), ("Dr B",)],
+    )
+    shares = Shares(conn, policy)  # migrates
+    d = shares.decision_for(1)
+    assert d.quorum_counted == 0 and not d.in_force
+    assert [(v.member, v.self_cast) for v in d.votes] == [("Dr A", False), ("Dr B", False)]
+    assert "not self-cast" in d.votes[0].note
+    assert shares.get(1).status == "proposed"
+    d = shares.vote(1, by=BoardVote.of("Dr A", BOARD), now=T0)
+    assert d.quorum_counted == 1 and [v.self_cast for v in d.votes] == [True, False]
+    d = shares.vote(1, by=BoardVote.of("Dr C", BOARD), now=T0)
+    assert d.in_force and shares.get(1).status == "approved"

@@ -259,3 +259,18 @@ def test_no_session_redirects_to_login(app: WebApp) -> None:
     answer = app.handle(WebRequest("GET", "/cases"))
     assert answer.status == 303 and answer.location == "/teaching/ui/login"
     assert app.handle(WebRequest("POST", "/removals", body=b"csrf=x")).status == 401
+
+
+def test_anonymous_reaches_only_the_ui_root_and_the_sign_in_page(app: WebApp) -> None:
+    """Issue 21: the filter lets an anonymous GET of /teaching/ui(/) through, so the web
+    answers the sign-in redirect instead of a blank 403; nothing else opens."""
+    from archive.access import decide
+
+    policy = app.backend.route_policy
+    for uri in ("/teaching/ui", "/teaching/ui/", "/teaching/ui/login"):
+        assert decide(policy, None, "GET", uri).allowed, uri
+    for method, uri in (("GET", "/teaching/ui/cases"), ("POST", "/teaching/ui"),
+                        ("GET", "/teaching/ui/shares"), ("GET", "/teaching/cases")):  # fmt: skip
+        assert not decide(policy, None, method, uri).allowed, uri
+    answer = app.handle(WebRequest("GET", "/"))
+    assert answer.status == 303 and answer.location == "/teaching/ui/login"
