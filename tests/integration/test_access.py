@@ -178,8 +178,10 @@ def test_role_by_route_matrix(
     else:
         assert orthanc_allowed == set(), f"{role} may call Orthanc routes: {orthanc_allowed}"
     if role == "anonymous":
-        # health, and the web interface's sign-in page and stylesheet (issue 12)
+        # health, and the web interface's sign-in page and stylesheet (issue 12), and its
+        # address, which only redirects to the sign-in page (issue 21)
         web = {("GET", "/teaching/ui/login"), ("POST", "/teaching/ui/login")}
+        web |= {("GET", "/teaching/ui")}
         web |= {(m, u) for m, u in allowed if m == "GET" and u.startswith("/teaching/ui/static/")}
         assert allowed == {("GET", "/teaching/health")} | web
     for _method, uri in allowed:

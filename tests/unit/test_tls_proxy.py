@@ -52,7 +52,7 @@ def test_nginx_config_terminates_tls_and_streams_bodies(tmp_path: Path) -> None:
     assert f"proxy_set_header {H} $remote_addr;" in text
     assert "Strict-Transport-Security" in text
     assert "daemon off;" in text
-    assert "proxy_request_buffering off;" in text and "proxy_max_temp_file_size 0;" in text
+    assert "proxy_request_buffering on;" in text and "proxy_max_temp_file_size 0;" in text
     assert str(config.home.run_dir) in text  # pid, error log and temp paths in HOME/run
     assert "secret" not in str(plan.public()).lower()
     assert plan.public()["certificate_sha256"] == tls_proxy.certificate_fingerprint(
@@ -97,7 +97,8 @@ def test_plain_http_front_bounds_bodies_per_location(tmp_path: Path) -> None:
     default = text.split("location / {", 1)[1].split("}", 1)[0]
     assert "client_max_body_size 512m;" in default
     assert "auth_request /_archive_auth;" in default
-    assert "proxy_request_buffering off;" in default
+    assert "proxy_request_buffering on;" in default
+    assert "client_body_buffer_size 512m;" in default  # never spooled to a file
     assert "refused.log" in text and "$request_uri" not in text.split("log_format")[1][:80]
 
 
