@@ -248,6 +248,9 @@ def test_orthanc_killed_is_restarted_audited_and_loses_nothing_acknowledged(
         sender.join(timeout=120)
         assert _wait_healthy(archive), archive.log_tail()
         assert archive.process.poll() is None  # serve itself kept running
+        deadline = time.monotonic() + 30  # serve.json names the new child once it is up
+        while _orthanc_pid(archive) == first and time.monotonic() < deadline:
+            time.sleep(0.2)
         second = _orthanc_pid(archive)
         assert second != first
         told_stored = [p for p, ok in acked.items() if ok]
