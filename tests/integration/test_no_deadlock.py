@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -27,7 +28,7 @@ from pydicom.uid import generate_uid
 from archive.render import icon_png
 from tests.corpus import make_ct_series, make_sr_instance, to_bytes
 from tests.dicom_tools import storescu, write_files
-from tests.harness import RunningArchive, add_user, client, register_node
+from tests.harness import RunningArchive, add_user, base_env, client, register_node
 from tests.integration.test_pulls import WS_AET, StoreSCP, _digests, wait_for_cases
 
 pytestmark = pytest.mark.orthanc
@@ -99,9 +100,14 @@ class Background:
         assert self.result.returncode == 0, self.result.stderr
 
 
-def _send(archive: RunningArchive, files: list[Path]) -> None:
+def _send(archive: RunningArchive, files: list[Path], *options: str) -> None:
+    """storescu in one association; `options` e.g. -xw to propose JPEG 2000."""
+    command = ["storescu", *options, "-aec", archive.aet, "-aet", SCU, "127.0.0.1"]
     for _ in range(30):  # the DICOM port may open a moment after /teaching/health
-        sent = storescu(archive.dicom_port, archive.aet, SCU, files)
+        sent = subprocess.run(
+            [*command, str(archive.dicom_port), *map(str, files)],
+            capture_output=True, text=True, env=base_env(), timeout=300, check=False,
+        )  # fmt: skip
         if sent.returncode == 0:
             return
         time.sleep(1)
@@ -150,10 +156,26 @@ def test_pull_after_restart_answers_while_health_and_cstore_go_on(suite, tmp_pat
     received = scp.files()
     assert len(received) == 12
     assert _digests(received) == _digests(stored)
+    _health_discloses_only_to_staff(archive)
+
+
+def _health_discloses_only_to_staff(archive: RunningArchive) -> None:
+    """Anonymous and non-personnel callers learn up/down only (issue #20 finding 10);
+    callers the policy lets see the statistics get versions, AE title and counts."""
+    assert archive.health() == {"status": "ok"}
+    with client(archive, "trainer1") as http:
+        assert http.get("/teaching/health").json() == {"status": "ok"}
+    with client(archive, "pat") as http:
+        details = http.get("/teaching/health").json()
+    assert details["dicom_aet"] == archive.aet
+    assert details["orthanc_version"] == "1.10.1"
+    assert details["counts"]["instances"] >= 12 + 20
+    with httpx.Client(base_url=archive.url, auth=("pat", "wrong password")) as http:
+        assert http.get("/teaching/health").status_code in (401, 403)
 
 
 def _jpeg2000(patient_id: str, study_uid: str) -> bytes:
-    ds = pydicom.dcmread(get_testdata_file("JPEG2000.dcm"))
+    ds = pydicom.dcmread(get_testdata_file("MR2_J2KI.dcm"))  # JPEG 2000, MR
     ds.PatientID, ds.PatientName, ds.StudyInstanceUID = patient_id, "THUMB^CASE", study_uid
     ds.SeriesInstanceUID = generate_uid()
     ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
@@ -180,10 +202,16 @@ def test_thumbnails_after_restart_with_ingest_going_on(suite, tmp_path) -> None:
     study = ct[0].StudyInstanceUID
     sr = make_sr_instance(patient="THUMB^CASE", patient_id=pid)
     sr.StudyInstanceUID = study
-    payloads = [*(to_bytes(ds) for ds in ct), _jpeg2000(pid, study), _rtplan(pid, study)]
-    payloads.append(to_bytes(sr))
+    payloads = [*(to_bytes(ds) for ds in ct), _rtplan(pid, study), to_bytes(sr)]
+    _send(archive, write_files(tmp_path / "j2k", [_jpeg2000(pid, study)]), "-xw")
     _send(archive, write_files(tmp_path / "in", payloads))
-    wait_for_cases(archive, 1)
+    case_id = wait_for_cases(archive, 1)[0]
+    deadline = time.monotonic() + 60
+    with client(archive, "trainer1") as http:
+        while len(http.get(f"/teaching/cases/{case_id}").json()["series"]) < 4:
+            held = archive.cli("quarantine", "list", "--json").stdout
+            assert time.monotonic() < deadline, f"not 4 series; quarantine: {held}"
+            time.sleep(0.5)
     _restart(archive)
 
     images: dict[str, bytes] = {}
@@ -198,12 +226,14 @@ def test_thumbnails_after_restart_with_ingest_going_on(suite, tmp_path) -> None:
                 assert answer.status_code == 200, (series, answer.text)
                 assert answer.headers["content-type"] == "image/png"
                 images[series["modality"]] = answer.content
+        # The busy series becomes stable and is catalogued (OnChange) under the poll too.
+        wait_for_cases(archive, 2)
     busy.check()
     health.check()
-    assert set(images) >= {"CT", "NM", "RTPLAN", "SR"}, sorted(images)
+    assert set(images) >= {"CT", "MR", "RTPLAN", "SR"}, sorted(images)
     assert images["RTPLAN"] == icon_png("RT PLAN")
     assert images["SR"] == icon_png("SR")
-    for modality in ("CT", "NM"):  # NM: the JPEG 2000 instance, decoded and rendered
+    for modality in ("CT", "MR"):  # MR: the JPEG 2000 instance, decoded and rendered
         image = Image.open(io.BytesIO(images[modality]))
         assert max(image.size) == 256 and image.convert("RGB").getpixel((0, 0)) != (38, 50, 64)
 
@@ -243,13 +273,14 @@ def test_release_and_withdrawal_after_restart_with_ingest(suite, tmp_path) -> No
         released = archive.cli("quarantine", "release", item["id"], "--reviewer", "bob")
         with client(archive, "pat") as http:
             withdrawn = http.post("/teaching/closure/withdrawals", json={"cases": [case_id]})
+        # The released instance and the busy series are catalogued under the poll too;
+        # the withdrawn case is not available any more.
+        wait_for_cases(archive, 2)
     busy.check()
     health.check()
     assert released.returncode == 0, released.stderr
     assert withdrawn.status_code == 200, withdrawn.text
     (result,) = withdrawn.json()["withdrawn"]
     assert result["deleted"] and result["files"] >= 4
-    # The released instance and the busy series are stored; the withdrawn case is not.
-    assert wait_for_cases(archive, 2)
     counts = archive.counts()
     assert counts["instances"] == 1 + 20, counts
