@@ -140,6 +140,9 @@ def serve(
             orthanc_view, nodes=registered_nodes(config), stable_age=stable_age
         )
         orthanc_config.write(config, rendered)
+        # Asked before Orthanc starts (health tells staff only): no extra Orthanc process
+        # runs beside the serving one once it is up.
+        version = server.orthanc_version()
         if config.database.shared:
             pgpass = server.write_pgpass(config, db_password)
             proxy_env["PGPASSFILE"] = str(pgpass)
@@ -200,7 +203,7 @@ def serve(
     typer.echo(
         f"Archive serving: web API {server.base_url(config)}  "
         f"DICOM {config.dicom.aet}@{config.http.host}:{config.dicom.port}  "
-        f"(Orthanc {server.orthanc_version() or '-'})"
+        f"(Orthanc {version or '-'})"
     )
     typer.echo(f"Data volume: {_volume_line(decision)}", err=True)
     if proxy is not None:
