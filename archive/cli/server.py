@@ -150,6 +150,9 @@ def serve(
             orthanc_view, nodes=registered_nodes(config), stable_age=stable_age
         )
         orthanc_config.write(config, rendered)
+        # Asked before Orthanc starts (health tells staff only): no extra Orthanc process
+        # runs beside the serving one once it is up.
+        version = server.orthanc_version()
         if config.database.shared:
             pgpass = server.write_pgpass(config, db_password)
             orthanc_env["PGPASSFILE"] = str(pgpass)
@@ -215,7 +218,7 @@ def serve(
         fail(str(exc))
 
     if not stop.is_set():  # a stop during the start skips the banner, then stops cleanly
-        _banner(config, supervisor, proxy_plan, decision)
+        _banner(config, supervisor, proxy_plan, decision, version)
     gave_up = None
     refused_offset = 0
     while not stop.is_set():
@@ -245,7 +248,7 @@ def serve(
     typer.echo("Archive stopped.")
 
 
-def _banner(config, supervisor, proxy_plan, decision) -> None:
+def _banner(config, supervisor, proxy_plan, decision, version) -> None:
     if config.node > 1 or config.database.shared:
         typer.echo(
             f"Node {config.node}: index on PostgreSQL {config.database.host}:"
@@ -255,11 +258,10 @@ def _banner(config, supervisor, proxy_plan, decision) -> None:
             err=True,
         )
     orthanc = supervisor.children[-1]
-    health = server.health(config) or {}
     typer.echo(
         f"Archive serving: web API {server.base_url(config)}  "
         f"DICOM {config.dicom.aet}@{config.dicom.host}:{config.dicom.port}  "
-        f"(Orthanc {health.get('orthanc_version', '?')})"
+        f"(Orthanc {version or '-'})"
     )
     typer.echo(f"Data volume: {_volume_line(decision)}", err=True)
     typer.echo(
@@ -431,13 +433,13 @@ def status(home: HomeOption, json_output: JsonOption = False, node: NodeOption =
         "archive_version": __version__,
         "serving": pid is not None,
         "serve_pid": pid,
-        "plugin_loaded": bool(answer and answer.get("plugin") == "teaching-archive"),
-        "orthanc_version": answer.get("orthanc_version") if answer else None,
+        "plugin_loaded": server.is_up(answer),
+        "orthanc_version": server.orthanc_version(),
         "url": server.base_url(config),
         "tls": config.http.tls,
         "https": _tls_report(config, pid is not None),
         "dicom": f"{config.dicom.aet}:{config.dicom.port}",
-        "counts": answer.get("counts") if answer else None,
+        "counts": server.stored_counts(config),
         "volume": config.volume.kind,
         "unencrypted_volume_allowed": config.volume.allow_unencrypted,
         **_volume_report(config, pid is not None),

@@ -65,7 +65,7 @@ def _wait_healthy(archive: RunningArchive, timeout: float = 90.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         answer = archive.health()
-        if answer and answer.get("counts") is not None:
+        if answer and answer.get("status") == "ok":
             return True
         time.sleep(0.2)
     return False
