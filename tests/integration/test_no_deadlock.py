@@ -262,15 +262,20 @@ def test_release_and_withdrawal_after_restart_with_ingest(suite, tmp_path) -> No
     case_id = wait_for_cases(archive, 1)[0]
     listed = archive.cli("quarantine", "list", "--json")
     (item,) = json.loads(listed.stdout)
+    secret = tmp_path / "bob.password"  # the reviewer acts for himself (issue 21)
+    secret.write_text(archive.passwords["bob"])
     masked = archive.cli(
         "quarantine", "mask", item["id"], "--region", "0,0,640,108", "--region",
         "0,345,640,135", "--image-area", "0,108,640,237", "--json",
+        "--as", "bob", "--password-file", str(secret),
     )  # fmt: skip
     assert json.loads(masked.stdout)["ocr_clean"], masked.stdout
     _restart(archive)
 
     with HealthPoller(archive) as health, Background(archive, tmp_path / "busy") as busy:
-        released = archive.cli("quarantine", "release", item["id"], "--reviewer", "bob")
+        released = archive.cli(
+            "quarantine", "release", item["id"], "--as", "bob", "--password-file", str(secret)
+        )
         with client(archive, "pat") as http:
             withdrawn = http.post("/teaching/closure/withdrawals", json={"cases": [case_id]})
         # The released instance and the busy series are catalogued under the poll too;
