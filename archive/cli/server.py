@@ -101,6 +101,7 @@ def serve(
     pgpass = None
     decision = None
     read_fd = None
+    dicom_front = None
     locked = False  # until then the nginx files in the run dir may be a running serve's
     try:
         server.find_orthanc()  # install problems first: no passphrase asked for nothing
@@ -146,6 +147,8 @@ def serve(
             del db_password
         if proxy_plan is not None:
             proxy = tls_proxy.start(config, proxy_plan)
+        dicom_front = _dicom_front(config, orthanc_view, passphrase, proxy_env)
+        server.start_dicom_front(dicom_front)
         read_fd = server.passphrase_pipe(passphrase)
         del passphrase
         log = config.home.orthanc_log
@@ -175,6 +178,7 @@ def serve(
     except (ArchiveError, KeyboardInterrupt) as exc:
         if read_fd is not None:
             os.close(read_fd)
+        server.stop_dicom_front(dicom_front)
         if process is not None:
             server.stop_orthanc(process)
         if proxy is not None or (locked and config.http.tls):
@@ -213,10 +217,12 @@ def serve(
     while not stop.is_set() and process.poll() is None:
         if proxy is not None and proxy.poll() is not None:
             break
+        _keep_dicom_front(dicom_front, stop)
         stop.wait(0.5)
     proxy_died = proxy is not None and proxy.poll() is not None and not stop.is_set()
     crashed = process.poll() is not None and not stop.is_set()
-    if proxy is not None:  # stop taking requests first, then Orthanc
+    server.stop_dicom_front(dicom_front)  # stop taking requests first, then Orthanc
+    if proxy is not None:
         tls_proxy.stop(config, proxy)
     code = server.stop_orthanc(process)
     if pgpass is not None:
@@ -234,6 +240,36 @@ def serve(
             f"{tls_proxy.error_log(config)}."
         )
     typer.echo("Archive stopped.")
+
+
+def _dicom_front(config, orthanc_view, passphrase: str, orthanc_env: dict):
+    """The DICOM front of this serve (archive/dicom/front.py; Orthanc's own DICOM server
+    is off): it forwards to Orthanc's loopback HTTP port with a per-serve secret, which
+    Orthanc's HTTP filter gets through `orthanc_env`."""
+    from archive.dicom.forward import FRONT_SECRET_ENV
+
+    secret = tls_proxy.new_secret()
+    orthanc_env[FRONT_SECRET_ENV] = secret
+    url = f"http://127.0.0.1:{orthanc_view.http.port}"
+    return server.DicomFront(config, url, secret, passphrase)
+
+
+def _keep_dicom_front(front, stop: threading.Event) -> None:
+    """Restart the DICOM front if it died (audited by the front when it starts again)."""
+    if front is None or front.process is None or front.process.poll() is None:
+        return
+    if stop.is_set():
+        return
+    front.restarts += 1
+    typer.echo(
+        f"warning: the DICOM front exited (code {front.process.returncode}); restarting it "
+        f"(restart {front.restarts}); see {front.log}",
+        err=True,
+    )
+    try:
+        server.start_dicom_front(front)
+    except ArchiveError as exc:
+        typer.echo(f"warning: {exc}", err=True)
 
 
 def _node_config(config, node: int, http_port: int | None, dicom_port: int | None):
