@@ -28,6 +28,7 @@ class Services:
 
     _connections: dict = field(default_factory=dict, repr=False)
     _access_stores: dict = field(default_factory=dict, repr=False)
+    _ledgers: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self.runtime.audit.enable_group_commit(AUDIT_GROUP_COMMIT_SECONDS)
@@ -77,6 +78,17 @@ class Services:
         from archive.deid import DeidSecrets
 
         return DeidSecrets(pseudonym_key=self.runtime.keyring.pseudonym_key)
+
+    def ledger(self):
+        """The vault's instance ledger on this thread's connection."""
+        ident = threading.get_ident()
+        ledger = self._ledgers.get(ident)
+        if ledger is None:
+            from archive.vault.ledger import InstanceLedger
+
+            ledger = InstanceLedger(self.db())
+            self._ledgers[ident] = ledger
+        return ledger
 
     def quarantine(self):
         """A quarantine store on this thread's connection."""

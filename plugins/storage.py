@@ -43,6 +43,7 @@ from archive.audit import AuditEvent
 from archive.vault.envelope import HEADER_LEN
 from archive.vault.errors import TamperError
 from archive.vault.fsutil import atomic_write
+from archive.vault.ledger import DICOM_CONTENT_TYPE, backfill, entry_from_dicom
 
 PASSTHROUGH_ENV = "ARCHIVE_BENCH_PASSTHROUGH_STORAGE"
 _TORN_HEADER_RETRY_S = 0.05
@@ -58,10 +59,22 @@ def register(services) -> None:
     store = services.storage
     record = services.record
     _clean_crash_leftovers(services, store)
+    _backfill_ledger(services, store)
 
     def create(uuid: str, content_type, data: bytes) -> None:
         ct = int(content_type)
-        store.write(uuid, ct, bytes(data), durable=ct not in DERIVED_CONTENT_TYPES)
+        payload = bytes(data)
+        if ct == DICOM_CONTENT_TYPE:
+            # Parsed before the write: a file the ledger cannot read is refused (the
+            # sender is told and can resend) rather than stored where no pull finds it.
+            entry = entry_from_dicom(uuid, payload)
+        store.write(uuid, ct, payload, durable=ct not in DERIVED_CONTENT_TYPES)
+        if ct == DICOM_CONTENT_TYPE:
+            try:
+                services.ledger().record(entry)
+            except BaseException:
+                store.remove(uuid, ct)
+                raise
 
     def read(uuid: str, content_type) -> bytes:
         ct = int(content_type)
@@ -86,9 +99,32 @@ def register(services) -> None:
                 raise
 
     def remove(uuid: str, content_type) -> None:
-        store.remove(uuid, int(content_type))
+        ct = int(content_type)
+        store.remove(uuid, ct)
+        if ct == DICOM_CONTENT_TYPE:
+            services.ledger().forget(uuid)
 
     orthanc.RegisterStorageArea(create, read, remove)
+
+
+def _backfill_ledger(services, store) -> None:
+    """Record the stored DICOM files the instance ledger does not know (archives made
+    before it), before Orthanc serves; progress in Orthanc's log."""
+
+    def progress(done: int, total: int) -> None:
+        orthanc.LogWarning(f"teaching-archive: instance ledger: {done}/{total} file(s) recorded")
+
+    report = backfill(services.ledger(), store, progress=progress)
+    if report.forgotten:
+        orthanc.LogWarning(
+            f"teaching-archive: instance ledger: {report.forgotten} row(s) without a stored "
+            "file forgotten"
+        )
+    if report.unreadable:
+        orthanc.LogError(
+            f"teaching-archive: instance ledger: {len(report.unreadable)} stored file(s) could "
+            "not be read (first: " + report.unreadable[0] + "); run `archive fsck`."
+        )
 
 
 def _clean_crash_leftovers(services, store) -> None:

@@ -1,0 +1,207 @@
+"""Send stored instances to a DICOM node by C-STORE, from the vault, with pynetdicom.
+
+Why not Orthanc's /modalities/{x}/store: a Python callback calling orthanc.RestApi*
+keeps Python's lock while Orthanc works, and Orthanc's threads that read the Python
+storage area wait for that lock (see ops/NO-RESTAPI.md). This sender runs entirely in
+Python; its socket I/O releases the lock.
+
+`send_entries` opens one association whose presentation contexts are the entries' SOP
+classes, each offered with the transfer syntax the file is stored in (plus Explicit and
+Implicit VR Little Endian for uncompressed data): the stored bytes are sent as they are,
+never re-encoded. TCP_NODELAY is set on the socket (Nagle's algorithm costs two delayed
+ACKs per C-STORE, see ARCHITECTURE.md). A peer that is down or refuses the association
+raises SendError with one line saying what to check; an instance the peer refuses counts
+as failed in the result, by SOP instance UID only (no other data in messages).
+"""
+
+from __future__ import annotations
+
+import io
+import socket
+import struct
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+IMPLICIT = "1.2.840.10008.1.2"
+# Uncompressed: Explicit VR Little Endian, Implicit VR Little Endian, Explicit VR Big Endian
+_NATIVE = ("1.2.840.10008.1.2.1", IMPLICIT, "1.2.840.10008.1.2.2")
+MAX_CONTEXTS = 128  # the DICOM limit on presentation contexts in one association
+
+
+class SendError(Exception):
+    """The node could not be reached or refused the association; nothing was sent."""
+
+
+@dataclass
+class SendResult:
+    sent: int = 0
+    failed: int = 0
+    failures: list[str] = field(default_factory=list)
+
+
+def _contexts(entries: Sequence[Any]) -> list[tuple[str, str]]:
+    """(SOP class, transfer syntax) pairs: one context per stored (class, syntax), plus
+    Implicit VR Little Endian (which every SCP accepts) for uncompressed classes, used
+    only if the peer refuses the stored syntax."""
+    wanted: dict[tuple[str, str], None] = {}
+    for entry in entries:
+        wanted.setdefault((entry.sop_class_uid, entry.transfer_syntax), None)
+    for sop_class, syntax in list(wanted):
+        if syntax in _NATIVE:
+            wanted.setdefault((sop_class, IMPLICIT), None)
+    if len(wanted) > MAX_CONTEXTS:
+        raise SendError(
+            f"these instances need {len(wanted)} presentation contexts (SOP class x "
+            f"transfer syntax), more than the {MAX_CONTEXTS} one association allows; send "
+            "them in smaller groups."
+        )
+    return list(wanted)
+
+
+def _nodelay(event) -> None:
+    try:
+        event.assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except (AttributeError, OSError):  # not a TCP socket: nothing to tune
+        pass
+
+
+def send_entries(
+    entries: Sequence[Any],
+    read_bytes: Callable[[Any], bytes],
+    *,
+    host: str,
+    port: int,
+    called_aet: str,
+    calling_aet: str,
+    timeout: float = 30.0,
+    progress: Callable[[int, int], None] | None = None,
+) -> SendResult:
+    """C-STORE every entry (ledger entries: sop_uid, sop_class_uid, transfer_syntax) in one
+    association; `read_bytes(entry)` gives each stored file. `progress(done, total)` after
+    each instance. SendError if the node is down or refuses the association."""
+    from pynetdicom import AE, evt
+
+    result = SendResult()
+    entries = list(entries)
+    if not entries:
+        return result
+    ae = AE(ae_title=calling_aet)
+    ae.acse_timeout = timeout
+    ae.dimse_timeout = timeout
+    ae.network_timeout = timeout
+    ae.connection_timeout = timeout
+    for sop_class, syntax in _contexts(entries):
+        ae.add_requested_context(sop_class, [syntax])
+    where = f"{called_aet} at {host}:{port}"
+    try:
+        assoc = ae.associate(
+            host, int(port), ae_title=called_aet, evt_handlers=[(evt.EVT_CONN_OPEN, _nodelay)]
+        )
+    except (OSError, ValueError) as exc:
+        raise SendError(
+            f"could not reach {where} ({type(exc).__name__}); is it listening?"
+        ) from None
+    if not assoc.is_established:
+        if assoc.is_rejected:
+            raise SendError(
+                f"{where} rejected the association; check that it knows the archive's AE "
+                f"title {calling_aet} and accepts these images."
+            )
+        raise SendError(f"could not reach {where}; is it listening on that port?")
+    total = len(entries)
+    try:
+        for done, entry in enumerate(entries, start=1):
+            try:
+                status = _store_raw(assoc, entry, read_bytes(entry), done % 65535 or 65535)
+                ok = status in _SUCCESS
+            except (SendError, ValueError, RuntimeError, OSError):  # no context, I/O
+                ok = False
+            if ok:
+                result.sent += 1
+            else:
+                result.failed += 1
+                result.failures.append(entry.sop_uid)
+            if progress is not None:
+                progress(done, total)
+    finally:
+        if assoc.is_established:
+            assoc.release()
+    return result
+
+
+# Success and the warnings after which the peer holds the instance (PS3.4 Annex B).
+_SUCCESS = frozenset({0x0000, 0xB000, 0xB006, 0xB007})
+_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN",
+                       b"UR", b"UT", b"UV"})  # fmt: skip
+
+
+def split_file(data: bytes) -> tuple[int, str]:
+    """(offset of the data set, transfer syntax) of a DICOM Part 10 file: the file meta
+    group is skipped element by element (explicit VR little endian, as PS3.10 says)."""
+    if len(data) < 132 or data[128:132] != b"DICM":
+        raise ValueError("not a DICOM Part 10 file (no DICM preamble)")
+    pos, syntax = 132, ""
+    while pos + 8 <= len(data):
+        group, element = struct.unpack_from("<HH", data, pos)
+        if group != 0x0002:
+            break
+        vr = data[pos + 4 : pos + 6]
+        if vr in _LONG_VRS:
+            (length,) = struct.unpack_from("<I", data, pos + 8)
+            start = pos + 12
+        else:
+            (length,) = struct.unpack_from("<H", data, pos + 6)
+            start = pos + 8
+        if element == 0x0010:
+            syntax = data[start : start + length].rstrip(b"\x00 ").decode("ascii", "replace")
+        pos = start + length
+    if not syntax:
+        raise ValueError("the file meta group has no transfer syntax")
+    return pos, syntax
+
+
+def _store_raw(assoc, entry, data: bytes, message_id: int) -> int:
+    """One C-STORE of the stored data set bytes as they are; returns the DIMSE status.
+
+    pynetdicom's send_c_store re-encodes a Dataset; this sends the file's own bytes in a
+    context of the file's transfer syntax, with pynetdicom's own message plumbing
+    (pinned pynetdicom 3.0.4; tests/unit/test_dicom_send.py checks it byte for byte)."""
+    from pynetdicom.dimse_primitives import C_STORE
+
+    if not assoc.is_established:
+        raise SendError("the association was closed by the peer")
+    offset, syntax = split_file(data)
+    try:
+        context = assoc._get_valid_context(
+            entry.sop_class_uid, syntax, "scu", allow_conversion=False
+        )
+    except ValueError:
+        if syntax not in _NATIVE:
+            raise
+        # The peer refused the stored (uncompressed) syntax: pynetdicom converts the
+        # data set to one it accepted. Same pixels; the bytes differ by their encoding.
+        from pydicom import dcmread
+
+        status = assoc.send_c_store(dcmread(io.BytesIO(data)), msg_id=message_id)
+        return int(getattr(status, "Status", 0xFFFF))
+    req = C_STORE()
+    req.MessageID = message_id
+    req.Priority = 2
+    req.AffectedSOPClassUID = entry.sop_class_uid
+    req.AffectedSOPInstanceUID = entry.sop_uid
+    req.DataSet = io.BytesIO(data[offset:])
+    assoc._reactor_checkpoint.clear()
+    try:
+        while not assoc._is_paused:
+            time.sleep(0.0001)
+        assoc.dimse.send_msg(req, int(context.context_id))
+        _cx, rsp = assoc.dimse.get_msg(block=True)
+    finally:
+        assoc._reactor_checkpoint.set()
+    if rsp is None:
+        assoc._handle_no_response()
+        raise SendError("the peer did not answer a C-STORE in time")
+    status = assoc._check_received_status(rsp)
+    return int(getattr(status, "Status", 0xFFFF))
