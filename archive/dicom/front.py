@@ -33,6 +33,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -409,9 +410,13 @@ class Front:
             if kind == "move" and dest is None:
                 yield None, None  # pynetdicom answers 0xA801: destination unknown
                 return
+            if kind == "get" and dest is None:  # not authorised: a failure status
+                yield 1
+                yield _status(NOT_AUTHORISED, decision.reason), None
+                return
             if kind == "move":
                 yield dest.host, dest.port
-            yield 0  # zero sub-operations: nothing goes out
+            yield 0  # no released case matches: zero sub-operations, nothing goes out
             return
         entries = [e for _, items in planned for e in items]
         results = {"sent": 0, "failed": 0, "delivered": set(), "current": None}
@@ -561,6 +566,12 @@ def build_ae(front: Front):
         Verification,
     )
 
+    from pynetdicom import _config
+
+    # pynetdicom would decode (and log) identifiers before our handlers scan them.
+    _config.LOG_REQUEST_IDENTIFIERS = False
+    _config.LOG_RESPONSE_IDENTIFIERS = False
+    _config.LOG_HANDLER_LEVEL = "none"
     policy = front.policy
     ae = AE(ae_title=front.config.dicom.aet)
     ae.maximum_associations = policy.max_associations
@@ -592,7 +603,7 @@ def build_ae(front: Front):
 
     def on_requested(event) -> None:
         assoc = event.assoc
-        aet = _text(assoc.requestor.ae_title)
+        aet = _text(assoc.requestor.primitive.calling_ae_title)
         called = _text(assoc.requestor.primitive.called_ae_title)
         try:
             peer = front.admit(aet, assoc.requestor.address, called)
@@ -600,7 +611,14 @@ def build_ae(front: Front):
             log.error("association check failed: %s", type(exc).__name__)
             peer = None
         if peer is None:
-            assoc.acse.send_reject(0x01, 0x01, 0x03 if called else 0x07)
+            assoc.acse.send_reject(0x01, 0x01, 0x03 if called == front.config.dicom.aet else 0x07)
+            # pynetdicom closes the socket as soon as this returns: let its DUL thread
+            # send the A-ASSOCIATE-RJ first, so the peer reads a rejection, not an abort.
+            for _ in range(100):
+                if assoc.dul.to_provider_queue.empty():
+                    break
+                time.sleep(0.01)
+            time.sleep(0.05)
             return
         assoc._archive_peer = peer  # noqa: SLF001
 

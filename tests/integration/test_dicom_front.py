@@ -1,0 +1,350 @@
+"""The archive's DICOM front (issue #20) against a real archive: who may retrieve what to
+where, malformed data, and the audit of every DICOM act.
+
+Peers are real: dcmtk (storescp as workstations, a source and a recipient listening on
+their registered ports; movescu, getscu, findscu, echoscu) and pynetdicom SCUs where a
+test must read the exact DIMSE status or send raw bytes no toolkit would write.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pydicom.dataset import Dataset
+from pynetdicom import AE, _config
+from pynetdicom.sop_class import (
+    CTImageStorage,
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+)
+
+from archive import db
+from archive.catalogue import Catalogue
+from archive.dicom.forward import part10
+from archive.governance import PullInventory
+from tests.corpus import make_ct_series, to_bytes
+from tests.dicom_tools import storescu, write_files
+from tests.harness import RunningArchive, base_env, new_archive, register_node
+from tests.integration.test_pulls import StoreSCP, wait_for_cases
+from tests.malformed import good_ct, huge_length, nested, small_header
+
+SRC, WS1, WS2, RECIP = "SRC_PACS", "WS01", "WS02", "RECIP_NODE"
+CT = "1.2.840.10008.5.1.4.1.1.2"
+EXPLICIT_LE = "1.2.840.10008.1.2.1"
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> Iterator[dict]:
+    root = tmp_path_factory.mktemp("front")
+    archive = new_archive(root / "home")
+    scps = {name: StoreSCP(root / name, aet=aet) for name, aet in
+            (("ws1", WS1), ("ws2", WS2), ("src", SRC), ("recip", RECIP))}  # fmt: skip
+    try:
+        register_node(archive, "pacs", SRC, port=scps["src"].port, store=True)
+        for name, aet in (("ws1", WS1), ("ws2", WS2)):
+            added = archive.cli(
+                "workstations", "add", name, "--aet", aet, "--host", "127.0.0.1",
+                "--port", str(scps[name].port), "--location", "Suite",
+            )  # fmt: skip
+            assert added.returncode == 0, added.stderr
+        recipient = archive.cli(
+            "recipients", "add", "Northern Trust Teaching Collection",
+            "--kind", "trust_teaching_collection", "--contact", "Dr B Keeper",
+            "--aet", RECIP, "--host", "127.0.0.1", "--port", str(scps["recip"].port),
+        )  # fmt: skip
+        assert recipient.returncode == 0, recipient.stderr
+        archive.start()
+        released = make_ct_series(3, patient="FRONT^ONE", patient_id="PIDFRONT1", seed=1)
+        held = make_ct_series(2, patient="FRONT^TWO", patient_id="PIDFRONT2", seed=2)
+        files = write_files(root / "in", [to_bytes(ds) for ds in released + held])
+        sent = storescu(archive.dicom_port, archive.aet, SRC, files)
+        assert sent.returncode == 0, sent.stderr
+        cases = wait_for_cases(archive, 2)
+        conn = db.connect(archive.config.home.db_path)
+        try:
+            catalogue = Catalogue(conn, archive.config.school_prefix)
+            by_count = {catalogue.get(c).instance_count: catalogue.get(c) for c in cases}
+            catalogue.set_status(by_count[2].case_id, "quarantined")  # no longer released
+        finally:
+            conn.close()
+        for scp in scps.values():
+            scp.clear()
+        yield {"archive": archive, "scps": scps, "released": by_count[3],
+               "unreleased": by_count[2], "root": root}  # fmt: skip
+    finally:
+        archive.stop()
+        for scp in scps.values():
+            scp.stop()
+
+
+def _records(archive: RunningArchive, since: int = 0) -> list[dict]:
+    time.sleep(0.3)  # the front's group commit
+    shown = archive.cli("audit", "show", "--json", "--action", "access.dicom")
+    assert shown.returncode == 0, shown.stderr
+    return [r for r in json.loads(shown.stdout) if r["seq"] > since]
+
+
+def _last_seq(archive: RunningArchive) -> int:
+    records = _records(archive)
+    return max((r["seq"] for r in records), default=0)
+
+
+def _scu(aet: str, *contexts: str) -> AE:
+    ae = AE(ae_title=aet)
+    for context in contexts:
+        ae.add_requested_context(context)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
+    return ae
+
+
+def _study(uid: str) -> Dataset:
+    ds = Dataset()
+    ds.QueryRetrieveLevel = "STUDY"
+    ds.StudyInstanceUID = uid
+    return ds
+
+
+def _move(archive: RunningArchive, calling: str, destination: str, uid: str) -> list[int]:
+    ae = _scu(calling, StudyRootQueryRetrieveInformationModelMove)
+    assoc = ae.associate("127.0.0.1", archive.dicom_port, ae_title=archive.aet)
+    assert assoc.is_established
+    try:
+        return [
+            int(status.Status)
+            for status, _ in assoc.send_c_move(
+                _study(uid), destination, StudyRootQueryRetrieveInformationModelMove
+            )
+            if status is not None and "Status" in status
+        ]
+    finally:
+        assoc.release()
+
+
+def test_move_to_a_source_or_a_recipient_is_refused_and_nothing_leaves(world) -> None:
+    archive, scps, case = world["archive"], world["scps"], world["released"]
+    since = _last_seq(archive)
+    for destination in (SRC, RECIP, "NOT_A_NODE"):
+        statuses = _move(archive, WS1, destination, case.study_uid)
+        assert statuses and statuses[-1] == 0xA801, (destination, statuses)
+    # the reproduction from the issue, with dcmtk's movescu
+    dcmtk = subprocess.run(
+        ["movescu", "-aet", WS1, "-aec", archive.aet, "-aem", SRC, "-S",
+         "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={case.study_uid}",
+         "127.0.0.1", str(archive.dicom_port)],
+        capture_output=True, text=True, env=base_env(), timeout=60, check=False,
+    )  # fmt: skip
+    assert "Success" not in dcmtk.stdout + dcmtk.stderr or "A801" in dcmtk.stderr
+    time.sleep(0.5)
+    for name in ("src", "recip", "ws1", "ws2"):
+        assert scps[name].files() == [], name
+    denied = [r for r in _records(archive, since) if r["detail"]["kind"] == "move"]
+    assert len(denied) == 4 and all(r["outcome"] == "denied" for r in denied)
+    assert all(r["actor"] == WS1 for r in denied)
+    assert {r["detail"]["reason"] for r in denied} == {
+        "C-MOVE destination is not a registered workstation"
+    }
+
+
+def test_move_to_another_workstation_is_refused_by_default_policy(world) -> None:
+    archive, scps, case = world["archive"], world["scps"], world["released"]
+    since = _last_seq(archive)
+    assert _move(archive, WS1, WS2, case.study_uid)[-1] == 0xA801
+    assert scps["ws2"].files() == []
+    (record,) = [r for r in _records(archive, since) if r["detail"]["kind"] == "move"]
+    assert record["outcome"] == "denied"
+    assert "requesting workstation" in record["detail"]["reason"]
+
+
+def test_move_to_itself_of_a_released_case_is_delivered_audited_and_inventoried(world) -> None:
+    archive, scps, case = world["archive"], world["scps"], world["released"]
+    since = _last_seq(archive)
+    scps["ws1"].clear()
+    statuses = _move(archive, WS1, WS1, case.study_uid)
+    assert statuses[-1] == 0x0000
+    assert 0xFF00 in statuses  # pending responses with counts
+    assert len(scps["ws1"].files()) == 3
+    (record,) = [r for r in _records(archive, since) if r["detail"]["kind"] == "move"]
+    assert record["outcome"] == "success"
+    assert record["detail"]["sent"] == 3 and record["detail"]["failed"] == 0
+    assert record["detail"]["cases"] == case.case_id
+    conn = db.connect(archive.config.home.db_path)
+    try:
+        pulls = PullInventory(conn).pulls(case.case_id)
+    finally:
+        conn.close()
+    assert any(p["workstation"] == "ws1" and p["user"] == "workstation:ws1" for p in pulls)
+    assert str(pulls[-1]["id"]) in record["detail"]["pulls"].split(",")
+
+
+def test_move_of_an_unreleased_or_unknown_study_is_refused(world) -> None:
+    archive, scps, unreleased = world["archive"], world["scps"], world["unreleased"]
+    since = _last_seq(archive)
+    scps["ws1"].clear()
+    for uid in (unreleased.study_uid, "1.2.826.0.1.3680043.10.999.424242"):
+        statuses = _move(archive, WS1, WS1, uid)
+        assert statuses[-1] == 0x0000  # zero matches: zero sub-operations
+    assert scps["ws1"].files() == []
+    refused = [r for r in _records(archive, since) if r["detail"]["kind"] == "move"]
+    assert len(refused) == 2 and all(r["outcome"] == "denied" for r in refused)
+    assert all("not a released" in r["detail"]["reason"] for r in refused)
+
+
+def test_get_of_a_released_case_is_delivered_audited_and_inventoried(world, tmp_path) -> None:
+    archive, case = world["archive"], world["released"]
+    since = _last_seq(archive)
+    out = tmp_path / "got"
+    out.mkdir()
+    got = subprocess.run(
+        ["getscu", "-aet", WS1, "-aec", archive.aet, "-S", "--output-directory", str(out),
+         "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={case.study_uid}",
+         "127.0.0.1", str(archive.dicom_port)],
+        capture_output=True, text=True, env=base_env(), timeout=120, check=False,
+    )  # fmt: skip
+    assert got.returncode == 0, got.stderr
+    assert len(list(out.iterdir())) == 3
+    (record,) = [r for r in _records(archive, since) if r["detail"]["kind"] == "get"]
+    assert record["outcome"] == "success" and record["detail"]["sent"] == 3
+    conn = db.connect(archive.config.home.db_path)
+    try:
+        pulls = PullInventory(conn).pulls(case.case_id)
+    finally:
+        conn.close()
+    assert str(pulls[-1]["id"]) in record["detail"]["pulls"].split(",")
+    assert pulls[-1]["user"] == "workstation:ws1"
+
+    # a source may not retrieve at all
+    ae = _scu(SRC, StudyRootQueryRetrieveInformationModelGet)
+    assoc = ae.associate("127.0.0.1", archive.dicom_port, ae_title=archive.aet)
+    try:
+        answers = list(assoc.send_c_get(_study(case.study_uid),
+                                        StudyRootQueryRetrieveInformationModelGet))  # fmt: skip
+    finally:
+        assoc.release()
+    assert int(answers[-1][0].Status) != 0x0000
+
+
+def _store_raw(archive: RunningArchive, dataset: bytes, path: Path, sop_uid: str) -> int:
+    """C-STORE these dataset bytes as they are (pynetdicom streams them from a file
+    without parsing); returns the DIMSE status, failing the test on a timeout."""
+    path.write_bytes(part10(dataset, CT, sop_uid, EXPLICIT_LE, SRC))
+    ae = _scu(SRC)
+    ae.add_requested_context(CT, EXPLICIT_LE)
+    assoc = ae.associate("127.0.0.1", archive.dicom_port, ae_title=archive.aet)
+    assert assoc.is_established
+    chunked = _config.STORE_SEND_CHUNKED_DATASET
+    _config.STORE_SEND_CHUNKED_DATASET = True
+    try:
+        status = assoc.send_c_store(path)
+    finally:
+        _config.STORE_SEND_CHUNKED_DATASET = chunked
+        if assoc.is_established:
+            assoc.release()
+    assert status is not None and "Status" in status, "no DIMSE status: the sender timed out"
+    return int(status.Status)
+
+
+def test_malformed_stores_get_a_failure_status_and_the_archive_stays_up(world, tmp_path) -> None:
+    archive = world["archive"]
+    since = _last_seq(archive)
+    before = archive.counts()["instances"]
+    uid = "1.2.826.0.1.3680043.10.999.77."
+    cases = {
+        "nested 20000": nested(20_000),
+        "empty": b"",
+        "garbage": b"\x8a\x13garbage, not DICOM at all" * 40,
+        "truncated": good_ct()[1][:-1001],
+        "length 0xFFFFFFF0": huge_length(),
+        "truncated header": small_header()[:-5],
+    }
+    for number, (name, data) in enumerate(cases.items()):
+        started = time.monotonic()
+        status = _store_raw(archive, data, tmp_path / f"{number}.dcm", f"{uid}{number}")
+        assert status in (0xC000, 0xA900), (name, hex(status))
+        assert time.monotonic() - started < 25, f"{name}: answered only at a timeout"
+    assert archive.health() is not None
+    assert archive.counts()["instances"] == before
+    ds, data = good_ct()
+    assert _store_raw(archive, data, tmp_path / "good.dcm", str(ds.SOPInstanceUID)) == 0x0000
+    assert archive.counts()["instances"] == before + 1
+    records = [r for r in _records(archive, since) if r["detail"]["kind"] == "store"]
+    failures = [r for r in records if r["outcome"] == "failure"]
+    assert len(failures) == len(cases)
+    assert any("nested deeper than 32" in r["detail"]["reason"] for r in failures)
+    assert [r["outcome"] for r in records].count("success") == 1
+    rejects = json.dumps(records)
+    assert str(ds.PatientName) not in rejects and str(ds.PatientID) not in rejects
+
+
+def test_echo_and_find_are_audited_and_find_answers_released_cases_only(world) -> None:
+    archive, released = world["archive"], world["released"]
+    since = _last_seq(archive)
+    echo = subprocess.run(
+        ["echoscu", "-aet", WS1, "-aec", archive.aet, "127.0.0.1", str(archive.dicom_port)],
+        capture_output=True, text=True, env=base_env(), timeout=60, check=False,
+    )  # fmt: skip
+    assert echo.returncode == 0, echo.stderr
+    ae = _scu(WS1, StudyRootQueryRetrieveInformationModelFind)
+    assoc = ae.associate("127.0.0.1", archive.dicom_port, ae_title=archive.aet)
+    query = _study("")
+    query.ModalitiesInStudy = ""
+    query.NumberOfStudyRelatedInstances = ""
+    try:
+        answers = [
+            ds
+            for status, ds in assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind)
+            if status is not None and int(status.Status) == 0xFF00
+        ]
+    finally:
+        assoc.release()
+    found_uids = [a.StudyInstanceUID for a in answers]
+    assert released.study_uid in found_uids
+    assert world["unreleased"].study_uid not in found_uids  # quarantined: not answered
+    conn = db.connect(archive.config.home.db_path)
+    try:
+        catalogue = Catalogue(conn, archive.config.school_prefix)
+        assert all(catalogue.case_for_study(u).status == "available" for u in found_uids)
+    finally:
+        conn.close()
+    mine = next(a for a in answers if a.StudyInstanceUID == released.study_uid)
+    assert mine.NumberOfStudyRelatedInstances == 3
+    found = subprocess.run(
+        ["findscu", "-aet", WS1, "-aec", archive.aet, "-S", "-k", "QueryRetrieveLevel=SERIES",
+         "-k", f"StudyInstanceUID={released.study_uid}", "-k", "SeriesInstanceUID",
+         "127.0.0.1", str(archive.dicom_port)],
+        capture_output=True, text=True, env=base_env(), timeout=60, check=False,
+    )  # fmt: skip
+    assert found.returncode == 0, found.stderr
+    assert released.series[0].series_uid in found.stdout + found.stderr
+    records = _records(archive, since)
+    kinds = [(r["detail"]["kind"], r["outcome"]) for r in records]
+    assert kinds.count(("echo", "success")) == 1
+    assert kinds.count(("find", "success")) == 2  # one per request, not per answer
+    # a source may not query
+    ae = _scu(SRC, StudyRootQueryRetrieveInformationModelFind)
+    assoc = ae.associate("127.0.0.1", archive.dicom_port, ae_title=archive.aet)
+    try:
+        answers = list(assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind))
+    finally:
+        assoc.release()
+    assert all(int(s.Status) != 0xFF00 for s, _ in answers)
+    assert ("find", "denied") in [
+        (r["detail"]["kind"], r["outcome"]) for r in _records(archive, since)
+    ]
+
+
+def test_orthanc_has_no_dicom_server_of_its_own(world) -> None:
+    archive = world["archive"]
+    rendered = json.loads(archive.config.home.orthanc_config.read_text())
+    assert rendered["DicomServerEnabled"] is False
+    ae = _scu(WS1, CTImageStorage)
+    assoc = ae.associate("127.0.0.1", archive.dicom_port, ae_title=archive.aet)
+    try:
+        assert assoc.is_established  # the front answers on the configured DICOM port
+    finally:
+        assoc.release()
