@@ -555,7 +555,7 @@ def _answer(identifier, level: str, known: dict[str, str]):
 
 # -- the pynetdicom server ------------------------------------------------------------------
 def build_ae(front: Front):
-    from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, StoragePresentationContexts, evt
+    from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, StoragePresentationContexts, _config, evt
     from pynetdicom.sop_class import (
         PatientRootQueryRetrieveInformationModelFind,
         PatientRootQueryRetrieveInformationModelGet,
@@ -565,8 +565,6 @@ def build_ae(front: Front):
         StudyRootQueryRetrieveInformationModelMove,
         Verification,
     )
-
-    from pynetdicom import _config
 
     # pynetdicom would decode (and log) identifiers before our handlers scan them.
     _config.LOG_REQUEST_IDENTIFIERS = False
