@@ -348,3 +348,41 @@ def test_orthanc_has_no_dicom_server_of_its_own(world) -> None:
         assert assoc.is_established  # the front answers on the configured DICOM port
     finally:
         assoc.release()
+
+
+def _front_pids(archive: RunningArchive) -> list[int]:
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"archive.dicom.front" in argv and str(archive.home).encode() in argv:
+            pids.append(int(proc.name))
+    return pids
+
+
+def test_serve_restarts_the_front_if_it_dies(world) -> None:
+    import os
+    import signal
+
+    archive = world["archive"]
+    (pid,) = _front_pids(archive)
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    echo = None
+    while time.monotonic() < deadline:
+        pids = _front_pids(archive)
+        if pids and pids != [pid]:
+            echo = subprocess.run(
+                ["echoscu", "-aet", WS1, "-aec", archive.aet, "127.0.0.1",
+                 str(archive.dicom_port)],
+                capture_output=True, text=True, env=base_env(), timeout=60, check=False,
+            )  # fmt: skip
+            if echo.returncode == 0:
+                break
+        time.sleep(0.5)
+    assert echo is not None and echo.returncode == 0, "the DICOM front was not restarted"
+    assert archive.health() is not None
