@@ -96,13 +96,29 @@ class Front:
         self.forwarder = forwarder
         self.now = now or (lambda: datetime.now(UTC))
         self._store = None
+        self._access = None
+        self._nodes: tuple[int | None, list] = (None, [])
         self._lock = threading.Lock()
 
     # -- services ------------------------------------------------------------------
     def nodes(self) -> list:
-        from archive.access import AccessStore
+        """The registered DICOM nodes, re-read when the access tables change (one store
+        built once: building one hashes a dummy password, ~0.3 s)."""
+        with self._lock:
+            if self._access is None:
+                from archive.access import open_access_store
+                from archive.access.store import ChangeWatch
 
-        return AccessStore(self.runtime.db()).list_dicom_nodes()
+                self._access = open_access_store(self.config, self.config.policies_dir)
+                self._access.watch_changes(ChangeWatch(self.config))
+            access = self._access
+            generation = access.watch.generation if access.watch is not None else None
+            if generation is not None and self._nodes[0] == generation:
+                return self._nodes[1]
+        nodes = access.bind(self.runtime.db()).list_dicom_nodes()
+        with self._lock:
+            self._nodes = (generation, nodes)
+        return nodes
 
     def workstations(self) -> set[str]:
         from archive.governance.workstations import Workstations
