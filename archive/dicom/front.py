@@ -636,6 +636,18 @@ def build_ae(front: Front):
             return
         assoc._archive_peer = peer  # noqa: SLF001
 
+    def on_rejected(event) -> None:
+        """pynetdicom's own rejections (too many associations, no acceptable context)."""
+        assoc = event.assoc
+        if getattr(assoc, "_archive_peer", None) is None or not assoc.is_acceptor:
+            return
+        peer = assoc._archive_peer  # noqa: SLF001
+        reason = "association rejected: too many associations or nothing acceptable"
+        try:
+            front.act("associate", peer, "denied", reason)
+        except Exception as exc:  # noqa: BLE001 - the rejection stands
+            log.error("rejection not audited: %s", type(exc).__name__)
+
     def on_echo(event) -> int:
         peer = peer_of(event)
         if peer is None:
@@ -692,6 +704,7 @@ def build_ae(front: Front):
 
     handlers = [
         (evt.EVT_REQUESTED, on_requested),
+        (evt.EVT_REJECTED, on_rejected),
         (evt.EVT_C_ECHO, on_echo),
         (evt.EVT_C_STORE, on_store),
         (evt.EVT_C_FIND, on_find),

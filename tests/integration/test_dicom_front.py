@@ -386,3 +386,30 @@ def test_serve_restarts_the_front_if_it_dies(world) -> None:
         time.sleep(0.5)
     assert echo is not None and echo.returncode == 0, "the DICOM front was not restarted"
     assert archive.health() is not None
+
+
+def test_too_many_associations_are_rejected_and_audited(world) -> None:
+    from pynetdicom.sop_class import Verification
+
+    archive = world["archive"]
+    since = _last_seq(archive)
+    ae = _scu(WS1, Verification)
+    ae.maximum_associations = 64
+    limit = 16  # policies/access/dicom.toml [association] max_associations
+    held, rejected = [], None
+    try:
+        for _ in range(limit + 1):
+            assoc = ae.associate("127.0.0.1", archive.dicom_port, ae_title=archive.aet)
+            if not assoc.is_established:
+                rejected = assoc
+                break
+            held.append(assoc)
+    finally:
+        for assoc in held:
+            assoc.release()
+    # pynetdicom counts the association being negotiated among the active ones
+    assert rejected is not None and rejected.is_rejected
+    assert limit - 1 <= len(held) <= limit
+    refused = [r for r in _records(archive, since) if r["detail"]["kind"] == "associate"]
+    assert [r["outcome"] for r in refused] == ["denied"]
+    assert "too many associations" in refused[0]["detail"]["reason"]
