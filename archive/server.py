@@ -154,6 +154,47 @@ def health(config: ArchiveConfig, timeout: float = 2.0) -> dict | None:
         return None
 
 
+def is_up(answer: dict | None) -> bool:
+    """Whether a health answer says the plugin is up. Anonymous callers get only
+    {"status": "ok"} (minimal disclosure, plugins/health.py)."""
+    return isinstance(answer, dict) and answer.get("status") == "ok"
+
+
+def orthanc_version() -> str | None:
+    """The installed Orthanc's version, asked from its binary (health tells staff only)."""
+    try:
+        out = subprocess.run(
+            [find_orthanc(), "--version"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        ).stdout
+    except (OSError, subprocess.SubprocessError, ServeError):
+        return None
+    words = out.splitlines()[0].split() if out else []
+    return words[-1] if len(words) == 2 and "Orthanc" in words[0] else None
+
+
+def stored_counts(config: ArchiveConfig) -> dict | None:
+    """Studies, series and instances stored, read from the vault's ledger in the
+    archive's own database (no request to the running archive), or None."""
+    from archive import db
+    from archive.vault.ledger import InstanceLedger
+
+    try:
+        conn = db.open_database(config)
+    except Exception:  # noqa: BLE001 - status must answer even so
+        return None
+    try:
+        return InstanceLedger(conn).counts()
+    except Exception:  # noqa: BLE001
+        return None
+    finally:
+        conn.close()
+
+
 def _health_pinned(config: ArchiveConfig, timeout: float) -> dict | None:
     """Health through the TLS terminator, trusting exactly the home's certificate: the
     peer's certificate must have the SHA-256 of HOME/keys/https.pem (a school
@@ -358,7 +399,7 @@ def wait_ready(
         if process.poll() is not None:
             return Readiness(False, None, log_tail(config.home.orthanc_log))
         answer = health(config, timeout=1.0)
-        if answer is not None and answer.get("plugin") == "teaching-archive":
+        if is_up(answer):
             return Readiness(True, answer, "")
         time.sleep(0.1)
     return Readiness(False, None, log_tail(config.home.orthanc_log))

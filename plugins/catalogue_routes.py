@@ -5,7 +5,8 @@
     GET    /teaching/cases/{case}                                      one case + series
     PUT|POST /teaching/cases/{case}   {"field": value, ...}     edit (trainer, personnel)
     POST   /teaching/cases/{case}/annotate  {"field": f, "text": t}   append (trainer, personnel)
-    GET    /teaching/cases/{case}/series/{n}/thumbnail                 PNG of the middle image
+    GET    /teaching/cases/{case}/series/{n}/thumbnail[?size=preview]  PNG of the middle image
+                          (256 px; preview: up to 1024 px; an icon for SR, RT, ECG, PDF)
     GET    /teaching/collections                                       list
     POST   /teaching/collections            {"title", "description"}   create
     GET    /teaching/collections/{col}                                 one collection, ordered
@@ -24,7 +25,6 @@ filters used, never the typed query. Orthanc ids stay inside: payloads carry cas
 
 from __future__ import annotations
 
-import json
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -40,6 +40,8 @@ from archive.catalogue import (
 )
 from archive.catalogue.auditing import audit_sink
 from archive.errors import ArchiveError
+from archive.render import PREVIEW_SIZE, THUMBNAIL_SIZE, render_png
+from archive.vault.ledger import read_dicom
 from plugins.catalogue_sync import catalogue_for
 from plugins.rest import HttpError, answer_json, principal_of, request_json, route
 
@@ -320,15 +322,23 @@ def _thumbnail_callback(services):
 
 
 def _thumbnail(services, request: dict) -> tuple[bytes, str]:
-    """Orthanc's preview of the middle image of the case's n-th series."""
+    """The middle image of the case's n-th series, rendered from the vault's file
+    (?size=preview: up to PREVIEW_SIZE pixels instead of a thumbnail)."""
     groups = request.get("groups") or []
     case_id, number = groups[0].upper(), int(groups[1])
+    size = PREVIEW_SIZE if (request.get("get") or {}).get("size") == "preview" else THUMBNAIL_SIZE
     principal = principal_of(services, request)  # thumbnail_png checks and audits the role
-    return thumbnail_png(services, principal, case_id, number)
+    return thumbnail_png(services, principal, case_id, number, size=size)
 
 
-def thumbnail_png(services, principal, case_id: str, number: int) -> tuple[bytes, str]:
-    """The n-th series' middle image for `principal` (REST and web UI), audited."""
+def thumbnail_png(
+    services, principal, case_id: str, number: int, *, size: int = THUMBNAIL_SIZE
+) -> tuple[bytes, str]:
+    """The n-th series' middle image for `principal` (REST and web UI), audited.
+
+    Read from the vault through its instance ledger and rendered here (archive.render),
+    never through orthanc.RestApi* (ops/NO-RESTAPI.md); an instance without renderable
+    pixels (SR, RT plan, ECG, PDF) answers a typed icon."""
     if not can_view(principal.roles):
         _audit(services, principal, "catalogue.case.thumbnail", case_id, "denied")
         raise HttpError(403, f"{principal.user} may not view the teaching catalogue.")
@@ -338,21 +348,17 @@ def thumbnail_png(services, principal, case_id: str, number: int) -> tuple[bytes
     if not 1 <= number <= len(case.series):
         raise HttpError(404, f"{case_id} has series 1 to {len(case.series)}.")
     series_id = case.series[number - 1].orthanc_series_id
+    entries = [
+        e for e in services.ledger().series_files(series_id)
+        if e.orthanc_study_id == case.orthanc_study_id
+    ]  # fmt: skip
+    if not entries:
+        raise HttpError(404, f"series {number} of {case_id} is no longer stored.")
+    middle = entries[len(entries) // 2]
     try:
-        series = json.loads(orthanc.RestApiGet(f"/series/{series_id}"))
-        if series.get("ParentStudy") != case.orthanc_study_id:
-            raise HttpError(404, f"series {number} of {case_id} is no longer stored.")
-        instances = json.loads(orthanc.RestApiGet(f"/series/{series_id}/instances"))
-    except ValueError:
-        raise HttpError(502, "Orthanc answered with something unreadable.") from None
-    except HttpError:
-        raise
-    except Exception:  # noqa: BLE001 - orthanc.OrthancException: not stored any more
+        data = read_dicom(services.storage, middle)
+    except FileNotFoundError:
         raise HttpError(404, f"series {number} of {case_id} is no longer stored.") from None
-    if not instances:
-        raise HttpError(404, f"series {number} of {case_id} has no images.")
-    instances.sort(key=lambda i: (int(i.get("IndexInSeries") or 0), i.get("ID", "")))
-    middle = instances[len(instances) // 2]["ID"]
-    image = orthanc.RestApiGet(f"/instances/{middle}/preview")
+    image = render_png(data, size)
     _audit(services, principal, "catalogue.case.thumbnail", case.case_id, series=number)
-    return bytes(image), "image/png"
+    return image, "image/png"

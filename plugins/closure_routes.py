@@ -4,8 +4,9 @@ Transfer sends every case of the archive (withdrawn ones excepted) by C-STORE to
 receiving Trust teaching collection named in the School Board's closure decision, and
 records the manifest (SOP instance UID + SHA-256 of each file as sent). The receiving
 node is taken from the decision's recipient, never from the request: a caller cannot
-redirect the archive. RestApiPost to /modalities/{node}/store is allowed inside a REST
-callback and never passes the HTTP filter, whose [never] list keeps it shut to clients.
+redirect the archive. The files are read from the vault through its instance ledger and
+sent with pynetdicom (plugins/vault_files.py), never through orthanc.RestApi*
+(ops/NO-RESTAPI.md).
 
 Withdrawals crypto-shred each attachment of the named cases (its header, holding the
 file's only wrapped data key, is overwritten), delete the studies from Orthanc and check
@@ -24,13 +25,14 @@ import orthanc
 
 from archive.closure.auditing import hash_for_audit
 from archive.closure.shred import shred_header
+from archive.dicom.send import send_entries
 from archive.errors import ArchiveError
 from archive.governance import ClosureRecords, load_policy
 from archive.governance.recipients import Recipients
 from plugins.catalogue_sync import catalogue_for
 from plugins.rest import HttpError, audit_as, principal_of, request_json, route
+from plugins.vault_files import read_entry, study_entries
 
-RECEIVER_MODALITY = "closure-receiver"
 PERSONNEL = "personnel"
 
 
@@ -83,32 +85,33 @@ def _transfer(services, request, **_):
     if node is None:
         _audit(services, "closure.transfer", principal, "denied", reason="recipient has no node")
         raise HttpError(409, f"{recipient.organisation} has no DICOM node on record.")
-    orthanc.RestApiPut(
-        f"/modalities/{RECEIVER_MODALITY}",
-        json.dumps({"AET": node.aet, "Host": node.host, "Port": node.port}),
-    )
     manifest: list[list[str]] = []
     for case_id, study_id in _cases(services, ("available", "quarantined")):
-        instances = _instances(study_id)
-        if not instances:
+        entries = study_entries(services, study_id)
+        if not entries:
             continue
-        for inst in instances:
-            data = orthanc.RestApiGet(f"/instances/{inst['ID']}/file")
-            uid = (inst.get("MainDicomTags") or {}).get("SOPInstanceUID", "")
-            manifest.append([case_id, uid, hashlib.sha256(data).hexdigest()])
-        payload = json.dumps({"Resources": [study_id], "Synchronous": True})
+        digests: dict[str, str] = {}
+
+        def read(entry, _digests=digests):
+            data = read_entry(services, entry)
+            _digests[entry.uuid] = hashlib.sha256(data).hexdigest()
+            return data
+
         try:
-            sent = orthanc.RestApiPost(f"/modalities/{RECEIVER_MODALITY}/store", payload)
-            answer = json.loads(sent)
+            answer = send_entries(
+                entries, read, host=node.host, port=int(node.port), called_aet=node.aet,
+                calling_aet=services.config.dicom.aet,
+            )  # fmt: skip
         except Exception:  # noqa: BLE001 - the receiver refused or is down
             _audit(services, "closure.transfer", principal, "failure", case_id)
             raise HttpError(
                 502, f"{recipient.organisation} ({node}) did not accept case {case_id}; "
                 "is their node listening? Nothing was recorded; run the transfer again."
             ) from None  # fmt: skip
-        if int(answer.get("FailedInstancesCount", 0) or 0):
+        if answer.failed:
             _audit(services, "closure.transfer", principal, "failure", case_id)
             raise HttpError(502, f"{recipient.organisation} refused instances of {case_id}.")
+        manifest.extend([case_id, e.sop_uid, digests[e.uuid]] for e in entries)
     try:
         transfer = records.record_transfer(
             manifest, "cstore", executed_by=principal.user, now=_now()

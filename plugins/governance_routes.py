@@ -1,17 +1,17 @@
 """/teaching/pulls and /teaching/removals: images leave the archive only through here.
 
-Pulls send a released case's de-identified Orthanc study to a registered suite
-workstation by C-STORE (RestApiPost to /modalities/{ws}/store is allowed inside a REST
-callback and never passes the HTTP filter, whose [never] list keeps that route shut to
-clients). Removals are the written-approval workflow of archive.governance.removals; the
-export route spends one download of an approved, unexpired request and answers an
-age-encrypted package built in memory. Every outcome is audited with the named user.
+Pulls send a released case's de-identified stored files to a registered suite
+workstation by C-STORE, read from the vault through its instance ledger and sent with
+pynetdicom to the node the access room registers (plugins/vault_files.py): never through
+orthanc.RestApi*, which froze the archive (ops/NO-RESTAPI.md). Removals are the
+written-approval workflow of archive.governance.removals; the export route spends one
+download of an approved, unexpired request and answers an age-encrypted package built in
+memory from the vault's files. Every outcome is audited with the named user.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import threading
 from datetime import UTC, datetime
 from urllib.parse import unquote_plus
@@ -26,6 +26,7 @@ from archive.export.package import MIN_PASSPHRASE
 from archive.governance import PullInventory, RemovalRequests, load_policy
 from archive.governance.workstations import Workstations
 from plugins.rest import HttpError, answer_json, audit_as, principal_of, request_json, route
+from plugins.vault_files import send_to_node, study_entries, study_files
 
 _cache: dict[str, object] = {}
 _lock = threading.Lock()
@@ -108,16 +109,21 @@ def pull_cases(services, principal, ws, cases) -> dict:
     inventory = PullInventory(services.db())
     results = []
     for case in chosen:
-        payload = json.dumps({"Resources": [case.orthanc_study_id], "Synchronous": True})
+        entries = study_entries(services, case.orthanc_study_id)
+        if not entries:
+            _audit(services, "governance.pull", principal, "failure", case.case_id, workstation=ws)
+            raise HttpError(
+                409, f"case {case.case_id} has no stored files in the vault; ask school "
+                "personnel to run `archive fsck`.",
+            )  # fmt: skip
         try:
-            answer = json.loads(orthanc.RestApiPost(f"/modalities/{node.name}/store", payload))
+            answer = send_to_node(services, entries, node)
         except Exception:  # noqa: BLE001 - the workstation refused or is down
             _audit(services, "governance.pull", principal, "failure", case.case_id, workstation=ws)
             raise HttpError(
                 502, f"workstation {ws} did not accept case {case.case_id}; is it listening?"
             ) from None
-        failed = int(answer.get("FailedInstancesCount", 0) or 0)
-        sent = int(answer.get("InstancesCount", 0) or 0)
+        failed, sent = answer.failed, answer.sent
         if failed:
             _audit(services, "governance.pull", principal, "failure", case.case_id, workstation=ws)
             raise HttpError(
@@ -314,10 +320,8 @@ def _export(services, request, groups, body: dict) -> tuple[bytes, str]:
         files = []
         for case_id in ticket.case_ids:
             study = catalogue.get(case_id).orthanc_study_id
-            for inst in json.loads(orthanc.RestApiGet(f"/studies/{study}/instances")):
-                data = orthanc.RestApiGet(f"/instances/{inst['ID']}/file")
-                sop = inst["MainDicomTags"]["SOPInstanceUID"]
-                files.append((case_id, sop, data))
+            for entry, data in study_files(services, study):
+                files.append((case_id, entry.sop_uid, data))
         entries = [(c, s, hashlib.sha256(d).hexdigest()) for c, s, d in files]
         manifest = registry.export_manifest(entries, ticket, now=_now())
         package = build_package(

@@ -1,10 +1,13 @@
-"""GET /teaching/health: the one unauthenticated route, used by `serve` and `status`.
+"""GET /teaching/health: up or down for anyone; versions, AE title and counts for staff.
 
-It answers only versions and counts: nothing about any study. It never calls
-orthanc.RestApi* while answering: orthanc-python 4.0 keeps the GIL during such a call,
-and a REST callback doing so while a C-STORE batch was being ingested froze Orthanc
-(reproduced here with a few health polls during a batch). Counts are kept from
-Orthanc's change events instead, seeded once from /statistics when Orthanc starts.
+Minimal disclosure (issue #20 finding 10): an anonymous caller learns only that the
+archive answers ({"status": "ok"}). A caller who authenticates and whom the route policy
+allows `GET /statistics` (the policy's own word for who may see the archive's figures;
+no role names here) also gets the versions, the AE title and the counts.
+
+It never calls orthanc.RestApi* (ops/NO-RESTAPI.md): counts come from the vault's
+instance ledger (studies, series and instances stored), so health keeps answering while
+Orthanc is busy, which is what proves the archive is not frozen.
 """
 
 from __future__ import annotations
@@ -12,25 +15,15 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import threading
+from datetime import UTC, datetime
 
 import orthanc
 
 from archive import __version__
 
 ROUTE = "/teaching/health"
-_NEW = {
-    orthanc.ChangeType.NEW_PATIENT: "patients",
-    orthanc.ChangeType.NEW_STUDY: "studies",
-    orthanc.ChangeType.NEW_SERIES: "series",
-    orthanc.ChangeType.NEW_INSTANCE: "instances",
-}
-_LEVELS = {
-    orthanc.ResourceType.PATIENT: "patients",
-    orthanc.ResourceType.STUDY: "studies",
-    orthanc.ResourceType.SERIES: "series",
-    orthanc.ResourceType.INSTANCE: "instances",
-}
+# The route whose permission decides who sees the details (policies/access/routes.toml).
+DETAILS_ROUTE = ("GET", "/statistics")
 
 
 def _orthanc_version() -> str | None:
@@ -49,56 +42,47 @@ def _orthanc_version() -> str | None:
     return words[-1] if len(words) == 2 and "Orthanc" in words[0] else None
 
 
-class ResourceCounts:
-    """Patients/studies/series/instances, following Orthanc's change events."""
+def _may_see_details(services, headers: dict) -> bool:
+    """An authenticated principal the route policy allows DETAILS_ROUTE (fail closed)."""
+    from archive.access import AuthFailure, authenticate_headers
+    from archive.access.decide import decide
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._counts: dict[str, int] | None = None
+    if not headers:
+        return False
+    try:
+        result = authenticate_headers(services.access_store(), headers, datetime.now(UTC))
+        if isinstance(result, AuthFailure):
+            return False
+        method, uri = DETAILS_ROUTE
+        return decide(services.route_policy, result, method, uri).allowed
+    except Exception:  # noqa: BLE001 - any doubt: the anonymous answer
+        return False
 
-    def on_change(self, change_type, level, resource_id) -> None:
-        if change_type == orthanc.ChangeType.ORTHANC_STARTED:
-            stats = json.loads(orthanc.RestApiGet("/statistics"))
-            with self._lock:
-                self._counts = {
-                    "patients": stats.get("CountPatients", 0),
-                    "studies": stats.get("CountStudies", 0),
-                    "series": stats.get("CountSeries", 0),
-                    "instances": stats.get("CountInstances", 0),
-                }
-            return
-        with self._lock:
-            if self._counts is None:
-                return
-            if change_type in _NEW:
-                self._counts[_NEW[change_type]] += 1
-            elif change_type == orthanc.ChangeType.DELETED and level in _LEVELS:
-                name = _LEVELS[level]
-                self._counts[name] = max(0, self._counts[name] - 1)
 
-    def snapshot(self) -> dict[str, int] | None:
-        with self._lock:
-            return dict(self._counts) if self._counts is not None else None
+def details(services, version: str | None) -> dict:
+    return {
+        "status": "ok",
+        "plugin": "teaching-archive",
+        "archive_version": __version__,
+        "orthanc_version": version,
+        "dicom_aet": services.config.dicom.aet,
+        "counts": services.ledger().counts(),
+    }
 
 
 def register(services) -> None:
     version = _orthanc_version()
-    aet = services.config.dicom.aet
-    counts = ResourceCounts()
-    services.change_hooks.append(counts.on_change)
 
     def answer(output, uri, **request) -> None:
         if request.get("method") != "GET":
             output.SendMethodNotAllowed("GET")
             return
-        body = {
-            "status": "ok",
-            "plugin": "teaching-archive",
-            "archive_version": __version__,
-            "orthanc_version": version,
-            "dicom_aet": aet,
-            "counts": counts.snapshot(),
-        }
+        body: dict = {"status": "ok"}
+        try:
+            if _may_see_details(services, request.get("headers") or {}):
+                body = details(services, version)
+        except Exception as exc:  # noqa: BLE001 - up is still up; details are optional
+            orthanc.LogError(f"teaching-archive: health details: {type(exc).__name__}")
         output.AnswerBuffer(json.dumps(body), "application/json")
 
     orthanc.RegisterRestCallback(ROUTE, answer)

@@ -5,9 +5,9 @@ records its decisions and the signed undertakings; personnel execute an approved
 Execution checks every rule again (archive.governance.sharing.authorise_share: quorum
 without the proposer, a recorded undertaking, key-coded cases only to recipients with a
 data-sharing agreement, never to a commercial recipient), then sends the released
-cases' stored DICOM either by C-STORE to the recipient's registered node
-(RestApiPost /modalities/recipient-<id>/store inside this REST callback; the HTTP
-filter keeps /modalities shut to clients) or as an age package to the recipient's
+cases' stored DICOM either by C-STORE to the recipient's registered node (read from the
+vault through its instance ledger and sent with pynetdicom, plugins/vault_files.py;
+never orthanc.RestApi*, see ops/NO-RESTAPI.md) or as an age package to the recipient's
 recorded public key, and enters the manifest (SOP instance UIDs + SHA-256 of the bytes
 sent) in the share register. Every outcome is audited with the named user.
 """
@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import json
 import threading
 from datetime import UTC, date, datetime
 
@@ -36,7 +35,9 @@ from archive.governance.share_delivery import (
     undertakings_dir,
 )
 from archive.governance.sharing import proposal_view, share_log_csv
+from archive.vault.ledger import LedgerEntry
 from plugins.rest import HttpError, answer_json, audit_as, principal_of, request_json, route
+from plugins.vault_files import send_to_node, study_files
 
 _cache: dict[str, object] = {}
 _lock = threading.Lock()
@@ -354,31 +355,32 @@ def _case_levels_and_studies(services, case_ids) -> tuple[dict[str, str], dict[s
     return levels, studies
 
 
-def _collect(studies: dict[str, str]) -> list[tuple[str, str, str, bytes]]:
-    """(case_id, orthanc instance id, SOP instance UID, stored DICOM bytes)."""
+def _collect(services, studies: dict[str, str]) -> list[tuple[str, LedgerEntry, str, bytes]]:
+    """(case_id, ledger entry, SOP instance UID, stored DICOM bytes), from the vault."""
     out = []
     for case_id, study in studies.items():
-        for inst in json.loads(orthanc.RestApiGet(f"/studies/{study}/instances")):
-            data = orthanc.RestApiGet(f"/instances/{inst['ID']}/file")
-            out.append((case_id, inst["ID"], inst["MainDicomTags"]["SOPInstanceUID"], data))
+        for entry, data in study_files(services, study):
+            out.append((case_id, entry, entry.sop_uid, data))
     return out
 
 
-def _check_modality(name: str, node: DicomNode) -> None:
-    """Orthanc must know the recipient's node exactly as the register does (fail closed)."""
-    known = json.loads(orthanc.RestApiGet("/modalities?expand"))
-    entry = known.get(name) if isinstance(known, dict) else None
+def _registered_node(services, name: str, node: DicomNode):
+    """The access room's DICOM node for the recipient, which must be exactly the one the
+    recipients register records (fail closed); the share is sent to it."""
+    known = {n.name: n for n in services.access_store().list_dicom_nodes()}
+    entry = known.get(name)
     if (
         entry is None
-        or entry.get("AET") != node.aet
-        or str(entry.get("Host")) != node.host
-        or int(entry.get("Port", 0)) != node.port
+        or entry.aet != node.aet
+        or str(entry.host) != str(node.host)
+        or int(entry.port) != int(node.port)
     ):
         raise HttpError(
             409,
-            f"Orthanc does not know {name} as {node}; restart `archive serve` so it loads "
-            "the recipient's DICOM node.",
+            f"the archive's DICOM node register does not hold {name} as {node}; register "
+            "the recipient's node again (personnel) before executing the share.",
         )
+    return entry
 
 
 def _execute(services, request, groups) -> tuple[dict, bytes | None]:
@@ -400,27 +402,28 @@ def _execute(services, request, groups) -> tuple[dict, bytes | None]:
         if method not in ticket.methods:
             what = "DICOM node" if method == "cstore" else "public key"
             raise HttpError(400, f"{ticket.recipient.organisation} has no {what} on record.")
+        node = None
         if method == "cstore":
             assert ticket.recipient.dicom_node is not None
-            _check_modality(recipient_node_name(ticket.recipient.id), ticket.recipient.dicom_node)
-        return shares, ticket, studies
+            name = recipient_node_name(ticket.recipient.id)
+            node = _registered_node(services, name, ticket.recipient.dicom_node)
+        return shares, ticket, studies, node
 
-    shares, ticket, studies = _guarded(services, action, principal, target, authorise)
-    files = _collect(studies)
+    shares, ticket, studies, node = _guarded(services, action, principal, target, authorise)
+    files = _collect(services, studies)
     entries = [(c, sop, hashlib.sha256(d).hexdigest()) for c, _, sop, d in files]
     package = None
     if method == "cstore":
         name = recipient_node_name(ticket.recipient.id)
-        payload = json.dumps({"Resources": [i for _, i, _, _ in files], "Synchronous": True})
         try:
-            answer = json.loads(orthanc.RestApiPost(f"/modalities/{name}/store", payload))
+            answer = send_to_node(services, [e for _, e, _, _ in files], node)
         except Exception:  # noqa: BLE001 - the recipient refused or is down
             _audit(services, action, principal, "failure", target, destination=name)
             raise HttpError(
                 502, f"the recipient's node {ticket.recipient.dicom_node} did not accept the "
                 "share; is it listening? Nothing was entered in the register.",
             ) from None  # fmt: skip
-        failed = int(answer.get("FailedInstancesCount", 0) or 0)
+        failed = answer.failed
         if failed:
             _audit(services, action, principal, "failure", target, failed=failed)
             raise HttpError(

@@ -8,7 +8,6 @@ functions as the /teaching REST routes, so the web and the API cannot drift apar
 
 from __future__ import annotations
 
-import json
 from functools import cached_property
 from urllib.parse import unquote_plus
 
@@ -85,8 +84,10 @@ class OrthancBackend:
         return sorted(n.name for n in nodes if n.may_query and known.exists(n.name))
 
     def archive_totals(self) -> tuple[int, int]:
-        stats = json.loads(orthanc.RestApiGet("/statistics"))
-        return int(stats.get("CountInstances", 0)), int(stats.get("TotalDiskSize", 0) or 0)
+        """Instances and bytes stored, from the vault's ledger (never orthanc.RestApi*,
+        ops/NO-RESTAPI.md)."""
+        ledger = self.services.ledger()
+        return ledger.counts()["instances"], ledger.total_size()
 
 
 def _answer(output, response) -> None:

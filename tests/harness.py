@@ -29,6 +29,7 @@ from archive.config import ArchiveConfig, load_config
 from archive.home import init_home
 from archive.vault import Keyring
 from archive.vault.keyring import keyring_path
+from archive.vault.ledger import InstanceLedger
 from archive.vault.sealing import KdfParams
 
 REPO = Path(__file__).resolve().parent.parent
@@ -130,11 +131,7 @@ class RunningArchive:
                 output = self.process.stdout.read() if self.process.stdout else ""
                 raise RuntimeError(f"archive serve exited {self.process.returncode}: {output}")
             answer = self.health()
-            if (
-                answer
-                and answer.get("plugin") == "teaching-archive"
-                and answer.get("counts") is not None  # Orthanc has fully started
-            ):
+            if answer and answer.get("status") == "ok":  # anonymous: up or down only
                 return self
             time.sleep(0.1)
         self.stop()
@@ -192,10 +189,14 @@ class RunningArchive:
         return [store.read(uuid, ct) for uuid, ct, _ in store.entries() if ct == DICOM_CONTENT]
 
     def counts(self) -> dict[str, int]:
-        """Orthanc's counts of patients/studies/series/instances (anonymous health route)."""
-        answer = self.health()
-        assert answer is not None, "the archive is not answering /teaching/health"
-        return answer["counts"]
+        """Studies/series/instances stored, from the vault's instance ledger in the home's
+        database (anonymous health says only up or down)."""
+        assert self.health() is not None, "the archive is not answering /teaching/health"
+        conn = db.open_database(self.config)
+        try:
+            return InstanceLedger(conn).counts()
+        finally:
+            conn.close()
 
     def cli(
         self, *args: str, input_text: str | None = None, timeout: float = 120

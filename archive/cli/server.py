@@ -141,6 +141,9 @@ def serve(
             orthanc_view, nodes=registered_nodes(config), stable_age=stable_age
         )
         orthanc_config.write(config, rendered)
+        # Asked before Orthanc starts (health tells staff only): no extra Orthanc process
+        # runs beside the serving one once it is up.
+        version = server.orthanc_version()
         if config.database.shared:
             pgpass = server.write_pgpass(config, db_password)
             proxy_env["PGPASSFILE"] = str(pgpass)
@@ -204,7 +207,7 @@ def serve(
     typer.echo(
         f"Archive serving: web API {server.base_url(config)}  "
         f"DICOM {config.dicom.aet}@{config.http.host}:{config.dicom.port}  "
-        f"(Orthanc {readiness.detail.get('orthanc_version')})"
+        f"(Orthanc {version or '-'})"
     )
     typer.echo(f"Data volume: {_volume_line(decision)}", err=True)
     if proxy is not None:
@@ -341,13 +344,13 @@ def status(home: HomeOption, json_output: JsonOption = False, node: NodeOption =
         "archive_version": __version__,
         "serving": pid is not None,
         "serve_pid": pid,
-        "plugin_loaded": bool(answer and answer.get("plugin") == "teaching-archive"),
-        "orthanc_version": answer.get("orthanc_version") if answer else None,
+        "plugin_loaded": server.is_up(answer),
+        "orthanc_version": server.orthanc_version(),
         "url": server.base_url(config),
         "tls": config.http.tls,
         "https": _tls_report(config, pid is not None),
         "dicom": f"{config.dicom.aet}:{config.dicom.port}",
-        "counts": answer.get("counts") if answer else None,
+        "counts": server.stored_counts(config),
         "volume": config.volume.kind,
         "unencrypted_volume_allowed": config.volume.allow_unencrypted,
         **_volume_report(config, pid is not None),

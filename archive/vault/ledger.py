@@ -242,6 +242,11 @@ class InstanceLedger:
         ).fetchone()
         return {"studies": int(row[0]), "series": int(row[1]), "instances": int(row[2])}
 
+    def total_size(self) -> int:
+        """Bytes of the stored DICOM files (clear size, before encryption)."""
+        row = self.conn.execute("SELECT COALESCE(SUM(size), 0) FROM vault_instances").fetchone()
+        return int(row[0])
+
 
 def read_dicom(store, entry: LedgerEntry) -> bytes:
     """The decrypted DICOM file of a ledger entry, from the EncryptedStore."""

@@ -91,7 +91,7 @@ def test_https_serves_the_home_certificate_and_named_users(archive: RunningArchi
     ) as http:
         answer = http.get("/teaching/health")
         assert answer.status_code == 200
-        assert answer.json()["plugin"] == "teaching-archive"
+        assert answer.json()["plugin"] == "teaching-archive"  # personnel see the details
         assert "max-age=" in answer.headers["strict-transport-security"]
         assert http.get("/system").status_code == 200
     with httpx.Client(base_url=archive.url, verify=trust) as anonymous:

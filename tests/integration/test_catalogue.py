@@ -157,17 +157,20 @@ def test_case_view_shows_series_with_thumbnails(sent: dict) -> None:
             assert answer.status_code == 200, answer.text
             assert answer.headers["content-type"].startswith("image/")
             image = Image.open(io.BytesIO(answer.content))
-            assert image.size == (64, 64)
+            # Rendered by the archive from the 64 px slice: a 256 px thumbnail, Lanczos.
+            assert image.size == (256, 256)
+        preview = http.get(view["series"][0]["thumbnail"], params={"size": "preview"})
+        assert Image.open(io.BytesIO(preview.content)).size == (1024, 1024)
         assert http.get(f"/teaching/cases/{chest['case_id']}/series/3/thumbnail").status_code == 404
 
     def seen(records: list[dict]) -> bool:
         actions = [e["action"] for e in records]
-        return "catalogue.case.view" in actions and actions.count("catalogue.case.thumbnail") >= 2
+        return "catalogue.case.view" in actions and actions.count("catalogue.case.thumbnail") >= 3
 
     events = _audited(archive, seen, user="reggie", case=chest["case_id"])
     actions = [e["action"] for e in events]
     assert "catalogue.case.view" in actions
-    assert actions.count("catalogue.case.thumbnail") == 2
+    assert actions.count("catalogue.case.thumbnail") == 3
 
 
 def test_trainer_edits_and_search_finds_by_relevance(sent: dict) -> None:

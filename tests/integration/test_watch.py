@@ -42,8 +42,9 @@ def archive(archive_home: RunningArchive, tmp_path: Path) -> Iterator[RunningArc
 
 
 def _count(archive: RunningArchive) -> int:
-    answer = archive.health()  # None while the archive is busy restarting
-    return answer["counts"]["instances"] if answer else -1
+    if archive.health() is None:  # None while the archive is busy restarting
+        return -1
+    return archive.counts()["instances"]
 
 
 def _files(root: Path) -> list[Path]:
