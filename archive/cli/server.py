@@ -137,9 +137,8 @@ def serve(
             proxy_plan = tls_proxy.plan(config, internal, tls_proxy.new_secret())
             orthanc_view = server.orthanc_facing(config, internal)
             proxy_env = {tls_proxy.SECRET_ENV: proxy_plan.secret}
-        rendered = orthanc_config.render(
-            orthanc_view, nodes=registered_nodes(config), stable_age=stable_age
-        )
+        # No DicomModalities: Orthanc sends nothing itself (ops/orthanc.template.json).
+        rendered = orthanc_config.render(orthanc_view, nodes=[], stable_age=stable_age)
         orthanc_config.write(config, rendered)
         # Asked before Orthanc starts (health tells staff only): no extra Orthanc process
         # runs beside the serving one once it is up.
@@ -308,30 +307,6 @@ def _write_volume_state(config, decision, allowed_by_flag: bool) -> None:
     path = _volume_state_file(config)
     path.write_text(json.dumps(state), encoding="utf-8")
     path.chmod(0o600)
-
-
-def registered_nodes(config) -> list[orthanc_config.DicomNode]:
-    """Registered sources and workstations, as Orthanc's DicomModalities."""
-    from archive import db
-    from archive.access import AccessStore
-
-    conn = db.open_database(config)
-    try:
-        nodes = AccessStore(conn).list_dicom_nodes()
-    finally:
-        conn.close()
-    return [
-        orthanc_config.DicomNode(
-            name=node.name,
-            aet=node.aet,
-            host=node.host,
-            port=node.port,
-            allow_store=node.may_store,
-            allow_find=node.may_query,
-            allow_move=node.may_query,
-        )
-        for node in nodes
-    ]
 
 
 def status(home: HomeOption, json_output: JsonOption = False, node: NodeOption = 1) -> None:

@@ -76,6 +76,8 @@ def association_decision(nodes: Iterable[DicomNode], aet: str, host: str) -> Dec
     node = next((n for n in same if n.host == host), None)
     if node is None:
         return Decision(False, "AE title registered for another host (association)")
+    if not node.may_store and not node.may_query:  # e.g. a recipient's node: send-only
+        return Decision(False, "node may not call the archive (association)")
     return Decision(True, "registered node", f"node:{node.name}")
 
 

@@ -342,6 +342,13 @@ def test_orthanc_has_no_dicom_server_of_its_own(world) -> None:
     archive = world["archive"]
     rendered = json.loads(archive.config.home.orthanc_config.read_text())
     assert rendered["DicomServerEnabled"] is False
+    assert rendered["DicomModalities"] == {}  # Orthanc knows no node to send to
+    since = _last_seq(archive)
+    recipient = _scu(RECIP, CTImageStorage)  # a recipient's node only ever receives
+    refused = recipient.associate("127.0.0.1", archive.dicom_port, ae_title=archive.aet)
+    assert refused.is_rejected
+    (record,) = [r for r in _records(archive, since) if r["actor"] == RECIP]
+    assert record["outcome"] == "denied" and "may not call" in record["detail"]["reason"]
     ae = _scu(WS1, CTImageStorage)
     assoc = ae.associate("127.0.0.1", archive.dicom_port, ae_title=archive.aet)
     try:

@@ -75,6 +75,9 @@ def test_association_rule_checks_ae_and_host() -> None:
     assert association_decision(NODES, "WS01", "127.0.0.1").allowed
     assert "not registered" in association_decision(NODES, "NOPE", "127.0.0.1").reason
     assert "another host" in association_decision(NODES, "WS01", "10.9.9.9").reason
+    recipient = DicomNode("recipient-1", "RECIP", "10.0.0.9", 104, False, False)
+    refused = association_decision([*NODES, recipient], "RECIP", "10.0.0.9")
+    assert not refused.allowed and "may not call" in refused.reason
 
 
 def test_orthanc_answers_map_to_dimse_statuses() -> None:
