@@ -364,7 +364,6 @@ class Front:
         decision = dicom_decision(nodes, kind, peer.aet, peer.host)
         if not decision.allowed:
             return decision, None, []
-        dest = peer.node
         decision, dest = retrieve_decision(
             self.policy,
             nodes,
@@ -413,12 +412,18 @@ class Front:
             decision, dest, planned = self.plan_retrieve(
                 kind, peer, event.request, syntax, destination
             )
-        except MalformedDataset as exc:
-            self.act(kind, peer, "failure", f"bad identifier: {exc}", destination=destination)
+        except Exception as exc:  # noqa: BLE001 - audited, answered with a failure status
+            why = (
+                f"bad identifier: {exc}"
+                if isinstance(exc, MalformedDataset)
+                else f"internal error: {type(exc).__name__}"
+            )
+            self.act(kind, peer, "failure", why, destination=destination or None)
             if kind == "move":
-                yield None, None
+                yield None, None  # a failure status (0xA801) before anything is sent
             else:
-                yield _status(BAD_IDENTIFIER, f"bad identifier: {exc}"), None
+                yield 1
+                yield _status(BAD_IDENTIFIER, why), None
             return
         cases = ",".join(c.case_id for c, _ in planned)[:200] or None
         if not decision.allowed:

@@ -420,3 +420,69 @@ def test_too_many_associations_are_rejected_and_audited(world) -> None:
     refused = [r for r in _records(archive, since) if r["detail"]["kind"] == "associate"]
     assert [r["outcome"] for r in refused] == ["denied"]
     assert "too many associations" in refused[0]["detail"]["reason"]
+
+
+def test_image_level_find_then_get_of_one_instance(world, tmp_path) -> None:
+    archive, case = world["archive"], world["released"]
+    series_uid = case.series[0].series_uid
+    query = Dataset()
+    query.QueryRetrieveLevel = "IMAGE"
+    query.StudyInstanceUID = case.study_uid
+    query.SeriesInstanceUID = series_uid
+    query.SOPInstanceUID = ""
+    query.InstanceNumber = ""
+    ae = _scu(WS1, StudyRootQueryRetrieveInformationModelFind)
+    assoc = ae.associate("127.0.0.1", archive.dicom_port, ae_title=archive.aet)
+    try:
+        sops = [
+            str(ds.SOPInstanceUID)
+            for status, ds in assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind)
+            if status is not None and int(status.Status) == 0xFF00
+        ]
+    finally:
+        assoc.release()
+    assert len(sops) == 3 and len(set(sops)) == 3
+    since = _last_seq(archive)
+    out = tmp_path / "one"
+    out.mkdir()
+    got = subprocess.run(
+        ["getscu", "-aet", WS1, "-aec", archive.aet, "-S", "--output-directory", str(out),
+         "-k", "QueryRetrieveLevel=IMAGE", "-k", f"StudyInstanceUID={case.study_uid}",
+         "-k", f"SeriesInstanceUID={series_uid}", "-k", f"SOPInstanceUID={sops[1]}",
+         "127.0.0.1", str(archive.dicom_port)],
+        capture_output=True, text=True, env=base_env(), timeout=120, check=False,
+    )  # fmt: skip
+    assert got.returncode == 0, got.stderr
+    assert len(list(out.iterdir())) == 1
+    (record,) = [r for r in _records(archive, since) if r["detail"]["kind"] == "get"]
+    assert record["outcome"] == "success" and record["detail"]["sent"] == 1
+
+
+def test_a_deeply_nested_identifier_is_refused_before_decoding(world) -> None:
+    from pydicom.sequence import Sequence
+
+    archive, case = world["archive"], world["released"]
+    since = _last_seq(archive)
+    identifier = _study(case.study_uid)
+    inner = identifier
+    for _ in range(100):  # deeper than max_sequence_depth (32)
+        item = Dataset()
+        inner.ReferencedStudySequence = Sequence([item])
+        inner = item
+    ae = _scu(WS1, StudyRootQueryRetrieveInformationModelMove)
+    assoc = ae.associate("127.0.0.1", archive.dicom_port, ae_title=archive.aet)
+    try:
+        statuses = [
+            int(s.Status)
+            for s, _ in assoc.send_c_move(
+                identifier, WS1, StudyRootQueryRetrieveInformationModelMove
+            )
+            if s is not None and "Status" in s
+        ]
+    finally:
+        assoc.release()
+    assert statuses and statuses[-1] >= 0xA000
+    records = [r for r in _records(archive, since) if r["detail"]["kind"] == "move"]
+    assert records[-1]["outcome"] == "failure"
+    assert "nested deeper than 32" in records[-1]["detail"]["reason"]
+    assert archive.health() is not None
