@@ -486,3 +486,33 @@ def test_a_deeply_nested_identifier_is_refused_before_decoding(world) -> None:
     assert records[-1]["outcome"] == "failure"
     assert "nested deeper than 32" in records[-1]["detail"]["reason"]
     assert archive.health() is not None
+
+
+def test_the_front_follows_the_register_without_a_restart(world) -> None:
+    archive = world["archive"]
+
+    def echo() -> int:
+        return subprocess.run(
+            ["echoscu", "-aet", "WS03", "-aec", archive.aet, "127.0.0.1",
+             str(archive.dicom_port)],
+            capture_output=True, text=True, env=base_env(), timeout=60, check=False,
+        ).returncode  # fmt: skip
+
+    def eventually(expected: int) -> bool:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if echo() == expected:
+                return True
+            time.sleep(0.3)
+        return False
+
+    assert echo() != 0
+    added = archive.cli(
+        "workstations", "add", "ws3", "--aet", "WS03", "--host", "127.0.0.1",
+        "--port", "11199", "--location", "Suite",
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    assert eventually(0), "a newly registered workstation was not admitted"
+    removed = archive.cli("workstations", "remove", "ws3")
+    assert removed.returncode == 0, removed.stderr
+    assert eventually(1), "a removed workstation was still admitted"
