@@ -31,7 +31,7 @@ from archive.governance import PullInventory
 from tests.corpus import make_ct_series, to_bytes
 from tests.dicom_tools import storescu, write_files
 from tests.harness import RunningArchive, base_env, new_archive, register_node
-from tests.integration.test_pulls import StoreSCP, wait_for_cases
+from tests.integration.test_pulls import StoreSCP, _digests, wait_for_cases
 from tests.malformed import good_ct, huge_length, nested, small_header
 
 SRC, WS1, WS2, RECIP = "SRC_PACS", "WS01", "WS02", "RECIP_NODE"
@@ -169,6 +169,8 @@ def test_move_to_itself_of_a_released_case_is_delivered_audited_and_inventoried(
     assert statuses[-1] == 0x0000
     assert 0xFF00 in statuses  # pending responses with counts
     assert len(scps["ws1"].files()) == 3
+    # the stored (de-identified) datasets arrive byte for byte
+    assert _digests(scps["ws1"].files()) <= _digests(archive.stored_dicom())
     (record,) = [r for r in _records(archive, since) if r["detail"]["kind"] == "move"]
     assert record["outcome"] == "success"
     assert record["detail"]["sent"] == 3 and record["detail"]["failed"] == 0
