@@ -23,6 +23,7 @@ class FrontPolicy:
     dimse_timeout: float = 60.0
     network_timeout: float = 120.0
     scan: ScanLimits = ScanLimits()
+    max_message_bytes: int = 1 << 30
     move_to_other_workstations: bool = False
     version: int = 1
 
@@ -60,6 +61,7 @@ def load_front_policy(policies_dir: Path | str) -> FrontPolicy:
             max_inflated_bytes=int(_number(store, "max_inflated_bytes", 1 << 30, 1024, 1 << 33)),
             max_elements=int(_number(store, "max_elements", 2_000_000, 100, 100_000_000)),
         ),
+        max_message_bytes=int(_number(store, "max_message_bytes", 1 << 30, 4096, 1 << 36)),
         move_to_other_workstations=others,
         version=int(_number(raw, "version", 1, 1, 1 << 30)),
     )

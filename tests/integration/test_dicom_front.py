@@ -518,3 +518,65 @@ def test_the_front_follows_the_register_without_a_restart(world) -> None:
     removed = archive.cli("workstations", "remove", "ws3")
     assert removed.returncode == 0, removed.stderr
     assert eventually(1), "a removed workstation was still admitted"
+
+
+def test_an_absurd_pdu_is_cut_off_before_it_is_buffered(world) -> None:
+    import socket
+    import struct
+
+    archive = world["archive"]
+    since = _last_seq(archive)
+    with socket.create_connection(("127.0.0.1", archive.dicom_port), timeout=20) as peer:
+        # an A-ASSOCIATE-RQ announcing 0xFFFFFFF0 bytes, from nobody registered
+        peer.sendall(struct.pack(">BBL", 0x01, 0, 0xFFFFFFF0) + b"\0" * 4096)
+        started = time.monotonic()
+        closed = False
+        try:
+            while time.monotonic() - started < 15:
+                if peer.recv(4096) == b"":
+                    closed = True
+                    break
+        except OSError:
+            closed = True
+    assert closed, "the front kept reading an absurd PDU"
+    records = [r for r in _records(archive, since) if r["detail"]["kind"] == "associate"]
+    assert any("a PDU of 4096.0 MiB" in r["detail"]["reason"] for r in records)
+    assert subprocess.run(
+        ["echoscu", "-aet", WS1, "-aec", archive.aet, "127.0.0.1", str(archive.dicom_port)],
+        capture_output=True, env=base_env(), timeout=60, check=False,
+    ).returncode == 0  # fmt: skip
+
+
+def test_a_message_over_the_size_limit_is_not_received(tmp_path) -> None:
+    import shutil
+
+    from archive.paths import POLICIES_DIR
+
+    policies = tmp_path / "policies"
+    shutil.copytree(POLICIES_DIR, policies)
+    dicom = policies / "access" / "dicom.toml"
+    dicom.write_text(
+        dicom.read_text().replace("max_message_bytes = 1073741824", "max_message_bytes = 1048576")
+    )
+    archive = new_archive(tmp_path / "home")
+    toml = archive.config.home.config_file
+    text = toml.read_text()
+    assert 'policies_dir = ""' in text
+    toml.write_text(text.replace('policies_dir = ""', f'policies_dir = "{policies}"', 1))
+    register_node(archive, "pacs", SRC, store=True)
+    archive.start()
+    try:
+        since = _last_seq(archive)
+        big = make_ct_series(1, rows=1024, columns=1024, seed=5)[0]  # 2 MiB of pixels
+        small = make_ct_series(1, seed=6)[0]
+        files = write_files(tmp_path / "in", [to_bytes(big), to_bytes(small)])
+        refused = storescu(archive.dicom_port, archive.aet, SRC, files[:1])
+        assert refused.returncode != 0 or "Success" not in refused.stdout + refused.stderr
+        assert archive.counts()["instances"] == 0
+        accepted = storescu(archive.dicom_port, archive.aet, SRC, files[1:])
+        assert accepted.returncode == 0, accepted.stderr
+        assert archive.counts()["instances"] == 1
+        records = [r for r in _records(archive, since) if r["detail"]["kind"] == "store"]
+        assert any("a message over 1.0 MiB" in r["detail"]["reason"] for r in records)
+    finally:
+        archive.stop()

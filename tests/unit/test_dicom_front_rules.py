@@ -32,6 +32,7 @@ PLACES = {"ws1", "ws2", "odd"}
 def test_the_shipped_policy_loads_and_keeps_moves_to_the_requester() -> None:
     policy = load_front_policy(POLICIES_DIR)
     assert policy.scan.max_depth == 32
+    assert policy.max_message_bytes == 1 << 30
     assert policy.move_to_other_workstations is False
     assert 1 <= policy.max_associations <= 256
 
