@@ -459,33 +459,32 @@ class DicomFront:
         return self.config.home.run_dir / "dicom-front.log"
 
 
-def start_dicom_front(front: DicomFront, timeout: float = 30.0) -> DicomFront:
-    """Start (or restart) the front and wait until its DICOM port accepts connections.
+def start_dicom_front(front: DicomFront, timeout: float = 30.0) -> subprocess.Popen:
+    """Start (or restart) the front and wait until its DICOM port accepts connections;
+    returns its process (so that it can be a supervised child: this launches it,
+    stop_dicom_process halts it).
 
     It gets the keyring passphrase through an inherited pipe (as Orthanc does) and the
     per-serve secret that Orthanc's HTTP filter accepts from it on 127.0.0.1 through its
-    environment (read once and removed by the front)."""
+    environment (read once and removed by the front). It binds dicom.host when the
+    configuration has one, else every address (as Orthanc's DICOM server did)."""
     import sys
 
     from archive.dicom.forward import FRONT_SECRET_ENV
 
     config = front.config
+    bind = getattr(config.dicom, "host", "") or "0.0.0.0"
+    probe = "127.0.0.1" if bind in ("0.0.0.0", "::", "localhost") else bind
     env = orthanc_environment(config)
     read_fd = passphrase_pipe(front.passphrase)
     env[PASSPHRASE_FD_ENV] = str(read_fd)
     env[FRONT_SECRET_ENV] = front.secret
+    command = [sys.executable, "-m", "archive.dicom.front", "--home", str(config.home.root)]
+    command += ["--orthanc-url", front.orthanc_url, "--bind", bind]
     log = open(front.log, "ab")  # noqa: SIM115 - handed to the child
     try:
         front.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "archive.dicom.front",
-                "--home",
-                str(config.home.root),
-                "--orthanc-url",
-                front.orthanc_url,
-            ],
+            command,
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -504,14 +503,19 @@ def start_dicom_front(front: DicomFront, timeout: float = 30.0) -> DicomFront:
                 f"{log_tail(front.log)}"
             )
         try:
-            with socket.create_connection(("127.0.0.1", config.dicom.port), timeout=0.5):
-                return front
+            with socket.create_connection((probe, config.dicom.port), timeout=0.5):
+                return front.process
         except OSError:
             time.sleep(0.1)
-    stop_dicom_front(front)
+    stop_dicom_process(front.process)
     raise ServeError(f"the DICOM front did not listen on port {config.dicom.port} in time.")
 
 
-def stop_dicom_front(front: DicomFront | None, timeout: float = 15.0) -> None:
+def stop_dicom_process(process: subprocess.Popen, timeout: float = 15.0) -> int:
+    """SIGTERM (the front flushes its audit queue), SIGKILL if it hangs."""
+    return stop_orthanc(process, timeout=timeout)
+
+
+def stop_dicom_front(front: DicomFront | None) -> None:
     if front is not None and front.process is not None:
-        stop_orthanc(front.process, timeout=timeout)  # SIGTERM, then SIGKILL if it hangs
+        stop_dicom_process(front.process)
