@@ -60,12 +60,13 @@ def make_filter(services, proxy_secret: str | None = None, front_secret: str | N
     }
 
     def decide_request(uri: str, method: str, ip: str, headers: dict) -> bool:
+        front_aet = None
         if method == "POST" and uri == "/instances":
             front_aet = from_front(ip, headers, front_secret)
-            note_dicom_front(front_aet)
-            if front_aet is not None:
-                note_uploader(None)
-                return True
+        note_dicom_front(front_aet)  # never a stale note for another request on this thread
+        if front_aet is not None:
+            note_uploader(None)
+            return True
         ip = client_address(ip, headers, proxy_secret)
         store = services.access_store()
         result = authenticate_headers(store, headers or {}, datetime.now(UTC))
