@@ -1,7 +1,8 @@
 """Generate Orthanc's configuration for an archive home from ops/orthanc.template.json.
 
-The template holds the secure defaults (no Lua, no WebDAV, no explorer, DICOM store only
-from registered nodes checked by host, the plugin guarding HTTP). It is regenerated at
+The template holds the secure defaults (no Lua, no WebDAV, no explorer, no DICOM server
+of Orthanc's own - the archive's DICOM front, archive/dicom/front.py, answers DICOM - and
+the plugin guarding HTTP). It is regenerated at
 every `serve`, so a change to archive.toml or to the registered DICOM nodes takes effect
 without anyone editing Orthanc's JSON by hand.
 """

@@ -712,3 +712,82 @@ def orthanc_bind_environment(
     mapping = ",".join(f"{port}={host}" for port, host in sorted(pins.items()))
     preload = " ".join(p for p in (str(shim), os.environ.get("LD_PRELOAD", "")) if p)
     return {"LD_PRELOAD": preload, "ARCHIVE_BIND_MAP": mapping}, []
+
+
+# -- the DICOM front (archive/dicom/front.py): the archive's only DICOM entry -------------
+@dataclass
+class DicomFront:
+    """The front's child process and what restarting it needs (kept in serve's memory)."""
+
+    config: ArchiveConfig
+    orthanc_url: str
+    secret: str
+    passphrase: str
+    process: subprocess.Popen | None = None
+    restarts: int = 0
+
+    @property
+    def log(self) -> Path:
+        return self.config.home.run_dir / "dicom-front.log"
+
+
+def start_dicom_front(front: DicomFront, timeout: float = 30.0) -> subprocess.Popen:
+    """Start (or restart) the front and wait until its DICOM port accepts connections;
+    returns its process (so that it can be a supervised child: this launches it,
+    stop_dicom_process halts it).
+
+    It gets the keyring passphrase through an inherited pipe (as Orthanc does) and the
+    per-serve secret that Orthanc's HTTP filter accepts from it on 127.0.0.1 through its
+    environment (read once and removed by the front). It binds dicom.host when the
+    configuration has one, else every address (as Orthanc's DICOM server did)."""
+    import sys
+
+    from archive.dicom.forward import FRONT_SECRET_ENV
+
+    config = front.config
+    bind = getattr(config.dicom, "host", "") or "0.0.0.0"
+    probe = "127.0.0.1" if bind in ("0.0.0.0", "::", "localhost") else bind
+    env = orthanc_environment(config)
+    read_fd = passphrase_pipe(front.passphrase)
+    env[PASSPHRASE_FD_ENV] = str(read_fd)
+    env[FRONT_SECRET_ENV] = front.secret
+    command = [sys.executable, "-m", "archive.dicom.front", "--home", str(config.home.root)]
+    command += ["--orthanc-url", front.orthanc_url, "--bind", bind]
+    log = open(front.log, "ab")  # noqa: SIM115 - handed to the child
+    try:
+        front.process = subprocess.Popen(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=str(config.home.run_dir),
+            pass_fds=(read_fd,),
+        )
+    finally:
+        os.close(read_fd)
+        log.close()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if front.process.poll() is not None:
+            raise ServeError(
+                f"the DICOM front did not start; the end of {front.log} says:\n"
+                f"{log_tail(front.log)}"
+            )
+        try:
+            with socket.create_connection((probe, config.dicom.port), timeout=0.5):
+                return front.process
+        except OSError:
+            time.sleep(0.1)
+    stop_dicom_process(front.process)
+    raise ServeError(f"the DICOM front did not listen on port {config.dicom.port} in time.")
+
+
+def stop_dicom_process(process: subprocess.Popen, timeout: float = 15.0) -> int:
+    """SIGTERM (the front flushes its audit queue), SIGKILL if it hangs."""
+    return stop_orthanc(process, timeout=timeout)
+
+
+def stop_dicom_front(front: DicomFront | None) -> None:
+    if front is not None and front.process is not None:
+        stop_dicom_process(front.process)

@@ -286,8 +286,13 @@ def _drive(archive, root, seconds, ws_port, inbox, idle, studies, report) -> Soa
         answer = rest.post("/teaching/pulls", json={"workstation": "soak-ws", "cases": cases[:1]})
         if answer.status_code != 200:
             raise RuntimeError(f"pull HTTP {answer.status_code}: {answer.text[:120]}")
+        settled = time.time() - 30  # never a file the workstation may still be writing
         for path in list(inbox.iterdir())[:500]:  # the workstation's disk stays bounded
-            path.unlink(missing_ok=True)
+            try:
+                if path.stat().st_mtime < settled:
+                    path.unlink()
+            except FileNotFoundError:
+                pass
 
     def cstore_body() -> None:
         with study_lock:

@@ -66,7 +66,6 @@ ADAPTERS = (
     "storage",  # storage area: envelope encryption of every attachment
     "ingest",  # received-instance callback: de-identification before storage
     "http_filter",  # named-user access control on every HTTP request
-    "dicom_access",  # registered sources/workstations for C-STORE, C-FIND, C-MOVE
     "catalogue_sync",  # stable study -> teaching case
     "catalogue_routes",  # /teaching/cases, /teaching/collections
     "quarantine_routes",  # quarantine review

@@ -22,6 +22,7 @@ from archive.catalogue.auditing import audit_sink
 from archive.catalogue.changes import ChangeSink
 from archive.catalogue.from_orthanc import AgeBands, SeriesFacts, study_summary
 from archive.errors import ArchiveError
+from archive.ingest import origins
 
 _local = threading.local()
 _vocabularies: dict[str, object] = {}  # policies dir -> Vocabulary, read once
@@ -53,6 +54,8 @@ def _get(uri: str):
 def sync_study(services, orthanc_study_id: str):
     """Create or refresh the case of one Orthanc study; returns the Case."""
     study = _get(f"/studies/{orthanc_study_id}")
+    uid = str((study.get("MainDicomTags") or {}).get("StudyInstanceUID", ""))
+    by_front = origins.intake_of(services.db(), uid) == "dicom"  # C-STOREd to the front
     facts = []
     for series_id in study.get("Series") or []:
         series = _get(f"/series/{series_id}")
@@ -62,7 +65,8 @@ def sync_study(services, orthanc_study_id: str):
         sample = instances[0]
         tags = _get(f"/instances/{sample}/simplified-tags")
         metadata = _get(f"/instances/{sample}/metadata?expand")
-        origin_only = {"Origin": metadata.get("Origin", "")}  # never the sender's identity
+        origin = "DicomProtocol" if by_front else metadata.get("Origin", "")
+        origin_only = {"Origin": origin}  # never the sender's identity
         facts.append(SeriesFacts(series, tags, origin_only))
     policy = services.deid_policy
     bands = AgeBands(policy.adult_years, policy.band_years, policy.cap_years)

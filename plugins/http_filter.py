@@ -40,11 +40,12 @@ from archive.access import (
     decision_event,
 )
 from archive.audit import AuditEvent
+from archive.dicom.forward import FRONT_SECRET_ENV, from_front
 from archive.errors import ConfigError
 from archive.orthanc_config import LOOPBACK
 from archive.tls_proxy import SECRET_ENV, client_address
 from archive.web.sessions import principal_for_cookie
-from plugins.uploaders import note_uploader
+from plugins.uploaders import note_dicom_front, note_uploader
 
 DISABLE_ENV = "ARCHIVE_UNSAFE_DISABLE_HTTP_FILTER"
 _clients: dict[int, str] = {}  # OS thread id -> client address of its current request
@@ -56,12 +57,16 @@ def client_of_this_request() -> str | None:
     return _clients.get(threading.get_ident())
 
 
-def make_filter(services, proxy_secret: str | None = None):
+def make_filter(services, proxy_secret: str | None = None, front_secret: str | None = None):
     """The filter callback, closed over the services (separate from register for tests).
 
     `proxy_secret` is the TLS terminator's per-serve secret: with it, the client address
     nginx forwards is believed for the audit (archive/tls_proxy.py); without it, or on a
-    request not from 127.0.0.1 with that secret, the address Orthanc saw is audited."""
+    request not from 127.0.0.1 with that secret, the address Orthanc saw is audited.
+
+    `front_secret` is the DICOM front's per-serve secret (archive/dicom/forward.py): a
+    POST /instances from 127.0.0.1 carrying it is a C-STORE the front has admitted,
+    scanned and audits itself with its outcome; nothing else is opened to it."""
     policy = services.route_policy
     decider = CachedDecider(policy)
     record = services.record
@@ -72,6 +77,13 @@ def make_filter(services, proxy_secret: str | None = None):
     }
 
     def decide_request(uri: str, method: str, ip: str, headers: dict) -> bool:
+        front_aet = None
+        if method == "POST" and uri == "/instances":
+            front_aet = from_front(ip, headers, front_secret)
+        note_dicom_front(front_aet)  # never a stale note for another request on this thread
+        if front_aet is not None:
+            note_uploader(None)
+            return True
         ip = client_address(ip, headers, proxy_secret)
         _clients[threading.get_ident()] = ip
         store = services.access_store()
@@ -142,4 +154,5 @@ def register(services) -> None:
     _ = services.route_policy  # a broken policy stops the start (fail closed)
     # Read once and removed from the environment: nothing Orthanc starts inherits it.
     proxy_secret = os.environ.pop(SECRET_ENV, None) or None
-    orthanc.RegisterIncomingHttpRequestFilter(make_filter(services, proxy_secret))
+    front_secret = os.environ.pop(FRONT_SECRET_ENV, None) or None
+    orthanc.RegisterIncomingHttpRequestFilter(make_filter(services, proxy_secret, front_secret))

@@ -16,11 +16,11 @@ import os
 import orthanc
 
 from archive.audit import AuditEvent
-from archive.ingest import IngestRefused, IngestService, load_handover, tickets
+from archive.ingest import IngestRefused, IngestService, load_handover, origins, tickets
 from archive.ingest import flags as ingest_flags
 from archive.ingest.service import Action
 from archive.pixels import load_masking_policy
-from plugins.uploaders import note_uploader, take_uploader  # noqa: F401 - re-exported
+from plugins.uploaders import note_uploader, take_dicom_front, take_uploader  # noqa: F401
 
 _ORIGINS = {
     orthanc.InstanceOrigin.DICOM_PROTOCOL: "dicom",
@@ -130,11 +130,15 @@ def register(services) -> None:
 
     def process(data: bytes, origin) -> tuple:
         intake = _ORIGINS.get(origin, "other")
+        if take_dicom_front() is not None:  # C-STOREd to the DICOM front (archive/dicom)
+            intake = "dicom"
         uploader = take_uploader()
         actor = f"rest:{uploader}" if uploader and intake == "rest" else None
         check_free_space(services.home.data_dir, len(data))
         outcome = service.process(bytes(data), intake=intake, source=intake, actor=actor)
         if outcome.action is Action.STORE:
+            if intake == "dicom" and outcome.study_uid:
+                origins.record(services.db(), outcome.study_uid, intake)
             return orthanc.ReceivedInstanceAction.MODIFY, outcome.data
         orthanc.LogWarning(f"teaching-archive: instance not stored: {outcome.reason}")
         return orthanc.ReceivedInstanceAction.DISCARD, None

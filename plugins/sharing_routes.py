@@ -134,7 +134,7 @@ def _recipient_add(services, request, **_):
             added_by=principal.user,
             now=_now(),
         )
-        if dicom is not None:  # Orthanc learns it at the next `archive serve`
+        if dicom is not None:  # send-only: it may never call the archive's DICOM front
             services.access_store().add_dicom_node(
                 recipient_node_name(made.id), dicom.aet, dicom.host, dicom.port
             )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 
 _uploaders: dict[int, str] = {}
+_dicom_front: dict[int, str] = {}
 
 
 def note_uploader(name: str | None) -> None:
@@ -24,3 +25,18 @@ def note_uploader(name: str | None) -> None:
 def take_uploader() -> str | None:
     """The named uploader of the instance now being received, cleared as it is read."""
     return _uploaders.pop(threading.get_ident(), None)
+
+
+def note_dicom_front(aet: str | None) -> None:
+    """The next instance on this thread was C-STOREd to the DICOM front by `aet` (the
+    filter checked the front's secret): ingest records it as a DICOM intake."""
+    ident = threading.get_ident()
+    if aet:
+        _dicom_front[ident] = aet
+    else:
+        _dicom_front.pop(ident, None)
+
+
+def take_dicom_front() -> str | None:
+    """The calling AE of the instance now being received through the front, cleared."""
+    return _dicom_front.pop(threading.get_ident(), None)

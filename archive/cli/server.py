@@ -101,6 +101,7 @@ def serve(
     supervisor = server.Supervisor(on_event=lambda event: _on_child_event(config, audit, event))
     pgpass = None
     decision = None
+    dicom_front = None
     locked = False  # until then the nginx files in the run dir may be a running serve's
     try:
         server.find_orthanc()  # install problems first: no passphrase asked for nothing
@@ -146,9 +147,9 @@ def serve(
             "ARCHIVE_UNENCRYPTED_VOLUME": "1" if decision.unencrypted else "0",
             **bind_env,
         }
-        rendered = orthanc_config.render(
-            orthanc_view, nodes=registered_nodes(config), stable_age=stable_age
-        )
+        # No DicomModalities: Orthanc sends nothing itself (ops/orthanc.template.json);
+        # the DICOM front (archive/dicom/front.py) is the archive's only DICOM entry.
+        rendered = orthanc_config.render(orthanc_view, nodes=[], stable_age=stable_age)
         orthanc_config.write(config, rendered)
         # Asked before Orthanc starts (health tells staff only): no extra Orthanc process
         # runs beside the serving one once it is up.
@@ -157,6 +158,7 @@ def serve(
             pgpass = server.write_pgpass(config, db_password)
             orthanc_env["PGPASSFILE"] = str(pgpass)
             del db_password
+        dicom_front = _dicom_front(config, orthanc_view, passphrase, orthanc_env)
         _write_volume_state(config, decision, allow_unencrypted_volume)
         tls_proxy.refused_log(config).unlink(missing_ok=True)
 
@@ -195,6 +197,14 @@ def serve(
                 "nginx",
                 launch=lambda: tls_proxy.start(config, proxy_plan),
                 halt=lambda process: tls_proxy.stop(config, process),
+                front=True,
+            )
+        )
+        supervisor.start(
+            server.Child(
+                "dicom-front",
+                launch=lambda: server.start_dicom_front(dicom_front),
+                halt=server.stop_dicom_process,
                 front=True,
             )
         )
@@ -362,6 +372,18 @@ def _write_serve_state(config, supervisor, proxy_plan) -> None:
     os.replace(tmp, path)
 
 
+def _dicom_front(config, orthanc_view, passphrase: str, orthanc_env: dict):
+    """The DICOM front of this serve (archive/dicom/front.py; Orthanc's own DICOM server
+    is off): it forwards to Orthanc's loopback HTTP port with a per-serve secret, which
+    Orthanc's HTTP filter gets through `orthanc_env`."""
+    from archive.dicom.forward import FRONT_SECRET_ENV
+
+    secret = tls_proxy.new_secret()
+    orthanc_env[FRONT_SECRET_ENV] = secret
+    url = f"http://127.0.0.1:{orthanc_view.http.port}"
+    return server.DicomFront(config, url, secret, passphrase)
+
+
 def _node_config(config, node: int, http_port: int | None, dicom_port: int | None):
     """The configuration of one node; node 1 with no port overrides is the home as is."""
     if node == config.node and http_port is None and dicom_port is None:
@@ -395,30 +417,6 @@ def _write_volume_state(config, decision, allowed_by_flag: bool) -> None:
     path = _volume_state_file(config)
     path.write_text(json.dumps(state), encoding="utf-8")
     path.chmod(0o600)
-
-
-def registered_nodes(config) -> list[orthanc_config.DicomNode]:
-    """Registered sources and workstations, as Orthanc's DicomModalities."""
-    from archive import db
-    from archive.access import AccessStore
-
-    conn = db.open_database(config)
-    try:
-        nodes = AccessStore(conn).list_dicom_nodes()
-    finally:
-        conn.close()
-    return [
-        orthanc_config.DicomNode(
-            name=node.name,
-            aet=node.aet,
-            host=node.host,
-            port=node.port,
-            allow_store=node.may_store,
-            allow_find=node.may_query,
-            allow_move=node.may_query,
-        )
-        for node in nodes
-    ]
 
 
 def status(home: HomeOption, json_output: JsonOption = False, node: NodeOption = 1) -> None:

@@ -1,7 +1,7 @@
 """`archive sources add|list|remove`: the DICOM nodes allowed to send studies in.
 
-Only registered sources (AE title and host) may C-STORE; the list becomes Orthanc's
-DicomModalities at the next `archive serve`.
+Only registered sources (AE title and host) may C-STORE; the archive's DICOM front
+(archive/dicom/front.py) reads the register as it changes, no restart needed.
 """
 
 from __future__ import annotations

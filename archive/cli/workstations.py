@@ -2,8 +2,8 @@
 
 A workstation is a DICOM node with query/retrieve rights (C-FIND, C-MOVE to its own AE,
 never C-STORE into the archive) plus its location in the suite, kept by governance so
-closure knows which machine holds pulled cases. Orthanc learns of it at the next
-`archive serve`.
+closure knows which machine holds pulled cases. The DICOM front (archive/dicom/front.py)
+reads the register as it changes: no restart needed.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def register(app: typer.Typer) -> None:
         port: Annotated[int, typer.Option("--port", help="Its DICOM (store SCP) port.")] = 104,
         as_json: JsonOption = False,
     ) -> None:
-        """Register a workstation for query/retrieve; restart `archive serve` to apply."""
+        """Register a workstation for query/retrieve (the running archive applies it at once)."""
         with opened(home) as (store, log):
             places = Workstations(store.conn)
             try:
@@ -64,8 +64,7 @@ def register(app: typer.Typer) -> None:
             emit_json(row)
         else:
             typer.echo(
-                f"workstation {name}: {aet}@{node.host}:{port} in {location} "
-                "may query and retrieve (restart serve)"
+                f"workstation {name}: {aet}@{node.host}:{port} in {location} may query and retrieve"
             )
 
     @sub.command("list")
@@ -97,4 +96,4 @@ def register(app: typer.Typer) -> None:
                 _audit(log, "workstations.remove", name, "failure")
                 fail(str(exc))
             _audit(log, "workstations.remove", name, "success")
-        typer.echo(f"workstation {name} removed (restart serve)")
+        typer.echo(f"workstation {name} removed")

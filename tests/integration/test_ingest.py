@@ -133,5 +133,9 @@ def test_rest_upload_records_who_ingested_for_the_quarantine(
     rows = conn.execute("SELECT id, ingested_by FROM quarantine_items ORDER BY rowid").fetchall()
     assert [r["ingested_by"] for r in rows] == ["rest:intake", "dicom"]
     add_user(archive, "other", ["personnel"])
-    refused = archive.cli("quarantine", "release", rows[0]["id"], "--reviewer", "intake")
+    secret = tmp_path / "intake.password"  # the uploader tries, with its own credentials
+    secret.write_text(archive.passwords["intake"])
+    refused = archive.cli(
+        "quarantine", "release", rows[0]["id"], "--as", "intake", "--password-file", str(secret)
+    )
     assert refused.returncode != 0 and "ingested this study" in refused.stderr

@@ -154,15 +154,16 @@ def test_every_socket_is_on_the_configured_address(archive: RunningArchive) -> N
     state = _serve_state(archive)
     nginx = server.listening_sockets(state["children"]["nginx"]["pid"])
     orthanc = server.listening_sockets(state["children"]["orthanc"]["pid"])
+    front = server.listening_sockets(state["children"]["dicom-front"]["pid"])
     assert nginx == [f"127.0.0.1:{archive.config.http.port}"]
     internal = int(state["http"]["internal"].rsplit(":", 1)[1])
-    assert sorted(orthanc) == sorted(
-        [f"127.0.0.1:{internal}", f"127.0.0.1:{archive.config.dicom.port}"]
-    )
+    # Orthanc has no DICOM server of its own: the front holds the DICOM port.
+    assert orthanc == [f"127.0.0.1:{internal}"]
+    assert front == [f"127.0.0.1:{archive.config.dicom.port}"]
     # status prints what really listens, read from the running processes.
     report = json.loads(archive.cli("status", "--json").stdout)
     assert report["up"] is True
-    assert report["listening"] == {"nginx": nginx, "orthanc": orthanc}
+    assert report["listening"] == {"nginx": nginx, "dicom-front": front, "orthanc": orthanc}
     assert report["dicom_listen"] == f"127.0.0.1:{archive.config.dicom.port}"
     human = archive.cli("status").stdout
     assert f"orthanc {', '.join(orthanc)}" in human
