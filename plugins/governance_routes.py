@@ -125,9 +125,11 @@ def pull_cases(services, principal, ws, cases) -> dict:
             ) from None
         failed, sent = answer.failed, answer.sent
         if failed:
-            _audit(services, "governance.pull", principal, "failure", case.case_id, workstation=ws)
+            why = "; ".join(sorted(set(answer.reasons)))[:200]
+            _audit(services, "governance.pull", principal, "failure", case.case_id,
+                   workstation=ws, why=why)  # fmt: skip
             raise HttpError(
-                502, f"workstation {ws} refused {failed} instance(s) of {case.case_id}."
+                502, f"workstation {ws} refused {failed} instance(s) of {case.case_id} ({why})."
             )
         pull_id = inventory.record_pull(case.case_id, ws, principal.user, _now())
         _audit(

@@ -39,6 +39,7 @@ class SendResult:
     sent: int = 0
     failed: int = 0
     failures: list[str] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)  # why each failure (no data values)
 
 
 def _contexts(entries: Sequence[Any]) -> list[tuple[str, str]]:
@@ -80,13 +81,39 @@ def send_entries(
 ) -> SendResult:
     """C-STORE every entry (ledger entries: sop_uid, sop_class_uid, transfer_syntax) in one
     association; `read_bytes(entry)` gives each stored file. `progress(done, total)` after
-    each instance. SendError if the node is down or refuses the association."""
-    from pynetdicom import AE, evt
+    each instance. SendError if the node is down or refuses the association.
 
+    An association that breaks on the way (no answer to a C-STORE within `timeout`, or
+    closed by the peer) is opened once more for the instances not yet confirmed: a
+    C-STORE is idempotent at the receiver (same SOP Instance UID). Measured in the soak
+    (benchmarks/soak.py): about 1 pull in 300 under load met a C-STORE answer that never
+    reached the sender, and the second association delivered it."""
     result = SendResult()
     entries = list(entries)
     if not entries:
         return result
+    total = len(entries)
+    pending = entries
+    for attempt in (1, 2):
+        broken = _send_once(
+            pending, read_bytes, result, host=host, port=port, called_aet=called_aet,
+            calling_aet=calling_aet, timeout=timeout, progress=progress, total=total,
+            done_before=total - len(pending), last_try=attempt == 2,
+        )  # fmt: skip
+        if not broken:
+            break
+        pending = broken
+    return result
+
+
+def _send_once(
+    entries, read_bytes, result, *, host, port, called_aet, calling_aet, timeout, progress,
+    total, done_before, last_try,
+) -> list:  # fmt: skip
+    """One association. Returns the entries to send again because the association broke
+    (empty when none); on the last try they are counted as failed instead."""
+    from pynetdicom import AE, evt
+
     ae = AE(ae_title=calling_aet)
     ae.acse_timeout = timeout
     ae.dimse_timeout = timeout
@@ -110,28 +137,39 @@ def send_entries(
                 f"title {calling_aet} and accepts these images."
             )
         raise SendError(f"could not reach {where}; is it listening on that port?")
-    total = len(entries)
     try:
-        for done, entry in enumerate(entries, start=1):
+        for index, entry in enumerate(entries):
+            why = ""
             try:
-                status = _store_raw(assoc, entry, read_bytes(entry), done % 65535 or 65535)
+                number = done_before + index + 1
+                status = _store_raw(assoc, entry, read_bytes(entry), number % 65535 or 65535)
                 ok = status in _SUCCESS
-            except (SendError, ValueError, RuntimeError, OSError):  # no context, I/O
+                why = "" if ok else f"status 0x{status:04X}"
+            except _Broken as exc:
+                if not last_try:
+                    return entries[index:]
+                ok, why = False, f"SendError: {exc}"
+            except (SendError, ValueError, RuntimeError, OSError) as exc:  # no context, I/O
                 ok = False
+                why = f"{type(exc).__name__}: {str(exc)[:120]}"
             if ok:
                 result.sent += 1
             else:
                 result.failed += 1
                 result.failures.append(entry.sop_uid)
+                result.reasons.append(why)
             if progress is not None:
-                progress(done, total)
+                progress(done_before + index + 1, total)
     finally:
         if assoc.is_established:
             assoc.release()
-    return result
+    return []
 
 
-# Success and the warnings after which the peer holds the instance (PS3.4 Annex B).
+class _Broken(SendError):
+    """The association broke under a C-STORE: no answer in time, or closed by the peer."""
+
+
 _SUCCESS = frozenset({0x0000, 0xB000, 0xB006, 0xB007})
 _LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN",
                        b"UR", b"UT", b"UV"})  # fmt: skip
@@ -171,7 +209,7 @@ def _store_raw(assoc, entry, data: bytes, message_id: int) -> int:
     from pynetdicom.dimse_primitives import C_STORE
 
     if not assoc.is_established:
-        raise SendError("the association was closed by the peer")
+        raise _Broken("the association was closed by the peer")
     offset, syntax = split_file(data)
     try:
         context = assoc._get_valid_context(
@@ -202,6 +240,6 @@ def _store_raw(assoc, entry, data: bytes, message_id: int) -> int:
         assoc._reactor_checkpoint.set()
     if rsp is None:
         assoc._handle_no_response()
-        raise SendError("the peer did not answer a C-STORE in time")
+        raise _Broken("the peer did not answer a C-STORE in time")
     status = assoc._check_received_status(rsp)
     return int(getattr(status, "Status", 0xFFFF))

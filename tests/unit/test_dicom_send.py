@@ -135,3 +135,50 @@ def test_nothing_to_send_opens_no_association() -> None:
     result = send_entries([], lambda e: b"", host="127.0.0.1", port=free_port(),
                           called_aet="X", calling_aet="Y")  # fmt: skip
     assert (result.sent, result.failed) == (0, 0)
+
+
+def test_an_association_that_breaks_is_opened_once_more_for_the_rest() -> None:
+    """A peer that drops the association under the second C-STORE (as a lost answer
+    does) gets the unconfirmed instances again on a new association; nothing is lost."""
+    payloads = [to_bytes(ds) for ds in make_ct_series(3)]
+    peer = Peer()
+    dropped = []
+
+    def drop_second(event):
+        if not dropped and len(peer.received) == 1:
+            dropped.append(event.request.AffectedSOPInstanceUID)
+            event.assoc.abort()
+            return 0xC000
+        peer.received.append((event.request.AffectedSOPInstanceUID, "", b""))
+        return 0x0000
+
+    peer.server.unbind(evt.EVT_C_STORE, peer.server.get_handlers(evt.EVT_C_STORE)[0])
+    peer.server.bind(evt.EVT_C_STORE, drop_second)
+    try:
+        entries, result = _send(peer.port, payloads)
+    finally:
+        peer.stop()
+    assert dropped, "the peer never dropped the association"
+    assert result.failed == 0, result.reasons
+    assert result.sent == 3
+    assert peer.associations == 2
+    assert {uid for uid, _, _ in peer.received} == {e.sop_uid for e in entries}
+
+
+def test_an_association_that_breaks_twice_counts_the_rest_as_failed() -> None:
+    payloads = [to_bytes(ds) for ds in make_ct_series(3)]
+    peer = Peer()
+
+    def always_drop(event):
+        event.assoc.abort()
+        return 0xC000
+
+    peer.server.unbind(evt.EVT_C_STORE, peer.server.get_handlers(evt.EVT_C_STORE)[0])
+    peer.server.bind(evt.EVT_C_STORE, always_drop)
+    try:
+        _entries, result = _send(peer.port, payloads)
+    finally:
+        peer.stop()
+    assert result.sent == 0 and result.failed == 3
+    assert peer.associations == 2
+    assert all("SendError" in why for why in result.reasons)
