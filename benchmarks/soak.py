@@ -205,7 +205,9 @@ def run_soak(seconds: float, root: Path, *, studies: int = 4, report=progress) -
     inbox.mkdir(parents=True)
     ws_port = free_port()
     scp = subprocess.Popen(
-        ["storescp", "-aet", WS_AET, "--output-directory", str(inbox), str(ws_port)],
+        # --fork: one process per association, as a real workstation takes a pull and a
+        # C-MOVE at once (a single-threaded peer would queue one behind the other).
+        ["storescp", "--fork", "-aet", WS_AET, "--output-directory", str(inbox), str(ws_port)],
         env=base_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
