@@ -80,7 +80,12 @@ def test_sigkill_during_cstore_batch_loses_nothing_acknowledged(tmp_path: Path, 
             time.sleep(0.2)
         assert archive.counts()["instances"] == N
         stored = archive.stored_dicom()
-        assert len(stored) == N
+        # A file written just before the cut but never indexed (an orphan, which fsck
+        # reports and removes below) may stand beside its resent copy: count instances.
+        uids = {pydicom.dcmread(io.BytesIO(d), stop_before_pixels=True).SOPInstanceUID
+                for d in stored}  # fmt: skip
+        assert len(uids) == N
+        assert len(stored) - N <= 1, "more than the one file the cut can leave unindexed"
         assert {_pixel_hash(d) for d in stored} == set(pixels.values())
     finally:
         archive.stop()
