@@ -284,6 +284,8 @@ class _Walk:
             self.sequence(ds, tag, path, concept_filter=tag == _CONTENT_SEQ)
         elif vr == "DA" or vr == "DT":
             self.shift(ds, tag, elem, vr)
+        elif tag in self.p.remove_free_text:
+            self.empty(ds, tag, elem, vr)  # cannot be cleaned with confidence
         elif vr in P.TEXT_VRS:
             self.to_clean.append((ds, tag, path, vr))
         elif vr == "UI":

@@ -51,6 +51,15 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
         re.compile(rf"\b{_TITLES}\.?\s+(?:{_NAME}\s+){{0,2}}{_NAME}"),
     ),
     (
+        "relative's name",
+        re.compile(
+            r"\b(?i:daughter|son|wife|husband|mother|mum|father|dad|sister|brother|partner|"
+            r"carer|friend|neighbour|niece|nephew|aunt|uncle|grandson|granddaughter|"
+            r"next\s+of\s+kin|nok)(?:'s)?(?:\s+(?i:is|called|named|name))?[\s:,(]+"
+            rf"{_NAME}(?:\s+{_NAME})?"
+        ),
+    ),
+    (
         "phone number",
         re.compile(
             r"(?<![\w.])(?:"

@@ -46,6 +46,8 @@ SECRETS = DeidSecrets(b"\x05" * 32)
         ("on March 4, 2019", "date"),
         ("on 4-Mar-19", "date"),
         ("since March 2017", "date"),
+        ("daughter Rosalind attends", "relative's name"),
+        ("NOK: Peter Brown", "relative's name"),
     ],
 )
 def test_each_form_is_found(text, kind):
@@ -126,7 +128,16 @@ def test_engine_cleans_free_text_fields(policy):
     )
     out = _released(ds, policy)
     everything = str(out)
-    for planted in ("WULFSTAN", "Marigold", "Pennywhistle", "0161", "PLANT-99117", "2018-11-02"):
+    planted_values = (
+        "WULFSTAN",
+        "Marigold",
+        "Pennywhistle",
+        "0161",
+        "PLANT-99117",
+        "2018-11-02",
+        "Rosalind",
+    )
+    for planted in planted_values:
         assert planted not in everything, planted
     assert "CT chest" in out.StudyDescription
     assert "query sarcoid" in out.AdditionalPatientHistory
@@ -144,3 +155,12 @@ def test_identifiers_only_inside_a_removed_sequence_are_learned(policy):
     out = _released(ds, policy)
     assert "ZX-55821" not in str(out) and "QUILLSHIRE" not in str(out)
     assert "cough" in out.AdditionalPatientHistory
+
+
+def test_patient_characteristics_free_text_is_removed_whole(policy):
+    # Retain Patient Characteristics keeps these under a C action; their text is not a
+    # controlled term and cannot be cleaned with confidence (options.toml remove_free_text).
+    ds = _ct(SpecialNeeds="hard of hearing, wife Bettina signs", PreMedication="Ask Bettina")
+    out = _released(ds, policy)
+    assert "Bettina" not in str(out)
+    assert not out.get("SpecialNeeds") and not out.get("PreMedication")
