@@ -42,8 +42,8 @@ from archive.access import (
 from archive.audit import AuditEvent
 from archive.dicom.forward import FRONT_SECRET_ENV, from_front
 from archive.errors import ConfigError
-from archive.orthanc_config import LOOPBACK
-from archive.tls_proxy import SECRET_ENV, client_address
+from archive.serve.orthanc_config import LOOPBACK
+from archive.serve.tls_proxy import SECRET_ENV, client_address
 from archive.web.sessions import principal_for_cookie
 from plugins.uploaders import note_dicom_front, note_uploader
 

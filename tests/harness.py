@@ -26,7 +26,7 @@ import httpx
 from archive import db
 from archive.access import AccessStore
 from archive.config import ArchiveConfig, load_config
-from archive.home import init_home
+from archive.serve.home import init_home
 from archive.vault import Keyring
 from archive.vault.keyring import keyring_path
 from archive.vault.ledger import InstanceLedger

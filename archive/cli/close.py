@@ -69,7 +69,7 @@ from archive.governance import (
     load_policy,
 )
 from archive.governance.board import BoardVote
-from archive.server import HomeLock
+from archive.serve.server import HomeLock
 from archive.vault import open_keyring_for_cli
 from archive.vault.backup import known_backup_locations
 from archive.vault.keyring import Keyring

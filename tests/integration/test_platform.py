@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from archive import orthanc_config
 from archive.config import load_config
+from archive.serve import orthanc_config
 from tests.harness import RunningArchive, base_env, free_port, run_cli
 
 
