@@ -49,7 +49,7 @@ class PgConnections:
         return self.schemas[key]
 
     def connect(self, path: Path | str = ":memory:"):
-        from archive import db_postgres
+        from archive.db import postgres as db_postgres
 
         conn = db_postgres.connect(
             host="127.0.0.1",

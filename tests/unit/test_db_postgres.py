@@ -16,7 +16,7 @@ import pytest
 
 from archive import db
 from archive.config import ArchiveConfig, DatabaseConfig
-from archive.db_postgres import ADVISORY_KEY, translate
+from archive.db.postgres import ADVISORY_KEY, translate
 from archive.errors import ArchiveError
 from archive.paths import HomePaths
 

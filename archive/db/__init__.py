@@ -47,8 +47,8 @@ def open_database(config: ArchiveConfig) -> Any:
     user's) and is handed to libpq as a keyword, never inside a connection string."""
     if not config.database.shared:
         return connect(config.home.db_path)
-    from archive import db_postgres
     from archive.config import database_password
+    from archive.db import postgres as db_postgres
 
     settings = config.database
     return db_postgres.connect(
