@@ -29,7 +29,7 @@ def pg_server() -> Iterator[postgres.PostgresServer]:
 
 
 class PgConnections:
-    """archive.db_postgres connections to `server`, one schema per SQLite path."""
+    """archive.db.postgres connections to `server`, one schema per SQLite path."""
 
     _counter = itertools.count()
 

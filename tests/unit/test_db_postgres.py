@@ -1,4 +1,4 @@
-"""archive.db_postgres: the rooms' SQLite dialect on a real PostgreSQL.
+"""archive.db.postgres: the rooms' SQLite dialect on a real PostgreSQL.
 
 Translation is checked as text (no server); semantics (lastrowid, rows, one writer,
 INSERT OR IGNORE, errors, migrations, the access change counter) on the shared
