@@ -9,6 +9,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from archive.access.accounts import (
+    AccessError,
+    AccessStore,
+    DicomNode,
+    TokenInfo,
+    TrainingRecord,
+    User,
+)
 from archive.access.decide import CachedDecider, Decision, decide, split_uri
 from archive.access.dicom import dicom_decision
 from archive.access.events import auth_event, decision_event, dicom_event
@@ -24,14 +32,6 @@ from archive.access.policy import (
     parse_route_policy,
 )
 from archive.access.principal import FAILURE_REASONS, AuthFailure, Principal
-from archive.access.store import (
-    AccessError,
-    AccessStore,
-    DicomNode,
-    TokenInfo,
-    TrainingRecord,
-    User,
-)
 from archive.config import ArchiveConfig
 from archive.db import connect, open_database
 
