@@ -106,7 +106,7 @@ class Services:
     def _access_root(self):
         """One AccessStore built once (migrations, account policy, credential cache)."""
         from archive.access import open_access_store
-        from archive.access.accounts import ChangeWatch
+        from archive.access.watch import ChangeWatch
 
         store = open_access_store(self.config, self.config.policies_dir)
         store.watch_changes(ChangeWatch(self.config))

@@ -78,11 +78,9 @@ class OrthancBackend:
         return self._call(thumbnail_png, principal, case_id, number)
 
     def workstations(self) -> list[str]:
-        from archive.governance.workstations import Workstations
+        from archive.access.nodes import workstations
 
-        known = Workstations(self.db())
-        nodes = self.access_store().list_dicom_nodes()
-        return sorted(n.name for n in nodes if n.may_query and known.exists(n.name))
+        return sorted(workstations(self.db()).all())
 
     def archive_totals(self) -> tuple[int, int]:
         """Instances and bytes stored, from the vault's ledger (never orthanc.RestApi*,

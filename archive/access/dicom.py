@@ -7,8 +7,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Protocol
 
-from archive.access.accounts import DicomNode, normalise_host
 from archive.access.decide import Decision
+from archive.access.nodes import DicomNode, normalise_host
 
 KINDS = ("store", "find", "move", "get")
 

@@ -7,7 +7,7 @@ import binascii
 from collections.abc import Mapping
 from datetime import datetime
 
-from archive.access.accounts import AccessStore
+from archive.access.facade import AccessStore
 from archive.access.principal import AuthFailure, Principal
 
 MAX_AUTHORIZATION = 4096

@@ -307,7 +307,7 @@ def test_fsck_and_backup_refuse_postgresql(tmp_path, pg_server):
 
 def test_access_change_watch_sees_other_connections_writes(tmp_path, pg_server, pg):
     from archive.access import AccessStore
-    from archive.access.accounts import ChangeWatch
+    from archive.access.watch import ChangeWatch
 
     config = _config(tmp_path, pg_server, pg.schema_for("watch"))
     store = AccessStore(pg.connect("watch"))

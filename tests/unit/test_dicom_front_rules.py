@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from archive.access.accounts import DicomNode
+from archive.access.nodes import DicomNode
 from archive.dicom import forward
 from archive.dicom.policy import (
     FrontPolicy,
