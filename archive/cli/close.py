@@ -43,15 +43,6 @@ from archive.cli.api import (
 from archive.cli.common import HomeOption, JsonOption, actor, emit_json, fail, load
 from archive.cli.recipients import governance
 from archive.closure.auditing import hash_for_audit
-from archive.closure.wipe import (
-    crypto_erase,
-    delete_ciphertext,
-    destroy_volume,
-    find_plaintext,
-    key_locations,
-    sample_headers,
-    unwrap_attempts,
-)
 from archive.errors import ArchiveError
 from archive.governance import (
     ClosureInputs,
@@ -69,13 +60,22 @@ from archive.governance import (
     load_policy,
 )
 from archive.governance.board import BoardVote
-from archive.server import HomeLock
+from archive.serve.server import HomeLock
 from archive.vault import open_keyring_for_cli
 from archive.vault.backup import known_backup_locations
 from archive.vault.keyring import Keyring
 from archive.vault.passphrase import obtain_passphrase
 from archive.vault.store import EncryptedStore
 from archive.vault.volume import GOCRYPTFS_CONF
+from archive.vault.wipe import (
+    crypto_erase,
+    delete_ciphertext,
+    destroy_volume,
+    find_plaintext,
+    key_locations,
+    sample_headers,
+    unwrap_attempts,
+)
 
 CERT_JSON = "certificate.json"
 CERT_TEXT = "certificate.txt"

@@ -56,7 +56,7 @@ def _recovery(path: Path | None, *, confirm: bool) -> str:
 
 def _server_pid(config: ArchiveConfig) -> int | None:
     try:
-        from archive.server import HomeLock  # noqa: PLC0415 - platform room, optional
+        from archive.serve.server import HomeLock  # noqa: PLC0415 - platform room, optional
     except ImportError:
         return None
     try:

@@ -90,6 +90,9 @@ class WebRequest:
     body: bytes = b""
     secure: bool = False
     ip: str = "unknown"
+    # The principal the HTTP filter already found for this request's session cookie
+    # (plugins/handoff.py): used instead of checking the session's account again.
+    principal: Principal | None = None
 
 
 @dataclass
@@ -229,7 +232,10 @@ class WebApp:
         sid = session_id_from(cookie_header_of(request.headers))
         session = sessions.lookup(sid, now)
         principal = None
-        if session is not None:
+        if session is not None and request.principal is not None:
+            if request.principal.user == session.user:
+                principal = request.principal
+        if session is not None and principal is None:
             principal = principal_of_session(self.backend.access_store(), session, now)
         if session is not None and principal is None:
             sessions.end(sid)  # ended by an account change, lapsed training, ...

@@ -14,11 +14,11 @@ from pathlib import Path
 from archive import db
 from archive.audit import query as audit_query
 from archive.audit import verify
-from archive.closure.wipe import find_plaintext
 from archive.governance import PullInventory
 from archive.vault.backup import known_backup_locations
 from archive.vault.keyring import keyring_path
 from archive.vault.volume import GOCRYPTFS_CONF
+from archive.vault.wipe import find_plaintext
 from tests.corpus import make_ct_series, to_bytes
 from tests.harness import add_user, client, new_archive
 from tests.integration.test_pulls import StoreSCP, wait_for_cases

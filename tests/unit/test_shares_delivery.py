@@ -25,7 +25,7 @@ from archive.governance.share_delivery import (
     store_signed_undertaking,
     undertakings_dir,
 )
-from archive.home import init_home
+from archive.serve.home import init_home
 from archive.vault import EncryptedStore, Keyring
 from archive.vault.keyring import keyring_path
 from archive.vault.sealing import KdfParams
