@@ -51,13 +51,15 @@ class CountedVote:
     cast_at: str = ""
 
 
-def check_member(policy: GovernancePolicy, vote: BoardVote) -> None:
+def check_member(policy: GovernancePolicy, vote: BoardVote, action: str = "share.vote") -> None:
+    """Only a School Board member votes: whoever holds `action` (share.vote or
+    closure.vote) in policies/access/actions.toml."""
     if not isinstance(vote, BoardVote):
         raise TypeError("a vote must be a BoardVote")
-    if not vote.roles & policy.board_roles:
+    if not vote.roles & policy.holders(action):
         raise NotAuthorisedError(
-            f"{vote.member} is not a School Board member (role "
-            f"{', '.join(sorted(policy.board_roles))}); only members vote on Board decisions."
+            f"{vote.member} is not a School Board member ({action} in "
+            "policies/access/actions.toml); only members vote on Board decisions."
         )
 
 
@@ -69,11 +71,12 @@ def cast_vote(
     *,
     proposer: str | None,
     now,
+    action: str = "share.vote",
 ) -> int:
     """Record `vote` on a decision (inside the caller's transaction) and return how many
     self-cast votes now count. One vote per member and decision; the proposer's vote is
     recorded but not counted."""
-    check_member(policy, vote)
+    check_member(policy, vote, action)
     key = person_key(vote.member)
     before = conn.execute(
         "SELECT id, self_cast FROM governance_board_member_votes"

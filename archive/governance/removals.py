@@ -232,10 +232,10 @@ class RemovalRequests:
         destination = clean_text(destination, "destination", max_len=500)
         requester = clean_text(requester, "requester", max_len=200)
         held = clean_roles(requester_roles, "requester_roles")
-        if not held & self.policy.requester_roles:
+        if not held & self.policy.holders("removal.request"):
             raise NotAuthorisedError(
                 f"{requester} holds none of the roles that may request a removal "
-                f"({', '.join(sorted(self.policy.requester_roles))}); ask personnel."
+                "(removal.request in policies/access/actions.toml); ask personnel."
             )
         levels = check_levels(self.policy, purpose, ids, case_levels)
         withdrawn = withdrawn_among(self.conn, ids)
@@ -341,12 +341,14 @@ class RemovalRequests:
         return [self.get(r[0]) for r in rows.fetchall()]
 
     # -- decisions ------------------------------------------------------------------
-    def _decider_role(self, request: RemovalRequest, who: str, held: frozenset[str]) -> str:
-        role = next((r for r in self.policy.approver_roles if r in held), None)
+    def _decider_role(
+        self, request: RemovalRequest, who: str, held: frozenset[str], action: str
+    ) -> str:
+        role = next((r for r in sorted(self.policy.holders(action)) if r in held), None)
         if role is None:
             raise NotAuthorisedError(
                 f"{who} cannot decide removal requests: only the Head of School or a TPD "
-                f"(roles {', '.join(self.policy.approver_roles)}) may give written permission."
+                f"({action} in policies/access/actions.toml) may give written permission."
             )
         if person_key(who) == person_key(request.requester):
             raise NotAuthorisedError(
@@ -393,7 +395,7 @@ class RemovalRequests:
             )
         with transaction(self.conn) as c:
             request = self.get(request_id)
-            role = self._decider_role(request, approver, held)
+            role = self._decider_role(request, approver, held, "removal.approve")
             self._require_pending(request)
             withdrawn = withdrawn_among(c, request.case_ids)
             if withdrawn:
@@ -440,7 +442,7 @@ class RemovalRequests:
         stamp = ts(now)
         with transaction(self.conn) as c:
             request = self.get(request_id)
-            role = self._decider_role(request, approver, held)
+            role = self._decider_role(request, approver, held, "removal.refuse")
             self._require_pending(request)
             c.execute(
                 "INSERT INTO governance_removal_refusals (request_id, approver, approver_role,"

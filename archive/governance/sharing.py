@@ -282,7 +282,7 @@ class Shares:
         purpose = self._check_purpose(purpose)
         if not isinstance(proposer, BoardVote):
             raise TypeError("the proposer is the authenticated member, as a BoardVote")
-        if not proposer.roles & self.policy.board_roles:
+        if not proposer.roles & self.policy.holders("share.propose"):
             raise NotAuthorisedError(
                 f"{proposer.member} is not a School Board member; only members propose shares."
             )
