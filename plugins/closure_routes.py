@@ -28,7 +28,7 @@ from archive.closure.shred import shred_header
 from archive.dicom.send import send_entries
 from archive.errors import ArchiveError
 from archive.governance import ClosureRecords, load_policy
-from archive.governance.recipients import Recipients
+from archive.governance.sharing.recipients import Recipients
 from plugins.catalogue_sync import catalogue_for
 from plugins.rest import HttpError, audit_as, principal_of, request_json, route
 from plugins.vault_files import read_entry, study_entries

@@ -4,7 +4,7 @@ Pulls send a released case's de-identified stored files to a registered suite
 workstation by C-STORE, read from the vault through its instance ledger and sent with
 pynetdicom to the node the access room registers (plugins/vault_files.py): never through
 orthanc.RestApi*, which froze the archive (ops/NO-RESTAPI.md). Removals are the
-written-approval workflow of archive.governance.removals; the export route spends one
+written-approval workflow of archive.governance.removals.records; the export route spends one
 download of an approved, unexpired request and answers an age-encrypted package built in
 memory from the vault's files. Every outcome is audited with the named user.
 """

@@ -2,7 +2,7 @@
 
 Personnel keep the register of recipients; the School Board (board_member) proposes,
 records its decisions and the signed undertakings; personnel execute an approved share.
-Execution checks every rule again (archive.governance.sharing.authorise_share: quorum
+Execution checks every rule again (archive.governance.sharing.records.authorise_share: quorum
 without the proposer, a recorded undertaking, key-coded cases only to recipients with a
 data-sharing agreement, never to a commercial recipient), then sends the released
 cases' stored DICOM either by C-STORE to the recipient's registered node (read from the
@@ -27,14 +27,14 @@ from archive.errors import ArchiveError
 from archive.export import build_package
 from archive.governance import DicomNode, Recipients, Shares, load_policy
 from archive.governance.board import BoardVote
-from archive.governance.share_delivery import (
+from archive.governance.sharing.delivery import (
     check_undertaking_organisation,
     recipient_node_name,
     share_package_manifest,
     store_signed_undertaking,
     undertakings_dir,
 )
-from archive.governance.sharing import proposal_view, share_log_csv
+from archive.governance.sharing.records import proposal_view, share_log_csv
 from archive.vault.ledger import LedgerEntry
 from plugins.rest import HttpError, answer_json, audit_as, principal_of, request_json, route
 from plugins.vault_files import send_to_node, study_files

@@ -26,7 +26,7 @@ from archive.cli.recipients import audit, governance
 from archive.cli.users import now, parse_day
 from archive.errors import ArchiveError
 from archive.governance import Shares, share_log_csv, share_log_json
-from archive.governance.sharing import proposal_view
+from archive.governance.sharing.records import proposal_view
 
 ProposalArg = Annotated[int, typer.Argument(help="The share proposal's number.")]
 NamedOption = Annotated[

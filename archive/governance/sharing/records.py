@@ -52,8 +52,8 @@ from archive.governance.errors import (
     WithdrawnCaseError,
 )
 from archive.governance.policy import GovernancePolicy
-from archive.governance.recipients import Recipient, Recipients, check_kind
-from archive.governance.undertaking import render_undertaking
+from archive.governance.sharing.recipients import Recipient, Recipients, check_kind
+from archive.governance.sharing.undertaking import render_undertaking
 
 METHODS = ("cstore", "package")
 

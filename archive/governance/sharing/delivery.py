@@ -17,7 +17,7 @@ from typing import Protocol
 from archive.governance import manifest as mf
 from archive.governance._store import ts
 from archive.governance.errors import InvalidInputError, NotFoundError
-from archive.governance.sharing import Shares, ShareTicket
+from archive.governance.sharing.records import Shares, ShareTicket
 
 # Signed undertakings live encrypted (vault EncryptedStore) in HOME/data/undertakings;
 # key rotation must rewrap this directory with the storage area and the quarantine.
