@@ -19,13 +19,18 @@ from archive.governance.closure.certificate import (
     default_steps,
     sign_certificate,
 )
-from archive.governance.closure.records import ClosureInputs, ClosurePlan, ClosureRecords, closure_plan
+from archive.governance.closure.records import (
+    ClosureInputs,
+    ClosurePlan,
+    ClosureRecords,
+    closure_plan,
+)
 from archive.governance.errors import GovernanceError
 from archive.governance.optout.register import OptOutRegister
 from archive.governance.policy import GovernancePolicy, load_policy
 from archive.governance.pulls import PullInventory
-from archive.governance.sharing.recipients import DicomNode, Recipient, Recipients
 from archive.governance.removals.records import ExportTicket, RemovalRequest, RemovalRequests
+from archive.governance.sharing.recipients import DicomNode, Recipient, Recipients
 from archive.governance.sharing.records import Shares, ShareTicket, share_log_csv, share_log_json
 from archive.governance.sharing.undertaking import render_undertaking
 

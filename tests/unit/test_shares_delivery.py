@@ -17,7 +17,6 @@ from archive.audit import query as audit_query
 from archive.cli.main import app
 from archive.governance import BoardVote, Recipients, Shares, load_policy
 from archive.governance.errors import InvalidInputError
-from archive.governance.sharing.recipients import DicomNode
 from archive.governance.sharing.delivery import (
     read_signed_undertaking,
     recipient_node_name,
@@ -25,6 +24,7 @@ from archive.governance.sharing.delivery import (
     store_signed_undertaking,
     undertakings_dir,
 )
+from archive.governance.sharing.recipients import DicomNode
 from archive.home import init_home
 from archive.vault import EncryptedStore, Keyring
 from archive.vault.keyring import keyring_path

@@ -29,7 +29,11 @@ from archive.governance._store import (
     ts,
 )
 from archive.governance.board import BoardVote, cast_vote, check_member, decision_subject
-from archive.governance.closure.certificate import SignedCertificate, WipeCertificate, sign_certificate
+from archive.governance.closure.certificate import (
+    SignedCertificate,
+    WipeCertificate,
+    sign_certificate,
+)
 from archive.governance.errors import (
     CertificateError,
     InvalidInputError,
@@ -42,7 +46,12 @@ from archive.governance.errors import (
 from archive.governance.policy import GovernancePolicy
 from archive.governance.pulls import PullInventory
 from archive.governance.sharing.recipients import Recipients
-from archive.governance.sharing.records import Decision, check_meeting, insert_decision, load_decision
+from archive.governance.sharing.records import (
+    Decision,
+    check_meeting,
+    insert_decision,
+    load_decision,
+)
 
 OUTCOMES = ("transfer", "destroy")
 
