@@ -194,13 +194,11 @@ def create_removal(services, principal, body: dict) -> dict:
 
 def _list(services, request, **_):
     principal_of(services, request)
-    rows = services.db().execute("SELECT id FROM governance_removal_requests ORDER BY id")
-    registry = _registry(services)
     now = _now()
-    out = []
-    for (rid,) in rows.fetchall():
-        item = registry.get(rid)
-        out.append({**item.to_dict(), "status": item.status_at(now)})
+    out = [
+        {**item.to_dict(), "status": item.status_at(now)}
+        for item in reversed(_registry(services).list())
+    ]
     return {"removals": out}
 
 

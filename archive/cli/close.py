@@ -60,6 +60,7 @@ from archive.governance import (
     Person,
     PullInventory,
     Recipients,
+    RemovalRequests,
     Shares,
     Tool,
     Verification,
@@ -159,10 +160,8 @@ def gather_plan(config, conn: sqlite3.Connection, policy) -> dict[str, Any]:
     except ArchiveError:
         pass
     exports = [
-        {"request": r[0], "status": r[1]}
-        for r in _table_rows(
-            conn, "SELECT id, status FROM governance_removal_requests WHERE status = 'approved'"
-        )
+        {"request": r.id, "status": r.status}
+        for r in RemovalRequests(conn, policy).list("approved")
     ]
     keys = [{"file": str(p), "kind": "keyring"} for p in key_locations(config.home)[:1]]
     keys += [

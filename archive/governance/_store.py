@@ -376,15 +376,3 @@ def canonical_json(payload: Any) -> bytes:
 
 def sha256_of(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def withdrawn_among(conn: sqlite3.Connection, ids: Sequence[str]) -> list[str]:
-    """Which of these cases a patient's withdrawal or objection has removed."""
-    if not ids:
-        return []
-    rows = conn.execute(
-        "SELECT DISTINCT case_id FROM governance_withdrawn_cases"
-        " WHERE case_id IN (SELECT value FROM json_each(?))",
-        (json.dumps(list(ids)),),
-    )
-    return sorted(r[0] for r in rows)

@@ -28,7 +28,17 @@ from archive.governance._store import (
     transaction,
     ts,
 )
-from archive.governance.board import BoardVote, cast_vote, check_member, decision_subject
+from archive.governance.board import (
+    BoardVote,
+    Decision,
+    cast_vote,
+    check_meeting,
+    check_member,
+    decision_subject,
+    decisions_on,
+    insert_decision,
+    load_decision,
+)
 from archive.governance.closure.certificate import (
     SignedCertificate,
     WipeCertificate,
@@ -46,12 +56,6 @@ from archive.governance.errors import (
 from archive.governance.policy import GovernancePolicy
 from archive.governance.pulls import PullInventory
 from archive.governance.sharing.recipients import Recipients
-from archive.governance.sharing.records import (
-    Decision,
-    check_meeting,
-    insert_decision,
-    load_decision,
-)
 
 OUTCOMES = ("transfer", "destroy")
 
@@ -305,10 +309,7 @@ class ClosureRecords:
 
     def decisions(self) -> list[Decision]:
         """Every closure decision recorded, in force or waiting for votes, oldest first."""
-        rows = self.conn.execute(
-            "SELECT id FROM governance_board_decisions WHERE subject = 'closure' ORDER BY id"
-        ).fetchall()
-        return [load_decision(self.conn, r[0]) for r in rows]
+        return decisions_on(self.conn, "closure")
 
     def current_decision(self) -> Decision | None:
         """The latest closure decision in force (enough members voted themselves)."""

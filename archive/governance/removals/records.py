@@ -28,7 +28,6 @@ from archive.governance._store import (
     person_key,
     transaction,
     ts,
-    withdrawn_among,
 )
 from archive.governance.errors import (
     DownloadLimitError,
@@ -41,6 +40,7 @@ from archive.governance.errors import (
     StateError,
     WithdrawnCaseError,
 )
+from archive.governance.optout.register import withdrawn_among
 from archive.governance.policy import GovernancePolicy
 
 MANIFEST_FORMAT = "teaching-archive/export-manifest"
@@ -632,3 +632,33 @@ class RemovalRequests:
         if now is not None:
             manifest["created_at"] = ts(now)
         return manifest
+
+
+def exports_carrying(conn: sqlite3.Connection, case_ids: Sequence[str]) -> list[dict[str, object]]:
+    """Every approved removal downloaded at least once that carried any of these cases
+    (for the opt-out workflow: where deletion requests must go)."""
+    rows = conn.execute(
+        "SELECT q.id, q.destination, q.requester, a.approver,"
+        " (SELECT MIN(authorised_at) FROM governance_removal_downloads d"
+        "  WHERE d.request_id = q.id) AS first_download,"
+        " GROUP_CONCAT(DISTINCT c.case_id) AS cases"
+        " FROM governance_removal_cases c"
+        " JOIN governance_removal_requests q ON q.id = c.request_id"
+        " JOIN governance_removal_approvals a ON a.request_id = q.id"
+        " WHERE c.case_id IN (SELECT value FROM json_each(?)) AND a.downloads_used > 0"
+        " GROUP BY q.id, q.destination, q.requester, a.approver ORDER BY q.id",
+        (json.dumps(list(case_ids)),),
+    ).fetchall()
+    return [
+        {
+            "kind": "export",
+            "reference": f"REMOVAL-{x['id']:06d}",
+            "request_id": x["id"],
+            "when": x["first_download"],
+            "to": x["destination"],
+            "contact": x["requester"],
+            "approver": x["approver"],
+            "case_ids": sorted(x["cases"].split(",")),
+        }
+        for x in rows
+    ]
