@@ -69,12 +69,22 @@ ADAPTERS = (
     "catalogue_sync",  # stable study -> teaching case
     "catalogue_routes",  # /teaching/cases, /teaching/collections
     "quarantine_routes",  # quarantine review
-    "governance_routes",  # pulls, removals, shares, closure
-    "sharing_routes",  # recipients, share proposals, Board decisions, the register
+    "governance_routes",  # pulls
+    "removal_routes",  # removal requests and written decisions
+    "removal_export_routes",  # an approved removal's package
+    "recipient_routes",  # the register of recipients
+    "share_routes",  # share proposals, Board decisions and votes, undertakings
+    "share_register_routes",  # the share register, revocations, execution
     "closure_routes",  # closure transfer, consent withdrawals
     "web",  # the web interface
     "health",  # /teaching/health
 )
+
+# Adapters converted to take the orthanc module as a parameter (issue 21).
+TAKE_ORTHANC = frozenset({
+    "recipient_routes", "share_routes", "share_register_routes", "removal_routes",
+    "removal_export_routes",
+})  # fmt: skip
 
 
 def _register_adapters(runtime: Runtime) -> None:
@@ -89,7 +99,10 @@ def _register_adapters(runtime: Runtime) -> None:
         if importlib.util.find_spec(f"plugins.{name}") is None:
             continue
         module = importlib.import_module(f"plugins.{name}")
-        module.register(services)
+        if name in TAKE_ORTHANC:
+            module.register(orthanc, services)
+        else:
+            module.register(services)
     services.change_hooks.append(_flush_audit_on_stop(runtime))
 
 

@@ -30,9 +30,13 @@ class OrthancBackend:
 
     @cached_property
     def governance_policy(self):
-        from plugins.governance_routes import _policy
+        from plugins.governance_http import governance_policy
 
-        return _policy(self.services)
+        return governance_policy(self.services)
+
+    @property
+    def policies_dir(self):
+        return self.services.config.policies_dir
 
     def db(self):
         return self.services.db()
@@ -63,14 +67,14 @@ class OrthancBackend:
         return self._call(pull_cases, principal, workstation, cases)
 
     def create_removal(self, principal, body):
-        from plugins.governance_routes import create_removal
+        from plugins.removal_routes import create_removal
 
-        return self._call(create_removal, principal, body)
+        return self._call(create_removal, principal, body, "web")
 
     def decide_removal(self, principal, kind, rid, body):
-        from plugins.governance_routes import decide_removal
+        from plugins.removal_routes import decide_removal
 
-        return self._call(decide_removal, principal, kind, rid, body)
+        return self._call(decide_removal, principal, kind, rid, body, "web")
 
     def thumbnail(self, principal, case_id, number):
         from plugins.catalogue_routes import thumbnail_png

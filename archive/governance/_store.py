@@ -283,7 +283,12 @@ def ensure_schema(conn: sqlite3.Connection) -> None:
 @contextmanager
 def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     """One write transaction taken up front, so read-check-write steps are atomic
-    across the CLI and the Orthanc plugin writing the same file."""
+    across the CLI and the Orthanc plugin writing the same file. Inside a use case's
+    transaction (archive.core.perform holds one) the step joins it: the use case commits
+    or rolls back everything once."""
+    if conn.in_transaction:
+        yield conn
+        return
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield conn

@@ -273,7 +273,10 @@ def test_share_by_cstore_end_to_end(world) -> None:
         archive, lambda r: len(r) >= 2, action="governance.share.execute", outcome="denied",
         case=target,
     )  # fmt: skip
-    assert {d["detail"]["reason"] for d in denials} >= {"StateError", "UndertakingMissingError"}
+    # Issue 21: each refusal is audited with its reason and code (state: a step missing).
+    assert {d["detail"]["code"] for d in denials} == {"state"}
+    assert any("undertaking" in d["detail"]["reason"] for d in denials)
+    assert any("not approved" in d["detail"]["reason"] for d in denials)
     confirmations = _audited(archive, lambda r: bool(r), action="governance.share.confirm")
     assert confirmations and confirmations[-1]["actor"] == "board2"
 

@@ -14,8 +14,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 OWNERS = {
     "governance_removal_": ("archive/governance/removals/",),
-    "governance_share_": ("archive/governance/sharing/records.py",),
-    "governance_undertakings": ("archive/governance/sharing/records.py",),
+    "governance_share_": ("archive/governance/sharing/",),
+    "governance_undertakings": ("archive/governance/sharing/",),
     "governance_recipients": ("archive/governance/sharing/",),
     "governance_board_": ("archive/governance/board.py",),
     "governance_closure_": ("archive/governance/closure/",),

@@ -76,6 +76,11 @@ class Proposal:
     def reference(self) -> str:
         return f"SHARE-{self.id:06d}"
 
+    def audit(self) -> dict[str, object]:
+        """What the audit record of its proposal says (no case ids: counts)."""
+        return {"proposal": self.reference, "recipient_id": self.recipient_id,
+                "purpose": self.purpose, "cases": len(self.case_ids)}  # fmt: skip
+
 
 @dataclass(frozen=True)
 class Undertaking:
