@@ -83,7 +83,7 @@ ADAPTERS = (
 # Adapters converted to take the orthanc module as a parameter (issue 21).
 TAKE_ORTHANC = frozenset({
     "recipient_routes", "share_routes", "share_register_routes", "removal_routes",
-    "removal_export_routes",
+    "removal_export_routes", "closure_routes",
 })  # fmt: skip
 
 
