@@ -38,6 +38,10 @@ class OrthancBackend:
     def policies_dir(self):
         return self.services.config.policies_dir
 
+    @property
+    def volume_kind(self):
+        return self.services.config.volume.kind
+
     def db(self):
         return self.services.db()
 

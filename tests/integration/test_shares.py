@@ -131,7 +131,9 @@ def test_share_by_cstore_end_to_end(world) -> None:
 
     # Nothing goes before the Board decides.
     early = _post(archive, "pers1", f"/teaching/shares/{pid}/execute", {"method": "cstore"})
-    assert early.status_code == 400 and "Board decision" in early.json()["error"]
+    # A refusal of state (issue 21: 409) that says what is missing and what comes next.
+    assert early.status_code == 409 and "not approved" in early.json()["error"]
+    assert "Board" in early.json()["next"]
 
     # Issue 21: nobody votes in another's name. A body naming voters is refused with its
     # reason (REST), and so is --approver (CLI); nothing is recorded.
@@ -165,7 +167,7 @@ def test_share_by_cstore_end_to_end(world) -> None:
     assert voted.status_code == 200 and voted.json()["quorum_counted"] == 1
     assert not voted.json()["in_force"]
     again = _post(archive, "board2", f"/teaching/shares/{pid}/vote", {})
-    assert again.status_code == 400 and "already voted" in again.json()["error"]
+    assert again.status_code == 409 and "already voted" in again.json()["error"]
     wrong = tmp / "wrong.pw"
     wrong.write_text("not board3's password at all")
     impostor = archive.cli("shares", "vote", str(pid), "--as", "board3",
@@ -250,6 +252,7 @@ def test_share_by_cstore_end_to_end(world) -> None:
     asked = archive.cli(
         "shares", "revoke", str(result["share_id"]), "--deletion",
         "--reason", "Patient withdrew consent", "--json",
+        "--as", "pers1", "--password-file", str(_pw(archive, "pers1", tmp)),
     )  # fmt: skip
     assert asked.returncode == 0, asked.stderr
     rid = json.loads(asked.stdout)["request_id"]
