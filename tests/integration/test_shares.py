@@ -182,9 +182,14 @@ def test_share_by_cstore_end_to_end(world) -> None:
     assert {a["member"]: (a["counted"], a["self_cast"]) for a in minutes["approvers"]} == {
         "board1": (False, True), "board2": (True, True), "board3": (True, True),
     }  # fmt: skip
-    votes = _audited(archive, lambda r: len(r) >= 3, action="governance.board.vote",
+    # One act, one audit record (issue 21): board1's decision is its own record (their
+    # vote, recorded and not counted); board2 and board3 each voted themselves.
+    votes = _audited(archive, lambda r: len(r) >= 2, action="governance.board.vote",
                      outcome="success")  # fmt: skip
-    assert {v["actor"] for v in votes} >= {"board1", "board2", "board3"}
+    assert {v["actor"] for v in votes} == {"board2", "board3"}
+    decided = _audited(archive, lambda r: bool(r), action="governance.share.decide",
+                       outcome="success")  # fmt: skip
+    assert [d["actor"] for d in decided] == ["board1"]
 
     # Approved but no signed undertaking: refused, and nothing reached the recipient.
     refused = archive.cli(

@@ -53,12 +53,25 @@ class Shown:
         return self.detail
 
 
+def _ready(ports: Ports) -> None:
+    from archive.governance.removals.records import RemovalRequests
+    from archive.governance.sharing.records import Shares
+    from archive.vault.ledger import InstanceLedger
+
+    for make in (Shares, RemovalRequests):
+        make(ports.db, policy(ports))
+    PullInventory(ports.db)
+    InstanceLedger(ports.db)
+
+
 def _unwrap(out: Any) -> Any:
     return out.value if isinstance(out, Shown) else out
 
 
 def plan(ports: Ports, principal: Principal | None, home: Any,
          volume_kind: str | None) -> dict[str, Any] | Refusal:  # fmt: skip
+    _ready(ports)  # every room's tables exist before the transaction opens
+
     def act(tx, permit: Permit) -> Shown:
         shown = plan_payload(
             gather_plan(home, ports.db, policy(ports), volume_kind=volume_kind, now=now(ports)),
@@ -83,8 +96,10 @@ def decide(
 ) -> Decision | Refusal:  # fmt: skip
     """The Board's decision on the archive's fate, recorded by a member: their vote."""
 
+    records = _records(ports)
+
     def act(tx, permit: Permit) -> Shown:
-        d = _records(ports).record_decision(
+        d = records.record_decision(
             outcome, meeting_date=meeting_date, minute_reference=minute_reference,
             decision_text=decision_text, receiving_recipient_id=receiving_recipient_id,
             by=BoardVote.of_principal(principal), now=now(ports),
@@ -98,8 +113,10 @@ def decide(
 def vote(ports: Ports, principal: Principal | None, decision_id: int) -> Decision | Refusal:
     """A Board member's own vote for a recorded closure decision."""
 
+    records = _records(ports)
+
     def act(tx, permit: Permit) -> Shown:
-        d = _records(ports).vote(decision_id, by=BoardVote.of_principal(principal),
+        d = records.vote(decision_id, by=BoardVote.of_principal(principal),
                                  now=now(ports))  # fmt: skip
         return Shown(d, {"counted": d.quorum_counted, "in_force": d.in_force})
 
@@ -116,8 +133,10 @@ def receipt(
 ) -> Any:  # fmt: skip
     """The receiving collection's receipt, recorded by this person."""
 
+    records = _records(ports)
+
     def act(tx, permit: Permit) -> Shown:
-        r = _records(ports).record_receipt(
+        r = records.record_receipt(
             transfer_id, manifest_sha256=manifest_sha256, received_manifest=received_manifest,
             received_by=received_by, organisation=organisation, received_on=received_on,
             signed_document_sha256=signed_document_sha256, stored_ref=stored_ref,
@@ -132,8 +151,10 @@ def receipt(
 def confirm_wipe(ports: Ports, principal: Principal | None) -> Any:
     """One person's confirmation of the wipe (two different people are needed)."""
 
+    records = _records(ports)
+
     def act(tx, permit: Permit) -> Shown:
-        done = _records(ports).confirm_wipe(principal.user, [permit.role], now=now(ports))
+        done = records.confirm_wipe(principal.user, [permit.role], now=now(ports))
         return Shown(done, {"decision": done.decision_id, "role": done.role})
 
     return _unwrap(run(ports, principal, "closure.confirm_wipe", Resource("wipe"), act,
@@ -146,9 +167,11 @@ def attest_workstation(
 ) -> Any:  # fmt: skip
     """This person attests that a workstation's drive was wiped (when, how)."""
 
+    pulls = PullInventory(ports.db)
+
     def act(tx, permit: Permit) -> Shown:
         at = now(ports)
-        done = PullInventory(ports.db).attest_wipe(workstation, principal.user, method,
+        done = pulls.attest_wipe(workstation, principal.user, method,
                                                    wiped_at=wiped_at or at, now=at)  # fmt: skip
         return Shown(done, {"attested_by": done.attested_by, "method": done.method})
 

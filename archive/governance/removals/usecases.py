@@ -56,9 +56,11 @@ def request(
     """Record a removal request by this person, checked now (purpose, levels)."""
     action = "removal.request"
 
+    registry = _registry(ports)
+
     def act(tx, permit: Permit) -> _Made:
         levels = levels_of(released_cases(ports, action, list(case_ids or [])))
-        made = _registry(ports).create(
+        made = registry.create(
             list(levels), purpose, destination, principal.user, principal.roles,
             case_levels=levels, now=now(ports),
         )  # fmt: skip
@@ -75,8 +77,9 @@ def approve(
 ) -> RemovalRequest | Refusal:  # fmt: skip
     """The written approval, by this person (never on their own request)."""
 
+    registry = _registry(ports)
+
     def act(tx, permit: Permit) -> _Made:
-        registry = _registry(ports)
         registry.approve(request_id, principal.user, (permit.role,), text, expires_at,
                          max_downloads, now=now(ports))  # fmt: skip
         return _Made(registry.get(request_id), role=permit.role)
@@ -91,8 +94,10 @@ def refuse_request(
 ) -> RemovalRequest | Refusal:
     """A refusal with its reason, by this person."""
 
+    registry = _registry(ports)
+
     def act(tx, permit: Permit) -> _Made:
-        registry = _registry(ports)
+
         registry.refuse(request_id, principal.user, (permit.role,), reason, now=now(ports))
         return _Made(registry.get(request_id), role=permit.role)
 

@@ -107,12 +107,14 @@ def propose(
 ) -> Proposal | Refusal:
     action = "share.propose"
 
+    shares = _shares(ports)
+
     def act(tx, permit) -> Proposal:
         refuse_named(action, fields or {})
         if isinstance(recipient_id, bool) or not isinstance(recipient_id, int):
             raise refuse(action, "give the recipient's number.", "See `archive recipients list`.")
         levels = levels_of(released_cases(ports, action, list(case_ids or [])))
-        return _shares(ports).propose(
+        return shares.propose(
             list(levels), recipient_id, purpose, BoardVote.of_principal(principal),
             case_levels=levels, now=now(ports),
         )  # fmt: skip
@@ -146,11 +148,13 @@ def decide(
     """A Board member records the Board's decision as minuted; that is their own vote."""
     action = "share.vote"
 
+    shares = _shares(ports)
+
     def act(tx, permit) -> Voted:
         refuse_named(action, fields or {})
         if not isinstance(approved, bool):
             raise refuse(action, '"approved" is true or false.', "Send true or false.")
-        decision = _shares(ports).decide(
+        decision = shares.decide(
             proposal_id, meeting_date=meeting_date, minute_reference=minute_reference,
             decision_text=decision_text, approved=approved,
             by=BoardVote.of_principal(principal), now=now(ports),
@@ -171,11 +175,11 @@ def vote(
     """A Board member's own vote on the decision recorded for a proposal."""
     action = "share.vote"
 
+    shares = _shares(ports)
+
     def act(tx, permit) -> Voted:
         refuse_named(action, fields or {})
-        decision = _shares(ports).vote(
-            proposal_id, by=BoardVote.of_principal(principal), now=now(ports)
-        )
+        decision = shares.vote(proposal_id, by=BoardVote.of_principal(principal), now=now(ports))
         return Voted(decision, proposal_id)
 
     return run(ports, principal, action, _state(int(proposal_id)), act,
@@ -197,8 +201,10 @@ def undertaking(
     """Record the recipient's signed undertaking (the copy is stored encrypted)."""
     action = "share.undertaking"
 
+    shares = _shares(ports)
+
     def act(tx, permit) -> dict[str, Any]:
-        shares = _shares(ports)
+
         check_undertaking_organisation(shares, proposal_id, organisation)
         ref, digest = store_signed_undertaking(vault, proposal_id, signed)
         u = shares.record_signed_undertaking(
@@ -226,8 +232,10 @@ def revoke(
 ) -> dict[str, Any] | Refusal:
     """Record a revocation or deletion request sent to a recipient, by this person."""
 
+    shares = _shares(ports)
+
     def act(tx, permit) -> dict[str, Any]:
-        rid = _shares(ports).request_removal(share_id, kind, reason, principal.user,
+        rid = shares.request_removal(share_id, kind, reason, principal.user,
                                              now=now(ports))  # fmt: skip
         return _Shown({"request_id": rid, "share_id": share_id}, {"request_id": rid})
 
@@ -247,8 +255,10 @@ def confirm(
     """Record the recipient's confirmation (their officer `recipient_officer` signed it);
     the person recording it is the authenticated principal, in the audit."""
 
+    shares = _shares(ports)
+
     def act(tx, permit) -> dict[str, Any]:
-        cid = _shares(ports).record_confirmation(
+        cid = shares.record_confirmation(
             request_id, recipient_officer, confirmed_on, evidence_ref, now=now(ports)
         )
         return _Shown({"confirmation_id": cid, "request_id": request_id},
@@ -273,8 +283,10 @@ def add_recipient(
     """Personnel add a recipient (the adapter then registers its DICOM node send-only
     with the access room, outside this room's transaction)."""
 
+    recipients = Recipients(ports.db, policy(ports))
+
     def act(tx, permit) -> Recipient:
-        made = Recipients(ports.db, policy(ports)).add(
+        made = recipients.add(
             organisation, kind, contact, dicom_node=dicom_node, public_key=public_key,
             data_sharing_agreement=data_sharing_agreement, added_by=principal.user,
             now=now(ports),
@@ -298,10 +310,12 @@ class _Audited:
 def set_agreement(
     ports: Ports, principal: Principal | None, recipient_id: int, on_file: object
 ) -> Recipient | Refusal:
+    recipients = Recipients(ports.db, policy(ports))
+
     def act(tx, permit) -> _Audited:
         if not isinstance(on_file, bool):
             raise refuse("recipient.manage", 'give "on_file": true or false.', "Send a boolean.")
-        r = Recipients(ports.db, policy(ports)).set_data_sharing_agreement(recipient_id, on_file)
+        r = recipients.set_data_sharing_agreement(recipient_id, on_file)
         return _Audited(r, {"on_file": r.data_sharing_agreement})
 
     out = run(ports, principal, "recipient.manage", Resource("recipient", str(recipient_id)),
@@ -312,8 +326,10 @@ def set_agreement(
 def deactivate_recipient(
     ports: Ports, principal: Principal | None, recipient_id: int
 ) -> Recipient | Refusal:
+    recipients = Recipients(ports.db, policy(ports))
+
     def act(tx, permit) -> _Audited:
-        return _Audited(Recipients(ports.db, policy(ports)).deactivate(recipient_id), {})
+        return _Audited(recipients.deactivate(recipient_id), {})
 
     out = run(ports, principal, "recipient.manage", Resource("recipient", str(recipient_id)),
               act, event="governance.recipient.deactivate", target=str(recipient_id))  # fmt: skip
