@@ -20,7 +20,7 @@ def _registry(services) -> RemovalRequests:
 
 
 def create_removal(services, principal, body: dict, source: str = "rest") -> dict:
-    """Record a removal request by `principal` (REST; the web calls the use case)."""
+    """Record a removal request by `principal`."""
     cases = body.get("cases")
     if not isinstance(cases, list) or not cases:
         raise HttpError(400, 'give "cases": a list of case ids.')

@@ -70,16 +70,6 @@ class OrthancBackend:
 
         return self._call(pull_cases, principal, workstation, cases)
 
-    def create_removal(self, principal, body):
-        from plugins.removal_routes import create_removal
-
-        return self._call(create_removal, principal, body, "web")
-
-    def decide_removal(self, principal, kind, rid, body):
-        from plugins.removal_routes import decide_removal
-
-        return self._call(decide_removal, principal, kind, rid, body, "web")
-
     def thumbnail(self, principal, case_id, number):
         from plugins.catalogue_routes import thumbnail_png
 

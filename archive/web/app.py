@@ -114,8 +114,6 @@ class Backend(Protocol):
     def catalogue(self, principal: Principal): ...
     def quarantine(self): ...
     def pull(self, principal: Principal, workstation: str, cases: list[str]) -> dict: ...
-    def create_removal(self, principal: Principal, body: dict) -> dict: ...
-    def decide_removal(self, principal: Principal, kind: str, rid: int, body: dict) -> dict: ...
     def thumbnail(self, principal: Principal, case_id: str, number: int) -> tuple[bytes, str]: ...
     def workstations(self) -> list[str]: ...
     def archive_totals(self) -> tuple[int, int]: ...
@@ -402,14 +400,13 @@ def _pull(app: WebApp, ctx: Context, groups) -> WebResponse:
 
 @route("POST", r"/removals")
 def _request_removal(app: WebApp, ctx: Context, groups) -> WebResponse:
+    from archive.governance.removals import usecases as removals
+
     app.require(ctx, "removals")
-    body = {
-        "cases": [c.strip().upper() for c in ctx.form.get("cases", "").split(",") if c.strip()],
-        "purpose": ctx.form.get("purpose", ""),
-        "destination": ctx.form.get("destination", ""),
-    }
-    made = app.backend.create_removal(ctx.principal, body)
-    return app.redirect(f"/removals?made={int(made['id'])}")
+    cases = [c.strip().upper() for c in ctx.form.get("cases", "").split(",") if c.strip()]
+    purpose, destination = ctx.form.get("purpose", ""), ctx.form.get("destination", "")
+    made = _shown(removals.request(_ports(app, ctx), ctx.principal, cases, purpose, destination))
+    return app.redirect(f"/removals?made={int(made.id)}")
 
 
 def _removal_rows(app: WebApp, now: datetime, status: str | None = None) -> list:
@@ -452,13 +449,15 @@ def _approvals(app: WebApp, ctx: Context, groups) -> WebResponse:
 
 @route("POST", r"/approvals/([0-9]{1,12})/(approve|refuse)")
 def _decide_removal(app: WebApp, ctx: Context, groups) -> WebResponse:
+    from archive.governance.removals import usecases as removals
+
     app.require(ctx, "approvals")
     rid, kind = int(groups[0]), groups[1]
+    ports = _ports(app, ctx)
     if kind == "approve":
-        body: dict[str, Any] = {"text": ctx.form.get("text", "")}
+        _shown(removals.approve(ports, ctx.principal, rid, ctx.form.get("text", "")))
     else:
-        body = {"reason": ctx.form.get("reason", "")}
-    app.backend.decide_removal(ctx.principal, kind, rid, body)
+        _shown(removals.refuse_request(ports, ctx.principal, rid, ctx.form.get("reason", "")))
     return app.redirect(f"/approvals?done={rid}")
 
 
