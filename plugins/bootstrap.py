@@ -35,8 +35,12 @@ ADAPTERS = (
     "catalogue_sync",  # stable study -> teaching case
     "catalogue_routes",  # /teaching/cases, /teaching/collections
     "quarantine_routes",  # quarantine review
-    "governance_routes",  # pulls, removals, shares, closure
-    "sharing_routes",  # recipients, share proposals, Board decisions, the register
+    "governance_routes",  # pulls
+    "removal_routes",  # removal requests and written decisions
+    "removal_export_routes",  # an approved removal's package
+    "recipient_routes",  # the register of recipients
+    "share_routes",  # share proposals, Board decisions and votes, undertakings
+    "share_register_routes",  # the share register, revocations, execution
     "closure_routes",  # closure transfer, consent withdrawals
     "web",  # the web interface
     "health",  # /teaching/health

@@ -29,9 +29,17 @@ class OrthancBackend:
 
     @cached_property
     def governance_policy(self):
-        from plugins.governance_routes import _policy
+        from plugins.governance_http import governance_policy
 
-        return _policy(self.services)
+        return governance_policy(self.services)
+
+    @property
+    def policies_dir(self):
+        return self.services.config.policies_dir
+
+    @property
+    def volume_kind(self):
+        return self.services.config.volume.kind
 
     def db(self):
         return self.services.db()
@@ -60,16 +68,6 @@ class OrthancBackend:
         from plugins.governance_routes import pull_cases
 
         return self._call(pull_cases, principal, workstation, cases)
-
-    def create_removal(self, principal, body):
-        from plugins.governance_routes import create_removal
-
-        return self._call(create_removal, principal, body)
-
-    def decide_removal(self, principal, kind, rid, body):
-        from plugins.governance_routes import decide_removal
-
-        return self._call(decide_removal, principal, kind, rid, body)
 
     def thumbnail(self, principal, case_id, number):
         from plugins.catalogue_routes import thumbnail_png

@@ -38,7 +38,7 @@ RecoveryFileOption = Annotated[
 
 def _stores(config: ArchiveConfig, keyring: Keyring) -> list[EncryptedStore]:
     """Every encrypted store of the home: all must be rewrapped before a key retires."""
-    from archive.governance.share_delivery import undertakings_dir  # signed undertakings
+    from archive.governance.sharing.delivery import undertakings_dir  # signed undertakings
 
     home = config.home
     return [
