@@ -116,7 +116,7 @@ STEPS: list[str | dict[str, str]] = [
     """,
     # Step 4 (issue 21): one workstation registry. A suite workstation is a DICOM node
     # that may query, with its place in the suite; the place used to be kept apart in
-    # governance_workstations (copied over once by archive.access.nodes).
+    # retired governance workstation table (copied over once by archive.access.nodes).
     """
     ALTER TABLE access_dicom_nodes ADD COLUMN location TEXT;
     ALTER TABLE access_dicom_nodes ADD COLUMN added_by TEXT;

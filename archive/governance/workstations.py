@@ -2,7 +2,7 @@
 
 A workstation is a DICOM node that may query (AE title, host, port) with its place in
 the suite, kept together in archive.access.nodes.Workstations since issue 21 (the places
-of older homes are copied there once from governance_workstations). Closure and
+of older homes are copied there once from the retired governance table). Closure and
 withdrawals read which physical machines are registered here; registering and removing
 is `archive workstations add|remove` (archive.access.nodes).
 """
