@@ -52,9 +52,7 @@ class PluginStartError(RuntimeError):
 
 
 def _home_from_orthanc(orthanc) -> str:
-    raw = json.loads(orthanc.GetConfiguration())
-    section = raw.get("TeachingArchive") or {}
-    home = section.get("Home")
+    home = (json.loads(orthanc.GetConfiguration()).get("TeachingArchive") or {}).get("Home")
     if not home:
         raise PluginStartError(
             "TeachingArchive.Home is missing from Orthanc's configuration; start Orthanc "
@@ -122,7 +120,7 @@ def register_adapters(orthanc, runtime: Runtime, adapters: Sequence[str] = ADAPT
         try:
             _call_register(module.register, orthanc, services)
         except (ArchiveError, PluginStartError):
-            raise
+            raise  # their message already says what to fix
         except Exception as exc:  # noqa: BLE001 - any failure stops the start
             raise PluginStartError(
                 f"adapter {name} failed to register ({type(exc).__name__}: {exc}); "
