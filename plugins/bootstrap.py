@@ -75,7 +75,8 @@ ADAPTERS = (
     "recipient_routes",  # the register of recipients
     "share_routes",  # share proposals, Board decisions and votes, undertakings
     "share_register_routes",  # the share register, revocations, execution
-    "closure_routes",  # closure transfer, consent withdrawals
+    "closure_routes",  # closure transfer
+    "withdrawal_routes",  # consent withdrawals
     "web",  # the web interface
     "health",  # /teaching/health
 )
@@ -83,7 +84,7 @@ ADAPTERS = (
 # Adapters converted to take the orthanc module as a parameter (issue 21).
 TAKE_ORTHANC = frozenset({
     "recipient_routes", "share_routes", "share_register_routes", "removal_routes",
-    "removal_export_routes", "closure_routes",
+    "removal_export_routes", "closure_routes", "withdrawal_routes",
 })  # fmt: skip
 
 
