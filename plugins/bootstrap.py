@@ -41,7 +41,8 @@ ADAPTERS = (
     "recipient_routes",  # the register of recipients
     "share_routes",  # share proposals, Board decisions and votes, undertakings
     "share_register_routes",  # the share register, revocations, execution
-    "closure_routes",  # closure transfer, consent withdrawals
+    "closure_routes",  # closure transfer
+    "withdrawal_routes",  # consent withdrawals
     "web",  # the web interface
     "health",  # /teaching/health
 )
@@ -88,6 +89,7 @@ def start(orthanc, adapters: Sequence[str] = ADAPTERS) -> Runtime:
     return runtime
 
 
+<<<<<<< HEAD
 def load_adapter(name: str) -> Any:
     """Import one adapter module (plugins/<name>.py, or a dotted module name); a missing
     or broken one is a PluginStartError."""
