@@ -89,7 +89,6 @@ def start(orthanc, adapters: Sequence[str] = ADAPTERS) -> Runtime:
     return runtime
 
 
-<<<<<<< HEAD
 def load_adapter(name: str) -> Any:
     """Import one adapter module (plugins/<name>.py, or a dotted module name); a missing
     or broken one is a PluginStartError."""
