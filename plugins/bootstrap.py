@@ -60,14 +60,17 @@ def start() -> Runtime:
     return runtime
 
 
-# Adapters in registration order; each is plugins/<name>.py with `register(services)`.
+# Adapters in registration order; each is plugins/<name>.py with `register(services)`,
+# or `register(orthanc, services)` for those converted to take the module (issue 21).
+TAKE_ORTHANC = frozenset({"cases_routes", "collections_routes"})
 # A name whose module does not exist yet is skipped, so rooms can land one at a time.
 ADAPTERS = (
     "storage",  # storage area: envelope encryption of every attachment
     "ingest",  # received-instance callback: de-identification before storage
     "http_filter",  # named-user access control on every HTTP request
     "catalogue_sync",  # stable study -> teaching case
-    "catalogue_routes",  # /teaching/cases, /teaching/collections
+    "cases_routes",  # /teaching/cases
+    "collections_routes",  # /teaching/collections
     "quarantine_routes",  # quarantine review
     "governance_routes",  # pulls, removals, shares, closure
     "sharing_routes",  # recipients, share proposals, Board decisions, the register
@@ -89,7 +92,10 @@ def _register_adapters(runtime: Runtime) -> None:
         if importlib.util.find_spec(f"plugins.{name}") is None:
             continue
         module = importlib.import_module(f"plugins.{name}")
-        module.register(services)
+        if name in TAKE_ORTHANC:
+            module.register(orthanc, services)
+        else:
+            module.register(services)
     services.change_hooks.append(_flush_audit_on_stop(runtime))
 
 

@@ -17,8 +17,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-import orthanc
-
 from archive.errors import ArchiveError
 
 
@@ -48,6 +46,29 @@ NEXT_STEP = {
     "(Orthanc's log under run/) and tell the administrator.",
     502: "check that the receiving node is up and accepts the archive, then try again.",
 }
+
+
+# A use case's refusal code -> the HTTP status a route answers it with (issue 21).
+REFUSAL_STATUS = {
+    "unauthenticated": 401,
+    "training": 403,
+    "forbidden": 403,
+    "not_found": 404,
+    "state": 409,
+    "conflict": 409,
+    "invalid": 400,
+}
+
+
+def outcome(result: Any) -> Any:
+    """A use case's result, or its Refusal raised as the HttpError the route answers:
+    `{"error": reason, "next": next step}` with the status of the refusal's code."""
+    from archive.core import Refusal
+
+    if isinstance(result, Refusal):
+        status = REFUSAL_STATUS.get(result.code, 403)
+        raise HttpError(status, result.reason, result.next or None)
+    return result
 
 
 def refusal(status: int, message: str, next: str | None = None) -> dict[str, str]:  # noqa: A002
@@ -89,8 +110,25 @@ def principal_of(services, request: dict):
     return result
 
 
-def route(services, pattern: str, methods: dict[str, Callable[..., Any]]) -> None:
-    """Register one REST callback dispatching by method; handlers return JSON payloads."""
+def _orthanc(module: Any) -> Any:
+    """The orthanc module a plugin was given; the real one for callers not yet passing it
+    (imported here, not at module level, so that adapters load under a fake in tests)."""
+    if module is not None:
+        return module
+    import orthanc
+
+    return orthanc
+
+
+def route(
+    services,
+    pattern: str,
+    methods: dict[str, Callable[..., Any]],
+    orthanc: Any = None,
+) -> None:
+    """Register one REST callback dispatching by method; handlers return JSON payloads.
+    `orthanc` is the module the plugin was registered with (a fake in unit tests)."""
+    orthanc = _orthanc(orthanc)
 
     def callback(output, uri, **request) -> None:
         handler = methods.get(request.get("method", ""))

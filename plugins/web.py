@@ -28,6 +28,10 @@ class OrthancBackend:
     def route_policy(self):
         return self.services.route_policy
 
+    @property
+    def policies_dir(self):
+        return self.services.config.policies_dir
+
     @cached_property
     def governance_policy(self):
         from plugins.governance_routes import _policy
@@ -47,9 +51,14 @@ class OrthancBackend:
         return self.services.quarantine()
 
     def catalogue(self, principal):
-        from plugins.catalogue_routes import _catalogue
+        """The catalogue for reading alongside another act (e.g. cases of a removal)."""
+        return self.catalogue_room().catalogue()
 
-        return _catalogue(self.services, principal)
+    def catalogue_room(self):
+        """The catalogue's use cases, audited as acts from the web."""
+        from plugins.cases_routes import catalogue_room
+
+        return catalogue_room(self.services, source="web")
 
     def _call(self, fn, *args):
         try:
@@ -73,7 +82,7 @@ class OrthancBackend:
         return self._call(decide_removal, principal, kind, rid, body)
 
     def thumbnail(self, principal, case_id, number):
-        from plugins.catalogue_routes import thumbnail_png
+        from plugins.cases_routes import thumbnail_png
 
         return self._call(thumbnail_png, principal, case_id, number)
 

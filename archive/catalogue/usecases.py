@@ -43,7 +43,7 @@ class CatalogueRoom:
     vocabulary: Vocabulary | None = None
     scanner: Scanner | None = None
 
-    _catalogue: Catalogue | None = field(default=None, init=False, repr=False)
+    _catalogue: Catalogue | None = field(default=None, repr=False)  # prebuilt, or built once
 
     def catalogue(self, conn: Any = None) -> Catalogue:
         """The catalogue on the ports' connection, built (and its tables migrated) once,

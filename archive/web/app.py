@@ -22,7 +22,7 @@ from datetime import UTC, date, datetime
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlencode
 
-from archive.access import AuthFailure, Principal, decide
+from archive.access import AuthFailure, Principal
 from archive.audit import AuditEvent
 from archive.errors import ArchiveError
 from archive.web import views
@@ -55,21 +55,23 @@ SECURITY_HEADERS = (
     ("Cache-Control", "no-store"),
 )  # fmt: skip
 
-# page -> the REST routes it fronts (any one suffices): the route policy decides who
-# may open it. Users and the closure plan are personnel's tasks without a REST route of
-# their own, so they follow personnel's quarantine review.
-PERSONNEL = ("POST", "/teaching/quarantine/0/release")
-PAGES: dict[str, tuple[tuple[str, str], ...]] = {
-    "cases": (("GET", "/teaching/cases"),),
-    "removals": (("POST", "/teaching/removals"),),
-    "approvals": (("POST", "/teaching/removals/0/approve"),),
-    "shares": (("POST", "/teaching/shares/0/decide"),),
-    "users": (PERSONNEL,),
-    "quarantine": (PERSONNEL,),
-    "audit": (("GET", "/teaching/audit"),),
-    "closure": (("GET", "/teaching/closure"), PERSONNEL),
-    "pull": (("POST", "/teaching/pulls"),),
+# page -> the actions it fronts (any one suffices): the one authorisation
+# (archive.core.authorise, policies/access/actions.toml) decides who may open it, so the
+# interface never grants more than the use cases behind it (issue 21).
+PAGES: dict[str, tuple[str, ...]] = {
+    "cases": ("case.view",),
+    "removals": ("removal.request",),
+    "approvals": ("removal.approve",),
+    "shares": ("share.vote",),
+    "users": ("user.manage", "user.training"),
+    "quarantine": ("quarantine.view",),
+    "audit": ("audit.view",),
+    "closure": ("closure.view",),
+    "pull": ("pull.create",),
 }
+# A refusal's code -> the status of the page that shows it.
+REFUSAL_STATUS = {"unauthenticated": 401, "not_found": 404, "state": 409, "conflict": 409,
+                  "invalid": 400}  # fmt: skip
 
 
 class WebError(Exception):
@@ -79,6 +81,17 @@ class WebError(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
+
+
+def outcome(result: Any) -> Any:
+    """A use case's result, or its Refusal shown as a page: the reason and what to do."""
+    from archive.core import Refusal
+
+    if isinstance(result, Refusal):
+        reason = result.reason[:1].upper() + result.reason[1:]
+        message = f"{reason.rstrip('.')}. {result.next}".strip()
+        raise WebError(REFUSAL_STATUS.get(result.code, 403), message)
+    return result
 
 
 @dataclass
@@ -107,11 +120,13 @@ class Backend(Protocol):
     home: Any
     route_policy: Any
     governance_policy: Any
+    policies_dir: Any  # the action policy (archive.core) is read from here
 
     def db(self): ...
     def access_store(self): ...
     def record(self, event: AuditEvent) -> int: ...
     def catalogue(self, principal: Principal): ...
+    def catalogue_room(self): ...  # archive.catalogue.usecases.CatalogueRoom
     def quarantine(self): ...
     def pull(self, principal: Principal, workstation: str, cases: list[str]) -> dict: ...
     def create_removal(self, principal: Principal, body: dict) -> dict: ...
@@ -173,8 +188,16 @@ class WebApp:
         )
 
     def may(self, principal: Principal, page_name: str) -> bool:
-        policy = self.backend.route_policy
-        return any(decide(policy, principal, m, uri).allowed for m, uri in PAGES[page_name])
+        """Whether any action the page fronts is the principal's (a state the resource
+        is not yet in does not hide the page: the act itself is refused with why)."""
+        from archive.core import authorise, load_action_policy
+
+        policy = load_action_policy(self.backend.policies_dir)
+        for action in PAGES[page_name]:
+            verdict = authorise(policy, principal, action)
+            if verdict or verdict.code == "state":
+                return True
+        return False
 
     def require(self, ctx: Context, page_name: str) -> None:
         if not self.may(ctx.principal, page_name):
@@ -334,44 +357,27 @@ FILTERS = ("modality", "body_part", "category", "difficulty", "level")
 
 @route("GET", r"/cases")
 def _search(app: WebApp, ctx: Context, groups) -> WebResponse:
-    from archive.catalogue import SearchFilters, can_edit
+    from archive.catalogue import usecases as uc
 
     app.require(ctx, "cases")
     q = ctx.request.query
     chosen = {f: [v.strip() for v in q.get(f, "").split(",") if v.strip()] for f in FILTERS}
-    chosen = {k: v for k, v in chosen.items() if v}
-    if not can_edit(ctx.principal.roles):
-        chosen["status"] = ["available"]
     try:
         number = max(1, int(q.get("page") or 1))
     except ValueError:
         number = 1
-    results = app.backend.catalogue(ctx.principal).search(
-        q.get("q", ""), SearchFilters.of(**chosen), page=number, per_page=20
-    )
-    app.audit(ctx.principal, "catalogue.case.search", "success", results=results.total,
-              full_text=bool(q.get("q", "").strip()), filters=",".join(sorted(chosen)))  # fmt: skip
+    found = outcome(uc.search_cases(app.backend.catalogue_room(), ctx.principal,
+                                    q.get("q", ""), chosen, page=number, per_page=20))  # fmt: skip
     params = {k: q[k] for k in ("q", *FILTERS) if q.get(k)}
-    return app.html(ctx, "Catalogue", views.search(q, results, params))
-
-
-def _case(app: WebApp, ctx: Context, case_id: str):
-    from archive.catalogue import CaseNotFoundError, can_edit
-
-    try:
-        case = app.backend.catalogue(ctx.principal).get(case_id)
-    except CaseNotFoundError:
-        raise WebError(404, f"There is no case {case_id}.") from None
-    if case.status != "available" and not can_edit(ctx.principal.roles):
-        raise WebError(404, f"There is no case {case_id}.")
-    return case
+    return app.html(ctx, "Catalogue", views.search(q, found.page, params))
 
 
 @route("GET", r"/cases/([A-Za-z0-9-]{1,64})")
 def _show_case(app: WebApp, ctx: Context, groups) -> WebResponse:
+    from archive.catalogue import usecases as uc
+
     app.require(ctx, "cases")
-    case = _case(app, ctx, groups[0].upper())
-    app.audit(ctx.principal, "catalogue.case.view", "success", case.case_id)
+    case = outcome(uc.view_case(app.backend.catalogue_room(), ctx.principal, groups[0])).case
     body = views.case(
         case,
         csrf=ctx.session.csrf,
@@ -586,9 +592,7 @@ def _preview(app: WebApp, ctx: Context, groups) -> WebResponse:
 
     from archive.pixels import render_preview
 
-    app.require(ctx, "quarantine")
-    if "personnel" not in ctx.principal.roles:  # previews show burnt-in identity
-        raise WebError(403, "Only personnel see quarantine previews.")
+    app.require(ctx, "quarantine")  # quarantine.view: previews show burnt-in identity
     store = app.backend.quarantine()
     try:
         store.get(groups[0])
