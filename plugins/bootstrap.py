@@ -62,7 +62,9 @@ def start() -> Runtime:
 
 # Adapters in registration order; each is plugins/<name>.py with `register(services)`,
 # or `register(orthanc, services)` for those converted to take the module (issue 21).
-TAKE_ORTHANC = frozenset({"cases_routes", "collections_routes"})
+TAKE_ORTHANC = frozenset(
+    {"cases_routes", "collections_routes", "quarantine_routes", "pulls_routes"}
+)
 # A name whose module does not exist yet is skipped, so rooms can land one at a time.
 ADAPTERS = (
     "storage",  # storage area: envelope encryption of every attachment
@@ -72,7 +74,8 @@ ADAPTERS = (
     "cases_routes",  # /teaching/cases
     "collections_routes",  # /teaching/collections
     "quarantine_routes",  # quarantine review
-    "governance_routes",  # pulls, removals, shares, closure
+    "pulls_routes",  # pulls to the suite's workstations
+    "governance_routes",  # removals
     "sharing_routes",  # recipients, share proposals, Board decisions, the register
     "closure_routes",  # closure transfer, consent withdrawals
     "web",  # the web interface

@@ -57,6 +57,8 @@ REFUSAL_STATUS = {
     "state": 409,
     "conflict": 409,
     "invalid": 400,
+    "failed": 500,
+    "unavailable": 502,
 }
 
 

@@ -66,10 +66,11 @@ class OrthancBackend:
         except HttpError as exc:
             raise WebError(exc.status, exc.message) from None
 
-    def pull(self, principal, workstation, cases):
-        from plugins.governance_routes import pull_cases
+    def pull_room(self):
+        """The pull use cases, audited as acts from the web."""
+        from plugins.pulls_routes import pull_room
 
-        return self._call(pull_cases, principal, workstation, cases)
+        return pull_room(self.services, source="web")
 
     def create_removal(self, principal, body):
         from plugins.governance_routes import create_removal

@@ -71,7 +71,7 @@ PAGES: dict[str, tuple[str, ...]] = {
 }
 # A refusal's code -> the status of the page that shows it.
 REFUSAL_STATUS = {"unauthenticated": 401, "not_found": 404, "state": 409, "conflict": 409,
-                  "invalid": 400}  # fmt: skip
+                  "invalid": 400, "failed": 500, "unavailable": 502}  # fmt: skip
 
 
 class WebError(Exception):
@@ -128,7 +128,7 @@ class Backend(Protocol):
     def catalogue(self, principal: Principal): ...
     def catalogue_room(self): ...  # archive.catalogue.usecases.CatalogueRoom
     def quarantine(self): ...
-    def pull(self, principal: Principal, workstation: str, cases: list[str]) -> dict: ...
+    def pull_room(self): ...  # archive.pulls.usecases.PullRoom
     def create_removal(self, principal: Principal, body: dict) -> dict: ...
     def decide_removal(self, principal: Principal, kind: str, rid: int, body: dict) -> dict: ...
     def thumbnail(self, principal: Principal, case_id: str, number: int) -> tuple[bytes, str]: ...
@@ -398,10 +398,12 @@ def _thumb(app: WebApp, ctx: Context, groups) -> WebResponse:
 
 @route("POST", r"/pulls")
 def _pull(app: WebApp, ctx: Context, groups) -> WebResponse:
+    from archive.pulls.usecases import pull_cases
+
     app.require(ctx, "pull")
     case_id, ws = ctx.form.get("case", ""), ctx.form.get("workstation", "")
-    result = app.backend.pull(ctx.principal, ws, [case_id])
-    sent = sum(int(r.get("instances", 0)) for r in result.get("pulled", []))
+    result = outcome(pull_cases(app.backend.pull_room(), ctx.principal, ws, [case_id]))
+    sent = sum(int(r.get("instances", 0)) for r in result.pulled)
     msg = f"Case {case_id} sent to {ws} ({sent} images)."
     return app.html(ctx, "Pulled", views.back_to_case(case_id), flash=msg)
 
