@@ -32,9 +32,9 @@ from archive.catalogue import (
     load_vocabulary,
 )
 from archive.catalogue import usecases as uc
-from archive.cli.api import AsOption, PasswordFileOption, TokenFileOption
+from archive.cli.api import AsOption, PasswordFileOption, TokenFileOption, done
 from archive.cli.common import HomeOption, JsonOption, emit_json, fail, load
-from archive.core import Ports, Refusal
+from archive.core import Ports
 from archive.db import open_database
 from archive.errors import ArchiveError
 
@@ -106,14 +106,6 @@ def catalogue_room(home: Path) -> uc.CatalogueRoom:
     )
     return uc.CatalogueRoom(ports, config.school_prefix, catalogue.vocabulary,
                             _catalogue=catalogue)  # fmt: skip
-
-
-def done(result):
-    """A use case's result, or its refusal as the CLI's one line (reason, next step)."""
-    if isinstance(result, Refusal):
-        reason = result.reason.rstrip(".")
-        fail(f"{reason}. Next: {result.next}" if result.next else f"{reason}.")
-    return result
 
 
 def as_person(home: Path, user, password_file, token_file, as_user=None):

@@ -31,6 +31,7 @@ from archive.cli.api import (
     api_client,
     authenticated_person,
     call,
+    done,
 )
 from archive.cli.common import HomeOption, JsonOption, actor, emit_json, fail, load, stdin_is_tty
 from archive.errors import ArchiveError
@@ -97,16 +98,6 @@ def _room(runtime, store):
     ports = Ports(db=runtime.db(), audit=runtime.audit,
                   policies_dir=runtime.config.policies_dir, source="cli")  # fmt: skip
     return QuarantineRoom(ports, store, _masking(runtime.config))
-
-
-def _done(result):
-    """A use case's result, or its refusal as one line: the reason and the next step."""
-    from archive.core import Refusal
-
-    if isinstance(result, Refusal):
-        fail(f"{result.reason.rstrip('.')}. Next: {result.next}" if result.next
-             else result.reason)  # fmt: skip
-    return result
 
 
 def _masking(config):
@@ -224,9 +215,9 @@ def register(app: typer.Typer) -> None:
 
         with _opened(home) as (runtime, store):
             me = _reviewer(home, runtime, user, password_file, token_file)
-            done = _done(mask_item(_room(runtime, store), me, item, regions, area,
-                                   save_template=keep if save_template else None))  # fmt: skip
-        result, saved = done.result, done.template
+            masked = done(mask_item(_room(runtime, store), me, item, regions, area,
+                                    save_template=keep if save_template else None))  # fmt: skip
+        result, saved = masked.result, masked.template
         payload = {
             "item": item,
             "words_left": result.words_left,
@@ -282,7 +273,7 @@ def register(app: typer.Typer) -> None:
 
         with _opened(home) as (runtime, store):
             me = _reviewer(home, runtime, user, password_file, token_file)
-            who = _done(reject_item(_room(runtime, store), me, item, note)).item.decided_by
+            who = done(reject_item(_room(runtime, store), me, item, note)).item.decided_by
         typer.echo(f"rejected {item} by {who}; its encrypted copy is deleted")
 
     @sub.command("consent")
@@ -320,5 +311,5 @@ def register(app: typer.Typer) -> None:
             uid = study
             if source_uid:
                 uid = map_uid(study, DeidSecrets(pseudonym_key=runtime.keyring.pseudonym_key))
-            _done(record_consent(_room(runtime, store), me, uid, level, note))
+            done(record_consent(_room(runtime, store), me, uid, level, note))
         typer.echo(f"consent {level} recorded for study {uid} by {me.user}")

@@ -199,6 +199,14 @@ class WebApp:
                 return True
         return False
 
+    def ports(self):
+        """The use cases' ports for an act from the web (archive.core.Ports)."""
+        from archive.core import Ports
+
+        audit = type("WebAudit", (), {"append": staticmethod(self.backend.record)})()
+        return Ports(db=self.backend.db(), audit=audit,
+                     policies_dir=self.backend.policies_dir, source="web")  # fmt: skip
+
     def require(self, ctx: Context, page_name: str) -> None:
         if not self.may(ctx.principal, page_name):
             self.audit(ctx.principal, f"web.{page_name}", "denied", ip=ctx.request.ip)
@@ -567,14 +575,15 @@ def _users(app: WebApp, ctx: Context, groups) -> WebResponse:
 
 @route("POST", r"/users/([A-Za-z0-9._-]{1,64})/training")
 def _training(app: WebApp, ctx: Context, groups) -> WebResponse:
+    from archive.access import usecases as people
+
     app.require(ctx, "users")
     try:
         day = date.fromisoformat(ctx.form.get("trained_on", ""))
     except ValueError:
         raise WebError(400, "Give the training date as YYYY-MM-DD.") from None
-    app.backend.access_store().record_training(groups[0], day, ctx.now, by=ctx.principal.user)
-    app.audit(ctx.principal, "access.training.record", "success", groups[0],
-              trained_on=day.isoformat())  # fmt: skip
+    room = people.PeopleRoom(app.ports(), app.backend.access_store())
+    outcome(people.record_training(room, ctx.principal, groups[0], day))
     return app.redirect("/users?" + urlencode({"done": groups[0]}))
 
 
