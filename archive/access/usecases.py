@@ -8,7 +8,7 @@ archive has always used: users.add, users.train, tokens.create, ...) and returns
 result, or a Refusal with the reason and the next step. Role names stay in the policy.
 
 The store's methods take their own write transaction (BEGIN IMMEDIATE), so the act
-here is: authorise, call the store once, audit once. The first personnel account of a
+here is: authorise, call the store once, audit once. The first account of a
 new home is the operator's act on the machine (archive/cli/users.py), not a use case.
 """
 

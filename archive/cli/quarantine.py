@@ -246,7 +246,7 @@ def register(app: typer.Typer) -> None:
         as_json: JsonOption = False,
     ) -> None:
         """Release a reviewed item into the running archive, unchanged (one-time ticket),
-        as yourself (personnel, not whoever ingested it)."""
+        as yourself (never whoever ingested it)."""
         _no_reviewer(reviewer)
         with api_client(home, user, password_file, token_file) as client:
             body = call(client, "POST", f"/teaching/quarantine/{item}/release",
