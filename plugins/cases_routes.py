@@ -18,34 +18,15 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import unquote_plus
 
-from archive.catalogue import Catalogue, load_vocabulary, repository_for
 from archive.catalogue import usecases as uc
-from archive.core import Ports
 from archive.errors import ArchiveError
 from archive.render import PREVIEW_SIZE, THUMBNAIL_SIZE, render_png
 from archive.vault.ledger import read_dicom
 from plugins.rest import HttpError, answer_json, outcome, principal_of, request_json, route
+from plugins.rooms import catalogue_room
 
 ID = r"([A-Za-z0-9-]{1,64})"
-_vocabularies: dict[str, Any] = {}
-_repositories: dict[int, tuple[Any, Any]] = {}
-
-
-def catalogue_room(services, source: str = "rest") -> uc.CatalogueRoom:
-    """The catalogue's use cases on this thread's connection, auditing to the archive
-    (the repository, whose tables are checked when built, is kept per connection)."""
-    conn = services.db()
-    kept = _repositories.get(id(conn))
-    if kept is None or kept[0] is not conn:
-        kept = _repositories[id(conn)] = (conn, repository_for(conn))
-    policies = services.config.policies_dir
-    vocabulary = _vocabularies.get(str(policies))
-    if vocabulary is None:
-        vocabulary = _vocabularies.setdefault(str(policies), load_vocabulary(policies))
-    ports = Ports(db=conn, audit=services.runtime.audit, policies_dir=policies, source=source)
-    prefix = services.config.school_prefix
-    catalogue = Catalogue(conn, prefix, vocabulary=vocabulary, repository=kept[1])
-    return uc.CatalogueRoom(ports, prefix, vocabulary, _catalogue=catalogue)
+__all__ = ["ID", "catalogue_room", "case_view", "register", "thumbnail_png"]
 
 
 def case_view(case) -> dict[str, Any]:

@@ -56,7 +56,7 @@ class OrthancBackend:
 
     def catalogue_room(self):
         """The catalogue's use cases, audited as acts from the web."""
-        from plugins.cases_routes import catalogue_room
+        from plugins.rooms import catalogue_room
 
         return catalogue_room(self.services, source="web")
 
