@@ -187,17 +187,34 @@ class WebApp:
             )
         )
 
-    def may(self, principal: Principal, page_name: str) -> bool:
-        """Whether any action the page fronts is the principal's (a state the resource
-        is not yet in does not hide the page: the act itself is refused with why)."""
+    def refusal(self, principal: Principal, page_name: str):
+        """None if any action the page fronts is the principal's, else the first
+        refusal (a state the resource is not yet in does not hide the page: the act
+        itself is then refused with why)."""
         from archive.core import authorise, load_action_policy
 
         policy = load_action_policy(self.backend.policies_dir)
+        first = None
         for action in PAGES[page_name]:
             verdict = authorise(policy, principal, action)
             if verdict or verdict.code == "state":
-                return True
-        return False
+                return None
+            first = first or verdict
+        return first
+
+    def may(self, principal: Principal, page_name: str) -> bool:
+        return self.refusal(principal, page_name) is None
+
+    def require(self, ctx: Context, page_name: str) -> None:
+        refused = self.refusal(ctx.principal, page_name)
+        if refused is not None:
+            self.audit(ctx.principal, f"web.{page_name}", "denied", ip=ctx.request.ip,
+                       reason=refused.reason)  # fmt: skip
+            raise WebError(
+                403,
+                f"Your roles ({', '.join(ctx.principal.roles) or 'none'}) do not allow this "
+                f"page: {refused.reason}. {refused.next or 'Ask school personnel.'}",
+            )
 
     def ports(self):
         """The use cases' ports for an act from the web (archive.core.Ports)."""
@@ -206,15 +223,6 @@ class WebApp:
         audit = type("WebAudit", (), {"append": staticmethod(self.backend.record)})()
         return Ports(db=self.backend.db(), audit=audit,
                      policies_dir=self.backend.policies_dir, source="web")  # fmt: skip
-
-    def require(self, ctx: Context, page_name: str) -> None:
-        if not self.may(ctx.principal, page_name):
-            self.audit(ctx.principal, f"web.{page_name}", "denied", ip=ctx.request.ip)
-            raise WebError(
-                403,
-                f"Your roles ({', '.join(ctx.principal.roles) or 'none'}) do "
-                "not allow this page; ask school personnel if your work needs it.",
-            )
 
     def pages_for(self, principal: Principal) -> list[str]:
         return [p for p in PAGES if p != "pull" and self.may(principal, p)]
