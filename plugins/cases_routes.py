@@ -118,12 +118,13 @@ def register(orthanc, services) -> None:
 
 
 def thumbnail_png(
-    services, principal, case_id: str, number: int, *, size: int = THUMBNAIL_SIZE
-) -> tuple[bytes, str]:
+    services, principal, case_id: str, number: int, *, size: int = THUMBNAIL_SIZE,
+    source: str = "rest",
+) -> tuple[bytes, str]:  # fmt: skip
     """The n-th series' middle image for `principal` (REST and web UI), audited as
     catalogue.case.thumbnail; read from the vault through its ledger and rendered here,
     never through orthanc.RestApi* (ops/NO-RESTAPI.md)."""
-    room = catalogue_room(services)
+    room = catalogue_room(services, source)
     shown = outcome(uc.view_case(room, principal, case_id, record="catalogue.case.thumbnail"))
     case = shown.case
     if case.status == "withdrawn":

@@ -85,7 +85,10 @@ class OrthancBackend:
     def thumbnail(self, principal, case_id, number):
         from plugins.cases_routes import thumbnail_png
 
-        return self._call(thumbnail_png, principal, case_id, number)
+        try:
+            return thumbnail_png(self.services, principal, case_id, number, source="web")
+        except HttpError as exc:
+            raise WebError(exc.status, f"{exc.message} {exc.next}".strip()) from None
 
     def workstations(self) -> list[str]:
         from archive.governance.workstations import Workstations
