@@ -91,9 +91,9 @@ def register(orthanc, services) -> None:
         room = catalogue_room(services)
         return case_view(outcome(uc.annotate_case(room, principal, groups[0], field, text)).case)
 
-    route(services, "/teaching/cases", {"GET": search}, orthanc)
-    route(services, f"/teaching/cases/{ID}", {"GET": show, "PUT": edit, "POST": edit}, orthanc)
-    route(services, f"/teaching/cases/{ID}/annotate", {"POST": annotate}, orthanc)
+    route(services, "/teaching/cases", {"GET": search})
+    route(services, f"/teaching/cases/{ID}", {"GET": show, "PUT": edit, "POST": edit})
+    route(services, f"/teaching/cases/{ID}/annotate", {"POST": annotate})
 
     def thumbnail(output, uri, **request) -> None:  # binary: not through rest.route
         if request.get("method") != "GET":

@@ -92,9 +92,9 @@ def register(orthanc, services) -> None:
         return call(request, uc.move_in_collection, target, case_id, position)
 
     base = "/teaching/collections"
-    route(services, base, {"GET": collections, "POST": collections}, orthanc)
+    route(services, base, {"GET": collections, "POST": collections})
     one = {"GET": collection, "PUT": collection, "DELETE": collection}
-    route(services, f"{base}/{ID}", one, orthanc)
-    route(services, f"{base}/{ID}/editors", {"PUT": editors}, orthanc)
-    route(services, f"{base}/{ID}/items", {"POST": items, "PUT": items}, orthanc)
-    route(services, f"{base}/{ID}/items/{ID}", {"PUT": item, "DELETE": item}, orthanc)
+    route(services, f"{base}/{ID}", one)
+    route(services, f"{base}/{ID}/editors", {"PUT": editors})
+    route(services, f"{base}/{ID}/items", {"POST": items, "PUT": items})
+    route(services, f"{base}/{ID}/items/{ID}", {"PUT": item, "DELETE": item})

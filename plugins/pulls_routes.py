@@ -11,10 +11,10 @@ archive (ops/NO-RESTAPI.md). Refusals are `{"error", "next"}` with their status.
 
 from __future__ import annotations
 
+from archive.access.nodes import workstations
 from archive.catalogue import Catalogue, load_vocabulary
 from archive.core import Ports
 from archive.governance import PullInventory
-from archive.governance.workstations import Workstations
 from archive.pulls import usecases as up
 from plugins.rest import outcome, principal_of, request_json, route
 
@@ -39,7 +39,7 @@ def pull_room(services, source: str = "rest") -> up.PullRoom:
     def workstation(name: str):
         nodes = {n.name: n for n in services.access_store().list_dicom_nodes()}
         node = nodes.get(name)
-        if node is None or not node.may_query or not Workstations(services.db()).exists(name):
+        if node is None or not node.may_query or not workstations(services.db()).exists(name):
             return None
         return node
 
@@ -55,7 +55,7 @@ def pull_room(services, source: str = "rest") -> up.PullRoom:
 
 def register(orthanc, services) -> None:
     PullInventory(services.db())  # the pull log's tables now: a broken DB stops the start
-    Workstations(services.db())
+    workstations(services.db())
 
     def pull(uri: str, request: dict, groups: list[str]) -> dict:
         body = request_json(request)
@@ -67,4 +67,4 @@ def register(orthanc, services) -> None:
         principal = principal_of(services, request)
         return outcome(up.pull_inventory(_ports(services, "rest"), principal)).to_dict()
 
-    route(services, "/teaching/pulls", {"POST": pull, "GET": inventory}, orthanc)
+    route(services, "/teaching/pulls", {"POST": pull, "GET": inventory})

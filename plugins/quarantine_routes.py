@@ -53,4 +53,4 @@ def register(orthanc, services) -> None:
         ))  # fmt: skip
         return {"item": done.item.as_dict(), "orthanc_id": done.orthanc_id}
 
-    route(services, "/teaching/quarantine/([^/]+)/release", {"POST": release}, orthanc)
+    route(services, "/teaching/quarantine/([^/]+)/release", {"POST": release})

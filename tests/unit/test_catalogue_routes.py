@@ -47,6 +47,7 @@ class Services:
     store: AccessStore
     config: Config = field(default_factory=Config)
     runtime: Any = None
+    orthanc: Any = None  # the module the adapters register with (plugins.rest.route)
 
     def db(self):
         return self.conn
@@ -74,10 +75,29 @@ def api(tmp_path: Path):
     for n in (1, 2):
         catalogue.upsert_from_study(study(n), f"o{n}", NOW)
     services = Services(conn, store, runtime=type("R", (), {"audit": Audit()})())
-    fake = FakeOrthanc()
+    fake = with_filter(FakeOrthanc(), store)
+    services.orthanc = fake
     cases_routes.register(fake, services)
     collections_routes.register(fake, services)
     fake.services = services
+    return fake
+
+
+def with_filter(fake: FakeOrthanc, store: AccessStore) -> FakeOrthanc:
+    """What the HTTP filter does before a route: authenticate once and hand the
+    principal over (plugins/handoff.py); here it lets every request reach the route,
+    which then refuses one without a principal (401)."""
+    from archive.access import Principal, authenticate_headers
+    from plugins import handoff
+
+    def http_filter(uri, method, ip, headers, get) -> bool:
+        handoff.clear()
+        found = authenticate_headers(store, headers, datetime.now(UTC))
+        principal = found if isinstance(found, Principal) else None
+        handoff.hand_over(method.name, uri, headers, principal)
+        return True
+
+    fake.RegisterIncomingHttpRequestFilter(http_filter)
     return fake
 
 

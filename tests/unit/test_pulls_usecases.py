@@ -18,7 +18,7 @@ from archive.pulls import usecases as up
 from plugins import pulls_routes
 from tests.fake_orthanc import FakeOrthanc
 from tests.unit.test_catalogue import NOW, study
-from tests.unit.test_catalogue_routes import Services, api, as_  # noqa: F401 - the fixture
+from tests.unit.test_catalogue_routes import Services, api, as_, with_filter  # noqa: F401
 
 POLICIES = Path(__file__).resolve().parents[2] / "policies"
 
@@ -90,8 +90,9 @@ def test_pull_refusals_say_why_and_send_nothing(room) -> None:
 
 
 def test_pull_route_refusal_and_inventory(api, monkeypatch) -> None:  # noqa: F811
-    fake = FakeOrthanc()
     services = api.services
+    fake = with_filter(FakeOrthanc(), services.store)
+    services.orthanc = fake
     sent: list = []
     monkeypatch.setattr(
         pulls_routes, "pull_room",

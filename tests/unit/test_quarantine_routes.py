@@ -20,7 +20,7 @@ from archive.vault import Keyring
 from archive.vault.sealing import KdfParams
 from plugins import quarantine_routes
 from tests.fake_orthanc import FakeOrthanc
-from tests.unit.test_catalogue_routes import PASSWORD, Audit, Config, as_
+from tests.unit.test_catalogue_routes import PASSWORD, Audit, Config, as_, with_filter
 
 FAST = KdfParams(time_cost=1, memory_cost=8 * 1024, parallelism=1)
 
@@ -32,6 +32,7 @@ class Services:
     home: HomePaths
     runtime: Any
     config: Config
+    orthanc: Any = None
 
     def db(self):
         return self.conn
@@ -56,7 +57,8 @@ def api(tmp_path: Path):
         store.record_training(name, date.today(), now, by="test")
     runtime = type("R", (), {"audit": Audit(), "keyring": ring})()
     services = Services(conn, store, home, runtime, Config())
-    fake = FakeOrthanc()
+    fake = with_filter(FakeOrthanc(), store)
+    services.orthanc = fake
     quarantine_routes.register(fake, services)
     fake.services = services
     return fake
