@@ -10,6 +10,7 @@ import re
 import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 from archive.errors import ArchiveError
@@ -37,6 +38,40 @@ class _Roles(Sequence[str]):
 
 
 ROLES: Sequence[str] = _Roles()
+
+
+def application_role(policies_dir: Path | None = None) -> str:
+    """The role only an approved application grants ([applications].grants in
+    actions.toml; one of its roles)."""
+    from archive.core import load_action_policy
+    from archive.paths import POLICIES_DIR
+
+    where = Path(policies_dir or POLICIES_DIR)
+    path = where / "access" / "actions.toml"
+    try:
+        stamp = path.stat().st_mtime_ns
+    except OSError:
+        raise PolicyError(f"{path} is missing; the archive refuses to guess.") from None
+    role = _granted(path, stamp)
+    if role not in load_action_policy(where).roles:
+        raise PolicyError(f"{path}: [applications].grants must name one of its roles.")
+    return role
+
+
+@lru_cache(maxsize=8)
+def _granted(path: Path, stamp: int) -> str:  # noqa: ARG001 - the cache key
+    role = (_read_toml(path).get("applications") or {}).get("grants")
+    return role if isinstance(role, str) else ""
+
+
+def application_approvers(policies_dir: Path | None = None) -> frozenset[str]:
+    """The roles that may approve an application (application.approve)."""
+    from archive.core import load_action_policy
+    from archive.paths import POLICIES_DIR
+
+    return load_action_policy(Path(policies_dir or POLICIES_DIR)).holders("application.approve")
+
+
 METHODS = frozenset({"GET", "POST", "PUT", "DELETE", "PATCH"})
 _SEGMENT = re.compile(r"^[A-Za-z0-9._~-]+$")
 

@@ -324,3 +324,21 @@ def test_roles_come_from_the_action_policy(tmp_path) -> None:
     (access / "actions.toml").write_text(trimmed)
     with pytest.raises(PolicyError, match="unknown role"):
         load_route_policy(tmp_path)
+
+
+def test_the_application_role_and_its_approvers_come_from_the_action_policy(tmp_path) -> None:
+    """Issue 21: which role an approved application grants, and who approves, is data."""
+    import shutil
+
+    from archive.access.policy import application_approvers, application_role
+
+    assert application_role() == "other_speciality"
+    assert application_approvers() == {"personnel", "head_of_school"}
+    shutil.copytree(POLICIES_DIR / "access", tmp_path / "access")
+    actions = tmp_path / "access" / "actions.toml"
+    text = actions.read_text()
+    actions.write_text(text.replace('grants = "other_speciality"', 'grants = "registrar"'))
+    assert application_role(tmp_path) == "registrar"
+    actions.write_text(text.replace('grants = "other_speciality"', 'grants = "wizard"'))
+    with pytest.raises(PolicyError, match="grants"):
+        application_role(tmp_path)
