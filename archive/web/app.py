@@ -1,10 +1,10 @@
 """The web interface as plain Python: a WebRequest in, a WebResponse out.
 
 Authorisation: the HTTP filter has already let the request through by route (GET pages
-for every role, specific POSTs by role). Each page and action then asks the same route
-policy whether the user may call the /teaching REST route it fronts (`PAGES`), so the
-interface never grants more than the REST API would; refusals are 403 pages and are
-audited. Every POST needs the session's CSRF token; the sign-in form needs its own
+for every role, specific POSTs by role). Each page asks the one authorisation
+(archive.core.authorise) about the actions it fronts (`PAGES`), and each act calls the
+same use case as the REST route (issue 21), so the interface never grants more than the
+use cases do; refusals are pages with the reason and the next step, and are audited. Every POST needs the session's CSRF token; the sign-in form needs its own
 token bound to a pre-session cookie (sessions.py). Failed sign-ins back off per
 (account, client address) and per address: a client in its backoff gets 429 with
 Retry-After and the reason (plugins/web.py sends it as 503, Orthanc 1.10.1 having no
