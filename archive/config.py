@@ -24,7 +24,7 @@ class HttpConfig:
     port: int = 8042
     tls: bool = False
     # The largest request body nginx lets through, for authenticated requests only
-    # (uploads); anonymous requests are held to ANONYMOUS_BODY_LIMIT (archive/tls_proxy.py).
+    # (uploads); anonymous requests are held to ANONYMOUS_BODY_LIMIT (archive/serve/tls_proxy.py).
     max_upload_mb: int = 512
 
 

@@ -42,7 +42,8 @@ ADAPTERS = (
     "recipient_routes",  # the register of recipients
     "share_routes",  # share proposals, Board decisions and votes, undertakings
     "share_register_routes",  # the share register, revocations, execution
-    "closure_routes",  # closure transfer, consent withdrawals
+    "closure_routes",  # closure transfer
+    "withdrawal_routes",  # consent withdrawals
     "web",  # the web interface
     "health",  # /teaching/health
 )
@@ -53,9 +54,7 @@ class PluginStartError(RuntimeError):
 
 
 def _home_from_orthanc(orthanc) -> str:
-    raw = json.loads(orthanc.GetConfiguration())
-    section = raw.get("TeachingArchive") or {}
-    home = section.get("Home")
+    home = (json.loads(orthanc.GetConfiguration()).get("TeachingArchive") or {}).get("Home")
     if not home:
         raise PluginStartError(
             "TeachingArchive.Home is missing from Orthanc's configuration; start Orthanc "
@@ -123,7 +122,7 @@ def register_adapters(orthanc, runtime: Runtime, adapters: Sequence[str] = ADAPT
         try:
             _call_register(module.register, orthanc, services)
         except (ArchiveError, PluginStartError):
-            raise
+            raise  # their message already says what to fix
         except Exception as exc:  # noqa: BLE001 - any failure stops the start
             raise PluginStartError(
                 f"adapter {name} failed to register ({type(exc).__name__}: {exc}); "

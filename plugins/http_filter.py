@@ -50,7 +50,7 @@ def make_filter(
     """The filter callback, closed over the services (separate from register for tests).
 
     `proxy_secret` is the TLS terminator's per-serve secret: with it, the client address
-    nginx forwards is believed for the audit (archive/tls_proxy.py); without it, or on a
+    nginx forwards is believed for the audit (archive/serve/tls_proxy.py); without it, or on a
     request not from 127.0.0.1 with that secret, the address Orthanc saw is audited.
 
     `front_secret` is the DICOM front's per-serve secret (archive/dicom/forward.py): a

@@ -111,9 +111,8 @@ def _answer(output, response) -> None:
 
 
 def _filters_principal(method: str, uri: str, headers: dict):
-    """The principal the HTTP filter found for this request's session cookie: only when
-    the request carries no Authorization header (then the filter's principal came from
-    that header, not from the session, and the web app checks the session itself)."""
+    """The principal the HTTP filter found for this request's session cookie; None with
+    an Authorization header (the filter's principal came from it, not the session)."""
     found, principal = handoff.take(method, uri, headers)
     if not found or "authorization" in headers:
         return None

@@ -78,7 +78,7 @@ STEPS: list[str | dict[str, str]] = [
     # Step 2: PostgreSQL only. Several nodes cache verified credentials and principals;
     # on SQLite they notice writes by `PRAGMA data_version`, which PostgreSQL has no
     # equivalent of, so every write to an access_ table bumps one counter that each
-    # node's ChangeWatch polls (archive/access/store.py).
+    # node's ChangeWatch polls (archive/access/watch.py).
     {
         "sqlite": "",
         "postgresql": """

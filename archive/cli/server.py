@@ -133,7 +133,7 @@ def serve(
         server.check_port_free(config.http.host, config.http.port, "HTTP")
         server.check_port_free(config.dicom.host, config.dicom.port, "DICOM")
         # nginx is always the front door: Orthanc's HTTP is loopback-only at an internal
-        # port (archive/tls_proxy.py says why).
+        # port (archive/serve/tls_proxy.py says why).
         internal = tls_proxy.pick_internal_port(config)
         server.check_port_free("127.0.0.1", internal, "Internal HTTP (http.internal_port)")
         proxy_plan = tls_proxy.plan(config, internal, tls_proxy.new_secret())

@@ -1,10 +1,18 @@
 """Governance: the rules for images leaving the suite, sharing, closure and withdrawal.
 
-Plain domain code (no Orthanc): removal requests and written approvals (`removals`),
-the pull inventory (`pulls`), recipients, Board decisions, undertakings and the share
-register (`recipients`, `sharing`, `undertaking`), closure and the wipe certificate
-(`closure`, `certificate`) and the opt-out register (`optout`). Policy lives in
-policies/governance and is loaded by `policy.load_policy`.
+Plain domain code (no Orthanc), one package per workflow, each owning its tables and
+answering the others through functions (tests/unit/test_governance_rooms.py):
+
+  removals/   requests, written approvals and refusals, downloads (records, usecases)
+  sharing/    recipients, proposals, undertakings, executions, the register
+  closure/    the one closure plan, transfer and receipt, the wipe gate, the certificate
+  optout/     the opt-out register and withdrawals
+  board.py    School Board decisions and each member's own vote (shares and closure)
+  pulls.py    the pull inventory and workstation wipe attestations
+
+Every act is a use case (`<workflow>/usecases.py`, on archive.core through `usecase.run`):
+authorised against policies/access/actions.toml, one transaction, one audit record, a
+result or a Refusal. Policy lives in policies/governance (`policy.load_policy`).
 """
 
 from archive.governance.board import BoardVote

@@ -85,7 +85,8 @@ class _Named:
     event: str
 
     def append(self, event: AuditEvent) -> int:
-        return self.audit.append(replace(event, action=self.event))
+        detail = {k: v for k, v in event.detail.items() if v is not None}  # "none" is absent
+        return self.audit.append(replace(event, action=self.event, detail=detail))
 
 
 def _guard(action: str, fn: Callable[..., T]) -> Callable[..., T]:

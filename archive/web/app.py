@@ -4,8 +4,9 @@ Authorisation: the HTTP filter has already let the request through by route (GET
 for every role, specific POSTs by role). Each page asks the one authorisation
 (archive.core.authorise) about the actions it fronts (`PAGES`), and each act calls the
 same use case as the REST route (issue 21), so the interface never grants more than the
-use cases do; refusals are pages with the reason and the next step, and are audited. Every POST needs the session's CSRF token; the sign-in form needs its own
-token bound to a pre-session cookie (sessions.py). Failed sign-ins back off per
+use cases do; refusals are pages with the reason and the next step, and are audited.
+Every POST needs the session's CSRF token; the sign-in form needs its own token bound to
+a pre-session cookie (sessions.py). Failed sign-ins back off per
 (account, client address) and per address: a client in its backoff gets 429 with
 Retry-After and the reason (plugins/web.py sends it as 503, Orthanc 1.10.1 having no
 429), and nothing locks the account itself (archive/access/throttle.py). Nothing

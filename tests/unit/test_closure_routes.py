@@ -25,7 +25,7 @@ def test_transfer_refused_without_a_decision_in_force(monkeypatch, tmp_path):
 
 
 def test_withdrawal_only_by_whom_actions_allow(monkeypatch, tmp_path):
-    fake, services = adapter(monkeypatch, tmp_path, "closure_routes")
+    fake, services = adapter(monkeypatch, tmp_path, "withdrawal_routes")
     refused = fake.call("POST", "/teaching/closure/withdrawals", headers=as_("board1"),
                         body={"cases": ["NSR-0001"]})  # fmt: skip
     assert refused.status == 403 and refused.json()["next"]

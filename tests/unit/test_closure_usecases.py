@@ -153,3 +153,28 @@ def test_wipe_confirmation_and_attestation_are_the_signed_in_persons(config):
     attested = closure.attest_workstation(ports, _person("p1", "personnel"), "imac-1", "nwipe")
     assert attested.attested_by == "p1"
     assert [e.actor for e in events if e.action == "closure.workstation_wiped"] == ["p1"]
+
+
+def test_a_board_member_votes_on_closure_from_the_web_for_themselves(config):
+    from urllib.parse import urlencode
+
+    backend = Backend(config)
+    ports = _ports(config, [])
+    decision = closure.decide(ports, _person("b1", "board_member"), "destroy",
+                              meeting_date=NOW.date(), minute_reference="SB/9",
+                              decision_text="Destroy.", receiving_recipient_id=None)  # fmt: skip
+    web = WebApp(backend)
+    cookie, csrf = _login(web, "b2")
+    page = web.handle(WebRequest("GET", "/closure", headers={"cookie": cookie}))
+    assert f'action="/teaching/ui/closure/{decision.id}/vote"' in page.body.decode()
+    form = urlencode({"csrf": csrf, "member": "b1"}).encode()  # a typed name changes nothing
+    voted = web.handle(WebRequest("POST", f"/closure/{decision.id}/vote",
+                                  headers={"cookie": cookie}, body=form))  # fmt: skip
+    assert voted.status == 303, voted.body
+    again = web.handle(WebRequest("POST", f"/closure/{decision.id}/vote",
+                                  headers={"cookie": cookie}, body=form))  # fmt: skip
+    assert again.status == 409 and b"already voted" in again.body
+    votes = [(e.actor, e.outcome) for e in backend.events if e.action == "governance.board.vote"]
+    assert votes == [("b2", "success"), ("b2", "denied")]
+    shown = web.handle(WebRequest("GET", "/closure", headers={"cookie": cookie})).body.decode()
+    assert "b1, b2 (2 of 2)" in shown

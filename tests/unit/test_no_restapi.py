@@ -17,10 +17,10 @@ ALLOWED = {
     ("quarantine_routes.py", "store_instance", "RestApiPost"): (
         "tests/integration/test_no_deadlock.py::test_release_and_withdrawal_after_restart_with_ingest"
     ),
-    ("closure_routes.py", "_get", "RestApiGet"): (
+    ("withdrawal_routes.py", "_get", "RestApiGet"): (
         "tests/integration/test_no_deadlock.py::test_release_and_withdrawal_after_restart_with_ingest"
     ),
-    ("closure_routes.py", "_withdraw", "RestApiDelete"): (
+    ("withdrawal_routes.py", "_withdraw", "RestApiDelete"): (
         "tests/integration/test_no_deadlock.py::test_release_and_withdrawal_after_restart_with_ingest"
     ),
 }

@@ -69,9 +69,14 @@ def test_proposal_vote_and_quorum_count_only_members_who_voted_themselves(world)
     assert pers.status == 403 and pers.json()["next"]
     third = fake.call("POST", f"/teaching/shares/{pid}/vote", headers=as_("board3"))
     assert third.status == 200 and third.json()["in_force"]
+    # Naming voters is refused as such whatever the proposal's state (now approved).
+    late = fake.call("POST", f"/teaching/shares/{pid}/vote", headers=as_("board1"),
+                     body={"approvers": ["board3"]})  # fmt: skip
+    assert late.status == 400 and "own session" in late.json()["error"]
     votes = services.audited("governance.board.vote")
     assert [(e.actor, e.outcome) for e in votes] == [
         ("board1", "success"), ("board2", "denied"), ("pers1", "denied"), ("board3", "success"),
+        ("board1", "denied"),
     ]  # fmt: skip
 
 

@@ -95,6 +95,18 @@ def _proposal(kind: str = "share proposal"):
 _state = _proposal()
 
 
+def _named_first(action: str, fields: dict[str, Any] | None, pid: int):
+    """A body naming other voters is refused before anything else is judged (it is a
+    malformed request whatever the proposal's state), and audited like any refusal."""
+    read = _state(pid)
+
+    def resource(tx) -> Resource:
+        refuse_named(action, fields or {})
+        return read(tx)
+
+    return resource
+
+
 # -- proposals and the Board ------------------------------------------------------------
 def propose(
     ports: Ports,
@@ -161,7 +173,7 @@ def decide(
         )  # fmt: skip
         return Voted(decision, proposal_id)
 
-    return run(ports, principal, action, _state(int(proposal_id)), act,
+    return run(ports, principal, action, _named_first(action, fields, int(proposal_id)), act,
                event="governance.share.decide", target=reference(proposal_id))  # fmt: skip
 
 
@@ -182,7 +194,7 @@ def vote(
         decision = shares.vote(proposal_id, by=BoardVote.of_principal(principal), now=now(ports))
         return Voted(decision, proposal_id)
 
-    return run(ports, principal, action, _state(int(proposal_id)), act,
+    return run(ports, principal, action, _named_first(action, fields, int(proposal_id)), act,
                event="governance.board.vote", target=reference(proposal_id))  # fmt: skip
 
 
