@@ -78,6 +78,9 @@ def build_service(services) -> IngestService:
             services.db(), study, series, flags
         ),
         redeem_ticket=lambda sop, data: tickets.redeem(services.db(), key, sop_uid=sop, data=data),
+        redeem_import=lambda sop, data: tickets.redeem(
+            services.db(), key, sop_uid=sop, data=data, imports_only=True
+        ),
     )
 
 
