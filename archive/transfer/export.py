@@ -77,7 +77,7 @@ def gather(conn: Any, catalogue: Catalogue) -> tuple[list[dict], list[dict]]:
             "owner": col.owner,
             "case_ids": [i.case_id for i in col.items if i.case_id in sent],
         }
-        for col in catalogue.list_collections()
+        for col in (catalogue.get_collection(c.collection_id) for c in catalogue.list_collections())
     ]
     return cases, collections
 
