@@ -202,6 +202,32 @@ def test_transfer_import_receipt_and_wipe(tmp_path: Path) -> None:
             "signed receipt" in verified["statement"]
             and "all 4 instance(s)" in (verified["statement"])
         )
+
+        # The wipe leaves nothing, and the certificate says what the receipt verified.
+        for user in ("pers1", "pers2"):
+            _ok(sender.cli("close", "confirm", "--as", user, "--password-file", str(pw[user])))
+        sender.stop()
+        home = sender.config.home
+        assert (home.keys_dir / "https.pem").exists()
+        export = tmp_path / "export"
+        wiped = _ok(sender.cli(
+            "close", "wipe", "--export-dir", str(export), "--performed-by", "Ann Admin",
+            "--validated-by", "Pat Person", "--canary", cases[0], "--json",
+        ))  # fmt: skip
+        assert wiped["verification"] == "passed"
+        for said in ("mounts: ok", "key files: ok", "https.pem included", "files: ok",
+                     "volume: ok", "plaintext: ok"):  # fmt: skip
+            assert said in wiped["verification_details"], said
+        left = [p for p in home.root.rglob("*") if not p.is_dir()]
+        assert left == [home.config_file]
+        assert not home.keys_dir.exists() and not home.data_dir.exists()
+        mounts = Path("/proc/self/mountinfo").read_text()
+        assert str(home.root) not in mounts
+        shown = _ok(sender.cli("close", "certificate", "--export-dir", str(export), "--json"))
+        (vault,) = [m for m in shown["certificate"]["media"] if "vault" in m["media_type"]]
+        assert vault["data_backed_up"].startswith(f"Yes: {TRUST}'s signed receipt")
+        assert "all 4 instance(s)" in vault["data_backed_up"]
+        assert verified["receipt_sha256"] in vault["data_backed_up"]
     finally:
         sender.stop()
         receiver.stop()
