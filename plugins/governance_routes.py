@@ -22,7 +22,7 @@ import pyrage
 from archive.catalogue import Catalogue, load_vocabulary
 from archive.errors import ArchiveError
 from archive.export import build_package
-from archive.export.package import MIN_PASSPHRASE
+from archive.export.package import MIN_PASSPHRASE, export_extras
 from archive.governance import PullInventory, RemovalRequests, load_policy
 from archive.governance.workstations import Workstations
 from plugins.rest import HttpError, answer_json, audit_as, principal_of, request_json, route
@@ -327,8 +327,9 @@ def _export(services, request, groups, body: dict) -> tuple[bytes, str]:
         entries = [(c, s, hashlib.sha256(d).hexdigest()) for c, s, d in files]
         manifest = registry.export_manifest(entries, ticket, now=_now())
         package = build_package(
-            files, manifest, ticket.approval.text, passphrase=passphrase, recipient=recipient
-        )
+            files, manifest, ticket.approval.text, passphrase=passphrase, recipient=recipient,
+            **export_extras(catalogue, ticket.case_ids, services.runtime.keyring),  # issue 25
+        )  # fmt: skip
     except Exception as exc:  # the download stays spent: fail closed
         _audit(
             services, action, principal, "failure", str(rid),

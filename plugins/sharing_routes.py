@@ -25,6 +25,7 @@ import orthanc
 from archive.catalogue import Catalogue, load_vocabulary
 from archive.errors import ArchiveError
 from archive.export import build_package
+from archive.export.package import export_extras
 from archive.governance import DicomNode, Recipients, Shares, load_policy
 from archive.governance.board import BoardVote
 from archive.governance.share_delivery import (
@@ -490,6 +491,11 @@ def _execute(services, request, groups) -> tuple[dict, bytes | None]:
                 manifest,
                 ticket.decision.decision_text,
                 recipient=ticket.recipient.public_key,
+                **export_extras(  # issue 25: signed, with the teaching text
+                    _catalogue(services),
+                    list(dict.fromkeys(c for c, _, _, _ in files)),
+                    services.runtime.keyring,
+                ),
             )
         except ArchiveError as exc:
             _audit(services, action, principal, "denied", target, reason=type(exc).__name__)
