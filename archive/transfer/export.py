@@ -20,13 +20,12 @@ TRANSFERRED_STATUSES = ("available", "quarantined")
 
 def _reviews(conn: Any) -> dict[str, dict]:
     """Review outcome of every instance a person released or masked from quarantine."""
-    try:
-        rows = conn.execute(
-            "SELECT sop_uid, status, decided_by, decided_at, reason, masked_by"
-            " FROM quarantine_items WHERE sop_uid IS NOT NULL AND status = 'released'"
-        ).fetchall()
-    except Exception:  # noqa: BLE001 - no quarantine table: nothing was ever reviewed
-        return {}
+    if not _has_table(conn, "quarantine_items"):
+        return {}  # the quarantine never held anything: nothing was reviewed
+    rows = conn.execute(
+        "SELECT sop_uid, status, decided_by, decided_at, reason, masked_by"
+        " FROM quarantine_items WHERE sop_uid IS NOT NULL AND status = 'released'"
+    ).fetchall()
     out = {}
     for sop, _status, by, at, reason, masked_by in rows:
         out[str(sop)] = {
@@ -39,13 +38,20 @@ def _reviews(conn: Any) -> dict[str, dict]:
 
 
 def _consent(conn: Any, study_uid: str) -> str:
-    try:
-        row = conn.execute(
-            "SELECT level FROM quarantine_consent WHERE study_uid = ?", (study_uid,)
-        ).fetchone()
-    except Exception:  # noqa: BLE001 - no consent table: none recorded
+    if not _has_table(conn, "quarantine_consent"):
         return "none"
+    row = conn.execute(
+        "SELECT level FROM quarantine_consent WHERE study_uid = ?", (study_uid,)
+    ).fetchone()
     return str(row[0]) if row else "none"
+
+
+def _has_table(conn: Any, name: str) -> bool:
+    try:
+        conn.execute(f"SELECT 1 FROM {name} LIMIT 0")  # noqa: S608 - a fixed table name
+    except Exception:  # noqa: BLE001 - sqlite3 or PostgreSQL: the table does not exist
+        return False
+    return True
 
 
 def gather(conn: Any, catalogue: Catalogue) -> tuple[list[dict], list[dict]]:

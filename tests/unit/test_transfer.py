@@ -344,3 +344,46 @@ def test_peers_are_registered_by_key(tmp_path) -> None:
     assert tstore.peer_for(conn, "northern trust") == peer
     with pytest.raises(Exception, match="64 hex digits"):
         tstore.add_peer(conn, "X", "abc", "ann")
+
+
+def test_export_gathers_text_collections_reviews_and_consent(tmp_path, instances) -> None:
+    from archive.catalogue.model import SeriesSummary, StudySummary
+    from archive.paths import HomePaths
+    from archive.quarantine import QuarantineStore
+    from archive.transfer.export import _reviews, gather
+    from archive.vault import Keyring
+    from archive.vault.keyring import keyring_path
+    from archive.vault.sealing import KdfParams
+
+    conn = db.connect(tmp_path / "s.db")
+    cat = Catalogue(conn, "NSR")
+    header = _header(instances[0])
+    study = str(header.StudyInstanceUID)
+    summary = StudySummary(
+        study_uid=study, patient_pseudonym=str(header.PatientID), modalities=["CT"],
+        body_part="", series_count=1, instance_count=3, age_band="", sex="",
+        level="limited-access", intake="rest",
+        series=[SeriesSummary(str(header.SeriesInstanceUID), "CT", "", 3)],
+    )  # fmt: skip
+    case = cat.upsert_from_study(summary, "a-b-c-d-e")
+    cat.edit(case.case_id, {"title": "Pneumothorax", "keywords": ["chest"]}, "ann")
+    col = cat.create_collection("Set", "", "ann")
+    cat.add_to_collection(col.collection_id, [case.case_id], "ann")
+    paths = HomePaths(tmp_path / "home")
+    ring = Keyring.create(
+        keyring_path(paths.keys_dir), "a passphrase for tests", kdf=KdfParams(1, 8 * 1024, 1)
+    )
+    quarantine = QuarantineStore(paths, ring, conn)
+    sop = str(header.SOPInstanceUID)
+    item = quarantine.hold(
+        instances[0], "burnt-in text", raw=False, intake="rest", kind="pixels",
+        study_uid=study, sop_uid=sop,
+    )  # fmt: skip
+    quarantine.decide(item, "released", "pat")
+    quarantine.record_consent(study, "teaching", "pat")
+    cases, collections = gather(conn, cat)
+    assert cases[0]["metadata"]["title"] == "Pneumothorax"
+    assert cases[0]["consent"]["level"] == "teaching"
+    assert collections[0]["case_ids"] == [case.case_id]
+    review = _reviews(conn)[sop]
+    assert review["decision"] == "released" and review["reviewer"] == "pat"
