@@ -29,7 +29,7 @@ from archive.cli.api import (
     authenticated_person,
 )
 from archive.cli.common import HomeOption, JsonOption, emit_json, fail, load
-from archive.core import Ports, Refusal, Resource, authorise, perform
+from archive.core import Ports, Refusal, Refused, Resource, authorise, perform
 from archive.errors import ArchiveError
 from archive.transfer import store as tstore
 from archive.transfer.keys import transfer_keys
@@ -161,7 +161,10 @@ def register(app: typer.Typer) -> None:
                 try:
                     peer = tstore.add_peer(tx, organisation, signing_key, session.principal.user)
                 except ArchiveError as exc:
-                    fail(str(exc))
+                    next_step = "Copy the key from the other archive's `archive transfer identity`."
+                    raise Refused(
+                        Refusal("transfer.peer.manage", str(exc), next_step, "invalid")
+                    ) from None
                 return _Done({"fingerprint": peer.fingerprint, "organisation": peer.organisation})
 
             done = session.perform("transfer.peer.manage", act, target=organisation[:100])
@@ -449,7 +452,6 @@ def verify_and_record_receipt(
 
 def _refuse(session: _Session, action: str, reason: str, next_step: str, target: str) -> None:
     """Audit a refused act once, through the core (the act raises the refusal)."""
-    from archive.core import Refused
 
     def act(tx, permit):
         raise Refused(Refusal(action, reason[:300], next_step, "invalid"))
@@ -507,6 +509,14 @@ def import_into(
         envelope = opened.envelope_sha256
         stamp = _now().isoformat(timespec="seconds")
         client = api_client(home, user, password_file, token_file)
+        try:  # before anything is written: the instances go through the running archive
+            client.get("/teaching/health", timeout=10).raise_for_status()
+        except Exception:  # noqa: BLE001
+            client.close()
+            fail(
+                f"the archive at {client.base_url} is not answering; start it with "
+                "`archive serve`, then import again (nothing was stored)."
+            )
 
         def pixel_check(data: bytes, consent: str | None) -> str:
             outcome = check_pixels(data, masking, consent_level=consent)
