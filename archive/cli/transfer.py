@@ -586,8 +586,10 @@ def import_into(
             progress=_progress("importing instances", quiet),
         )
         try:
-            with client:
+            try:
                 result = import_package(opened, receiver)
+            finally:
+                client.close()
         except (ArchiveError, OSError) as exc:
             _refuse(session, "transfer.import", str(exc), "Ask the sender for a new package.",
                     package.name[:100])  # fmt: skip
