@@ -584,6 +584,9 @@ def import_into(
             record=record,
             editor=user_name,
             progress=_progress("importing instances", quiet),
+            record_consent=lambda study, level: quarantine.record_consent(
+                study, level, user_name, f"transfer from {opened.sender.organisation}"[:200]
+            ),
         )
         try:
             try:

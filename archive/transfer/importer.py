@@ -73,6 +73,7 @@ class Receiver:
     record: Callable[[dict], None]  # one imported item, for the mapping table
     editor: str
     progress: Callable[[int, int], None] = lambda done, total: None
+    record_consent: Callable[[str, str], None] = lambda study_uid, level: None
 
 
 def _text(ds: Any, keyword: str) -> str:
@@ -225,6 +226,9 @@ def import_package(opened: OpenedPackage, receiver: Receiver) -> ImportResult:
             _create_case(case, case_id, checked, receiver)
         if not existed:
             _keep_text(case, case_id, receiver, result)
+        consent = (case.get("consent") or {}).get("level")
+        if consent not in (None, "", "none"):  # the consent need travels with the case
+            receiver.record_consent(case["study_uid"], str(consent))
         for c in checked:
             sop = c.entry["sop_instance_uid"]
             item = {

@@ -62,7 +62,9 @@ def _header(data: bytes):
     return pydicom.dcmread(BytesIO(data), stop_before_pixels=True)
 
 
-def _write(tmp_path: Path, instances: list[bytes], *, review: dict | None = None) -> Path:
+def _write(
+    tmp_path: Path, instances: list[bytes], *, review: dict | None = None, consent: str = "none"
+) -> Path:
     study = str(_header(instances[0]).StudyInstanceUID)
     cases = [
         {
@@ -71,7 +73,7 @@ def _write(tmp_path: Path, instances: list[bytes], *, review: dict | None = None
             "status": "available",
             "level": "limited-access",
             "metadata": {"title": "Pneumothorax", "findings": "Shift.", "keywords": ["chest"]},
-            "consent": {"level": "none", "opt_out_checked": True},
+            "consent": {"level": consent, "opt_out_checked": True},
         }
     ]
 
@@ -230,6 +232,7 @@ class _Fake:
         self.tickets: list[str] = []
         self.pixel_calls = 0
         self.pixel_reason = pixel_reason
+        self.consents: list[tuple[str, str]] = []
 
     def receiver(self, level: str = "limited-access") -> Receiver:
         def pixel(data, consent):
@@ -254,15 +257,17 @@ class _Fake:
             stored_sha256=stored_sha, hold=hold,
             held_sha256=lambda item: hashlib.sha256(self.held[item][0]).hexdigest(),
             record=lambda item: None, editor="rpers",
+            record_consent=lambda study, level: self.consents.append((study, level)),
         )  # fmt: skip
 
 
 def test_import_keeps_ids_text_collections_and_honours_reviews(tmp_path, instances) -> None:
     review = {"decision": "released", "reviewer": "pat", "decided_at": "", "reason_held": "US"}
-    path = _write(tmp_path, instances, review=review)
+    path = _write(tmp_path, instances, review=review, consent="teaching")
     opened = open_package(path, RECEIVER, [SENDER_PEER])
     fake = _Fake(tmp_path, pixel_reason="this archive's pixel check would quarantine: text")
     result = import_package(opened, fake.receiver())
+    assert fake.consents == [(opened.manifest["cases"][0]["study_uid"], "teaching")]
     assert result.cases == {"NSR-2026-00001": "NSR-2026-00001"}
     # The reviewed instance is stored; the two unreviewed ones are held, with the reason.
     assert [i["outcome"] for i in result.items] == ["stored", "held", "held"]
