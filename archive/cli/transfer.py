@@ -554,9 +554,13 @@ def import_into(
 
         def record(item: dict) -> None:
             session.conn.execute(
-                "INSERT OR REPLACE INTO transfer_imports (envelope_sha256, sender_fingerprint,"
+                "INSERT INTO transfer_imports (envelope_sha256, sender_fingerprint,"
                 " sender_case_id, case_id, sop_instance_uid, sha256, outcome, reason,"
-                " imported_by, imported_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " imported_by, imported_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (envelope_sha256, sop_instance_uid) DO UPDATE SET"
+                " case_id = excluded.case_id, sha256 = excluded.sha256,"
+                " outcome = excluded.outcome, reason = excluded.reason,"
+                " imported_by = excluded.imported_by, imported_at = excluded.imported_at",
                 (
                     envelope, opened.sender.fingerprint, item["sender_case_id"], item["case_id"],
                     item["sop_instance_uid"], item["sha256"], item["outcome"], item["reason"],

@@ -68,6 +68,7 @@ def _now() -> str:
 
 
 def add_peer(conn: Any, organisation: str, signing_key_hex: str, by: str) -> Peer:
+    """Register (or rename) a peer by its key; one organisation keeps one key."""
     organisation = " ".join((organisation or "").split())
     if not organisation or len(organisation) > 300:
         raise ArchiveError("give the other archive's organisation name (at most 300 characters).")
@@ -80,9 +81,18 @@ def add_peer(conn: Any, organisation: str, signing_key_hex: str, by: str) -> Pee
             "on the other archive."
         ) from None
     peer = Peer(organisation, key, fingerprint(bytes.fromhex(key)))
+    ensure_schema(conn)
+    same = [
+        p for p in peers(conn) if p.organisation.casefold() == organisation.casefold()
+    ]  # fmt: skip
+    for old in same:  # a new key for an organisation replaces its old one
+        if old.fingerprint != peer.fingerprint:
+            conn.execute("DELETE FROM transfer_peers WHERE fingerprint = ?", (old.fingerprint,))
     conn.execute(
-        "INSERT OR REPLACE INTO transfer_peers (fingerprint, organisation, signing_key, added_by,"
-        " added_at) VALUES (?, ?, ?, ?, ?)",
+        "INSERT INTO transfer_peers (fingerprint, organisation, signing_key, added_by,"
+        " added_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (fingerprint) DO UPDATE SET"
+        " organisation = excluded.organisation, added_by = excluded.added_by,"
+        " added_at = excluded.added_at",
         (peer.fingerprint, peer.organisation, peer.signing_key, by, _now()),
     )
     return peer
@@ -141,9 +151,10 @@ def record_receipt(conn: Any, verified, transfer_id: int, organisation: str, by:
         "collections": verified.body.get("collections", {}),
     }
     conn.execute(
-        "INSERT OR REPLACE INTO transfer_receipts (receipt_sha256, transfer_id, envelope_sha256,"
+        "INSERT INTO transfer_receipts (receipt_sha256, transfer_id, envelope_sha256,"
         " signer_fingerprint, organisation, stored, held, statement, mapping_json, verified_by,"
-        " verified_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " verified_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (receipt_sha256)"
+        " DO UPDATE SET verified_by = excluded.verified_by, verified_at = excluded.verified_at",
         (
             verified.receipt_sha256,
             int(transfer_id),

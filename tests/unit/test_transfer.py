@@ -349,6 +349,8 @@ def test_peers_are_registered_by_key(tmp_path) -> None:
     assert tstore.peer_for(conn, "northern trust") == peer
     with pytest.raises(Exception, match="64 hex digits"):
         tstore.add_peer(conn, "X", "abc", "ann")
+    renewed = tstore.add_peer(conn, "Northern Trust", OTHER.signing_public_hex, "ann")
+    assert tstore.peers(conn) == [renewed]  # a new key replaces the organisation's old one
 
 
 def test_export_gathers_text_collections_reviews_and_consent(tmp_path, instances) -> None:
