@@ -235,6 +235,7 @@ def import_package(opened: OpenedPackage, receiver: Receiver) -> ImportResult:
                 "sender_case_id": sender_id,
                 "case_id": case_id,
                 "sop_instance_uid": sop,
+                "review": c.entry.get("review"),  # the sender's review outcome, kept
             }
             if c.reason:
                 held = receiver.hold(

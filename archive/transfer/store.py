@@ -51,6 +51,7 @@ SCHEMA = [
         sha256 TEXT NOT NULL,
         outcome TEXT NOT NULL,
         reason TEXT NOT NULL,
+        review TEXT NOT NULL DEFAULT '',
         imported_by TEXT NOT NULL,
         imported_at TEXT NOT NULL,
         PRIMARY KEY (envelope_sha256, sop_instance_uid)
@@ -191,8 +192,11 @@ def case_mapping(conn: Any) -> list[dict]:
     """Every imported instance with its sender and receiver case ids (receiver side)."""
     ensure_schema(conn)
     rows = conn.execute(
-        "SELECT sender_fingerprint, sender_case_id, case_id, sop_instance_uid, outcome, reason"
-        " FROM transfer_imports ORDER BY imported_at, sender_case_id"
+        "SELECT sender_fingerprint, sender_case_id, case_id, sop_instance_uid, outcome, reason,"
+        " review FROM transfer_imports ORDER BY imported_at, sender_case_id"
     ).fetchall()
     keys = ("sender_fingerprint", "sender_case_id", "case_id", "sop_instance_uid", "outcome")
-    return [dict(zip((*keys, "reason"), r, strict=True)) for r in rows]
+    out = [dict(zip((*keys, "reason", "review"), r, strict=True)) for r in rows]
+    for row in out:  # the sender's review outcome, kept as it came
+        row["review"] = json.loads(row["review"]) if row["review"] else None
+    return out

@@ -170,6 +170,10 @@ def test_transfer_import_receipt_and_wipe(tmp_path: Path) -> None:
         assert done["stored"] == 4 and done["held"] == 0 and done["text_held"] == []
         assert done["cases"] == {c: c for c in cases}  # the sender's ids are kept
 
+        mapping = _ok(receiver.cli("transfer", "mapping", "--json"))
+        assert sorted((m["sender_case_id"], m["case_id"]) for m in mapping) == sorted(
+            (c, c) for c in cases for _ in range(2)
+        )
         # Case by case: the same files (so UIDs and pixels), ids, teaching text, collection.
         assert _hashes(receiver) == _hashes(sender)
         wait_for_cases(receiver, 2)

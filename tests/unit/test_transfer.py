@@ -273,6 +273,7 @@ def test_import_keeps_ids_text_collections_and_honours_reviews(tmp_path, instanc
     assert [i["outcome"] for i in result.items] == ["stored", "held", "held"]
     assert all("pixel check would quarantine" in i["reason"] for i in result.items[1:])
     assert fake.pixel_calls == 2 and len(fake.tickets) == 1
+    assert result.items[0]["review"] == review and result.items[1]["review"] is None
     case = fake.catalogue.get("NSR-2026-00001")
     assert case.title == "Pneumothorax" and case.keywords == ["chest"]
     assert case.status == "quarantined"  # something of it is held
