@@ -11,11 +11,12 @@ from typing import Annotated
 
 import typer
 
-from archive import __version__, orthanc_config, server, tls_proxy
+from archive import __version__
 from archive.cli.common import HomeOption, JsonOption, emit_json, fail, load
 from archive.config import database_password, for_node
 from archive.errors import ArchiveError
-from archive.home import check_home_permissions, init_home
+from archive.serve import orthanc_config, server, tls_proxy
+from archive.serve.home import check_home_permissions, init_home
 
 NodeOption = Annotated[
     int,

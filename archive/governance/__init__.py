@@ -8,7 +8,7 @@ policies/governance and is loaded by `policy.load_policy`.
 """
 
 from archive.governance.board import BoardVote
-from archive.governance.certificate import (
+from archive.governance.closure.certificate import (
     Media,
     Person,
     SanitizationStep,
@@ -19,15 +19,20 @@ from archive.governance.certificate import (
     default_steps,
     sign_certificate,
 )
-from archive.governance.closure import ClosureInputs, ClosurePlan, ClosureRecords, closure_plan
+from archive.governance.closure.records import (
+    ClosureInputs,
+    ClosurePlan,
+    ClosureRecords,
+    closure_plan,
+)
 from archive.governance.errors import GovernanceError
-from archive.governance.optout import OptOutRegister
+from archive.governance.optout.register import OptOutRegister
 from archive.governance.policy import GovernancePolicy, load_policy
 from archive.governance.pulls import PullInventory
-from archive.governance.recipients import DicomNode, Recipient, Recipients
-from archive.governance.removals import ExportTicket, RemovalRequest, RemovalRequests
-from archive.governance.sharing import Shares, ShareTicket, share_log_csv, share_log_json
-from archive.governance.undertaking import render_undertaking
+from archive.governance.removals.records import ExportTicket, RemovalRequest, RemovalRequests
+from archive.governance.sharing.recipients import DicomNode, Recipient, Recipients
+from archive.governance.sharing.records import Shares, ShareTicket, share_log_csv, share_log_json
+from archive.governance.sharing.undertaking import render_undertaking
 
 __all__ = [
     "BoardVote",

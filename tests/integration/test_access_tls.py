@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from archive import tls_proxy
+from archive.serve import tls_proxy
 from tests.harness import RunningArchive, add_user, new_archive
 
 # A second loopback address: nginx sees it, Orthanc (behind nginx) sees 127.0.0.1 only.

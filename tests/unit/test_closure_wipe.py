@@ -9,8 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from archive.closure.shred import shred_header
-from archive.closure.wipe import (
+from archive.paths import HomePaths
+from archive.vault import EncryptedStore, Keyring, backup_keyring, volume
+from archive.vault.errors import KeyringMissingError
+from archive.vault.keyring import keyring_path
+from archive.vault.sealing import KdfParams
+from archive.vault.shred import shred_header
+from archive.vault.volume import fuse_usable
+from archive.vault.wipe import (
     check_nothing_remains,
     crypto_erase,
     delete_ciphertext,
@@ -21,12 +27,6 @@ from archive.closure.wipe import (
     unmount_volume,
     unwrap_attempts,
 )
-from archive.paths import HomePaths
-from archive.vault import EncryptedStore, Keyring, backup_keyring, volume
-from archive.vault.errors import KeyringMissingError
-from archive.vault.keyring import keyring_path
-from archive.vault.sealing import KdfParams
-from archive.vault.volume import fuse_usable
 
 FAST = KdfParams(time_cost=1, memory_cost=8 * 1024, parallelism=1)
 PASS = "correct horse battery staple, unit tests"
