@@ -9,6 +9,7 @@ DEBS=(
   orthanc orthanc-python orthanc-postgresql dcmtk dicom3tools
   tesseract-ocr gocryptfs fuse3 python3.11 python3.11-venv
   postgresql chromium chromium-driver fonts-dejavu-core nginx-light gcc libc6-dev
+  age
 )
 
 SUDO=""

@@ -19,7 +19,7 @@ from archive.audit import AuditEvent
 from archive.core import Refused
 from archive.errors import ArchiveError
 from archive.export import build_package
-from archive.export.package import MIN_PASSPHRASE
+from archive.export.package import MIN_PASSPHRASE, export_extras
 from archive.governance.removals import usecases as uc
 from archive.governance.removals.records import RemovalRequests
 from archive.governance.usecase import levels_of, refusal_of, released_cases, status_of
@@ -97,7 +97,9 @@ def _export(services, request, groups, body: dict):
         manifest = registry.export_manifest(entries, ticket, now=gh.now())
         package = build_package(files, manifest, ticket.approval.text,
                                 passphrase=body.get("passphrase"),
-                                recipient=body.get("recipient"))  # fmt: skip
+                                recipient=body.get("recipient"),
+                                **export_extras(gh.catalogue(services), list(cases),
+                                                services.runtime.keyring))  # fmt: skip
     except Exception as exc:  # the download stays spent: fail closed
         audit_as(services, ACTION, principal, "failure", str(rid),
                  reference=ticket.approval_reference, download=ticket.download_number,

@@ -90,6 +90,9 @@ def build_service(parts) -> IngestService:
             parts.db(), study, series, flags
         ),
         redeem_ticket=lambda sop, data: tickets.redeem(parts.db(), key, sop_uid=sop, data=data),
+        redeem_import=lambda sop, data: tickets.redeem(  # issue 25: a verified transfer
+            parts.db(), key, sop_uid=sop, data=data, imports_only=True
+        ),
     )
 
 

@@ -63,6 +63,7 @@ class IngestService:
         consent_for: Callable[[str], str | None] = lambda study_uid: None,
         record_flags: Callable[[str, str, list[str]], None] = lambda study, series, flags: None,
         redeem_ticket: Callable[[str, bytes], str | None] | None = None,
+        redeem_import: Callable[[str, bytes], str | None] | None = None,
     ) -> None:
         self.policy = policy
         self.secrets = secrets
@@ -75,12 +76,14 @@ class IngestService:
         self.consent_for = consent_for
         self.record_flags = record_flags
         self.redeem_ticket = redeem_ticket
+        self.redeem_import = redeem_import
 
     def process(
         self, data: bytes, intake: str, source: str, actor: str | None = None
     ) -> IngestOutcome:
-        if intake == "plugin" and self.redeem_ticket is not None:
-            reviewed = self._reviewed_release(data, source)
+        redeem = {"plugin": self.redeem_ticket, "rest": self.redeem_import}.get(intake)
+        if redeem is not None:  # a reviewed release, or a verified transfer import
+            reviewed = self._reviewed_release(data, source, redeem)
             if reviewed is not None:
                 return reviewed
         ingested_by = actor or intake
@@ -203,18 +206,23 @@ class IngestService:
             Action.HOLD, None, reason, study_uid=result.study_uid, quarantine_id=item
         )
 
-    def _reviewed_release(self, data: bytes, source: str) -> IngestOutcome | None:
-        """A reviewer's release posted by the plugin: stored unchanged iff a ticket redeems."""
-        assert self.redeem_ticket is not None
+    def _reviewed_release(
+        self, data: bytes, source: str, redeem: Callable[[str, bytes], str | None]
+    ) -> IngestOutcome | None:
+        """A reviewer's release posted by the plugin, or an instance of a verified transfer
+        package uploaded by its importer: stored unchanged iff a ticket redeems."""
         try:
             header = dcmread(BytesIO(data), stop_before_pixels=True)
             sop_uid = str(header.SOPInstanceUID)
             study_uid = str(header.StudyInstanceUID)
         except Exception:  # noqa: BLE001 - not a ticketed instance; de-identify as usual
             return None
-        item = self.redeem_ticket(sop_uid, data)
+        item = redeem(sop_uid, data)
         if item is None:
             return None
+        if item.startswith("import:"):
+            self._audit("ingest.transfer_import", "success", source, study_uid, sop=sop_uid)
+            return IngestOutcome(Action.STORE, data, "", study_uid=study_uid, reviewed_release=True)
         self._audit("ingest.reviewed_release", "success", source, study_uid, sop=sop_uid, item=item)
         return IngestOutcome(Action.STORE, data, "", study_uid=study_uid, reviewed_release=True)
 
