@@ -9,6 +9,7 @@ OCR result and the Clean Pixel Data Option recorded. Any failure holds (fail clo
 
 from __future__ import annotations
 
+from collections.abc import Sequence as Seq
 from dataclasses import dataclass, field
 from io import BytesIO
 from typing import Literal
@@ -41,6 +42,7 @@ class PixelOutcome:
     flags: list[str] = field(default_factory=list)
     template: str | None = None
     assessed: bool = False  # whether the full pixel assessment ran
+    ocr: dict = field(default_factory=dict)  # the OCR report: frames, words, kinds, boxes
 
 
 def needs_pixel_check(header: Dataset, policy: MaskingPolicy) -> bool:
@@ -83,6 +85,7 @@ def check_pixels(
     *,
     consent_level: str | None = None,
     handed_over: bool = False,
+    identifiers: Seq[str] = (),
 ) -> PixelOutcome:
     """Decide one de-identified instance's pixels.
 
@@ -96,14 +99,18 @@ def check_pixels(
             flags = [FACIAL_FLAG] if facial_features_possible(header, policy) else []
             return PixelOutcome("release", data, ["no burnt-in text indicators"], flags)
         ds = dcmread(BytesIO(data))
-        verdict = assess(ds, policy, consent_level=consent_level)
+        verdict = assess(ds, policy, consent_level=consent_level, identifiers=identifiers)
         flags = list(verdict.flags)
         if verdict.action == "quarantine":
-            return PixelOutcome("quarantine", None, verdict.reasons, flags, verdict.template, True)
+            return PixelOutcome(
+                "quarantine", None, verdict.reasons, flags, verdict.template, True, verdict.ocr
+            )
         if verdict.action == "masked":
             assert verdict.dataset is not None and verdict.dataset.BurnedInAnnotation == "NO"
             masked = encode_masked(verdict.dataset, verdict.template)
-            return PixelOutcome("masked", masked, verdict.reasons, flags, verdict.template, True)
+            return PixelOutcome(
+                "masked", masked, verdict.reasons, flags, verdict.template, True, verdict.ocr
+            )
         if handed_over and not (is_candidate(ds, policy) or PHOTOGRAPH_FLAG in flags):
             return PixelOutcome(
                 "quarantine",
@@ -112,6 +119,8 @@ def check_pixels(
                 flags,
                 assessed=True,
             )
-        return PixelOutcome("release", data, verdict.reasons, flags, verdict.template, True)
+        return PixelOutcome(
+            "release", data, verdict.reasons, flags, verdict.template, True, verdict.ocr
+        )
     except Exception as exc:  # noqa: BLE001 - fail closed; no values in the reason
         return PixelOutcome("quarantine", None, [f"pixel check failed ({type(exc).__name__})"])

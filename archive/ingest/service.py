@@ -118,7 +118,11 @@ class IngestService:
         else:
             consent = self.consent_for(result.study_uid) if result.study_uid else None
             pixels = check_pixels(
-                candidate, self.masking, consent_level=consent, handed_over=handed_over
+                candidate,
+                self.masking,
+                consent_level=consent,
+                handed_over=handed_over,
+                identifiers=result.identifiers,
             )
 
         if pixels.action == "quarantine" or pixels.data is None:

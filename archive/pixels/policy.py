@@ -55,9 +55,12 @@ class Region:
 class MaskTemplate:
     """Regions to black out on images of one device type, and its clinical image area.
 
-    ``image_area`` lists the rectangles holding the clinical image itself: text found
-    there after masking (calipers, labels) is tolerated; any text elsewhere is not.
-    An empty ``image_area`` means no text may remain anywhere.
+    ``image_area`` documents the rectangles holding the clinical image itself (for the
+    reviewer's preview); it hides nothing from OCR: after masking, the whole frame minus
+    the masked regions is read, and any text left holds the instance (issue 24).
+    A template matches on manufacturer, model, size and modality, and, when given, SOP
+    class and photometric interpretation; at use, OCR must also find text inside its
+    regions, or it is not this layout.
     """
 
     name: str
@@ -71,6 +74,8 @@ class MaskTemplate:
     version: int = TEMPLATE_VERSION
     description: str = ""
     source: Path | None = None
+    sop_classes: tuple[str, ...] = ()  # empty: any SOP class
+    photometric: tuple[str, ...] = ()  # empty: any photometric interpretation
 
     @property
     def label(self) -> str:
@@ -85,12 +90,14 @@ class OcrSettings:
     page_segmentation_mode: int
     min_confidence: float
     min_text_length: int
-    frames_to_sample: int
+    frames_to_sample: int  # 0: every frame (identical frames are read once)
     upscale_below: int
     upscale_factor: int
     timeout_seconds: float
     extra_modalities: tuple[str, ...]  # non-candidate modalities also screened by OCR
     bright_thresholds: tuple[int, ...] = ()  # extra passes on pixels >= threshold (0-255)
+    # words shorter than 4 letters/digits need this confidence (speckle reads as "tin")
+    short_word_min_confidence: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -102,6 +109,10 @@ class CandidateRules:
     description_markers: tuple[str, ...]
     scanned_conversion_types: tuple[str, ...]
     release_clean_candidates: bool
+    # (0008,0008) values 1-2 that mark a derived or secondary image (any modality)
+    image_type_values: tuple[str, ...] = ()
+    # any (0008,0064) Conversion Type present marks a capture (WSD, SYN, DV, ...)
+    any_conversion_type: bool = False
 
 
 @dataclass(frozen=True)
@@ -247,6 +258,8 @@ def parse_template(data: dict[str, Any], where: str, source: Path | None = None)
         version=version,
         description=r.get("description", str, ""),
         source=source,
+        sop_classes=m.strings("sop_classes", ()),
+        photometric=tuple(v.upper() for v in m.strings("photometric", ())),
     )
     for reg in regions + image_area:
         if reg.x + reg.width > template.columns or reg.y + reg.height > template.rows:
@@ -311,12 +324,14 @@ def load_masking_policy(policies_dir: Path) -> MaskingPolicy:
         timeout_seconds=float(o.get("timeout_seconds", (int, float))),
         extra_modalities=tuple(m.upper() for m in o.strings("extra_modalities")),
         bright_thresholds=tuple(int(t) for t in o.get("bright_thresholds", list, [])),
+        short_word_min_confidence=float(o.get("short_word_min_confidence", (int, float), 0)),
     )
     if not all(0 < t < 256 for t in ocr.bright_thresholds):
         raise ArchiveError(f"{path}: bright_thresholds must be grey levels between 1 and 255")
-    if ocr.frames_to_sample < 1 or ocr.upscale_factor < 1 or ocr.min_text_length < 1:
+    if ocr.frames_to_sample < 0 or ocr.upscale_factor < 1 or ocr.min_text_length < 1:
         raise ArchiveError(
-            f"{path}: frames_to_sample, upscale_factor, min_text_length must be >= 1"
+            f"{path}: frames_to_sample must be >= 0 (0: every frame), upscale_factor and "
+            "min_text_length >= 1"
         )
     policy = MaskingPolicy(
         version=r.get("version", int),
@@ -329,6 +344,8 @@ def load_masking_policy(policies_dir: Path) -> MaskingPolicy:
             description_markers=tuple(m.lower() for m in c.strings("description_markers")),
             scanned_conversion_types=tuple(c.strings("scanned_conversion_types")),
             release_clean_candidates=c.get("release_clean_candidates", bool),
+            image_type_values=tuple(v.upper() for v in c.strings("image_type_values", ())),
+            any_conversion_type=c.get("any_conversion_type", bool, False),
         ),
         photographs=PhotographRules(
             modalities=tuple(m.upper() for m in p.strings("modalities")),
@@ -359,13 +376,17 @@ def match_template(ds: Any, policy: MaskingPolicy) -> MaskTemplate | None:
     """The template for this instance's device and image size, or None.
 
     Manufacturer, model and modality compare case- and whitespace-insensitively; rows
-    and columns must be equal. A template with an exact model wins over a "*" one; ties
-    go to the first by name, so the choice is deterministic.
+    and columns must be equal; a template that lists SOP classes or photometric
+    interpretations matches only those. A template with an exact model wins over a "*"
+    one; ties go to the first by name, so the choice is deterministic. (Whether the
+    template's regions hold this image's text is checked by OCR at use: see assess.)
     """
     manufacturer = _norm(ds.get("Manufacturer"))
     model = _norm(ds.get("ManufacturerModelName"))
     modality = _norm(ds.get("Modality"))
     rows, columns = ds.get("Rows"), ds.get("Columns")
+    sop_class = str(ds.get("SOPClassUID") or "").strip()
+    photometric = str(ds.get("PhotometricInterpretation") or "").strip().upper()
     best: MaskTemplate | None = None
     for t in sorted(policy.templates, key=lambda t: t.name):
         if (
@@ -373,6 +394,8 @@ def match_template(ds: Any, policy: MaskingPolicy) -> MaskTemplate | None:
             or _norm(t.modality) != modality
             or t.rows != rows
             or t.columns != columns
+            or (t.sop_classes and sop_class not in t.sop_classes)
+            or (t.photometric and photometric not in t.photometric)
         ):
             continue
         if t.model == "*":
@@ -398,6 +421,8 @@ def define_template(
     *,
     image_area: list[Region] | list[tuple[int, int, int, int]] = (),  # type: ignore[assignment]
     description: str = "",
+    sop_classes: tuple[str, ...] = (),
+    photometric: tuple[str, ...] = (),
 ) -> MaskTemplate:
     """Build a validated template (e.g. from a reviewer's region set)."""
     if not _NAME_RE.match(name):
@@ -422,6 +447,8 @@ def define_template(
             "rows": int(rows),
             "columns": int(columns),
             "modality": modality,
+            **({"sop_classes": list(sop_classes)} if sop_classes else {}),
+            **({"photometric": list(photometric)} if photometric else {}),
         },
         "regions": regs(regions, "regions"),
         "image_area": regs(image_area, "image_area"),
@@ -440,6 +467,8 @@ def template_to_toml(template: MaskTemplate) -> str:
             "rows": template.rows,
             "columns": template.columns,
             "modality": template.modality,
+            **({"sop_classes": list(template.sop_classes)} if template.sop_classes else {}),
+            **({"photometric": list(template.photometric)} if template.photometric else {}),
         },
         "regions": [r.as_dict() for r in template.regions],
     }
