@@ -179,6 +179,34 @@ def _ignored(hit: TextHit, regions: Iterable[Region]) -> bool:
     return any(r.contains(hit.bbox) for r in regions)
 
 
+def _smooth3(gray: np.ndarray) -> np.ndarray:
+    """3x3 box mean (edges replicated): speckle averages out, text strokes stay."""
+    padded = np.pad(gray.astype(np.float32), 1, mode="edge")
+    rows, cols = gray.shape
+    total = np.zeros((rows, cols), dtype=np.float32)
+    for dy in range(3):
+        for dx in range(3):
+            total += padded[dy : dy + rows, dx : dx + cols]
+    return total / 9.0
+
+
+def smoothed_extremes(gray: np.ndarray) -> list[np.ndarray]:
+    """Black-on-white images of the smoothed frame's brightest and darkest pixels.
+
+    The cut is the 99th (1st) percentile, and at least 40 grey levels from the median, so
+    a frame without text gives an almost blank page rather than a field of noise.
+    """
+    smooth = _smooth3(gray)
+    median = float(np.median(smooth))
+    out = []
+    bright_cut = max(float(np.percentile(smooth, 99.0)), median + 40)
+    dark_cut = min(float(np.percentile(smooth, 1.0)), median - 40)
+    for mask in (smooth >= bright_cut, smooth <= dark_cut):
+        if mask.any():
+            out.append(np.where(mask, 0, 255).astype(np.uint8))
+    return out
+
+
 def frames_to_read(ds: Dataset, settings: OcrSettings) -> list[int]:
     """Every frame (policy 0), or the policy's number of evenly spaced ones."""
     n = frame_count(ds)
@@ -221,6 +249,9 @@ def ocr_find_text(
         for threshold in settings.bright_thresholds:
             bright = np.where(gray >= threshold, 255, 0).astype(np.uint8)
             found.extend(ocr_image(bright, settings, frame=index, identifiers=idents))
+        if settings.smoothed_passes:
+            for image in smoothed_extremes(gray):
+                found.extend(ocr_image(image, settings, frame=index, identifiers=idents))
         for hit in found:
             if not _ignored(hit, ignore) and not any(_same_word(hit, h) for h in hits):
                 hits.append(hit)

@@ -98,6 +98,10 @@ class OcrSettings:
     bright_thresholds: tuple[int, ...] = ()  # extra passes on pixels >= threshold (0-255)
     # words shorter than 4 letters/digits need this confidence (speckle reads as "tin")
     short_word_min_confidence: float = 0.0
+    # two more passes on a 3x3-smoothed frame: only its brightest, and only its darkest,
+    # pixels (speckle averages out, text strokes do not): text on ultrasound speckle and
+    # on grey gradients that one global threshold misses
+    smoothed_passes: bool = False
 
 
 @dataclass(frozen=True)
@@ -325,6 +329,7 @@ def load_masking_policy(policies_dir: Path) -> MaskingPolicy:
         extra_modalities=tuple(m.upper() for m in o.strings("extra_modalities")),
         bright_thresholds=tuple(int(t) for t in o.get("bright_thresholds", list, [])),
         short_word_min_confidence=float(o.get("short_word_min_confidence", (int, float), 0)),
+        smoothed_passes=o.get("smoothed_passes", bool, False),
     )
     if not all(0 < t < 256 for t in ocr.bright_thresholds):
         raise ArchiveError(f"{path}: bright_thresholds must be grey levels between 1 and 255")

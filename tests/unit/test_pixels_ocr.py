@@ -34,6 +34,7 @@ from archive.pixels.synthetic import (
     available_fonts,
     ct_slice,
     make_dataset,
+    recall_case,
     ultrasound_with_text,
 )
 
@@ -274,3 +275,18 @@ def test_derived_screen_capture_filed_as_ct_is_read(policy):
     verdict = assess(ct, policy)
     assert verdict.action == "quarantine", verdict.reasons
     assert any(r.startswith("OCR found text") for r in verdict.reasons)
+
+
+def test_smoothed_passes_read_text_on_speckle_that_one_threshold_misses(policy):
+    # recall-set frames 7 and 10: legible text on speckle the earlier passes missed
+    def found(pol, index):
+        ds, boxes = recall_case(index)
+        hits = ocr_find_text(ds, pol)
+        return all(any(_overlaps(h.bbox, b) for h in hits) for b in boxes)
+
+    old = dataclasses.replace(policy, ocr=dataclasses.replace(policy.ocr, smoothed_passes=False))
+    assert policy.ocr.smoothed_passes
+    assert found(policy, 10) and found(policy, 7)
+    assert not (found(old, 10) and found(old, 7))
+    clean, _ = recall_case(10, text=False)
+    assert ocr_find_text(clean, policy) == []
