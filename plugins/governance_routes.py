@@ -25,6 +25,7 @@ from archive.export import build_package
 from archive.export.package import MIN_PASSPHRASE
 from archive.governance import PullInventory, RemovalRequests, load_policy
 from archive.governance.workstations import Workstations
+from plugins.face_holds import check_face_holds
 from plugins.rest import HttpError, answer_json, audit_as, principal_of, request_json, route
 from plugins.vault_files import send_to_node, study_entries, study_files
 
@@ -171,6 +172,7 @@ def create_removal(services, principal, body: dict) -> dict:
         raise HttpError(400, 'give "cases": a list of case ids.')
     try:
         levels = _levels(services, cases)
+        check_face_holds(services, _catalogue(services), levels, "export")
         made = _registry(services).create(
             cases,
             body.get("purpose", ""),
@@ -313,6 +315,7 @@ def _export(services, request, groups, body: dict) -> tuple[bytes, str]:
         passphrase, recipient = body.get("passphrase"), body.get("recipient")
         _check_key(passphrase, recipient)  # before the spend: a typo must not burn a download
         levels = _levels(services, item.case_ids)
+        check_face_holds(services, _catalogue(services), levels, "export")
         ticket = registry.authorise_export(rid, _now(), case_levels=levels, on_spend=record_spend)
     except (ArchiveError, HttpError) as exc:
         _audit(services, action, principal, "denied", str(rid), reason=type(exc).__name__)

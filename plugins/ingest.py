@@ -78,6 +78,9 @@ def build_service(services) -> IngestService:
             services.db(), study, series, flags
         ),
         redeem_ticket=lambda sop, data: tickets.redeem(services.db(), key, sop_uid=sop, data=data),
+        record_face=lambda study, series, sop, face: ingest_flags.record_face_slice(
+            services.db(), study, series, sop, face, masking.facial
+        ),
     )
 
 

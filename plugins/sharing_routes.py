@@ -36,6 +36,7 @@ from archive.governance.share_delivery import (
 )
 from archive.governance.sharing import proposal_view, share_log_csv
 from archive.vault.ledger import LedgerEntry
+from plugins.face_holds import check_face_holds
 from plugins.rest import HttpError, answer_json, audit_as, principal_of, request_json, route
 from plugins.vault_files import send_to_node, study_files
 
@@ -234,9 +235,11 @@ def _propose(services, request, **_):
         recipient = body.get("recipient_id")
         if isinstance(recipient, bool) or not isinstance(recipient, int):
             raise HttpError(400, 'give "recipient_id": the recipient\'s number.')
+        levels = _proposal_levels(services, cases)
+        check_face_holds(services, _catalogue(services), levels, "share")
         return _shares(services).propose(
             cases, recipient, body.get("purpose", ""), BoardVote.of_principal(principal),
-            case_levels=_proposal_levels(services, cases), now=_now(),
+            case_levels=levels, now=_now(),
         )  # fmt: skip
 
     made = _guarded(services, "governance.share.propose", principal, None, make)
@@ -450,6 +453,7 @@ def _execute(services, request, groups) -> tuple[dict, bytes | None]:
         shares = _shares(services)
         proposal = shares.get(pid)
         levels, studies = _case_levels_and_studies(services, proposal.case_ids)
+        check_face_holds(services, _catalogue(services), levels, "share")
         ticket = shares.authorise_share(pid, levels, now=_now())
         if method not in ticket.methods:
             what = "DICOM node" if method == "cstore" else "public key"

@@ -11,6 +11,8 @@ import sqlite3
 from datetime import UTC, datetime
 
 from archive import db
+from archive.pixels.face import FaceResult, SliceFace, series_face
+from archive.pixels.policy import FacialRules
 
 SCHEMA = [
     """
@@ -25,8 +27,22 @@ SCHEMA = [
         PRIMARY KEY (study_uid, series_uid, flag)
     );
     CREATE INDEX ingest_flags_study ON ingest_flags (study_uid);
+    """,
     """
+    CREATE TABLE ingest_face_slices (
+        study_uid TEXT NOT NULL,
+        series_uid TEXT NOT NULL,
+        sop_uid TEXT NOT NULL,
+        position REAL NOT NULL,
+        thickness REAL,
+        head_sized INTEGER NOT NULL,
+        protrusion_mm REAL NOT NULL,
+        PRIMARY KEY (study_uid, series_uid, sop_uid)
+    );
+    """,
 ]
+
+FACE_SURFACE_FLAG = "facial-surface"
 
 
 def ensure_schema(conn: sqlite3.Connection) -> None:
@@ -89,3 +105,85 @@ def decide_flag(
         (reviewer, _now(), note, study_uid, flag),
     )
     return cursor.rowcount
+
+
+# --- the face check from the pixels (issue 24) ---------------------------------------------
+
+
+def record_face_slice(
+    conn: sqlite3.Connection,
+    study_uid: str,
+    series_uid: str,
+    sop_uid: str,
+    face: SliceFace,
+    rules: FacialRules,
+) -> FaceResult:
+    """Remember one slice's face measures; flag the series once it covers a face."""
+    ensure_schema(conn)
+    conn.execute(
+        "INSERT OR REPLACE INTO ingest_face_slices (study_uid, series_uid, sop_uid, position,"
+        " thickness, head_sized, protrusion_mm) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (
+            study_uid,
+            series_uid or "",
+            sop_uid,
+            face.position,
+            face.thickness,
+            int(face.head_sized),
+            face.protrusion_mm,
+        ),
+    )
+    result = series_face_result(conn, study_uid, series_uid, rules)
+    if result.covered:
+        record_flags(conn, study_uid, series_uid, [FACE_SURFACE_FLAG])
+    return result
+
+
+def series_face_result(
+    conn: sqlite3.Connection, study_uid: str, series_uid: str, rules: FacialRules
+) -> FaceResult:
+    ensure_schema(conn)
+    rows = conn.execute(
+        "SELECT position, thickness, head_sized, protrusion_mm FROM ingest_face_slices"
+        " WHERE study_uid = ? AND series_uid = ?",
+        (study_uid, series_uid or ""),
+    ).fetchall()
+    return series_face([SliceFace(r[0], r[1], bool(r[2]), r[3]) for r in rows], rules)
+
+
+def face_report(
+    conn: sqlite3.Connection, study_uid: str, rules: FacialRules
+) -> dict[str, dict[str, object]]:
+    """The face result of every series of a study that was read (for the review)."""
+    ensure_schema(conn)
+    series = [
+        r[0]
+        for r in conn.execute(
+            "SELECT DISTINCT series_uid FROM ingest_face_slices WHERE study_uid = ?",
+            (study_uid,),
+        )
+    ]
+    return {s: series_face_result(conn, study_uid, s, rules).as_dict() for s in series}
+
+
+def face_holds(
+    conn: sqlite3.Connection, studies: dict[str, str], rules: FacialRules, use: str
+) -> list[str]:
+    """The seam governance calls: which of ``studies`` (case id -> study UID, limited-access
+    cases only) must be held from ``use`` ("export" or "share") because a series covers a
+    face and the pixel policy holds such cases. A reviewer's decision on the flag
+    (``decide_flag``) lifts the hold for that study."""
+    if use == "export" and not rules.hold_exports:
+        return []
+    if use == "share" and not rules.hold_shares:
+        return []
+    ensure_schema(conn)
+    held = []
+    for case_id, study_uid in studies.items():
+        row = conn.execute(
+            "SELECT 1 FROM ingest_flags WHERE study_uid = ? AND flag = ? AND decided_by IS NULL",
+            (study_uid, FACE_SURFACE_FLAG),
+        ).fetchone()
+        if row is not None:
+            held.append(case_id)
+    return held

@@ -29,6 +29,7 @@ from archive.pixels import (
 )
 from archive.pixels.assess import FACIAL_FLAG
 from archive.pixels.detect import is_document, modality
+from archive.pixels.face import SliceFace, slice_face
 
 PixelAction = Literal["release", "masked", "quarantine"]
 CLEAN_PIXEL_CODE = ("113101", "Clean Pixel Data Option")
@@ -43,6 +44,7 @@ class PixelOutcome:
     template: str | None = None
     assessed: bool = False  # whether the full pixel assessment ran
     ocr: dict = field(default_factory=dict)  # the OCR report: frames, words, kinds, boxes
+    face: SliceFace | None = None  # the face measures of a thin CT/MR slice
 
 
 def needs_pixel_check(header: Dataset, policy: MaskingPolicy) -> bool:
@@ -79,6 +81,18 @@ def encode_masked(ds: Dataset, template: str | None) -> bytes:
     return out.getvalue()
 
 
+def _may_check_face(header: Dataset, policy: MaskingPolicy) -> bool:
+    # stop_before_pixels drops PixelData, so ask about the header's other facts only
+    rules = policy.facial
+    if modality(header) not in rules.modalities:
+        return False
+    try:
+        thickness = float(header.get("SliceThickness"))
+    except (TypeError, ValueError):
+        return True
+    return thickness <= rules.check_thickness_mm
+
+
 def check_pixels(
     data: bytes,
     policy: MaskingPolicy,
@@ -97,7 +111,18 @@ def check_pixels(
         header = dcmread(BytesIO(data), stop_before_pixels=True)
         if not handed_over and not needs_pixel_check(header, policy):
             flags = [FACIAL_FLAG] if facial_features_possible(header, policy) else []
-            return PixelOutcome("release", data, ["no burnt-in text indicators"], flags)
+            face = None
+            if _may_check_face(header, policy):
+                try:
+                    face = slice_face(dcmread(BytesIO(data)))
+                except Exception as exc:  # noqa: BLE001 - fail closed, with the reason
+                    return PixelOutcome(
+                        "quarantine",
+                        None,
+                        [f"face check could not run ({type(exc).__name__}); held for review"],
+                        flags,
+                    )
+            return PixelOutcome("release", data, ["no burnt-in text indicators"], flags, face=face)
         ds = dcmread(BytesIO(data))
         verdict = assess(ds, policy, consent_level=consent_level, identifiers=identifiers)
         flags = list(verdict.flags)

@@ -22,6 +22,7 @@ from archive.errors import ArchiveError
 from archive.ingest.handover import Handover
 from archive.ingest.pixelstep import PixelOutcome, check_pixels
 from archive.pixels import MaskingPolicy
+from archive.pixels.face import SliceFace
 
 
 class Action(Enum):
@@ -63,6 +64,7 @@ class IngestService:
         consent_for: Callable[[str], str | None] = lambda study_uid: None,
         record_flags: Callable[[str, str, list[str]], None] = lambda study, series, flags: None,
         redeem_ticket: Callable[[str, bytes], str | None] | None = None,
+        record_face: Callable[[str, str, str, SliceFace], None] | None = None,
     ) -> None:
         self.policy = policy
         self.secrets = secrets
@@ -75,6 +77,7 @@ class IngestService:
         self.consent_for = consent_for
         self.record_flags = record_flags
         self.redeem_ticket = redeem_ticket
+        self.record_face = record_face
 
     def process(
         self, data: bytes, intake: str, source: str, actor: str | None = None
@@ -160,6 +163,10 @@ class IngestService:
             )
 
         self.record_flags(result.study_uid, result.series_uid, pixels.flags)
+        if pixels.face is not None and self.record_face is not None:
+            self.record_face(
+                result.study_uid, result.series_uid, result.sop_instance_uid, pixels.face
+            )
         self._audit(
             "ingest.released",
             "success",

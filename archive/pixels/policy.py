@@ -132,6 +132,14 @@ class FacialRules:
     body_parts: tuple[str, ...]
     description_markers: tuple[str, ...]
     flag_when_thickness_unknown: bool
+    # the pixel check (archive.pixels.face): CT/MR slices this thin or thinner are read
+    check_thickness_mm: float = 3.0
+    min_protrusion_mm: float = 10.0  # nose/lips/chin in front of the outline 25 mm aside
+    max_spacing_mm: float = 3.0  # coarser series cannot render a face
+    min_face_extent_mm: float = 20.0  # facial outline over at least this height
+    hold_exports: bool = True  # limited-access cases with a face: exports held
+    hold_shares: bool = True  # ... and third-party shares held
+    publication: str = "deface"  # "deface" or "refuse": what publication review requires
 
 
 @dataclass(frozen=True)
@@ -331,6 +339,8 @@ def load_masking_policy(policies_dir: Path) -> MaskingPolicy:
         short_word_min_confidence=float(o.get("short_word_min_confidence", (int, float), 0)),
         smoothed_passes=o.get("smoothed_passes", bool, False),
     )
+    if f.get("publication", str, "deface") not in ("deface", "refuse"):
+        raise ArchiveError(f"{path}: facial_features.publication must be 'deface' or 'refuse'")
     if not all(0 < t < 256 for t in ocr.bright_thresholds):
         raise ArchiveError(f"{path}: bright_thresholds must be grey levels between 1 and 255")
     if ocr.frames_to_sample < 0 or ocr.upscale_factor < 1 or ocr.min_text_length < 1:
@@ -362,6 +372,13 @@ def load_masking_policy(policies_dir: Path) -> MaskingPolicy:
             body_parts=tuple(b.upper() for b in f.strings("body_parts")),
             description_markers=tuple(b.lower() for b in f.strings("description_markers")),
             flag_when_thickness_unknown=f.get("flag_when_thickness_unknown", bool),
+            check_thickness_mm=float(f.get("check_thickness_mm", (int, float), 3.0)),
+            min_protrusion_mm=float(f.get("min_protrusion_mm", (int, float), 10.0)),
+            max_spacing_mm=float(f.get("max_spacing_mm", (int, float), 3.0)),
+            min_face_extent_mm=float(f.get("min_face_extent_mm", (int, float), 20.0)),
+            hold_exports=f.get("hold_exports", bool, True),
+            hold_shares=f.get("hold_shares", bool, True),
+            publication=f.get("publication", str, "deface"),
         ),
         consent=_load_consent(policies_dir / "consent.toml"),
         templates=load_templates(policies_dir / "masking" / "templates"),
