@@ -5,6 +5,7 @@
     GET    /teaching/cases/{case}                                      one case + series
     PUT|POST /teaching/cases/{case}   {"field": value, ...}     edit (trainer, personnel)
     POST   /teaching/cases/{case}/annotate  {"field": f, "text": t}   append (trainer, personnel)
+    POST   /teaching/cases/{case}/review-publication  {checks, "rarity"}  to publication level
     GET    /teaching/cases/{case}/series/{n}/thumbnail[?size=preview]  PNG of the middle image
                           (256 px; preview: up to 1024 px; an icon for SR, RT, ECG, PDF)
     GET    /teaching/collections                                       list
@@ -190,6 +191,34 @@ def register(services) -> None:
     route(services, "/teaching/cases", {"GET": search})
     route(services, f"/teaching/cases/{ID}", {"GET": show, "PUT": edit, "POST": edit})
     route(services, f"/teaching/cases/{ID}/annotate", {"POST": annotate})
+
+    def review_publication(uri: str, request: dict, groups: list[str]) -> dict:
+        """POST {"ocr_checked", "face_checked", "free_text_checked": true, "rarity": "..."}:
+        the review to the point of publication, as the signed-in person (issue 24)."""
+        from archive.catalogue.publication import Attestation
+        from archive.catalogue.publication import review_publication as review
+        from archive.core import Ports, Refusal
+        from archive.pixels import load_masking_policy
+
+        principal = principal_of(services, request)
+        body = request_json(request)
+        attestation = Attestation(
+            body.get("ocr_checked") is True,
+            body.get("face_checked") is True,
+            body.get("free_text_checked") is True,
+            str(body.get("rarity") or ""),
+        )
+        ports = Ports(services.db(), services.runtime.audit, services.config.policies_dir,
+                      source=SOURCE)  # fmt: skip
+        catalogue = catalogue_for(services, lambda change: None)
+        masking = load_masking_policy(services.config.policies_dir)
+        outcome = review(ports, principal, catalogue, groups[0].upper(), attestation, masking)
+        if isinstance(outcome, Refusal):
+            status = {"not_found": 404, "conflict": 409, "invalid": 400, "state": 409}
+            raise HttpError(status.get(outcome.code, 403), outcome.reason, outcome.next)
+        return {"case_id": outcome.case_id, "level": outcome.level, "reviewer": outcome.reviewer}
+
+    route(services, f"/teaching/cases/{ID}/review-publication", {"POST": review_publication})
     orthanc.RegisterRestCallback(
         f"/teaching/cases/{ID}/series/([0-9]{{1,4}})/thumbnail", _thumbnail_callback(services)
     )

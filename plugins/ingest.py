@@ -81,6 +81,7 @@ def build_service(services) -> IngestService:
         record_face=lambda study, series, sop, face: ingest_flags.record_face_slice(
             services.db(), study, series, sop, face, masking.facial
         ),
+        record_report=lambda *args: ingest_flags.record_pixel_report(services.db(), *args),
     )
 
 

@@ -40,6 +40,23 @@ SCHEMA = [
         PRIMARY KEY (study_uid, series_uid, sop_uid)
     );
     """,
+    """
+    CREATE TABLE ingest_pixel_reports (
+        study_uid TEXT NOT NULL,
+        series_uid TEXT NOT NULL,
+        sop_uid TEXT NOT NULL,
+        modality TEXT NOT NULL,
+        action TEXT NOT NULL,
+        assessed INTEGER NOT NULL,
+        ocr_frames INTEGER NOT NULL,
+        ocr_words INTEGER NOT NULL,
+        ocr_kinds TEXT NOT NULL,
+        template TEXT,
+        ingested_by TEXT NOT NULL,
+        recorded_at TEXT NOT NULL,
+        PRIMARY KEY (study_uid, series_uid, sop_uid)
+    );
+    """,
 ]
 
 FACE_SURFACE_FLAG = "facial-surface"
@@ -187,3 +204,86 @@ def face_holds(
         if row is not None:
             held.append(case_id)
     return held
+
+
+# --- the pixel report of each released instance (for the publication review) -------------
+
+
+def record_pixel_report(
+    conn: sqlite3.Connection,
+    study_uid: str,
+    series_uid: str,
+    sop_uid: str,
+    modality: str,
+    outcome: dict[str, object],
+    ingested_by: str,
+) -> None:
+    """What the pixel step did with one released instance: counts and kinds, no text."""
+    ensure_schema(conn)
+    ocr = outcome.get("ocr") or {}
+    assert isinstance(ocr, dict)
+    conn.execute(
+        "INSERT OR REPLACE INTO ingest_pixel_reports (study_uid, series_uid, sop_uid,"
+        " modality, action, assessed, ocr_frames, ocr_words, ocr_kinds, template,"
+        " ingested_by, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            study_uid,
+            series_uid or "",
+            sop_uid,
+            modality,
+            str(outcome.get("action", "")),
+            int(bool(outcome.get("assessed"))),
+            int(ocr.get("frames", 0) or 0),
+            int(ocr.get("words", 0) or 0),
+            ",".join(ocr.get("kinds", []) or []),
+            outcome.get("template"),
+            ingested_by,
+            _now(),
+        ),
+    )
+
+
+def pixel_report(conn: sqlite3.Connection, study_uid: str) -> dict[str, dict[str, object]]:
+    """Per series of a study: instances, how many OCR read, words found, masked, kinds."""
+    ensure_schema(conn)
+    rows = conn.execute(
+        "SELECT series_uid, modality, action, assessed, ocr_frames, ocr_words, ocr_kinds,"
+        " template FROM ingest_pixel_reports WHERE study_uid = ? ORDER BY series_uid",
+        (study_uid,),
+    ).fetchall()
+    out: dict[str, dict[str, object]] = {}
+    for series, modality, action, assessed, frames, words, kinds, template in rows:
+        entry = out.setdefault(
+            series,
+            {
+                "modality": modality,
+                "instances": 0,
+                "ocr_read": 0,
+                "ocr_frames": 0,
+                "words_found": 0,
+                "masked": 0,
+                "kinds": [],
+                "templates": [],
+            },
+        )
+        entry["instances"] += 1  # type: ignore[operator]
+        entry["ocr_read"] += int(bool(assessed))  # type: ignore[operator]
+        entry["ocr_frames"] += frames  # type: ignore[operator]
+        entry["words_found"] += words  # type: ignore[operator]
+        entry["masked"] += int(action == "masked")  # type: ignore[operator]
+        for kind in filter(None, kinds.split(",")):
+            if kind not in entry["kinds"]:  # type: ignore[operator]
+                entry["kinds"].append(kind)  # type: ignore[union-attr]
+        if template and template not in entry["templates"]:  # type: ignore[operator]
+            entry["templates"].append(template)  # type: ignore[union-attr]
+    return out
+
+
+def uploaders(conn: sqlite3.Connection, study_uid: str) -> list[str]:
+    """Who ingested the study's released instances (a person, or an intake name)."""
+    ensure_schema(conn)
+    rows = conn.execute(
+        "SELECT DISTINCT ingested_by FROM ingest_pixel_reports WHERE study_uid = ?",
+        (study_uid,),
+    )
+    return sorted(r[0] for r in rows if r[0])

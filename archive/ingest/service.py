@@ -65,6 +65,7 @@ class IngestService:
         record_flags: Callable[[str, str, list[str]], None] = lambda study, series, flags: None,
         redeem_ticket: Callable[[str, bytes], str | None] | None = None,
         record_face: Callable[[str, str, str, SliceFace], None] | None = None,
+        record_report: Callable[..., None] | None = None,
     ) -> None:
         self.policy = policy
         self.secrets = secrets
@@ -78,6 +79,7 @@ class IngestService:
         self.record_flags = record_flags
         self.redeem_ticket = redeem_ticket
         self.record_face = record_face
+        self.record_report = record_report
 
     def process(
         self, data: bytes, intake: str, source: str, actor: str | None = None
@@ -163,6 +165,20 @@ class IngestService:
             )
 
         self.record_flags(result.study_uid, result.series_uid, pixels.flags)
+        if self.record_report is not None:
+            self.record_report(
+                result.study_uid,
+                result.series_uid,
+                result.sop_instance_uid,
+                result.modality,
+                {
+                    "action": pixels.action,
+                    "assessed": pixels.assessed,
+                    "ocr": pixels.ocr,
+                    "template": pixels.template,
+                },
+                ingested_by,
+            )
         if pixels.face is not None and self.record_face is not None:
             self.record_face(
                 result.study_uid, result.series_uid, result.sop_instance_uid, pixels.face
