@@ -176,6 +176,7 @@ class IngestService:
                     "assessed": pixels.assessed,
                     "ocr": pixels.ocr,
                     "template": pixels.template,
+                    "reasons": pixels.reasons,
                 },
                 ingested_by,
             )
