@@ -114,7 +114,7 @@ def check_pixels(
             face = None
             if _may_check_face(header, policy):
                 try:
-                    face = slice_face(dcmread(BytesIO(data)))
+                    face = slice_face(header, data=data)  # pixels read in place
                 except Exception as exc:  # noqa: BLE001 - fail closed, with the reason
                     return PixelOutcome(
                         "quarantine",

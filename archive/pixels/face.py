@@ -26,9 +26,11 @@ import io
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from io import BytesIO
 
 import numpy as np
 from PIL import Image
+from pydicom import dcmread
 from pydicom.dataset import Dataset
 
 from archive.pixels.decode import decode_frame
@@ -69,35 +71,68 @@ class FaceResult:
         }
 
 
+def _raw(ds: Dataset, tag: int) -> object:
+    """An element's value without pydicom's conversion when it is still raw (the face
+    check runs on every thin CT/MR slice: converting with validation costs more than the
+    check). Numbers come back as text ("0.7\\0.7") or an int for US; None if absent."""
+    elem = ds._dict.get(tag)  # noqa: SLF001 - read-only peek at the raw element
+    if elem is None:
+        return None
+    value = getattr(elem, "value", None)
+    if isinstance(value, bytes):
+        if tag >> 16 == 0x0028 and len(value) == 2:  # US attributes of Image Pixel
+            return int.from_bytes(value, "little")
+        return value.decode("ascii", errors="replace").strip(" \x00")
+    if value is not None and not isinstance(value, str | int | float):
+        try:
+            return "\\".join(str(v) for v in value)  # MultiValue
+        except TypeError:
+            return value
+    return value
+
+
 def _floats(value: object, n: int) -> list[float] | None:
+    if value is None:
+        return None
     try:
-        items = [float(v) for v in value]  # type: ignore[union-attr]
+        if isinstance(value, str):
+            items = [float(v) for v in value.split("\\")]
+        elif isinstance(value, int | float):
+            items = [float(value)]
+        else:
+            items = [float(v) for v in value]  # type: ignore[union-attr]
     except (TypeError, ValueError):
         return None
     return items if len(items) == n else None
 
 
+def _int(ds: Dataset, tag: int, default: int) -> int:
+    value = _raw(ds, tag)
+    try:
+        return int(value) if value not in (None, "") else default  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return default
+
+
 def slice_position(ds: Dataset) -> float | None:
     """Position along the slice normal (mm), from ImagePositionPatient and orientation."""
-    ipp = _floats(ds.get("ImagePositionPatient"), 3)
-    iop = _floats(ds.get("ImageOrientationPatient"), 6)
+    ipp = _floats(_raw(ds, 0x00200032), 3)
+    iop = _floats(_raw(ds, 0x00200037), 6)
     if ipp is None:
-        loc = ds.get("SliceLocation")
-        try:
-            return float(loc) if loc is not None else None
-        except (TypeError, ValueError):
-            return None
+        loc = _floats(_raw(ds, 0x00201041), 1)
+        return loc[0] if loc else None
     if iop is None:
         return ipp[2]
-    r, c = np.array(iop[:3]), np.array(iop[3:])
-    return float(np.dot(np.cross(r, c), ipp))
+    r, c = iop[:3], iop[3:]
+    normal = (r[1] * c[2] - r[2] * c[1], r[2] * c[0] - r[0] * c[2], r[0] * c[1] - r[1] * c[0])
+    return float(sum(n * p for n, p in zip(normal, ipp, strict=True)))
 
 
 def pixel_spacing(ds: Dataset) -> tuple[float, float]:
     """(row, column) spacing in mm; 1 mm when the header does not say (a head is then
     judged in pixels, and 512 px is not head-sized: fail towards flagging is not
     possible without a scale, so the reason says so)."""
-    values = _floats(ds.get("PixelSpacing"), 2)
+    values = _floats(_raw(ds, 0x00280030), 2)
     if values and values[0] > 0 and values[1] > 0:
         return values[0], values[1]
     return 1.0, 1.0
@@ -105,13 +140,17 @@ def pixel_spacing(ds: Dataset) -> tuple[float, float]:
 
 def body_mask(frame: np.ndarray, ds: Dataset) -> np.ndarray:
     """Skin and everything inside it: CT by Hounsfield units, MR by relative intensity."""
-    values = frame.astype(np.float32)
-    if str(ds.get("Modality") or "").upper() == "CT":
-        slope = float(ds.get("RescaleSlope", 1) or 1)
-        intercept = float(ds.get("RescaleIntercept", 0) or 0)
-        return values * slope + intercept > SKIN_HU
-    top = float(np.percentile(values, 99))
-    return values > top * MR_FRACTION if top > 0 else np.zeros(values.shape, bool)
+    if str(_raw(ds, 0x00080060) or "").strip().upper() == "CT":
+        slope = (_floats(_raw(ds, 0x00281053), 1) or [1.0])[0] or 1.0
+        intercept = (_floats(_raw(ds, 0x00281052), 1) or [0.0])[0]
+        # compare stored values with the threshold brought into stored units: no copy
+        return (
+            frame > (SKIN_HU - intercept) / slope
+            if slope > 0
+            else frame * slope + intercept > SKIN_HU
+        )
+    top = float(np.percentile(frame, 99))
+    return frame > top * MR_FRACTION if top > 0 else np.zeros(frame.shape, bool)
 
 
 def _outline(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -153,21 +192,83 @@ def measure_slice(mask: np.ndarray, spacing: tuple[float, float]) -> tuple[bool,
     return True, max(front, back) * row_mm
 
 
-def slice_face(ds: Dataset, view_mm: float = 2.0) -> SliceFace:
+_NATIVE_LE = ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2")
+
+
+def _trailing_pixels(data: bytes, size: int, explicit: bool) -> int | None:
+    """Offset of the pixel values when (7FE0,0010) is the file's last element holding
+    exactly ``size`` bytes (the usual layout), checked tag, VR and length; else None."""
+    head = 12 if explicit else 8
+    start = len(data) - size - head
+    if start < 0:
+        return None
+    element = data[start : start + head]
+    if element[:4] != b"\xe0\x7f\x10\x00":
+        return None
+    length = size.to_bytes(4, "little")
+    if explicit and (element[4:6] not in (b"OW", b"OB") or element[8:12] != length):
+        return None
+    if not explicit and element[4:8] != length:
+        return None
+    return start + head
+
+
+def _native_view(ds: Dataset, step: int, data: bytes | None = None) -> np.ndarray | None:
+    """A strided view of uncompressed little-endian grey pixels, without decoding (the
+    common CT/MR case); from the file's bytes when ``ds`` was read without its pixels.
+    None when the general decoder is needed."""
+    try:
+        syntax = str(ds.file_meta.TransferSyntaxUID)
+        if syntax not in _NATIVE_LE or _int(ds, 0x00280002, 1) != 1:
+            return None
+        bits = _int(ds, 0x00280100, 0)
+        if bits not in (8, 16) or _int(ds, 0x00280008, 1) != 1:
+            return None
+        signed = _int(ds, 0x00280103, 0) == 1
+        dtype = np.dtype(f"<{'i' if signed else 'u'}{bits // 8}")
+        rows, cols = _int(ds, 0x00280010, 0), _int(ds, 0x00280011, 0)
+        if rows <= 0 or cols <= 0:
+            return None
+        size = rows * cols * dtype.itemsize
+        if "PixelData" in ds:
+            raw, offset = ds.PixelData, 0
+        elif data is not None:
+            raw = data
+            offset = _trailing_pixels(data, size + (size & 1), syntax == _NATIVE_LE[0])
+            if offset is None:
+                return None
+        else:
+            return None
+        if len(raw) - offset < size:
+            return None  # truncated: the decoder will say so
+        arr = np.frombuffer(raw, dtype=dtype, count=rows * cols, offset=offset)
+        arr = arr.reshape(rows, cols)
+        view = arr[::step, ::step]
+        stored = _int(ds, 0x00280101, bits)
+        if stored < bits and not signed:
+            view = view & ((1 << stored) - 1)
+        return view
+    except (AttributeError, TypeError, ValueError):
+        return None
+
+
+def slice_face(ds: Dataset, view_mm: float = 2.0, *, data: bytes | None = None) -> SliceFace:
     """One slice's face measures from a view of about ``view_mm`` pixels (a 512 x 512
-    head slice at 0.5 mm is read 1 pixel in 4: cheap enough for ingest)."""
-    frame, _ = decode_frame(ds, 0)
-    if frame.ndim == 3:
-        frame = frame.max(axis=-1)
+    head slice at 0.5 mm is read 1 pixel in 4: cheap enough for ingest). ``ds`` may be
+    a header read without pixels when ``data`` (the file's bytes) is given."""
     row_mm, col_mm = pixel_spacing(ds)
     step = max(1, int(view_mm / max(row_mm, col_mm)))
-    view = frame[::step, ::step]
+    view = _native_view(ds, step, data)
+    if view is None:
+        if "PixelData" not in ds and data is not None:
+            ds = dcmread(BytesIO(data))
+        frame, _ = decode_frame(ds, 0)
+        if frame.ndim == 3:
+            frame = frame.max(axis=-1)
+        view = frame[::step, ::step]
     head, protrusion = measure_slice(body_mask(view, ds), (row_mm * step, col_mm * step))
-    thickness = ds.get("SliceThickness")
-    try:
-        thick = float(thickness) if thickness not in (None, "") else None
-    except (TypeError, ValueError):
-        thick = None
+    thick_values = _floats(_raw(ds, 0x00180050), 1)
+    thick = thick_values[0] if thick_values else None
     return SliceFace(slice_position(ds) or 0.0, thick, head, protrusion)
 
 
