@@ -30,6 +30,7 @@ from archive.deid import freetext
 from archive.errors import ArchiveError
 from archive.ingest import flags as ingest_flags
 from archive.pixels.policy import MaskingPolicy
+from archive.quarantine.review import same_person
 
 ACTION = "case.review_publication"
 PUBLICATION = "publication"
@@ -166,9 +167,15 @@ def review_publication(
             ) from None
         packet = review_packet(tx, case, masking)
         state["case"], state["packet"] = case, packet
-        uploader = packet.uploaders[0] if len(packet.uploaders) == 1 else None
-        if principal is not None and principal.user in packet.uploaders:
-            uploader = principal.user  # any uploader of the case is refused
+        # "rest:alice" and "alice" both name alice: any uploader of the case is refused
+        uploader = next(
+            (
+                principal.user
+                for who in packet.uploaders
+                if principal is not None and same_person(principal.user, who)
+            ),
+            packet.uploaders[0] if packet.uploaders else None,
+        )
         return Resource("case", case.case_id, state=case.level, requester=uploader)
 
     def act(tx: Any, permit: Any) -> Reviewed:

@@ -99,11 +99,11 @@ def verify_masked(
     """OCR a masked instance and set BurnedInAnnotation honestly from the result.
 
     For reviewers' ad-hoc region sets (``archive quarantine mask``): "NO" only when no
-    text is left anywhere outside the masked regions. ``image_area`` is accepted for
-    callers of the old signature and hides nothing.
+    text is left outside the masked regions and the image area the reviewer declared.
+    A reviewer has looked at the image and names its clinical labels; a template, which
+    nobody looks at per image, is verified over the whole frame (``_mask_and_verify``).
     """
-    del image_area
-    hits = ocr_find_text(masked, policy, regions_to_ignore=regions)
+    hits = ocr_find_text(masked, policy, regions_to_ignore=regions + image_area)
     masked.BurnedInAnnotation = "YES" if hits else "NO"
     return hits
 

@@ -62,7 +62,7 @@ def world():
     case = cat.upsert_from_study(summary, "orthanc-1", NOW)
     ocr = {"frames": 1, "words": 0, "kinds": []}
     outcome = {"action": "release", "assessed": True, "ocr": ocr}
-    flags.record_pixel_report(conn, STUDY, US_SERIES, "2.25.1", "US", outcome, "alice")
+    flags.record_pixel_report(conn, STUDY, US_SERIES, "2.25.1", "US", outcome, "rest:alice")
     for sop in ("2.25.2", "2.25.3"):
         flags.record_pixel_report(conn, STUDY, CT_SERIES, sop, "CT", {"action": "release"}, "alice")
     log = Log()
@@ -95,6 +95,7 @@ def test_named_reviewer_moves_the_case_to_publication_with_one_audit_record(worl
 def test_the_uploader_may_not_review_their_own_case(world):
     conn, cat, case_id, *_ = world
     refused = review(world, person("alice"))
+    assert isinstance(review(world, person("ALICE")), Refusal)
     assert isinstance(refused, Refusal) and "your own" in refused.reason
     assert cat.get(case_id).level == "limited-access"
 
