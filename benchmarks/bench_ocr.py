@@ -114,7 +114,8 @@ def main() -> None:
 
     print(
         "Ultrasound OCR (tesseract, "
-        f"{1 + len(enabled.ocr.bright_thresholds)} pass(es) per frame, "
+        f"{1 + len(enabled.ocr.bright_thresholds)} pass(es) per frame"
+        f"{' + 2 smoothed' if enabled.ocr.smoothed_passes else ''}, "
         f"upscale x{enabled.ocr.upscale_factor} below {enabled.ocr.upscale_below} px):"
     )
     one_frame = dataclasses.replace(
@@ -185,9 +186,11 @@ def main() -> None:
     t0 = time.perf_counter()
     verdict = assess(cine, templated)
     dt = time.perf_counter() - t0
+    sampled = enabled.ocr.frames_to_sample
+    read = "every distinct frame" if sampled == 0 else f"{sampled} sampled"
     print(
-        f"  30-frame JPEG cine assess (decode, mask all frames, OCR "
-        f"{enabled.ocr.frames_to_sample} sampled): {1000 * dt:.0f} ms, verdict {verdict.action}"
+        f"  30-frame JPEG cine assess (decode, mask all frames, OCR {read}): "
+        f"{1000 * dt:.0f} ms, verdict {verdict.action}"
     )
     recall(enabled, args.recall_cases)
 
