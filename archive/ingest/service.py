@@ -244,6 +244,15 @@ class IngestService:
         if item is None:
             return None
         self._audit("ingest.reviewed_release", "success", source, study_uid, sop=sop_uid, item=item)
+        if self.record_report is not None:  # the publication review needs every series' report
+            self.record_report(
+                study_uid,
+                str(header.get("SeriesInstanceUID", "")),
+                sop_uid,
+                str(header.get("Modality", "")).upper(),
+                {"action": "reviewed", "assessed": True, "ocr": {}, "template": None},
+                "",  # the uploader is on the held item; this release is a reviewer's
+            )
         return IngestOutcome(Action.STORE, data, "", study_uid=study_uid, reviewed_release=True)
 
     def _audit(
