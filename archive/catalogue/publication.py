@@ -70,6 +70,7 @@ class ReviewPacket:
     series: dict[str, dict[str, Any]] = field(default_factory=dict)
     free_text: dict[str, list[str]] = field(default_factory=dict)  # field -> kinds found
     blockers: list[str] = field(default_factory=list)
+    open_flags: list[str] = field(default_factory=list)  # ingest flags no one decided yet
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -79,6 +80,7 @@ class ReviewPacket:
             "series": self.series,
             "free_text": self.free_text,
             "blockers": self.blockers,
+            "open_flags": self.open_flags,
         }
 
 
@@ -103,6 +105,7 @@ def review_packet(conn: Any, case: Case, masking: MaskingPolicy) -> ReviewPacket
     pixels = ingest_flags.pixel_report(conn, case.study_uid)
     faces = ingest_flags.face_report(conn, case.study_uid, masking.facial)
     open_flags = set(ingest_flags.flags_for_study(conn, case.study_uid))
+    packet.open_flags = sorted(open_flags)
     text_modalities = _text_modalities(masking)
     for s in case.series or []:
         uid = s.series_uid
