@@ -169,6 +169,17 @@ def build_corpus(patients: int = 3, ct_per_series: int = 3, us_with_text: int = 
             request.ScheduledProcedureStepID = f"SPS{p}{k}"
             request.RequestingPhysician = f"REQDOC{p}^{given[:4]}"
             request.RequestedProcedureComments = f"for {given} {family}, ring {phone}"
+            issuer = Dataset()  # depth 2: an identifier only a nested item holds
+            issuer.LocalNamespaceEntityID = f"NSPACE{p}QX{k}"
+            referenced = Dataset()
+            referenced.ReferencedSOPClassUID = "1.2.840.10008.3.1.2.3.1"
+            referenced.ReferencedSOPInstanceUID = _uid(next(counter))
+            nested = Dataset()  # depth 3: free text inside a nested item
+            nested.CodeValue, nested.CodingSchemeDesignator = "P5-0000", "SRT"
+            nested.CodeMeaning = "CT ABDOMEN"
+            request.IssuerOfAccessionNumberSequence = Sequence([issuer])
+            request.ReferencedStudySequence = Sequence([referenced])
+            request.RequestedProcedureCodeSequence = Sequence([nested])
             ds.RequestAttributesSequence = Sequence([request])
             refs = {}
             if k:
@@ -183,6 +194,7 @@ def build_corpus(patients: int = 3, ct_per_series: int = 3, us_with_text: int = 
                 f"OPRATOR{p}",
                 "PHYSLINE",
                 f"SPS{p}{k}",
+                f"NSPACE{p}QX{k}",
             ]
             out.append(
                 Planted(
