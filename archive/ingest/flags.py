@@ -66,6 +66,20 @@ def ensure_schema(conn: sqlite3.Connection) -> None:
     db.migrate(conn, "ingest", SCHEMA)
 
 
+def _readable(conn) -> bool:
+    """Whether the ingest tables can be read: migrated now, or, inside a use case's open
+    transaction (where a migration cannot start), already there. Not there: nothing was
+    ever recorded, so there is nothing to read."""
+    if db.dialect(conn) == "sqlite" and getattr(conn, "in_transaction", False):
+        (count,) = conn.execute(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name IN"
+            " ('ingest_flags', 'ingest_face_slices', 'ingest_pixel_reports')"
+        ).fetchone()
+        return count == 3
+    ensure_schema(conn)
+    return True
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
@@ -89,7 +103,8 @@ def flags_for_study(conn: sqlite3.Connection, study_uid: str) -> list[str]:
 
     The catalogue shows these and refuses publication-level promotion while any remain.
     """
-    ensure_schema(conn)
+    if not _readable(conn):
+        return []
     rows = conn.execute(
         "SELECT DISTINCT flag FROM ingest_flags WHERE study_uid = ? AND decided_by IS NULL"
         " ORDER BY flag",
@@ -100,7 +115,8 @@ def flags_for_study(conn: sqlite3.Connection, study_uid: str) -> list[str]:
 
 def all_flags_for_study(conn: sqlite3.Connection, study_uid: str) -> list[dict[str, str | None]]:
     """Every flag of a study with its decision, for display."""
-    ensure_schema(conn)
+    if not _readable(conn):
+        return []
     rows = conn.execute(
         "SELECT series_uid, flag, recorded_at, decided_by, decided_at, decision_note"
         " FROM ingest_flags WHERE study_uid = ? ORDER BY series_uid, flag",
@@ -159,7 +175,8 @@ def record_face_slice(
 def series_face_result(
     conn: sqlite3.Connection, study_uid: str, series_uid: str, rules: FacialRules
 ) -> FaceResult:
-    ensure_schema(conn)
+    if not _readable(conn):
+        return series_face([], rules)
     rows = conn.execute(
         "SELECT position, thickness, head_sized, protrusion_mm FROM ingest_face_slices"
         " WHERE study_uid = ? AND series_uid = ?",
@@ -172,7 +189,8 @@ def face_report(
     conn: sqlite3.Connection, study_uid: str, rules: FacialRules
 ) -> dict[str, dict[str, object]]:
     """The face result of every series of a study that was read (for the review)."""
-    ensure_schema(conn)
+    if not _readable(conn):
+        return {}
     series = [
         r[0]
         for r in conn.execute(
@@ -194,7 +212,8 @@ def face_holds(
         return []
     if use == "share" and not rules.hold_shares:
         return []
-    ensure_schema(conn)
+    if not _readable(conn):
+        return []
     held = []
     for case_id, study_uid in studies.items():
         row = conn.execute(
@@ -245,7 +264,8 @@ def record_pixel_report(
 
 def pixel_report(conn: sqlite3.Connection, study_uid: str) -> dict[str, dict[str, object]]:
     """Per series of a study: instances, how many OCR read, words found, masked, kinds."""
-    ensure_schema(conn)
+    if not _readable(conn):
+        return {}
     rows = conn.execute(
         "SELECT series_uid, modality, action, assessed, ocr_frames, ocr_words, ocr_kinds,"
         " template FROM ingest_pixel_reports WHERE study_uid = ? ORDER BY series_uid",
@@ -281,9 +301,34 @@ def pixel_report(conn: sqlite3.Connection, study_uid: str) -> dict[str, dict[str
 
 def uploaders(conn: sqlite3.Connection, study_uid: str) -> list[str]:
     """Who ingested the study's released instances (a person, or an intake name)."""
-    ensure_schema(conn)
+    if not _readable(conn):
+        return []
     rows = conn.execute(
         "SELECT DISTINCT ingested_by FROM ingest_pixel_reports WHERE study_uid = ?",
         (study_uid,),
     )
     return sorted(r[0] for r in rows if r[0])
+
+
+def refuse_face_holds(ports, action: str, cases: dict, use: str) -> None:
+    """The seam governance calls inside its use cases (removal request and export, share
+    proposal and execution): limited-access cases whose series cover a face are refused
+    with the reason and the next step, as policies/masking/policy.toml says."""
+    from archive.core import Refusal, Refused
+    from archive.pixels.policy import load_masking_policy
+
+    rules = load_masking_policy(ports.policies_dir).facial
+    limited = {c: case.study_uid for c, case in cases.items() if case.level != "publication"}
+    held = face_holds(ports.db, limited, rules, use) if limited else []
+    if held:
+        raise Refused(
+            Refusal(
+                action,
+                f"case(s) {', '.join(held)} hold a series that covers the patient's face "
+                f"(found from the pixels); the policy holds their {use} at limited-access "
+                "level",
+                "Have the case reviewed to publication (defaced), or a reviewer decide the "
+                "facial-surface flag, then try again.",
+                "conflict",
+            )
+        )

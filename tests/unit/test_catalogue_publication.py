@@ -15,7 +15,7 @@ from archive.core import Ports, Refusal
 from archive.db import connect
 from archive.governance import load_policy as load_governance
 from archive.governance.errors import LevelRefusedError
-from archive.governance.removals import check_levels
+from archive.governance.removals.records import check_levels
 from archive.ingest import flags
 from archive.paths import POLICIES_DIR
 from archive.pixels import load_masking_policy
@@ -140,3 +140,23 @@ def test_a_registrar_or_an_already_published_case_is_refused(world):
     assert not isinstance(review(world, person("bob")), Refusal)
     again = review(world, person("bob"))
     assert isinstance(again, Refusal) and again.code == "state"
+
+
+def test_a_home_without_any_pixel_record_refuses_cleanly():
+    # the ingest tables do not exist yet: read inside perform's transaction, not migrated
+    conn = connect(":memory:")
+    cat = Catalogue(conn, "NSR", scanner=lambda text: [])
+    summary = StudySummary(
+        study_uid="2.25.5", patient_pseudonym="PSN5", modalities=["CT"], body_part="HEAD",
+        series_count=1, instance_count=1, age_band="40-44", sex="F", level="limited-access",
+        intake="dicom", series=[SeriesSummary("2.25.5.1", "CT", "head", 1, "o-5")],
+    )  # fmt: skip
+    case = cat.upsert_from_study(summary, "orthanc-5", NOW)
+    log = Log()
+    refused = review_publication(
+        Ports(conn, log, POLICIES_DIR), person("bob"), cat, case.case_id, ALL,
+        load_masking_policy(POLICIES_DIR),
+    )  # fmt: skip
+    assert isinstance(refused, Refusal) and "no pixel report" in refused.reason
+    assert cat.get(case.case_id).level == "limited-access"
+    assert [e.outcome for e in log.events] == ["denied"]
