@@ -5,6 +5,7 @@
     GET      /teaching/cases/{case}                                one case + series
     PUT|POST /teaching/cases/{case}          {"field": value, ...}            edit
     POST     /teaching/cases/{case}/annotate {"field": f, "text": t}        append
+    POST     /teaching/cases/{case}/review-publication {checks, "rarity"}  to publication
     GET      /teaching/cases/{case}/series/{n}/thumbnail[?size=preview]  PNG of the
              middle image (256 px; preview: up to 1024 px; an icon for SR, RT, PDF)
 
@@ -94,6 +95,29 @@ def register(orthanc, services) -> None:
     route(services, "/teaching/cases", {"GET": search})
     route(services, f"/teaching/cases/{ID}", {"GET": show, "PUT": edit, "POST": edit})
     route(services, f"/teaching/cases/{ID}/annotate", {"POST": annotate})
+
+    def review_publication(uri: str, request: dict, groups: list[str]) -> dict:
+        """POST {"ocr_checked", "face_checked", "free_text_checked": true, "rarity": "..."}:
+        the review to the point of publication, as the signed-in person (issue 24)."""
+        from archive.catalogue.publication import Attestation
+        from archive.catalogue.publication import review_publication as review
+        from archive.pixels import load_masking_policy
+
+        principal, body = principal_of(services, request), request_json(request)
+        attestation = Attestation(
+            body.get("ocr_checked") is True,
+            body.get("face_checked") is True,
+            body.get("free_text_checked") is True,
+            str(body.get("rarity") or ""),
+        )
+        room = catalogue_room(services)
+        masking = load_masking_policy(services.config.policies_dir)
+        done = outcome(
+            review(room.ports, principal, room.catalogue(), groups[0].upper(), attestation, masking)
+        )
+        return {"case_id": done.case_id, "level": done.level, "reviewer": done.reviewer}
+
+    route(services, f"/teaching/cases/{ID}/review-publication", {"POST": review_publication})
 
     def thumbnail(output, uri, **request) -> None:  # binary: not through rest.route
         if request.get("method") != "GET":

@@ -23,6 +23,7 @@ from archive.export.package import MIN_PASSPHRASE, export_extras
 from archive.governance.removals import usecases as uc
 from archive.governance.removals.records import RemovalRequests
 from archive.governance.usecase import levels_of, refusal_of, released_cases, status_of
+from archive.ingest.flags import refuse_face_holds
 from plugins import governance_http as gh
 from plugins.rest import HttpError, audit_as
 from plugins.vault_files import study_files
@@ -63,6 +64,7 @@ def _spend(services, principal, rid: int, body: dict):
         raise Refused(refused)
     _check_key(body.get("passphrase"), body.get("recipient"))  # a typo burns no download
     cases = released_cases(ports, "removal.download", list(item.case_ids))
+    refuse_face_holds(ports, "removal.download", cases, "export")  # issue 24: faces
 
     def record_spend(ticket) -> None:
         _durably(services, "governance.removal.download", principal, "success", str(rid),
