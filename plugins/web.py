@@ -77,6 +77,19 @@ class OrthancBackend:
 
         return self._call(thumbnail_png, principal, case_id, number)
 
+    # -- the viewer (issue 22): DICOMweb from the vault, never orthanc.RestApi* ----------
+    @property
+    def policies_dir(self):
+        return self.services.config.policies_dir
+
+    def ledger(self):
+        return self.services.ledger()
+
+    def read_dicom(self, entry) -> bytes:
+        from plugins.vault_files import read_entry
+
+        return read_entry(self.services, entry)
+
     def workstations(self) -> list[str]:
         from archive.governance.workstations import Workstations
 

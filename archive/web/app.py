@@ -119,6 +119,10 @@ class Backend(Protocol):
     def thumbnail(self, principal: Principal, case_id: str, number: int) -> tuple[bytes, str]: ...
     def workstations(self) -> list[str]: ...
     def archive_totals(self) -> tuple[int, int]: ...
+    # the viewer (issue 22, archive/web/viewer.py)
+    policies_dir: Any
+    def ledger(self): ...
+    def read_dicom(self, entry) -> bytes: ...
 
 
 @dataclass
@@ -206,7 +210,10 @@ class WebApp:
         return WebResponse(303, b"", headers=headers or [], location=UI + path)
 
     def finish(self, response: WebResponse) -> WebResponse:
-        response.headers = [*response.headers, *SECURITY_HEADERS]
+        # A page that sets one of these itself (the viewer's CSP) keeps its own.
+        own = {name.lower() for name, _ in response.headers}
+        extra = [h for h in SECURITY_HEADERS if h[0].lower() not in own]
+        response.headers = [*response.headers, *extra]
         return response
 
     # -- entry --------------------------------------------------------------------
@@ -371,6 +378,8 @@ def _case(app: WebApp, ctx: Context, case_id: str):
 def _show_case(app: WebApp, ctx: Context, groups) -> WebResponse:
     app.require(ctx, "cases")
     case = _case(app, ctx, groups[0].upper())
+    if _teach.hidden_for(app, ctx, case.case_id):  # an unknown: its teaching page (issue 22)
+        return app.redirect(f"/teach/cases/{case.case_id}")
     app.audit(ctx.principal, "catalogue.case.view", "success", case.case_id)
     body = views.case(
         case,
@@ -656,3 +665,8 @@ def _closure(app: WebApp, ctx: Context, groups) -> WebResponse:
     )
     app.audit(ctx.principal, "governance.closure.plan", "success")
     return app.html(ctx, "Closure plan", views.closure(plan))
+
+
+# -- the viewer and teaching modes (issue 22): their routes register themselves ---------
+from archive.web import teach as _teach  # noqa: E402, F401
+from archive.web import viewer as _viewer  # noqa: E402, F401
