@@ -127,8 +127,9 @@ class DicomWeb:
         if case is None:
             ports.audit.append(_denied(principal, study_uid, "no such study in the catalogue",
                                        ports.source, req.ip))  # fmt: skip
-            return refusal_answer(404, "no such study in the catalogue.",
-                                  "Open cases from the catalogue.")  # fmt: skip
+            # 403 as for an unreleased study: no answer tells what the archive holds.
+            return refusal_answer(403, "this study is not released for viewing.",
+                                  "Open released cases from the catalogue.")  # fmt: skip
         resource = Resource(kind="case", id=case.case_id, state=case.status)
         key = (principal.user, hashlib.sha256(req.session.encode()).hexdigest(), study_uid)
         if self._recently_audited(key):
@@ -203,11 +204,35 @@ class DicomWeb:
     # -- QIDO-RS ------------------------------------------------------------------------
     def qido_studies(self, req: Request) -> Answer:
         uid = (req.query.get("StudyInstanceUID") or req.query.get("0020000D") or "").strip()
-        if not uid:
-            return self._json([])  # no study list: cases are found in the catalogue
-        found = self._study(req, uid)
-        if isinstance(found, Answer):
-            return found
+        if uid:
+            found = self._study(req, uid)
+            return found if isinstance(found, Answer) else self._json([self._study_doc(req, found)])
+        # No study list (cases are found in the catalogue): a search without a study UID
+        # (the viewer's study browser, by PatientID) lists only the studies this session
+        # has opened, each checked again.
+        patient = (req.query.get("PatientID") or req.query.get("00100020") or "").strip()
+        docs = []
+        for study_uid in self._opened_in(req):
+            found = self._study(req, study_uid)
+            if isinstance(found, Answer):
+                continue
+            doc = self._study_doc(req, found)
+            pid = (doc.get("00100020", {}).get("Value") or [""])[0]
+            if not patient or pid == patient:
+                docs.append(doc)
+        return self._json(docs)
+
+    def _opened_in(self, req: Request) -> list[str]:
+        session = hashlib.sha256(req.session.encode()).hexdigest()
+        now = self.clock()
+        with self._lock:
+            return [
+                study for (user, sess, study), at in self._audited.items()
+                if user == req.principal.user and sess == session
+                and now - at < self.policy.audit_window_seconds
+            ]  # fmt: skip
+
+    def _study_doc(self, req: Request, found) -> dict:
         _case, hidden, entries = found
         numbers = self._series_numbers(entries)
         first = self._header(req, entries[0], hidden, numbers)
@@ -216,7 +241,7 @@ class DicomWeb:
         doc.update(dicomjson.value(0x00080061, "CS", *modalities))
         doc.update(dicomjson.value(0x00201206, "IS", len(numbers)))
         doc.update(dicomjson.value(0x00201208, "IS", len(entries)))
-        return self._json([doc])
+        return doc
 
     def qido_series(self, req: Request, study_uid: str) -> Answer:
         found = self._study(req, study_uid)

@@ -66,10 +66,12 @@ def viewer_url(study_uid: str) -> str:
     return f"{UI}/viewer/viewer?" + urlencode({"StudyInstanceUIDs": study_uid})
 
 
-def _may(app: WebApp, ctx: Context, action: str) -> bool:
-    from archive.core import authorise
+def _may(app: WebApp, ctx: Context, action: str, case) -> bool:
+    """Whether to offer a form (the act itself is authorised again when posted)."""
+    from archive.core import Resource, authorise
 
-    return bool(authorise(ports_of(app).actions, ctx.principal, action))
+    resource = Resource(kind="case", id=case.case_id, state=case.status)
+    return bool(authorise(ports_of(app).actions, ctx.principal, action, resource))
 
 
 def hidden_for(app: WebApp, ctx: Context, case_id: str) -> bool:
@@ -83,11 +85,8 @@ def _quiz_body(app: WebApp, ctx: Context, case, view) -> Markup:
     history = render('<section aria-labelledby="h-history"><h2 id="h-history">Clinical '
                      "history</h2><p>$t</p></section>",
                      t=view.clinical_history or "No history recorded.")  # fmt: skip
-    viewer = render(
-        '<p><a href="$u">Open the images in the viewer</a></p>'
-        '<iframe class="viewer-frame" title="Viewer" src="$u"></iframe>',
-        u=viewer_url(case.study_uid),
-    )
+    viewer = render('<p><a class="open-viewer" href="$u">Open the images in the viewer</a></p>',
+                    u=viewer_url(case.study_uid))  # fmt: skip
     parts = [facts, history, viewer]
     if view.hidden:
         parts.append(render(
@@ -117,14 +116,14 @@ def _quiz_body(app: WebApp, ctx: Context, case, view) -> Markup:
         ) or render("<p>No teaching notes yet.</p>")
         parts.append(render('<div class="reveal"><div class="answer">$n</div>$a</div>',
                             n=notes, a=answer))  # fmt: skip
-    if _may(app, ctx, "quiz.mark"):
+    if _may(app, ctx, "quiz.mark", case):
         parts.append(render(
             '<form method="post" action="$ui/teach/cases/$id/unknown">$h<input type="hidden" '
             'name="on" value="$on"><p><button type="submit">$label</button></p></form>',
             ui=UI, id=case.case_id, h=_hidden_input(ctx), on="0" if view.unknown else "1",
             label="Stop presenting as an unknown" if view.unknown else "Present as an unknown",
         ))  # fmt: skip
-    if _may(app, ctx, "case_of_day.choose"):
+    if _may(app, ctx, "case_of_day.choose", case):
         parts.append(render(
             '<form method="post" action="$ui/teach/today">$h<input type="hidden" name="case" '
             'value="$id"><p><button type="submit">Make this the case of the day</button></p>'
