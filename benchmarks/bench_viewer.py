@@ -34,6 +34,7 @@ from benchmarks._common import emit_json, progress, ratio, ratio_line  # noqa: E
 
 DISABLE_ENV = "ARCHIVE_UNSAFE_DISABLE_HTTP_FILTER"
 DICOMWEB = "/teaching/ui/dicomweb"
+VERBOSE = "--verbose" in sys.argv
 
 
 def start(root: Path, disabled: bool, files: list[Path]):
@@ -90,13 +91,23 @@ def one_round(archive, uid: str, clients: int) -> tuple[float, float, int]:
     try:
         base = f"{DICOMWEB}/studies/{uid}"
         start = time.perf_counter()
+        steps = [start]
         get(http, f"{DICOMWEB}/studies?StudyInstanceUID={uid}")
+        steps.append(time.perf_counter())
         series = get(http, f"{base}/series").json()[0]["0020000E"]["Value"][0]
+        steps.append(time.perf_counter())
         metadata = get(http, f"{base}/series/{series}/metadata").json()
+        steps.append(time.perf_counter())
         sops = [m["00080018"]["Value"][0] for m in metadata]
         frame = f"{base}/series/{series}/instances/{{}}/frames/1"
         get(http, frame.format(sops[0]))
+        steps.append(time.perf_counter())
         first = time.perf_counter() - start
+        if VERBOSE:
+            parts = ", ".join(
+                f"{(b - a) * 1000:.0f}" for a, b in zip(steps, steps[1:], strict=False)
+            )
+            progress(f"{archive.home.name}: study, series, metadata, frame: {parts} ms")
         cookies = dict(http.cookies)
     finally:
         http.close()
@@ -133,6 +144,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--clients", type=int, default=4, help="frame requests at a time")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--verbose", action="store_true", help="time each step")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-viewer-") as tmp:
         progress(f"writing a {args.slices}-slice {args.size}x{args.size} CT series")

@@ -98,6 +98,7 @@ class DicomWeb:
         self._audited: dict[tuple[str, str, str], float] = {}
         self._meta: OrderedDict[tuple[str, bool], dict] = OrderedDict()
         self._cache_size = cache_size
+        self._answers: OrderedDict[tuple, bytes] = OrderedDict()  # whole metadata answers
 
     # -- access -------------------------------------------------------------------------
     def _recently_audited(self, key: tuple[str, str, str]) -> bool:
@@ -290,7 +291,20 @@ class DicomWeb:
         if not chosen:
             return refusal_answer(404, "no such series or instance in this study.",
                                   "Reload the viewer.")  # fmt: skip
-        return self._json([self._header(req, e, hidden, numbers) for e in chosen])
+        # The answer itself is kept too (a 200-slice series is ~1 MB of JSON), keyed by
+        # exactly the stored files it was made of and whether it was redacted.
+        key = (hidden, tuple(e.uuid for e in chosen))
+        with self._lock:
+            body = self._answers.get(key)
+            if body is not None:
+                self._answers.move_to_end(key)
+        if body is None:
+            body = self._json([self._header(req, e, hidden, numbers) for e in chosen]).body
+            with self._lock:
+                self._answers[key] = body
+                while len(self._answers) > 32:
+                    self._answers.popitem(last=False)
+        return Answer(200, body)
 
     def study_metadata(self, req: Request, study_uid: str) -> Answer:
         return self._metadata(req, study_uid)
