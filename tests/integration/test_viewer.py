@@ -286,3 +286,27 @@ def test_quiz_hides_the_diagnosis_until_reveal(site, browser) -> None:
     assert {("quiz.mark", "trainer1"), ("case_of_day.choose", "trainer1"),
             ("quiz.answer", "reg2"), ("quiz.reveal", "reg2")} <= acts  # fmt: skip
     assert all("Left pneumothorax" not in json.dumps(r) for r in records)  # private
+
+
+def test_teaching_session_presents_a_collection_in_order(site) -> None:
+    """A trainer's collection, presented one case at a time with the viewer filling the
+    window; an unknown in it shows no title or diagnosis to a registrar who has not
+    revealed it. (Runs after the quiz test: the quiz case is an unknown to reg1.)"""
+    archive, cases = site
+    with client(archive, "trainer1") as rest:
+        made = rest.post("/teaching/collections", json={"title": "Chest emergencies"})
+        assert made.status_code == 200, made.text
+        col = made.json()["collection_id"]
+        added = rest.post(f"/teaching/collections/{col}/items",
+                          json={"cases": [cases["viewer"], cases["quiz"]]})  # fmt: skip
+        assert added.status_code == 200, added.text
+    with _session(archive, "reg1") as http:
+        first = http.get(f"/teaching/ui/teach/sessions/{col}")
+        assert first.status_code == 200 and "1 of 2" in first.text
+        assert f"StudyInstanceUIDs={_study_uid(archive, cases['viewer'])}" in first.text
+        assert 'class="session-viewer"' in first.text and "?step=2" in first.text
+        second = http.get(f"/teaching/ui/teach/sessions/{col}?step=2").text
+        assert "2 of 2" in second and "Unknown case" in second and HISTORY in second
+        assert DIAGNOSIS not in second and "Pneumothorax on CT" not in second
+        script = http.get("/teaching/ui/teach/static/session.js")
+        assert script.status_code == 200 and "requestFullscreen" in script.text
