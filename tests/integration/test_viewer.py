@@ -178,6 +178,12 @@ def test_viewer_scrolls_and_windows_a_ct_series_audited_once(site, browser) -> N
     windowed, _ = _wait_for_change(driver, scrolled)
     assert "W:1500" in _overlay(driver)
     shot(driver, "21-viewer-lung-preset")
+    # Everything came from the archive itself (works offline; the CSP allows nothing else).
+    loaded = driver.execute_script(
+        "return performance.getEntriesByType('resource').map(e => e.name)"
+    )
+    assert loaded and all(u.startswith(archive.url) or u.startswith(("data:", "blob:"))
+                          for u in loaded), loaded  # fmt: skip
     opened = [r for r in _audit(archive, "viewer.open")
               if r["actor"] == "reg1" and r["target"] == cases["viewer"]]  # fmt: skip
     assert len(opened) == 1, opened  # one record for the study, not one per frame
