@@ -356,6 +356,7 @@ def _search(app: WebApp, ctx: Context, groups) -> WebResponse:
     results = app.backend.catalogue(ctx.principal).search(
         q.get("q", ""), SearchFilters.of(**chosen), page=number, per_page=20
     )
+    results = _teach.mask_unknowns(app, ctx, results)  # unknowns stay unknown (issue 22)
     app.audit(ctx.principal, "catalogue.case.search", "success", results=results.total,
               full_text=bool(q.get("q", "").strip()), filters=",".join(sorted(chosen)))  # fmt: skip
     params = {k: q[k] for k in ("q", *FILTERS) if q.get(k)}

@@ -27,6 +27,7 @@ from urllib.parse import urlencode
 from archive.core import Refusal
 from archive.teach import TeachStore, choose_case_of_day, mark_unknown, quiz_view, record_answer
 from archive.teach import reveal as reveal_case
+from archive.teach.usecases import NEUTRAL_TITLE
 from archive.web.app import Context, WebApp, WebError, WebResponse, route
 from archive.web.markup import Markup, join, render, table
 from archive.web.viewer import ports_of
@@ -35,6 +36,8 @@ UI = "/teaching/ui"
 FLASH = {"answer": "Your answer is saved.", "reveal": "Revealed.", "unknown": "Saved.",
          "today": "Chosen as the case of the day."}  # fmt: skip
 CASE = r"([A-Za-z0-9-]{1,64})"
+HIDDEN_TEXT = ("findings", "diagnosis", "differential", "discussion", "teaching_points",
+               "references", "study_description")  # fmt: skip
 LABELS = (("findings", "Findings"), ("diagnosis", "Diagnosis"),
           ("differential", "Differential diagnosis"), ("discussion", "Discussion"),
           ("teaching_points", "Teaching points"), ("references", "References"))  # fmt: skip
@@ -78,6 +81,25 @@ def hidden_for(app: WebApp, ctx: Context, case_id: str) -> bool:
     """True while `case_id` is an unknown this person has not revealed (for other pages:
     the catalogue's case page sends such a person here instead)."""
     return TeachStore(app.backend.db()).hidden_for(case_id, ctx.principal.user)
+
+
+def mask_unknowns(app: WebApp, ctx: Context, results):
+    """The search results with every unknown this person has not revealed shown as
+    "Unknown case" (its title, descriptions and teaching text left out)."""
+    from dataclasses import replace
+
+    store = TeachStore(app.backend.db())
+    hidden = {c.case_id for c in results.items if store.hidden_for(c.case_id, ctx.principal.user)}
+    if not hidden:
+        return results
+    blank = dict.fromkeys(HIDDEN_TEXT, "")
+    items = [
+        replace(c, title=NEUTRAL_TITLE, keywords=[], **blank,
+                series=[replace(s, description="") for s in c.series])
+        if c.case_id in hidden else c
+        for c in results.items
+    ]  # fmt: skip
+    return replace(results, items=items)
 
 
 def _quiz_body(app: WebApp, ctx: Context, case, view) -> Markup:

@@ -259,6 +259,9 @@ def test_quiz_hides_the_diagnosis_until_reveal(site, browser) -> None:
     login(registrar, archive, "reg2")
     registrar.get(f"{archive.url}/teaching/ui/cases/{case_id}")  # the catalogue page...
     assert f"/teach/cases/{case_id}" in registrar.current_url  # ...sends to the quiz
+    registrar.get(f"{archive.url}/teaching/ui/cases?modality=CT")  # search: no title
+    assert "Unknown case" in registrar.page_source
+    assert "Pneumothorax on CT" not in registrar.page_source
     registrar.get(f"{archive.url}/teaching/ui/teach/today")
     page = registrar.page_source
     assert HISTORY in page and "Unknown case" in page
