@@ -5,8 +5,10 @@ the same `--slices`-slice CT series (sent by C-STORE, de-identified, stored encr
   - "filter":    as shipped: every request through the HTTP filter (the web session
                  cookie checked, the route decided, the request audited), then the web
                  session, archive.core's viewer.open and the suite-network check;
-  - "reference": the same archive with ARCHIVE_UNSAFE_DISABLE_HTTP_FILTER=1 (benchmarks
-                 only): the same routes, the web session and viewer.open, no filter.
+  - "reference": the same archive on the benchmark entry with an open filter
+                 (tests.harness.OPEN_REST, benchmarks/open_rest.py: nothing decided or
+                 audited per request): the same routes, the web session and
+                 viewer.open, the suite check on the address the open filter notes.
 For each, as the viewer does it with a fresh web session per round:
   - time to first image: QIDO-RS study and series, the series' WADO-RS metadata, then
     the first slice's frame (each request waits for the one before, as OHIF's do);
@@ -32,21 +34,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._common import emit_json, progress, ratio, ratio_line  # noqa: E402
 
-DISABLE_ENV = "ARCHIVE_UNSAFE_DISABLE_HTTP_FILTER"
 DICOMWEB = "/teaching/ui/dicomweb"
 VERBOSE = "--verbose" in sys.argv
 
 
 def start(root: Path, disabled: bool, files: list[Path]):
     from tests.dicom_tools import storescu
-    from tests.harness import add_user, new_archive, register_node
+    from tests.harness import OPEN_REST, add_user, new_archive, register_node
     from tests.integration.test_pulls import wait_for_cases
 
     archive = new_archive(root)
     register_node(archive, "bench-scu", "BENCH_SCU", store=True)
     add_user(archive, "reader", ["registrar"])
     if disabled:
-        archive.env[DISABLE_ENV] = "1"
+        archive.env.update(OPEN_REST)
     archive.start()
     for _ in range(30):
         if storescu(archive.dicom_port, archive.aet, "BENCH_SCU", files).returncode == 0:
