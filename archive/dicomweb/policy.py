@@ -10,6 +10,10 @@ from pathlib import Path
 from archive.errors import ArchiveError
 
 VIEWER_FILE = Path("access") / "viewer.toml"
+# Routes whose allowed requests the HTTP filter does not record one by one: the viewer's
+# files (no data) and its DICOMweb, which audits itself once per study opened per web
+# session (archive/dicomweb/service.py). Refusals by the filter are still recorded.
+SELF_AUDITED = ("/teaching/ui/viewer/", "/teaching/ui/dicomweb/")
 
 
 class ViewerPolicyError(ArchiveError):

@@ -187,6 +187,9 @@ def test_viewer_scrolls_and_windows_a_ct_series_audited_once(site, browser) -> N
     opened = [r for r in _audit(archive, "viewer.open")
               if r["actor"] == "reg1" and r["target"] == cases["viewer"]]  # fmt: skip
     assert len(opened) == 1, opened  # one record for the study, not one per frame
+    per_request = [r for r in _audit(archive, "access.decision") if r["actor"] == "reg1"
+                   and "/dicomweb/" in r["detail"]["uri"]]  # fmt: skip
+    assert per_request == []  # nor one filter line per frame
     assert opened[-1]["outcome"] == "success" and opened[-1]["target"] == cases["viewer"]
 
 
