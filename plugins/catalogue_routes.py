@@ -100,6 +100,16 @@ def _case_view(case) -> dict[str, Any]:
     return data
 
 
+def _unknowns_masked(services, principal, cases: list) -> list:
+    """Unknowns this person has not revealed, as "Unknown case" (issue 22)."""
+    from archive.core import load_action_policy
+    from archive.teach.masking import hidden_cases, masked
+
+    actions = load_action_policy(services.config.policies_dir)
+    hidden = hidden_cases(services.db(), actions, principal, [c.case_id for c in cases])
+    return [masked(c) if c.case_id in hidden else c for c in cases]
+
+
 def _visible_case(catalogue, principal, case_id: str):
     """The case, or 404 when it does not exist or is not available to a non-editor."""
     try:
@@ -158,14 +168,15 @@ def register(services) -> None:
             full_text=bool((get.get("q") or "").strip()),
             filters=",".join(sorted(chosen)),
         )
-        return {**page.to_dict(), "items": [_case_view(c) for c in page.items]}
+        items = _unknowns_masked(services, principal, page.items)
+        return {**page.to_dict(), "items": [_case_view(c) for c in items]}
 
     def show(uri: str, request: dict, groups: list[str]) -> dict:
         case_id = groups[0].upper()
         principal = _principal(services, request, "catalogue.case.view", case_id)
         case = _visible_case(_catalogue(services, principal), principal, case_id)
         _audit(services, principal, "catalogue.case.view", case.case_id)
-        return _case_view(case)
+        return _case_view(_unknowns_masked(services, principal, [case])[0])
 
     def edit(uri: str, request: dict, groups: list[str]) -> dict:
         case_id = groups[0].upper()

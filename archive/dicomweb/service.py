@@ -29,6 +29,7 @@ from archive.core import Ports, Refusal, Resource, authorise, perform
 from archive.dicomweb import dicomjson
 from archive.dicomweb.frames import FrameError, frames_of, multipart
 from archive.dicomweb.policy import ViewerPolicy
+from archive.teach.masking import hidden_cases
 from archive.teach.store import TeachStore
 
 DICOM_JSON = "application/dicom+json"
@@ -136,11 +137,12 @@ class DicomWeb:
         if self._recently_audited(key):
             verdict = authorise(ports.actions, principal, "viewer.open", resource)
             if verdict:
-                return case, TeachStore(ports.db).hidden_for(case.case_id, principal.user)
-        store = TeachStore(ports.db)  # migrated before perform's transaction
+                return case, bool(hidden_cases(ports.db, ports.actions, principal, [case.case_id]))
+        TeachStore(ports.db)  # migrated before perform's transaction
         outcome = perform(
             ports, principal, "viewer.open", resource,
-            lambda tx, permit: Opened(case.case_id, store.hidden_for(case.case_id, principal.user)),
+            lambda tx, permit: Opened(
+                case.case_id, bool(hidden_cases(tx, ports.actions, principal, [case.case_id]))),
             target=case.case_id, detail={"ip": req.ip},
         )  # fmt: skip
         if isinstance(outcome, Refusal):

@@ -10,6 +10,7 @@ from datetime import date
 from typing import Any
 
 from archive.core import Ports, Refusal, Refused, Resource, perform
+from archive.teach.masking import NEUTRAL_TITLE, is_presenter
 from archive.teach.store import TeachStore
 
 MAX_ANSWER = 4000
@@ -18,7 +19,6 @@ HIDDEN_FIELDS = ("title", "findings", "diagnosis", "differential", "discussion",
                  "teaching_points", "references", "keywords", "study_description")  # fmt: skip
 REVEALED_FIELDS = ("findings", "diagnosis", "differential", "discussion", "teaching_points",
                    "references")  # fmt: skip
-NEUTRAL_TITLE = "Unknown case"
 
 
 def _case_resource(case) -> Resource:
@@ -57,6 +57,7 @@ def quiz_view(ports: Ports, principal, case) -> QuizView | Refusal:
         unknown = store.is_unknown(case.case_id)
         mine = store.answer(case.case_id, principal.user)
         hidden = unknown and not (mine and mine.revealed_at)
+        hidden = hidden and not is_presenter(ports.actions, principal)
         series = [
             (f"Series {n}" if hidden else (s.description or f"Series {n}"))
             for n, s in enumerate(case.series, start=1)

@@ -27,7 +27,7 @@ from urllib.parse import urlencode
 from archive.core import Refusal
 from archive.teach import TeachStore, choose_case_of_day, mark_unknown, quiz_view, record_answer
 from archive.teach import reveal as reveal_case
-from archive.teach.usecases import NEUTRAL_TITLE
+from archive.teach.masking import hidden_cases, masked
 from archive.web.app import Context, WebApp, WebError, WebResponse, route
 from archive.web.markup import Markup, join, render, table
 from archive.web.viewer import ports_of
@@ -36,8 +36,6 @@ UI = "/teaching/ui"
 FLASH = {"answer": "Your answer is saved.", "reveal": "Revealed.", "unknown": "Saved.",
          "today": "Chosen as the case of the day."}  # fmt: skip
 CASE = r"([A-Za-z0-9-]{1,64})"
-HIDDEN_TEXT = ("findings", "diagnosis", "differential", "discussion", "teaching_points",
-               "references", "study_description")  # fmt: skip
 LABELS = (("findings", "Findings"), ("diagnosis", "Diagnosis"),
           ("differential", "Differential diagnosis"), ("discussion", "Discussion"),
           ("teaching_points", "Teaching points"), ("references", "References"))  # fmt: skip
@@ -80,7 +78,7 @@ def _may(app: WebApp, ctx: Context, action: str, case) -> bool:
 def hidden_for(app: WebApp, ctx: Context, case_id: str) -> bool:
     """True while `case_id` is an unknown this person has not revealed (for other pages:
     the catalogue's case page sends such a person here instead)."""
-    return TeachStore(app.backend.db()).hidden_for(case_id, ctx.principal.user)
+    return bool(hidden_cases(app.backend.db(), ports_of(app).actions, ctx.principal, [case_id]))
 
 
 def mask_unknowns(app: WebApp, ctx: Context, results):
@@ -88,17 +86,11 @@ def mask_unknowns(app: WebApp, ctx: Context, results):
     "Unknown case" (its title, descriptions and teaching text left out)."""
     from dataclasses import replace
 
-    store = TeachStore(app.backend.db())
-    hidden = {c.case_id for c in results.items if store.hidden_for(c.case_id, ctx.principal.user)}
+    ids = [c.case_id for c in results.items]
+    hidden = hidden_cases(app.backend.db(), ports_of(app).actions, ctx.principal, ids)
     if not hidden:
         return results
-    blank = dict.fromkeys(HIDDEN_TEXT, "")
-    items = [
-        replace(c, title=NEUTRAL_TITLE, keywords=[], **blank,
-                series=[replace(s, description="") for s in c.series])
-        if c.case_id in hidden else c
-        for c in results.items
-    ]  # fmt: skip
+    items = [masked(c) if c.case_id in hidden else c for c in results.items]
     return replace(results, items=items)
 
 

@@ -288,6 +288,15 @@ def test_quiz_hides_the_diagnosis_until_reveal(site, browser) -> None:
     with httpx.Client(base_url=archive.url, cookies={"archive_session": cookie}) as http:
         assert SECRET in _metadata_text(http, uid)
 
+    # Nor over REST (the catalogue's own routes), for a registrar who has not revealed it.
+    with client(archive, "reg1") as rest:
+        shown = rest.get(f"/teaching/cases/{case_id}")
+        assert shown.status_code == 200 and shown.json()["title"] == "Unknown case"
+        assert DIAGNOSIS not in shown.text and SECRET not in shown.text
+        found = rest.get("/teaching/cases", params={"modality": "CT"}).json()["items"]
+        listed = next(c for c in found if c["case_id"] == case_id)
+        assert listed["title"] == "Unknown case" and DIAGNOSIS not in json.dumps(listed)
+        assert SECRET not in json.dumps(listed)
     # The reveal and the answer are private: another registrar still sees an unknown.
     with _session(archive, "reg1") as other:
         page = other.get(f"/teaching/ui/teach/cases/{case_id}").text

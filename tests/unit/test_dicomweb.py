@@ -230,6 +230,7 @@ def test_quiz_redacts_until_this_person_reveals(tmp_path):
         return answer.body.decode()
 
     assert "PNEUMOTHORAX" not in metadata("reg1") and "Unknown case" in metadata("reg1")
+    assert not quiz_view(ports, who("t1", "trainer"), case).hidden  # its presenters see all
     view = quiz_view(ports, who("reg1", "registrar"), case)
     assert view.hidden and not view.revealed and "Pneumothorax" not in view.title
     assert all("PNEUMOTHORAX" not in s for s in view.series)
