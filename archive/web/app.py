@@ -61,6 +61,7 @@ SECURITY_HEADERS = (
 PERSONNEL = ("POST", "/teaching/quarantine/0/release")
 PAGES: dict[str, tuple[tuple[str, str], ...]] = {
     "cases": (("GET", "/teaching/cases"),),
+    "teach/today": (("GET", "/teaching/cases"),),  # the case of the day (issue 22)
     "removals": (("POST", "/teaching/removals"),),
     "approvals": (("POST", "/teaching/removals/0/approve"),),
     "shares": (("POST", "/teaching/shares/0/decide"),),
@@ -393,6 +394,7 @@ def _show_case(app: WebApp, ctx: Context, groups) -> WebResponse:
         if app.may(ctx.principal, "removals")
         else None,
     )
+    body = Markup(_teach.case_links(case) + body)  # viewer and teaching page (issue 22)
     return app.html(ctx, case.title or f"Case {case.case_id}", body)
 
 

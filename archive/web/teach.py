@@ -81,6 +81,16 @@ def hidden_for(app: WebApp, ctx: Context, case_id: str) -> bool:
     return bool(hidden_cases(app.backend.db(), ports_of(app).actions, ctx.principal, [case_id]))
 
 
+def case_links(case) -> Markup:
+    """For the catalogue's case page: open the images, and the teaching presentation
+    (answer and reveal; trainers present it as an unknown or case of the day there)."""
+    return render(
+        '<p class="teach-links"><a class="open-viewer" href="$v">Open the images in the '
+        'viewer</a> · <a href="$ui/teach/cases/$id">Teaching presentation</a></p>',
+        v=viewer_url(case.study_uid), ui=UI, id=case.case_id,
+    )  # fmt: skip
+
+
 def mask_unknowns(app: WebApp, ctx: Context, results):
     """The search results with every unknown this person has not revealed shown as
     "Unknown case" (its title, descriptions and teaching text left out)."""

@@ -250,6 +250,9 @@ def test_quiz_hides_the_diagnosis_until_reveal(site, browser) -> None:
             "discussion": "Decompress first."})  # fmt: skip
         assert edited.status_code == 200, edited.text
     with _session(archive, "trainer1") as trainer:  # the trainer's own web session
+        catalogue_page = trainer.get(f"/teaching/ui/cases/{case_id}").text
+        assert f'href="/teaching/ui/teach/cases/{case_id}"' in catalogue_page
+        assert 'href="/teaching/ui/teach/today"' in catalogue_page  # in the navigation
         page = trainer.get(f"/teaching/ui/teach/cases/{case_id}").text
         assert DIAGNOSIS in page  # not yet an unknown
         csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
