@@ -27,15 +27,15 @@ class OrthancBackend:
     def route_policy(self):
         return self.services.route_policy
 
+    @property
+    def policies_dir(self):
+        return self.services.config.policies_dir
+
     @cached_property
     def governance_policy(self):
         from plugins.governance_http import governance_policy
 
         return governance_policy(self.services)
-
-    @property
-    def policies_dir(self):
-        return self.services.config.policies_dir
 
     @property
     def volume_kind(self):
@@ -54,25 +54,28 @@ class OrthancBackend:
         return self.services.quarantine()
 
     def catalogue(self, principal):
-        from plugins.catalogue_routes import _catalogue
+        """The catalogue for reading alongside another act (e.g. cases of a removal)."""
+        return self.catalogue_room().catalogue()
 
-        return _catalogue(self.services, principal)
+    def catalogue_room(self):
+        """The catalogue's use cases, audited as acts from the web."""
+        from plugins.rooms import catalogue_room
 
-    def _call(self, fn, *args):
-        try:
-            return fn(self.services, *args)
-        except HttpError as exc:
-            raise WebError(exc.status, exc.message) from None
+        return catalogue_room(self.services, source="web")
 
-    def pull(self, principal, workstation, cases):
-        from plugins.governance_routes import pull_cases
+    def pull_room(self):
+        """The pull use cases, audited as acts from the web."""
+        from plugins.pulls_routes import pull_room
 
-        return self._call(pull_cases, principal, workstation, cases)
+        return pull_room(self.services, source="web")
 
     def thumbnail(self, principal, case_id, number):
-        from plugins.catalogue_routes import thumbnail_png
+        from plugins.cases_routes import thumbnail_png
 
-        return self._call(thumbnail_png, principal, case_id, number)
+        try:
+            return thumbnail_png(self.services, principal, case_id, number, source="web")
+        except HttpError as exc:
+            raise WebError(exc.status, f"{exc.message} {exc.next}".strip()) from None
 
     # -- the viewer (issue 22): DICOMweb from the vault, never orthanc.RestApi* ----------
     def ledger(self):
