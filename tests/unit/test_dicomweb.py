@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import json
-import sqlite3
 from dataclasses import dataclass, field
 from datetime import date
 
@@ -19,6 +18,7 @@ from pydicom.sequence import Sequence
 
 from archive.access.principal import Principal
 from archive.core import Ports, Refusal
+from archive.db import connect
 from archive.dicomweb import DicomWeb, Request, load_viewer_policy
 from archive.dicomweb.dicomjson import read_header, redact, to_json
 from archive.dicomweb.frames import frames_of, multipart
@@ -48,7 +48,7 @@ class _Audit:
 
 
 def _ports(tmp_path) -> Ports:
-    conn = sqlite3.connect(tmp_path / "archive.db", isolation_level=None)
+    conn = connect(tmp_path / "archive.db")  # PostgreSQL in test_pg_dicomweb.py
     return Ports(db=conn, audit=_Audit(), policies_dir=POLICIES_DIR, source="test")
 
 
