@@ -22,9 +22,11 @@ import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 import numpy as np
+import pydicom.data
 import pytest
 
 from archive import db
@@ -47,7 +49,7 @@ pytestmark = [
     pytest.mark.skipif(not (viewer_dir() / "index.html").exists(), reason="run make setup"),
 ]
 browser = web.browser  # the web tests' fixture: fresh headless Chromium sessions
-SLICES = 16
+SLICES = 10
 SECRET = "PNEUMOTHORAX"  # in the descriptions: must not reach a quiz-taker before reveal
 DIAGNOSIS = "Tension pneumothorax with mediastinal shift"
 HISTORY = "Sudden breathlessness after a fall."
@@ -74,7 +76,8 @@ def site(tmp_path_factory):
     archive = new_archive(root / "home")
     register_node(archive, "suite-scu", "SUITE_SCU", store=True)
     for name, roles in (("trainer1", ["trainer"]), ("reg1", ["registrar"]),
-                        ("reg2", ["registrar"]), ("board1", ["board_member"])):  # fmt: skip
+                        ("reg2", ["registrar"]), ("board1", ["board_member"]),
+                        ("pat", ["personnel"])):  # fmt: skip
         add_user(archive, name, roles)
     archive.start()
     try:
@@ -83,8 +86,14 @@ def site(tmp_path_factory):
             if storescu(archive.dicom_port, archive.aet, "SUITE_SCU", files).returncode == 0:
                 break
             time.sleep(1)
-        cases = wait_for_cases(archive, 3)
-        yield archive, dict(zip(("viewer", "quiz", "held"), cases, strict=True))
+        wait_for_cases(archive, 3)
+        with client(archive, "pat") as rest:  # an RLE-compressed MR, kept compressed
+            rle = Path(pydicom.data.get_testdata_file("MR_small_RLE.dcm")).read_bytes()
+            stored = rest.post("/instances", content=rle,
+                               headers={"content-type": "application/dicom"})  # fmt: skip
+            assert stored.status_code == 200, stored.text
+        cases = wait_for_cases(archive, 4)
+        yield archive, dict(zip(("viewer", "quiz", "held", "rle"), cases, strict=True))
     finally:
         archive.stop()
 
@@ -184,6 +193,12 @@ def test_viewer_scrolls_and_windows_a_ct_series_audited_once(site, browser) -> N
     )
     assert loaded and all(u.startswith(archive.url) or u.startswith(("data:", "blob:"))
                           for u in loaded), loaded  # fmt: skip
+    # A study stored RLE-compressed: its frames go to the browser as stored, OHIF decodes.
+    rle = _study_uid(archive, cases["rle"])
+    driver.get(f"{archive.url}/teaching/ui/viewer/viewer?StudyInstanceUIDs={rle}")
+    pixels, _ = _wait_for_image(driver)
+    assert pixels.max() > 100
+    shot(driver, "22-viewer-rle-mr")
     opened = [r for r in _audit(archive, "viewer.open")
               if r["actor"] == "reg1" and r["target"] == cases["viewer"]]  # fmt: skip
     assert len(opened) == 1, opened  # one record for the study, not one per frame
@@ -191,6 +206,21 @@ def test_viewer_scrolls_and_windows_a_ct_series_audited_once(site, browser) -> N
                    and "/dicomweb/" in r["detail"]["uri"]]  # fmt: skip
     assert per_request == []  # nor one filter line per frame
     assert opened[-1]["outcome"] == "success" and opened[-1]["target"] == cases["viewer"]
+
+
+def test_viewer_shows_compressed_frames_as_stored(site) -> None:
+    """Frames stored RLE-compressed are answered as stored (image/dicom-rle); the first
+    test shows OHIF decoding them in the browser."""
+    archive, cases = site
+    uid = _study_uid(archive, cases["rle"])
+    with _session(archive, "reg1") as http:
+        base = f"/teaching/ui/dicomweb/studies/{uid}"
+        meta = http.get(f"{base}/metadata").json()[0]
+        series, sop = meta["0020000E"]["Value"][0], meta["00080018"]["Value"][0]
+        frame = http.get(f"{base}/series/{series}/instances/{sop}/frames/1")
+        assert frame.status_code == 200
+        assert 'type="image/dicom-rle"' in frame.headers["content-type"]
+        assert "transfer-syntax=1.2.840.10008.1.2.5" in frame.text[:300]
 
 
 def test_registrar_refused_unreleased_study_403_audited(site) -> None:
@@ -273,7 +303,7 @@ def test_quiz_hides_the_diagnosis_until_reveal(site, browser) -> None:
     assert HISTORY in page and "Unknown case" in page
     for secret in (DIAGNOSIS, SECRET, "Pneumothorax", "Decompress", "Large left"):
         assert secret.lower() not in page.lower(), secret
-    shot(registrar, "22-quiz-before-reveal")
+    shot(registrar, "23-quiz-before-reveal")
     cookie = registrar.get_cookie("archive_session")["value"]
     with httpx.Client(base_url=archive.url, cookies={"archive_session": cookie}) as http:
         metadata = _metadata_text(http, uid)
@@ -287,7 +317,7 @@ def test_quiz_hides_the_diagnosis_until_reveal(site, browser) -> None:
     page = registrar.page_source
     assert DIAGNOSIS in page and "Decompress first." in page
     assert "Left pneumothorax, tension" in registrar.find_element(By.CSS_SELECTOR, ".mine").text
-    shot(registrar, "23-quiz-revealed")
+    shot(registrar, "24-quiz-revealed")
     with httpx.Client(base_url=archive.url, cookies={"archive_session": cookie}) as http:
         assert SECRET in _metadata_text(http, uid)
 
