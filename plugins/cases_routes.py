@@ -58,6 +58,15 @@ def _query(request: dict) -> dict[str, str]:
     return {unquote_plus(k): unquote_plus(v) for k, v in (request.get("get") or {}).items()}
 
 
+def _unknowns_masked(services, principal, cases: list) -> list:
+    """Unknowns this person has not revealed, as "Unknown case" (issue 22)."""
+    from archive.teach.masking import hidden_cases, masked
+
+    ports = catalogue_room(services).ports
+    hidden = hidden_cases(ports.db, ports.actions, principal, [c.case_id for c in cases])
+    return [masked(c) if c.case_id in hidden else c for c in cases]
+
+
 def register(orthanc, services) -> None:
     def search(uri: str, request: dict, groups: list[str]) -> dict:
         get = _query(request)
@@ -66,16 +75,19 @@ def register(orthanc, services) -> None:
             raise HttpError(400, f"unknown parameter {unknown[0]!r}.")
         filters = {f: [v.strip() for v in get[f].split(",") if v.strip()] for f in uc.FILTERS
                    if get.get(f)}  # fmt: skip
+        principal = principal_of(services, request)
         found = outcome(uc.search_cases(
-            catalogue_room(services), principal_of(services, request), get.get("q") or "",
+            catalogue_room(services), principal, get.get("q") or "",
             filters, page=_int(get, "page", 1), per_page=_int(get, "per_page", 20),
             sort=(get.get("sort") or "relevance").strip(),
         ))  # fmt: skip
-        return {**found.page.to_dict(), "items": [case_view(c) for c in found.page.items]}
+        items = _unknowns_masked(services, principal, found.page.items)
+        return {**found.page.to_dict(), "items": [case_view(c) for c in items]}
 
     def show(uri: str, request: dict, groups: list[str]) -> dict:
         principal = principal_of(services, request)
-        return case_view(outcome(uc.view_case(catalogue_room(services), principal, groups[0])).case)
+        case = outcome(uc.view_case(catalogue_room(services), principal, groups[0])).case
+        return case_view(_unknowns_masked(services, principal, [case])[0])
 
     def edit(uri: str, request: dict, groups: list[str]) -> dict:
         principal, body = principal_of(services, request), request_json(request)
