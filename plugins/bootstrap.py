@@ -70,6 +70,7 @@ ADAPTERS = (
     "catalogue_routes",  # /teaching/cases, /teaching/collections
     "quarantine_routes",  # quarantine review
     "governance_routes",  # pulls, removals, shares, closure
+    "workstation_routes",  # workstation sessions (who a workstation's retrieves are for)
     "sharing_routes",  # recipients, share proposals, Board decisions, the register
     "closure_routes",  # closure transfer, consent withdrawals
     "web",  # the web interface

@@ -25,6 +25,10 @@ class OrthancBackend:
         self.home = services.home
 
     @property
+    def policies_dir(self):
+        return self.services.config.policies_dir
+
+    @property
     def route_policy(self):
         return self.services.route_policy
 

@@ -69,6 +69,7 @@ PAGES: dict[str, tuple[tuple[str, str], ...]] = {
     "audit": (("GET", "/teaching/audit"),),
     "closure": (("GET", "/teaching/closure"), PERSONNEL),
     "pull": (("POST", "/teaching/pulls"),),
+    "workstation": (("POST", "/teaching/workstations/0/session"),),  # archive/web/workstation.py
 }
 
 
@@ -119,6 +120,8 @@ class Backend(Protocol):
     def thumbnail(self, principal: Principal, case_id: str, number: int) -> tuple[bytes, str]: ...
     def workstations(self) -> list[str]: ...
     def archive_totals(self) -> tuple[int, int]: ...
+
+    policies_dir: Any  # the home's policies (the use cases read them)
 
 
 @dataclass
@@ -656,3 +659,7 @@ def _closure(app: WebApp, ctx: Context, groups) -> WebResponse:
     )
     app.audit(ctx.principal, "governance.closure.plan", "success")
     return app.html(ctx, "Closure plan", views.closure(plan))
+
+
+# Pages kept in their own modules (registered on import).
+from archive.web import workstation as _workstation  # noqa: E402, F401
