@@ -540,12 +540,14 @@ class Front:
                 yield 1
                 yield _status(NOT_AUTHORISED, decision.reason), None
                 return
-            if kind == "move":
-                yield dest.host, dest.port
             if decision.rule == REFUSED_PERSON:  # who it is for may not: a failure status
+                if kind == "move":  # pynetdicom opens the sub-association before statuses
+                    yield dest.host, dest.port, {"contexts": _verification()}
                 yield 1
                 yield _status(NOT_AUTHORISED, decision.reason), None
                 return
+            if kind == "move":
+                yield dest.host, dest.port
             yield 0  # no released case matches: zero sub-operations, nothing goes out
             return
         pairs = [(case, e) for case, items in planned for e in items]
@@ -622,7 +624,6 @@ def fit_syntax(ds, entry, assoc):
         str(cx.transfer_syntax[0])
         for cx in assoc.accepted_contexts
         if str(cx.abstract_syntax) == str(entry.sop_class_uid)
-        and (cx.as_scu if assoc.is_requestor else cx.as_scp)
     }
     if not accepted or stored in accepted or stored in NATIVE:
         return ds
@@ -642,6 +643,13 @@ def _count(event, results: dict) -> None:
             results["delivered"].add(results["current"])
     else:
         results["failed"] += 1
+
+
+def _verification() -> list:
+    """The one context of a sub-association that will carry nothing (a refused move)."""
+    from pynetdicom import build_context
+
+    return [build_context("1.2.840.10008.1.1")]
 
 
 NATIVE = ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2", "1.2.840.10008.1.2.2")
@@ -667,10 +675,10 @@ def _values(identifier, keyword: str) -> list[str]:
     value = identifier.get(keyword)
     if value is None:
         return []
-    if isinstance(value, str | bytes):
-        items = str(value).split("\\")
-    else:
+    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
         items = [str(v) for v in value]
+    else:  # a str, bytes or a PersonName (which iterates over its components)
+        items = str(value).split("\\")
     return [v.strip() for v in items if v and v.strip() and v.strip() != "*"]
 
 
