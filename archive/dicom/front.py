@@ -320,6 +320,27 @@ class Front:
         ds = dcmread(BytesIO(read_dicom(self.vault(), entry)))
         return ds if case is None else patch_dataset(ds, case)
 
+    def instance(self, entry, case, assoc):
+        """What a retrieve sends for `entry`: its stored bytes with the case ID and title
+        set in the header (archive/dicom/send.py prepared_dataset), sent as they are when
+        the receiver accepted the stored syntax, else decoded (and decompressed if
+        needed) by pynetdicom; big endian and deflated files always take that way."""
+        from pydicom import dcmread
+
+        from archive.dicom.send import prepared_dataset, prepared_instance
+        from archive.vault.ledger import read_dicom
+
+        data = read_dicom(self.vault(), entry)
+
+        def full(sender):
+            return fit_syntax(patch_dataset(dcmread(BytesIO(data)), case), entry, sender)
+
+        prepared = prepared_dataset(data, case_fields(case))
+        if prepared is None:
+            return full(assoc)
+        syntax, body = prepared
+        return prepared_instance(entry.sop_class_uid, entry.sop_uid, syntax, body, full)
+
     # -- who a retrieve is for --------------------------------------------------------
     def attribution(self, peer: Peer) -> Attribution:
         """The person signed in at this workstation, or the workstation on its own if the
@@ -571,7 +592,7 @@ class Front:
                     return
                 results["current"] = entry.sop_uid
                 try:
-                    ds = fit_syntax(self.read(entry, case), entry, results["assoc"])
+                    ds = self.instance(entry, case, results["assoc"])
                 except Exception as exc:  # noqa: BLE001 - one failed sub-operation
                     log.error("cannot read a stored instance: %s", type(exc).__name__)
                     results["failed"] += 1
@@ -830,7 +851,10 @@ def _tune_for_throughput() -> None:
     from pydicom import config as pydicom_config
     from pynetdicom import transport
 
+    from archive.dicom.send import install_prepared_store
+
     transport.deepcopy = _copy_contexts  # type: ignore[attr-defined]
+    install_prepared_store()
     pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
     pydicom_config.settings.writing_validation_mode = pydicom_config.IGNORE
 
@@ -861,10 +885,14 @@ def build_ae(front: Front):
     ae.network_timeout = policy.network_timeout
     ae.connection_timeout = policy.acse_timeout
     ae.add_supported_context(Verification)
+    # The acceptor takes, of the syntaxes a peer proposes in one context, the first in
+    # this list: Explicit VR Little Endian first (what stored uncompressed files are in,
+    # so a C-GET sends them as stored), then Implicit, then every compressed syntax
+    # (JPEG 2000, JPEG-LS, RLE, JPEG: a peer proposing one alone gets it accepted).
+    preferred = ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"]
+    syntaxes = preferred + [str(s) for s in ALL_TRANSFER_SYNTAXES if str(s) not in preferred]
     for context in StoragePresentationContexts:
-        ae.add_supported_context(
-            context.abstract_syntax, ALL_TRANSFER_SYNTAXES, scu_role=True, scp_role=True
-        )
+        ae.add_supported_context(context.abstract_syntax, syntaxes, scu_role=True, scp_role=True)
     for model in (
         PatientRootQueryRetrieveInformationModelFind,
         StudyRootQueryRetrieveInformationModelFind,

@@ -124,3 +124,32 @@ def test_case_fields_come_from_the_case_id_and_title_only() -> None:
     patch_dataset(ds, case)
     assert ds.PatientID == "NSR-2026-00042" and ds.AccessionNumber == "NSR-2026-00042"
     assert str(ds.PatientName) == "NSR-2026-00042"
+
+
+@pytest.mark.parametrize("syntax", ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2", "RLE"])
+def test_prepared_bytes_differ_from_the_stored_file_only_by_the_case_keys(syntax) -> None:
+    from io import BytesIO
+
+    from pydicom import dcmread
+    from pydicom.filereader import read_dataset
+    from pydicom.uid import RLELossless
+
+    from archive.dicom.send import prepared_dataset, split_file
+    from tests.corpus import make_ct_series, to_bytes
+
+    ds = make_ct_series(1, vendor_header=True, seed=3)[0]
+    if syntax == "RLE":
+        ds.compress(RLELossless)
+    else:
+        ds.file_meta.TransferSyntaxUID = syntax
+    data = to_bytes(ds)
+    case = SimpleNamespace(case_id="NSR-2026-00009", title="Pneumothorax", study_description="")
+    sent_syntax, body = prepared_dataset(data, case_fields(case))
+    assert sent_syntax == split_file(data)[1]
+    implicit = sent_syntax == "1.2.840.10008.1.2"
+    sent = read_dataset(BytesIO(body), implicit, True)
+    assert sent == patch_dataset(dcmread(BytesIO(data)), case)
+    assert body.endswith(data[-4096:])  # the pixel data travels as stored
+    big = make_ct_series(1, seed=4)[0]
+    big.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.2"
+    assert prepared_dataset(to_bytes(big), case_fields(case)) is None
