@@ -486,3 +486,33 @@ def test_compressed_syntaxes_are_stored_and_retrieved(world) -> None:
     (moved,) = _received(scps[WS1])
     assert moved.file_meta.TransferSyntaxUID in ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2")
     assert moved.PatientID == j2k.case_id
+
+
+def test_patient_root_get_by_case_id(world) -> None:
+    """A patient-root C-GET at patient level, by the case ID a viewer lists as PatientID."""
+    from pynetdicom import evt
+    from pynetdicom.sop_class import PatientRootQueryRetrieveInformationModelGet as Model
+
+    archive, case_id = world["archive"], world["case_id"]
+    got: list[Dataset] = []
+    ae = AE(ae_title=WS1)
+    ae.add_requested_context(Model)
+    ae.add_requested_context(CTImageStorage)
+    assoc = ae.associate("127.0.0.1", archive.dicom_port, ae_title=archive.aet,
+                         ext_neg=[build_role(CTImageStorage, scp_role=True)],
+                         evt_handlers=[(evt.EVT_C_STORE,
+                                        lambda e: got.append(e.dataset) or 0x0000)])  # fmt: skip
+    try:
+        # the case: its images; an unknown case: nothing (success, zero sub-operations);
+        # a wildcard: refused (a retrieve names what it takes)
+        for wanted, count, ok in ((case_id, 3, True), ("NSR-1999-99999", 0, True),
+                                  ("NSR*", 0, False)):  # fmt: skip
+            got.clear()
+            statuses = [s for s, _ in assoc.send_c_get(_query("PATIENT", PatientID=wanted), Model)
+                        if s is not None]  # fmt: skip
+            assert len(got) == count, wanted
+            assert (int(statuses[-1].Status) == 0) is ok, wanted
+            if count:
+                assert {d.PatientID for d in got} == {case_id}
+    finally:
+        assoc.release()
