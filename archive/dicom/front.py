@@ -656,8 +656,15 @@ def _counter(results: dict) -> list:
 
     return [
         (evt.EVT_DIMSE_RECV, lambda event: _count(event, results)),
-        (evt.EVT_ACCEPTED, lambda event: results.__setitem__("assoc", event.assoc)),
+        (evt.EVT_ACCEPTED, lambda event: _hold(event.assoc, results)),
     ]
+
+
+def _hold(assoc, results: dict) -> None:
+    """The C-MOVE sub-association: kept for its accepted syntaxes, and its reactor kept
+    paused between C-STOREs (archive/dicom/send.py install_prepared_store)."""
+    assoc._archive_hold_pause = True  # noqa: SLF001
+    results["assoc"] = assoc
 
 
 def fit_syntax(ds, entry, assoc):

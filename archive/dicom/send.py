@@ -315,14 +315,21 @@ def install_prepared_store() -> None:
         req.AffectedSOPClassUID = str(dataset.SOPClassUID)
         req.AffectedSOPInstanceUID = str(dataset.SOPInstanceUID)
         req.DataSet = io.BytesIO(data)
+        # pynetdicom pauses the association's reactor around each C-STORE; the reactor
+        # looks every millisecond (later on a busy machine), which a retrieve paid per
+        # image. A C-MOVE's own sub-association (`_archive_hold_pause`, nothing else
+        # runs on it) stays paused from its first C-STORE until it is released.
+        hold = getattr(self, "_archive_hold_pause", False)
         self._reactor_checkpoint.clear()
+        rsp = None
         try:
             while not self._is_paused:
                 time.sleep(0.0001)
             self.dimse.send_msg(req, int(context.context_id))
             _cx, rsp = self.dimse.get_msg(block=True)
         finally:
-            self._reactor_checkpoint.set()
+            if not hold or rsp is None:
+                self._reactor_checkpoint.set()
         if rsp is None:
             self._handle_no_response()
             return Dataset()
