@@ -1,6 +1,7 @@
 """Adapter for the web interface (archive.web): Orthanc's REST callback <-> WebApp.
 
-Thin on purpose: it translates the callback's arguments into a WebRequest, answers the
+Thin on purpose: it translates the callback's arguments (and the principal the HTTP
+filter found for the session cookie, plugins/handoff.py) into a WebRequest, answers the
 WebResponse (security headers, cookies, 303 redirects) and supplies the Backend for
 what needs Orthanc: pulls, removal decisions and thumbnails go through the same
 functions as the /teaching REST routes, so the web and the API cannot drift apart.
@@ -11,11 +12,9 @@ from __future__ import annotations
 from functools import cached_property
 from urllib.parse import unquote_plus
 
-import orthanc
-
 from archive.web import WebApp, WebError, WebRequest
 from archive.web.app import SECURITY_HEADERS
-from plugins.http_filter import client_of_this_request
+from plugins import handoff
 from plugins.rest import HttpError
 
 
@@ -25,18 +24,22 @@ class OrthancBackend:
         self.home = services.home
 
     @property
-    def policies_dir(self):
-        return self.services.config.policies_dir
-
-    @property
     def route_policy(self):
         return self.services.route_policy
 
+    @property
+    def policies_dir(self):
+        return self.services.config.policies_dir
+
     @cached_property
     def governance_policy(self):
-        from plugins.governance_routes import _policy
+        from plugins.governance_http import governance_policy
 
-        return _policy(self.services)
+        return governance_policy(self.services)
+
+    @property
+    def volume_kind(self):
+        return self.services.config.volume.kind
 
     def db(self):
         return self.services.db()
@@ -51,42 +54,33 @@ class OrthancBackend:
         return self.services.quarantine()
 
     def catalogue(self, principal):
-        from plugins.catalogue_routes import _catalogue
+        """The catalogue for reading alongside another act (e.g. cases of a removal)."""
+        return self.catalogue_room().catalogue()
 
-        return _catalogue(self.services, principal)
+    def catalogue_room(self):
+        """The catalogue's use cases, audited as acts from the web."""
+        from plugins.rooms import catalogue_room
 
-    def _call(self, fn, *args):
-        try:
-            return fn(self.services, *args)
-        except HttpError as exc:
-            raise WebError(exc.status, exc.message) from None
+        return catalogue_room(self.services, source="web")
 
-    def pull(self, principal, workstation, cases):
-        from plugins.governance_routes import pull_cases
+    def pull_room(self):
+        """The pull use cases, audited as acts from the web."""
+        from plugins.pulls_routes import pull_room
 
-        return self._call(pull_cases, principal, workstation, cases)
-
-    def create_removal(self, principal, body):
-        from plugins.governance_routes import create_removal
-
-        return self._call(create_removal, principal, body)
-
-    def decide_removal(self, principal, kind, rid, body):
-        from plugins.governance_routes import decide_removal
-
-        return self._call(decide_removal, principal, kind, rid, body)
+        return pull_room(self.services, source="web")
 
     def thumbnail(self, principal, case_id, number):
-        from plugins.catalogue_routes import thumbnail_png
+        from plugins.cases_routes import thumbnail_png
 
-        return self._call(thumbnail_png, principal, case_id, number)
+        try:
+            return thumbnail_png(self.services, principal, case_id, number, source="web")
+        except HttpError as exc:
+            raise WebError(exc.status, f"{exc.message} {exc.next}".strip()) from None
 
     def workstations(self) -> list[str]:
-        from archive.governance.workstations import Workstations
+        from archive.access.nodes import workstations
 
-        known = Workstations(self.db())
-        nodes = self.access_store().list_dicom_nodes()
-        return sorted(n.name for n in nodes if n.may_query and known.exists(n.name))
+        return sorted(workstations(self.db()).all())
 
     def archive_totals(self) -> tuple[int, int]:
         """Instances and bytes stored, from the vault's ledger (never orthanc.RestApi*,
@@ -116,7 +110,16 @@ def _answer(output, response) -> None:
         output.SendHttpStatus(status, response.body.decode(), len(response.body))
 
 
-def register(services) -> None:
+def _filters_principal(method: str, uri: str, headers: dict):
+    """The principal the HTTP filter found for this request's session cookie; None with
+    an Authorization header (the filter's principal came from it, not the session)."""
+    found, principal = handoff.take(method, uri, headers)
+    if not found or "authorization" in headers:
+        return None
+    return principal
+
+
+def register(orthanc, services) -> None:
     app = WebApp(OrthancBackend(services))
     secure = bool(services.config.http.tls)
 
@@ -127,14 +130,16 @@ def register(services) -> None:
                 unquote_plus(k): unquote_plus(v) for k, v in (request.get("get") or {}).items()
             }
             headers = {str(k).lower(): str(v) for k, v in (request.get("headers") or {}).items()}
+            method = str(request.get("method", ""))
             web_request = WebRequest(
-                method=str(request.get("method", "")),
+                method=method,
                 path=(groups[0] if groups and groups[0] else "/"),
                 query=query,
                 headers=headers,
                 body=bytes(request.get("body") or b""),
                 secure=secure,
-                ip=client_of_this_request() or "unknown",  # for the sign-in backoff
+                ip=handoff.client() or "unknown",  # for the sign-in backoff
+                principal=_filters_principal(method, uri, headers),
             )
             _answer(output, app.handle(web_request))
         except Exception as exc:  # noqa: BLE001 - never a traceback to the browser

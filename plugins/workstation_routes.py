@@ -12,22 +12,17 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from archive.core import Refusal
 from archive.dicom import sessions
-from plugins.rest import HttpError, principal_of, request_json, route
-
-STATUS = {"not_found": 404, "invalid": 400, "state": 409, "conflict": 409}
+from plugins.rest import outcome, principal_of, request_json, route
 
 
 def _ports(services):
     return sessions.ports_for(services.db(), services.record, services.config.policies_dir, "rest")
 
 
-def answer(result):
-    """A use case's result as JSON, or its refusal as an HttpError (why and next)."""
-    if isinstance(result, Refusal):
-        raise HttpError(STATUS.get(result.code, 403), result.reason, result.next or None)
-    return result.to_dict()
+def answer(result) -> dict:
+    """A use case's result as JSON, or its refusal as the route's answer (why and next)."""
+    return outcome(result).to_dict()
 
 
 def _list(services, request, **_):
@@ -48,7 +43,9 @@ def _sign_out(services, request, groups, **_):
     return answer(sessions.sign_out(_ports(services), principal, groups[0]))
 
 
-def register(services) -> None:
+def register(orthanc, services) -> None:  # noqa: ARG001 - the adapters' signature
+    sessions.SessionTable(services.db())  # the table now: a broken DB stops the start
+
     def bind(fn):
         return lambda **kw: fn(services, **kw)
 

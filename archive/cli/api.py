@@ -28,8 +28,8 @@ from typing import Annotated, Any
 import httpx
 import typer
 
-from archive import server
 from archive.cli.common import actor, fail, load, stdin_is_tty
+from archive.serve import server
 
 AsOption = Annotated[
     str | None, typer.Option("--as", help="The named archive user to act as (default: $USER).")
@@ -217,4 +217,15 @@ def authenticated_person(
         why = _FILTER_REASONS.get(result.reason, result.reason)
         fail(f"{who} could not be authenticated: {why}. This act is recorded as the "
              "person's own, so it needs their own password or token.")  # fmt: skip
+    return result
+
+
+def done(result):
+    """A use case's result, or its refusal as the CLI's one line: the reason, then what to
+    do next (archive.core.Refusal)."""
+    from archive.core import Refusal
+
+    if isinstance(result, Refusal):
+        reason = result.reason.rstrip(".")
+        fail(f"{reason}. Next: {result.next}" if result.next else f"{reason}.")
     return result

@@ -1,14 +1,14 @@
 """`archive workstations add|list|remove|session`: the suite's workstations that may pull.
 
 A workstation is a DICOM node with query/retrieve rights (C-FIND, C-MOVE to its own AE,
-never C-STORE into the archive) plus its location in the suite, kept by governance so
-closure knows which machine holds pulled cases. The DICOM front (archive/dicom/front.py)
-reads the register as it changes: no restart needed.
+never C-STORE into the archive) plus its location in the suite, so closure knows which
+machine holds pulled cases: one registry, archive.access.nodes.Workstations. The DICOM
+front (archive/dicom/front.py) reads the register as it changes: no restart needed.
 
 `archive workstations session start|end|list` signs a person in at a workstation ("I am
 at MacLab 3") through the running archive, with that person's own credentials: the
 workstation's C-MOVE and C-GET are then theirs until they sign out or the session
-expires (policies/access/dicom.toml [session]; docs/OSIRIX.md).
+expires (policies/access/dicom.toml [session]; ops/OSIRIX.md).
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from archive.cli.api import AsOption, PasswordFileOption, TokenFileOption, api_c
 from archive.cli.common import HomeOption, JsonOption, actor, emit_json, fail
 from archive.cli.users import now, opened
 from archive.errors import ArchiveError
-from archive.governance.workstations import Workstations
 
 
 def _audit(log, action: str, name: str, outcome: str, **detail) -> None:
@@ -54,31 +53,34 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Register a workstation for query/retrieve (the running archive applies it at once)."""
         with opened(home) as (store, log):
-            places = Workstations(store.conn)
             try:
-                node = store.add_dicom_node(name, aet, host, port, may_store=False, may_query=True)
-                try:
-                    place = places.add(name, location, actor(), now())
-                except ArchiveError:
-                    store.remove_dicom_node(name)
-                    raise
+                place = store.workstations.add(name, aet, host, port, location, actor(), now())
             except ArchiveError as exc:
                 _audit(log, "workstations.add", name, "failure", aet=aet)
                 fail(str(exc))
             _audit(log, "workstations.add", name, "success", aet=aet, location=location)
-        row = {**node.__dict__, "location": place.location}
+        row = {
+            "name": place.name,
+            "aet": place.aet,
+            "host": place.host,
+            "port": place.port,
+            "may_store": False,
+            "may_query": True,
+            "location": place.location,
+        }
         if as_json:
             emit_json(row)
         else:
             typer.echo(
-                f"workstation {name}: {aet}@{node.host}:{port} in {location} may query and retrieve"
+                f"workstation {name}: {aet}@{place.host}:{port} in {location}"
+                " may query and retrieve"
             )
 
     @sub.command("list")
     def list_cmd(home: HomeOption, as_json: JsonOption = False) -> None:
         """Registered workstations with their location."""
         with opened(home) as (store, _):
-            places = Workstations(store.conn).all()
+            places = store.workstations.all()
             rows = [
                 {**n.__dict__, "location": places[n.name].location}
                 for n in store.list_dicom_nodes()
@@ -97,8 +99,7 @@ def register(app: typer.Typer) -> None:
         """Unregister a workstation (its pull inventory is kept for closure)."""
         with opened(home) as (store, log):
             try:
-                Workstations(store.conn).remove(name)
-                store.remove_dicom_node(name)
+                store.workstations.remove(name)
             except ArchiveError as exc:
                 _audit(log, "workstations.remove", name, "failure")
                 fail(str(exc))

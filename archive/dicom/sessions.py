@@ -123,9 +123,9 @@ class SessionTable:
 
 
 def _workstation_known(conn: Any, access_nodes: list, name: str) -> bool:
-    from archive.governance.workstations import Workstations
+    from archive.access.nodes import workstations
 
-    return Workstations(conn).exists(name) and any(
+    return workstations(conn).exists(name) and any(
         n.name == name and n.may_query and not n.may_store for n in access_nodes
     )
 

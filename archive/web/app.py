@@ -1,11 +1,12 @@
 """The web interface as plain Python: a WebRequest in, a WebResponse out.
 
 Authorisation: the HTTP filter has already let the request through by route (GET pages
-for every role, specific POSTs by role). Each page and action then asks the same route
-policy whether the user may call the /teaching REST route it fronts (`PAGES`), so the
-interface never grants more than the REST API would; refusals are 403 pages and are
-audited. Every POST needs the session's CSRF token; the sign-in form needs its own
-token bound to a pre-session cookie (sessions.py). Failed sign-ins back off per
+for every role, specific POSTs by role). Each page asks the one authorisation
+(archive.core.authorise) about the actions it fronts (`PAGES`), and each act calls the
+same use case as the REST route (issue 21), so the interface never grants more than the
+use cases do; refusals are pages with the reason and the next step, and are audited.
+Every POST needs the session's CSRF token; the sign-in form needs its own token bound to
+a pre-session cookie (sessions.py). Failed sign-ins back off per
 (account, client address) and per address: a client in its backoff gets 429 with
 Retry-After and the reason (plugins/web.py sends it as 503, Orthanc 1.10.1 having no
 429), and nothing locks the account itself (archive/access/throttle.py). Nothing
@@ -22,7 +23,7 @@ from datetime import UTC, date, datetime
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlencode
 
-from archive.access import AuthFailure, Principal, decide
+from archive.access import AuthFailure, Principal
 from archive.audit import AuditEvent
 from archive.errors import ArchiveError
 from archive.web import views
@@ -55,22 +56,24 @@ SECURITY_HEADERS = (
     ("Cache-Control", "no-store"),
 )  # fmt: skip
 
-# page -> the REST routes it fronts (any one suffices): the route policy decides who
-# may open it. Users and the closure plan are personnel's tasks without a REST route of
-# their own, so they follow personnel's quarantine review.
-PERSONNEL = ("POST", "/teaching/quarantine/0/release")
-PAGES: dict[str, tuple[tuple[str, str], ...]] = {
-    "cases": (("GET", "/teaching/cases"),),
-    "removals": (("POST", "/teaching/removals"),),
-    "approvals": (("POST", "/teaching/removals/0/approve"),),
-    "shares": (("POST", "/teaching/shares/0/decide"),),
-    "users": (PERSONNEL,),
-    "quarantine": (PERSONNEL,),
-    "audit": (("GET", "/teaching/audit"),),
-    "closure": (("GET", "/teaching/closure"), PERSONNEL),
-    "pull": (("POST", "/teaching/pulls"),),
-    "workstation": (("POST", "/teaching/workstations/0/session"),),  # archive/web/workstation.py
+# page -> the actions it fronts (any one suffices): the one authorisation
+# (archive.core.authorise, policies/access/actions.toml) decides who may open it, so the
+# interface never grants more than the use cases behind it (issue 21).
+PAGES: dict[str, tuple[str, ...]] = {
+    "cases": ("case.view",),
+    "removals": ("removal.request",),
+    "approvals": ("removal.approve",),
+    "shares": ("share.vote",),
+    "users": ("user.manage", "user.training"),
+    "quarantine": ("quarantine.view",),
+    "audit": ("audit.view",),
+    "closure": ("closure.view",),
+    "pull": ("pull.create",),
+    "workstation": ("workstation.sign_in",),  # archive/web/workstation.py (issue 23)
 }
+# A refusal's code -> the status of the page that shows it.
+REFUSAL_STATUS = {"unauthenticated": 401, "not_found": 404, "state": 409, "conflict": 409,
+                  "invalid": 400, "failed": 500, "unavailable": 502}  # fmt: skip
 
 
 class WebError(Exception):
@@ -82,6 +85,17 @@ class WebError(Exception):
         self.message = message
 
 
+def outcome(result: Any) -> Any:
+    """A use case's result, or its Refusal shown as a page: the reason and what to do."""
+    from archive.core import Refusal
+
+    if isinstance(result, Refusal):
+        reason = result.reason[:1].upper() + result.reason[1:]
+        message = f"{reason.rstrip('.')}. {result.next}".strip()
+        raise WebError(REFUSAL_STATUS.get(result.code, 403), message)
+    return result
+
+
 @dataclass
 class WebRequest:
     method: str
@@ -91,6 +105,9 @@ class WebRequest:
     body: bytes = b""
     secure: bool = False
     ip: str = "unknown"
+    # The principal the HTTP filter already found for this request's session cookie
+    # (plugins/handoff.py): used instead of checking the session's account again.
+    principal: Principal | None = None
 
 
 @dataclass
@@ -108,20 +125,18 @@ class Backend(Protocol):
     home: Any
     route_policy: Any
     governance_policy: Any
+    policies_dir: Any  # the action policy (archive.core) is read from here
 
     def db(self): ...
     def access_store(self): ...
     def record(self, event: AuditEvent) -> int: ...
     def catalogue(self, principal: Principal): ...
+    def catalogue_room(self): ...  # archive.catalogue.usecases.CatalogueRoom
     def quarantine(self): ...
-    def pull(self, principal: Principal, workstation: str, cases: list[str]) -> dict: ...
-    def create_removal(self, principal: Principal, body: dict) -> dict: ...
-    def decide_removal(self, principal: Principal, kind: str, rid: int, body: dict) -> dict: ...
+    def pull_room(self): ...  # archive.pulls.usecases.PullRoom
     def thumbnail(self, principal: Principal, case_id: str, number: int) -> tuple[bytes, str]: ...
     def workstations(self) -> list[str]: ...
     def archive_totals(self) -> tuple[int, int]: ...
-
-    policies_dir: Any  # the home's policies (the use cases read them)
 
 
 @dataclass
@@ -175,18 +190,42 @@ class WebApp:
             )
         )
 
+    def refusal(self, principal: Principal, page_name: str):
+        """None if any action the page fronts is the principal's, else the first
+        refusal (a state the resource is not yet in does not hide the page: the act
+        itself is then refused with why)."""
+        from archive.core import authorise, load_action_policy
+
+        policy = load_action_policy(self.backend.policies_dir)
+        first = None
+        for action in PAGES[page_name]:
+            verdict = authorise(policy, principal, action)
+            if verdict or verdict.code == "state":
+                return None
+            first = first or verdict
+        return first
+
     def may(self, principal: Principal, page_name: str) -> bool:
-        policy = self.backend.route_policy
-        return any(decide(policy, principal, m, uri).allowed for m, uri in PAGES[page_name])
+        return self.refusal(principal, page_name) is None
 
     def require(self, ctx: Context, page_name: str) -> None:
-        if not self.may(ctx.principal, page_name):
-            self.audit(ctx.principal, f"web.{page_name}", "denied", ip=ctx.request.ip)
+        refused = self.refusal(ctx.principal, page_name)
+        if refused is not None:
+            self.audit(ctx.principal, f"web.{page_name}", "denied", ip=ctx.request.ip,
+                       reason=refused.reason)  # fmt: skip
             raise WebError(
                 403,
-                f"Your roles ({', '.join(ctx.principal.roles) or 'none'}) do "
-                "not allow this page; ask school personnel if your work needs it.",
+                f"Your roles ({', '.join(ctx.principal.roles) or 'none'}) do not allow this "
+                f"page: {refused.reason}. {refused.next or 'Ask school personnel.'}",
             )
+
+    def ports(self):
+        """The use cases' ports for an act from the web (archive.core.Ports)."""
+        from archive.core import Ports
+
+        audit = type("WebAudit", (), {"append": staticmethod(self.backend.record)})()
+        return Ports(db=self.backend.db(), audit=audit,
+                     policies_dir=self.backend.policies_dir, source="web")  # fmt: skip
 
     def pages_for(self, principal: Principal) -> list[str]:
         return [p for p in PAGES if p != "pull" and self.may(principal, p)]
@@ -232,7 +271,10 @@ class WebApp:
         sid = session_id_from(cookie_header_of(request.headers))
         session = sessions.lookup(sid, now)
         principal = None
-        if session is not None:
+        if session is not None and request.principal is not None:
+            if request.principal.user == session.user:
+                principal = request.principal
+        if session is not None and principal is None:
             principal = principal_of_session(self.backend.access_store(), session, now)
         if session is not None and principal is None:
             sessions.end(sid)  # ended by an account change, lapsed training, ...
@@ -337,44 +379,27 @@ FILTERS = ("modality", "body_part", "category", "difficulty", "level")
 
 @route("GET", r"/cases")
 def _search(app: WebApp, ctx: Context, groups) -> WebResponse:
-    from archive.catalogue import SearchFilters, can_edit
+    from archive.catalogue import usecases as uc
 
     app.require(ctx, "cases")
     q = ctx.request.query
     chosen = {f: [v.strip() for v in q.get(f, "").split(",") if v.strip()] for f in FILTERS}
-    chosen = {k: v for k, v in chosen.items() if v}
-    if not can_edit(ctx.principal.roles):
-        chosen["status"] = ["available"]
     try:
         number = max(1, int(q.get("page") or 1))
     except ValueError:
         number = 1
-    results = app.backend.catalogue(ctx.principal).search(
-        q.get("q", ""), SearchFilters.of(**chosen), page=number, per_page=20
-    )
-    app.audit(ctx.principal, "catalogue.case.search", "success", results=results.total,
-              full_text=bool(q.get("q", "").strip()), filters=",".join(sorted(chosen)))  # fmt: skip
+    found = outcome(uc.search_cases(app.backend.catalogue_room(), ctx.principal,
+                                    q.get("q", ""), chosen, page=number, per_page=20))  # fmt: skip
     params = {k: q[k] for k in ("q", *FILTERS) if q.get(k)}
-    return app.html(ctx, "Catalogue", views.search(q, results, params))
-
-
-def _case(app: WebApp, ctx: Context, case_id: str):
-    from archive.catalogue import CaseNotFoundError, can_edit
-
-    try:
-        case = app.backend.catalogue(ctx.principal).get(case_id)
-    except CaseNotFoundError:
-        raise WebError(404, f"There is no case {case_id}.") from None
-    if case.status != "available" and not can_edit(ctx.principal.roles):
-        raise WebError(404, f"There is no case {case_id}.")
-    return case
+    return app.html(ctx, "Catalogue", views.search(q, found.page, params))
 
 
 @route("GET", r"/cases/([A-Za-z0-9-]{1,64})")
 def _show_case(app: WebApp, ctx: Context, groups) -> WebResponse:
+    from archive.catalogue import usecases as uc
+
     app.require(ctx, "cases")
-    case = _case(app, ctx, groups[0].upper())
-    app.audit(ctx.principal, "catalogue.case.view", "success", case.case_id)
+    case = outcome(uc.view_case(app.backend.catalogue_room(), ctx.principal, groups[0])).case
     body = views.case(
         case,
         csrf=ctx.session.csrf,
@@ -395,24 +420,25 @@ def _thumb(app: WebApp, ctx: Context, groups) -> WebResponse:
 
 @route("POST", r"/pulls")
 def _pull(app: WebApp, ctx: Context, groups) -> WebResponse:
+    from archive.pulls.usecases import pull_cases
+
     app.require(ctx, "pull")
     case_id, ws = ctx.form.get("case", ""), ctx.form.get("workstation", "")
-    result = app.backend.pull(ctx.principal, ws, [case_id])
-    sent = sum(int(r.get("instances", 0)) for r in result.get("pulled", []))
+    result = outcome(pull_cases(app.backend.pull_room(), ctx.principal, ws, [case_id]))
+    sent = sum(int(r.get("instances", 0)) for r in result.pulled)
     msg = f"Case {case_id} sent to {ws} ({sent} images)."
     return app.html(ctx, "Pulled", views.back_to_case(case_id), flash=msg)
 
 
 @route("POST", r"/removals")
 def _request_removal(app: WebApp, ctx: Context, groups) -> WebResponse:
+    from archive.governance.removals import usecases as removals
+
     app.require(ctx, "removals")
-    body = {
-        "cases": [c.strip().upper() for c in ctx.form.get("cases", "").split(",") if c.strip()],
-        "purpose": ctx.form.get("purpose", ""),
-        "destination": ctx.form.get("destination", ""),
-    }
-    made = app.backend.create_removal(ctx.principal, body)
-    return app.redirect(f"/removals?made={int(made['id'])}")
+    cases = [c.strip().upper() for c in ctx.form.get("cases", "").split(",") if c.strip()]
+    purpose, destination = ctx.form.get("purpose", ""), ctx.form.get("destination", "")
+    made = _shown(removals.request(_ports(app, ctx), ctx.principal, cases, purpose, destination))
+    return app.redirect(f"/removals?made={int(made.id)}")
 
 
 def _removal_rows(app: WebApp, now: datetime, status: str | None = None) -> list:
@@ -455,13 +481,15 @@ def _approvals(app: WebApp, ctx: Context, groups) -> WebResponse:
 
 @route("POST", r"/approvals/([0-9]{1,12})/(approve|refuse)")
 def _decide_removal(app: WebApp, ctx: Context, groups) -> WebResponse:
+    from archive.governance.removals import usecases as removals
+
     app.require(ctx, "approvals")
     rid, kind = int(groups[0]), groups[1]
+    ports = _ports(app, ctx)
     if kind == "approve":
-        body: dict[str, Any] = {"text": ctx.form.get("text", "")}
+        _shown(removals.approve(ports, ctx.principal, rid, ctx.form.get("text", "")))
     else:
-        body = {"reason": ctx.form.get("reason", "")}
-    app.backend.decide_removal(ctx.principal, kind, rid, body)
+        _shown(removals.refuse_request(ports, ctx.principal, rid, ctx.form.get("reason", "")))
     return app.redirect(f"/approvals?done={rid}")
 
 
@@ -481,54 +509,63 @@ def _share_list(app: WebApp, ctx: Context, groups) -> WebResponse:
                     flash=f"Decision on proposal {done} recorded." if done else "")  # fmt: skip
 
 
+def _ports(app: WebApp, ctx: Context):
+    """The ports of a governance use case for this web request (issue 21: the web calls
+    the use cases directly, as the signed-in person)."""
+    from archive.core import Ports
+    from archive.paths import POLICIES_DIR
+
+    backend = app.backend
+    return Ports(db=backend.db(), audit=_AuditPort(backend),
+                 policies_dir=getattr(backend, "policies_dir", POLICIES_DIR), clock=app.clock,
+                 source="web", extra={"governance": backend.governance_policy,
+                                      "catalogue": backend.catalogue(ctx.principal)})  # fmt: skip
+
+
+class _AuditPort:
+    def __init__(self, backend) -> None:
+        self.backend = backend
+
+    def append(self, event) -> int:
+        return self.backend.record(event)
+
+
+def _shown(result):
+    """A use case's result, or its refusal as a page with its reason and next step."""
+    from archive.core import Refusal
+    from archive.governance.usecase import status_of
+
+    if isinstance(result, Refusal):
+        raise WebError(status_of(result), f"{result.reason}. {result.next}".strip())
+    return result
+
+
 @route("POST", r"/shares/([0-9]{1,12})/decide")
 def _share_decide(app: WebApp, ctx: Context, groups) -> WebResponse:
-    from archive.governance.board import BoardVote
+    from archive.governance.sharing import usecases as sharing
 
     app.require(ctx, "shares")
     pid = int(groups[0])
-    if ctx.form.get("approvers", "").strip():  # people act for themselves (issue 21)
-        raise WebError(400, "Other members cannot be named as voters: each member casts "
-                       "their own vote, signed in as themselves.")  # fmt: skip
     try:
         meeting = date.fromisoformat(ctx.form.get("meeting_date", ""))
     except ValueError:
         raise WebError(400, "Give the meeting date as YYYY-MM-DD.") from None
-    try:
-        decision = _shares(app).decide(
-            pid,
-            meeting_date=meeting,
-            minute_reference=ctx.form.get("minute", ""),
-            decision_text=ctx.form.get("text", ""),
-            approved=ctx.form.get("outcome") == "approved",
-            by=BoardVote.of_principal(ctx.principal),
-            now=ctx.now,
-        )
-    except ArchiveError as exc:
-        app.audit(ctx.principal, "governance.share.decide", "denied", str(pid),
-                  reason=type(exc).__name__)  # fmt: skip
-        raise
-    app.audit(ctx.principal, "governance.share.decide", "success", str(pid),
-              decision=decision.outcome, minute=decision.minute_reference)  # fmt: skip
-    app.audit(ctx.principal, "governance.board.vote", "success", f"decision {decision.id}",
-              counted=decision.quorum_counted)  # fmt: skip
+    named = {"approvers": 1} if ctx.form.get("approvers", "").strip() else {}
+    _shown(sharing.decide(
+        _ports(app, ctx), ctx.principal, pid, meeting_date=meeting,
+        minute_reference=ctx.form.get("minute", ""), decision_text=ctx.form.get("text", ""),
+        approved=ctx.form.get("outcome") == "approved", fields=named,
+    ))  # fmt: skip
     return app.redirect(f"/shares?done={pid}")
 
 
 @route("POST", r"/shares/([0-9]{1,12})/vote")
 def _share_vote(app: WebApp, ctx: Context, groups) -> WebResponse:
-    from archive.governance.board import BoardVote
+    from archive.governance.sharing import usecases as sharing
 
     app.require(ctx, "shares")
     pid = int(groups[0])
-    try:
-        decision = _shares(app).vote(pid, by=BoardVote.of_principal(ctx.principal), now=ctx.now)
-    except ArchiveError as exc:
-        app.audit(ctx.principal, "governance.board.vote", "denied", str(pid),
-                  reason=type(exc).__name__)  # fmt: skip
-        raise
-    app.audit(ctx.principal, "governance.board.vote", "success", f"decision {decision.id}",
-              proposal=str(pid), counted=decision.quorum_counted)  # fmt: skip
+    _shown(sharing.vote(_ports(app, ctx), ctx.principal, pid))
     return app.redirect(f"/shares?done={pid}")
 
 
@@ -562,14 +599,15 @@ def _users(app: WebApp, ctx: Context, groups) -> WebResponse:
 
 @route("POST", r"/users/([A-Za-z0-9._-]{1,64})/training")
 def _training(app: WebApp, ctx: Context, groups) -> WebResponse:
+    from archive.access import usecases as people
+
     app.require(ctx, "users")
     try:
         day = date.fromisoformat(ctx.form.get("trained_on", ""))
     except ValueError:
         raise WebError(400, "Give the training date as YYYY-MM-DD.") from None
-    app.backend.access_store().record_training(groups[0], day, ctx.now, by=ctx.principal.user)
-    app.audit(ctx.principal, "access.training.record", "success", groups[0],
-              trained_on=day.isoformat())  # fmt: skip
+    room = people.PeopleRoom(app.ports(), app.backend.access_store())
+    outcome(people.record_training(room, ctx.principal, groups[0], day))
     return app.redirect("/users?" + urlencode({"done": groups[0]}))
 
 
@@ -589,9 +627,7 @@ def _preview(app: WebApp, ctx: Context, groups) -> WebResponse:
 
     from archive.pixels import render_preview
 
-    app.require(ctx, "quarantine")
-    if "personnel" not in ctx.principal.roles:  # previews show burnt-in identity
-        raise WebError(403, "Only personnel see quarantine previews.")
+    app.require(ctx, "quarantine")  # quarantine.view: previews show burnt-in identity
     store = app.backend.quarantine()
     try:
         store.get(groups[0])
@@ -630,35 +666,27 @@ def _audit_verify(app: WebApp, ctx: Context, groups) -> WebResponse:
 
 @route("GET", r"/closure")
 def _closure(app: WebApp, ctx: Context, groups) -> WebResponse:
-    from archive.governance import ClosureInputs, PullInventory, closure_plan
+    from archive.governance.closure import usecases as closure
+    from archive.governance.closure.records import ClosureRecords
 
     app.require(ctx, "closure")
-    conn = app.backend.db()
-    cases = conn.execute("SELECT count(*) FROM catalogue_cases").fetchone()[0]
-    instances, size = app.backend.archive_totals()
-    exports = [
-        {"request": r.id, "expires": r.approval.expires_at.date().isoformat()}
-        for r, s in _removal_rows(app, ctx.now)
-        if s == "approved" and r.approval is not None
-    ]
-    shares = [
-        {"share": row["share_id"], "recipient": row["recipient"], "status": row["status"]}
-        for row in _shares(app).share_log()
-        if not str(row["status"]).endswith("confirmed")  # still held by the recipient
-    ]
-    plan = closure_plan(
-        ClosureInputs(
-            case_count=int(cases),
-            instance_count=instances,
-            bytes_total=size,
-            workstation_inventory=PullInventory(conn).inventory(),
-            open_shares=shares,
-            open_exports=exports,
-            keys=[{"key": "archive keyring", "where": "HOME/keys"}],
-        )
-    )
-    app.audit(ctx.principal, "governance.closure.plan", "success")
-    return app.html(ctx, "Closure plan", views.closure(plan))
+    plan = _shown(closure.plan(_ports(app, ctx), ctx.principal, app.backend.home,
+                               getattr(app.backend, "volume_kind", None)))  # fmt: skip
+    decisions = ClosureRecords(app.backend.db(), app.backend.governance_policy).decisions()
+    done = ctx.request.query.get("voted", "")
+    return app.html(ctx, "Closure plan", views.closure(plan, decisions, ctx.session.csrf),
+                    flash=f"Your vote on decision {done} is recorded." if done else "")  # fmt: skip
+
+
+@route("POST", r"/closure/([0-9]{1,12})/vote")
+def _closure_vote(app: WebApp, ctx: Context, groups) -> WebResponse:
+    """A Board member votes for themselves on a recorded closure decision (issue 21)."""
+    from archive.governance.closure import usecases as closure
+
+    app.require(ctx, "closure")
+    did = int(groups[0])
+    _shown(closure.vote(_ports(app, ctx), ctx.principal, did))
+    return app.redirect(f"/closure?voted={did}")
 
 
 # Pages kept in their own modules (registered on import).

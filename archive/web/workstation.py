@@ -28,9 +28,9 @@ def _ports(app: WebApp):
 
 def _places(app: WebApp) -> list[tuple[str, str]]:
     """(name, location) of each registered suite workstation."""
-    from archive.governance.workstations import Workstations
+    from archive.access.nodes import workstations
 
-    places = Workstations(app.backend.db()).all()
+    places = workstations(app.backend.db()).all()
     return [(name, places[name].location) for name in app.backend.workstations() if name in places]
 
 

@@ -17,7 +17,6 @@ from archive.catalogue import (
     SearchFilters,
     SeriesSummary,
     StudySummary,
-    can_edit,
 )
 from archive.db import connect
 
@@ -284,6 +283,17 @@ def test_status_and_level(cat: Catalogue, changes: list) -> None:
 
 
 def test_only_trainers_and_personnel_can_edit() -> None:
+    """The rule is data (policies/access/actions.toml, case.edit), asked of archive.core."""
+    from pathlib import Path
+
+    from archive.access.principal import Principal
+    from archive.core import authorise, load_action_policy
+
+    policy = load_action_policy(Path(__file__).resolve().parents[2] / "policies")
+
+    def can_edit(roles) -> bool:
+        return bool(authorise(policy, Principal("u", tuple(roles), True), "case.edit"))
+
     assert can_edit(["trainer"]) and can_edit(("registrar", "personnel"))
     assert not can_edit(["registrar"])
     assert not can_edit(["other-speciality"]) and not can_edit([])
@@ -480,3 +490,23 @@ def test_search_index_follows_edits(cat: Catalogue, library: dict) -> None:
     assert cat.search("appendicitis").total == 1  # keyword still there
     cat.edit(library["app"], {"keywords": []}, "trainer1")
     assert cat.search("appendicitis").total == 0
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Seen by Mrs Marigold Pennywhistle",
+        "Referred on 12 June 2021",
+        "contact 07700 900123",
+        "MRN PLANT-99117",
+        "daughter Rosalind",
+        "post to LS1 4AP",
+    ],
+)
+def test_teaching_text_with_free_text_identifier_refused(text: str) -> None:
+    """Issue 24: the same free-text screen as ingest applies to what trainers type."""
+    real = Catalogue(connect(":memory:"), "NSR")
+    case_id = add(real, 1)
+    with pytest.raises(IdentifierInTextError, match="clinical_history"):
+        real.edit(case_id, {"clinical_history": text}, "trainer1")
+    assert real.get(case_id).clinical_history == ""

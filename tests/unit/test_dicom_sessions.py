@@ -8,10 +8,10 @@ from types import SimpleNamespace
 import pytest
 
 from archive.access import open_access_store
+from archive.access.nodes import workstations
 from archive.core import Refusal
 from archive.dicom.casefields import accession_number, case_fields, lo, patch_dataset
 from archive.dicom.sessions import SessionTable, ports_for, session_principal, sign_out, start
-from archive.governance.workstations import Workstations
 from archive.paths import POLICIES_DIR
 
 NOW = datetime(2026, 12, 3, 9, 0, tzinfo=UTC)
@@ -28,8 +28,7 @@ def world(tmp_path):
     store.add_user("carol", PASSWORD, ["trainer"], NOW, "op")  # not trained
     store.add_user("pat", PASSWORD, ["personnel"], NOW, "op")
     for name, aet in (("ws1", "WS01"), ("ws2", "WS02")):
-        store.add_dicom_node(name, aet, "127.0.0.1", 11112, may_store=False, may_query=True)
-        Workstations(store.conn).add(name, f"MacLab {name[-1]}", "op", NOW)
+        workstations(store.conn).add(name, aet, "127.0.0.1", 11112, f"MacLab {name[-1]}", "op", NOW)
     store.add_dicom_node("pacs", "PACS", "127.0.0.1", 104, may_store=True, may_query=False)
     events: list = []
     clock = {"now": NOW}

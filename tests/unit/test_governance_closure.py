@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from archive.db import connect
 from archive.governance.board import BoardVote
-from archive.governance.certificate import (
+from archive.governance.closure.certificate import (
     Media,
     Person,
     SanitizationStep,
@@ -20,7 +20,7 @@ from archive.governance.certificate import (
     default_steps,
     sign_certificate,
 )
-from archive.governance.closure import ClosureInputs, ClosureRecords, closure_plan
+from archive.governance.closure.records import ClosureInputs, ClosureRecords, closure_plan
 from archive.governance.errors import (
     CertificateError,
     InvalidInputError,
@@ -31,7 +31,7 @@ from archive.governance.errors import (
 )
 from archive.governance.policy import load_policy
 from archive.governance.pulls import PullInventory
-from archive.governance.recipients import DicomNode
+from archive.governance.sharing.recipients import DicomNode
 
 T0 = datetime(2025, 6, 2, 9, 0, tzinfo=UTC)
 MEETING = date(2025, 5, 30)
@@ -233,7 +233,7 @@ def test_receipt_must_match_manifest(closure):
 
 # -- the wipe gate -----------------------------------------------------------------------------
 def test_wipe_refused_without_anything(closure):
-    with pytest.raises(WipeRefusedError, match="no School Board decision.*2 different personnel"):
+    with pytest.raises(WipeRefusedError, match="no School Board decision.*2 different staff"):
         closure.check_wipe_allowed(T0)
 
 
@@ -258,7 +258,7 @@ def test_wipe_refused_with_one_person(closure):
 
 def test_non_personnel_cannot_confirm(closure):
     _decide_destroy(closure)
-    with pytest.raises(NotAuthorisedError, match="only school personnel"):
+    with pytest.raises(NotAuthorisedError, match="only school staff"):
         closure.confirm_wipe("Dr Trainer", ["trainer", "board_member"], now=T0)
 
 

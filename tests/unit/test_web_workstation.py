@@ -8,8 +8,8 @@ from urllib.parse import urlencode
 
 import pytest
 
+from archive.access.nodes import workstations
 from archive.dicom.sessions import SessionTable
-from archive.governance.workstations import Workstations
 from archive.paths import POLICIES_DIR
 from archive.web import WebApp, WebRequest
 from tests.unit.test_web import NOW, Clock, FakeBackend, _login
@@ -29,8 +29,8 @@ def app(tmp_path: Path) -> WebApp:
         backend.store.add_user(name, f"pw-{name}-long-enough-42", roles, NOW, by="t")
         backend.store.record_training(name, NOW.date(), NOW, by="t")
     for name in ("ws1", "ws3"):
-        backend.store.add_dicom_node(name, name.upper(), "10.0.0.3", 104, False, True)
-        Workstations(backend.conn).add(name, f"MacLab {name[-1]}", "t", NOW)
+        workstations(backend.conn).add(name, name.upper(), "10.0.0.3", 104, f"MacLab {name[-1]}",
+                                       "t", NOW)  # fmt: skip
     return WebApp(backend, clock=Clock())
 
 

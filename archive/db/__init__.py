@@ -1,0 +1,126 @@
+"""The archive's own database, each room owning its own tables.
+
+By default one SQLite file (HOME/data/archive.db). With `[database] kind = "postgresql"`
+the same tables live in a schema of the PostgreSQL database that holds Orthanc's index,
+so several Orthanc nodes share one catalogue, one set of users, one governance record.
+`open_database(config)` is the one entry point that honours that switch; it returns a
+sqlite3.Connection (archive.db.sqlite) or an archive.db.postgres.PostgresConnection,
+which speaks the same API and translates the rooms' SQL (see that module).
+
+Rooms call `migrate(conn, room, steps)` with an ordered list of SQL scripts; a step runs
+once and is recorded in `schema_steps`, so upgrading an old home is automatic. A step
+that cannot be written portably is a mapping {"sqlite": ..., "postgresql": ...}.
+SQLite connections use WAL and a busy timeout because the CLI and the Orthanc plugin
+write to the same file from different processes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from archive.db.sqlite import connect, split_script
+from archive.errors import ArchiveError
+
+if TYPE_CHECKING:
+    from archive.config import ArchiveConfig
+
+__all__ = ["Step", "connect", "dialect", "migrate", "open_database", "require_sqlite"]
+
+Step = str | Mapping[str, str]
+
+
+def open_database(config: ArchiveConfig) -> Any:
+    """The archive database as configured: SQLite in the home, or PostgreSQL.
+
+    The PostgreSQL password comes from database.password_file (checked 0600, this
+    user's) and is handed to libpq as a keyword, never inside a connection string."""
+    if not config.database.shared:
+        return connect(config.home.db_path)
+    from archive.config import database_password
+    from archive.db import postgres as db_postgres
+
+    settings = config.database
+    return db_postgres.connect(
+        host=settings.host,
+        port=settings.port,
+        database=settings.database,
+        user=settings.user,
+        password=database_password(config),
+        ssl=settings.ssl,
+        schema=settings.schema,
+    )
+
+
+def dialect(conn: Any) -> str:
+    """The SQL dialect of a connection: "sqlite" or "postgresql"."""
+    return getattr(conn, "dialect", "sqlite")
+
+
+def require_sqlite(config: ArchiveConfig, what: str, instead: str = "") -> None:
+    """Refuse a tool that reads archive.db directly when the tables are on PostgreSQL.
+
+    `instead` says what to do in its place; the default is the PostgreSQL backup."""
+    if config.database.shared:
+        advice = instead or (
+            "stop every node, back up PostgreSQL with pg_dump (database "
+            f"{config.database.database}, schemas public and {config.database.schema}) "
+            "and keep it with a copy of the home's data and keys directories"
+        )
+        raise ArchiveError(
+            f"{what} works on the embedded SQLite database only and this archive keeps its "
+            f"tables on PostgreSQL: {advice} (see ops/SCALE-OUT.md)."
+        )
+
+
+def migrate(conn: Any, room: str, steps: Sequence[Step]) -> None:
+    """Apply this room's schema steps that have not run yet, each in one transaction.
+
+    Concurrent migrations (two nodes starting) are serialised by BEGIN IMMEDIATE and
+    each step is re-checked under it, so a step never runs twice."""
+    kind = dialect(conn)
+    # Stores are built per call in places (a quarantine store per instance): on
+    # PostgreSQL, remember on the connection which rooms are up to date, so that costs
+    # no round trips (and no global lock) after the first time.
+    known = getattr(conn, "migrated", None)
+    if known is not None and known.get(room) == len(steps):
+        return
+    create = (
+        "CREATE TABLE IF NOT EXISTS schema_steps ("
+        " room TEXT NOT NULL, step INTEGER NOT NULL, PRIMARY KEY (room, step))"
+    )
+    conn.execute(create)  # on PostgreSQL under the writer lock (archive.db.postgres), so no race
+    done = {row[0] for row in conn.execute("SELECT step FROM schema_steps WHERE room = ?", (room,))}
+    for number, script in enumerate(steps, start=1):
+        if number in done:
+            continue
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if conn.execute(
+                "SELECT 1 FROM schema_steps WHERE room = ? AND step = ?", (room, number)
+            ).fetchone():
+                conn.execute("COMMIT")
+                continue
+            _apply(conn, kind, script)
+            conn.execute("INSERT INTO schema_steps (room, step) VALUES (?, ?)", (room, number))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    if known is not None:
+        known[room] = len(steps)
+
+
+def _apply(conn: Any, kind: str, step: Step) -> None:
+    if isinstance(step, Mapping):
+        if kind not in step:
+            raise ArchiveError(f"a schema step has no {kind} version; this is a bug.")
+        script = step[kind]
+        if kind != "sqlite":  # the backend's own SQL, unchanged and whole
+            if script.strip():
+                conn.execute_native(script)
+            return
+    else:
+        script = step
+    for statement in split_script(script):
+        conn.execute(statement)
