@@ -37,6 +37,7 @@ QUICK_ARGS: dict[str, list[str]] = {
     "bench_deid.py": ["--slices", "100", "--rounds", "1"],
     "bench_crypto.py": ["--large-mib", "128", "--files", "100", "--repeat", "2"],
     "bench_pull.py": ["--instances", "60", "--rounds", "1"],
+    "bench_retrieve.py": ["--instances", "60", "--rounds", "1"],
     "bench_watch.py": ["--count", "60"],
     "bench_ocr.py": ["--slices", "100", "--repeats", "2", "--us-frames", "5"],
     "bench_search.py": ["--cases", "20000", "--queries", "150"],

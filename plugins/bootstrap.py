@@ -36,6 +36,7 @@ ADAPTERS = (
     "collections_routes",  # /teaching/collections
     "quarantine_routes",  # quarantine review
     "pulls_routes",  # pulls to the suite's workstations
+    "workstation_routes",  # workstation sessions: who a workstation's retrieves are for
     "removal_routes",  # removal requests and written decisions
     "removal_export_routes",  # an approved removal's package
     "recipient_routes",  # the register of recipients

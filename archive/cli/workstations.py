@@ -1,9 +1,14 @@
-"""`archive workstations add|list|remove`: the suite's workstations that may pull cases.
+"""`archive workstations add|list|remove|session`: the suite's workstations that may pull.
 
 A workstation is a DICOM node with query/retrieve rights (C-FIND, C-MOVE to its own AE,
 never C-STORE into the archive) plus its location in the suite, so closure knows which
 machine holds pulled cases: one registry, archive.access.nodes.Workstations. The DICOM
 front (archive/dicom/front.py) reads the register as it changes: no restart needed.
+
+`archive workstations session start|end|list` signs a person in at a workstation ("I am
+at MacLab 3") through the running archive, with that person's own credentials: the
+workstation's C-MOVE and C-GET are then theirs until they sign out or the session
+expires (policies/access/dicom.toml [session]; ops/OSIRIX.md).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from typing import Annotated
 import typer
 
 from archive.audit import AuditError, AuditEvent
+from archive.cli.api import AsOption, PasswordFileOption, TokenFileOption, api_client, call
 from archive.cli.common import HomeOption, JsonOption, actor, emit_json, fail
 from archive.cli.users import now, opened
 from archive.errors import ArchiveError
@@ -33,6 +39,7 @@ def register(app: typer.Typer) -> None:
         help="Suite workstations that may query and pull cases.", no_args_is_help=True
     )
     app.add_typer(sub, name="workstations")
+    register_sessions(sub)
 
     @sub.command("add")
     def add_cmd(
@@ -98,3 +105,72 @@ def register(app: typer.Typer) -> None:
                 fail(str(exc))
             _audit(log, "workstations.remove", name, "success")
         typer.echo(f"workstation {name} removed")
+
+
+def register_sessions(sub: typer.Typer) -> None:
+    sessions = typer.Typer(
+        help="Who is at a workstation: its C-MOVE/C-GET are theirs while signed in.",
+        no_args_is_help=True,
+    )
+    sub.add_typer(sessions, name="session")
+
+    def show(row: dict, verb: str) -> None:
+        typer.echo(f"{row['user']} {verb} {row['workstation']} (until {row['expires_at']})")
+
+    @sessions.command("start")
+    def start_cmd(
+        workstation: Annotated[str, typer.Argument(help="The workstation's name.")],
+        home: HomeOption,
+        minutes: Annotated[
+            int | None,
+            typer.Option("--minutes", help="How long (default and maximum: dicom.toml)."),
+        ] = None,
+        user: AsOption = None,
+        password_file: PasswordFileOption = None,
+        token_file: TokenFileOption = None,
+        as_json: JsonOption = False,
+    ) -> None:
+        """Sign in at a workstation as yourself (your own password or token); audited."""
+        body = {} if minutes is None else {"minutes": minutes}
+        with api_client(home, user, password_file, token_file) as client:
+            row = call(client, "POST", f"/teaching/workstations/{workstation}/session", json=body)
+        if as_json:
+            emit_json(row)
+        else:
+            show(row, "is signed in at")
+
+    @sessions.command("end")
+    def end_cmd(
+        workstation: Annotated[str, typer.Argument(help="The workstation's name.")],
+        home: HomeOption,
+        user: AsOption = None,
+        password_file: PasswordFileOption = None,
+        token_file: TokenFileOption = None,
+        as_json: JsonOption = False,
+    ) -> None:
+        """Sign out of a workstation (your own session; personnel may end anyone's)."""
+        with api_client(home, user, password_file, token_file) as client:
+            row = call(client, "DELETE", f"/teaching/workstations/{workstation}/session")
+        if as_json:
+            emit_json(row)
+        else:
+            typer.echo(f"{row['user']} signed out of {row['workstation']}")
+
+    @sessions.command("list")
+    def list_sessions_cmd(
+        home: HomeOption,
+        user: AsOption = None,
+        password_file: PasswordFileOption = None,
+        token_file: TokenFileOption = None,
+        as_json: JsonOption = False,
+    ) -> None:
+        """Who is signed in at which workstation now."""
+        with api_client(home, user, password_file, token_file) as client:
+            rows = call(client, "GET", "/teaching/workstations/sessions")["sessions"]
+        if as_json:
+            emit_json(rows)
+            return
+        for row in rows:
+            show(row, "at")
+        if not rows:
+            typer.echo("nobody is signed in at a workstation")

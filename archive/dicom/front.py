@@ -46,6 +46,7 @@ from archive.access.dicom import dicom_decision
 from archive.access.events import _safe, dicom_event
 from archive.audit import AuditEvent
 from archive.dicom import forward
+from archive.dicom.casefields import accession_number, case_fields, lo, patch_dataset
 from archive.dicom.guard import MalformedDataset, scan
 from archive.dicom.policy import (
     FrontPolicy,
@@ -61,8 +62,27 @@ NO_MATCH = 0xC002
 BAD_IDENTIFIER = 0xA900  # identifier does not match SOP class
 SUBOPS_FAILED = 0xA702
 LEVELS = ("PATIENT", "STUDY", "SERIES", "IMAGE")
+REFUSED_PERSON = "refused:principal"  # a Decision.rule: the person (or workstation) may not
 
 log = logging.getLogger("archive.dicom.front")
+
+
+@dataclass(frozen=True)
+class Attribution:
+    """Who a retrieve is for: "session" (a person signed in at the workstation),
+    "unattended" (the workstation on its own, as the policy allows) or "refused"."""
+
+    mode: str
+    principal: Any  # archive.access.Principal, None when refused
+    session: int | None = None  # the session id (or the lapsed one)
+
+    def audit(self) -> dict[str, Any]:
+        detail: dict[str, Any] = {"attributed": self.mode}
+        if self.principal is not None:
+            detail["pull_user"] = self.principal.user
+        if self.session is not None:
+            detail["session" if self.mode == "session" else "lapsed_session"] = self.session
+        return detail
 
 
 @dataclass
@@ -145,16 +165,23 @@ class Front:
     def record(self, event: AuditEvent) -> None:
         self.runtime.record(event)
 
-    def act(self, kind: str, peer: Peer, outcome: str, reason: str, **detail: Any) -> None:
-        """One access.dicom record (same shape as dicom_event, plus what the act did)."""
+    def act(
+        self, kind: str, peer: Peer, outcome: str, reason: str, who: Attribution | None = None,
+        **detail: Any,
+    ) -> None:  # fmt: skip
+        """One access.dicom record (same shape as dicom_event, plus what the act did).
+        A retrieve made for a person signed in at the workstation names them as actor."""
         # a 10-digit figure (a byte count, an offset) reads like an NHS number to the
         # audit guard, which would refuse the whole record: such runs are shortened
         body: dict[str, Any] = {"kind": kind, "reason": _LONG_NUMBER.sub("(n)", reason)}
+        actor, roles = peer.aet.strip() or "unknown-ae", ()
+        if who is not None:
+            body.update(who.audit())
+            if who.principal is not None and who.mode == "session":
+                actor, roles = who.principal.user, tuple(who.principal.roles)
         body.update({k: v for k, v in detail.items() if v is not None})
         source = f"{peer.aet.strip()}@{peer.host}"
-        event = AuditEvent(
-            "access.dicom", outcome, peer.aet.strip() or "unknown-ae", (), source, detail=body
-        )
+        event = AuditEvent("access.dicom", outcome, actor, roles, source, detail=body)
         self.record(_safe(event))
 
     # -- association -----------------------------------------------------------------
@@ -225,7 +252,11 @@ class Front:
         return decode(BytesIO(raw), uid.is_implicit_VR, uid.is_little_endian, uid.is_deflated)
 
     def released_cases(self, identifier) -> tuple[list, list[str]]:
-        """(available cases matching the identifier's study keys, refused study UIDs)."""
+        """(available cases matching the identifier's study keys, refused study UIDs).
+
+        By StudyInstanceUID when given; else by case ID (PatientID or AccessionNumber,
+        without wildcards) when given; else every released case (the caller matches the
+        other keys)."""
         from archive.catalogue.model import SearchFilters
 
         catalogue = self.catalogue()
@@ -239,6 +270,9 @@ class Front:
                 else:
                     cases.append(case)
             return cases, refused
+        ids = _values(identifier, "PatientID")
+        if ids and not any(_wild(v) for v in ids):
+            return self._cases_by_id(catalogue, ids)
         cases, page = [], 1
         while True:
             found = catalogue.search("", SearchFilters.of(status="available"), page, 200, "added")
@@ -247,6 +281,22 @@ class Front:
                 break
             page += 1
         return cases, []
+
+    @staticmethod
+    def _cases_by_id(catalogue, ids: list[str]) -> tuple[list, list[str]]:
+        from archive.errors import ArchiveError
+
+        cases, refused = [], []
+        for case_id in ids:
+            try:
+                case = catalogue.get(case_id.upper())
+            except ArchiveError:
+                case = None
+            if case is None or case.status != "available":
+                refused.append(case_id)
+            else:
+                cases.append(case)
+        return cases, refused
 
     def entries(self, case, identifier, level: str) -> list:
         from archive.vault.ledger import InstanceLedger
@@ -260,12 +310,88 @@ class Front:
             entries = [e for e in entries if not sops or e.sop_uid in sops]
         return entries
 
-    def read(self, entry):
+    def read(self, entry, case=None):
+        """The stored dataset; for a retrieve (`case` given) with the case ID and title
+        in the keys a viewer lists (archive/dicom/casefields.py)."""
         from pydicom import dcmread
 
         from archive.vault.ledger import read_dicom
 
-        return dcmread(BytesIO(read_dicom(self.vault(), entry)))
+        ds = dcmread(BytesIO(read_dicom(self.vault(), entry)))
+        return ds if case is None else patch_dataset(ds, case)
+
+    def instance(self, entry, case, assoc):
+        """What a retrieve sends for `entry`: its stored bytes with the case ID and title
+        set in the header (archive/dicom/send.py prepared_dataset), sent as they are when
+        the receiver accepted the stored syntax, else decoded (and decompressed if
+        needed) by pynetdicom; big endian and deflated files always take that way."""
+        from pydicom import dcmread
+
+        from archive.dicom.send import prepared_dataset, prepared_instance
+        from archive.vault.ledger import read_dicom
+
+        data = read_dicom(self.vault(), entry)
+
+        def full(sender):
+            return fit_syntax(patch_dataset(dcmread(BytesIO(data)), case), entry, sender)
+
+        prepared = prepared_dataset(data, case_fields(case))
+        if prepared is None:
+            return full(assoc)
+        syntax, body = prepared
+        return prepared_instance(entry.sop_class_uid, entry.sop_uid, syntax, body, full)
+
+    def prefetched(self, pairs: list, results: dict, ahead: int = 2) -> Iterator[tuple]:
+        """((case, entry), future of what to send) in order, the next `ahead` instances
+        read and decrypted by a helper thread while pynetdicom sends the current one
+        (file reads and AES-GCM release the GIL; bench_retrieve)."""
+        from collections import deque
+        from concurrent.futures import ThreadPoolExecutor
+
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="retrieve-read")
+        queued: deque = deque()
+        remaining = iter(pairs)
+
+        def submit() -> None:
+            pair = next(remaining, None)
+            if pair is not None:
+                case, entry = pair
+                queued.append((pair, pool.submit(self.instance, entry, case, results["assoc"])))
+
+        try:
+            for _ in range(ahead):
+                submit()
+            while queued:
+                item = queued.popleft()
+                submit()
+                yield item
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    # -- who a retrieve is for --------------------------------------------------------
+    def attribution(self, peer: Peer) -> Attribution:
+        """The person signed in at this workstation, or the workstation on its own if the
+        policy lets it retrieve unattended, or a refusal."""
+        from archive.access.principal import Principal
+        from archive.dicom.sessions import SessionTable, session_principal
+
+        now = self.now()
+        name = peer.node.name
+        session = SessionTable(self.runtime.db()).active(name, now)
+        lapsed = None
+        if session is not None:
+            principal = session_principal(self.access(), session, now)
+            if principal is not None:
+                return Attribution("session", principal, session.id)
+            lapsed = session.id  # the account changed or training lapsed since sign-in
+        if not self.policy.unattended_retrieve:
+            return Attribution("refused", None, lapsed)
+        robot = Principal(f"workstation:{name}", ("suite_workstation",), True, method="dicom")
+        return Attribution("unattended", robot, lapsed)
+
+    def access(self):
+        self.nodes()  # builds the access store once
+        return self._access.bind(self.runtime.db())
 
     # -- C-FIND --------------------------------------------------------------------------
     def find(self, peer: Peer, request, syntax: str, is_cancelled) -> Iterator[tuple]:
@@ -304,69 +430,83 @@ class Front:
             yield PENDING, answer
 
     def _matches(self, identifier, level: str) -> list:
+        """The answers at this level: each released case is one patient and one study,
+        shown by its case ID and title (archive/dicom/casefields.py), never by the
+        stored pseudonym."""
         from pydicom.dataset import Dataset
 
         cases, _ = self.released_cases(identifier)
         out = []
-        if level == "PATIENT":
-            seen = set()
-            for case in cases:
-                if case.patient_pseudonym in seen:
-                    continue
-                seen.add(case.patient_pseudonym)
-                known = {"PatientID": case.patient_pseudonym}
-                if _match(identifier, known):
-                    out.append(_answer(identifier, level, known))
-            return out
         for case in cases:
+            shown = case_fields(case)
+            patient = {
+                "PatientID": shown["PatientID"],
+                "PatientName": shown["PatientName"],
+                "NumberOfPatientRelatedStudies": "1",
+                "NumberOfPatientRelatedSeries": str(case.series_count),
+                "NumberOfPatientRelatedInstances": str(case.instance_count),
+            }
+            if level == "PATIENT":
+                if _match(identifier, patient):
+                    out.append(_answer(identifier, level, patient))
+                continue
             study = {
+                **patient,
                 "StudyInstanceUID": case.study_uid,
-                "PatientID": case.patient_pseudonym,
-                "StudyDescription": case.study_description,
+                "AccessionNumber": shown["AccessionNumber"],
+                "StudyDescription": shown["StudyDescription"],
+                "StudyID": accession_number(case.case_id),
                 "ModalitiesInStudy": "\\".join(case.modalities),
+                "BodyPartExamined": case.body_part,
                 "NumberOfStudyRelatedSeries": str(case.series_count),
                 "NumberOfStudyRelatedInstances": str(case.instance_count),
             }
             if not _match(identifier, study, skip=("ModalitiesInStudy",)):
                 continue
             wanted = _values(identifier, "ModalitiesInStudy")
-            if wanted and not set(wanted) & set(case.modalities):
+            if wanted and not _any_match(wanted, case.modalities):
                 continue
             if level == "STUDY":
                 out.append(_answer(identifier, level, study))
                 continue
-            for series in case.series:
+            for number, series in enumerate(case.series, start=1):
                 facts = {
-                    "StudyInstanceUID": case.study_uid,
+                    **study,
                     "SeriesInstanceUID": series.series_uid,
                     "Modality": series.modality,
-                    "SeriesDescription": series.description,
+                    "SeriesDescription": lo(series.description),
+                    "SeriesNumber": str(number),
                     "NumberOfSeriesRelatedInstances": str(series.instance_count),
                 }
-                if not _match(identifier, facts):
+                if not _match(identifier, facts, skip=_STUDY_ONLY):
                     continue
                 if level == "SERIES":
                     out.append(_answer(identifier, level, facts))
                     continue
                 for entry in self.entries(case, _only(Dataset(), series.series_uid), "SERIES"):
                     image = {
-                        "StudyInstanceUID": case.study_uid,
-                        "SeriesInstanceUID": series.series_uid,
+                        **facts,
                         "SOPInstanceUID": entry.sop_uid,
                         "SOPClassUID": entry.sop_class_uid,
                         "InstanceNumber": str(entry.instance_number or ""),
                     }
-                    if _match(identifier, image):
+                    if _match(identifier, image, skip=_STUDY_ONLY):
                         out.append(_answer(identifier, level, image))
         return out
 
     # -- C-MOVE / C-GET ------------------------------------------------------------------
     def plan_retrieve(self, kind: str, peer: Peer, request, syntax: str, destination: str):
-        """(decision, destination node or None, [(case, entries)], reason) of a pull."""
+        """(decision, destination node or None, [(case, entries)], attribution) of a pull.
+
+        A pull like `archive pull`: the destination by the front's policy, released
+        cases only, and every case authorised by archive/core (`pull.create`) for the
+        person signed in at the workstation, or for the workstation on its own."""
+        from archive.core import Resource, authorise, load_action_policy
+
         nodes = self.nodes()
         decision = dicom_decision(nodes, kind, peer.aet, peer.host)
         if not decision.allowed:
-            return decision, None, []
+            return decision, None, [], None
         decision, dest = retrieve_decision(
             self.policy,
             nodes,
@@ -375,36 +515,46 @@ class Front:
             self.workstations(),
         )
         if not decision.allowed:
-            return decision, None, []
+            return decision, None, [], None
         identifier = self.identifier(request, syntax)
         level = str(identifier.get("QueryRetrieveLevel", "")).upper()
-        if level not in ("STUDY", "SERIES", "IMAGE") or not _values(identifier, "StudyInstanceUID"):
-            return (
-                Decision(False, "retrieve by StudyInstanceUID (study, series or image)"),
-                None,
-                [],
-            )
+        by_study = level in ("STUDY", "SERIES", "IMAGE") and _values(identifier, "StudyInstanceUID")
+        by_case = level == "PATIENT" and _values(identifier, "PatientID")
+        if not (by_study or by_case) or (by_case and any(map(_wild, by_case))):
+            why = "retrieve by StudyInstanceUID (study, series or image) or by case ID (patient)"
+            return Decision(False, why), None, [], None
+        who = self.attribution(peer)
+        if who.principal is None:
+            why = "nobody is signed in at this workstation; sign in for it first"
+            return Decision(False, why, REFUSED_PERSON), dest, [], who
         cases, refused = self.released_cases(identifier)
         if refused:
-            return Decision(False, "study is not a released (available) case"), dest, []
+            return Decision(False, "study is not a released (available) case"), dest, [], who
+        actions = load_action_policy(self.config.policies_dir)
+        for case in cases:
+            verdict = authorise(
+                actions, who.principal, "pull.create", Resource("case", case.case_id, case.status)
+            )
+            if not verdict:
+                return Decision(False, verdict.reason, REFUSED_PERSON), dest, [], who
         planned = [(case, self.entries(case, identifier, level)) for case in cases]
         planned = [(case, entries) for case, entries in planned if entries]
         if not planned:
-            return Decision(False, "no stored instance matches"), dest, []
-        return decision, dest, planned
+            return Decision(False, "no stored instance matches"), dest, [], who
+        return decision, dest, planned, who
 
-    def record_pulls(self, dest, planned, delivered: set[str]) -> list[int]:
+    def record_pulls(self, dest, planned, delivered: set[str], who: Attribution) -> list[int]:
+        """The pull inventory, through the pulls room's one function (the seam to
+        re-point when the pulls room becomes use cases): one pull per case of which at
+        least one instance was delivered, under the person or `workstation:<name>`."""
         from archive.governance import PullInventory
 
         inventory = PullInventory(self.runtime.db())
+        user = who.principal.user if who.principal is not None else f"workstation:{dest.name}"
         ids = []
         for case, entries in planned:
             if any(e.sop_uid in delivered for e in entries):
-                ids.append(
-                    inventory.record_pull(
-                        case.case_id, dest.name, f"workstation:{dest.name}", self.now()
-                    )
-                )
+                ids.append(inventory.record_pull(case.case_id, dest.name, user, self.now()))
         return ids
 
     def retrieve(self, kind: str, peer: Peer, event, syntax: str) -> Iterator:
@@ -412,7 +562,7 @@ class Front:
         the destination first; then the number of sub-operations; then datasets."""
         destination = _text(event.move_destination) if kind == "move" else ""
         try:
-            decision, dest, planned = self.plan_retrieve(
+            decision, dest, planned, who = self.plan_retrieve(
                 kind, peer, event.request, syntax, destination
             )
         except Exception as exc:  # noqa: BLE001 - audited, answered with a failure status
@@ -430,7 +580,7 @@ class Front:
             return
         cases = ",".join(c.case_id for c, _ in planned)[:200] or None
         if not decision.allowed:
-            self.act(kind, peer, "denied", decision.reason, destination=destination or None)
+            self.act(kind, peer, "denied", decision.reason, who, destination=destination or None)
             if kind == "move" and dest is None:
                 yield None, None  # pynetdicom answers 0xA801: destination unknown
                 return
@@ -438,12 +588,19 @@ class Front:
                 yield 1
                 yield _status(NOT_AUTHORISED, decision.reason), None
                 return
+            if decision.rule == REFUSED_PERSON:  # who it is for may not: a failure status
+                if kind == "move":  # pynetdicom opens the sub-association before statuses
+                    yield dest.host, dest.port, {"contexts": _verification()}
+                yield 1
+                yield _status(NOT_AUTHORISED, decision.reason), None
+                return
             if kind == "move":
                 yield dest.host, dest.port
             yield 0  # no released case matches: zero sub-operations, nothing goes out
             return
-        entries = [e for _, items in planned for e in items]
-        results = {"sent": 0, "failed": 0, "delivered": set(), "current": None}
+        pairs = [(case, e) for case, items in planned for e in items]
+        entries = [e for _, e in pairs]
+        results = {"sent": 0, "failed": 0, "delivered": set(), "current": None, "assoc": None}
         finished = False
         try:
             if kind == "move":
@@ -454,14 +611,16 @@ class Front:
                 )
             else:
                 event.assoc._archive_results = results  # noqa: SLF001 - see on_dimse_recv
+                results["assoc"] = event.assoc
+                _quick(event.assoc)
             yield len(entries)
-            for entry in entries:
+            for (_case, entry), ready in self.prefetched(pairs, results):
                 if event.is_cancelled:
                     yield CANCELLED, None
                     return
                 results["current"] = entry.sop_uid
                 try:
-                    ds = self.read(entry)
+                    ds = ready.result()
                 except Exception as exc:  # noqa: BLE001 - one failed sub-operation
                     log.error("cannot read a stored instance: %s", type(exc).__name__)
                     results["failed"] += 1
@@ -474,13 +633,14 @@ class Front:
                 results["sent"],
                 results["failed"] + (len(entries) - results["sent"] - results["failed"]),
             )
-            pulls = self.record_pulls(dest, planned, results["delivered"])
+            pulls = self.record_pulls(dest, planned, results["delivered"], who)
             outcome = "success" if finished and not failed else "failure"
             self.act(
                 kind,
                 peer,
                 outcome,
                 decision.reason if outcome == "success" else "not every instance was delivered",
+                who,
                 rule=decision.rule,
                 destination=dest.aet,
                 cases=cases,
@@ -491,10 +651,54 @@ class Front:
 
 
 def _counter(results: dict) -> list:
-    """evt_handlers for the C-MOVE sub-association: count C-STORE responses."""
+    """evt_handlers for the C-MOVE sub-association: count C-STORE responses, and keep
+    the association (to see which transfer syntaxes the destination accepted)."""
     from pynetdicom import evt
 
-    return [(evt.EVT_DIMSE_RECV, lambda event: _count(event, results))]
+    return [
+        (evt.EVT_DIMSE_RECV, lambda event: _count(event, results)),
+        (evt.EVT_ACCEPTED, lambda event: _hold(event.assoc, results)),
+    ]
+
+
+def _hold(assoc, results: dict) -> None:
+    """The C-MOVE sub-association: kept for its accepted syntaxes, and its reactor kept
+    paused between C-STOREs (archive/dicom/send.py install_prepared_store)."""
+    assoc._archive_hold_pause = True  # noqa: SLF001
+    _quick(assoc)
+    results["assoc"] = assoc
+
+
+RETRIEVE_POLL = 0.0002  # seconds; pynetdicom's DUL polls its socket every 1 ms when idle
+
+
+def _quick(assoc) -> None:
+    """While a retrieve sends on this association, its DUL looks for the receiver's
+    C-STORE answer every 0.2 ms instead of every 1 ms (an answer waited ~1 ms per image);
+    only retrieving associations pay the extra wake-ups, for as long as they live."""
+    dul = getattr(assoc, "dul", None)
+    if dul is not None and hasattr(dul, "_run_loop_delay"):
+        dul._run_loop_delay = RETRIEVE_POLL  # noqa: SLF001
+
+
+def fit_syntax(ds, entry, assoc):
+    """Send the stored transfer syntax when the receiver accepted it; a compressed dataset
+    whose syntax the receiver refused is decompressed (to Explicit VR Little Endian) when
+    it accepted an uncompressed one. pynetdicom converts between the uncompressed
+    syntaxes itself."""
+    if assoc is None:
+        return ds
+    stored = str(entry.transfer_syntax)
+    accepted = {
+        str(cx.transfer_syntax[0])
+        for cx in assoc.accepted_contexts
+        if str(cx.abstract_syntax) == str(entry.sop_class_uid)
+    }
+    if not accepted or stored in accepted or stored in NATIVE:
+        return ds
+    if accepted & set(NATIVE):
+        ds.decompress()  # pylibjpeg / openjpeg / pillow; raises if it cannot
+    return ds
 
 
 def _count(event, results: dict) -> None:
@@ -510,7 +714,19 @@ def _count(event, results: dict) -> None:
         results["failed"] += 1
 
 
+def _verification() -> list:
+    """The one context of a sub-association that will carry nothing (a refused move)."""
+    from pynetdicom import build_context
+
+    return [build_context("1.2.840.10008.1.1")]
+
+
+NATIVE = ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2", "1.2.840.10008.1.2.2")
+
+
 def _contexts(entries) -> list:
+    """One context per stored (SOP class, syntax): the stored syntax first, then the
+    uncompressed ones (a receiver without the codec gets decompressed pixels)."""
     from pynetdicom import build_context
 
     native = ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"]
@@ -528,10 +744,10 @@ def _values(identifier, keyword: str) -> list[str]:
     value = identifier.get(keyword)
     if value is None:
         return []
-    if isinstance(value, str | bytes):
-        items = str(value).split("\\")
-    else:
+    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
         items = [str(v) for v in value]
+    else:  # a str, bytes or a PersonName (which iterates over its components)
+        items = str(value).split("\\")
     return [v.strip() for v in items if v and v.strip() and v.strip() != "*"]
 
 
@@ -540,19 +756,46 @@ def _only(ds, series_uid: str):
     return ds
 
 
-def _match(identifier, known: dict[str, str], skip: tuple[str, ...] = ()) -> bool:
-    """Single value, list of UIDs, or * ? wildcards; an empty key matches everything."""
+# Keys matched once at study level (not again on each series and image).
+_STUDY_ONLY = ("ModalitiesInStudy",)
+# Text a person types into a viewer's query fields: matched without regard to case.
+_FOLDED = frozenset(
+    {"PatientID", "PatientName", "AccessionNumber", "StudyDescription", "SeriesDescription",
+     "BodyPartExamined", "Modality", "StudyID"}
+)  # fmt: skip
+_UIDS = frozenset({"StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID"})
+
+
+def _wild(value: str) -> bool:
+    return "*" in value or "?" in value
+
+
+def _one(value: str, wanted: str, fold: bool) -> bool:
     import fnmatch
 
+    if fold:
+        value, wanted = value.casefold(), wanted.casefold()
+    return fnmatch.fnmatchcase(value, wanted) if _wild(wanted) else value == wanted
+
+
+def _any_match(wanted: list[str], values: list[str]) -> bool:
+    return any(_one(v, w, True) for w in wanted for v in values)
+
+
+def _match(identifier, known: dict[str, str], skip: tuple[str, ...] = ()) -> bool:
+    """Single value, list of UIDs, or * ? wildcards; an empty key matches everything.
+    Text keys (names, descriptions, case IDs) match without regard to case; a PN value's
+    trailing empty components (OsiriX sends "NSR*^" style names) are ignored."""
     for keyword, value in known.items():
         if keyword in skip or keyword not in identifier:
             continue
         wanted = _values(identifier, keyword)
+        if keyword == "PatientName":
+            wanted = [w.rstrip("^") or "*" for w in wanted]
         if not wanted:
             continue
-        if not any(
-            fnmatch.fnmatchcase(value, w) if ("*" in w or "?" in w) else value == w for w in wanted
-        ):
+        fold = keyword in _FOLDED and keyword not in _UIDS
+        if not any(_one(value, w, fold) for w in wanted):
             return False
     return True
 
@@ -628,6 +871,42 @@ def _refuse_size(front: Front, assoc, what: str):
     raise OSError(f"refused by the archive: {what}")
 
 
+def _copy_contexts(value, memo=None):
+    """pynetdicom deep-copies the server's supported contexts for every association: with
+    every storage class times every transfer syntax that cost ~20 ms of CPU per
+    association (py-spy, bench_retrieve: 14% of a retrieve's samples, re-validating each
+    UID). Each association gets its own context objects and syntax lists (all it
+    changes); the UIDs, immutable, are shared."""
+    import copy
+
+    from pynetdicom.presentation import PresentationContext
+
+    if isinstance(value, list) and all(isinstance(cx, PresentationContext) for cx in value):
+        copies = []
+        for cx in value:
+            new = copy.copy(cx)
+            new._transfer_syntax = list(cx._transfer_syntax)  # noqa: SLF001
+            copies.append(new)
+        return copies
+    return copy.deepcopy(value, memo)
+
+
+def _tune_for_throughput() -> None:
+    """This process only (the front): no per-association deep copy of the contexts, and
+    no value validation by pydicom when it reads a stored file or writes one out (the
+    stored files were written by the archive; validation only warned, at ~40% of the
+    encoding time of a retrieve)."""
+    from pydicom import config as pydicom_config
+    from pynetdicom import transport
+
+    from archive.dicom.send import install_prepared_store
+
+    transport.deepcopy = _copy_contexts  # type: ignore[attr-defined]
+    install_prepared_store()
+    pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
+    pydicom_config.settings.writing_validation_mode = pydicom_config.IGNORE
+
+
 def build_ae(front: Front):
     from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, StoragePresentationContexts, _config, evt
     from pynetdicom.sop_class import (
@@ -640,6 +919,7 @@ def build_ae(front: Front):
         Verification,
     )
 
+    _tune_for_throughput()
     # pynetdicom would decode (and log) identifiers before our handlers scan them.
     _config.LOG_REQUEST_IDENTIFIERS = False
     _config.LOG_RESPONSE_IDENTIFIERS = False
@@ -653,10 +933,14 @@ def build_ae(front: Front):
     ae.network_timeout = policy.network_timeout
     ae.connection_timeout = policy.acse_timeout
     ae.add_supported_context(Verification)
+    # The acceptor takes, of the syntaxes a peer proposes in one context, the first in
+    # this list: Explicit VR Little Endian first (what stored uncompressed files are in,
+    # so a C-GET sends them as stored), then Implicit, then every compressed syntax
+    # (JPEG 2000, JPEG-LS, RLE, JPEG: a peer proposing one alone gets it accepted).
+    preferred = ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"]
+    syntaxes = preferred + [str(s) for s in ALL_TRANSFER_SYNTAXES if str(s) not in preferred]
     for context in StoragePresentationContexts:
-        ae.add_supported_context(
-            context.abstract_syntax, ALL_TRANSFER_SYNTAXES, scu_role=True, scp_role=True
-        )
+        ae.add_supported_context(context.abstract_syntax, syntaxes, scu_role=True, scp_role=True)
     for model in (
         PatientRootQueryRetrieveInformationModelFind,
         StudyRootQueryRetrieveInformationModelFind,
@@ -826,6 +1110,13 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"dicom-front: cannot listen on port {config.dicom.port}: {exc}", file=sys.stderr)
         return 2
+    # pynetdicom's server runs a full gc.collect() every 60 polls (~30 s), which walked
+    # every object of this process (~0.1 s each, py-spy under bench_retrieve): what was
+    # built to start is frozen out of the collector, and the sweep runs every 5 minutes.
+    import gc
+
+    gc.freeze()
+    server._gc = [0, 600]  # noqa: SLF001
     runtime.record(
         AuditEvent(
             "system.dicom_front",

@@ -25,6 +25,9 @@ class FrontPolicy:
     scan: ScanLimits = ScanLimits()
     max_message_bytes: int = 1 << 30
     move_to_other_workstations: bool = False
+    session_minutes: int = 240
+    session_max_minutes: int = 720
+    unattended_retrieve: bool = True
     version: int = 1
 
 
@@ -46,10 +49,16 @@ def load_front_policy(policies_dir: Path | str) -> FrontPolicy:
         raise ConfigError(
             f"cannot read the DICOM front policy {path} ({exc}); restore it."
         ) from None
-    assoc, store, retrieve = (raw.get(k, {}) for k in ("association", "store", "retrieve"))
+    assoc, store, retrieve, session = (
+        raw.get(k, {}) for k in ("association", "store", "retrieve", "session")
+    )
     others = retrieve.get("move_to_other_workstations", False)
     if not isinstance(others, bool):
         raise ConfigError(f"{POLICY_FILE}: move_to_other_workstations must be true or false.")
+    unattended = session.get("unattended_retrieve", True)
+    if not isinstance(unattended, bool):
+        raise ConfigError(f"{POLICY_FILE}: unattended_retrieve must be true or false.")
+    longest = int(_number(session, "max_length_minutes", 720, 1, 7 * 24 * 60))
     return FrontPolicy(
         max_associations=int(_number(assoc, "max_associations", 16, 1, 256)),
         max_pdu_bytes=int(_number(assoc, "max_pdu_bytes", 131072, 4096, 1 << 24)),
@@ -63,6 +72,9 @@ def load_front_policy(policies_dir: Path | str) -> FrontPolicy:
         ),
         max_message_bytes=int(_number(store, "max_message_bytes", 1 << 30, 4096, 1 << 36)),
         move_to_other_workstations=others,
+        session_minutes=int(_number(session, "length_minutes", 240, 1, longest)),
+        session_max_minutes=longest,
+        unattended_retrieve=unattended,
         version=int(_number(raw, "version", 1, 1, 1 << 30)),
     )
 

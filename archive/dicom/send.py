@@ -243,3 +243,110 @@ def _store_raw(assoc, entry, data: bytes, message_id: int) -> int:
         raise _Broken("the peer did not answer a C-STORE in time")
     status = assoc._check_received_status(rsp)
     return int(getattr(status, "Status", 0xFFFF))
+
+
+# -- retrieves by the DICOM front: prepared bytes through pynetdicom's C-MOVE/C-GET SCP --
+
+
+def _dataset_is_explicit_le(syntax: str) -> bool:
+    """Explicit VR Little Endian and every encapsulated (compressed) syntax, whose data
+    set is encoded in it; not big endian, not deflated."""
+    return syntax not in ("1.2.840.10008.1.2", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99")
+
+
+def prepared_dataset(data: bytes, head_keys: dict[str, str]) -> tuple[str, bytes] | None:
+    """(transfer syntax, data set bytes) of a stored Part 10 file with `head_keys`
+    (top-level keywords of groups 0008-0010, e.g. the case ID and title) set, the rest
+    of the data set - pixel data included - kept byte for byte; None when the file is
+    big endian or deflated (the caller then goes through a pydicom Dataset).
+
+    Only the elements up to group 0010 are parsed and written again: a retrieve of a
+    512x512 CT slice no longer decodes and re-encodes the whole data set."""
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filereader import read_dataset
+    from pydicom.filewriter import write_dataset
+
+    offset, syntax = split_file(data)
+    implicit = syntax == IMPLICIT
+    if not implicit and not _dataset_is_explicit_le(syntax):
+        return None
+    fp = io.BytesIO(data)
+    fp.seek(offset)
+    head = read_dataset(fp, implicit, True, stop_when=lambda tag, vr, length: tag > 0x0010FFFF)
+    cut = fp.tell()
+    for keyword, value in head_keys.items():
+        setattr(head, keyword, value)
+    out = DicomBytesIO()
+    out.is_little_endian, out.is_implicit_VR = True, implicit
+    write_dataset(out, head)
+    return syntax, out.getvalue() + data[cut:]
+
+
+def install_prepared_store() -> None:
+    """Let pynetdicom's C-MOVE and C-GET SCP (this process: the DICOM front) send a
+    `PreparedInstance` as its bytes, in the stored transfer syntax, when the receiver
+    accepted it; otherwise (or for a plain Dataset) pynetdicom's own send_c_store runs on
+    `instance.dataset()` - decoded, and decompressed if the receiver wants that."""
+    from pynetdicom.association import Association
+
+    original = getattr(Association.send_c_store, "__wrapped__", Association.send_c_store)
+
+    def send_c_store(self, dataset, msg_id=1, priority=2, originator_aet=None,
+                     originator_id=None):  # fmt: skip
+        prepared = getattr(dataset, "_archive_prepared", None)
+        if prepared is None:
+            return original(self, dataset, msg_id, priority, originator_aet, originator_id)
+        syntax, data, fallback = prepared
+        try:
+            context = self._get_valid_context(
+                str(dataset.SOPClassUID), syntax, "scu", allow_conversion=False
+            )
+        except ValueError:
+            return original(self, fallback(self), msg_id, priority, originator_aet,
+                            originator_id)  # fmt: skip
+        from pydicom.dataset import Dataset
+        from pynetdicom.dimse_primitives import C_STORE
+
+        req = C_STORE()
+        req.MessageID = msg_id
+        req.Priority = priority
+        req.MoveOriginatorApplicationEntityTitle = originator_aet
+        req.MoveOriginatorMessageID = originator_id
+        req.AffectedSOPClassUID = str(dataset.SOPClassUID)
+        req.AffectedSOPInstanceUID = str(dataset.SOPInstanceUID)
+        req.DataSet = io.BytesIO(data)
+        # pynetdicom pauses the association's reactor around each C-STORE; the reactor
+        # looks every millisecond (later on a busy machine), which a retrieve paid per
+        # image. A C-MOVE's own sub-association (`_archive_hold_pause`, nothing else
+        # runs on it) stays paused from its first C-STORE until it is released.
+        hold = getattr(self, "_archive_hold_pause", False)
+        self._reactor_checkpoint.clear()
+        rsp = None
+        try:
+            while not self._is_paused:
+                time.sleep(0.0001)
+            self.dimse.send_msg(req, int(context.context_id))
+            _cx, rsp = self.dimse.get_msg(block=True)
+        finally:
+            if not hold or rsp is None:
+                self._reactor_checkpoint.set()
+        if rsp is None:
+            self._handle_no_response()
+            return Dataset()
+        return self._check_received_status(rsp)
+
+    send_c_store.__wrapped__ = original  # type: ignore[attr-defined]
+    Association.send_c_store = send_c_store  # type: ignore[method-assign]
+
+
+def prepared_instance(sop_class: str, sop_uid: str, syntax: str, data: bytes, fallback):
+    """A Dataset that pynetdicom's C-MOVE/C-GET SCP accepts as a sub-operation (it checks
+    the type and reads the SOP UIDs) and that install_prepared_store sends as `data`;
+    `fallback(assoc)` gives the full Dataset when the receiver refused `syntax`."""
+    from pydicom.dataset import Dataset
+
+    ds = Dataset()
+    ds.SOPClassUID = sop_class
+    ds.SOPInstanceUID = sop_uid
+    ds._archive_prepared = (syntax, data, fallback)  # noqa: SLF001
+    return ds

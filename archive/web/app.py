@@ -70,6 +70,7 @@ PAGES: dict[str, tuple[str, ...]] = {
     "audit": ("audit.view",),
     "closure": ("closure.view",),
     "pull": ("pull.create",),
+    "workstation": ("workstation.sign_in",),  # archive/web/workstation.py (issue 23)
 }
 # A refusal's code -> the status of the page that shows it.
 REFUSAL_STATUS = {"unauthenticated": 401, "not_found": 404, "state": 409, "conflict": 409,
@@ -701,3 +702,5 @@ def _closure_vote(app: WebApp, ctx: Context, groups) -> WebResponse:
 # -- the viewer and teaching modes (issue 22): their routes register themselves ---------
 from archive.web import teach as _teach  # noqa: E402, F401
 from archive.web import viewer as _viewer  # noqa: E402, F401
+# Pages kept in their own modules (registered on import).
+from archive.web import workstation as _workstation  # noqa: E402, F401

@@ -57,6 +57,7 @@ NAV = (
     ("quarantine", "Quarantine"),
     ("audit", "Audit log"),
     ("closure", "Closure plan"),
+    ("workstation", "At a workstation"),
 )
 
 
