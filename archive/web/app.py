@@ -702,5 +702,6 @@ def _closure_vote(app: WebApp, ctx: Context, groups) -> WebResponse:
 # -- the viewer and teaching modes (issue 22): their routes register themselves ---------
 from archive.web import teach as _teach  # noqa: E402, F401
 from archive.web import viewer as _viewer  # noqa: E402, F401
+
 # Pages kept in their own modules (registered on import).
 from archive.web import workstation as _workstation  # noqa: E402, F401
