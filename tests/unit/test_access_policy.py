@@ -89,15 +89,19 @@ EGRESS = [
     ("POST", "/instances/{id}/export"),
 ]
 
+# The roles people hold (actions.toml also names a role no person holds: a suite
+# workstation retrieving on its own over DICOM, which has no HTTP route at all).
+PEOPLE_ROLES = tuple(r for r in ROLES if r != "suite_workstation")
+
 # Archive routes: (method, uri) -> roles allowed when trained.
 ARCHIVE = {
-    ("GET", "/teaching/me"): set(ROLES),
-    ("GET", "/teaching/cases"): set(ROLES) - {"board_member"},
-    ("GET", "/teaching/cases/NSR-2025-000001"): set(ROLES) - {"board_member"},
+    ("GET", "/teaching/me"): set(PEOPLE_ROLES),
+    ("GET", "/teaching/cases"): set(PEOPLE_ROLES) - {"board_member"},
+    ("GET", "/teaching/cases/NSR-2025-000001"): set(PEOPLE_ROLES) - {"board_member"},
     ("PUT", "/teaching/cases/NSR-2025-000001"): {"personnel", "trainer"},
     ("DELETE", "/teaching/cases/NSR-2025-000001"): set(),
-    ("GET", "/teaching/cases/NSR-2025-000001/thumbnail"): set(ROLES) - {"board_member"},
-    ("GET", "/teaching/collections"): set(ROLES) - {"board_member"},
+    ("GET", "/teaching/cases/NSR-2025-000001/thumbnail"): set(PEOPLE_ROLES) - {"board_member"},
+    ("GET", "/teaching/collections"): set(PEOPLE_ROLES) - {"board_member"},
     ("POST", "/teaching/collections"): {"personnel", "trainer"},
     ("POST", "/teaching/pulls"): {"personnel", "trainer", "registrar", "other_speciality"},
     ("POST", "/teaching/removals"): {"personnel", "trainer", "registrar", "other_speciality"},
