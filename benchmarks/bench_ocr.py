@@ -9,8 +9,13 @@ Prints, from one run on the same synthetic data:
   3. OCR time per ultrasound frame (synthetic 480x640 RGB with burnt-in text, and
      pydicom-data's US1_UNCR.dcm when present), and a full assess() (mask + verify)
      of a templated ultrasound image.
+  4. OCR recall on the synthetic recall set (archive.pixels.synthetic.recall_case:
+     fonts, sizes 9-24 px, positions, contrasts, black / speckle / gradient grounds),
+     with the policy's passes beside the single-pass reference (plain + bright, as
+     before issue 24), and the share of text-free frames in which OCR saw text.
 
 Run: .venv/bin/python benchmarks/bench_ocr.py [--slices 400] [--repeats 5] [--us-frames 20]
+     [--recall-cases 12]
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from archive.paths import POLICIES_DIR  # noqa: E402
 from archive.pixels import assess, define_template, load_masking_policy, ocr_find_text  # noqa: E402
 from archive.pixels.policy import Region  # noqa: E402
-from archive.pixels.synthetic import ct_slice, ultrasound_with_text  # noqa: E402
+from archive.pixels.synthetic import ct_slice, recall_case, ultrasound_with_text  # noqa: E402
 
 
 def best_rate(fn: Callable[[], int], repeats: int) -> float:
@@ -48,10 +53,15 @@ def main() -> None:
     ap.add_argument("--slices", type=int, default=400, help="CT+MR slices per run")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--us-frames", type=int, default=20, help="ultrasound frames to OCR")
+    ap.add_argument("--recall-cases", type=int, default=12, help="frames of the recall set")
+    ap.add_argument("--only-recall", action="store_true", help="run section 4 only")
     args = ap.parse_args()
     warnings.simplefilter("ignore")
 
     enabled = load_masking_policy(POLICIES_DIR)
+    if args.only_recall:
+        recall(enabled, args.recall_cases)
+        return
     disabled = dataclasses.replace(enabled, ocr=dataclasses.replace(enabled.ocr, enabled=False))
     ocr_all = dataclasses.replace(
         enabled,
@@ -104,7 +114,8 @@ def main() -> None:
 
     print(
         "Ultrasound OCR (tesseract, "
-        f"{1 + len(enabled.ocr.bright_thresholds)} pass(es) per frame, "
+        f"{1 + len(enabled.ocr.bright_thresholds)} pass(es) per frame"
+        f"{' + 2 smoothed' if enabled.ocr.smoothed_passes else ''}, "
         f"upscale x{enabled.ocr.upscale_factor} below {enabled.ocr.upscale_below} px):"
     )
     one_frame = dataclasses.replace(
@@ -175,10 +186,46 @@ def main() -> None:
     t0 = time.perf_counter()
     verdict = assess(cine, templated)
     dt = time.perf_counter() - t0
+    sampled = enabled.ocr.frames_to_sample
+    read = "every distinct frame" if sampled == 0 else f"{sampled} sampled"
     print(
-        f"  30-frame JPEG cine assess (decode, mask all frames, OCR "
-        f"{enabled.ocr.frames_to_sample} sampled): {1000 * dt:.0f} ms, verdict {verdict.action}"
+        f"  30-frame JPEG cine assess (decode, mask all frames, OCR {read}): "
+        f"{1000 * dt:.0f} ms, verdict {verdict.action}"
     )
+    recall(enabled, args.recall_cases)
+
+
+def _overlap(a: Region, b: Region) -> bool:
+    return not (
+        a.x + a.width <= b.x
+        or b.x + b.width <= a.x
+        or a.y + a.height <= b.y
+        or b.y + b.height <= a.y
+    )
+
+
+def recall(policy, cases: int) -> None:
+    """Section 4: strings found / strings drawn, per frame cost, false positives."""
+    reference = dataclasses.replace(
+        policy, ocr=dataclasses.replace(policy.ocr, smoothed_passes=False)
+    )
+    print(f"OCR recall on the synthetic set ({cases} frames with 2 strings, {cases} without):")
+    for label, pol in (("policy passes", policy), ("reference (no smoothed passes)", reference)):
+        found = drawn = false_pos = 0
+        t0 = time.perf_counter()
+        for i in range(cases):
+            ds, boxes = recall_case(i)
+            hits = ocr_find_text(ds, pol)
+            drawn += len(boxes)
+            found += sum(any(_overlap(h.bbox, b) for h in hits) for b in boxes)
+            clean, _ = recall_case(i, text=False)
+            false_pos += bool(ocr_find_text(clean, pol))
+        per_frame = (time.perf_counter() - t0) / (2 * cases)
+        print(
+            f"  {label:32s} recall {100 * found / drawn:5.1f}% ({found}/{drawn})   "
+            f"text-free frames with text seen {false_pos}/{cases}   "
+            f"{1000 * per_frame:.0f} ms/frame"
+        )
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ QUICK_ARGS: dict[str, list[str]] = {
     "bench_watch.py": ["--count", "60"],
     "bench_ocr.py": ["--slices", "100", "--repeats", "2", "--us-frames", "5"],
     "bench_search.py": ["--cases", "20000", "--queries", "150"],
+    "bench_viewer.py": ["--slices", "200", "--size", "256", "--rounds", "3"],
 }
 # Lines of a benchmark's output that carry a figure worth putting in the summary.
 FIGURE_LINE = re.compile(r"ratio|target|x\s*\(|/s\b|GB/s|p95", re.IGNORECASE)

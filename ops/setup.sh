@@ -9,6 +9,7 @@ DEBS=(
   orthanc orthanc-python orthanc-postgresql dcmtk dicom3tools
   tesseract-ocr gocryptfs fuse3 python3.11 python3.11-venv
   postgresql chromium chromium-driver fonts-dejavu-core nginx-light gcc libc6-dev
+  age
 )
 
 SUDO=""
@@ -66,3 +67,13 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   fi
   echo "$want" > "$stamp"
 fi
+
+# The browser viewer: OHIF v3's prebuilt dist from npm (@ohif/app, pinned and checked),
+# unpacked into vendor/ohif and re-rooted at /teaching/ui/viewer/ (ops/ohif/install.py).
+# npm is needed once, to fetch the package: Debian's npm unless a node install brings its own.
+if ! command -v npm >/dev/null 2>&1 && [ ! -f vendor/ohif/.installed ]; then
+  echo "setup: installing Debian's npm (to fetch the viewer)"
+  $SUDO apt-get install -y -qq --no-install-recommends npm >/tmp/archive-apt.log 2>&1 ||
+    { tail -n 30 /tmp/archive-apt.log >&2; echo "error: apt-get could not install npm." >&2; exit 1; }
+fi
+.venv/bin/python ops/ohif/install.py

@@ -12,7 +12,6 @@ missing HTTP filter would mean no access control.
 from __future__ import annotations
 
 import importlib
-import inspect
 import json
 import os
 from collections.abc import Sequence
@@ -121,7 +120,7 @@ def register_adapters(orthanc, runtime: Runtime, adapters: Sequence[str] = ADAPT
     services.quarantine()  # create the quarantine tables before any instance arrives
     for name, module in zip(adapters, modules, strict=True):
         try:
-            _call_register(module.register, orthanc, services)
+            module.register(orthanc, services)
         except (ArchiveError, PluginStartError):
             raise  # their message already says what to fix
         except Exception as exc:  # noqa: BLE001 - any failure stops the start
@@ -131,14 +130,6 @@ def register_adapters(orthanc, runtime: Runtime, adapters: Sequence[str] = ADAPT
             ) from None
     services.change_hooks.append(_flush_audit_on_stop(orthanc, runtime))
     return services
-
-
-def _call_register(register, orthanc, services) -> None:
-    """register(orthanc, services); route adapters not yet converted take (services)."""
-    if len(inspect.signature(register).parameters) >= 2:
-        register(orthanc, services)
-    else:
-        register(services)
 
 
 def _flush_audit_on_stop(orthanc, runtime: Runtime):

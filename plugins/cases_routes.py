@@ -5,6 +5,7 @@
     GET      /teaching/cases/{case}                                one case + series
     PUT|POST /teaching/cases/{case}          {"field": value, ...}            edit
     POST     /teaching/cases/{case}/annotate {"field": f, "text": t}        append
+    POST     /teaching/cases/{case}/review-publication {checks, "rarity"}  to publication
     GET      /teaching/cases/{case}/series/{n}/thumbnail[?size=preview]  PNG of the
              middle image (256 px; preview: up to 1024 px; an icon for SR, RT, PDF)
 
@@ -57,6 +58,15 @@ def _query(request: dict) -> dict[str, str]:
     return {unquote_plus(k): unquote_plus(v) for k, v in (request.get("get") or {}).items()}
 
 
+def _unknowns_masked(services, principal, cases: list) -> list:
+    """Unknowns this person has not revealed, as "Unknown case" (issue 22)."""
+    from archive.teach.masking import hidden_cases, masked
+
+    ports = catalogue_room(services).ports
+    hidden = hidden_cases(ports.db, ports.actions, principal, [c.case_id for c in cases])
+    return [masked(c) if c.case_id in hidden else c for c in cases]
+
+
 def register(orthanc, services) -> None:
     def search(uri: str, request: dict, groups: list[str]) -> dict:
         get = _query(request)
@@ -65,16 +75,19 @@ def register(orthanc, services) -> None:
             raise HttpError(400, f"unknown parameter {unknown[0]!r}.")
         filters = {f: [v.strip() for v in get[f].split(",") if v.strip()] for f in uc.FILTERS
                    if get.get(f)}  # fmt: skip
+        principal = principal_of(services, request)
         found = outcome(uc.search_cases(
-            catalogue_room(services), principal_of(services, request), get.get("q") or "",
+            catalogue_room(services), principal, get.get("q") or "",
             filters, page=_int(get, "page", 1), per_page=_int(get, "per_page", 20),
             sort=(get.get("sort") or "relevance").strip(),
         ))  # fmt: skip
-        return {**found.page.to_dict(), "items": [case_view(c) for c in found.page.items]}
+        items = _unknowns_masked(services, principal, found.page.items)
+        return {**found.page.to_dict(), "items": [case_view(c) for c in items]}
 
     def show(uri: str, request: dict, groups: list[str]) -> dict:
         principal = principal_of(services, request)
-        return case_view(outcome(uc.view_case(catalogue_room(services), principal, groups[0])).case)
+        case = outcome(uc.view_case(catalogue_room(services), principal, groups[0])).case
+        return case_view(_unknowns_masked(services, principal, [case])[0])
 
     def edit(uri: str, request: dict, groups: list[str]) -> dict:
         principal, body = principal_of(services, request), request_json(request)
@@ -94,6 +107,29 @@ def register(orthanc, services) -> None:
     route(services, "/teaching/cases", {"GET": search})
     route(services, f"/teaching/cases/{ID}", {"GET": show, "PUT": edit, "POST": edit})
     route(services, f"/teaching/cases/{ID}/annotate", {"POST": annotate})
+
+    def review_publication(uri: str, request: dict, groups: list[str]) -> dict:
+        """POST {"ocr_checked", "face_checked", "free_text_checked": true, "rarity": "..."}:
+        the review to the point of publication, as the signed-in person (issue 24)."""
+        from archive.catalogue.publication import Attestation
+        from archive.catalogue.publication import review_publication as review
+        from archive.pixels import load_masking_policy
+
+        principal, body = principal_of(services, request), request_json(request)
+        attestation = Attestation(
+            body.get("ocr_checked") is True,
+            body.get("face_checked") is True,
+            body.get("free_text_checked") is True,
+            str(body.get("rarity") or ""),
+        )
+        room = catalogue_room(services)
+        masking = load_masking_policy(services.config.policies_dir)
+        done = outcome(
+            review(room.ports, principal, room.catalogue(), groups[0].upper(), attestation, masking)
+        )
+        return {"case_id": done.case_id, "level": done.level, "reviewer": done.reviewer}
+
+    route(services, f"/teaching/cases/{ID}/review-publication", {"POST": review_publication})
 
     def thumbnail(output, uri, **request) -> None:  # binary: not through rest.route
         if request.get("method") != "GET":

@@ -38,6 +38,7 @@ from archive.access import (
     decision_event,
 )
 from archive.dicom.forward import FRONT_SECRET_ENV, from_front
+from archive.dicomweb.policy import SELF_AUDITED
 from archive.serve.tls_proxy import SECRET_ENV, client_address
 from archive.web.sessions import principal_for_cookie
 from plugins import handoff
@@ -92,7 +93,10 @@ def make_filter(
         else:
             principal = result
         decision = decider(principal, method, uri)
-        record(decision_event(principal, method, uri, decision, ip, policy.version))
+        if not (decision.allowed and uri.startswith(SELF_AUDITED)):
+            # The viewer's files and DICOMweb audit themselves: once per study opened,
+            # not once per frame (archive/dicomweb); refusals here are still recorded.
+            record(decision_event(principal, method, uri, decision, ip, policy.version))
         if decision.allowed and method == "POST" and uri == "/instances":
             # The received-instance callback runs next on this thread: it records who
             # ingested, so a quarantine release by the same person can be refused.

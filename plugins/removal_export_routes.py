@@ -19,10 +19,11 @@ from archive.audit import AuditEvent
 from archive.core import Refused
 from archive.errors import ArchiveError
 from archive.export import build_package
-from archive.export.package import MIN_PASSPHRASE
+from archive.export.package import MIN_PASSPHRASE, export_extras
 from archive.governance.removals import usecases as uc
 from archive.governance.removals.records import RemovalRequests
 from archive.governance.usecase import levels_of, refusal_of, released_cases, status_of
+from archive.ingest.flags import refuse_face_holds
 from plugins import governance_http as gh
 from plugins.rest import HttpError, audit_as
 from plugins.vault_files import study_files
@@ -63,6 +64,7 @@ def _spend(services, principal, rid: int, body: dict):
         raise Refused(refused)
     _check_key(body.get("passphrase"), body.get("recipient"))  # a typo burns no download
     cases = released_cases(ports, "removal.download", list(item.case_ids))
+    refuse_face_holds(ports, "removal.download", cases, "export")  # issue 24: faces
 
     def record_spend(ticket) -> None:
         _durably(services, "governance.removal.download", principal, "success", str(rid),
@@ -97,7 +99,9 @@ def _export(services, request, groups, body: dict):
         manifest = registry.export_manifest(entries, ticket, now=gh.now())
         package = build_package(files, manifest, ticket.approval.text,
                                 passphrase=body.get("passphrase"),
-                                recipient=body.get("recipient"))  # fmt: skip
+                                recipient=body.get("recipient"),
+                                **export_extras(gh.catalogue(services), list(cases),
+                                                services.runtime.keyring))  # fmt: skip
     except Exception as exc:  # the download stays spent: fail closed
         audit_as(services, ACTION, principal, "failure", str(rid),
                  reference=ticket.approval_reference, download=ticket.download_number,

@@ -13,6 +13,7 @@ import hashlib
 
 from archive.core import Refusal, Refused
 from archive.export import build_package
+from archive.export.package import export_extras
 from archive.governance.sharing import usecases as uc
 from archive.governance.sharing.delivery import recipient_node_name, share_package_manifest
 from archive.governance.sharing.records import Shares, share_log_csv
@@ -72,7 +73,10 @@ def _deliver(services, shares):
             manifest = share_package_manifest(shares, ticket, entries, now=gh.now())
             package = build_package([(c, e.sop_uid, d) for c, e, d in files], manifest,
                                     ticket.decision.decision_text,
-                                    recipient=ticket.recipient.public_key)  # fmt: skip
+                                    recipient=ticket.recipient.public_key,
+                                    **export_extras(gh.catalogue(services),
+                                                    list(execution.studies),
+                                                    services.runtime.keyring))  # fmt: skip
             return entries, package
         node = _registered_node(services, ticket.recipient)
         try:

@@ -77,6 +77,15 @@ class OrthancBackend:
         except HttpError as exc:
             raise WebError(exc.status, f"{exc.message} {exc.next}".strip()) from None
 
+    # -- the viewer (issue 22): DICOMweb from the vault, never orthanc.RestApi* ----------
+    def ledger(self):
+        return self.services.ledger()
+
+    def read_dicom(self, entry) -> bytes:
+        from plugins.vault_files import read_entry
+
+        return read_entry(self.services, entry)
+
     def workstations(self) -> list[str]:
         from archive.access.nodes import workstations
 
@@ -138,7 +147,7 @@ def register(orthanc, services) -> None:
                 headers=headers,
                 body=bytes(request.get("body") or b""),
                 secure=secure,
-                ip=handoff.client() or "unknown",  # for the sign-in backoff
+                ip=handoff.client() or "unknown",  # sign-in backoff, viewer's suite check
                 principal=_filters_principal(method, uri, headers),
             )
             _answer(output, app.handle(web_request))

@@ -210,9 +210,11 @@ FILTER_HELP = {
 
 def register(app: typer.Typer) -> None:
     sub = typer.Typer(
-        help="Teaching cases: list, search, show, edit and annotate.", no_args_is_help=True
+        help="Teaching cases: list, search, show, edit, annotate, and the review to publication.",
+        no_args_is_help=True,
     )
     app.add_typer(sub, name="cases")
+    register_publication(sub)
 
     def _search(
         home: Path,
@@ -415,3 +417,106 @@ def register(app: typer.Typer) -> None:
             emit_json(case.to_dict())
         else:
             typer.echo(f"{case.case_id}: added to {field}")
+
+
+# -- the review to the point of publication (issue 24) ---------------------------------
+
+
+def _publication_parts(home: Path):
+    from archive.catalogue.changes import ignore_changes
+    from archive.pixels import load_masking_policy
+
+    config = load(home)
+    if not config.home.db_path.parent.is_dir():
+        fail(f"{config.home.data_dir} does not exist; run `archive init` first.")
+    with one_line_errors():
+        conn = open_database(config)
+        catalogue = Catalogue(
+            conn,
+            config.school_prefix,
+            vocabulary=load_vocabulary(config.policies_dir),
+            on_change=ignore_changes,  # perform() writes the one audit record
+        )
+        masking = load_masking_policy(config.policies_dir)
+    return config, conn, catalogue, masking
+
+
+def register_publication(sub: typer.Typer) -> None:
+    @sub.command("review-packet")
+    def review_packet_cmd(
+        home: HomeOption,
+        case_id: Annotated[str, typer.Argument(help="The case id, e.g. NSR-2026-00042.")],
+        as_json: JsonOption = False,
+    ) -> None:
+        """What a publication reviewer must check: the OCR report and face result of
+        every series, the free-text screen, and what still blocks publication."""
+        from archive.catalogue.publication import review_packet
+
+        _, conn, catalogue, masking = _publication_parts(home)
+        with one_line_errors():
+            packet = review_packet(conn, catalogue.get(case_id), masking)
+        if as_json:
+            emit_json(packet.as_dict())
+            return
+        typer.echo(f"{packet.case_id}: level {packet.level}")
+        for uid, entry in packet.series.items():
+            ocr, face = entry.get("ocr") or {}, entry.get("face") or {}
+            typer.echo(
+                f"  series {uid} {entry['modality']}: OCR read {ocr.get('ocr_read', 0)}/"
+                f"{ocr.get('instances', 0)}, words {ocr.get('words_found', 0)}, masked "
+                f"{ocr.get('masked', 0)}; face: {face.get('reason', 'not read')}"
+            )
+        for name, kinds in packet.free_text.items():
+            typer.echo(f"  free text {name}: {', '.join(kinds)}")
+        for blocker in packet.blockers:
+            typer.echo(f"  blocks publication: {blocker}")
+        if not packet.blockers:
+            typer.echo("  nothing blocks publication; a reviewer may attest.")
+
+    @sub.command("review-publication")
+    def review_publication_cmd(
+        home: HomeOption,
+        case_id: Annotated[str, typer.Argument(help="The case id, e.g. NSR-2026-00042.")],
+        rarity: Annotated[
+            str,
+            typer.Option(
+                help="Your attestation, in a sentence: why this case is not so rare that "
+                "it identifies the patient."
+            ),
+        ],
+        ocr_checked: Annotated[
+            bool, typer.Option("--ocr-checked", help="You read the OCR report of every series.")
+        ] = False,
+        face_checked: Annotated[
+            bool, typer.Option("--face-checked", help="You checked the face result.")
+        ] = False,
+        free_text_checked: Annotated[
+            bool, typer.Option("--free-text-checked", help="You read the case's free text.")
+        ] = False,
+        as_json: JsonOption = False,
+        user: AsOption = None,
+        password_file: PasswordFileOption = None,
+        token_file: TokenFileOption = None,
+    ) -> None:
+        """Review a case to the point of publication, as yourself (never the uploader)."""
+        from archive.catalogue.publication import Attestation, review_publication
+        from archive.core import Ports, Refusal
+
+        principal = authenticate_editor(home, user, password_file, token_file)
+        config, conn, catalogue, masking = _publication_parts(home)
+        ports = Ports(conn, audit_log_for(config.home), config.policies_dir, source="cli")
+        attestation = Attestation(ocr_checked, face_checked, free_text_checked, rarity)
+        with one_line_errors():
+            outcome = review_publication(
+                ports, principal, catalogue, case_id.upper(), attestation, masking
+            )
+        if isinstance(outcome, Refusal):
+            if as_json:
+                emit_json(outcome.as_dict())
+                raise typer.Exit(1)
+            fail(f"{outcome.reason}. {outcome.next}")
+        if as_json:
+            emit_json({"case_id": outcome.case_id, "level": outcome.level,
+                       "reviewer": outcome.reviewer})  # fmt: skip
+        else:
+            typer.echo(f"{outcome.case_id}: reviewed to {outcome.level} by {outcome.reviewer}")

@@ -60,18 +60,20 @@ from archive.governance import (
 from archive.governance.closure import usecases as closure_uc
 from archive.governance.closure.plan import gather_plan, plan_payload
 from archive.serve.server import HomeLock
+from archive.transfer.store import verified_receipt_statement
 from archive.vault import open_keyring_for_cli
 from archive.vault.keyring import Keyring
 from archive.vault.passphrase import obtain_passphrase
 from archive.vault.store import EncryptedStore
-from archive.vault.volume import GOCRYPTFS_CONF
 from archive.vault.wipe import (
+    check_nothing_remains,
     crypto_erase,
     delete_ciphertext,
     destroy_volume,
-    find_plaintext,
     key_locations,
+    remove_leftovers,
     sample_headers,
+    unmount_volume,
     unwrap_attempts,
 )
 
@@ -267,12 +269,27 @@ def register(app: typer.Typer) -> None:
         manifest_out: Annotated[
             Path | None, typer.Option("--manifest-out", help="Write the manifest JSON here.")
         ] = None,
+        package: Annotated[
+            Path | None,
+            typer.Option("--package", help="Write a signed transfer package here instead."),
+        ] = None,
         user: AsOption = None,
         password_file: PasswordFileOption = None,
         token_file: TokenFileOption = None,
         as_json: JsonOption = False,
     ) -> None:
-        """Send the whole archive by C-STORE to the Board-named collection (as staff)."""
+        """Send the whole archive by C-STORE to the Board-named collection (as staff),
+        or, with --package, write it as a signed transfer package for `archive import`."""
+        if package is not None:  # issue 25: archive/transfer builds and records it
+            from archive.cli.transfer import export_package
+
+            made = export_package(home, package, user, password_file, token_file)
+            if as_json:
+                emit_json(made)
+            else:
+                typer.echo(f"transfer {made['transfer_id']}: {made['instance_count']} instance(s) "
+                           f"packaged for {made['organisation']} in {made['package']}")  # fmt: skip
+            return
         load(home)
         with api_client(home, user, password_file, token_file) as client:
             answer = call(client, "POST", "/teaching/closure/transfer", timeout=600)
@@ -550,8 +567,17 @@ def _wipe(
     delete_ciphertext(paths, wipe)
     _audit(log, "closure.wipe", "success", stage="delete_ciphertext",
            files=wipe.files_deleted, bytes=wipe.bytes_deleted)  # fmt: skip
+    try:  # issue 25: the mount must not stay in place over a deleted directory
+        unmount_volume(paths, wipe)
+    except ArchiveError as exc:
+        _audit(log, "closure.wipe", "failure", stage="unmount", reason=str(exc)[:300])
+        fail(f"{exc} The keys are destroyed; unmount, then run the wipe again to finish.")
     destroy_volume(paths, wipe)
-    _audit(log, "closure.wipe", "success", stage="destroy_volume", volume=wipe.volume)
+    _audit(log, "closure.wipe", "success", stage="destroy_volume", volume=wipe.volume,
+           unmounted=wipe.unmounted or "not mounted")  # fmt: skip
+    remove_leftovers(paths, wipe)  # https.pem and every other key file, config, logs
+    _audit(log, "closure.wipe", "success", stage="remove_leftovers",
+           key_files=len(wipe.key_files_destroyed))  # fmt: skip
     # Verification.
     left_keys = [str(p) for p in key_locations(paths) if p.exists()]
     reopened = []
@@ -561,25 +587,24 @@ def _wipe(
         except Exception:  # noqa: BLE001, S112 - gone or unreadable: what we want
             continue
     opened = unwrap_attempts(samples, reopened)
-    plain = find_plaintext(paths.root, canaries)
-    volume_left = (paths.volume_dir / GOCRYPTFS_CONF).exists()
-    passed = not left_keys and opened == 0 and not plain and not volume_left and bool(samples)
+    checks = check_nothing_remains(paths, canaries)  # says what it checked (issue 25)
+    passed = not left_keys and opened == 0 and all(c.ok for c in checks) and bool(samples)
     details = (
         f"{len(samples)} sampled header(s) unwrapped by the live keyring before, by no key "
-        f"after ({opened}); key files left: {len(left_keys)}; files with DICOM magic or a "
-        f"canary ({len(canaries)} given) under {paths.root}: {len(plain)}; volume "
-        f"configuration left: {'yes' if volume_left else 'no'}"
+        f"after ({opened}); " + "; ".join(c.line() for c in checks)
     )
     _audit(log, "closure.wipe", "success" if passed else "failure", stage="verify",
            details=details[:500])  # fmt: skip
     if not passed:
         fail(f"verification FAILED ({details}); no certificate was signed.")
     # Certificate (signed now: the audit key dies with this process).
-    backed_up = (
-        f"Yes: transferred to {recipient.organisation} (receipt recorded)"
-        if recipient is not None
-        else "No: the School Board decided to destroy the archive"
-    )
+    # Issue 25: only what a signed receipt this archive verified says, never our word.
+    backed_up = "No: the School Board decided to destroy the archive"
+    if recipient is not None:
+        backed_up = verified_receipt_statement(memory) or (
+            f"Not verified: a receipt from {recipient.organisation} was recorded, but no "
+            "signed receipt was verified (`archive transfer receipt`)"
+        )
     media = [
         Media(
             "Encrypted archive files (vault)",

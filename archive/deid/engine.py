@@ -66,6 +66,9 @@ class DeidResult:
     policy_version: str
     flags: list[str] = field(default_factory=list)
     sop_class_uid: str = ""
+    # the instance's own identifying values, learned before removal (memory only, never
+    # written or logged): the pixel step matches OCR words against them
+    identifiers: list[str] = field(default_factory=list, repr=False)
 
 
 class _Walk:
@@ -633,6 +636,7 @@ def deidentify(
         result.patient_pseudonym = w.pseudonym
 
         w.walk(ds, ())
+        result.identifiers = list(dict.fromkeys(w.known))
         w.finish_cleaning()
         reasons.extend(w.problems)
         reasons.extend(w.residual())

@@ -66,7 +66,7 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
             r"\+\d{1,3}[\s.-]?\(?\d{1,4}\)?(?:[\s.-]?\d{2,4}){2,4}"  # international
             r"|\(?0\d{2,4}\)?[\s.-]?\d{3,4}[\s.-]?\d{3,4}"  # UK national: 0xxx xxx xxxx
             r"|(?:tel|phone|mob(?:ile)?|ext|bleep|pager)\.?:?\s*\d[\d\s-]{2,}\d"  # labelled
-            r")(?![\w.])",
+            r")(?!\w|\.\d)",  # a full stop may end the sentence
             re.IGNORECASE,
         ),
     ),

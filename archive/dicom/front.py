@@ -386,7 +386,9 @@ class Front:
             lapsed = session.id  # the account changed or training lapsed since sign-in
         if not self.policy.unattended_retrieve:
             return Attribution("refused", None, lapsed)
-        robot = Principal(f"workstation:{name}", ("suite_workstation",), True, method="dicom")
+        robot = Principal(
+            f"workstation:{name}", (self.policy.unattended_role,), True, method="dicom"
+        )
         return Attribution("unattended", robot, lapsed)
 
     def access(self):

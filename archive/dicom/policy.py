@@ -28,6 +28,7 @@ class FrontPolicy:
     session_minutes: int = 240
     session_max_minutes: int = 720
     unattended_retrieve: bool = True
+    unattended_role: str = ""  # the role of a workstation retrieving on its own
     version: int = 1
 
 
@@ -59,7 +60,7 @@ def load_front_policy(policies_dir: Path | str) -> FrontPolicy:
     if not isinstance(unattended, bool):
         raise ConfigError(f"{POLICY_FILE}: unattended_retrieve must be true or false.")
     longest = int(_number(session, "max_length_minutes", 720, 1, 7 * 24 * 60))
-    return FrontPolicy(
+    policy = FrontPolicy(
         max_associations=int(_number(assoc, "max_associations", 16, 1, 256)),
         max_pdu_bytes=int(_number(assoc, "max_pdu_bytes", 131072, 4096, 1 << 24)),
         acse_timeout=float(_number(assoc, "acse_timeout_seconds", 30, 1, 3600)),
@@ -75,8 +76,16 @@ def load_front_policy(policies_dir: Path | str) -> FrontPolicy:
         session_minutes=int(_number(session, "length_minutes", 240, 1, longest)),
         session_max_minutes=longest,
         unattended_retrieve=unattended,
+        unattended_role=session.get("unattended_role", ""),
         version=int(_number(raw, "version", 1, 1, 1 << 30)),
     )
+    role = policy.unattended_role
+    if not isinstance(role, str) or (unattended and not role):
+        raise ConfigError(
+            f"{POLICY_FILE}: unattended_role must name the role of actions.toml that a "
+            "workstation retrieving on its own holds."
+        )
+    return policy
 
 
 def association_decision(nodes: Iterable[DicomNode], aet: str, host: str) -> Decision:

@@ -4,8 +4,22 @@ from archive.export.package import (
     PackageContents,
     PackageError,
     build_package,
+    check_signature,
+    contents_of,
     open_package,
+    screen_teaching,
+    unpack,
     verify_package,
 )
 
-__all__ = ["PackageContents", "PackageError", "build_package", "open_package", "verify_package"]
+__all__ = [
+    "PackageContents",
+    "PackageError",
+    "build_package",
+    "check_signature",
+    "contents_of",
+    "open_package",
+    "screen_teaching",
+    "unpack",
+    "verify_package",
+]

@@ -9,6 +9,7 @@ OCR result and the Clean Pixel Data Option recorded. Any failure holds (fail clo
 
 from __future__ import annotations
 
+from collections.abc import Sequence as Seq
 from dataclasses import dataclass, field
 from io import BytesIO
 from typing import Literal
@@ -28,6 +29,7 @@ from archive.pixels import (
 )
 from archive.pixels.assess import FACIAL_FLAG
 from archive.pixels.detect import is_document, modality
+from archive.pixels.face import SliceFace, slice_face
 
 PixelAction = Literal["release", "masked", "quarantine"]
 CLEAN_PIXEL_CODE = ("113101", "Clean Pixel Data Option")
@@ -41,6 +43,8 @@ class PixelOutcome:
     flags: list[str] = field(default_factory=list)
     template: str | None = None
     assessed: bool = False  # whether the full pixel assessment ran
+    ocr: dict = field(default_factory=dict)  # the OCR report: frames, words, kinds, boxes
+    face: SliceFace | None = None  # the face measures of a thin CT/MR slice
 
 
 def needs_pixel_check(header: Dataset, policy: MaskingPolicy) -> bool:
@@ -77,12 +81,25 @@ def encode_masked(ds: Dataset, template: str | None) -> bytes:
     return out.getvalue()
 
 
+def _may_check_face(header: Dataset, policy: MaskingPolicy) -> bool:
+    # stop_before_pixels drops PixelData, so ask about the header's other facts only
+    rules = policy.facial
+    if modality(header) not in rules.modalities:
+        return False
+    try:
+        thickness = float(header.get("SliceThickness"))
+    except (TypeError, ValueError):
+        return True
+    return thickness <= rules.check_thickness_mm
+
+
 def check_pixels(
     data: bytes,
     policy: MaskingPolicy,
     *,
     consent_level: str | None = None,
     handed_over: bool = False,
+    identifiers: Seq[str] = (),
 ) -> PixelOutcome:
     """Decide one de-identified instance's pixels.
 
@@ -94,16 +111,31 @@ def check_pixels(
         header = dcmread(BytesIO(data), stop_before_pixels=True)
         if not handed_over and not needs_pixel_check(header, policy):
             flags = [FACIAL_FLAG] if facial_features_possible(header, policy) else []
-            return PixelOutcome("release", data, ["no burnt-in text indicators"], flags)
+            face = None
+            if _may_check_face(header, policy):
+                try:
+                    face = slice_face(header, data=data)  # pixels read in place
+                except Exception as exc:  # noqa: BLE001 - fail closed, with the reason
+                    return PixelOutcome(
+                        "quarantine",
+                        None,
+                        [f"face check could not run ({type(exc).__name__}); held for review"],
+                        flags,
+                    )
+            return PixelOutcome("release", data, ["no burnt-in text indicators"], flags, face=face)
         ds = dcmread(BytesIO(data))
-        verdict = assess(ds, policy, consent_level=consent_level)
+        verdict = assess(ds, policy, consent_level=consent_level, identifiers=identifiers)
         flags = list(verdict.flags)
         if verdict.action == "quarantine":
-            return PixelOutcome("quarantine", None, verdict.reasons, flags, verdict.template, True)
+            return PixelOutcome(
+                "quarantine", None, verdict.reasons, flags, verdict.template, True, verdict.ocr
+            )
         if verdict.action == "masked":
             assert verdict.dataset is not None and verdict.dataset.BurnedInAnnotation == "NO"
             masked = encode_masked(verdict.dataset, verdict.template)
-            return PixelOutcome("masked", masked, verdict.reasons, flags, verdict.template, True)
+            return PixelOutcome(
+                "masked", masked, verdict.reasons, flags, verdict.template, True, verdict.ocr
+            )
         if handed_over and not (is_candidate(ds, policy) or PHOTOGRAPH_FLAG in flags):
             return PixelOutcome(
                 "quarantine",
@@ -112,6 +144,8 @@ def check_pixels(
                 flags,
                 assessed=True,
             )
-        return PixelOutcome("release", data, verdict.reasons, flags, verdict.template, True)
+        return PixelOutcome(
+            "release", data, verdict.reasons, flags, verdict.template, True, verdict.ocr
+        )
     except Exception as exc:  # noqa: BLE001 - fail closed; no values in the reason
         return PixelOutcome("quarantine", None, [f"pixel check failed ({type(exc).__name__})"])

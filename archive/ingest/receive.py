@@ -90,6 +90,13 @@ def build_service(parts) -> IngestService:
             parts.db(), study, series, flags
         ),
         redeem_ticket=lambda sop, data: tickets.redeem(parts.db(), key, sop_uid=sop, data=data),
+        redeem_import=lambda sop, data: tickets.redeem(  # issue 25: a verified transfer
+            parts.db(), key, sop_uid=sop, data=data, imports_only=True
+        ),
+        record_face=lambda study, series, sop, face: ingest_flags.record_face_slice(
+            parts.db(), study, series, sop, face, masking.facial
+        ),
+        record_report=lambda *args: ingest_flags.record_pixel_report(parts.db(), *args),
     )
 
 

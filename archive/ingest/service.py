@@ -22,6 +22,7 @@ from archive.errors import ArchiveError
 from archive.ingest.handover import Handover
 from archive.ingest.pixelstep import PixelOutcome, check_pixels
 from archive.pixels import MaskingPolicy
+from archive.pixels.face import SliceFace
 
 
 class Action(Enum):
@@ -63,6 +64,9 @@ class IngestService:
         consent_for: Callable[[str], str | None] = lambda study_uid: None,
         record_flags: Callable[[str, str, list[str]], None] = lambda study, series, flags: None,
         redeem_ticket: Callable[[str, bytes], str | None] | None = None,
+        redeem_import: Callable[[str, bytes], str | None] | None = None,
+        record_face: Callable[[str, str, str, SliceFace], None] | None = None,
+        record_report: Callable[..., None] | None = None,
     ) -> None:
         self.policy = policy
         self.secrets = secrets
@@ -75,12 +79,16 @@ class IngestService:
         self.consent_for = consent_for
         self.record_flags = record_flags
         self.redeem_ticket = redeem_ticket
+        self.redeem_import = redeem_import
+        self.record_face = record_face
+        self.record_report = record_report
 
     def process(
         self, data: bytes, intake: str, source: str, actor: str | None = None
     ) -> IngestOutcome:
-        if intake == "plugin" and self.redeem_ticket is not None:
-            reviewed = self._reviewed_release(data, source)
+        redeem = {"plugin": self.redeem_ticket, "rest": self.redeem_import}.get(intake)
+        if redeem is not None:  # a reviewed release, or a verified transfer import
+            reviewed = self._reviewed_release(data, source, redeem)
             if reviewed is not None:
                 return reviewed
         ingested_by = actor or intake
@@ -118,7 +126,11 @@ class IngestService:
         else:
             consent = self.consent_for(result.study_uid) if result.study_uid else None
             pixels = check_pixels(
-                candidate, self.masking, consent_level=consent, handed_over=handed_over
+                candidate,
+                self.masking,
+                consent_level=consent,
+                handed_over=handed_over,
+                identifiers=result.identifiers,
             )
 
         if pixels.action == "quarantine" or pixels.data is None:
@@ -156,6 +168,25 @@ class IngestService:
             )
 
         self.record_flags(result.study_uid, result.series_uid, pixels.flags)
+        if self.record_report is not None:
+            self.record_report(
+                result.study_uid,
+                result.series_uid,
+                result.sop_instance_uid,
+                result.modality,
+                {
+                    "action": pixels.action,
+                    "assessed": pixels.assessed,
+                    "ocr": pixels.ocr,
+                    "template": pixels.template,
+                    "reasons": pixels.reasons,
+                },
+                ingested_by,
+            )
+        if pixels.face is not None and self.record_face is not None:
+            self.record_face(
+                result.study_uid, result.series_uid, result.sop_instance_uid, pixels.face
+            )
         self._audit(
             "ingest.released",
             "success",
@@ -203,19 +234,33 @@ class IngestService:
             Action.HOLD, None, reason, study_uid=result.study_uid, quarantine_id=item
         )
 
-    def _reviewed_release(self, data: bytes, source: str) -> IngestOutcome | None:
-        """A reviewer's release posted by the plugin: stored unchanged iff a ticket redeems."""
-        assert self.redeem_ticket is not None
+    def _reviewed_release(
+        self, data: bytes, source: str, redeem: Callable[[str, bytes], str | None]
+    ) -> IngestOutcome | None:
+        """A reviewer's release posted by the plugin, or an instance of a verified transfer
+        package uploaded by its importer: stored unchanged iff a ticket redeems."""
         try:
             header = dcmread(BytesIO(data), stop_before_pixels=True)
             sop_uid = str(header.SOPInstanceUID)
             study_uid = str(header.StudyInstanceUID)
         except Exception:  # noqa: BLE001 - not a ticketed instance; de-identify as usual
             return None
-        item = self.redeem_ticket(sop_uid, data)
+        item = redeem(sop_uid, data)
         if item is None:
             return None
+        if item.startswith("import:"):
+            self._audit("ingest.transfer_import", "success", source, study_uid, sop=sop_uid)
+            return IngestOutcome(Action.STORE, data, "", study_uid=study_uid, reviewed_release=True)
         self._audit("ingest.reviewed_release", "success", source, study_uid, sop=sop_uid, item=item)
+        if self.record_report is not None:  # the publication review needs every series' report
+            self.record_report(
+                study_uid,
+                str(header.get("SeriesInstanceUID", "")),
+                sop_uid,
+                str(header.get("Modality", "")).upper(),
+                {"action": "reviewed", "assessed": True, "ocr": {}, "template": None},
+                "",  # the uploader is on the held item; this release is a reviewer's
+            )
         return IngestOutcome(Action.STORE, data, "", study_uid=study_uid, reviewed_release=True)
 
     def _audit(

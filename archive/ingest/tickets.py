@@ -6,7 +6,10 @@ ticket for exactly those bytes, then posts them to Orthanc from inside the plugi
 (origin PLUGIN); the ingest service stores a PLUGIN instance unchanged only if it can
 redeem a ticket for its SOP Instance UID and the SHA-256 of its bytes. A ticket is an
 HMAC under a key derived from the keyring, recorded in the database, single use and
-short-lived. Anything else (REST, C-STORE, PLUGIN without ticket) is de-identified.
+short-lived. A transfer import (issue 25) mints `import:` tickets the same way for the
+already de-identified instances of a verified package and uploads them by REST; a REST
+upload redeems only such a ticket. Anything else (REST or PLUGIN without a ticket,
+C-STORE) is de-identified.
 """
 
 from __future__ import annotations
@@ -89,10 +92,20 @@ def mint(
     return nonce
 
 
+IMPORT_PREFIX = "import:"  # tickets minted by a transfer import (archive/transfer)
+
+
 def redeem(
-    conn: sqlite3.Connection, key: bytes, *, sop_uid: str, data: bytes, now: datetime | None = None
+    conn: sqlite3.Connection,
+    key: bytes,
+    *,
+    sop_uid: str,
+    data: bytes,
+    now: datetime | None = None,
+    imports_only: bool = False,
 ) -> str | None:
-    """Use the ticket for these bytes once; the item id it was minted for, or None."""
+    """Use the ticket for these bytes once; the item id it was minted for, or None.
+    `imports_only`: only a transfer import's ticket (a REST upload may redeem no other)."""
     _ensure(conn)
     now = now or datetime.now(UTC)
     digest = hashlib.sha256(data).hexdigest()
@@ -101,6 +114,8 @@ def redeem(
         " WHERE sop_uid = ? AND digest = ? AND used_at IS NULL",
         (sop_uid, digest),
     ).fetchall()
+    if imports_only:
+        rows = [r for r in rows if str(r["item_id"]).startswith(IMPORT_PREFIX)]
     for row in rows:
         if datetime.fromisoformat(row["expires_at"]) < now:
             continue

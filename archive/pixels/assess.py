@@ -3,16 +3,20 @@
 Order of the checks, and why:
 1. encapsulated documents: nothing OCR can read reliably -> quarantine;
 2. photographs: consent first, because a face is identifying whatever the text;
-3. header reasons (is_candidate) or an OCR screen for policy-listed modalities;
+3. header reasons (is_candidate: US, NM, SC, derived/secondary images, captures, any
+   BurnedInAnnotation but NO...) or a policy-listed modality: OCR reads every frame;
    CT/MR without header reasons are never OCRed, so their throughput is unchanged;
-4. candidates: a matching template masks, then OCR must find nothing outside the image
-   area; no template -> quarantine for a reviewer.
+4. no text on any frame -> released unmasked (when the policy allows);
+5. text -> a template that matches the header AND whose boxes hold some of the text
+   masks, then OCR of the whole frame minus the boxes must find nothing; otherwise
+   quarantine for a reviewer.
 Any error on the way quarantines (fail closed). Reasons never quote patient values or
 recognised text.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -28,7 +32,7 @@ from archive.pixels.detect import (
     modality,
 )
 from archive.pixels.mask import apply_mask
-from archive.pixels.ocr import OcrUnavailable, TextHit, ocr_find_text
+from archive.pixels.ocr import OcrUnavailable, TextHit, frames_to_read, ocr_find_text
 from archive.pixels.policy import MaskingPolicy, MaskTemplate, Region, match_template
 
 Action = Literal["release", "masked", "quarantine"]
@@ -52,6 +56,7 @@ class PixelVerdict:
     flags: list[str] = field(default_factory=list)
     policy: str = ""
     text_hits: list[TextHit] = field(default_factory=list)
+    ocr: dict[str, object] = field(default_factory=dict)  # frames, words, kinds: no text
 
 
 def _safe(value: object, default: str) -> str:
@@ -72,11 +77,16 @@ def device_description(ds: Dataset) -> str:
 
 
 def _mask_and_verify(
-    ds: Dataset, policy: MaskingPolicy, template: MaskTemplate
+    ds: Dataset, policy: MaskingPolicy, template: MaskTemplate, identifiers: Sequence[str] = ()
 ) -> tuple[Dataset, list[TextHit]]:
+    """Mask the template's regions, then OCR the whole frame minus those regions.
+
+    The template's image area hides nothing: text left anywhere holds the instance.
+    """
     masked = apply_mask(ds, template.regions)
-    ignore: tuple[Region, ...] = template.regions + template.image_area
-    hits = ocr_find_text(masked, policy, regions_to_ignore=ignore)
+    hits = ocr_find_text(
+        masked, policy, regions_to_ignore=template.regions, identifiers=identifiers
+    )
     return masked, hits
 
 
@@ -89,23 +99,49 @@ def verify_masked(
     """OCR a masked instance and set BurnedInAnnotation honestly from the result.
 
     For reviewers' ad-hoc region sets (``archive quarantine mask``): "NO" only when no
-    text is left outside the masked regions and the image area.
+    text is left outside the masked regions and the image area the reviewer declared.
+    A reviewer has looked at the image and names its clinical labels; a template, which
+    nobody looks at per image, is verified over the whole frame (``_mask_and_verify``).
     """
     hits = ocr_find_text(masked, policy, regions_to_ignore=regions + image_area)
     masked.BurnedInAnnotation = "YES" if hits else "NO"
     return hits
 
 
-def _assess(ds: Dataset, policy: MaskingPolicy, consent_level: str | None) -> PixelVerdict:
+def describe_hits(hits: Sequence[TextHit]) -> str:
+    """ "N words (k match identifiers, 1 date...)": counts and kinds, never the text."""
+    kinds: dict[str, int] = {}
+    for hit in hits:
+        if hit.kind:
+            kinds[hit.kind] = kinds.get(hit.kind, 0) + 1
+    words = f"{len(hits)} word{'s' if len(hits) != 1 else ''}"
+    if not kinds:
+        return words
+    named = ", ".join(
+        f"{n} {'match identifiers' if k == 'identifier' else k}" for k, n in sorted(kinds.items())
+    )
+    return f"{words}: {named}"
+
+
+def _inside_any(hit: TextHit, regions: Sequence[Region]) -> bool:
+    return any(r.contains(hit.bbox, tolerance=4) for r in regions)
+
+
+def _assess(
+    ds: Dataset, policy: MaskingPolicy, consent_level: str | None, identifiers: Sequence[str]
+) -> PixelVerdict:
     label = policy.label
     flags: list[str] = []
     if facial_features_possible(ds, policy):
         flags.append(FACIAL_FLAG)
+    report: dict[str, object] = {}
 
     def verdict(
         action: Action, reasons: list[str], out: Dataset | None, **kw: object
     ) -> PixelVerdict:
-        return PixelVerdict(action, reasons, out, flags=flags, policy=label, **kw)  # type: ignore[arg-type]
+        return PixelVerdict(  # type: ignore[arg-type]
+            action, reasons, out, flags=flags, policy=label, ocr=report, **kw
+        )
 
     document = is_document(ds, policy)
     if document:
@@ -128,41 +164,60 @@ def _assess(ds: Dataset, policy: MaskingPolicy, consent_level: str | None) -> Pi
     reasons = list(header_reasons)
     if photograph:
         reasons.insert(0, f"{photograph} released under recorded consent")
-    if not header_reasons:
-        if modality(ds) not in policy.ocr.extra_modalities:
-            return verdict("release", reasons or ["no burnt-in text indicators"], ds)
-        hits = ocr_find_text(ds, policy)
-        if not hits:
-            return verdict("release", [*reasons, "OCR screen found no text"], ds)
-        reasons.append(f"OCR found text ({len(hits)} words)")
+    if not header_reasons and modality(ds) not in policy.ocr.extra_modalities:
+        return verdict("release", reasons or ["no burnt-in text indicators"], ds)
+
+    # every frame, the whole frame: what text is there, and does it look identifying?
+    hits = ocr_find_text(ds, policy, identifiers=identifiers)
+    report.update(
+        frames=len(frames_to_read(ds, policy.ocr)),
+        words=len(hits),
+        kinds=sorted({h.kind for h in hits if h.kind}),
+    )
+    if not hits:
+        if header_reasons and not policy.candidates.release_clean_candidates:
+            return verdict(
+                "quarantine",
+                [*reasons, "OCR found no text; the policy holds such candidates for review"],
+                None,
+            )
+        return verdict("release", [*reasons, "OCR found no text on any frame"], ds)
+    reasons.append(f"OCR found text ({describe_hits(hits)})")
 
     template = match_template(ds, policy)
     if template is None:
-        if policy.candidates.release_clean_candidates and not any(
-            r.startswith("OCR found text") for r in reasons
-        ):
-            if not ocr_find_text(ds, policy):
-                return verdict("release", [*reasons, "OCR found no text"], ds)
         return verdict(
             "quarantine",
             [*reasons, f"burnt-in text possible, no masking template for {device_description(ds)}"],
             None,
+            text_hits=hits,
         )
-
-    masked, hits = _mask_and_verify(ds, policy, template)
-    if hits:
+    if not any(_inside_any(h, template.regions) for h in hits):
+        # a template whose boxes hold none of this image's text is not its layout
         return verdict(
             "quarantine",
-            [
-                *reasons,
-                f"text left outside the image area after masking with template "
-                f"{template.label} ({len(hits)} words)",
-            ],
+            [*reasons, f"template {template.label} does not fit: none of its boxes holds text"],
             None,
             template=template.label,
             text_hits=hits,
         )
+
+    masked, left = _mask_and_verify(ds, policy, template, identifiers)
+    report["words_left_after_masking"] = len(left)
+    if left:
+        return verdict(
+            "quarantine",
+            [
+                *reasons,
+                f"text left outside the masked regions after masking with template "
+                f"{template.label} ({describe_hits(left)})",
+            ],
+            None,
+            template=template.label,
+            text_hits=left,
+        )
     masked.BurnedInAnnotation = "NO"
+    report["masked_regions"] = [r.as_dict() for r in template.regions]
     return verdict(
         "masked",
         [*reasons, f"masked with template {template.label}; OCR found no text left"],
@@ -171,13 +226,21 @@ def _assess(ds: Dataset, policy: MaskingPolicy, consent_level: str | None) -> Pi
     )
 
 
-def assess(ds: Dataset, policy: MaskingPolicy, *, consent_level: str | None = None) -> PixelVerdict:
+def assess(
+    ds: Dataset,
+    policy: MaskingPolicy,
+    *,
+    consent_level: str | None = None,
+    identifiers: Sequence[str] = (),
+) -> PixelVerdict:
     """Decide release / masked / quarantine for one (header-de-identified) instance.
 
-    ``consent_level`` is the photograph consent recorded against the case, if any.
+    ``consent_level`` is the photograph consent recorded against the case, if any;
+    ``identifiers`` are the instance's own identifying values from before
+    de-identification (kept in memory only), so OCR words matching them are named.
     """
     try:
-        return _assess(ds, policy, consent_level)
+        return _assess(ds, policy, consent_level, identifiers)
     except OcrUnavailable as exc:
         # first reason exactly "OCR unavailable" (what scripts match), then the detail
         return _held(ds, policy, ["OCR unavailable", str(exc)])

@@ -42,8 +42,11 @@ def is_candidate(ds: Dataset, policy: MaskingPolicy) -> list[str]:
     """Why this instance may carry burnt-in text (empty list: no header reason)."""
     rules = policy.candidates
     reasons: list[str] = []
-    if str(ds.get("BurnedInAnnotation") or "").strip().upper() == "YES":
+    burned = str(ds.get("BurnedInAnnotation") or "").strip().upper()
+    if burned == "YES":
         reasons.append("BurnedInAnnotation is YES")
+    elif burned and burned != "NO":  # anything but an explicit NO may mean text
+        reasons.append("BurnedInAnnotation is not NO")
     mod = modality(ds)
     if mod in rules.modalities:
         reasons.append(f"modality {mod} often carries burnt-in text")
@@ -55,7 +58,13 @@ def is_candidate(ds: Dataset, policy: MaskingPolicy) -> list[str]:
     conversion = str(ds.get("ConversionType") or "").strip().upper()
     if conversion in rules.scanned_conversion_types:
         reasons.append(f"secondary capture of a scanned document or film ({conversion})")
+    elif conversion and rules.any_conversion_type:
+        reasons.append(f"converted or captured image (Conversion Type {conversion[:16]})")
     image_type = _upper_values(ds.get("ImageType"))
+    for value in image_type[:2]:  # value 1 ORIGINAL/DERIVED, value 2 PRIMARY/SECONDARY
+        if value in rules.image_type_values:
+            reasons.append(f"derived or secondary image (image type {value})")
+            break
     for marker in rules.image_type_markers:
         if any(marker == v or marker in v for v in image_type):
             reasons.append(f"image type marks a capture ({marker})")

@@ -9,8 +9,10 @@ raised and callers must hold the instance (fail closed).
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Iterable
@@ -20,6 +22,7 @@ import numpy as np
 from PIL import Image
 from pydicom.dataset import Dataset
 
+from archive.deid import freetext
 from archive.errors import ArchiveError
 from archive.pixels.decode import decode_frame, frame_count, sample_frames, to_gray8
 from archive.pixels.policy import MaskingPolicy, OcrSettings, Region
@@ -31,11 +34,18 @@ class OcrUnavailable(ArchiveError):
 
 @dataclass(frozen=True)
 class TextHit:
-    """One word OCR read: frame index, box in the image's own pixels, confidence 0-100."""
+    """One word OCR read: frame index, box in the image's own pixels, confidence 0-100.
+
+    ``kind`` says what the word looks like, never what it says: "identifier" when it
+    matches one of the instance's own identifiers (name, ID, institution...), a
+    free-text pattern's kind ("date", "phone number", "title and name", ...) when its
+    line matches one (archive.deid.freetext), or "" for other text.
+    """
 
     frame: int
     bbox: Region
     confidence: float
+    kind: str = ""
 
 
 def _prepare(gray: np.ndarray, settings: OcrSettings) -> tuple[Image.Image, int]:
@@ -84,7 +94,7 @@ def _run_tesseract(png: bytes, settings: OcrSettings) -> str:
     return done.stdout.decode("utf-8", errors="replace")
 
 
-def _words(tsv: str) -> Iterable[tuple[int, int, int, int, float, str]]:
+def _words(tsv: str) -> Iterable[tuple[tuple[str, ...], int, int, int, int, float, str]]:
     reader = csv.reader(io.StringIO(tsv), delimiter="\t", quoting=csv.QUOTE_NONE)
     header = next(reader, None)
     if not header or header[:1] != ["level"]:
@@ -97,19 +107,62 @@ def _words(tsv: str) -> Iterable[tuple[int, int, int, int, float, str]]:
             conf = float(row[10])
         except ValueError:
             continue
-        yield left, top, width, height, conf, row[11]
+        yield tuple(row[1:5]), left, top, width, height, conf, row[11]
 
 
-def ocr_image(gray: np.ndarray, settings: OcrSettings, frame: int = 0) -> list[TextHit]:
-    """Words in one 8-bit grey frame that pass the policy's confidence and length bars."""
+def _identifier_tokens(identifiers: Iterable[str]) -> frozenset[str]:
+    """Upper-case alphanumeric tokens (3+ characters) of the instance's identifiers."""
+    tokens: set[str] = set()
+    for value in identifiers:
+        for token in _TOKEN.findall(str(value).upper()):
+            if len(token) >= 3:
+                tokens.add(token)
+    return frozenset(tokens)
+
+
+_TOKEN = re.compile(r"[A-Z0-9]+")
+
+
+def _classify(lines: dict[tuple[str, ...], list[str]], idents: frozenset[str]):
+    """kind of each line's words: identifier match first, then free-text patterns."""
+    kinds: dict[tuple[str, ...], str] = {}
+    for key, words in lines.items():
+        text = " ".join(words)
+        if idents and any(t in idents for t in _TOKEN.findall(text.upper())):
+            kinds[key] = "identifier"
+            continue
+        found = freetext.kinds(text)
+        kinds[key] = found[0] if found else ""
+    return kinds
+
+
+def ocr_image(
+    gray: np.ndarray,
+    settings: OcrSettings,
+    frame: int = 0,
+    identifiers: frozenset[str] = frozenset(),
+) -> list[TextHit]:
+    """Words in one 8-bit grey frame that pass the policy's confidence and length bars.
+
+    Each word's ``kind`` comes from its whole line (a date or a phone number spans
+    several words); the recognised text itself never leaves this function.
+    """
     image, scale = _prepare(gray, settings)
     buf = io.BytesIO()
     image.save(buf, format="PNG", compress_level=1)
-    hits: list[TextHit] = []
-    for left, top, width, height, conf, text in _words(_run_tesseract(buf.getvalue(), settings)):
+    kept: list[tuple[tuple[str, ...], Region, float]] = []
+    lines: dict[tuple[str, ...], list[str]] = {}
+    for line, left, top, width, height, conf, text in _words(
+        _run_tesseract(buf.getvalue(), settings)
+    ):
+        if text.strip():
+            lines.setdefault(line, []).append(text)
         if conf < settings.min_confidence:
             continue
-        if sum(ch.isalnum() for ch in text) < settings.min_text_length:
+        length = sum(ch.isalnum() for ch in text)
+        if length < settings.min_text_length:
+            continue
+        if length < 4 and conf < settings.short_word_min_confidence:
             continue
         x0 = max(0, (left - 10) // scale)
         y0 = max(0, (top - 10) // scale)
@@ -117,18 +170,61 @@ def ocr_image(gray: np.ndarray, settings: OcrSettings, frame: int = 0) -> list[T
         y1 = min(gray.shape[0], -(-(top - 10 + height) // scale))
         if x1 <= x0 or y1 <= y0:
             continue
-        hits.append(TextHit(frame, Region(x0, y0, x1 - x0, y1 - y0), conf))
-    return hits
+        kept.append((line, Region(x0, y0, x1 - x0, y1 - y0), conf))
+    kinds = _classify(lines, identifiers) if kept else {}
+    return [TextHit(frame, box, conf, kinds.get(line, "")) for line, box, conf in kept]
 
 
 def _ignored(hit: TextHit, regions: Iterable[Region]) -> bool:
     return any(r.contains(hit.bbox) for r in regions)
 
 
+def _smooth3(gray: np.ndarray) -> np.ndarray:
+    """3x3 box mean (edges replicated): speckle averages out, text strokes stay."""
+    padded = np.pad(gray.astype(np.float32), 1, mode="edge")
+    rows, cols = gray.shape
+    total = np.zeros((rows, cols), dtype=np.float32)
+    for dy in range(3):
+        for dx in range(3):
+            total += padded[dy : dy + rows, dx : dx + cols]
+    return total / 9.0
+
+
+def smoothed_extremes(gray: np.ndarray) -> list[np.ndarray]:
+    """Black-on-white images of the smoothed frame's brightest and darkest pixels.
+
+    The cut is the 99th (1st) percentile, and at least 40 grey levels from the median, so
+    a frame without text gives an almost blank page rather than a field of noise.
+    """
+    smooth = _smooth3(gray)
+    median = float(np.median(smooth))
+    out = []
+    bright_cut = max(float(np.percentile(smooth, 99.0)), median + 40)
+    dark_cut = min(float(np.percentile(smooth, 1.0)), median - 40)
+    for mask in (smooth >= bright_cut, smooth <= dark_cut):
+        if mask.any():
+            out.append(np.where(mask, 0, 255).astype(np.uint8))
+    return out
+
+
+def frames_to_read(ds: Dataset, settings: OcrSettings) -> list[int]:
+    """Every frame (policy 0), or the policy's number of evenly spaced ones."""
+    n = frame_count(ds)
+    if settings.frames_to_sample == 0:
+        return list(range(n))
+    return sample_frames(n, settings.frames_to_sample)
+
+
 def ocr_find_text(
-    ds: Dataset, policy: MaskingPolicy, regions_to_ignore: Iterable[Region] = ()
+    ds: Dataset,
+    policy: MaskingPolicy,
+    regions_to_ignore: Iterable[Region] = (),
+    *,
+    identifiers: Iterable[str] = (),
 ) -> list[TextHit]:
-    """Text OCR finds on the sampled frames of ``ds``, minus hits inside ignored regions.
+    """Text OCR finds on the frames of ``ds`` (every frame unless the policy samples),
+    minus hits inside ignored regions. ``identifiers`` are the instance's own values
+    (names, IDs...): a word matching one is marked kind "identifier".
 
     Raises OcrUnavailable when OCR is disabled by policy or tesseract cannot run, and
     PixelDecodeError when the pixels cannot be decoded; callers treat both as "hold".
@@ -137,16 +233,25 @@ def ocr_find_text(
     if not settings.enabled:
         raise OcrUnavailable("OCR unavailable: disabled by policy")
     ignore = tuple(regions_to_ignore)
+    idents = _identifier_tokens(identifiers)
     hits: list[TextHit] = []
-    for index in sample_frames(frame_count(ds), settings.frames_to_sample):
+    seen: dict[bytes, int] = {}
+    for index in frames_to_read(ds, settings):
         frame, pi = decode_frame(ds, index)
         gray = to_gray8(frame, pi)
-        found = ocr_image(gray, settings, frame=index)
+        digest = hashlib.blake2b(gray.tobytes(), digest_size=16).digest()
+        if digest in seen:  # a still cine loop: the same pixels say the same thing
+            continue
+        seen[digest] = index
+        found = ocr_image(gray, settings, frame=index, identifiers=idents)
         # Tesseract binarises globally: bright text over mid-grey tissue can merge with
         # it. A pass on only the brightest pixels recovers such overlay text.
         for threshold in settings.bright_thresholds:
             bright = np.where(gray >= threshold, 255, 0).astype(np.uint8)
-            found.extend(ocr_image(bright, settings, frame=index))
+            found.extend(ocr_image(bright, settings, frame=index, identifiers=idents))
+        if settings.smoothed_passes:
+            for image in smoothed_extremes(gray):
+                found.extend(ocr_image(image, settings, frame=index, identifiers=idents))
         for hit in found:
             if not _ignored(hit, ignore) and not any(_same_word(hit, h) for h in hits):
                 hits.append(hit)

@@ -55,9 +55,12 @@ class Region:
 class MaskTemplate:
     """Regions to black out on images of one device type, and its clinical image area.
 
-    ``image_area`` lists the rectangles holding the clinical image itself: text found
-    there after masking (calipers, labels) is tolerated; any text elsewhere is not.
-    An empty ``image_area`` means no text may remain anywhere.
+    ``image_area`` documents the rectangles holding the clinical image itself (for the
+    reviewer's preview); it hides nothing from OCR: after masking, the whole frame minus
+    the masked regions is read, and any text left holds the instance (issue 24).
+    A template matches on manufacturer, model, size and modality, and, when given, SOP
+    class and photometric interpretation; at use, OCR must also find text inside its
+    regions, or it is not this layout.
     """
 
     name: str
@@ -71,6 +74,8 @@ class MaskTemplate:
     version: int = TEMPLATE_VERSION
     description: str = ""
     source: Path | None = None
+    sop_classes: tuple[str, ...] = ()  # empty: any SOP class
+    photometric: tuple[str, ...] = ()  # empty: any photometric interpretation
 
     @property
     def label(self) -> str:
@@ -85,12 +90,18 @@ class OcrSettings:
     page_segmentation_mode: int
     min_confidence: float
     min_text_length: int
-    frames_to_sample: int
+    frames_to_sample: int  # 0: every frame (identical frames are read once)
     upscale_below: int
     upscale_factor: int
     timeout_seconds: float
     extra_modalities: tuple[str, ...]  # non-candidate modalities also screened by OCR
     bright_thresholds: tuple[int, ...] = ()  # extra passes on pixels >= threshold (0-255)
+    # words shorter than 4 letters/digits need this confidence (speckle reads as "tin")
+    short_word_min_confidence: float = 0.0
+    # two more passes on a 3x3-smoothed frame: only its brightest, and only its darkest,
+    # pixels (speckle averages out, text strokes do not): text on ultrasound speckle and
+    # on grey gradients that one global threshold misses
+    smoothed_passes: bool = False
 
 
 @dataclass(frozen=True)
@@ -102,6 +113,10 @@ class CandidateRules:
     description_markers: tuple[str, ...]
     scanned_conversion_types: tuple[str, ...]
     release_clean_candidates: bool
+    # (0008,0008) values 1-2 that mark a derived or secondary image (any modality)
+    image_type_values: tuple[str, ...] = ()
+    # any (0008,0064) Conversion Type present marks a capture (WSD, SYN, DV, ...)
+    any_conversion_type: bool = False
 
 
 @dataclass(frozen=True)
@@ -117,6 +132,14 @@ class FacialRules:
     body_parts: tuple[str, ...]
     description_markers: tuple[str, ...]
     flag_when_thickness_unknown: bool
+    # the pixel check (archive.pixels.face): CT/MR slices this thin or thinner are read
+    check_thickness_mm: float = 3.0
+    min_protrusion_mm: float = 10.0  # nose/lips/chin in front of the outline 25 mm aside
+    max_spacing_mm: float = 3.0  # coarser series cannot render a face
+    min_face_extent_mm: float = 20.0  # facial outline over at least this height
+    hold_exports: bool = True  # limited-access cases with a face: exports held
+    hold_shares: bool = True  # ... and third-party shares held
+    publication: str = "deface"  # "deface" or "refuse": what publication review requires
 
 
 @dataclass(frozen=True)
@@ -247,6 +270,8 @@ def parse_template(data: dict[str, Any], where: str, source: Path | None = None)
         version=version,
         description=r.get("description", str, ""),
         source=source,
+        sop_classes=m.strings("sop_classes", ()),
+        photometric=tuple(v.upper() for v in m.strings("photometric", ())),
     )
     for reg in regions + image_area:
         if reg.x + reg.width > template.columns or reg.y + reg.height > template.rows:
@@ -311,12 +336,17 @@ def load_masking_policy(policies_dir: Path) -> MaskingPolicy:
         timeout_seconds=float(o.get("timeout_seconds", (int, float))),
         extra_modalities=tuple(m.upper() for m in o.strings("extra_modalities")),
         bright_thresholds=tuple(int(t) for t in o.get("bright_thresholds", list, [])),
+        short_word_min_confidence=float(o.get("short_word_min_confidence", (int, float), 0)),
+        smoothed_passes=o.get("smoothed_passes", bool, False),
     )
+    if f.get("publication", str, "deface") not in ("deface", "refuse"):
+        raise ArchiveError(f"{path}: facial_features.publication must be 'deface' or 'refuse'")
     if not all(0 < t < 256 for t in ocr.bright_thresholds):
         raise ArchiveError(f"{path}: bright_thresholds must be grey levels between 1 and 255")
-    if ocr.frames_to_sample < 1 or ocr.upscale_factor < 1 or ocr.min_text_length < 1:
+    if ocr.frames_to_sample < 0 or ocr.upscale_factor < 1 or ocr.min_text_length < 1:
         raise ArchiveError(
-            f"{path}: frames_to_sample, upscale_factor, min_text_length must be >= 1"
+            f"{path}: frames_to_sample must be >= 0 (0: every frame), upscale_factor and "
+            "min_text_length >= 1"
         )
     policy = MaskingPolicy(
         version=r.get("version", int),
@@ -329,6 +359,8 @@ def load_masking_policy(policies_dir: Path) -> MaskingPolicy:
             description_markers=tuple(m.lower() for m in c.strings("description_markers")),
             scanned_conversion_types=tuple(c.strings("scanned_conversion_types")),
             release_clean_candidates=c.get("release_clean_candidates", bool),
+            image_type_values=tuple(v.upper() for v in c.strings("image_type_values", ())),
+            any_conversion_type=c.get("any_conversion_type", bool, False),
         ),
         photographs=PhotographRules(
             modalities=tuple(m.upper() for m in p.strings("modalities")),
@@ -340,6 +372,13 @@ def load_masking_policy(policies_dir: Path) -> MaskingPolicy:
             body_parts=tuple(b.upper() for b in f.strings("body_parts")),
             description_markers=tuple(b.lower() for b in f.strings("description_markers")),
             flag_when_thickness_unknown=f.get("flag_when_thickness_unknown", bool),
+            check_thickness_mm=float(f.get("check_thickness_mm", (int, float), 3.0)),
+            min_protrusion_mm=float(f.get("min_protrusion_mm", (int, float), 10.0)),
+            max_spacing_mm=float(f.get("max_spacing_mm", (int, float), 3.0)),
+            min_face_extent_mm=float(f.get("min_face_extent_mm", (int, float), 20.0)),
+            hold_exports=f.get("hold_exports", bool, True),
+            hold_shares=f.get("hold_shares", bool, True),
+            publication=f.get("publication", str, "deface"),
         ),
         consent=_load_consent(policies_dir / "consent.toml"),
         templates=load_templates(policies_dir / "masking" / "templates"),
@@ -359,13 +398,17 @@ def match_template(ds: Any, policy: MaskingPolicy) -> MaskTemplate | None:
     """The template for this instance's device and image size, or None.
 
     Manufacturer, model and modality compare case- and whitespace-insensitively; rows
-    and columns must be equal. A template with an exact model wins over a "*" one; ties
-    go to the first by name, so the choice is deterministic.
+    and columns must be equal; a template that lists SOP classes or photometric
+    interpretations matches only those. A template with an exact model wins over a "*"
+    one; ties go to the first by name, so the choice is deterministic. (Whether the
+    template's regions hold this image's text is checked by OCR at use: see assess.)
     """
     manufacturer = _norm(ds.get("Manufacturer"))
     model = _norm(ds.get("ManufacturerModelName"))
     modality = _norm(ds.get("Modality"))
     rows, columns = ds.get("Rows"), ds.get("Columns")
+    sop_class = str(ds.get("SOPClassUID") or "").strip()
+    photometric = str(ds.get("PhotometricInterpretation") or "").strip().upper()
     best: MaskTemplate | None = None
     for t in sorted(policy.templates, key=lambda t: t.name):
         if (
@@ -373,6 +416,8 @@ def match_template(ds: Any, policy: MaskingPolicy) -> MaskTemplate | None:
             or _norm(t.modality) != modality
             or t.rows != rows
             or t.columns != columns
+            or (t.sop_classes and sop_class not in t.sop_classes)
+            or (t.photometric and photometric not in t.photometric)
         ):
             continue
         if t.model == "*":
@@ -398,6 +443,8 @@ def define_template(
     *,
     image_area: list[Region] | list[tuple[int, int, int, int]] = (),  # type: ignore[assignment]
     description: str = "",
+    sop_classes: tuple[str, ...] = (),
+    photometric: tuple[str, ...] = (),
 ) -> MaskTemplate:
     """Build a validated template (e.g. from a reviewer's region set)."""
     if not _NAME_RE.match(name):
@@ -422,6 +469,8 @@ def define_template(
             "rows": int(rows),
             "columns": int(columns),
             "modality": modality,
+            **({"sop_classes": list(sop_classes)} if sop_classes else {}),
+            **({"photometric": list(photometric)} if photometric else {}),
         },
         "regions": regs(regions, "regions"),
         "image_area": regs(image_area, "image_area"),
@@ -440,6 +489,8 @@ def template_to_toml(template: MaskTemplate) -> str:
             "rows": template.rows,
             "columns": template.columns,
             "modality": template.modality,
+            **({"sop_classes": list(template.sop_classes)} if template.sop_classes else {}),
+            **({"photometric": list(template.photometric)} if template.photometric else {}),
         },
         "regions": [r.as_dict() for r in template.regions],
     }

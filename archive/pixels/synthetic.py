@@ -223,3 +223,74 @@ def ct_slice(
         ds.SliceThickness = slice_thickness
     ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
     return ds
+
+
+# --- a recall set for OCR: fonts, sizes, positions, contrasts, speckle backgrounds ---------
+
+RECALL_WORDS = (
+    "HARTLEY MARGARET",
+    "ID 7730194",
+    "DOB 14/02/1961",
+    "ST WULFSTAN INFIRMARY",
+    "Acc 55120983",
+    "OKONKWO ADAEZE",
+    "12-Mar-2024 14:22",
+    "MRN PLANT-99117",
+    "Dr Pemberton",
+    "Tel 01632 960123",
+)
+
+
+def speckle(rows: int, columns: int, rng: np.random.Generator, mean: float) -> np.ndarray:
+    """An ultrasound-like speckle background (Rayleigh noise smoothed a little)."""
+    noise = rng.rayleigh(mean / 1.25, size=(rows, columns))
+    smooth = (noise + np.roll(noise, 1, 0) + np.roll(noise, 1, 1) + np.roll(noise, -1, 0)) / 4
+    return np.clip(smooth, 0, 255)
+
+
+def recall_case(
+    index: int, *, seed: int = 24, text: bool = True
+) -> tuple[FileDataset, list[Region]]:
+    """One synthetic frame of the OCR recall set and the boxes of the strings drawn on it.
+
+    The case number picks the font, size (9-24 px), place (corners, bands, over the
+    image), contrast (text 60-255 grey levels above or below its ground) and background
+    (black, speckle, mid-grey gradient). ``text=False`` gives the same frame with no text:
+    the false-positive side of the set.
+    """
+    rng = np.random.default_rng(seed * 1000 + index)
+    fonts = available_fonts() or [None]
+    rows, columns = (480, 640) if index % 3 else (600, 800)
+    kind = index % 3
+    if kind == 0:
+        base = np.zeros((rows, columns))
+    elif kind == 1:
+        base = speckle(rows, columns, rng, float(rng.integers(30, 90)))
+    else:
+        y = np.linspace(0, 1, rows)[:, None]
+        base = 60 + 90 * y + np.zeros((rows, columns))
+    image = Image.fromarray(base.astype(np.uint8), mode="L")
+    boxes: list[Region] = []
+    if text:
+        for n in range(2):
+            words = RECALL_WORDS[(index + 3 * n) % len(RECALL_WORDS)]
+            size = int(rng.integers(9, 25))
+            font_path = fonts[int(rng.integers(0, len(fonts)))]
+            contrast = int(rng.integers(60, 256))
+            x = int(rng.integers(4, columns - 12 * size - 4)) if n else int(rng.integers(4, 40))
+            band = rows - size - 8 if (index + n) % 2 else 4
+            y = int(rng.integers(4, rows - size - 8)) if n else band
+            patch = np.asarray(image)[y : y + size, x : x + 10 * size]
+            ground = float(patch.mean()) if patch.size else 0.0
+            fill = (
+                min(255, int(ground) + contrast) if ground < 128 else max(0, int(ground) - contrast)
+            )
+            boxes.append(draw_text(image, words, (x, y), font_path=font_path, size=size, fill=fill))
+    ds = make_dataset(
+        np.asarray(image),
+        modality="US",
+        sop_class=US_SOP_CLASS,
+        photometric="MONOCHROME2",
+        jpeg=bool(index % 4 == 3),
+    )
+    return ds, boxes

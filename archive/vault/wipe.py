@@ -3,10 +3,16 @@
 1. crypto-erase: overwrite then unlink the keyring and every keyring backup the archive
    knows (HOME/keys/backups.json): every KEK dies, so every data key wrapped by one dies;
 2. delete the ciphertext (the data directory: storage, index, quarantine, databases);
-3. destroy the volume: gocryptfs.conf (its master key, encrypted under the keyring's
-   volume secret) and the backing directory. A LUKS volume's header cannot be destroyed
-   from here: `plan_volume` names the device so the operator runs `cryptsetup
-   luksErase` and destroys any header backup (documented, listed in the certificate).
+3. unmount the gocryptfs volume from the data directory (issue 25: the mount stayed in
+   place over a deleted directory), then destroy it: gocryptfs.conf (its master key,
+   encrypted under the keyring's volume secret) and the whole backing directory. A LUKS
+   volume's header cannot be destroyed from here: `plan_volume` names the device so the
+   operator runs `cryptsetup luksErase` and destroys any header backup (documented,
+   listed in the certificate);
+4. remove every other file the home holds but its configuration: every key file under
+   HOME/keys (https.pem included: issue 25), Orthanc's generated configuration, the logs;
+5. `check_nothing_remains` then says, check by check, what was looked for and found:
+   mounts under the home, key files, files, the volume, DICOM magic or canaries.
 
 Before step 1, `sample_headers` keeps a few ciphertext headers (they hold only wrapped
 keys) and checks the live keyring unwraps them: a positive control, so "no key unwraps
@@ -47,6 +53,7 @@ class WipeReport:
     files_deleted: int = 0
     bytes_deleted: int = 0
     volume: str = "none"
+    unmounted: str = ""
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -55,6 +62,7 @@ class WipeReport:
             "files_deleted": self.files_deleted,
             "bytes_deleted": self.bytes_deleted,
             "volume": self.volume,
+            "unmounted": self.unmounted,
         }
 
 
@@ -96,16 +104,112 @@ def delete_ciphertext(paths: HomePaths, report: WipeReport) -> WipeReport:
     return report
 
 
+def unmount_volume(paths: HomePaths, report: WipeReport) -> WipeReport:
+    """Step 3a: unmount the gocryptfs volume from HOME/data (VolumeError if it cannot be:
+    the wipe then stops, saying so), then remove the mount point and whatever the mount
+    hid under it."""
+    from archive.vault import volume
+
+    state = volume.status(paths)
+    if state.mounted and state.kind == "gocryptfs":
+        volume.unmount(paths)
+        report.unmounted = str(paths.data_dir)
+    files, size = delete_tree_files(paths.data_dir)
+    report.files_deleted += files
+    report.bytes_deleted += size
+    return report
+
+
 def destroy_volume(paths: HomePaths, report: WipeReport) -> WipeReport:
-    """Step 3: the gocryptfs configuration (master key) and the backing directory."""
+    """Step 3b: the gocryptfs configuration (master key) and the backing directory."""
     conf = paths.volume_dir / GOCRYPTFS_CONF
     if conf.exists():
         overwrite_and_unlink(conf)
-        files, size = delete_tree_files(paths.volume_dir)
+        report.volume = f"gocryptfs volume {paths.volume_dir} (gocryptfs.conf overwritten, deleted)"
+    files, size = delete_tree_files(paths.volume_dir)  # the backing directory too
+    report.files_deleted += files
+    report.bytes_deleted += size
+    return report
+
+
+def remove_leftovers(paths: HomePaths, report: WipeReport) -> WipeReport:
+    """Step 4: every key file left under HOME/keys (https.pem, anything else: overwritten,
+    then unlinked), the keys directory, Orthanc's generated configuration and the logs.
+    Only archive.toml stays (no secret: it names paths and ports)."""
+    if paths.keys_dir.is_dir():
+        for path in sorted(paths.keys_dir.rglob("*")):
+            if path.is_file() or path.is_symlink():
+                overwrite_and_unlink(path)
+                report.key_files_destroyed.append(str(path))
+    for directory in (paths.keys_dir, paths.orthanc_dir, paths.run_dir):
+        files, size = delete_tree_files(directory)
         report.files_deleted += files
         report.bytes_deleted += size
-        report.volume = f"gocryptfs volume {paths.volume_dir} (gocryptfs.conf overwritten, deleted)"
     return report
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+    def line(self) -> str:
+        return f"{self.name}: {'ok' if self.ok else 'FAILED'} ({self.detail})"
+
+
+def _mounts_under(root: Path) -> list[str]:
+    from archive.vault.volume import _unescape
+
+    try:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return []
+    found = []
+    for line in lines:
+        parts = line.split(" - ")[0].split()
+        if len(parts) >= 5:
+            point = Path(_unescape(parts[4]))
+            if point == root or root in point.parents:
+                found.append(str(point))
+    return found
+
+
+def check_nothing_remains(
+    paths: HomePaths, canaries: Sequence[bytes] = (), keep: Sequence[Path] = ()
+) -> list[Check]:
+    """What is looked for after the wipe, and what was found: each a Check."""
+    root = paths.root
+    kept = {Path(k) for k in (paths.config_file, *keep)}
+    mounts = _mounts_under(root)
+    keys = [str(p) for p in key_locations(paths) if p.exists()]
+    if paths.keys_dir.exists():
+        keys += [str(p) for p in paths.keys_dir.rglob("*") if not p.is_dir()]
+    files = [
+        str(p) for p in root.rglob("*") if not p.is_dir() and p not in kept
+    ] if root.exists() else []  # fmt: skip
+    volume_left = paths.volume_dir.exists()
+    plain = find_plaintext(root, canaries) if root.exists() else []
+    return [
+        Check("mounts", not mounts, f"mount points at or under {root}: {len(mounts)}"),
+        Check(
+            "key files",
+            not keys,
+            f"keyring, its {len(key_locations(paths)) - 1} known backup(s) and every file "
+            f"under {paths.keys_dir} (https.pem included): {len(keys)} left",
+        ),
+        Check(
+            "files",
+            not files,
+            f"files under {root} other than {paths.config_file.name}: {len(files)} left",
+        ),
+        Check("volume", not volume_left, f"{paths.volume_dir} present: {volume_left}"),
+        Check(
+            "plaintext",
+            not plain,
+            f"files with DICOM magic or one of {len(canaries)} canary value(s): {len(plain)}",
+        ),
+    ]
 
 
 def unwrap_attempts(samples: Sequence[SampledHeader], keyrings: Sequence[KeySource]) -> int:

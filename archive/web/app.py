@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlencode
@@ -61,6 +61,7 @@ SECURITY_HEADERS = (
 # interface never grants more than the use cases behind it (issue 21).
 PAGES: dict[str, tuple[str, ...]] = {
     "cases": ("case.view",),
+    "teach/today": ("case.view",),  # the case of the day (issue 22)
     "removals": ("removal.request",),
     "approvals": ("removal.approve",),
     "shares": ("share.vote",),
@@ -137,6 +138,8 @@ class Backend(Protocol):
     def thumbnail(self, principal: Principal, case_id: str, number: int) -> tuple[bytes, str]: ...
     def workstations(self) -> list[str]: ...
     def archive_totals(self) -> tuple[int, int]: ...
+    def ledger(self): ...  # the viewer (issue 22): the vault's instance ledger
+    def read_dicom(self, entry) -> bytes: ...
 
 
 @dataclass
@@ -248,7 +251,10 @@ class WebApp:
         return WebResponse(303, b"", headers=headers or [], location=UI + path)
 
     def finish(self, response: WebResponse) -> WebResponse:
-        response.headers = [*response.headers, *SECURITY_HEADERS]
+        # A page that sets one of these itself (the viewer's CSP) keeps its own.
+        own = {name.lower() for name, _ in response.headers}
+        extra = [h for h in SECURITY_HEADERS if h[0].lower() not in own]
+        response.headers = [*response.headers, *extra]
         return response
 
     # -- entry --------------------------------------------------------------------
@@ -390,6 +396,7 @@ def _search(app: WebApp, ctx: Context, groups) -> WebResponse:
         number = 1
     found = outcome(uc.search_cases(app.backend.catalogue_room(), ctx.principal,
                                     q.get("q", ""), chosen, page=number, per_page=20))  # fmt: skip
+    found = replace(found, page=_teach.mask_unknowns(app, ctx, found.page))  # issue 22
     params = {k: q[k] for k in ("q", *FILTERS) if q.get(k)}
     return app.html(ctx, "Catalogue", views.search(q, found.page, params))
 
@@ -400,6 +407,8 @@ def _show_case(app: WebApp, ctx: Context, groups) -> WebResponse:
 
     app.require(ctx, "cases")
     case = outcome(uc.view_case(app.backend.catalogue_room(), ctx.principal, groups[0])).case
+    if _teach.hidden_for(app, ctx, case.case_id):  # an unknown: its teaching page (issue 22)
+        return app.redirect(f"/teach/cases/{case.case_id}")
     body = views.case(
         case,
         csrf=ctx.session.csrf,
@@ -408,6 +417,7 @@ def _show_case(app: WebApp, ctx: Context, groups) -> WebResponse:
         if app.may(ctx.principal, "removals")
         else None,
     )
+    body = Markup(_teach.case_links(case) + body)  # viewer and teaching page (issue 22)
     return app.html(ctx, case.title or f"Case {case.case_id}", body)
 
 
@@ -688,6 +698,10 @@ def _closure_vote(app: WebApp, ctx: Context, groups) -> WebResponse:
     _shown(closure.vote(_ports(app, ctx), ctx.principal, did))
     return app.redirect(f"/closure?voted={did}")
 
+
+# -- the viewer and teaching modes (issue 22): their routes register themselves ---------
+from archive.web import teach as _teach  # noqa: E402, F401
+from archive.web import viewer as _viewer  # noqa: E402, F401
 
 # Pages kept in their own modules (registered on import).
 from archive.web import workstation as _workstation  # noqa: E402, F401

@@ -49,6 +49,7 @@ def table(headers: Iterable[str], rows: Iterable[Iterable[object]], caption: str
 
 NAV = (
     ("cases", "Catalogue"),
+    ("teach/today", "Case of the day"),
     ("removals", "Removal requests"),
     ("approvals", "Approvals"),
     ("shares", "Board: shares"),

@@ -166,6 +166,10 @@ def test_full_closure_transfer_wipe_certificate(tmp_path: Path) -> None:
         assert cert["steps"][0]["method_used"] == "Cryptographic Erase"
         assert cert["verification"]["result"] == "passed"
         assert [a["workstation"] for a in cert["workstation_attestations"]] == ["imac-07"]
+        # Issue 25: a receipt typed in by hand is not a verified one; the certificate says so.
+        (vault,) = [m for m in cert["media"] if "vault" in m["media_type"]]
+        assert vault["data_backed_up"].startswith("Not verified")
+        assert "https.pem included" in wiped["verification_details"]
         public = bytes.fromhex((export / "audit_public_key.hex").read_text().strip())
         assert verify(export / "audit", public).ok
         text = (export / "certificate.txt").read_text()

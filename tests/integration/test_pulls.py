@@ -146,7 +146,7 @@ def test_pull_rest_and_cli_arrive_byte_identical(suite) -> None:
 
 
 def test_pull_refusals(suite) -> None:
-    archive, scp, case_id, _ = suite
+    archive, scp, case_id, tmp_path = suite
     with client(archive, "newbie") as http:
         denied = http.post("/teaching/pulls", json={"cases": [case_id], "workstation": "ws-01"})
     assert denied.status_code in (401, 403)
@@ -159,6 +159,16 @@ def test_pull_refusals(suite) -> None:
         )
     assert unknown_case.status_code == 404
     assert unknown_ws.status_code == 404  # a source is not a workstation
+    assert "not a registered suite workstation" in unknown_ws.json()["error"]
+    assert unknown_ws.json()["next"]
+    # Issue 21: nobody pulls in another's name from the CLI: trainer1's name without
+    # trainer1's password is refused with the reason, and nothing is sent.
+    wrong = tmp_path / "not-trainer1.pw"
+    wrong.write_text("certainly not trainer1's password\n")
+    forged = archive.cli("pull", case_id, "--to", "ws-01", "--as", "trainer1",
+                         "--password-file", str(wrong))  # fmt: skip
+    assert forged.returncode == 1 and "wrong" in forged.stderr
+    assert len(forged.stderr.strip().splitlines()) == 1
     assert scp.files() == []
 
 

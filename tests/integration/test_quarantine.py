@@ -165,3 +165,28 @@ def test_reject_crypto_deletes(archive, tmp_path):
     assert json.loads(_get(archive, "/instances")) == []
     again = archive.cli("quarantine", "release", item["id"], *_as(archive, "bob", tmp_path))
     assert again.returncode == 1
+
+
+def test_consent_is_recorded_by_the_authenticated_person(archive, tmp_path):
+    """Issue 21: photograph consent is recorded in the recorder's own name, never a
+    typed --by; a refusal (no credentials, wrong role) says why."""
+    add_user(archive, "trn", ["trainer"])
+    typed = archive.cli("quarantine", "consent", "2.25.99", "--level", "teaching", "--by", "bob")
+    assert typed.returncode == 1 and "--by is no longer accepted" in typed.stderr
+    nobody = archive.cli("quarantine", "consent", "2.25.99", "--level", "teaching")
+    assert nobody.returncode == 1 and "--password-file" in nobody.stderr
+    trainer = archive.cli("quarantine", "consent", "2.25.99", "--level", "teaching",
+                          *_as(archive, "trn", tmp_path))  # fmt: skip
+    assert trainer.returncode == 1 and "quarantine.consent" in trainer.stderr
+    assert "Next:" in trainer.stderr and len(trainer.stderr.strip().splitlines()) == 1
+    done = archive.cli("quarantine", "consent", "2.25.99", "--level", "teaching",
+                       *_as(archive, "alice", tmp_path))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    conn = db.connect(archive.config.home.db_path)
+    try:
+        row = conn.execute(
+            "SELECT level, recorded_by FROM quarantine_consent WHERE study_uid = '2.25.99'"
+        ).fetchone()
+    finally:
+        conn.close()
+    assert tuple(row) == ("teaching", "alice")

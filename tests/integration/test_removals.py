@@ -8,6 +8,7 @@ expiry enforced; commercial purposes and publication of a limited-access case re
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,10 +16,10 @@ from pathlib import Path
 import pyrage
 import pytest
 
-from archive.export import open_package, verify_package
+from archive.export import check_signature, open_package, verify_package
 from tests.corpus import make_ct_series, to_bytes
 from tests.dicom_tools import storescu, write_files
-from tests.harness import RunningArchive, add_user, client, register_node
+from tests.harness import RunningArchive, add_user, client, register_node, run_cli
 from tests.integration.test_pulls import wait_for_cases
 
 SCU = "SUITE_SCU"
@@ -114,6 +115,15 @@ def test_request_approve_export_decrypt_verify(suite) -> None:
     listed = {i["sha256"] for c in manifest["cases"] for i in c["instances"]}
     assert listed == stored and len(listed) == 2
     assert "educational" in contents.terms.lower()
+    # Issue 25: signed by the archive's transfer key, which a recipient checks offline.
+    signer = archive.cli("transfer", "identity", "--json")
+    assert signer.returncode == 0, signer.stderr
+    key = json.loads(signer.stdout)["signing_key"]
+    assert check_signature(contents, key) == [] and manifest["layout"] == 2
+    assert case_id in manifest["teaching"] and "TEACHING.txt" in manifest["files"]
+    checked = run_cli("package", "verify", str(out), "--passphrase-file", str(phrase),
+                      "--signing-key", key, "--json")  # fmt: skip
+    assert checked.returncode == 0 and json.loads(checked.stdout)["ok"], checked.stderr
 
     # One download only (policy default): the second is refused.
     again = archive.cli(

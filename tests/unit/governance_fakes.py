@@ -55,6 +55,7 @@ class Cases:
 
     def get(self, case_id):
         return SimpleNamespace(case_id=case_id, status="available", level=self.level,
+                               study_uid=f"2.25.{sum(map(ord, str(case_id)))}",
                                orthanc_study_id=f"study-{case_id}")  # fmt: skip
 
 

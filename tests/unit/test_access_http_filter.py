@@ -89,3 +89,28 @@ def test_internal_errors_deny_with_one_log_line(fake_orthanc, tmp_path: Path, fa
     assert len(fake_orthanc.errors) == 1
     assert "request denied" in fake_orthanc.errors[0]
     assert "\n" not in fake_orthanc.errors[0]
+
+
+def test_viewer_routes_audit_themselves_refusals_still_recorded(fake_orthanc, tmp_path) -> None:
+    """The viewer's files and DICOMweb are not recorded per request when allowed (the
+    DICOMweb records one viewer.open per study opened, issue 22); refused, they are."""
+    from datetime import UTC, datetime
+
+    from plugins import http_filter
+
+    store = _store(tmp_path)
+    store.add_user("reg", "a-long-password-2", ["registrar"], datetime.now(UTC), by="t")
+    store.record_training("reg", datetime.now(UTC).date(), datetime.now(UTC), by="t")
+    services = _Services(store)
+    check = http_filter.make_filter(fake_orthanc, services)
+    reg = {"authorization": "Basic " + base64.b64encode(b"reg:a-long-password-2").decode()}
+    frame = "/teaching/ui/dicomweb/studies/1.2/series/1.3/instances/1.4/frames/1"
+    assert check(frame, method=1, ip="10.0.0.9", headers=reg, get={}) is True
+    assert check("/teaching/ui/viewer/app.js", method=1, ip="10.0.0.9", headers=reg, get={})
+    assert services.records == []
+    assert check(frame, method=1, ip="10.0.0.9", headers={}, get={}) is False  # anonymous
+    assert check(frame, method=2, ip="10.0.0.9", headers=reg, get={}) is False  # a POST
+    assert [(e.outcome, e.actor) for e in services.records] == [
+        ("denied", "anonymous"),
+        ("denied", "reg"),
+    ]

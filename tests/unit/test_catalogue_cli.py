@@ -226,3 +226,32 @@ def test_collection_ownership_from_the_cli(home: HomePaths) -> None:
         ("catalogue.collection.delete", "denied", "bob"),
         ("catalogue.collection.delete", "success", "pat"),
     ]
+
+
+def test_review_to_publication_from_the_cli_as_the_authenticated_person(home: HomePaths) -> None:
+    """Issue 24: review-packet shows what blocks; review-publication acts as the person."""
+    from archive.ingest import flags
+
+    _access(home, {"trn1": ("trainer",)})
+    conn = connect(home.db_path)
+    case = Catalogue(conn, "NSR").get("NSR-2026-00001")
+    packet = run_json("cases", "review-packet", case.case_id)
+    assert packet["level"] == "limited-access" and packet["blockers"]  # no pixel reports yet
+    checks = ["--ocr-checked", "--face-checked", "--free-text-checked",
+              "--rarity", "a common presentation of a common disease"]  # fmt: skip
+    code, out = run("cases", "review-publication", case.case_id, *checks, *_pw(home, "trn1"))
+    assert code == 1 and "no pixel report" in out
+    for s in case.series:
+        flags.record_pixel_report(
+            conn, case.study_uid, s.series_uid, f"{s.series_uid}.1", "CT", {"action": "release"},
+            "dicom",
+        )  # fmt: skip
+    conn.commit()
+    assert run_json("cases", "review-packet", case.case_id)["blockers"] == []
+    code, out = run("cases", "review-publication", case.case_id, *checks, "--as-user", "trn1")
+    assert code != 0  # nobody acts in another's name
+    done = run_json("cases", "review-publication", case.case_id, *checks, *_pw(home, "trn1"))
+    assert done == {"case_id": case.case_id, "level": "publication", "reviewer": "trn1"}
+    assert run_json("cases", "show", case.case_id)["level"] == "publication"
+    events = query(home.audit_dir, action="case.review_publication")
+    assert [(e["outcome"], e["actor"]) for e in events] == [("denied", "trn1"), ("success", "trn1")]

@@ -10,17 +10,21 @@ from pathlib import Path
 import pytest
 
 from archive.paths import HomePaths
-from archive.vault import EncryptedStore, Keyring, backup_keyring
+from archive.vault import EncryptedStore, Keyring, backup_keyring, volume
 from archive.vault.errors import KeyringMissingError
 from archive.vault.keyring import keyring_path
 from archive.vault.sealing import KdfParams
 from archive.vault.shred import shred_header
+from archive.vault.volume import fuse_usable
 from archive.vault.wipe import (
+    check_nothing_remains,
     crypto_erase,
     delete_ciphertext,
     destroy_volume,
     find_plaintext,
+    remove_leftovers,
     sample_headers,
+    unmount_volume,
     unwrap_attempts,
 )
 
@@ -72,3 +76,42 @@ def test_shredded_header_no_longer_unwraps(home) -> None:
     with pytest.raises(Exception):  # noqa: B017, PT011 - tamper or key error
         store.read(uuid, ct)
     assert not shred_header(paths.root / "absent")
+
+
+FUSE_OK, FUSE_WHY = fuse_usable()
+
+
+@pytest.mark.skipif(not FUSE_OK, reason=f"FUSE mounting impossible here: {FUSE_WHY}")
+def test_wipe_unmounts_the_volume_removes_every_key_and_checks(tmp_path: Path) -> None:
+    """Issue 25: the mount stayed over a deleted directory and keys/https.pem stayed."""
+    paths = HomePaths(tmp_path / "home")
+    for directory in paths.private_dirs():
+        directory.mkdir(parents=True, exist_ok=True)
+    paths.config_file.write_text("# archive.toml\n")
+    (paths.keys_dir / "https.pem").write_text("-----BEGIN PRIVATE KEY-----\n")
+    ring = Keyring.create(keyring_path(paths.keys_dir), PASS, kdf=FAST)
+    volume.create(paths, ring.volume_secret)
+    volume.mount(paths, ring.volume_secret)
+    try:
+        store = EncryptedStore(paths.storage_dir, ring, fsync=False)
+        store.write("00000001-aaaa-bbbb-cccc-dddddddddddd", 1, b"\0" * 128 + b"DICM" + b"x" * 64)
+        (paths.audit_dir / "log.jsonl").write_text("CANARY-25\n")
+        (paths.run_dir / "orthanc.log").write_text("log\n")
+        before = check_nothing_remains(paths, [b"CANARY-25"])
+        assert all(not c.ok for c in before)  # each check can fail
+        report = crypto_erase(paths, ring.kek_ids())
+        delete_ciphertext(paths, report)
+        assert volume.status(paths).mounted  # the old wipe stopped here: mount left in place
+        unmount_volume(paths, report)
+        destroy_volume(paths, report)
+        remove_leftovers(paths, report)
+    finally:
+        volume.unmount(paths)  # only if a step above failed
+    assert report.unmounted == str(paths.data_dir)
+    assert str(paths.keys_dir / "https.pem") in report.key_files_destroyed
+    checks = check_nothing_remains(paths, [b"CANARY-25"])
+    assert all(c.ok for c in checks), [c.line() for c in checks]
+    assert [c.name for c in checks] == ["mounts", "key files", "files", "volume", "plaintext"]
+    assert "https.pem included" in checks[1].detail
+    assert [p for p in paths.root.rglob("*")] == [paths.config_file]
+    assert str(paths.root) not in Path("/proc/self/mountinfo").read_text()

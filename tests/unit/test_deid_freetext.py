@@ -164,3 +164,8 @@ def test_patient_characteristics_free_text_is_removed_whole(policy):
     out = _released(ds, policy)
     assert "Bettina" not in str(out)
     assert not out.get("SpecialNeeds") and not out.get("PreMedication")
+
+
+def test_a_phone_number_at_the_end_of_a_sentence_is_found():
+    # MIDI-B-style scorer (tests/midib.py) found it: the full stop hid the number
+    assert [h.kind for h in find("call her on 01632 960 400. Thanks")] == ["phone number"]

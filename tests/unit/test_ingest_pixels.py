@@ -143,8 +143,13 @@ def test_ticket_stores_plugin_bytes_unchanged_once(service):
     released = first.data
     sop = pydicom.dcmread(BytesIO(released)).SOPInstanceUID
     tickets.mint(service.conn, KEY, item_id="q-x", sop_uid=sop, data=released, reviewer="bob")
+    reports = []
+    service.record_report = lambda *args: reports.append(args)
     again = service.process(released, intake="plugin", source="plugin")
     assert again.reviewed_release and again.data == released
+    # a reviewer's release still leaves the pixel report the publication review reads
+    assert [(r[2], r[4]["action"]) for r in reports] == [(sop, "reviewed")]
+    reports.clear()
     replay = service.process(released, intake="plugin", source="plugin")
     assert not replay.reviewed_release  # single use: de-identified again instead
     assert pydicom.dcmread(BytesIO(replay.data)).SOPInstanceUID != sop

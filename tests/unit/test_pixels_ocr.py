@@ -25,9 +25,16 @@ from archive.pixels import (
 )
 from archive.pixels.decode import decode_all
 from archive.pixels.synthetic import (
+    CT_SOP_CLASS as CT_SOP,
+)
+from archive.pixels.synthetic import (
+    US_MULTIFRAME_SOP_CLASS as US_MF,
+)
+from archive.pixels.synthetic import (
     available_fonts,
     ct_slice,
     make_dataset,
+    recall_case,
     ultrasound_with_text,
 )
 
@@ -132,7 +139,7 @@ def test_text_outside_the_template_quarantines(policy):
     verdict = assess(ds, _with_template(policy, HEADER))  # footer text is left
     assert verdict.action == "quarantine"
     assert verdict.dataset is None
-    assert "text left outside the image area" in verdict.reasons[-1]
+    assert "text left outside the masked regions" in verdict.reasons[-1]
     assert "4417023" not in " ".join(verdict.reasons)
     assert verdict.text_hits and all(h.bbox.y >= 200 for h in verdict.text_hits)
 
@@ -187,3 +194,99 @@ def test_policy_listed_modality_is_screened_by_ocr(policy):
         photometric="MONOCHROME2",
     )
     assert assess(blank, policy).action == "release"
+
+
+# --- issue 24: the whole frame, every frame, text-free candidates released -----------------
+
+
+def test_text_in_the_template_image_area_is_no_longer_ignored(policy):
+    # the old check ignored the template's image area, so this label stayed legible
+    ds, _ = ultrasound_with_text(
+        texts=(("SMITH JOHN", (8, 6)), ("WULFSTAN 4417023", (90, 120))), size=16
+    )
+    verdict = assess(ds, _with_template(policy, HEADER, FOOTER))
+    assert verdict.action == "quarantine", verdict.reasons
+    assert "text left outside the masked regions" in verdict.reasons[-1]
+    assert "WULFSTAN" not in " ".join(verdict.reasons)
+
+
+def test_text_free_ultrasound_released_unmasked_even_with_a_template(policy):
+    ds, _ = ultrasound_with_text(texts=())
+    verdict = assess(ds, _with_template(policy, HEADER, FOOTER))
+    assert verdict.action == "release", verdict.reasons
+    assert verdict.dataset is ds  # nothing blacked out
+    assert verdict.reasons[-1] == "OCR found no text on any frame"
+
+
+def test_template_whose_boxes_hold_no_text_does_not_fit(policy):
+    ds, _ = ultrasound_with_text(texts=(("SMITH JOHN", (100, 120)),), size=16)
+    verdict = assess(ds, _with_template(policy, HEADER, FOOTER))
+    assert verdict.action == "quarantine"
+    assert "does not fit: none of its boxes holds text" in verdict.reasons[-1]
+
+
+def test_template_matches_on_sop_class_and_photometric(policy):
+    ds, _ = ultrasound_with_text(texts=(("SMITH JOHN", (8, 6)),), size=14)
+    template = define_template(
+        "synthetic-mono-only",
+        "Synthetic Imaging",
+        "Sono 1",
+        240,
+        320,
+        "US",
+        [HEADER],
+        photometric=("MONOCHROME2",),
+    )
+    other = dataclasses.replace(policy, templates=(template,))
+    verdict = assess(ds, other)  # the synthetic image is RGB
+    assert verdict.action == "quarantine"
+    assert "no masking template" in verdict.reasons[-1]
+
+
+def test_every_frame_is_read_not_a_sample(policy):
+    # text on frame 5 of 7 only: sampling first/middle/last missed it
+    frames = []
+    for i in range(7):
+        ds, _ = ultrasound_with_text(
+            texts=(("SMITH JOHN", (40, 100)),) if i == 4 else (), colour=False
+        )
+        frames.append(decode_all(ds)[0][0])
+    cine = make_dataset(np.stack(frames), modality="US", sop_class=US_MF, photometric="MONOCHROME2")
+    verdict = assess(cine, policy)
+    assert verdict.action == "quarantine", verdict.reasons
+    assert verdict.ocr["frames"] == 7
+
+
+def test_ocr_words_matching_identifiers_and_patterns_are_named(policy):
+    ds, _ = ultrasound_with_text(
+        texts=(("MARIGOLD PLANTAGENET", (8, 6)), ("Tel 01632 960 123", (8, 200))), size=16
+    )
+    hits = ocr_find_text(ds, policy, identifiers=["PLANTAGENET^MARIGOLD"])
+    kinds = {h.kind for h in hits}
+    assert "identifier" in kinds and "phone number" in kinds, hits
+
+
+def test_derived_screen_capture_filed_as_ct_is_read(policy):
+    ds, _ = ultrasound_with_text(texts=(("DLP 412 mGycm SMITH", (10, 100)),), colour=False)
+    ct = make_dataset(
+        decode_all(ds)[0][0], modality="CT", sop_class=CT_SOP, photometric="MONOCHROME2"
+    )
+    ct.ImageType = ["DERIVED", "SECONDARY"]
+    verdict = assess(ct, policy)
+    assert verdict.action == "quarantine", verdict.reasons
+    assert any(r.startswith("OCR found text") for r in verdict.reasons)
+
+
+def test_smoothed_passes_read_text_on_speckle_that_one_threshold_misses(policy):
+    # recall-set frames 7 and 10: legible text on speckle the earlier passes missed
+    def found(pol, index):
+        ds, boxes = recall_case(index)
+        hits = ocr_find_text(ds, pol)
+        return all(any(_overlaps(h.bbox, b) for h in hits) for b in boxes)
+
+    old = dataclasses.replace(policy, ocr=dataclasses.replace(policy.ocr, smoothed_passes=False))
+    assert policy.ocr.smoothed_passes
+    assert found(policy, 10) and found(policy, 7)
+    assert not (found(old, 10) and found(old, 7))
+    clean, _ = recall_case(10, text=False)
+    assert ocr_find_text(clean, policy) == []

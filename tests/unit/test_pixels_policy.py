@@ -174,6 +174,10 @@ def test_ultrasound_is_candidate_and_plain_ct_is_not(policy):
         ("SOPClassUID", "1.2.840.10008.5.1.4.1.1.7.4", "Multi-frame True Color Secondary"),
         ("SOPClassUID", "1.2.840.10008.5.1.4.1.1.104.1", "Encapsulated PDF"),
         ("ConversionType", "SD", "scanned document"),
+        ("ConversionType", "WSD", "Conversion Type WSD"),
+        ("ImageType", ["DERIVED", "PRIMARY", "AXIAL"], "image type DERIVED"),
+        ("ImageType", ["ORIGINAL", "SECONDARY"], "image type SECONDARY"),
+        ("BurnedInAnnotation", "MAYBE", "BurnedInAnnotation is not NO"),
         ("Modality", "NM", "modality NM"),
     ],
 )
@@ -226,11 +230,9 @@ def test_candidate_without_template_quarantines_without_patient_values(policy):
     ds = _read("color3d_jpeg_baseline.dcm")
     ds.PatientName = "DOE^JANE"
     ds.PatientID = "PID998877"
-    verdict = assess(ds, _no_ocr(policy))  # no OCR needed to decide this
+    verdict = assess(ds, _no_ocr(policy))  # OCR reads every candidate first (issue 24)
     assert verdict.action == "quarantine"
-    assert verdict.reasons[-1] == (
-        "burnt-in text possible, no masking template for SonoSite, Inc./Turbo/480x640/US"
-    )
+    assert verdict.reasons[0] == "OCR unavailable"
     text = " ".join(verdict.reasons + verdict.flags)
     assert "DOE" not in text and "PID998877" not in text
 

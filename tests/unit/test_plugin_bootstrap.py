@@ -71,7 +71,7 @@ def test_only_the_entry_file_imports_orthanc() -> None:
     importers = []
     for path in sorted(PLUGINS.glob("*.py")):
         tree = ast.parse(path.read_text())
-        for node in tree.body:  # module level only
+        for node in ast.walk(tree):  # anywhere: every adapter takes it as a parameter
             names = []
             if isinstance(node, ast.Import):
                 names = [a.name for a in node.names]
@@ -79,15 +79,7 @@ def test_only_the_entry_file_imports_orthanc() -> None:
                 names = [node.module or ""]
             if "orthanc" in names:
                 importers.append(path.name)
-    # Route adapters still being converted elsewhere are listed until they take it too.
-    converting = {
-        "catalogue_routes.py",
-        "quarantine_routes.py",
-        "governance_routes.py",
-        "sharing_routes.py",
-        "closure_routes.py",
-    }
-    assert set(importers) - converting == {"teaching_archive.py"}
+    assert importers == ["teaching_archive.py"]
 
 
 def test_the_entry_file_hands_orthanc_to_the_bootstrap(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -101,3 +93,12 @@ def test_the_entry_file_hands_orthanc_to_the_bootstrap(monkeypatch: pytest.Monke
     finally:
         sys.path[:] = path
     assert started == [stand_in]
+
+
+def test_the_production_start_registers_every_adapter_on_the_fake(runtime) -> None:  # noqa: F811
+    orthanc = _configured(runtime)
+    bootstrap.start(orthanc)
+    assert orthanc.storage and orthanc.filter and orthanc.received and orthanc.on_change
+    patterns = {p.pattern for p, _ in orthanc.routes}
+    assert r"/teaching/health\Z" in patterns and len(patterns) >= len(bootstrap.ADAPTERS)
+    assert orthanc.errors == []

@@ -21,6 +21,7 @@ from archive.access.principal import Principal
 from archive.core import Permit, Ports, Refusal, Resource, authorise
 from archive.governance.removals.records import RemovalRequest, RemovalRequests
 from archive.governance.usecase import levels_of, now, policy, refuse, released_cases, run
+from archive.ingest.flags import refuse_face_holds
 
 
 def _registry(ports: Ports) -> RemovalRequests:
@@ -59,7 +60,9 @@ def request(
     registry = _registry(ports)
 
     def act(tx, permit: Permit) -> _Made:
-        levels = levels_of(released_cases(ports, action, list(case_ids or [])))
+        cases = released_cases(ports, action, list(case_ids or []))
+        refuse_face_holds(ports, action, cases, "export")  # issue 24: faces
+        levels = levels_of(cases)
         made = registry.create(
             list(levels), purpose, destination, principal.user, principal.roles,
             case_levels=levels, now=now(ports),

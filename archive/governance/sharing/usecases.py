@@ -47,6 +47,7 @@ from archive.governance.usecase import (
     released_cases,
     run,
 )
+from archive.ingest.flags import refuse_face_holds
 
 NAMED_KEYS = ("approvers", "approver", "voters", "members", "recorded_by", "proposer")
 
@@ -125,7 +126,9 @@ def propose(
         refuse_named(action, fields or {})
         if isinstance(recipient_id, bool) or not isinstance(recipient_id, int):
             raise refuse(action, "give the recipient's number.", "See `archive recipients list`.")
-        levels = levels_of(released_cases(ports, action, list(case_ids or [])))
+        cases = released_cases(ports, action, list(case_ids or []))
+        refuse_face_holds(ports, action, cases, "share")  # issue 24: faces
+        levels = levels_of(cases)
         return shares.propose(
             list(levels), recipient_id, purpose, BoardVote.of_principal(principal),
             case_levels=levels, now=now(ports),
@@ -389,6 +392,7 @@ def execute_share(
         if method not in ("cstore", "package"):
             raise refuse(action, '"method" is "cstore" or "package".', "Choose one.")
         cases = released_cases(ports, action, list(proposal.case_ids))
+        refuse_face_holds(ports, action, cases, "share")  # issue 24: faces
         try:
             ticket = shares.authorise_share(proposal_id, levels_of(cases), now=now(ports))
         except Exception as exc:  # noqa: BLE001 - a governance rule: a refusal
