@@ -58,6 +58,10 @@ class ActionPolicy:
     roles: tuple[str, ...]
     roles_requiring_training: frozenset[str]
     rules: dict[str, Rule] = field(default_factory=dict)
+    # Roles that rules may name but no person holds (`devices` in actions.toml: a
+    # registered suite workstation retrieving with nobody signed in, issue 23). They
+    # are not in `roles`, the list the account store accepts for people.
+    devices: tuple[str, ...] = ()
 
     def holders(self, action: str) -> frozenset[str]:
         """The roles that may do `action` (empty for an unknown action)."""
@@ -108,7 +112,11 @@ def parse_action_policy(data: dict, source: str = "actions.toml") -> ActionPolic
     if data.get("version") != 1:
         raise ActionPolicyError(f"{source}: version must be 1.")
     roles = _strs(data.get("roles"), f"{source}: roles")
-    known = set(roles)
+    devices = _strs(data.get("devices", []), f"{source}: devices") if data.get("devices") else ()
+    if set(devices) & set(roles):
+        both = sorted(set(devices) & set(roles))
+        raise ActionPolicyError(f"{source}: {both} cannot be both people's roles and devices.")
+    known = set(roles) | set(devices)
     requiring = frozenset(_strs(data.get("roles_requiring_training", []), f"{source}: training"))
     if requiring - known:
         raise ActionPolicyError(f"{source}: unknown role(s) {sorted(requiring - known)}.")
@@ -134,7 +142,7 @@ def parse_action_policy(data: dict, source: str = "actions.toml") -> ActionPolic
             states=frozenset(_strs(states, f"{where}.states")) if states is not None else None,
             next=str(raw.get("next", "")),
         )
-    return ActionPolicy(int(data["version"]), roles, requiring, rules)
+    return ActionPolicy(int(data["version"]), roles, requiring, rules, devices)
 
 
 @lru_cache(maxsize=8)

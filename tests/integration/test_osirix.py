@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from io import BytesIO
@@ -516,3 +517,47 @@ def test_patient_root_get_by_case_id(world) -> None:
                 assert {d.PatientID for d in got} == {case_id}
     finally:
         assoc.release()
+
+
+def test_i_am_at_maclab_3_in_a_real_browser(world) -> None:
+    """The web page: a trainer signs in at MacLab 3 in headless Chromium, the
+    workstation's C-GET is then hers, and "I have left" ends it."""
+    web = pytest.importorskip("tests.integration.test_web")
+    if not (web.CHROMIUM.exists() and web.DRIVER.exists()):
+        pytest.skip("Debian's chromium is not installed")
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    archive, case_id = world["archive"], world["case_id"]
+    profile = tempfile.mkdtemp(prefix="chromium-")
+    options = web.webdriver.ChromeOptions()
+    options.binary_location = str(web.CHROMIUM)
+    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                "--disable-dev-shm-usage", f"--user-data-dir={profile}"):  # fmt: skip
+        options.add_argument(arg)
+    driver = web.webdriver.Chrome(options=options,
+                                  service=web.webdriver.ChromeService(str(web.DRIVER)))  # fmt: skip
+    driver.set_page_load_timeout(60)
+    try:
+        web.login(driver, archive, "tina")
+        driver.get(archive.url + "/teaching/ui/")
+        web.click(driver, 'a[href="/teaching/ui/workstation"]')
+        Select(driver.find_element(By.ID, "workstation")).select_by_visible_text(
+            "MacLab 3 (maclab3)"
+        )
+        driver.find_element(By.ID, "minutes").send_keys("45")
+        web.click(driver, "main form button[type=submit]")
+        assert "You are at maclab3" in web.text(driver)
+        web.shot(driver, "workstation-session")
+        since = _last_seq(archive)
+        statuses, got = _horos_get(archive, _case(archive, case_id).study_uid)
+        assert int(statuses[-1].Status) == 0 and len(got) == 3
+        (record,) = [r for r in _records(archive, since) if r["detail"]["kind"] == "get"]
+        assert record["actor"] == "tina" and record["detail"]["attributed"] == "session"
+        web.click(driver, 'form[action="/teaching/ui/workstation/end"] button')
+        assert "Signed out of maclab3" in web.text(driver)
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+    listed = _session(archive, world, "list")
+    assert json.loads(listed.stdout) == []

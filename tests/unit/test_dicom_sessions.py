@@ -152,3 +152,22 @@ def test_prepared_bytes_differ_from_the_stored_file_only_by_the_case_keys(syntax
     big = make_ct_series(1, seed=4)[0]
     big.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.2"
     assert prepared_dataset(to_bytes(big), case_fields(case)) is None
+
+
+def test_the_workstation_role_is_no_persons_role(tmp_path) -> None:
+    """suite_workstation (an unattended workstation's retrieves) is a device of the
+    action policy: pull.create names it, the account store refuses it for a person."""
+    from archive.access import ROLES, AccessError
+    from archive.access.principal import Principal
+    from archive.core import authorise, load_action_policy
+    from archive.core.authorise import Resource
+
+    policy = load_action_policy(POLICIES_DIR)
+    assert "suite_workstation" in policy.devices and "suite_workstation" not in ROLES
+    robot = Principal("workstation:ws1", ("suite_workstation",), True, method="dicom")
+    assert authorise(policy, robot, "pull.create", Resource("case", "X", "available"))
+    assert not authorise(policy, robot, "pull.create", Resource("case", "X", "quarantined"))
+    assert not authorise(policy, robot, "case.edit")
+    store = open_access_store(tmp_path / "a.db", POLICIES_DIR)
+    with pytest.raises(AccessError):
+        store.add_user("robot", PASSWORD, ["suite_workstation"], NOW, "op")
