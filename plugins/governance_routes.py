@@ -293,8 +293,11 @@ def _export(services, request, groups, body: dict) -> tuple[bytes, str]:
     (package built and handed to Orthanc to send; durable, so whatever was delivered is
     on record) or failure. The package only ever exists in memory here.
     """
-    principal = principal_of(services, request)
-    rid = _request_id(groups)
+    return export_package(services, principal_of(services, request), _request_id(groups), body)
+
+
+def export_package(services, principal, rid: int, body: dict) -> tuple[bytes, str]:
+    """`_export` for an authenticated `principal` (REST and the web's one-time link)."""
     registry = _registry(services)
     kind = "passphrase" if body.get("passphrase") is not None else "x25519"
 

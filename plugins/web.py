@@ -28,6 +28,10 @@ class OrthancBackend:
     def route_policy(self):
         return self.services.route_policy
 
+    @property
+    def policies_dir(self):
+        return self.services.config.policies_dir
+
     @cached_property
     def governance_policy(self):
         from plugins.governance_routes import _policy
@@ -76,6 +80,21 @@ class OrthancBackend:
         from plugins.catalogue_routes import thumbnail_png
 
         return self._call(thumbnail_png, principal, case_id, number)
+
+    def release_quarantine(self, principal, item_id, note):
+        from plugins.quarantine_routes import release
+
+        return self._call(release, principal, item_id, note)
+
+    def export_removal(self, principal, rid, body):
+        from plugins.governance_routes import export_package
+
+        return self._call(export_package, principal, rid, body)
+
+    def undertaking_store(self):
+        from plugins.sharing_routes import _vault
+
+        return _vault(self.services)
 
     def workstations(self) -> list[str]:
         from archive.governance.workstations import Workstations
