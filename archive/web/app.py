@@ -69,6 +69,9 @@ PAGES: dict[str, tuple[tuple[str, str], ...]] = {
     "audit": (("GET", "/teaching/audit"),),
     "closure": (("GET", "/teaching/closure"), PERSONNEL),
     "pull": (("POST", "/teaching/pulls"),),
+    # -- issue 22: the web for every role (archive/web/editing.py, board.py, ...)
+    "collections": (("GET", "/teaching/collections"),),
+    "board": (("POST", "/teaching/shares"), ("POST", "/teaching/shares/0/undertaking")),
 }
 
 
@@ -120,6 +123,13 @@ class Backend(Protocol):
     def workstations(self) -> list[str]: ...
     def archive_totals(self) -> tuple[int, int]: ...
 
+    # issue 22: the web for every role
+    policies_dir: Any
+
+    def release_quarantine(self, principal: Principal, item_id: str, note: str) -> dict: ...
+    def export_removal(self, principal: Principal, rid: int, body: dict) -> tuple[bytes, str]: ...
+    def undertaking_store(self): ...
+
 
 @dataclass
 class Context:
@@ -129,6 +139,7 @@ class Context:
     session_id: str
     form: dict[str, str]
     now: datetime
+    files: dict[str, bytes] = field(default_factory=dict)  # multipart uploads, by field
 
 
 Handler = Callable[["WebApp", Context, tuple[str, ...]], WebResponse]
@@ -151,6 +162,40 @@ def _form(body: bytes) -> dict[str, str]:
     except (UnicodeDecodeError, ValueError):
         raise WebError(400, "The form could not be read.") from None
     return {k: v[0] for k, v in parsed.items()}
+
+
+MAX_UPLOAD = 8 * 1024 * 1024
+
+
+def _posted(request: WebRequest) -> tuple[dict[str, str], dict[str, bytes]]:
+    """A POST's fields (and, for multipart/form-data, its files, at most MAX_UPLOAD)."""
+    ctype = request.headers.get("content-type", "")
+    if not ctype.lower().startswith("multipart/form-data"):
+        return _form(request.body), {}
+    from email.parser import BytesParser
+    from email.policy import HTTP
+
+    if len(request.body) > MAX_UPLOAD:
+        raise WebError(413, f"The upload is larger than {MAX_UPLOAD // 2**20} MB.")
+    head = f"Content-Type: {ctype}\r\nMIME-Version: 1.0\r\n\r\n".encode()
+    message = BytesParser(policy=HTTP).parsebytes(head + request.body)
+    if not message.is_multipart():
+        raise WebError(400, "The form could not be read.")
+    fields: dict[str, str] = {}
+    files: dict[str, bytes] = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        if not name:
+            continue
+        data = part.get_payload(decode=True) or b""
+        if part.get_filename() is not None:
+            files[str(name)] = data
+        else:
+            try:
+                fields[str(name)] = data.decode("utf-8")
+            except UnicodeDecodeError:
+                raise WebError(400, "The form could not be read.") from None
+    return fields, files
 
 
 class WebApp:
@@ -221,8 +266,10 @@ class WebApp:
     def _handle(self, request: WebRequest) -> WebResponse:
         now = self.clock()
         path = request.path or "/"
-        if path == "/static/style.css" and request.method == "GET":
-            return WebResponse(200, views.stylesheet(), "text/css; charset=utf-8")
+        if path.startswith("/static/") and request.method == "GET":
+            return views.static_file(path[len("/static/") :]) or WebResponse(
+                404, b"no such file", "text/plain; charset=utf-8"
+            )
         if path == "/login":
             return self._login(request, now)
         sessions = SessionStore(self.backend.db())
@@ -238,13 +285,14 @@ class WebApp:
                 return self.redirect("/login")
             raise WebError(401, "Your session has ended; sign in again.")
         form: dict[str, str] = {}
+        files: dict[str, bytes] = {}
         if request.method == "POST":
-            form = _form(request.body)
+            form, files = _posted(request)
             if not check_csrf(session, form.get("csrf")):
                 self.audit(principal, "web.csrf", "denied", ip=request.ip, path=path[:100])
                 raise WebError(403, "The form's security token is missing or wrong; reload "
                                "the page and try again.")  # fmt: skip
-        ctx = Context(request, principal, session, sid, form, now)
+        ctx = Context(request, principal, session, sid, form, now, files)
         for method, pattern, handler in ROUTES:
             match = pattern.match(path)
             if match and method == request.method:
@@ -352,7 +400,8 @@ def _search(app: WebApp, ctx: Context, groups) -> WebResponse:
     app.audit(ctx.principal, "catalogue.case.search", "success", results=results.total,
               full_text=bool(q.get("q", "").strip()), filters=",".join(sorted(chosen)))  # fmt: skip
     params = {k: q[k] for k in ("q", *FILTERS) if q.get(k)}
-    return app.html(ctx, "Catalogue", views.search(q, results, params))
+    choices = views.facet_choices(app.backend.catalogue(ctx.principal).vocabulary)
+    return app.html(ctx, "Catalogue", views.search(q, results, params, choices))
 
 
 def _case(app: WebApp, ctx: Context, case_id: str):
@@ -380,7 +429,12 @@ def _show_case(app: WebApp, ctx: Context, groups) -> WebResponse:
         if app.may(ctx.principal, "removals")
         else None,
     )
-    return app.html(ctx, case.title or f"Case {case.case_id}", body)
+    from archive.web import acts
+
+    if acts.allowed(app, ctx.principal, "case.edit"):  # issue 22: trainers edit the text
+        body = Markup(views.edit_link(case.case_id) + body)
+    flash = "Teaching text saved." if ctx.request.query.get("edited") else ""
+    return app.html(ctx, case.title or f"Case {case.case_id}", body, flash=flash)
 
 
 @route("GET", r"/cases/([A-Za-z0-9-]{1,64})/series/([0-9]{1,4})/thumbnail")
@@ -429,7 +483,8 @@ def _removals(app: WebApp, ctx: Context, groups) -> WebResponse:
     ]
     made = ctx.request.query.get("made", "")
     flash = f"Removal request {made} recorded; it waits for written approval." if made else ""
-    return app.html(ctx, "My removal requests", views.removals(mine), flash=flash)
+    return app.html(ctx, "My removal requests", views.removals(mine, ctx.session.csrf),
+                    flash=flash)  # fmt: skip
 
 
 @route("GET", r"/approvals")
@@ -570,48 +625,10 @@ def _training(app: WebApp, ctx: Context, groups) -> WebResponse:
     return app.redirect("/users?" + urlencode({"done": groups[0]}))
 
 
-@route("GET", r"/quarantine")
-def _quarantine(app: WebApp, ctx: Context, groups) -> WebResponse:
-    app.require(ctx, "quarantine")
-    items = app.backend.quarantine().list("held")
-    app.audit(ctx.principal, "quarantine.list", "success", items=len(items))
-    return app.html(ctx, "Quarantine", views.quarantine(items))
+# /quarantine pages: archive/web/quarantine.py (issue 22).
 
 
-@route("GET", r"/quarantine/([A-Za-z0-9_-]{1,80})/preview")
-def _preview(app: WebApp, ctx: Context, groups) -> WebResponse:
-    import io
-
-    import pydicom
-
-    from archive.pixels import render_preview
-
-    app.require(ctx, "quarantine")
-    if "personnel" not in ctx.principal.roles:  # previews show burnt-in identity
-        raise WebError(403, "Only personnel see quarantine previews.")
-    store = app.backend.quarantine()
-    try:
-        store.get(groups[0])
-        data = store.read(groups[0])
-        image = render_preview(pydicom.dcmread(io.BytesIO(data), force=True), max_size=256)
-    except ArchiveError:
-        raise WebError(404, "No such held item.") from None
-    except Exception:  # noqa: BLE001 - undecodable pixels: no preview, never a traceback
-        raise WebError(415, "This item has no image that can be previewed.") from None
-    app.audit(ctx.principal, "quarantine.preview", "success", groups[0])
-    return WebResponse(200, image, "image/png")
-
-
-@route("GET", r"/audit")
-def _audit_log(app: WebApp, ctx: Context, groups) -> WebResponse:
-    from archive.audit import query
-
-    app.require(ctx, "audit")
-    q = ctx.request.query
-    filters = {k: (q.get(k) or "").strip() or None for k in ("user", "action", "case", "outcome")}
-    rows = query(app.backend.home.audit_dir, **filters)
-    app.audit(ctx.principal, "audit.query", "success", rows=len(rows))
-    return app.html(ctx, "Audit log", views.audit(list(reversed(rows))[:200], len(rows), q))
+# GET /audit: archive/web/audit.py (issue 22).
 
 
 @route("GET", r"/audit/verify")
@@ -656,3 +673,13 @@ def _closure(app: WebApp, ctx: Context, groups) -> WebResponse:
     )
     app.audit(ctx.principal, "governance.closure.plan", "success")
     return app.html(ctx, "Closure plan", views.closure(plan))
+
+
+# -- issue 22: each page in a module of its own; importing it registers its routes.
+from archive.web import (  # noqa: E402, F401
+    audit_page,
+    board,
+    downloads,
+    editing,
+    quarantine,
+)

@@ -56,6 +56,8 @@ NAV = (
     ("quarantine", "Quarantine"),
     ("audit", "Audit log"),
     ("closure", "Closure plan"),
+    ("collections", "Collections"),
+    ("board", "Board: propose and undertakings"),
 )
 
 
@@ -98,7 +100,8 @@ def page(
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         "<title>$title – Teaching archive</title>"
-        '<link rel="stylesheet" href="/teaching/ui/static/style.css"></head><body>'
+        '<link rel="stylesheet" href="/teaching/ui/static/style.css">'
+        '<link rel="icon" type="image/png" href="/teaching/ui/static/favicon.png"></head><body>'
         '<a class="skip" href="#main">Skip to content</a>'
         '<header><p class="brand"><a href="/teaching/ui/">Teaching archive</a></p>$account'
         '<nav aria-label="Main"><ul>$links</ul></nav></header>'

@@ -1,0 +1,182 @@
+"""The School Board's page: propose a share, record a recipient's signed undertaking.
+
+    GET  /board                           proposals needing an undertaking, and the forms
+    POST /board/propose                   a proposal in the signed-in member's own name
+    POST /board/{proposal}/undertaking    the signed copy (multipart upload) and who signed
+
+Voting stays on /shares (each member votes for themselves there). The proposer is the
+signed-in member (BoardVote.of_principal), never a typed name. The domain checks the
+purpose, the recipient, withdrawn cases and each case's level against the recipient's
+data-sharing agreement when the proposal is made; the undertaking must be signed for the
+recipient's own organisation, and its copy is kept encrypted in the vault (the backend's
+`undertaking_store`). Authorised by actions.toml (share.propose, share.undertaking) and
+audited once each.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+from archive.core import Resource
+from archive.web import acts
+from archive.web.app import UI, Context, WebApp, WebError, WebResponse, route
+from archive.web.markup import Markup, join, render
+
+
+def _shares(app: WebApp):
+    from archive.governance import Shares
+
+    return Shares(app.backend.db(), app.backend.governance_policy)
+
+
+def _hidden(csrf: str) -> Markup:
+    return render('<input type="hidden" name="csrf" value="$c">', c=csrf)
+
+
+def _propose_form(app: WebApp, ctx: Context) -> Markup:
+    from archive.governance import Recipients
+
+    policy = app.backend.governance_policy
+    recipients = Recipients(app.backend.db(), policy).list()
+    if not recipients:
+        return render("<p>No recipient is registered yet; personnel keep the register "
+                      "(<code>archive recipients add</code>).</p>")  # fmt: skip
+    rec = join(render('<option value="$i">$o ($k)</option>', i=r.id, o=r.organisation,
+                      k=r.kind) for r in recipients)  # fmt: skip
+    purposes = join(render('<option value="$p">$p</option>', p=p) for p in policy.share_purposes)
+    return render(
+        '<form method="post" action="$ui/board/propose"><fieldset><legend>Propose a share'
+        '</legend>$h<label for="cases">Released case ids (comma separated)</label>'
+        '<input id="cases" name="cases" required size="60">'
+        '<label for="recipient">Recipient</label><select id="recipient" name="recipient">$rec'
+        '</select><label for="purpose">Purpose</label><select id="purpose" name="purpose">'
+        "$purposes</select><p>The proposal is made in your name; the Board decides and "
+        "each member votes for themselves on the shares page.</p>"
+        '<p><button type="submit">Propose</button></p></fieldset></form>',
+        ui=UI, h=_hidden(ctx.session.csrf), rec=rec, purposes=purposes,
+    )  # fmt: skip
+
+
+def _undertaking_forms(app: WebApp, ctx: Context) -> Markup:
+    shares = _shares(app)
+    blocks = []
+    for p in shares.list():
+        if p.status not in ("proposed", "approved") or shares.undertaking_for(p.id):
+            continue
+        recipient = shares.recipients.get(p.recipient_id)
+        blocks.append(render(
+            '<form method="post" action="$ui/board/$id/undertaking" enctype="multipart/form-data"'
+            ' class="undertaking"><fieldset><legend>Signed undertaking for $ref ($org)</legend>'
+            '$h<label for="signatory$id">Signed by</label>'
+            '<input id="signatory$id" name="signatory" required>'
+            '<label for="role$id">Their role</label><input id="role$id" name="role" required>'
+            '<label for="org$id">Organisation</label>'
+            '<input id="org$id" name="organisation" value="$org" required>'
+            '<label for="signed$id">Signed on</label>'
+            '<input id="signed$id" name="signed_on" type="date" required>'
+            '<label for="file$id">The signed copy (scan or PDF)</label>'
+            '<input id="file$id" name="signed" type="file" required>'
+            '<p><button type="submit">Record the undertaking</button></p></fieldset></form>',
+            ui=UI, id=p.id, ref=p.reference, org=recipient.organisation,
+            h=_hidden(ctx.session.csrf),
+        ))  # fmt: skip
+    if not blocks:
+        return render("<p>No proposal is waiting for a signed undertaking.</p>")
+    return join(blocks)
+
+
+DONE = {"proposed": "Proposal {} recorded in your name; the Board decides on the shares page.",
+        "undertaking": "Signed undertaking for {} recorded."}  # fmt: skip
+
+
+@route("GET", r"/board")
+def _board(app: WebApp, ctx: Context, groups) -> WebResponse:
+    may_propose = acts.allowed(app, ctx.principal, "share.propose")
+    may_record = acts.allowed(app, ctx.principal, "share.undertaking")
+    if not (may_propose or may_record):
+        acts.check(app, ctx, "share.propose")  # refused, audited, with the reason
+    parts = [render('<p><a href="$ui/shares">Proposals, decisions and votes</a></p>', ui=UI)]
+    if may_propose:
+        parts.append(_propose_form(app, ctx))
+    if may_record:
+        parts += [render("<h2>Signed undertakings</h2>"), _undertaking_forms(app, ctx)]
+    what, ref = ctx.request.query.get("done", ""), ctx.request.query.get("ref", "")
+    flash = DONE[what].format(ref) if what in DONE else ""
+    return app.html(ctx, "Board: proposals and undertakings", join(parts), flash=flash)
+
+
+def _levels(app: WebApp, ctx: Context, case_ids: list[str]) -> dict[str, str]:
+    from archive.catalogue import CaseNotFoundError
+
+    catalogue = app.backend.catalogue(ctx.principal)
+    levels = {}
+    for case_id in case_ids:
+        try:
+            case = catalogue.get(case_id)
+        except CaseNotFoundError:
+            case = None
+        if case is None or case.status != "available":
+            raise WebError(404, f"Case {case_id} is not an available (released) case; "
+                           "propose released cases only.")  # fmt: skip
+        levels[case_id] = case.level
+    return levels
+
+
+@route("POST", r"/board/propose")
+def _propose(app: WebApp, ctx: Context, groups) -> WebResponse:
+    from archive.governance.board import BoardVote
+
+    if any(k in ctx.form for k in ("proposer", "approvers", "voters")):
+        raise WebError(400, "Nobody else can be named: the proposal is made in your name.")
+    cases = [c.strip().upper() for c in ctx.form.get("cases", "").split(",") if c.strip()]
+    if not cases:
+        raise WebError(400, "Give at least one released case id.")
+    try:
+        recipient = int(ctx.form.get("recipient", ""))
+    except ValueError:
+        raise WebError(400, "Choose a recipient from the list.") from None
+    acts.check(app, ctx, "share.propose", Resource("share"))
+    levels = _levels(app, ctx, cases)
+    made = acts.outside(
+        app, ctx, "share.propose", Resource("share"),
+        lambda: _shares(app).propose(cases, recipient, ctx.form.get("purpose", ""),
+                                     BoardVote.of_principal(ctx.principal), case_levels=levels,
+                                     now=ctx.now),
+        recipient_id=recipient, cases=len(cases),
+        next_step="Change the cases or the recipient and propose again.",
+    )  # fmt: skip
+    return app.redirect(f"/board?done=proposed&ref={made.reference}")
+
+
+@route("POST", r"/board/([0-9]{1,12})/undertaking")
+def _undertaking(app: WebApp, ctx: Context, groups) -> WebResponse:
+    from archive.governance.share_delivery import (
+        check_undertaking_organisation,
+        store_signed_undertaking,
+    )
+
+    pid = int(groups[0])
+    target = f"SHARE-{pid:06d}"
+    data = ctx.files.get("signed", b"")
+    if not data:
+        raise WebError(400, "Attach the signed copy (a scan or PDF) and send the form again.")
+    try:
+        signed_on = date.fromisoformat(ctx.form.get("signed_on", ""))
+    except ValueError:
+        raise WebError(400, "Give the signing date as YYYY-MM-DD.") from None
+    organisation = ctx.form.get("organisation", "")
+    shares = _shares(app)
+
+    def record():
+        check_undertaking_organisation(shares, pid, organisation)
+        ref, digest = store_signed_undertaking(app.backend.undertaking_store(), pid, data)
+        return shares.record_signed_undertaking(
+            pid, digest, ctx.form.get("signatory", ""), ctx.form.get("role", ""),
+            organisation, signed_on, ref, recorded_by=ctx.principal.user, now=ctx.now,
+        )  # fmt: skip
+
+    acts.outside(app, ctx, "share.undertaking", Resource("share", str(pid)), record,
+                 target=target, signed_on=signed_on.isoformat(),
+                 next_step="Check the organisation and the signed copy, then send the "
+                 "form again.")  # fmt: skip
+    return app.redirect(f"/board?done=undertaking&ref={target}")
