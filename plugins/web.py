@@ -76,10 +76,14 @@ class OrthancBackend:
 
         return self._call(decide_removal, principal, kind, rid, body)
 
-    def thumbnail(self, principal, case_id, number):
+    def thumbnail(self, principal, case_id, number, size=None):
+        from archive.render import THUMBNAIL_SIZE
         from plugins.catalogue_routes import thumbnail_png
 
-        return self._call(thumbnail_png, principal, case_id, number)
+        def render(services, *args):
+            return thumbnail_png(services, *args, size=size or THUMBNAIL_SIZE)
+
+        return self._call(render, principal, case_id, number)
 
     def release_quarantine(self, principal, item_id, note):
         from plugins.quarantine_routes import release

@@ -2,7 +2,8 @@
 
     GET  /board                           proposals needing an undertaking, and the forms
     POST /board/propose                   a proposal in the signed-in member's own name
-    POST /board/{proposal}/undertaking    the signed copy (multipart upload) and who signed
+    POST /board/{proposal}/undertaking    the signed copy (base64, read by static/upload.js:
+                                          Orthanc 1.10 keeps multipart bodies) and who signed
 
 Voting stays on /shares (each member votes for themselves there). The proposer is the
 signed-in member (BoardVote.of_principal), never a typed name. The domain checks the
@@ -15,6 +16,8 @@ audited once each.
 
 from __future__ import annotations
 
+import base64
+import binascii
 from datetime import date
 
 from archive.core import Resource
@@ -65,8 +68,8 @@ def _undertaking_forms(app: WebApp, ctx: Context) -> Markup:
             continue
         recipient = shares.recipients.get(p.recipient_id)
         blocks.append(render(
-            '<form method="post" action="$ui/board/$id/undertaking" enctype="multipart/form-data"'
-            ' class="undertaking"><fieldset><legend>Signed undertaking for $ref ($org)</legend>'
+            '<form method="post" action="$ui/board/$id/undertaking" class="undertaking">'
+            "<fieldset><legend>Signed undertaking for $ref ($org)</legend>"
             '$h<label for="signatory$id">Signed by</label>'
             '<input id="signatory$id" name="signatory" required>'
             '<label for="role$id">Their role</label><input id="role$id" name="role" required>'
@@ -75,14 +78,16 @@ def _undertaking_forms(app: WebApp, ctx: Context) -> Markup:
             '<label for="signed$id">Signed on</label>'
             '<input id="signed$id" name="signed_on" type="date" required>'
             '<label for="file$id">The signed copy (scan or PDF)</label>'
-            '<input id="file$id" name="signed" type="file" required>'
+            '<input id="file$id" type="file" required data-into="copy$id">'
+            '<input id="copy$id" name="signed_base64" type="hidden">'
             '<p><button type="submit">Record the undertaking</button></p></fieldset></form>',
             ui=UI, id=p.id, ref=p.reference, org=recipient.organisation,
             h=_hidden(ctx.session.csrf),
         ))  # fmt: skip
     if not blocks:
         return render("<p>No proposal is waiting for a signed undertaking.</p>")
-    return join(blocks)
+    script = render('<script src="$ui/static/upload.js"></script>', ui=UI)
+    return join([*blocks, script])
 
 
 DONE = {"proposed": "Proposal {} recorded in your name; the Board decides on the shares page.",
@@ -157,7 +162,10 @@ def _undertaking(app: WebApp, ctx: Context, groups) -> WebResponse:
 
     pid = int(groups[0])
     target = f"SHARE-{pid:06d}"
-    data = ctx.files.get("signed", b"")
+    try:  # the signed copy travels base64 in the form (static/upload.js)
+        data = base64.b64decode(ctx.form.get("signed_base64", ""), validate=True)
+    except (binascii.Error, ValueError):
+        raise WebError(400, "The signed copy could not be read; attach it again.") from None
     if not data:
         raise WebError(400, "Attach the signed copy (a scan or PDF) and send the form again.")
     try:

@@ -158,11 +158,19 @@ def _review(app: WebApp, ctx: Context, groups) -> WebResponse:
         '<div class="mask-stage" data-columns="$cols" data-rows="$rows">'
         '<img id="q-preview" src="$b/preview?size=large" alt="Large preview of held item $id">'
         '<canvas id="q-canvas" aria-hidden="true"></canvas></div>'
-        "<p>Drag on the image to draw rectangles over burnt-in text; they are sent in the "
-        "image's own pixels. You can also type them as x,y,width,height separated by ';'.</p>"
+        "<p>Drag on the image to draw rectangles: over burnt-in text to mask it, or around "
+        "the diagnostic image itself so that OCR leaves it out. They are sent in the image's "
+        "own pixels; you can also type them as x,y,width,height separated by ';'.</p>"
         '<form method="post" action="$b/mask" id="mask-form"><fieldset><legend>Mask</legend>$h'
-        '<label for="regions">Regions (x,y,width,height; ...)</label>'
+        '<p role="radiogroup" aria-label="What you draw">'
+        '<input type="radio" id="draw-regions" name="draw" value="regions" checked> '
+        '<label class="inline" for="draw-regions">Mask rectangles</label> '
+        '<input type="radio" id="draw-area" name="draw" value="image_area"> '
+        '<label class="inline" for="draw-area">Image area (not OCRed)</label></p>'
+        '<label for="regions">Mask rectangles (x,y,width,height; ...)</label>'
         '<input id="regions" name="regions" value="$regions" size="60" required>'
+        '<label for="image_area">Image area (x,y,width,height; ...; optional)</label>'
+        '<input id="image_area" name="image_area" value="$area" size="60">'
         '<p><button type="button" id="mask-clear">Clear drawing</button> '
         '<button type="submit">Mask and check</button></p></fieldset></form>'
         '<form method="post" action="$b/ocr" class="inline">$h'
@@ -177,16 +185,17 @@ def _review(app: WebApp, ctx: Context, groups) -> WebResponse:
         '<p><button type="submit" id="reject">Reject</button></p></fieldset></form>'
         '<script src="$ui/static/mask.js"></script>',
         facts=facts, cols=columns, rows=rows, b=base, id=item.id, h=h, regions=regions,
+        area=";".join(",".join(str(v) for v in r) for r in item.image_area),
         me=ctx.principal.user, ui=UI,
     )  # fmt: skip
     return app.html(ctx, f"Review held item {item.id}", body, flash=flash)
 
 
-def _regions(text: str) -> list[tuple[int, int, int, int]]:
+def _regions(text: str, required: bool = True) -> list[tuple[int, int, int, int]]:
     from archive.quarantine.review import parse_region
 
     parts = [p for p in (text or "").replace("\n", ";").split(";") if p.strip()]
-    if not parts:
+    if not parts and required:
         raise WebError(400, "Draw or type at least one rectangle (x,y,width,height).")
     if len(parts) > MAX_REGIONS:
         raise WebError(400, f"At most {MAX_REGIONS} rectangles at a time.")
@@ -202,9 +211,10 @@ def _mask(app: WebApp, ctx: Context, groups) -> WebResponse:
 
     item = _item(app, groups[0])
     regions = _regions(ctx.form.get("regions", ""))
+    area = _regions(ctx.form.get("image_area", ""), required=False)
     policy, store = _masking(app), _store(app)
     done = acts.outside(app, ctx, "quarantine.review", _resource(ctx, item),
-                        lambda: mask(store, policy, item.id, regions, list(item.image_area),
+                        lambda: mask(store, policy, item.id, regions, area,
                                      ctx.principal.user),
                         target=item.id, step="mask", regions=len(regions),
                         next_step="Reject the item if masking cannot fix it.")  # fmt: skip

@@ -18,7 +18,7 @@ def stylesheet() -> bytes:
 
 
 STATIC = {"style.css": "text/css; charset=utf-8", "mask.js": "text/javascript; charset=utf-8",
-          "favicon.png": "image/png"}  # fmt: skip
+          "upload.js": "text/javascript; charset=utf-8", "favicon.png": "image/png"}  # fmt: skip
 
 
 def static_file(name: str):
@@ -190,8 +190,9 @@ def case(c, *, csrf: str, workstations: list[str] | None, purposes) -> Markup:
     ) or render("<p>No teaching notes yet.</p>")
     thumbs = join(
         render(
-            '<li><img src="$ui/cases/$id/series/$n/thumbnail" alt="$alt" width="192" '
-            'loading="lazy"><br>$desc</li>',
+            '<li><a href="$ui/cases/$id/series/$n/thumbnail?size=preview" class="preview">'
+            '<img src="$ui/cases/$id/series/$n/thumbnail" alt="$alt" width="192" '
+            'loading="lazy"></a><br>$desc</li>',
             ui=UI,
             id=c.case_id,
             n=n,

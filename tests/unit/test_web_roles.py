@@ -8,6 +8,7 @@ on the page and in the audit log, for a wrong one."""
 
 from __future__ import annotations
 
+import base64
 import re
 import shutil
 from datetime import UTC, datetime, timedelta
@@ -179,28 +180,6 @@ class Browser:
     def post(self, path: str, **form: str):
         body = urlencode({"csrf": self.csrf, **form}).encode()
         return self.app.handle(WebRequest("POST", path, headers={"cookie": self.cookie}, body=body))
-
-    def multipart(self, path: str, fields: dict[str, str], files: dict[str, bytes]):
-        boundary = "----archive-test-boundary"
-        parts = []
-        for name, value in {"csrf": self.csrf, **fields}.items():
-            parts.append(
-                f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'
-                f"{value}\r\n".encode()
-            )
-        for name, data in files.items():
-            parts.append(
-                f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; '
-                f'filename="signed.pdf"\r\nContent-Type: application/pdf\r\n\r\n'.encode()
-                + data
-                + b"\r\n"
-            )
-        body = b"".join(parts) + f"--{boundary}--\r\n".encode()
-        headers = {
-            "cookie": self.cookie,
-            "content-type": f"multipart/form-data; boundary={boundary}",
-        }
-        return self.app.handle(WebRequest("POST", path, headers=headers, body=body))
 
 
 def _last(app: WebApp, action: str):
@@ -485,27 +464,20 @@ def test_board_member_proposes_in_their_own_name_and_records_an_undertaking(app:
 
     page = _text(board.get("/board"))
     assert f'action="/teaching/ui/board/{proposal.id}/undertaking"' in page
-    assert 'enctype="multipart/form-data"' in page
-    wrong = board.multipart(
-        f"/board/{proposal.id}/undertaking",
-        {
-            "signatory": "Dr A",
-            "role": "Head",
-            "organisation": "Elsewhere",
-            "signed_on": "2025-02-27",
-        },
-        {"signed": b"%PDF-1.4 signed"},
-    )
+    assert 'name="signed_base64"' in page and "/static/upload.js" in page
+    signed = base64.b64encode(b"%PDF-1.4 signed").decode()
+    form = {"signatory": "Dr A", "role": "Head", "signed_on": "2025-02-27"}
+    wrong = board.post(f"/board/{proposal.id}/undertaking", **form, organisation="Elsewhere",
+                       signed_base64=signed)  # fmt: skip
     assert wrong.status == 400 and "recipient" in _text(wrong)
-    recorded = board.multipart(
+    missing = board.post(f"/board/{proposal.id}/undertaking", **form,
+                         organisation="Northern School of Radiology")  # fmt: skip
+    assert missing.status == 400 and "Attach the signed copy" in _text(missing)
+    recorded = board.post(
         f"/board/{proposal.id}/undertaking",
-        {
-            "signatory": "Dr A",
-            "role": "Head",
-            "organisation": "Northern School of Radiology",
-            "signed_on": "2025-02-27",
-        },
-        {"signed": b"%PDF-1.4 signed"},
+        **form,
+        organisation="Northern School of Radiology",
+        signed_base64=signed,
     )
     assert recorded.status == 303, _text(recorded)
     undertaking = shares.undertaking_for(proposal.id)
