@@ -24,7 +24,7 @@ class HttpConfig:
     port: int = 8042
     tls: bool = False
     # The largest request body nginx lets through, for authenticated requests only
-    # (uploads); anonymous requests are held to ANONYMOUS_BODY_LIMIT (archive/tls_proxy.py).
+    # (uploads); anonymous requests are held to ANONYMOUS_BODY_LIMIT (archive/serve/tls_proxy.py).
     max_upload_mb: int = 512
 
 
@@ -66,7 +66,7 @@ class DatabaseConfig:
     """Where Orthanc's index and the archive's own tables live. "sqlite" is one node's
     own files (HOME/data/index, HOME/data/archive.db); "postgresql" is a shared server,
     so several Orthanc nodes can serve one archive: Orthanc's index in the database's
-    public schema, the archive's tables in `schema` (archive.db_postgres).
+    public schema, the archive's tables in `schema` (archive.db.postgres).
     The password is never here: `password_file` names a 0600 file holding it."""
 
     kind: str = "sqlite"

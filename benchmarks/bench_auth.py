@@ -4,9 +4,10 @@ Starts two real archives (Orthanc + plugin) on fresh homes, in the same run:
   - "filter":    the archive as shipped: every request authenticated (HTTP Basic,
                  verified-credential cache), decided against the route policy, audited
                  (group commit);
-  - "reference": the same archive started with ARCHIVE_UNSAFE_DISABLE_HTTP_FILTER=1,
-                 which skips registering the filter (logged as an error and audited as
-                 security.filter_disabled: benchmarks only).
+  - "reference": the same archive on the benchmark entry (benchmarks/plugin_entry.py)
+                 with an open filter, ARCHIVE_UNSAFE_DISABLE_HTTP_FILTER=1 (logged as an
+                 error and audited as security.filter_disabled; the production plugin has
+                 no such switch).
 Both are sent the same authenticated requests (GET /teaching/health and GET /system as a
 personnel user) from `--clients` threads with keep-alive connections, and the throughput
 of each is printed with the ratio filter/reference (target >= 0.9).
@@ -25,9 +26,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.harness import RunningArchive, add_user, client, new_archive  # noqa: E402
+from tests.harness import (  # noqa: E402
+    OPEN_REST,
+    RunningArchive,
+    add_user,
+    client,
+    new_archive,
+)
 
-DISABLE_ENV = "ARCHIVE_UNSAFE_DISABLE_HTTP_FILTER"
 ROUTES = ("/teaching/health", "/system")
 
 
@@ -62,7 +68,7 @@ def start(root: Path, disabled: bool) -> RunningArchive:
     archive = new_archive(root)
     add_user(archive, "bench", ["personnel"])
     if disabled:
-        archive.env[DISABLE_ENV] = "1"
+        archive.env.update(OPEN_REST)
     return archive.start()
 
 

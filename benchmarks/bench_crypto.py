@@ -10,10 +10,11 @@ Prints, for the same data:
   3. the whole pipeline through real Orthanc + the plugin (de-identification on ingest,
      storage area), the same corpus sent to two archives started in this run: one with
      the encrypted storage area, one with the audited benchmark-only pass-through
-     (ARCHIVE_BENCH_PASSTHROUGH_STORAGE=1); ingest (REST upload) and read (each
-     instance's DICOM file once, after a restart so Orthanc's cache is cold) throughput,
-     as ratios (target >= 0.9). Both archives run with the access filter off
-     (ARCHIVE_UNSAFE_DISABLE_HTTP_FILTER=1, audited) on loopback, in temporary homes.
+     (ARCHIVE_BENCH_PASSTHROUGH_STORAGE=1, benchmarks/plugin_entry.py); ingest (REST
+     upload) and read (each instance's DICOM file once, after a restart so Orthanc's
+     cache is cold) throughput, as ratios (target >= 0.9). Both archives run with the
+     benchmark entry's open filter (ARCHIVE_UNSAFE_DISABLE_HTTP_FILTER=1, audited) on
+     loopback, in temporary homes.
 
 Run: .venv/bin/python benchmarks/bench_crypto.py [--large-mib 512] [--files 200]
      [--instances 60] [--no-pipeline]
@@ -79,7 +80,7 @@ def _timed(fn: Callable[[], object]) -> float:
 def pipeline(instances: int) -> None:
     """Encrypted vs pass-through storage area in the real pipeline (see module doc)."""
     from tests.corpus import make_ct_series, to_bytes
-    from tests.harness import new_archive
+    from tests.harness import bench_env, new_archive
 
     series = make_ct_series(
         instances, patient_id="PIDBENCH", rows=512, columns=512, vendor_header=True
@@ -90,11 +91,9 @@ def pipeline(instances: int) -> None:
     timings = {name: {"ingest": 0.0, "read": 0.0} for name in names}
     with tempfile.TemporaryDirectory() as tmp:
         archives = {}
-        for name, extra in zip(
-            names, ({}, {"ARCHIVE_BENCH_PASSTHROUGH_STORAGE": "1"}), strict=True
-        ):
+        for name, clear in zip(names, (False, True), strict=True):
             archive = new_archive(Path(tmp) / name)
-            archive.env.update({"ARCHIVE_UNSAFE_DISABLE_HTTP_FILTER": "1", **extra})
+            archive.env.update(bench_env(open_rest=True, clear_storage=clear))
             archives[name] = archive
         # Both archives run side by side and requests alternate between them (the order
         # flips every time), so machine noise hits both alike.

@@ -22,12 +22,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from archive.closure.shred import delete_tree_files, overwrite_and_unlink  # noqa: E402
-from archive.closure.wipe import crypto_erase  # noqa: E402
 from archive.paths import HomePaths  # noqa: E402
 from archive.vault import EncryptedStore, Keyring, backup_keyring  # noqa: E402
 from archive.vault.keyring import keyring_path  # noqa: E402
 from archive.vault.sealing import KdfParams  # noqa: E402
+from archive.vault.shred import delete_tree_files, overwrite_and_unlink  # noqa: E402
+from archive.vault.wipe import crypto_erase  # noqa: E402
 
 FAST = KdfParams(time_cost=1, memory_cost=8 * 1024, parallelism=1)
 PASS = "benchmark passphrase, not a secret at all"  # noqa: S105

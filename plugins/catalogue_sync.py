@@ -3,7 +3,8 @@
 orthanc-python 4.0 has a single change callback for every change type; this adapter owns
 it and acts on STABLE_STUDY (and, at ORTHANC_STARTED, catalogues studies that became
 stable while the plugin was not listening). It reads only Orthanc's de-identified data
-through RestApiGet (allowed inside OnChange), builds a StudySummary with
+through RestApiGet (allowed inside OnChange; `orthanc` is the module the bootstrap
+hands in, services.orthanc), builds a StudySummary with
 archive.catalogue.from_orthanc and upserts the case; the catalogue audits
 catalogue.case.create / catalogue.case.refresh before it commits. Nothing raises out of
 the callback: a failure is one log line and a failure audit event.
@@ -13,8 +14,6 @@ from __future__ import annotations
 
 import json
 import threading
-
-import orthanc
 
 from archive.audit import AuditEvent
 from archive.catalogue import Catalogue, load_vocabulary, repository_for
@@ -47,24 +46,25 @@ def catalogue_for(services, on_change: ChangeSink | None = None) -> Catalogue:
     )
 
 
-def _get(uri: str):
+def _get(orthanc, uri: str):
     return json.loads(orthanc.RestApiGet(uri))
 
 
 def sync_study(services, orthanc_study_id: str):
     """Create or refresh the case of one Orthanc study; returns the Case."""
-    study = _get(f"/studies/{orthanc_study_id}")
+    orthanc = services.orthanc
+    study = _get(orthanc, f"/studies/{orthanc_study_id}")
     uid = str((study.get("MainDicomTags") or {}).get("StudyInstanceUID", ""))
     by_front = origins.intake_of(services.db(), uid) == "dicom"  # C-STOREd to the front
     facts = []
     for series_id in study.get("Series") or []:
-        series = _get(f"/series/{series_id}")
+        series = _get(orthanc, f"/series/{series_id}")
         instances = series.get("Instances") or []
         if not instances:
             continue
         sample = instances[0]
-        tags = _get(f"/instances/{sample}/simplified-tags")
-        metadata = _get(f"/instances/{sample}/metadata?expand")
+        tags = _get(orthanc, f"/instances/{sample}/simplified-tags")
+        metadata = _get(orthanc, f"/instances/{sample}/metadata?expand")
         origin = "DicomProtocol" if by_front else metadata.get("Origin", "")
         origin_only = {"Origin": origin}  # never the sender's identity
         facts.append(SeriesFacts(series, tags, origin_only))
@@ -81,6 +81,7 @@ def sync_study(services, orthanc_study_id: str):
 
 def _failed(services, orthanc_study_id: str, exc: BaseException) -> None:
     reason = str(exc) if isinstance(exc, ArchiveError) else type(exc).__name__
+    orthanc = services.orthanc
     orthanc.LogError(f"teaching-archive: study not catalogued: {reason}")
     try:
         services.record(
@@ -100,7 +101,7 @@ def _failed(services, orthanc_study_id: str, exc: BaseException) -> None:
 def _catch_up(services) -> None:
     """Catalogue stable studies that have no case yet (plugin added or was down)."""
     catalogue = catalogue_for(services)
-    for study in _get("/studies?expand"):
+    for study in _get(services.orthanc, "/studies?expand"):
         uid = (study.get("MainDicomTags") or {}).get("StudyInstanceUID", "")
         if study.get("IsStable") and catalogue.case_for_study(uid) is None:
             try:
@@ -109,7 +110,7 @@ def _catch_up(services) -> None:
                 _failed(services, study.get("ID", ""), exc)
 
 
-def register(services) -> None:
+def register(orthanc, services) -> None:
     catalogue_for(services)  # vocabulary and tables now: a broken policy stops Orthanc
     _ = services.deid_policy
 

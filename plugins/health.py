@@ -3,7 +3,8 @@
 Minimal disclosure (issue #20 finding 10): an anonymous caller learns only that the
 archive answers ({"status": "ok"}). A caller who authenticates and whom the route policy
 allows `GET /statistics` (the policy's own word for who may see the archive's figures;
-no role names here) also gets the versions, the AE title and the counts.
+no role names here) also gets the versions, the AE title and the counts. The principal
+is the one the HTTP filter handed over (plugins/handoff.py): never authenticated twice.
 
 It never calls orthanc.RestApi* (ops/NO-RESTAPI.md): counts come from the vault's
 instance ledger (studies, series and instances stored), so health keeps answering while
@@ -15,11 +16,9 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from datetime import UTC, datetime
-
-import orthanc
 
 from archive import __version__
+from plugins import handoff
 
 ROUTE = "/teaching/health"
 # The route whose permission decides who sees the details (policies/access/routes.toml).
@@ -42,19 +41,17 @@ def _orthanc_version() -> str | None:
     return words[-1] if len(words) == 2 and "Orthanc" in words[0] else None
 
 
-def _may_see_details(services, headers: dict) -> bool:
-    """An authenticated principal the route policy allows DETAILS_ROUTE (fail closed)."""
-    from archive.access import AuthFailure, authenticate_headers
+def _may_see_details(services, uri: str, request: dict) -> bool:
+    """The principal the filter handed over, if the route policy allows it
+    DETAILS_ROUTE (fail closed: no handoff or any doubt is the anonymous answer)."""
     from archive.access.decide import decide
 
-    if not headers:
-        return False
     try:
-        result = authenticate_headers(services.access_store(), headers, datetime.now(UTC))
-        if isinstance(result, AuthFailure):
+        found, principal = handoff.take("GET", uri, request.get("headers") or {})
+        if not found or principal is None:
             return False
-        method, uri = DETAILS_ROUTE
-        return decide(services.route_policy, result, method, uri).allowed
+        method, route = DETAILS_ROUTE
+        return decide(services.route_policy, principal, method, route).allowed
     except Exception:  # noqa: BLE001 - any doubt: the anonymous answer
         return False
 
@@ -70,7 +67,7 @@ def details(services, version: str | None) -> dict:
     }
 
 
-def register(services) -> None:
+def register(orthanc, services) -> None:
     version = _orthanc_version()
 
     def answer(output, uri, **request) -> None:
@@ -79,7 +76,7 @@ def register(services) -> None:
             return
         body: dict = {"status": "ok"}
         try:
-            if _may_see_details(services, request.get("headers") or {}):
+            if _may_see_details(services, uri, request):
                 body = details(services, version)
         except Exception as exc:  # noqa: BLE001 - up is still up; details are optional
             orthanc.LogError(f"teaching-archive: health details: {type(exc).__name__}")

@@ -14,22 +14,20 @@ Failed credentials back off per (account, client address) and per address
 checked, audited as auth.login denied with reason "throttled" and retry_after. The
 filter can only answer 403 (no 429, no Retry-After header: orthanc-python 4.0); the web
 sign-in form, which runs as a REST callback, answers with Retry-After (503: see
-plugins/web.py). The client
-address is noted per thread (`client_of_this_request`) for that callback, which runs
-next on the same Orthanc thread and is not told the address by orthanc-python 4.0.
+plugins/web.py).
 
-`ARCHIVE_UNSAFE_DISABLE_HTTP_FILTER=1` in Orthanc's environment skips registering the
-filter, for benchmarks/bench_auth.py only: Orthanc is then wide open to anyone who can
-reach it, so this is logged as an error at start and audited as `security.filter_disabled`.
+The filter hands what it learnt to the callback that serves the request next on the
+same Orthanc thread (plugins/handoff.py): the principal it let through, so no route
+authenticates again, and the client address (orthanc-python 4.0 tells callbacks none).
+There is no switch to turn the filter off: every adapter is mandatory
+(plugins/bootstrap.py); benchmarks that compare against an open Orthanc use their own
+entry file (benchmarks/plugin_entry.py).
 """
 
 from __future__ import annotations
 
 import os
-import threading
 from datetime import UTC, datetime
-
-import orthanc
 
 from archive.access import (
     AuthFailure,
@@ -39,29 +37,20 @@ from archive.access import (
     authenticate_headers,
     decision_event,
 )
-from archive.audit import AuditEvent
 from archive.dicom.forward import FRONT_SECRET_ENV, from_front
-from archive.errors import ConfigError
-from archive.orthanc_config import LOOPBACK
-from archive.tls_proxy import SECRET_ENV, client_address
+from archive.serve.tls_proxy import SECRET_ENV, client_address
 from archive.web.sessions import principal_for_cookie
+from plugins import handoff
 from plugins.uploaders import note_dicom_front, note_uploader
 
-DISABLE_ENV = "ARCHIVE_UNSAFE_DISABLE_HTTP_FILTER"
-_clients: dict[int, str] = {}  # OS thread id -> client address of its current request
 
-
-def client_of_this_request() -> str | None:
-    """The client address the filter saw for the request this thread is serving (the
-    REST callback runs on the filter's thread, right after it)."""
-    return _clients.get(threading.get_ident())
-
-
-def make_filter(services, proxy_secret: str | None = None, front_secret: str | None = None):
+def make_filter(
+    orthanc, services, proxy_secret: str | None = None, front_secret: str | None = None
+):
     """The filter callback, closed over the services (separate from register for tests).
 
     `proxy_secret` is the TLS terminator's per-serve secret: with it, the client address
-    nginx forwards is believed for the audit (archive/tls_proxy.py); without it, or on a
+    nginx forwards is believed for the audit (archive/serve/tls_proxy.py); without it, or on a
     request not from 127.0.0.1 with that secret, the address Orthanc saw is audited.
 
     `front_secret` is the DICOM front's per-serve secret (archive/dicom/forward.py): a
@@ -77,6 +66,7 @@ def make_filter(services, proxy_secret: str | None = None, front_secret: str | N
     }
 
     def decide_request(uri: str, method: str, ip: str, headers: dict) -> bool:
+        handoff.clear()  # nothing of the thread's previous request reaches this one
         front_aet = None
         if method == "POST" and uri == "/instances":
             front_aet = from_front(ip, headers, front_secret)
@@ -85,7 +75,7 @@ def make_filter(services, proxy_secret: str | None = None, front_secret: str | N
             note_uploader(None)
             return True
         ip = client_address(ip, headers, proxy_secret)
-        _clients[threading.get_ident()] = ip
+        handoff.note_client(ip)
         store = services.access_store()
         result = authenticate_headers(store, headers or {}, datetime.now(UTC), address=ip)
         principal = None
@@ -107,6 +97,8 @@ def make_filter(services, proxy_secret: str | None = None, front_secret: str | N
             # The received-instance callback runs next on this thread: it records who
             # ingested, so a quarantine release by the same person can be refused.
             note_uploader(principal.user if principal else None)
+        if decision.allowed:  # the route takes it instead of authenticating again
+            handoff.hand_over(method, uri, headers, principal)
         return decision.allowed
 
     def http_filter(uri, method=None, ip=None, headers=None, get=None, **_ignored) -> bool:
@@ -128,31 +120,12 @@ def make_filter(services, proxy_secret: str | None = None, front_secret: str | N
     return http_filter
 
 
-def register(services) -> None:
-    if os.environ.get(DISABLE_ENV) == "1":
-        if services.config.http.host not in LOOPBACK or services.config.http.tls:
-            # Never on an archive reachable from the network: refuse to start instead.
-            raise ConfigError(
-                f"{DISABLE_ENV}=1 is only accepted on a loopback-only archive "
-                "(http.host 127.0.0.1, no TLS); unset it and restart"
-            )
-        orthanc.LogError(
-            "teaching-archive: WARNING: THE HTTP ACCESS FILTER IS DISABLED "
-            f"({DISABLE_ENV}=1). Orthanc's REST API is open to anyone who can reach it. "
-            "This is for benchmarks only; unset it and restart."
-        )
-        services.record(
-            AuditEvent(
-                action="security.filter_disabled",
-                outcome="failure",
-                actor="system",
-                detail={"reason": f"{DISABLE_ENV}=1 in the environment of Orthanc"},
-            )
-        )
-        return
+def register(orthanc, services) -> None:
     services.access_store()  # build the shared store and migrate before serving
     _ = services.route_policy  # a broken policy stops the start (fail closed)
     # Read once and removed from the environment: nothing Orthanc starts inherits it.
     proxy_secret = os.environ.pop(SECRET_ENV, None) or None
     front_secret = os.environ.pop(FRONT_SECRET_ENV, None) or None
-    orthanc.RegisterIncomingHttpRequestFilter(make_filter(services, proxy_secret, front_secret))
+    orthanc.RegisterIncomingHttpRequestFilter(
+        make_filter(orthanc, services, proxy_secret, front_secret)
+    )

@@ -1,10 +1,11 @@
 """Shared glue for the archive's own REST routes (/teaching/...).
 
 The HTTP filter has already authenticated and authorised the request (deny by default)
-before a route callback runs; callbacks re-read the principal from the same headers
-(cheap: the access room caches verified credentials) because orthanc-python hands no
-user name to REST callbacks. Domain errors become JSON answers with a clear message;
-nothing else escapes as a traceback.
+before a route callback runs, and handed its principal over (plugins/handoff.py):
+`principal_of` takes it, and never authenticates again; without a handoff for this
+request it refuses (fail closed). Domain errors become JSON answers with a clear
+message; nothing else escapes as a traceback. `route` registers through the `orthanc`
+module the bootstrap put on the services (`services.orthanc`): no `import orthanc` here.
 
 Every refusal a route answers is `{"error": why, "next": what to do}` with its status
 (issue 21): `answer_json` adds the "next" step for the status when the route gave none.
@@ -14,12 +15,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
-import orthanc
-
 from archive.errors import ArchiveError
+from plugins import handoff
 
 
 class HttpError(Exception):
@@ -78,21 +77,31 @@ def request_json(request: dict) -> dict:
     return value
 
 
-def principal_of(services, request: dict):
-    """The authenticated user of this request (the filter already let it through)."""
-    from archive.access import AuthFailure, authenticate_headers
+def principal_of(services, request: dict):  # noqa: ARG001 - the routes' signature
+    """The authenticated user of this request, as the HTTP filter handed it over.
 
-    store = services.access_store()
-    result = authenticate_headers(store, request.get("headers") or {}, datetime.now(UTC))
-    if isinstance(result, AuthFailure):
+    Taken once from the handoff and kept on the request (a route may ask twice). The
+    handoff is keyed by method, uri (when the request carries it: `route` adds it) and
+    the Authorization header's digest; no handoff, or an anonymous one, is a 401."""
+    if "principal" in request:
+        principal = request["principal"]
+    else:
+        method = str(request.get("method", ""))
+        headers = request.get("headers") or {}
+        found, principal = handoff.take(method, request.get("uri"), headers)
+        request["principal"] = principal if found else None
+    if principal is None:
         raise HttpError(401, "authentication required: the credentials were refused.")
-    return result
+    return principal
 
 
 def route(services, pattern: str, methods: dict[str, Callable[..., Any]]) -> None:
     """Register one REST callback dispatching by method; handlers return JSON payloads."""
 
+    orthanc = services.orthanc
+
     def callback(output, uri, **request) -> None:
+        request["uri"] = uri  # principal_of matches the filter's handoff on it
         handler = methods.get(request.get("method", ""))
         if handler is None:
             output.SendMethodNotAllowed(",".join(sorted(methods)))

@@ -1,8 +1,10 @@
 """What the adapters share inside Orthanc: the runtime and the domain services built on it.
 
-Built once at plugin start; every adapter's `register(services)` takes it. Properties
-are lazy so an adapter only pays for what it uses, and per-thread database connections
-come from the runtime (Orthanc calls back from many threads).
+Built once at plugin start; every adapter's `register(orthanc, services)` takes it, and
+it carries the `orthanc` module too (`services.orthanc`) for the shared glue that
+registers callbacks (plugins/rest.py `route`). Properties are lazy so an adapter only
+pays for what it uses, and per-thread database connections come from the runtime
+(Orthanc calls back from many threads).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Any
 
 from archive.runtime import Runtime
 
@@ -22,6 +25,8 @@ AUDIT_GROUP_COMMIT_SECONDS = 0.05
 @dataclass
 class Services:
     runtime: Runtime
+    # The orthanc module (or tests/fake_orthanc.FakeOrthanc), handed in by the bootstrap.
+    orthanc: Any = None
     # Called with (change_type, level, resource_id) for every Orthanc change; the single
     # OnChange callback (plugins/catalogue_sync.py) fans out to them.
     change_hooks: list = field(default_factory=list)
@@ -106,7 +111,7 @@ class Services:
     def _access_root(self):
         """One AccessStore built once (migrations, account policy, credential cache)."""
         from archive.access import open_access_store
-        from archive.access.store import ChangeWatch
+        from archive.access.watch import ChangeWatch
 
         store = open_access_store(self.config, self.config.policies_dir)
         store.watch_changes(ChangeWatch(self.config))

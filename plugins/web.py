@@ -1,6 +1,7 @@
 """Adapter for the web interface (archive.web): Orthanc's REST callback <-> WebApp.
 
-Thin on purpose: it translates the callback's arguments into a WebRequest, answers the
+Thin on purpose: it translates the callback's arguments (and the principal the HTTP
+filter found for the session cookie, plugins/handoff.py) into a WebRequest, answers the
 WebResponse (security headers, cookies, 303 redirects) and supplies the Backend for
 what needs Orthanc: pulls, removal decisions and thumbnails go through the same
 functions as the /teaching REST routes, so the web and the API cannot drift apart.
@@ -11,11 +12,9 @@ from __future__ import annotations
 from functools import cached_property
 from urllib.parse import unquote_plus
 
-import orthanc
-
 from archive.web import WebApp, WebError, WebRequest
 from archive.web.app import SECURITY_HEADERS
-from plugins.http_filter import client_of_this_request
+from plugins import handoff
 from plugins.rest import HttpError
 
 
@@ -28,15 +27,19 @@ class OrthancBackend:
     def route_policy(self):
         return self.services.route_policy
 
+    @cached_property
+    def governance_policy(self):
+        from plugins.governance_http import governance_policy
+
+        return governance_policy(self.services)
+
     @property
     def policies_dir(self):
         return self.services.config.policies_dir
 
-    @cached_property
-    def governance_policy(self):
-        from plugins.governance_routes import _policy
-
-        return _policy(self.services)
+    @property
+    def volume_kind(self):
+        return self.services.config.volume.kind
 
     def db(self):
         return self.services.db()
@@ -66,16 +69,6 @@ class OrthancBackend:
 
         return self._call(pull_cases, principal, workstation, cases)
 
-    def create_removal(self, principal, body):
-        from plugins.governance_routes import create_removal
-
-        return self._call(create_removal, principal, body)
-
-    def decide_removal(self, principal, kind, rid, body):
-        from plugins.governance_routes import decide_removal
-
-        return self._call(decide_removal, principal, kind, rid, body)
-
     def thumbnail(self, principal, case_id, number, size=None):
         from archive.render import THUMBNAIL_SIZE
         from plugins.catalogue_routes import thumbnail_png
@@ -85,27 +78,29 @@ class OrthancBackend:
 
         return self._call(render, principal, case_id, number)
 
+    # -- issue 22: the web for every role ----------------------------------------------
     def release_quarantine(self, principal, item_id, note):
         from plugins.quarantine_routes import release
 
         return self._call(release, principal, item_id, note)
 
     def export_removal(self, principal, rid, body):
-        from plugins.governance_routes import export_package
+        """(package, reference): one download spent as on GET /teaching/removals/N/download."""
+        from plugins.removal_export_routes import export_package
 
-        return self._call(export_package, principal, rid, body)
+        package, _mime, headers = self._call(export_package, principal, rid, body)
+        reference = headers["Content-Disposition"].split('filename="', 1)[1].split(".tar")[0]
+        return package, reference
 
     def undertaking_store(self):
-        from plugins.sharing_routes import _vault
+        from plugins.share_routes import _vault
 
         return _vault(self.services)
 
     def workstations(self) -> list[str]:
-        from archive.governance.workstations import Workstations
+        from archive.access.nodes import workstations
 
-        known = Workstations(self.db())
-        nodes = self.access_store().list_dicom_nodes()
-        return sorted(n.name for n in nodes if n.may_query and known.exists(n.name))
+        return sorted(workstations(self.db()).all())
 
     def archive_totals(self) -> tuple[int, int]:
         """Instances and bytes stored, from the vault's ledger (never orthanc.RestApi*,
@@ -135,7 +130,16 @@ def _answer(output, response) -> None:
         output.SendHttpStatus(status, response.body.decode(), len(response.body))
 
 
-def register(services) -> None:
+def _filters_principal(method: str, uri: str, headers: dict):
+    """The principal the HTTP filter found for this request's session cookie; None with
+    an Authorization header (the filter's principal came from it, not the session)."""
+    found, principal = handoff.take(method, uri, headers)
+    if not found or "authorization" in headers:
+        return None
+    return principal
+
+
+def register(orthanc, services) -> None:
     app = WebApp(OrthancBackend(services))
     secure = bool(services.config.http.tls)
 
@@ -146,14 +150,16 @@ def register(services) -> None:
                 unquote_plus(k): unquote_plus(v) for k, v in (request.get("get") or {}).items()
             }
             headers = {str(k).lower(): str(v) for k, v in (request.get("headers") or {}).items()}
+            method = str(request.get("method", ""))
             web_request = WebRequest(
-                method=str(request.get("method", "")),
+                method=method,
                 path=(groups[0] if groups and groups[0] else "/"),
                 query=query,
                 headers=headers,
                 body=bytes(request.get("body") or b""),
                 secure=secure,
-                ip=client_of_this_request() or "unknown",  # for the sign-in backoff
+                ip=handoff.client() or "unknown",  # for the sign-in backoff
+                principal=_filters_principal(method, uri, headers),
             )
             _answer(output, app.handle(web_request))
         except Exception as exc:  # noqa: BLE001 - never a traceback to the browser

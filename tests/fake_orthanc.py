@@ -4,9 +4,13 @@ Plugins take the `orthanc` module as a parameter (`register(orthanc, runtime)`);
 passes a `FakeOrthanc()` instead and calls the registered routes with `call()`:
 
     fake = FakeOrthanc()
-    catalogue_routes.register(fake, runtime)
+    catalogue_routes.register(fake, services)
     answer = fake.call("GET", "/teaching/cases", headers={...}, principal=principal)
     assert answer.status == 200 and answer.json()["cases"] == [...]
+
+`principal=` stands in for the HTTP filter: the route is handed that principal as the
+filter would hand it (plugins/handoff.py). With the real filter registered
+(`http_filter.register(fake, services)`), `call` runs it first, as Orthanc does.
 
 Only what the adapters use is here. Any `RestApi*` call fails the test unless the test
 sets `fake.rest_api` (a dict of (method, uri) -> bytes) for it: no adapter may wait on
@@ -20,6 +24,8 @@ import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
+
+_NO_PRINCIPAL = object()
 
 
 class HttpMethod(enum.IntEnum):
@@ -189,14 +195,24 @@ class FakeOrthanc:
         headers: dict[str, str] | None = None,
         get: dict[str, str] | None = None,
         ip: str = "127.0.0.1",
+        principal: Any = _NO_PRINCIPAL,
     ) -> Answer:
-        """Run the filter (if registered) and the first matching route; return its answer."""
+        """Run the filter (if registered) and the first matching route; return its answer.
+
+        `principal` (None for anonymous): hand it to the route as the filter would,
+        without running a filter."""
         path = uri.split("?", 1)[0]
         hdrs = {k.lower(): v for k, v in (headers or {}).items()}
         if isinstance(body, dict):
             body = json.dumps(body)
         raw = body.encode() if isinstance(body, str) else (body or b"")
-        if self.filter is not None:
+        if principal is not _NO_PRINCIPAL:
+            from plugins import handoff
+
+            handoff.clear()
+            handoff.note_client(ip)
+            handoff.hand_over(method.upper(), path, hdrs, principal)
+        elif self.filter is not None:
             ok = self.filter(
                 uri=path,
                 method=getattr(HttpMethod, method.upper()),

@@ -26,7 +26,7 @@ import httpx
 from archive import db
 from archive.access import AccessStore
 from archive.config import ArchiveConfig, load_config
-from archive.home import init_home
+from archive.serve.home import init_home
 from archive.vault import Keyring
 from archive.vault.keyring import keyring_path
 from archive.vault.ledger import InstanceLedger
@@ -35,6 +35,25 @@ from archive.vault.sealing import KdfParams
 REPO = Path(__file__).resolve().parent.parent
 DICOM_CONTENT = 1  # Orthanc's content type of the DICOM file itself
 ARCHIVE_BIN = str(Path(sys.executable).with_name("archive"))
+
+
+# The benchmark entry (benchmarks/plugin_entry.py), reached through the Orthanc wrapper:
+# the production plugin has no switch that opens the REST API or stores in clear.
+BENCH_ORTHANC = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_orthanc.py"
+
+
+def bench_env(*, open_rest: bool = False, clear_storage: bool = False) -> dict[str, str]:
+    """Environment additions that start an archive on the benchmark entry, with an open
+    REST API (every request allowed; routes still get the caller) and/or clear storage."""
+    env = {"ARCHIVE_ORTHANC": str(BENCH_ORTHANC)}
+    if open_rest:
+        env["ARCHIVE_UNSAFE_DISABLE_HTTP_FILTER"] = "1"
+    if clear_storage:
+        env["ARCHIVE_BENCH_PASSTHROUGH_STORAGE"] = "1"
+    return env
+
+
+OPEN_REST = bench_env(open_rest=True)
 
 
 def free_port() -> int:

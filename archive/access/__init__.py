@@ -9,10 +9,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from archive.access.accounts import AccessError, Accounts, TrainingRecord, User
+from archive.access.credentials import Credentials, TokenInfo
 from archive.access.decide import CachedDecider, Decision, decide, split_uri
 from archive.access.dicom import dicom_decision
 from archive.access.events import auth_event, decision_event, dicom_event
+from archive.access.facade import AccessStore
 from archive.access.headers import authenticate_headers
+from archive.access.nodes import DicomNode, DicomNodes, Workstation, Workstations
 from archive.access.policy import (
     ROLES,
     AccountPolicy,
@@ -24,14 +28,6 @@ from archive.access.policy import (
     parse_route_policy,
 )
 from archive.access.principal import FAILURE_REASONS, AuthFailure, Principal
-from archive.access.store import (
-    AccessError,
-    AccessStore,
-    DicomNode,
-    TokenInfo,
-    TrainingRecord,
-    User,
-)
 from archive.config import ArchiveConfig
 from archive.db import connect, open_database
 
@@ -41,16 +37,21 @@ __all__ = [
     "AccessError",
     "AccessStore",
     "AccountPolicy",
+    "Accounts",
     "AuthFailure",
     "CachedDecider",
+    "Credentials",
     "Decision",
     "DicomNode",
+    "DicomNodes",
     "PolicyError",
     "Principal",
     "RoutePolicy",
     "TokenInfo",
     "TrainingRecord",
     "User",
+    "Workstation",
+    "Workstations",
     "auth_event",
     "authenticate_headers",
     "decide",

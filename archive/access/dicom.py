@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from typing import Protocol
 
 from archive.access.decide import Decision
-from archive.access.store import DicomNode, normalise_host
+from archive.access.nodes import DicomNode, normalise_host
 
 KINDS = ("store", "find", "move", "get")
 

@@ -7,8 +7,8 @@ import binascii
 from collections.abc import Mapping
 from datetime import datetime
 
+from archive.access.facade import AccessStore
 from archive.access.principal import AuthFailure, Principal
-from archive.access.store import AccessStore
 
 MAX_AUTHORIZATION = 4096
 

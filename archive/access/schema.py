@@ -1,8 +1,13 @@
-"""The access room's tables (prefix access_), applied with archive.db.migrate."""
+"""The access room's tables (prefix access_), applied with archive.db.migrate, and the
+one connection, write lock and transaction that the room's stores share (AccessDb)."""
 
 from __future__ import annotations
 
 import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
 
 from archive.db import migrate
 
@@ -73,7 +78,7 @@ STEPS: list[str | dict[str, str]] = [
     # Step 2: PostgreSQL only. Several nodes cache verified credentials and principals;
     # on SQLite they notice writes by `PRAGMA data_version`, which PostgreSQL has no
     # equivalent of, so every write to an access_ table bumps one counter that each
-    # node's ChangeWatch polls (archive/access/store.py).
+    # node's ChangeWatch polls (archive/access/watch.py).
     {
         "sqlite": "",
         "postgresql": """
@@ -109,8 +114,52 @@ STEPS: list[str | dict[str, str]] = [
     """
     ALTER TABLE access_users ADD COLUMN session_epoch INTEGER NOT NULL DEFAULT 0;
     """,
+    # Step 4 (issue 21): one workstation registry. A suite workstation is a DICOM node
+    # that may query, with its place in the suite; the place used to be kept apart in
+    # retired governance workstation table (copied over once by archive.access.nodes).
+    """
+    ALTER TABLE access_dicom_nodes ADD COLUMN location TEXT;
+    ALTER TABLE access_dicom_nodes ADD COLUMN added_by TEXT;
+    ALTER TABLE access_dicom_nodes ADD COLUMN added_at TEXT;
+    """,
 ]
 
 
 def migrate_access(conn: sqlite3.Connection) -> None:
     migrate(conn, ROOM, STEPS)
+
+
+class AccessDb:
+    """The access tables on one connection: migrated once, written under one lock.
+
+    Every store of the room (accounts, credentials, DICOM nodes) writes through `tx()`;
+    after each write transaction the `after_write` callbacks run (the credential store
+    forgets the principals it remembered, so a write takes effect at once)."""
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        migrate_access(conn)
+        self.lock = threading.Lock()
+        self.after_write: list[Callable[[], None]] = []
+
+    def bind(self, conn: Any) -> AccessDb:
+        """The same tables on another connection (one per thread), sharing the lock and
+        the callbacks."""
+        other = object.__new__(AccessDb)
+        other.__dict__.update(self.__dict__)
+        other.conn = conn
+        return other
+
+    @contextmanager
+    def tx(self) -> Iterator[Any]:
+        with self.lock:
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.conn
+                self.conn.execute("COMMIT")
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+            finally:
+                for callback in self.after_write:
+                    callback()

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from archive import orthanc_config
 from archive.audit import AuditEvent, audit_log_for
 from archive.backup import orthanc_index
 from archive.backup.registry import record_backup_location
@@ -34,7 +33,8 @@ from archive.backup.snapshot import (
 )
 from archive.config import load_config
 from archive.errors import ArchiveError
-from archive.home import init_home
+from archive.serve import orthanc_config
+from archive.serve.home import init_home
 from archive.vault import Keyring, keyring_path, restore_keyring
 from archive.vault.envelope import decrypt_stream
 from archive.vault.errors import TamperError

@@ -28,8 +28,8 @@ from typing import Annotated, Any
 import httpx
 import typer
 
-from archive import server
 from archive.cli.common import actor, fail, load, stdin_is_tty
+from archive.serve import server
 
 AsOption = Annotated[
     str | None, typer.Option("--as", help="The named archive user to act as (default: $USER).")

@@ -31,7 +31,7 @@ def progress_printer(enabled: bool):
 
 def hold_stopped_home(config: ArchiveConfig):
     """The home's serve lock, or a one-line failure if `archive serve` runs on it."""
-    from archive.server import HomeLock, ServeError
+    from archive.serve.server import HomeLock, ServeError
 
     lock = HomeLock(config.home.lock_file)
     try:

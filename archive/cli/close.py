@@ -43,7 +43,29 @@ from archive.cli.api import (
 from archive.cli.common import HomeOption, JsonOption, actor, emit_json, fail, load
 from archive.cli.recipients import governance
 from archive.closure.auditing import hash_for_audit
-from archive.closure.wipe import (
+from archive.core import Ports, Refusal
+from archive.errors import ArchiveError
+from archive.governance import (
+    ClosureRecords,
+    Media,
+    Person,
+    PullInventory,
+    Recipients,
+    Tool,
+    Verification,
+    WipeCertificate,
+    default_steps,
+    load_policy,
+)
+from archive.governance.closure import usecases as closure_uc
+from archive.governance.closure.plan import gather_plan, plan_payload
+from archive.serve.server import HomeLock
+from archive.vault import open_keyring_for_cli
+from archive.vault.keyring import Keyring
+from archive.vault.passphrase import obtain_passphrase
+from archive.vault.store import EncryptedStore
+from archive.vault.volume import GOCRYPTFS_CONF
+from archive.vault.wipe import (
     crypto_erase,
     delete_ciphertext,
     destroy_volume,
@@ -52,30 +74,6 @@ from archive.closure.wipe import (
     sample_headers,
     unwrap_attempts,
 )
-from archive.errors import ArchiveError
-from archive.governance import (
-    ClosureInputs,
-    ClosureRecords,
-    Media,
-    Person,
-    PullInventory,
-    Recipients,
-    Shares,
-    Tool,
-    Verification,
-    WipeCertificate,
-    closure_plan,
-    default_steps,
-    load_policy,
-)
-from archive.governance.board import BoardVote
-from archive.server import HomeLock
-from archive.vault import open_keyring_for_cli
-from archive.vault.backup import known_backup_locations
-from archive.vault.keyring import Keyring
-from archive.vault.passphrase import obtain_passphrase
-from archive.vault.store import EncryptedStore
-from archive.vault.volume import GOCRYPTFS_CONF
 
 CERT_JSON = "certificate.json"
 CERT_TEXT = "certificate.txt"
@@ -132,65 +130,32 @@ def _records(home: Path):
             fail(str(exc))
 
 
-# -- plan -------------------------------------------------------------------------------
-def _table_rows(conn: sqlite3.Connection, sql: str) -> list[sqlite3.Row]:
-    try:
-        return conn.execute(sql).fetchall()
-    except sqlite3.OperationalError:  # that room's table does not exist yet
-        return []
+# -- the use cases, run locally on the home as the authenticated person ----------------
+class _SyncAudit:
+    """The audit port of a CLI use case: each record written before the command goes on."""
+
+    def __init__(self, log: AuditLog) -> None:
+        self.log = log
+
+    def append(self, event: AuditEvent) -> int:
+        return self.log.append(event, sync=True)
 
 
-def gather_plan(config, conn: sqlite3.Connection, policy) -> dict[str, Any]:
-    """The inventory the plan is made from: counts, holders, keys, volumes, backups."""
-    cases = _table_rows(
-        conn, "SELECT case_id FROM catalogue_cases WHERE status != 'withdrawn'"
-    )  # fmt: skip
-    files = size = 0  # instances: their DICOM attachment (content type 1); bytes: all
-    if config.home.storage_dir.is_dir():
-        for path in config.home.storage_dir.rglob("*"):
-            if path.is_file():
-                files += path.name.endswith(".1")
-                size += path.stat().st_size
-    shares = []
-    try:
-        for entry in Shares(conn, policy).share_log():
-            if str(entry.get("status", "")) not in ("revoked", "deleted", "confirmed_deleted"):
-                shares.append({k: entry.get(k) for k in ("reference", "recipient", "status")})
-    except ArchiveError:
-        pass
-    exports = [
-        {"request": r[0], "status": r[1]}
-        for r in _table_rows(
-            conn, "SELECT id, status FROM governance_removal_requests WHERE status = 'approved'"
-        )
-    ]
-    keys = [{"file": str(p), "kind": "keyring"} for p in key_locations(config.home)[:1]]
-    keys += [
-        {"file": str(p), "kind": "keyring backup"} for p in known_backup_locations(
-            config.home.keys_dir)
-    ]  # fmt: skip
-    volumes = []
-    conf = config.home.volume_dir / GOCRYPTFS_CONF
-    if conf.exists():
-        volumes.append({"kind": "gocryptfs", "config": str(conf)})
-    elif config.volume.kind not in ("none", "", None):
-        volumes.append({"kind": str(config.volume.kind), "config": "not found under the home"})
-    plan = closure_plan(
-        ClosureInputs(
-            case_count=len(cases),
-            instance_count=files,
-            bytes_total=size,
-            workstation_inventory=PullInventory(conn).inventory(),
-            open_shares=shares,
-            open_exports=exports,
-            keys=keys,
-            volumes=volumes,
-        )
-    )
-    out = plan.to_dict()
-    out["backup_locations"] = [str(p) for p in known_backup_locations(config.home.keys_dir)]
-    out["text"] = plan.render_text()
-    return out
+def _ports(config, store, log, policy) -> Ports:
+    return Ports(db=store.conn, audit=_SyncAudit(log), policies_dir=config.policies_dir,
+                 source="cli", extra={"governance": policy})  # fmt: skip
+
+
+def _done(result):
+    """A use case's result, or its refusal as one line (reason, then what to do)."""
+    if isinstance(result, Refusal):
+        fail(f"{result.reason}. {result.next}".strip())
+    return result
+
+
+def _person(home: Path, store, log, user, password_file, token_file):
+    return authenticated_person(home, store, user, password_file, token_file,
+                                record=log.append)  # fmt: skip
 
 
 def register(app: typer.Typer) -> None:
@@ -198,12 +163,28 @@ def register(app: typer.Typer) -> None:
     app.add_typer(sub, name="close")
 
     @sub.command("plan")
-    def plan_cmd(home: HomeOption, as_json: JsonOption = False) -> None:
-        """What closing involves: cases and bytes, holders, keys, volumes, backups."""
+    def plan_cmd(
+        home: HomeOption,
+        user: AsOption = None,
+        password_file: PasswordFileOption = None,
+        token_file: TokenFileOption = None,
+        as_json: JsonOption = False,
+    ) -> None:
+        """What closing involves: cases and bytes, holders, keys, volumes, backups (the
+        same plan as the web page's). As yourself (personnel or a Board member), or as the
+        operator on the machine when no --as/--token-file is given."""
         config = load(home)
         with _records(home) as (store, log, _records_, policy):
-            plan = gather_plan(config, store.conn, policy)
-            _audit(log, "closure.plan", "success", cases=plan["cases"], bytes=plan["bytes"])
+            ports = _ports(config, store, log, policy)
+            if user or token_file:  # a person: authorised and audited as them
+                principal = _person(home, store, log, user, password_file, token_file)
+                plan = _done(closure_uc.plan(ports, principal, config.home, config.volume.kind))
+            else:  # the operator on the machine (read only), audited as the OS user
+                plan = plan_payload(gather_plan(config.home, store.conn, policy,
+                                                volume_kind=config.volume.kind, now=_now()),
+                                    config.home)  # fmt: skip
+                _audit(log, "closure.plan", "success", cases=plan["cases"], bytes=plan["bytes"],
+                       volumes=len(plan["volumes"]))  # fmt: skip
         if as_json:
             emit_json({k: v for k, v in plan.items() if k != "text"})
         else:
@@ -237,30 +218,14 @@ def register(app: typer.Typer) -> None:
                 "--approver is no longer accepted: nobody votes in another member's name. "
                 "Each member casts their own vote: `archive close vote DECISION --as NAME`."
             )
-        with _records(home) as (store, log, records, _):
-            principal = authenticated_person(
-                home, store, user, password_file, token_file, record=log.append
-            )
-            try:
-                decision = records.record_decision(
-                    outcome,
-                    meeting_date=_day(meeting_date, "--meeting-date"),
-                    minute_reference=minute,
-                    decision_text=text,
-                    receiving_recipient_id=recipient,
-                    by=BoardVote.of_principal(principal),
-                    now=_now(),
-                )
-            except ArchiveError as exc:
-                _audit(log, "closure.decision", "denied", None, principal, reason=str(exc)[:200])
-                fail(str(exc))
-            _audit(
-                log, "closure.decision", "success", f"decision {decision.id}", principal,
-                decided=decision.outcome, minute=decision.minute_reference,
-                recipient=decision.receiving_recipient_id,
-            )  # fmt: skip
-            _audit(log, "governance.board.vote", "success", f"decision {decision.id}", principal,
-                   counted=decision.quorum_counted)  # fmt: skip
+        config = load(home)
+        with _records(home) as (store, log, _r, policy):
+            principal = _person(home, store, log, user, password_file, token_file)
+            decision = _done(closure_uc.decide(
+                _ports(config, store, log, policy), principal, outcome,
+                meeting_date=_day(meeting_date, "--meeting-date"), minute_reference=minute,
+                decision_text=text, receiving_recipient_id=recipient,
+            ))  # fmt: skip
         result = {
             "decision_id": decision.id,
             "outcome": decision.outcome,
@@ -284,20 +249,11 @@ def register(app: typer.Typer) -> None:
         as_json: JsonOption = False,
     ) -> None:
         """Cast your own vote, as a Board member, for a recorded closure decision."""
-        with _records(home) as (store, log, records, _):
-            principal = authenticated_person(
-                home, store, user, password_file, token_file, record=log.append
-            )
-            try:
-                decision = records.vote(
-                    decision_id, by=BoardVote.of_principal(principal), now=_now()
-                )
-            except ArchiveError as exc:
-                _audit(log, "governance.board.vote", "denied", f"decision {decision_id}",
-                       principal, reason=str(exc)[:200])  # fmt: skip
-                fail(str(exc))
-            _audit(log, "governance.board.vote", "success", f"decision {decision.id}", principal,
-                   counted=decision.quorum_counted, in_force=decision.in_force)  # fmt: skip
+        config = load(home)
+        with _records(home) as (store, log, _r, policy):
+            principal = _person(home, store, log, user, password_file, token_file)
+            decision = _done(closure_uc.vote(_ports(config, store, log, policy), principal,
+                                             decision_id))  # fmt: skip
         result = {"decision_id": decision.id, "quorum_counted": decision.quorum_counted,
                   "in_force": decision.in_force}  # fmt: skip
         if as_json:
@@ -346,9 +302,13 @@ def register(app: typer.Typer) -> None:
         signed_document: Annotated[
             Path | None, typer.Option("--signed-document", help="Their signed receipt file.")
         ] = None,
+        user: AsOption = None,
+        password_file: PasswordFileOption = None,
+        token_file: TokenFileOption = None,
         as_json: JsonOption = False,
     ) -> None:
-        """Record the receiving collection's receipt (signed manifest, or its hash)."""
+        """Record the receiving collection's receipt (signed manifest, or its hash), as
+        yourself (personnel)."""
         rows = None
         if manifest_file is not None:
             try:
@@ -372,29 +332,16 @@ def register(app: typer.Typer) -> None:
                 doc_hash = hashlib.sha256(signed_document.read_bytes()).hexdigest()
             except OSError as exc:
                 fail(f"cannot read {signed_document} ({exc.strerror}).")
-        with _records(home) as (_, log, records, _p):
-            try:
-                receipt = records.record_receipt(
-                    transfer,
-                    manifest_sha256=manifest_sha256,
-                    received_manifest=rows,
-                    received_by=received_by,
-                    organisation=organisation,
-                    received_on=_day(received_on, "--received-on"),
-                    signed_document_sha256=doc_hash,
-                    stored_ref=str(signed_document or ""),
-                    recorded_by=actor(),
-                    now=_now(),
-                )
-            except ArchiveError as exc:
-                _audit(log, "closure.receipt", "failure", f"transfer {transfer}",
-                       reason=str(exc)[:200])  # fmt: skip
-                fail(str(exc))
-            _audit(
-                log, "closure.receipt", "success", f"transfer {transfer}",
-                receipt=receipt.id, manifest_sha256=hash_for_audit(receipt.manifest_sha256),
-                organisation=receipt.organisation,
-            )  # fmt: skip
+        config = load(home)
+        with _records(home) as (store, log, _r, policy):
+            principal = _person(home, store, log, user, password_file, token_file)
+            receipt = _done(closure_uc.receipt(
+                _ports(config, store, log, policy), principal, transfer,
+                manifest_sha256=manifest_sha256, received_manifest=rows,
+                received_by=received_by, organisation=organisation,
+                received_on=_day(received_on, "--received-on"),
+                signed_document_sha256=doc_hash, stored_ref=str(signed_document or ""),
+            ))  # fmt: skip
         if as_json:
             emit_json({"receipt_id": receipt.id, "manifest_sha256": receipt.manifest_sha256})
         else:
@@ -403,29 +350,16 @@ def register(app: typer.Typer) -> None:
     @sub.command("confirm")
     def confirm_cmd(
         home: HomeOption,
-        user: Annotated[str, typer.Option("--as", help="The personnel user confirming.")],
-        password_file: Annotated[
-            Path, typer.Option("--password-file", help="That user's password, first line.")
-        ],
+        user: AsOption = None,
+        password_file: PasswordFileOption = None,
+        token_file: TokenFileOption = None,
         as_json: JsonOption = False,
     ) -> None:
-        """One personnel user confirms the wipe (two different people are needed)."""
-        try:
-            password = password_file.read_text().splitlines()[0]
-        except (OSError, IndexError):
-            fail(f"cannot read a password from {password_file}.")
-        with _records(home) as (store, log, records, _):
-            principal = store.authenticate_basic(user, password, _now())
-            if not hasattr(principal, "roles"):
-                _audit(log, "closure.wipe_confirm", "denied", user, reason="authentication")
-                fail(f"{user} could not be authenticated; check the name and password.")
-            try:
-                done = records.confirm_wipe(principal.user, list(principal.roles), now=_now())
-            except ArchiveError as exc:
-                _audit(log, "closure.wipe_confirm", "denied", user, reason=str(exc)[:200])
-                fail(str(exc))
-            _audit(log, "closure.wipe_confirm", "success", done.user,
-                   decision=done.decision_id, role=done.role)  # fmt: skip
+        """Confirm the wipe, as yourself (two different personnel users are needed)."""
+        config = load(home)
+        with _records(home) as (store, log, _r, policy):
+            principal = _person(home, store, log, user, password_file, token_file)
+            done = _done(closure_uc.confirm_wipe(_ports(config, store, log, policy), principal))
         if as_json:
             emit_json({"confirmation_id": done.id, "user": done.user})
         else:
@@ -436,30 +370,34 @@ def register(app: typer.Typer) -> None:
         home: HomeOption,
         workstation: Annotated[str, typer.Argument(help="The workstation's name.")],
         method: Annotated[str, typer.Option("--method", help="How its drive was wiped.")],
-        attested_by: Annotated[str, typer.Option("--attested-by", help="Who attests.")],
         wiped_at: Annotated[
             str | None, typer.Option("--wiped-at", help="ISO time of the wipe (default now).")
         ] = None,
+        attested_by: Annotated[
+            str | None, typer.Option("--attested-by", hidden=True, help="Removed (issue 21).")
+        ] = None,
+        user: AsOption = None,
+        password_file: PasswordFileOption = None,
+        token_file: TokenFileOption = None,
         as_json: JsonOption = False,
     ) -> None:
-        """Record that a workstation's drive was wiped (who, when, how)."""
-        now = _now()
-        when = now
+        """Attest, as yourself (personnel), that a workstation's drive was wiped."""
+        if attested_by:
+            fail("--attested-by is no longer accepted: the person attesting signs in as "
+                 "themselves with --as NAME (or --token-file).")  # fmt: skip
+        when = None
         if wiped_at:
             try:
                 when = datetime.fromisoformat(wiped_at)
                 when = when if when.tzinfo else when.replace(tzinfo=UTC)
             except ValueError:
                 fail("--wiped-at must be an ISO date-time, e.g. 2025-01-31T14:00:00+00:00.")
-        with _records(home) as (store, log, _, _p):
-            try:
-                done = PullInventory(store.conn).attest_wipe(
-                    workstation, attested_by, method, wiped_at=when, now=now
-                )
-            except ArchiveError as exc:
-                fail(str(exc))
-            _audit(log, "closure.workstation_wiped", "success", done.workstation,
-                   attested_by=done.attested_by, method=done.method)  # fmt: skip
+        config = load(home)
+        with _records(home) as (store, log, _r, policy):
+            principal = _person(home, store, log, user, password_file, token_file)
+            done = _done(closure_uc.attest_workstation(
+                _ports(config, store, log, policy), principal, workstation, method, when
+            ))  # fmt: skip
         if as_json:
             emit_json(done.to_dict())
         else:

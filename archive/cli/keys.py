@@ -38,7 +38,7 @@ RecoveryFileOption = Annotated[
 
 def _stores(config: ArchiveConfig, keyring: Keyring) -> list[EncryptedStore]:
     """Every encrypted store of the home: all must be rewrapped before a key retires."""
-    from archive.governance.share_delivery import undertakings_dir  # signed undertakings
+    from archive.governance.sharing.delivery import undertakings_dir  # signed undertakings
 
     home = config.home
     return [
@@ -56,7 +56,7 @@ def _recovery(path: Path | None, *, confirm: bool) -> str:
 
 def _server_pid(config: ArchiveConfig) -> int | None:
     try:
-        from archive.server import HomeLock  # noqa: PLC0415 - platform room, optional
+        from archive.serve.server import HomeLock  # noqa: PLC0415 - platform room, optional
     except ImportError:
         return None
     try:

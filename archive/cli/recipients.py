@@ -21,7 +21,7 @@ from archive.cli.common import HomeOption, JsonOption, actor, emit_json, fail, l
 from archive.cli.users import now, opened
 from archive.errors import ArchiveError
 from archive.governance import DicomNode, Recipients, load_policy
-from archive.governance.share_delivery import recipient_node_name
+from archive.governance.sharing.delivery import recipient_node_name
 
 
 @contextmanager

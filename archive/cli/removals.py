@@ -1,7 +1,7 @@
 """`archive removals request|list|show|approve|refuse|export`: written approval first.
 
 Every command goes through the running archive's REST API as a named user (like
-`archive pull`), so the rules of archive.governance.removals, the HTTP access policy
+`archive pull`), so the rules of archive.governance.removals.records, the HTTP access policy
 and the audit log apply the same way on every path. Only the Head of School or a TPD
 who is not the requester approves; export writes the age-encrypted package to a file.
 

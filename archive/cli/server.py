@@ -11,11 +11,12 @@ from typing import Annotated
 
 import typer
 
-from archive import __version__, orthanc_config, server, tls_proxy
+from archive import __version__
 from archive.cli.common import HomeOption, JsonOption, emit_json, fail, load
 from archive.config import database_password, for_node
 from archive.errors import ArchiveError
-from archive.home import check_home_permissions, init_home
+from archive.serve import orthanc_config, server, tls_proxy
+from archive.serve.home import check_home_permissions, init_home
 
 NodeOption = Annotated[
     int,
@@ -132,7 +133,7 @@ def serve(
         server.check_port_free(config.http.host, config.http.port, "HTTP")
         server.check_port_free(config.dicom.host, config.dicom.port, "DICOM")
         # nginx is always the front door: Orthanc's HTTP is loopback-only at an internal
-        # port (archive/tls_proxy.py says why).
+        # port (archive/serve/tls_proxy.py says why).
         internal = tls_proxy.pick_internal_port(config)
         server.check_port_free("127.0.0.1", internal, "Internal HTTP (http.internal_port)")
         proxy_plan = tls_proxy.plan(config, internal, tls_proxy.new_secret())

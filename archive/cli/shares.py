@@ -7,7 +7,7 @@ with the acting person's own credentials (--as NAME with a password prompt or
 as a personnel user, because Orthanc sends the images; the governance rules are checked
 there again, and nothing is sent without a Board decision in force (a quorum of members
 other than the proposer who voted themselves) and a recorded undertaking. Revocation
-requests and confirmations are kept on the home by the operator and audited.
+requests and the recipients' confirmations go the same way, as the signed-in person.
 """
 
 from __future__ import annotations
@@ -21,12 +21,12 @@ from typing import Annotated
 import typer
 
 from archive.cli.api import AsOption, PasswordFileOption, TokenFileOption, api_client, call
-from archive.cli.common import HomeOption, JsonOption, actor, emit_json, fail, load
+from archive.cli.common import HomeOption, JsonOption, emit_json, fail, load
 from archive.cli.recipients import audit, governance
-from archive.cli.users import now, parse_day
+from archive.cli.users import parse_day
 from archive.errors import ArchiveError
 from archive.governance import Shares, share_log_csv, share_log_json
-from archive.governance.sharing import proposal_view
+from archive.governance.sharing.records import proposal_view
 
 ProposalArg = Annotated[int, typer.Argument(help="The share proposal's number.")]
 NamedOption = Annotated[
@@ -326,49 +326,56 @@ def register(app: typer.Typer) -> None:
         deletion: Annotated[
             bool, typer.Option("--deletion", help="Ask for deletion (default: revocation).")
         ] = False,
+        user: AsOption = None,
+        password_file: PasswordFileOption = None,
+        token_file: TokenFileOption = None,
         as_json: JsonOption = False,
     ) -> None:
-        """Record a revocation or deletion request sent to the recipient."""
+        """Record, as yourself, a revocation or deletion request sent to the recipient."""
+        load(home)
         kind = "deletion" if deletion else "revocation"
-        with governance(home) as (store, log, policy):
-            try:
-                rid = Shares(store.conn, policy).request_removal(
-                    share_id, kind, reason, actor(), now=now()
-                )
-            except ArchiveError as exc:
-                audit(log, "governance.share.revoke", str(share_id), "denied",
-                      reason=type(exc).__name__)  # fmt: skip
-                fail(str(exc))
-            audit(log, "governance.share.revoke", str(share_id), "success", kind=kind,
-                  request_id=rid)  # fmt: skip
+        with api_client(home, user, password_file, token_file) as client:
+            answer = call(client, "POST", f"/teaching/shares/log/{share_id}/revoke",
+                          json={"kind": kind, "reason": reason})  # fmt: skip
         if as_json:
-            emit_json({"request_id": rid, "share_id": share_id, "kind": kind})
+            emit_json({**answer, "kind": kind})
         else:
-            typer.echo(f"{kind} request {rid} recorded for share {share_id}")
+            typer.echo(f"{kind} request {answer['request_id']} recorded for share {share_id}")
 
     @sub.command("confirm")
     def confirm_cmd(
         request_id: Annotated[int, typer.Argument(help="The revocation/deletion request.")],
         home: HomeOption,
-        confirmed_by: Annotated[str, typer.Option("--by", help="Who confirmed, for whom.")],
+        officer: Annotated[
+            str,
+            typer.Option("--recipient-officer", help="Who at the recipient confirmed it."),
+        ],
         confirmed_on: Annotated[str, typer.Option("--on", help="Date, YYYY-MM-DD.")],
         evidence: Annotated[str, typer.Option("--evidence", help="Letter/e-mail reference.")],
+        by: Annotated[
+            str | None, typer.Option("--by", hidden=True, help="Removed (issue 21).")
+        ] = None,
+        user: AsOption = None,
+        password_file: PasswordFileOption = None,
+        token_file: TokenFileOption = None,
         as_json: JsonOption = False,
     ) -> None:
-        """Record the recipient's confirmation that it revoked or deleted the images."""
+        """Record, as yourself, the recipient's confirmation that it revoked or deleted
+        the images (--recipient-officer names their officer, not you)."""
+        if by:
+            fail(
+                "--by is no longer accepted: you record the confirmation signed in as "
+                "yourself (--as NAME); name the recipient's officer with --recipient-officer."
+            )
+        load(home)
         when = parse_day(confirmed_on, "--on")
-        with governance(home) as (store, log, policy):
-            try:
-                cid = Shares(store.conn, policy).record_confirmation(
-                    request_id, confirmed_by, when, evidence, now=now()
-                )
-            except ArchiveError as exc:
-                audit(log, "governance.share.confirm", str(request_id), "denied",
-                      reason=type(exc).__name__)  # fmt: skip
-                fail(str(exc))
-            audit(log, "governance.share.confirm", str(request_id), "success",
-                  confirmation_id=cid)  # fmt: skip
+        body = {"confirmed_by": officer, "confirmed_on": when.isoformat(), "evidence_ref": evidence}
+        with api_client(home, user, password_file, token_file) as client:
+            answer = call(client, "POST", f"/teaching/shares/requests/{request_id}/confirm",
+                          json=body)  # fmt: skip
         if as_json:
-            emit_json({"confirmation_id": cid, "request_id": request_id})
+            emit_json(answer)
         else:
-            typer.echo(f"confirmation {cid} recorded for request {request_id}")
+            typer.echo(
+                f"confirmation {answer['confirmation_id']} recorded for request {request_id}"
+            )

@@ -22,7 +22,7 @@ from archive.cli.common import (
     stdin_is_tty,
 )
 from archive.errors import ArchiveError
-from archive.server import base_url
+from archive.serve.server import base_url
 
 OVERWRITE_HELP = (
     "Overwrite each source with zeros (and fsync) before deleting it. Limits: on SSDs, "

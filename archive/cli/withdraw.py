@@ -5,11 +5,13 @@ and patient ID with the keyring's pseudonym key, then:
 1. the pseudonym goes on the opt-out register (hashed) first, so a study arriving while
    this runs is already discarded at ingest;
 2. the running archive crypto-shreds and deletes that patient's studies (REST, as a
-   personnel user: the deletion must start outside Orthanc's Python) and the catalogue
+   signed-in person: the deletion must start outside Orthanc's Python) and the catalogue
    marks the cases withdrawn;
 3. the withdrawal is recorded, and every share, export and workstation that already
    carried the cases is listed, so deletion requests can be sent.
-Neither the issuer, the patient ID nor the pseudonym is printed, logged or audited. The
+Every step is the signed-in person's (--as NAME with their password, or --token-file;
+issue 21), authorised as withdrawal.carry_out and audited as them. Neither the issuer,
+the patient ID nor the pseudonym is printed, logged or audited. The
 patient ID is never a command-line argument (shell history, `ps`): it is typed at a
 hidden prompt, piped on standard input, or read from the first line of --patient-id-file.
 """
@@ -18,28 +20,28 @@ from __future__ import annotations
 
 import getpass
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from archive import db
-from archive.audit import AuditError, AuditEvent, audit_log_for
 from archive.catalogue import Catalogue, load_vocabulary
 from archive.cli.api import (
     AsOption,
     PasswordFileOption,
     TokenFileOption,
     api_client,
+    authenticated_person,
     call,
     first_line,
 )
-from archive.cli.common import HomeOption, JsonOption, actor, emit_json, fail, load, stdin_is_tty
+from archive.cli.common import HomeOption, JsonOption, emit_json, fail, load, stdin_is_tty
+from archive.cli.users import opened
+from archive.core import Ports, Refusal
 from archive.deid import DeidSecrets
 from archive.deid.keyed import pseudonym_for
 from archive.errors import ArchiveError
-from archive.governance import OptOutRegister
+from archive.governance.optout import usecases as optout
 from archive.vault import open_keyring_for_cli
 
 
@@ -92,44 +94,27 @@ def register(app: typer.Typer) -> None:
         except ArchiveError as exc:
             fail(str(exc))
         del ring
-        now = datetime.now(UTC)
-        conn = db.open_database(config)
-        audit = audit_log_for(config.home)
-        try:
+        with opened(home) as (store, log):
+            principal = authenticated_person(home, store, user, password_file, token_file,
+                                             record=log.append)  # fmt: skip
+            ports = Ports(db=store.conn, audit=_SyncAudit(log), policies_dir=config.policies_dir,
+                          source="cli", extra={"governance": None})  # fmt: skip
+            _done(optout.register_objection(ports, principal, pseudonym))  # ingest refuses now
             catalogue = Catalogue(
-                conn, config.school_prefix, vocabulary=load_vocabulary(config.policies_dir)
+                store.conn, config.school_prefix, vocabulary=load_vocabulary(config.policies_dir)
             )
-            register_ = OptOutRegister(conn)
-            register_.add(pseudonym, added_by=actor(), now=now)
             cases = [c.case_id for c in catalogue.cases_for_pseudonym(pseudonym)]
             removed: list[dict] = []
-            if cases:
+            if cases:  # the running archive shreds and deletes them, as the same person
                 with api_client(home, user, password_file, token_file) as client:
                     answer = call(
                         client, "POST", "/teaching/closure/withdrawals", json={"cases": cases}
                     )
                 removed = answer["withdrawn"]
-            done = register_.record_withdrawal(
-                pseudonym,
-                cases,
-                kind=kind,
-                requested_by=requested_by,
-                recorded_by=actor(),
-                now=now,
-            )
-            exposures = register_.exposures(cases) if cases else []
-        except ArchiveError as exc:
-            _audit(audit, "failure", kind=kind, reason=str(exc)[:200])
-            fail(str(exc))
-        finally:
-            conn.close()
-        try:
-            _audit(
-                audit, "success", kind=kind, withdrawal_id=done.id, cases=",".join(cases),
-                exposures=",".join(f"{e['kind']}:{e['reference']}" for e in exposures),
-            )  # fmt: skip
-        except AuditError as exc:
-            fail(f"the withdrawal was done but could not be audited ({exc}); record it by hand.")
+            recorded = _done(optout.record_withdrawal(
+                ports, principal, pseudonym, cases, kind=kind, requested_by=requested_by
+            ))  # fmt: skip
+        done, exposures = recorded.withdrawal, recorded.exposures
         result = {
             "withdrawal_id": done.id,
             "kind": kind,
@@ -157,8 +142,16 @@ def register(app: typer.Typer) -> None:
             typer.echo("No share, export or workstation carried these cases.")
 
 
-def _audit(audit, outcome: str, **detail) -> None:
-    audit.append(
-        AuditEvent("withdrawal.record", outcome, actor(), source="cli", detail=detail),
-        sync=True,
-    )
+class _SyncAudit:
+    def __init__(self, log) -> None:
+        self.log = log
+
+    def append(self, event) -> int:
+        return self.log.append(event, sync=True)
+
+
+def _done(result):
+    """A use case's result, or its refusal as one line (reason, then what to do)."""
+    if isinstance(result, Refusal):
+        fail(f"{result.reason}. {result.next}".strip())
+    return result

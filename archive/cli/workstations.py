@@ -1,9 +1,9 @@
 """`archive workstations add|list|remove`: the suite's workstations that may pull cases.
 
 A workstation is a DICOM node with query/retrieve rights (C-FIND, C-MOVE to its own AE,
-never C-STORE into the archive) plus its location in the suite, kept by governance so
-closure knows which machine holds pulled cases. The DICOM front (archive/dicom/front.py)
-reads the register as it changes: no restart needed.
+never C-STORE into the archive) plus its location in the suite, so closure knows which
+machine holds pulled cases: one registry, archive.access.nodes.Workstations. The DICOM
+front (archive/dicom/front.py) reads the register as it changes: no restart needed.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from archive.audit import AuditError, AuditEvent
 from archive.cli.common import HomeOption, JsonOption, actor, emit_json, fail
 from archive.cli.users import now, opened
 from archive.errors import ArchiveError
-from archive.governance.workstations import Workstations
 
 
 def _audit(log, action: str, name: str, outcome: str, **detail) -> None:
@@ -47,31 +46,34 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Register a workstation for query/retrieve (the running archive applies it at once)."""
         with opened(home) as (store, log):
-            places = Workstations(store.conn)
             try:
-                node = store.add_dicom_node(name, aet, host, port, may_store=False, may_query=True)
-                try:
-                    place = places.add(name, location, actor(), now())
-                except ArchiveError:
-                    store.remove_dicom_node(name)
-                    raise
+                place = store.workstations.add(name, aet, host, port, location, actor(), now())
             except ArchiveError as exc:
                 _audit(log, "workstations.add", name, "failure", aet=aet)
                 fail(str(exc))
             _audit(log, "workstations.add", name, "success", aet=aet, location=location)
-        row = {**node.__dict__, "location": place.location}
+        row = {
+            "name": place.name,
+            "aet": place.aet,
+            "host": place.host,
+            "port": place.port,
+            "may_store": False,
+            "may_query": True,
+            "location": place.location,
+        }
         if as_json:
             emit_json(row)
         else:
             typer.echo(
-                f"workstation {name}: {aet}@{node.host}:{port} in {location} may query and retrieve"
+                f"workstation {name}: {aet}@{place.host}:{port} in {location}"
+                " may query and retrieve"
             )
 
     @sub.command("list")
     def list_cmd(home: HomeOption, as_json: JsonOption = False) -> None:
         """Registered workstations with their location."""
         with opened(home) as (store, _):
-            places = Workstations(store.conn).all()
+            places = store.workstations.all()
             rows = [
                 {**n.__dict__, "location": places[n.name].location}
                 for n in store.list_dicom_nodes()
@@ -90,8 +92,7 @@ def register(app: typer.Typer) -> None:
         """Unregister a workstation (its pull inventory is kept for closure)."""
         with opened(home) as (store, log):
             try:
-                Workstations(store.conn).remove(name)
-                store.remove_dicom_node(name)
+                store.workstations.remove(name)
             except ArchiveError as exc:
                 _audit(log, "workstations.remove", name, "failure")
                 fail(str(exc))

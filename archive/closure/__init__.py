@@ -1,3 +1,4 @@
-"""Closure and consent withdrawal mechanics (issue 10): shredding, the ordered wipe,
-and its verification. Plain Python, no Orthanc: the governance room decides whether a
-wipe may run; this room does it and proves what is left."""
+"""Closure and consent withdrawal (issue 10): what is audited of them (auditing.py).
+The mechanics of destroying data - shredding, the ordered wipe and its verification -
+live in the vault (archive/vault/shred.py, archive/vault/wipe.py), so that nothing
+outside it unwraps keys. The governance room decides whether a wipe may run."""

@@ -29,6 +29,8 @@ from pydicom.filewriter import dcmwrite, write_dataset
 from pydicom.sequence import Sequence
 
 from archive.deid import policy as P
+from archive.deid.freetext import clean as clean_free_text
+from archive.deid.freetext import distinctive_words
 from archive.deid.keyed import DICOM_ROOT, DeidSecrets, date_offset_days, map_uid, pseudonym_for
 from archive.deid.residual import known_pattern, scan_many
 from archive.errors import ArchiveError
@@ -42,6 +44,7 @@ _AGE = re.compile(r"^(\d{3})([DWMY])$")
 _CONTENT_SEQ = 0x0040A730
 _CONCEPT_NAME = 0x0040A043
 _CODE_VALUE = 0x00080100
+_PLACE_NAMES = frozenset({0x00080080, 0x00081040})  # Institution (Department) Name
 _REQUIRED = (0x00080016, 0x00080018, 0x0020000D, 0x0020000E)
 
 
@@ -184,6 +187,8 @@ class _Walk:
             act, vr, ident = entry
             if ident:
                 self.remember(vr, self.text(elem))
+                if tag in _PLACE_NAMES:  # "ST WULFSTAN INFIRMARY" is also "WULFSTAN"
+                    self.known.extend(distinctive_words(self.text(elem)))
             if act == P.KEEP:
                 if vr == "SQ":
                     self.sequence(ds, tag, path)
@@ -199,6 +204,8 @@ class _Walk:
             elif act == P.CLEAN:
                 self.clean(ds, tag, elem, vr, path)
             elif act == P.REMOVE:
+                if vr == "SQ":
+                    self.learn(ds, tag)  # its identifiers may echo in kept free text
                 del d[tag]
             elif act == P.EMPTY:
                 self.empty(ds, tag, elem, vr)
@@ -241,6 +248,30 @@ class _Walk:
         code = concept.value[0].get(_CODE_VALUE)
         return code is not None and self.text(code).strip() in self.p.sr_remove_concepts
 
+    def learn(self, ds: Dataset, tag: int) -> None:
+        """Remember the identifiers inside a sequence about to be removed, at any depth
+        (Other Patient IDs, Issuer of Patient ID...), so that their echo in kept free
+        text is cleaned too. Nothing in it is kept."""
+        try:
+            elem = ds[tag]
+        except Exception:  # noqa: BLE001 - unreadable: it is removed anyway
+            return
+        if elem.VR != "SQ":
+            return
+        stack = list(elem.value)
+        while stack:
+            item = stack.pop()
+            for sub in list(item._dict):
+                entry = self.actions.get(sub)
+                try:
+                    child = item[sub]
+                except Exception:  # noqa: BLE001, S112 - unreadable: removed with the rest
+                    continue
+                if child.VR == "SQ":
+                    stack.extend(child.value)
+                elif entry is not None and entry[2]:
+                    self.remember(entry[1], self.text(child))
+
     def uid(self, ds: Dataset, tag: int, elem) -> None:
         raw = self.text(elem).strip("\x00 ")
         if not raw:
@@ -253,6 +284,8 @@ class _Walk:
             self.sequence(ds, tag, path, concept_filter=tag == _CONTENT_SEQ)
         elif vr == "DA" or vr == "DT":
             self.shift(ds, tag, elem, vr)
+        elif tag in self.p.remove_free_text:
+            self.empty(ds, tag, elem, vr)  # cannot be cleaned with confidence
         elif vr in P.TEXT_VRS:
             self.to_clean.append((ds, tag, path, vr))
         elif vr == "UI":
@@ -349,6 +382,15 @@ class _Walk:
                     if limit:
                         cleaned = cleaned[:limit]
                     self.put(ds, tag, elem, vr, cleaned)
+            # Identifiers with no header counterpart: names after a title, phone
+            # numbers, e-mail, postcodes, record numbers; dates are shifted as the
+            # header dates are (archive/deid/freetext.py).
+            screened, found = clean_free_text(cleaned, self.offset)
+            if found:
+                limit = _MAX_LEN.get(vr)
+                screened = screened[:limit] if limit else screened
+                self.put(ds, tag, ds._dict[tag], vr, screened)
+                cleaned = screened
             self.texts.append((path + (tag,), cleaned))
 
     def residual(self) -> list[str]:

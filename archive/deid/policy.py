@@ -114,6 +114,7 @@ class DeidPolicy:
     method_codes: tuple[tuple[str, str], ...]  # (code value, meaning)
     method_text: tuple[str, ...]
     skip_known_in: frozenset[int]
+    remove_free_text: frozenset[int] = frozenset()  # C-action text that is removed whole
     sources: dict[str, str] = field(default_factory=dict)  # name -> sha256
 
 
@@ -343,6 +344,10 @@ def load_policy(policies_dir: Path) -> DeidPolicy:
             ),
             skip_known_in=frozenset(
                 _tag(t, f"{opts_path} [residual]") for t in raw["residual"]["skip_known_in"]
+            ),
+            remove_free_text=frozenset(
+                _tag(t, f"{opts_path} [clean] remove_free_text")
+                for t in clean.get("remove_free_text", [])
             ),
             sources={
                 "profile": _sha256(profile_path),

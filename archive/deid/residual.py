@@ -99,8 +99,18 @@ def _known_hits(text: str, known: Sequence[str]) -> list[tuple[int, str]]:
 
 
 def scan_text(text: str, known: Sequence[str] = ()) -> list[str]:
-    """Hit descriptions (never the matched value) for one free-text value."""
-    return [kind for _, kind in _pattern_hits(text) + _known_hits(text, known)]
+    """Hit descriptions (never the matched value) for one free-text value: identifier
+    numbers, the known identifiers, and every free-text identifier form (names after a
+    title, phone numbers, e-mail, postcodes, record numbers, dates; archive/deid/freetext)."""
+    from archive.deid.freetext import find
+
+    old = _pattern_hits(text) + _known_hits(text, known)
+    found = [kind for _, kind in old]
+    starts = {at for at, _ in old}
+    for hit in find(text):
+        if not any(hit.start <= at < hit.end for at in starts):
+            found.append(hit.kind)
+    return found
 
 
 def scan_many(texts: Sequence[str], known: Sequence[str] = ()) -> list[tuple[int, str]]:

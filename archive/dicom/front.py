@@ -69,7 +69,7 @@ log = logging.getLogger("archive.dicom.front")
 class Peer:
     aet: str
     host: str
-    node: Any  # archive.access.store.DicomNode
+    node: Any  # archive.access.nodes.DicomNode
 
 
 def _comment(text: str) -> str:
@@ -108,7 +108,7 @@ class Front:
         with self._lock:
             if self._access is None:
                 from archive.access import open_access_store
-                from archive.access.store import ChangeWatch
+                from archive.access.watch import ChangeWatch
 
                 self._access = open_access_store(self.config, self.config.policies_dir)
                 self._access.watch_changes(ChangeWatch(self.config))
@@ -122,9 +122,9 @@ class Front:
         return nodes
 
     def workstations(self) -> set[str]:
-        from archive.governance.workstations import Workstations
+        from archive.access.nodes import workstations
 
-        return set(Workstations(self.runtime.db()).all())
+        return set(workstations(self.runtime.db()).all())
 
     def catalogue(self):
         from archive.catalogue import Catalogue, load_vocabulary

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from archive.access.decide import Decision
-from archive.access.store import DicomNode
+from archive.access.nodes import DicomNode
 from archive.dicom.guard import ScanLimits
 from archive.errors import ConfigError
 
@@ -69,7 +69,7 @@ def load_front_policy(policies_dir: Path | str) -> FrontPolicy:
 
 def association_decision(nodes: Iterable[DicomNode], aet: str, host: str) -> Decision:
     """May this peer associate at all? Its AE title must be registered for its host."""
-    from archive.access.store import normalise_host
+    from archive.access.nodes import normalise_host
 
     aet, host = aet.strip(), normalise_host(host)
     same = [n for n in nodes if n.aet == aet]

@@ -1,14 +1,22 @@
 """Governance: the rules for images leaving the suite, sharing, closure and withdrawal.
 
-Plain domain code (no Orthanc): removal requests and written approvals (`removals`),
-the pull inventory (`pulls`), recipients, Board decisions, undertakings and the share
-register (`recipients`, `sharing`, `undertaking`), closure and the wipe certificate
-(`closure`, `certificate`) and the opt-out register (`optout`). Policy lives in
-policies/governance and is loaded by `policy.load_policy`.
+Plain domain code (no Orthanc), one package per workflow, each owning its tables and
+answering the others through functions (tests/unit/test_governance_rooms.py):
+
+  removals/   requests, written approvals and refusals, downloads (records, usecases)
+  sharing/    recipients, proposals, undertakings, executions, the register
+  closure/    the one closure plan, transfer and receipt, the wipe gate, the certificate
+  optout/     the opt-out register and withdrawals
+  board.py    School Board decisions and each member's own vote (shares and closure)
+  pulls.py    the pull inventory and workstation wipe attestations
+
+Every act is a use case (`<workflow>/usecases.py`, on archive.core through `usecase.run`):
+authorised against policies/access/actions.toml, one transaction, one audit record, a
+result or a Refusal. Policy lives in policies/governance (`policy.load_policy`).
 """
 
 from archive.governance.board import BoardVote
-from archive.governance.certificate import (
+from archive.governance.closure.certificate import (
     Media,
     Person,
     SanitizationStep,
@@ -19,15 +27,20 @@ from archive.governance.certificate import (
     default_steps,
     sign_certificate,
 )
-from archive.governance.closure import ClosureInputs, ClosurePlan, ClosureRecords, closure_plan
+from archive.governance.closure.records import (
+    ClosureInputs,
+    ClosurePlan,
+    ClosureRecords,
+    closure_plan,
+)
 from archive.governance.errors import GovernanceError
-from archive.governance.optout import OptOutRegister
+from archive.governance.optout.register import OptOutRegister
 from archive.governance.policy import GovernancePolicy, load_policy
 from archive.governance.pulls import PullInventory
-from archive.governance.recipients import DicomNode, Recipient, Recipients
-from archive.governance.removals import ExportTicket, RemovalRequest, RemovalRequests
-from archive.governance.sharing import Shares, ShareTicket, share_log_csv, share_log_json
-from archive.governance.undertaking import render_undertaking
+from archive.governance.removals.records import ExportTicket, RemovalRequest, RemovalRequests
+from archive.governance.sharing.recipients import DicomNode, Recipient, Recipients
+from archive.governance.sharing.records import Shares, ShareTicket, share_log_csv, share_log_json
+from archive.governance.sharing.undertaking import render_undertaking
 
 __all__ = [
     "BoardVote",

@@ -283,7 +283,12 @@ def ensure_schema(conn: sqlite3.Connection) -> None:
 @contextmanager
 def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     """One write transaction taken up front, so read-check-write steps are atomic
-    across the CLI and the Orthanc plugin writing the same file."""
+    across the CLI and the Orthanc plugin writing the same file. Inside a use case's
+    transaction (archive.core.perform holds one) the step joins it: the use case commits
+    or rolls back everything once."""
+    if conn.in_transaction:
+        yield conn
+        return
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield conn
@@ -376,15 +381,3 @@ def canonical_json(payload: Any) -> bytes:
 
 def sha256_of(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def withdrawn_among(conn: sqlite3.Connection, ids: Sequence[str]) -> list[str]:
-    """Which of these cases a patient's withdrawal or objection has removed."""
-    if not ids:
-        return []
-    rows = conn.execute(
-        "SELECT DISTINCT case_id FROM governance_withdrawn_cases"
-        " WHERE case_id IN (SELECT value FROM json_each(?))",
-        (json.dumps(list(ids)),),
-    )
-    return sorted(r[0] for r in rows)

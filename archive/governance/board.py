@@ -1,4 +1,7 @@
-"""School Board votes and the quorum rule, shared by share and closure decisions.
+"""School Board decisions, votes and the quorum rule, shared by share and closure decisions.
+
+This module owns `governance_board_decisions` and `governance_board_member_votes`: the
+sharing and closure workflows record and read decisions only through its functions.
 
 People act for themselves (issue 21): a Board decision is recorded by one member from
 their own authenticated session, which is that member's vote; every other member casts
@@ -18,9 +21,15 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import date, datetime
 
-from archive.governance._store import clean_roles, clean_text, person_key, ts
-from archive.governance.errors import NotAuthorisedError, NotFoundError, StateError
+from archive.governance._store import clean_roles, clean_text, day, parse_ts, person_key, ts
+from archive.governance.errors import (
+    InvalidInputError,
+    NotAuthorisedError,
+    NotFoundError,
+    StateError,
+)
 from archive.governance.policy import GovernancePolicy
 
 
@@ -51,13 +60,160 @@ class CountedVote:
     cast_at: str = ""
 
 
-def check_member(policy: GovernancePolicy, vote: BoardVote) -> None:
+@dataclass(frozen=True)
+class Decision:
+    id: int
+    subject: str
+    proposal_id: int | None
+    outcome: str
+    meeting_date: date
+    minute_reference: str
+    decision_text: str
+    votes: tuple[CountedVote, ...]
+    quorum_required: int
+    quorum_counted: int
+    receiving_recipient_id: int | None
+    recorded_by: str
+    recorded_at: datetime
+
+    @property
+    def reference(self) -> str:
+        return f"Board {self.meeting_date.isoformat()} minute {self.minute_reference}"
+
+    @property
+    def in_force(self) -> bool:
+        """A rejection stands as minuted; anything else needs its quorum of members who
+        voted themselves."""
+        return self.outcome == "rejected" or self.quorum_counted >= self.quorum_required
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "subject": self.subject,
+            "proposal_id": self.proposal_id,
+            "outcome": self.outcome,
+            "meeting_date": self.meeting_date.isoformat(),
+            "minute_reference": self.minute_reference,
+            "decision_text": self.decision_text,
+            "approvers": [
+                {
+                    "member": v.member,
+                    "counted": v.counted,
+                    "self_cast": v.self_cast,
+                    "note": v.note,
+                    "cast_at": v.cast_at,
+                }
+                for v in self.votes
+            ],  # fmt: skip
+            "quorum_required": self.quorum_required,
+            "quorum_counted": self.quorum_counted,
+            "in_force": self.in_force,
+            "receiving_recipient_id": self.receiving_recipient_id,
+            "recorded_by": self.recorded_by,
+            "recorded_at": self.recorded_at.isoformat(),
+        }
+
+
+def insert_decision(
+    conn: sqlite3.Connection,
+    *,
+    subject: str,
+    proposal_id: int | None,
+    outcome: str,
+    meeting_date: date,
+    minute_reference: str,
+    decision_text: str,
+    quorum_required: int,
+    receiving_recipient_id: int | None,
+    recorded_by: str,
+    stamp: str,
+    policy_version: str,
+) -> int:
+    """Write one Board decision (inside the caller's transaction); no vote is counted
+    until members cast their own (board.cast_vote)."""
+    cur = conn.execute(
+        "INSERT INTO governance_board_decisions (subject, proposal_id, outcome, meeting_date,"
+        " minute_reference, decision_text, receiving_recipient_id, quorum_required,"
+        " quorum_counted, recorded_by, recorded_at, policy_version)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            subject,
+            proposal_id,
+            outcome,
+            meeting_date.isoformat(),
+            minute_reference,
+            decision_text,
+            receiving_recipient_id,
+            quorum_required,
+            0,
+            recorded_by,
+            stamp,
+            policy_version,
+        ),
+    )
+    return int(cur.lastrowid)
+
+
+def load_decision(conn: sqlite3.Connection, decision_id: int) -> Decision:
+    row = conn.execute(
+        "SELECT * FROM governance_board_decisions WHERE id = ?", (int(decision_id),)
+    ).fetchone()
+    if row is None:
+        raise NotFoundError(f"Board decision {decision_id} does not exist.")
+    votes = load_votes(conn, row["id"])
+    return Decision(
+        id=row["id"],
+        subject=row["subject"],
+        proposal_id=row["proposal_id"],
+        outcome=row["outcome"],
+        meeting_date=date.fromisoformat(row["meeting_date"]),
+        minute_reference=row["minute_reference"],
+        decision_text=row["decision_text"],
+        votes=votes,
+        quorum_required=row["quorum_required"],
+        quorum_counted=row["quorum_counted"],
+        receiving_recipient_id=row["receiving_recipient_id"],
+        recorded_by=row["recorded_by"],
+        recorded_at=parse_ts(row["recorded_at"]),
+    )
+
+
+def decisions_on(
+    conn: sqlite3.Connection, subject: str, proposal_id: int | None = None
+) -> list[Decision]:
+    """The Board decisions on a subject ('share' with its proposal, or 'closure'),
+    oldest first."""
+    if proposal_id is None:
+        rows = conn.execute(
+            "SELECT id FROM governance_board_decisions WHERE subject = ? ORDER BY id", (subject,)
+        )
+    else:
+        rows = conn.execute(
+            "SELECT id FROM governance_board_decisions WHERE subject = ? AND proposal_id = ?"
+            " ORDER BY id",
+            (subject, int(proposal_id)),
+        )
+    return [load_decision(conn, r[0]) for r in rows.fetchall()]
+
+
+def check_meeting(meeting_date: date, minute_reference: str, now: datetime) -> tuple[str, str]:
+    when = day(meeting_date, "meeting_date")
+    if meeting_date > now.date():
+        raise InvalidInputError(
+            "the meeting date is in the future; record a Board decision after the meeting."
+        )
+    return when, clean_text(minute_reference, "minute reference", max_len=100)
+
+
+def check_member(policy: GovernancePolicy, vote: BoardVote, action: str = "share.vote") -> None:
+    """Only a School Board member votes: whoever holds `action` (share.vote or
+    closure.vote) in policies/access/actions.toml."""
     if not isinstance(vote, BoardVote):
         raise TypeError("a vote must be a BoardVote")
-    if not vote.roles & policy.board_roles:
+    if not vote.roles & policy.holders(action):
         raise NotAuthorisedError(
-            f"{vote.member} is not a School Board member (role "
-            f"{', '.join(sorted(policy.board_roles))}); only members vote on Board decisions."
+            f"{vote.member} is not a School Board member ({action} in "
+            "policies/access/actions.toml); only members vote on Board decisions."
         )
 
 
@@ -69,11 +225,12 @@ def cast_vote(
     *,
     proposer: str | None,
     now,
+    action: str = "share.vote",
 ) -> int:
     """Record `vote` on a decision (inside the caller's transaction) and return how many
     self-cast votes now count. One vote per member and decision; the proposer's vote is
     recorded but not counted."""
-    check_member(policy, vote)
+    check_member(policy, vote, action)
     key = person_key(vote.member)
     before = conn.execute(
         "SELECT id, self_cast FROM governance_board_member_votes"

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
+from archive.core.authorise import ActionPolicy, ActionPolicyError, load_action_policy
 from archive.governance.errors import GovernancePolicyError
 from archive.paths import POLICIES_DIR
 
@@ -33,8 +34,6 @@ class GovernancePolicy:
     publication_purposes: frozenset[str]
     refused_removal_purposes: frozenset[str]
     removal_allowed_levels: dict[str, frozenset[str]]
-    approver_roles: tuple[str, ...]
-    requester_roles: frozenset[str]
     default_expiry_days: int
     max_expiry_days: int
     default_max_downloads: int
@@ -44,7 +43,6 @@ class GovernancePolicy:
     kind_labels: dict[str, str]
     share_purposes: tuple[str, ...]
     refused_share_purposes: frozenset[str]
-    board_roles: frozenset[str]
     quorum: int
     levels_with_agreement: frozenset[str]
     levels_without_agreement: frozenset[str]
@@ -52,9 +50,15 @@ class GovernancePolicy:
     undertaking_required_clauses: tuple[str, ...]
     export_terms_template: str
     transfer_recipient_kinds: frozenset[str]
-    wipe_confirmer_roles: frozenset[str]
     wipe_confirmations_required: int
     wipe_confirmation_valid_hours: int
+    # Who may do what: policies/access/actions.toml (issue 21), the one place role names
+    # live. The governance rules ask it by action (removal.approve, share.vote, ...).
+    actions: ActionPolicy
+
+    def holders(self, action: str) -> frozenset[str]:
+        """The roles that may do `action`, as actions.toml says."""
+        return self.actions.holders(action)
 
     @property
     def known_levels(self) -> frozenset[str]:
@@ -208,8 +212,6 @@ def load_policy(policies_dir: Path = POLICIES_DIR) -> GovernancePolicy:
         publication_purposes=pub_purposes,
         refused_removal_purposes=refused,
         removal_allowed_levels=allowed,
-        approver_roles=_strs(rem, "approver_roles", "removals"),
-        requester_roles=frozenset(_strs(rem, "requester_roles", "removals")),
         default_expiry_days=_positive(rem, "default_expiry_days", "removals"),
         max_expiry_days=_positive(rem, "max_expiry_days", "removals"),
         default_max_downloads=_positive(rem, "default_max_downloads", "removals"),
@@ -219,7 +221,6 @@ def load_policy(policies_dir: Path = POLICIES_DIR) -> GovernancePolicy:
         kind_labels=labels,
         share_purposes=share_purposes,
         refused_share_purposes=refused_share,
-        board_roles=frozenset(_strs(sharing, "board_roles", "sharing")),
         quorum=quorum,
         levels_with_agreement=with_dsa,
         levels_without_agreement=without_dsa,
@@ -227,10 +228,36 @@ def load_policy(policies_dir: Path = POLICIES_DIR) -> GovernancePolicy:
         undertaking_required_clauses=clauses,
         export_terms_template=terms,
         transfer_recipient_kinds=transfer_kinds,
-        wipe_confirmer_roles=frozenset(_strs(closure, "wipe_confirmer_roles", "closure")),
         wipe_confirmations_required=confirmations,
         wipe_confirmation_valid_hours=valid_hours,
+        actions=_actions(policies_dir),
     )
+
+
+# The actions the governance rules ask about; each must be in actions.toml (fail closed).
+GOVERNANCE_ACTIONS = (
+    "removal.request",
+    "removal.approve",
+    "removal.refuse",
+    "share.propose",
+    "share.vote",
+    "closure.vote",
+    "closure.confirm_wipe",
+)
+
+
+def _actions(policies_dir: Path) -> ActionPolicy:
+    try:
+        actions = load_action_policy(Path(policies_dir))
+    except ActionPolicyError as exc:
+        raise GovernancePolicyError(f"{exc} The governance rules ask it who may act.") from None
+    missing = [a for a in GOVERNANCE_ACTIONS if not actions.holders(a)]
+    if missing:
+        raise GovernancePolicyError(
+            f"policies/access/actions.toml gives no role the action(s) {missing}; "
+            "the governance rules need them."
+        )
+    return actions
 
 
 UNDERTAKING_FIELDS = frozenset(

@@ -93,6 +93,9 @@ class WebRequest:
     body: bytes = b""
     secure: bool = False
     ip: str = "unknown"
+    # The principal the HTTP filter already found for this request's session cookie
+    # (plugins/handoff.py): used instead of checking the session's account again.
+    principal: Principal | None = None
 
 
 @dataclass
@@ -117,8 +120,6 @@ class Backend(Protocol):
     def catalogue(self, principal: Principal): ...
     def quarantine(self): ...
     def pull(self, principal: Principal, workstation: str, cases: list[str]) -> dict: ...
-    def create_removal(self, principal: Principal, body: dict) -> dict: ...
-    def decide_removal(self, principal: Principal, kind: str, rid: int, body: dict) -> dict: ...
     def thumbnail(
         self, principal: Principal, case_id: str, number: int, size: int | None = None
     ) -> tuple[bytes, str]: ...
@@ -261,7 +262,10 @@ class WebApp:
         sid = session_id_from(cookie_header_of(request.headers))
         session = sessions.lookup(sid, now)
         principal = None
-        if session is not None:
+        if session is not None and request.principal is not None:
+            if request.principal.user == session.user:
+                principal = request.principal
+        if session is not None and principal is None:
             principal = principal_of_session(self.backend.access_store(), session, now)
         if session is not None and principal is None:
             sessions.end(sid)  # ended by an account change, lapsed training, ...
@@ -446,14 +450,13 @@ def _pull(app: WebApp, ctx: Context, groups) -> WebResponse:
 
 @route("POST", r"/removals")
 def _request_removal(app: WebApp, ctx: Context, groups) -> WebResponse:
+    from archive.governance.removals import usecases as removals
+
     app.require(ctx, "removals")
-    body = {
-        "cases": [c.strip().upper() for c in ctx.form.get("cases", "").split(",") if c.strip()],
-        "purpose": ctx.form.get("purpose", ""),
-        "destination": ctx.form.get("destination", ""),
-    }
-    made = app.backend.create_removal(ctx.principal, body)
-    return app.redirect(f"/removals?made={int(made['id'])}")
+    cases = [c.strip().upper() for c in ctx.form.get("cases", "").split(",") if c.strip()]
+    purpose, destination = ctx.form.get("purpose", ""), ctx.form.get("destination", "")
+    made = _shown(removals.request(_ports(app, ctx), ctx.principal, cases, purpose, destination))
+    return app.redirect(f"/removals?made={int(made.id)}")
 
 
 def _removal_rows(app: WebApp, now: datetime, status: str | None = None) -> list:
@@ -497,13 +500,15 @@ def _approvals(app: WebApp, ctx: Context, groups) -> WebResponse:
 
 @route("POST", r"/approvals/([0-9]{1,12})/(approve|refuse)")
 def _decide_removal(app: WebApp, ctx: Context, groups) -> WebResponse:
+    from archive.governance.removals import usecases as removals
+
     app.require(ctx, "approvals")
     rid, kind = int(groups[0]), groups[1]
+    ports = _ports(app, ctx)
     if kind == "approve":
-        body: dict[str, Any] = {"text": ctx.form.get("text", "")}
+        _shown(removals.approve(ports, ctx.principal, rid, ctx.form.get("text", "")))
     else:
-        body = {"reason": ctx.form.get("reason", "")}
-    app.backend.decide_removal(ctx.principal, kind, rid, body)
+        _shown(removals.refuse_request(ports, ctx.principal, rid, ctx.form.get("reason", "")))
     return app.redirect(f"/approvals?done={rid}")
 
 
@@ -523,54 +528,63 @@ def _share_list(app: WebApp, ctx: Context, groups) -> WebResponse:
                     flash=f"Decision on proposal {done} recorded." if done else "")  # fmt: skip
 
 
+def _ports(app: WebApp, ctx: Context):
+    """The ports of a governance use case for this web request (issue 21: the web calls
+    the use cases directly, as the signed-in person)."""
+    from archive.core import Ports
+    from archive.paths import POLICIES_DIR
+
+    backend = app.backend
+    return Ports(db=backend.db(), audit=_AuditPort(backend),
+                 policies_dir=getattr(backend, "policies_dir", POLICIES_DIR), clock=app.clock,
+                 source="web", extra={"governance": backend.governance_policy,
+                                      "catalogue": backend.catalogue(ctx.principal)})  # fmt: skip
+
+
+class _AuditPort:
+    def __init__(self, backend) -> None:
+        self.backend = backend
+
+    def append(self, event) -> int:
+        return self.backend.record(event)
+
+
+def _shown(result):
+    """A use case's result, or its refusal as a page with its reason and next step."""
+    from archive.core import Refusal
+    from archive.governance.usecase import status_of
+
+    if isinstance(result, Refusal):
+        raise WebError(status_of(result), f"{result.reason}. {result.next}".strip())
+    return result
+
+
 @route("POST", r"/shares/([0-9]{1,12})/decide")
 def _share_decide(app: WebApp, ctx: Context, groups) -> WebResponse:
-    from archive.governance.board import BoardVote
+    from archive.governance.sharing import usecases as sharing
 
     app.require(ctx, "shares")
     pid = int(groups[0])
-    if ctx.form.get("approvers", "").strip():  # people act for themselves (issue 21)
-        raise WebError(400, "Other members cannot be named as voters: each member casts "
-                       "their own vote, signed in as themselves.")  # fmt: skip
     try:
         meeting = date.fromisoformat(ctx.form.get("meeting_date", ""))
     except ValueError:
         raise WebError(400, "Give the meeting date as YYYY-MM-DD.") from None
-    try:
-        decision = _shares(app).decide(
-            pid,
-            meeting_date=meeting,
-            minute_reference=ctx.form.get("minute", ""),
-            decision_text=ctx.form.get("text", ""),
-            approved=ctx.form.get("outcome") == "approved",
-            by=BoardVote.of_principal(ctx.principal),
-            now=ctx.now,
-        )
-    except ArchiveError as exc:
-        app.audit(ctx.principal, "governance.share.decide", "denied", str(pid),
-                  reason=type(exc).__name__)  # fmt: skip
-        raise
-    app.audit(ctx.principal, "governance.share.decide", "success", str(pid),
-              decision=decision.outcome, minute=decision.minute_reference)  # fmt: skip
-    app.audit(ctx.principal, "governance.board.vote", "success", f"decision {decision.id}",
-              counted=decision.quorum_counted)  # fmt: skip
+    named = {"approvers": 1} if ctx.form.get("approvers", "").strip() else {}
+    _shown(sharing.decide(
+        _ports(app, ctx), ctx.principal, pid, meeting_date=meeting,
+        minute_reference=ctx.form.get("minute", ""), decision_text=ctx.form.get("text", ""),
+        approved=ctx.form.get("outcome") == "approved", fields=named,
+    ))  # fmt: skip
     return app.redirect(f"/shares?done={pid}")
 
 
 @route("POST", r"/shares/([0-9]{1,12})/vote")
 def _share_vote(app: WebApp, ctx: Context, groups) -> WebResponse:
-    from archive.governance.board import BoardVote
+    from archive.governance.sharing import usecases as sharing
 
     app.require(ctx, "shares")
     pid = int(groups[0])
-    try:
-        decision = _shares(app).vote(pid, by=BoardVote.of_principal(ctx.principal), now=ctx.now)
-    except ArchiveError as exc:
-        app.audit(ctx.principal, "governance.board.vote", "denied", str(pid),
-                  reason=type(exc).__name__)  # fmt: skip
-        raise
-    app.audit(ctx.principal, "governance.board.vote", "success", f"decision {decision.id}",
-              proposal=str(pid), counted=decision.quorum_counted)  # fmt: skip
+    _shown(sharing.vote(_ports(app, ctx), ctx.principal, pid))
     return app.redirect(f"/shares?done={pid}")
 
 
@@ -634,35 +648,27 @@ def _audit_verify(app: WebApp, ctx: Context, groups) -> WebResponse:
 
 @route("GET", r"/closure")
 def _closure(app: WebApp, ctx: Context, groups) -> WebResponse:
-    from archive.governance import ClosureInputs, PullInventory, closure_plan
+    from archive.governance.closure import usecases as closure
+    from archive.governance.closure.records import ClosureRecords
 
     app.require(ctx, "closure")
-    conn = app.backend.db()
-    cases = conn.execute("SELECT count(*) FROM catalogue_cases").fetchone()[0]
-    instances, size = app.backend.archive_totals()
-    exports = [
-        {"request": r.id, "expires": r.approval.expires_at.date().isoformat()}
-        for r, s in _removal_rows(app, ctx.now)
-        if s == "approved" and r.approval is not None
-    ]
-    shares = [
-        {"share": row["share_id"], "recipient": row["recipient"], "status": row["status"]}
-        for row in _shares(app).share_log()
-        if not str(row["status"]).endswith("confirmed")  # still held by the recipient
-    ]
-    plan = closure_plan(
-        ClosureInputs(
-            case_count=int(cases),
-            instance_count=instances,
-            bytes_total=size,
-            workstation_inventory=PullInventory(conn).inventory(),
-            open_shares=shares,
-            open_exports=exports,
-            keys=[{"key": "archive keyring", "where": "HOME/keys"}],
-        )
-    )
-    app.audit(ctx.principal, "governance.closure.plan", "success")
-    return app.html(ctx, "Closure plan", views.closure(plan))
+    plan = _shown(closure.plan(_ports(app, ctx), ctx.principal, app.backend.home,
+                               getattr(app.backend, "volume_kind", None)))  # fmt: skip
+    decisions = ClosureRecords(app.backend.db(), app.backend.governance_policy).decisions()
+    done = ctx.request.query.get("voted", "")
+    return app.html(ctx, "Closure plan", views.closure(plan, decisions, ctx.session.csrf),
+                    flash=f"Your vote on decision {done} is recorded." if done else "")  # fmt: skip
+
+
+@route("POST", r"/closure/([0-9]{1,12})/vote")
+def _closure_vote(app: WebApp, ctx: Context, groups) -> WebResponse:
+    """A Board member votes for themselves on a recorded closure decision (issue 21)."""
+    from archive.governance.closure import usecases as closure
+
+    app.require(ctx, "closure")
+    did = int(groups[0])
+    _shown(closure.vote(_ports(app, ctx), ctx.principal, did))
+    return app.redirect(f"/closure?voted={did}")
 
 
 # -- issue 22: each page in a module of its own; importing it registers its routes.

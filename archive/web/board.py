@@ -10,8 +10,8 @@ signed-in member (BoardVote.of_principal), never a typed name. The domain checks
 purpose, the recipient, withdrawn cases and each case's level against the recipient's
 data-sharing agreement when the proposal is made; the undertaking must be signed for the
 recipient's own organisation, and its copy is kept encrypted in the vault (the backend's
-`undertaking_store`). Authorised by actions.toml (share.propose, share.undertaking) and
-audited once each.
+`undertaking_store`). Both call the sharing use cases (archive.governance.sharing.usecases:
+share.propose, share.undertaking in actions.toml), which authorise and audit once each.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import base64
 import binascii
 from datetime import date
 
-from archive.core import Resource
 from archive.web import acts
 from archive.web.app import UI, Context, WebApp, WebError, WebResponse, route
 from archive.web.markup import Markup, join, render
@@ -110,29 +109,11 @@ def _board(app: WebApp, ctx: Context, groups) -> WebResponse:
     return app.html(ctx, "Board: proposals and undertakings", join(parts), flash=flash)
 
 
-def _levels(app: WebApp, ctx: Context, case_ids: list[str]) -> dict[str, str]:
-    from archive.catalogue import CaseNotFoundError
-
-    catalogue = app.backend.catalogue(ctx.principal)
-    levels = {}
-    for case_id in case_ids:
-        try:
-            case = catalogue.get(case_id)
-        except CaseNotFoundError:
-            case = None
-        if case is None or case.status != "available":
-            raise WebError(404, f"Case {case_id} is not an available (released) case; "
-                           "propose released cases only.")  # fmt: skip
-        levels[case_id] = case.level
-    return levels
-
-
 @route("POST", r"/board/propose")
 def _propose(app: WebApp, ctx: Context, groups) -> WebResponse:
-    from archive.governance.board import BoardVote
+    from archive.governance.sharing import usecases as sharing
+    from archive.web.app import _ports, _shown
 
-    if any(k in ctx.form for k in ("proposer", "approvers", "voters")):
-        raise WebError(400, "Nobody else can be named: the proposal is made in your name.")
     cases = [c.strip().upper() for c in ctx.form.get("cases", "").split(",") if c.strip()]
     if not cases:
         raise WebError(400, "Give at least one released case id.")
@@ -140,28 +121,18 @@ def _propose(app: WebApp, ctx: Context, groups) -> WebResponse:
         recipient = int(ctx.form.get("recipient", ""))
     except ValueError:
         raise WebError(400, "Choose a recipient from the list.") from None
-    acts.check(app, ctx, "share.propose", Resource("share"))
-    levels = _levels(app, ctx, cases)
-    made = acts.outside(
-        app, ctx, "share.propose", Resource("share"),
-        lambda: _shares(app).propose(cases, recipient, ctx.form.get("purpose", ""),
-                                     BoardVote.of_principal(ctx.principal), case_levels=levels,
-                                     now=ctx.now),
-        recipient_id=recipient, cases=len(cases),
-        next_step="Change the cases or the recipient and propose again.",
-    )  # fmt: skip
+    # A form naming anyone else (proposer, voters) is refused by the use case, audited.
+    made = _shown(sharing.propose(_ports(app, ctx), ctx.principal, cases, recipient,
+                                  ctx.form.get("purpose", ""), fields=dict(ctx.form)))  # fmt: skip
     return app.redirect(f"/board?done=proposed&ref={made.reference}")
 
 
 @route("POST", r"/board/([0-9]{1,12})/undertaking")
 def _undertaking(app: WebApp, ctx: Context, groups) -> WebResponse:
-    from archive.governance.share_delivery import (
-        check_undertaking_organisation,
-        store_signed_undertaking,
-    )
+    from archive.governance.sharing import usecases as sharing
+    from archive.web.app import _ports, _shown
 
     pid = int(groups[0])
-    target = f"SHARE-{pid:06d}"
     try:  # the signed copy travels base64 in the form (static/upload.js)
         data = base64.b64decode(ctx.form.get("signed_base64", ""), validate=True)
     except (binascii.Error, ValueError):
@@ -172,19 +143,9 @@ def _undertaking(app: WebApp, ctx: Context, groups) -> WebResponse:
         signed_on = date.fromisoformat(ctx.form.get("signed_on", ""))
     except ValueError:
         raise WebError(400, "Give the signing date as YYYY-MM-DD.") from None
-    organisation = ctx.form.get("organisation", "")
-    shares = _shares(app)
-
-    def record():
-        check_undertaking_organisation(shares, pid, organisation)
-        ref, digest = store_signed_undertaking(app.backend.undertaking_store(), pid, data)
-        return shares.record_signed_undertaking(
-            pid, digest, ctx.form.get("signatory", ""), ctx.form.get("role", ""),
-            organisation, signed_on, ref, recorded_by=ctx.principal.user, now=ctx.now,
-        )  # fmt: skip
-
-    acts.outside(app, ctx, "share.undertaking", Resource("share", str(pid)), record,
-                 target=target, signed_on=signed_on.isoformat(),
-                 next_step="Check the organisation and the signed copy, then send the "
-                 "form again.")  # fmt: skip
-    return app.redirect(f"/board?done=undertaking&ref={target}")
+    _shown(sharing.undertaking(
+        _ports(app, ctx), ctx.principal, pid, data, signatory=ctx.form.get("signatory", ""),
+        role=ctx.form.get("role", ""), organisation=ctx.form.get("organisation", ""),
+        signed_on=signed_on, vault=app.backend.undertaking_store(),
+    ))  # fmt: skip
+    return app.redirect(f"/board?done=undertaking&ref=SHARE-{pid:06d}")

@@ -10,7 +10,7 @@ disabled account or lapsed training takes effect at once.
 A session is bound to the account's *session epoch* (access_users.session_epoch) at the
 moment of sign-in, and remembers whether the user was trained then. Every account change
 that must end sessions (password reset, disable and enable, role change, expiry, training
-withdrawn; archive/access/store.py) bumps the epoch in the same transaction, so the
+withdrawn; archive/access/accounts.py) bumps the epoch in the same transaction, so the
 session dies on its next request and stays dead whatever happens to the account later:
 re-enabling an account does not revive it. Training that lapses by the calendar ends a
 session made while trained. We chose the epoch over deleting rows because it is checked

@@ -415,5 +415,22 @@ def verify(report) -> Markup:
     )  # fmt: skip
 
 
-def closure(plan) -> Markup:
-    return render("<pre>$text</pre>", text=plan.render_text())
+def closure(plan: dict, decisions=(), csrf: str = "") -> Markup:
+    """The one closure plan (the CLI prints the same text) and the Board's decisions,
+    each with a form for a member to cast their own vote."""
+    blocks = [render("<pre>$text</pre>", text=plan["text"])]
+    for d in decisions:
+        voters = ", ".join(v.member for v in d.votes if v.counted and v.self_cast)
+        blocks.append(render(
+            '<h2 id="d$id">Board decision $id: $outcome</h2><p>$ref. Members who voted '
+            "themselves (counted): $v ($n of $q).</p>",
+            id=d.id, outcome=d.outcome, ref=d.reference, v=voters or "none",
+            n=d.quorum_counted, q=d.quorum_required,
+        ))  # fmt: skip
+        if not d.in_force:
+            blocks.append(render(
+                '<form method="post" action="$ui/closure/$id/vote">$h<p><button '
+                'type="submit">Cast my vote for this decision</button></p></form>',
+                ui=UI, id=d.id, h=_hidden(csrf),
+            ))  # fmt: skip
+    return join(blocks)

@@ -31,7 +31,15 @@ from archive.access import AccessStore, Principal, decide, load_route_policy
 from archive.paths import POLICIES_DIR
 from tests.corpus import make_ct_series, to_bytes
 from tests.dicom_tools import storescu, write_files
-from tests.harness import RunningArchive, add_user, client, new_archive, register_node, run_cli
+from tests.harness import (
+    OPEN_REST,
+    RunningArchive,
+    add_user,
+    client,
+    new_archive,
+    register_node,
+    run_cli,
+)
 
 ROLE_USERS = {
     "personnel": "pers",
@@ -471,8 +479,27 @@ def test_queued_audit_records_are_written_when_orthanc_stops(
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_disabling_the_filter_is_loud_and_audited(archive_home: RunningArchive) -> None:
+def test_the_production_plugin_has_no_switch_to_open_it(archive_home: RunningArchive) -> None:
+    """ARCHIVE_UNSAFE_DISABLE_HTTP_FILTER and ARCHIVE_BENCH_PASSTHROUGH_STORAGE mean
+    nothing to the production entry: the filter and the encrypted storage stay."""
     archive_home.env["ARCHIVE_UNSAFE_DISABLE_HTTP_FILTER"] = "1"
+    archive_home.env["ARCHIVE_BENCH_PASSTHROUGH_STORAGE"] = "1"
+    archive_home.start()
+    try:
+        with client(archive_home) as anonymous:
+            assert anonymous.get("/system").status_code == 403
+    finally:
+        archive_home.stop()
+    log = archive_home.log.read_text(errors="replace")
+    assert "FILTER IS DISABLED" not in log and "PASS-THROUGH" not in log
+    records = _audit_records(archive_home, settle=0)
+    assert not any(r["action"].startswith("security.") for r in records)
+
+
+def test_the_benchmark_entry_opening_rest_is_loud_and_audited(
+    archive_home: RunningArchive,
+) -> None:
+    archive_home.env.update(OPEN_REST)
     archive_home.start()
     try:
         with client(archive_home) as anonymous:  # wide open: why it is benchmarks only

@@ -2,7 +2,7 @@
 
 Debian bookworm's Orthanc 1.10.1 segfaults (exit 139) on the first HTTPS request when
 SslEnabled is true, so `archive serve` runs nginx on the public port and Orthanc on a
-loopback-only internal port (archive/tls_proxy.py). One archive for the module.
+loopback-only internal port (archive/serve/tls_proxy.py). One archive for the module.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from archive import tls_proxy
+from archive.serve import tls_proxy
 from tests.harness import RunningArchive, add_user, new_archive
 
 # A second loopback address: nginx sees it, Orthanc (behind nginx) sees 127.0.0.1 only.

@@ -14,11 +14,11 @@ from pathlib import Path
 from archive import db
 from archive.audit import query as audit_query
 from archive.audit import verify
-from archive.closure.wipe import find_plaintext
 from archive.governance import PullInventory
 from archive.vault.backup import known_backup_locations
 from archive.vault.keyring import keyring_path
 from archive.vault.volume import GOCRYPTFS_CONF
+from archive.vault.wipe import find_plaintext
 from tests.corpus import make_ct_series, to_bytes
 from tests.harness import add_user, client, new_archive
 from tests.integration.test_pulls import StoreSCP, wait_for_cases
@@ -83,7 +83,8 @@ def test_full_closure_transfer_wipe_certificate(tmp_path: Path) -> None:
         assert impostor.returncode == 1 and "board1 could not be authenticated" in impostor.stderr
         assert len(impostor.stderr.strip().splitlines()) == 1
         personnel = archive.cli(*decide, "--as", "pers1", "--password-file", str(pw["pers1"]))
-        assert personnel.returncode == 1 and "not a School Board member" in personnel.stderr
+        assert personnel.returncode == 1 and "School Board" in personnel.stderr
+        assert len(personnel.stderr.strip().splitlines()) == 1  # the reason, then what to do
         decision = _ok(archive.cli(*decide, "--as", "board1", "--password-file",
                                    str(pw["board1"]), "--json"))  # fmt: skip
         assert decision["quorum_counted"] == 1 and not decision["in_force"]
@@ -96,10 +97,12 @@ def test_full_closure_transfer_wipe_certificate(tmp_path: Path) -> None:
         voted = _ok(archive.cli("close", "vote", str(decision["decision_id"]), "--as", "board2",
                                 "--password-file", str(pw["board2"]), "--json"))  # fmt: skip
         assert voted["quorum_counted"] == 2 and voted["in_force"]
+        # One act, one audit record (issue 21): the decision is board1's vote, counted.
         votes = audit_query(home.audit_dir, action="governance.board.vote", outcome="success")
-        assert [v["actor"] for v in votes] == ["board1", "board2"]
+        assert [v["actor"] for v in votes] == ["board2"]
         recorded = audit_query(home.audit_dir, action="closure.decision", outcome="success")
         assert [r["actor"] for r in recorded] == ["board1"]
+        assert recorded[0]["detail"]["counted"] == 1
         sent = _ok(archive.cli(
             "close", "transfer", "--as", "pers1", "--password-file", str(pw["pers1"]),
             "--manifest-out", str(tmp_path / "manifest.json"), "--json", timeout=300,
@@ -121,6 +124,7 @@ def test_full_closure_transfer_wipe_certificate(tmp_path: Path) -> None:
             "close", "receipt", "--transfer", str(sent["transfer_id"]),
             "--manifest-file", str(tmp_path / "manifest.json"), "--received-by", "Dr B Keeper",
             "--organisation", "Northern Trust Teaching Collection", "--received-on", TODAY,
+            "--as", "pers2", "--password-file", str(pw["pers2"]),
         ))  # fmt: skip
         # Still one person: refused.
         again = archive.cli("close", "wipe", *args)
@@ -133,8 +137,11 @@ def test_full_closure_transfer_wipe_certificate(tmp_path: Path) -> None:
         # The workstation must be attested wiped first (the certificate needs it).
         blocked = archive.cli("close", "wipe", *args)
         assert blocked.returncode == 1 and "imac-07" in blocked.stderr
+        typed = archive.cli("close", "attest-workstation", "imac-07", "--method", "nwipe",
+                            "--attested-by", "Ian Tech")  # fmt: skip
+        assert typed.returncode == 1 and "--attested-by is no longer accepted" in typed.stderr
         _ok(archive.cli("close", "attest-workstation", "imac-07", "--method", "nwipe 1 pass",
-                        "--attested-by", "Ian Tech"))  # fmt: skip
+                        "--as", "pers2", "--password-file", str(pw["pers2"])))  # fmt: skip
         # Refused while the archive serves.
         archive.start()
         serving = archive.cli("close", "wipe", *args)

@@ -20,10 +20,9 @@ from archive.vault.keyring import keyring_path
 from archive.vault.store import EncryptedStore
 from tests.corpus import make_ct_series, to_bytes
 from tests.dicom_tools import storescu, write_files
-from tests.harness import PASSPHRASE, new_archive, register_node
+from tests.harness import OPEN_REST, PASSPHRASE, new_archive, register_node
 
 SCU = "REBUILDSCU"
-OPEN_REST = {"ARCHIVE_UNSAFE_DISABLE_HTTP_FILTER": "1"}
 
 
 def _fsck(archive, *extra: str) -> dict:

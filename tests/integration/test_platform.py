@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from archive import orthanc_config
 from archive.config import load_config
-from tests.harness import RunningArchive, base_env, free_port, run_cli
+from archive.serve import orthanc_config
+from tests.harness import OPEN_REST, RunningArchive, base_env, free_port, run_cli
 
 
 def test_init_creates_private_secure_home(tmp_path: Path) -> None:
@@ -141,12 +141,12 @@ def test_sigterm_stops_cleanly_and_leaves_no_process(archive_home: RunningArchiv
 
 
 def test_filter_switch_refused_on_a_networked_archive(archive_home: RunningArchive) -> None:
-    """The benchmark-only switch that skips access control never runs beyond loopback."""
+    """The benchmark entry's open REST API never runs beyond loopback."""
     text = archive_home.config.home.config_file.read_text()
     archive_home.config.home.config_file.write_text(
         text.replace('host = "127.0.0.1"', 'host = "0.0.0.0"')
     )
-    env = dict(archive_home.env, ARCHIVE_UNSAFE_DISABLE_HTTP_FILTER="1")
+    env = dict(archive_home.env, **OPEN_REST)
     result = run_cli("serve", "--allow-unencrypted-volume", home=archive_home.home, env=env)
     assert result.returncode != 0
     assert "only accepted on a loopback-only archive" in result.stderr

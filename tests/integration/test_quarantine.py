@@ -1,7 +1,7 @@
 """Pixel checks on ingest and the quarantine review, through a real Orthanc and the CLI.
 
-Orthanc's own listings are read with the HTTP filter disabled for this test archive
-(ARCHIVE_UNSAFE_DISABLE_HTTP_FILTER), so the test sees everything Orthanc holds: what
+Orthanc's own listings are read with an open REST API for this test archive (the
+benchmark entry, tests.harness.OPEN_REST), so the test sees everything Orthanc holds: what
 matters here is what reaches Orthanc at all. The reviewer acts for themselves (issue
 21): mask and reject with their own password checked on the home, release over REST
 with the same credentials; nobody is named with --reviewer.
@@ -22,7 +22,7 @@ from archive.paths import POLICIES_DIR
 from archive.pixels import load_masking_policy, tesseract_available
 from tests.corpus import make_ct_series, to_bytes
 from tests.dicom_tools import storescu, write_files
-from tests.harness import RunningArchive, add_user, register_node
+from tests.harness import OPEN_REST, RunningArchive, add_user, register_node
 
 SCU = "SUITE_SCU"
 pytestmark = pytest.mark.skipif(
@@ -36,7 +36,7 @@ def archive(archive_home: RunningArchive):
     register_node(archive_home, "suite-scu", SCU, store=True)
     add_user(archive_home, "alice", ["personnel"])
     add_user(archive_home, "bob", ["personnel"])
-    archive_home.env["ARCHIVE_UNSAFE_DISABLE_HTTP_FILTER"] = "1"
+    archive_home.env.update(OPEN_REST)  # the benchmark entry: REST open on loopback
     archive_home.start()
     try:
         yield archive_home

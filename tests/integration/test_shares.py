@@ -131,7 +131,9 @@ def test_share_by_cstore_end_to_end(world) -> None:
 
     # Nothing goes before the Board decides.
     early = _post(archive, "pers1", f"/teaching/shares/{pid}/execute", {"method": "cstore"})
-    assert early.status_code == 400 and "Board decision" in early.json()["error"]
+    # A refusal of state (issue 21: 409) that says what is missing and what comes next.
+    assert early.status_code == 409 and "not approved" in early.json()["error"]
+    assert "Board" in early.json()["next"]
 
     # Issue 21: nobody votes in another's name. A body naming voters is refused with its
     # reason (REST), and so is --approver (CLI); nothing is recorded.
@@ -165,7 +167,7 @@ def test_share_by_cstore_end_to_end(world) -> None:
     assert voted.status_code == 200 and voted.json()["quorum_counted"] == 1
     assert not voted.json()["in_force"]
     again = _post(archive, "board2", f"/teaching/shares/{pid}/vote", {})
-    assert again.status_code == 400 and "already voted" in again.json()["error"]
+    assert again.status_code == 409 and "already voted" in again.json()["error"]
     wrong = tmp / "wrong.pw"
     wrong.write_text("not board3's password at all")
     impostor = archive.cli("shares", "vote", str(pid), "--as", "board3",
@@ -180,9 +182,14 @@ def test_share_by_cstore_end_to_end(world) -> None:
     assert {a["member"]: (a["counted"], a["self_cast"]) for a in minutes["approvers"]} == {
         "board1": (False, True), "board2": (True, True), "board3": (True, True),
     }  # fmt: skip
-    votes = _audited(archive, lambda r: len(r) >= 3, action="governance.board.vote",
+    # One act, one audit record (issue 21): board1's decision is its own record (their
+    # vote, recorded and not counted); board2 and board3 each voted themselves.
+    votes = _audited(archive, lambda r: len(r) >= 2, action="governance.board.vote",
                      outcome="success")  # fmt: skip
-    assert {v["actor"] for v in votes} >= {"board1", "board2", "board3"}
+    assert {v["actor"] for v in votes} == {"board2", "board3"}
+    decided = _audited(archive, lambda r: bool(r), action="governance.share.decide",
+                       outcome="success")  # fmt: skip
+    assert [d["actor"] for d in decided] == ["board1"]
 
     # Approved but no signed undertaking: refused, and nothing reached the recipient.
     refused = archive.cli(
@@ -250,6 +257,7 @@ def test_share_by_cstore_end_to_end(world) -> None:
     asked = archive.cli(
         "shares", "revoke", str(result["share_id"]), "--deletion",
         "--reason", "Patient withdrew consent", "--json",
+        "--as", "pers1", "--password-file", str(_pw(archive, "pers1", tmp)),
     )  # fmt: skip
     assert asked.returncode == 0, asked.stderr
     rid = json.loads(asked.stdout)["request_id"]
@@ -273,7 +281,10 @@ def test_share_by_cstore_end_to_end(world) -> None:
         archive, lambda r: len(r) >= 2, action="governance.share.execute", outcome="denied",
         case=target,
     )  # fmt: skip
-    assert {d["detail"]["reason"] for d in denials} >= {"StateError", "UndertakingMissingError"}
+    # Issue 21: each refusal is audited with its reason and code (state: a step missing).
+    assert {d["detail"]["code"] for d in denials} == {"state"}
+    assert any("undertaking" in d["detail"]["reason"] for d in denials)
+    assert any("not approved" in d["detail"]["reason"] for d in denials)
     confirmations = _audited(archive, lambda r: bool(r), action="governance.share.confirm")
     assert confirmations and confirmations[-1]["actor"] == "board2"
 

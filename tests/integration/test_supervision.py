@@ -22,7 +22,7 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from archive import server
+from archive.serve import server
 from tests.corpus import make_ct_series, to_bytes
 from tests.dicom_tools import storescu, write_files
 from tests.harness import RunningArchive, add_user, client, new_archive, register_node

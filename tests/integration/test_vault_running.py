@@ -3,9 +3,10 @@ nothing in clear under the home (index, tmp, audit, storage) after real ingests.
 
 Reads go through Orthanc's own REST routes (/instances/{id}/tags makes Orthanc read the
 DICOM attachment through the storage area). The access policy rightly opens those routes
-to nobody, so these archives run with the access room's audited test switch
-ARCHIVE_UNSAFE_DISABLE_HTTP_FILTER=1: what is under test here is the storage area, not
-the filter. Every archive stays on loopback and is stopped at teardown.
+to nobody, so these archives run on the benchmark entry with an open REST API
+(tests.harness.OPEN_REST, audited; the production plugin has no such switch): what is
+under test here is the storage area, not the filter. Every archive stays on loopback
+and is stopped at teardown.
 """
 
 from __future__ import annotations
@@ -22,9 +23,8 @@ import pytest
 from archive.audit.query import iter_records
 from archive.vault import EncryptedStore, Keyring, keyring_path, read_header
 from tests.corpus import make_ct_series, make_planted_instance, to_bytes
-from tests.harness import DICOM_CONTENT, PASSPHRASE, RunningArchive, new_archive
+from tests.harness import DICOM_CONTENT, OPEN_REST, PASSPHRASE, RunningArchive, new_archive
 
-OPEN_REST = {"ARCHIVE_UNSAFE_DISABLE_HTTP_FILTER": "1"}
 UNTIL_PIXELS = 3  # Orthanc's "dicom-until-pixel-data" attachment: what /tags reads
 
 

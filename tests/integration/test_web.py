@@ -193,7 +193,7 @@ def test_board_records_a_decision_and_exports_register(site, browser) -> None:
         named = http.post(f"/teaching/ui/shares/{proposal}/decide",
                           data={"csrf": csrf, "approvers": "board3", "meeting_date": "2025-01-01",
                                 "minute": "M", "text": "t", "outcome": "approved"})  # fmt: skip
-    assert forged.status_code == 400 and "already voted" in forged.text
+    assert forged.status_code == 409 and "already voted" in forged.text  # state (issue 21)
     assert named.status_code == 400 and "their own vote" in named.text
     member = browser()
     login(member, archive, "board3")

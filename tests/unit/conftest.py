@@ -29,7 +29,7 @@ def pg_server() -> Iterator[postgres.PostgresServer]:
 
 
 class PgConnections:
-    """archive.db_postgres connections to `server`, one schema per SQLite path."""
+    """archive.db.postgres connections to `server`, one schema per SQLite path."""
 
     _counter = itertools.count()
 
@@ -49,7 +49,7 @@ class PgConnections:
         return self.schemas[key]
 
     def connect(self, path: Path | str = ":memory:"):
-        from archive import db_postgres
+        from archive.db import postgres as db_postgres
 
         conn = db_postgres.connect(
             host="127.0.0.1",

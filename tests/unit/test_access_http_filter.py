@@ -1,31 +1,21 @@
-"""The HTTP filter's own logic, with a stand-in for the `orthanc` module: it never
-raises, and any internal error denies the request with one log line."""
+"""The HTTP filter's own logic, with tests/fake_orthanc.py for the `orthanc` module it
+takes: it never raises, and any internal error denies the request with one log line."""
 
 from __future__ import annotations
 
 import base64
-import importlib
-import sys
-import types
 from pathlib import Path
 
 import pytest
 
 from archive.access import load_route_policy
 from archive.paths import POLICIES_DIR
+from tests.fake_orthanc import FakeOrthanc
 
 
 @pytest.fixture
-def fake_orthanc(monkeypatch: pytest.MonkeyPatch) -> types.SimpleNamespace:
-    module = types.SimpleNamespace(
-        HttpMethod=types.SimpleNamespace(GET=1, POST=2, PUT=3, DELETE=4),
-        errors=[],
-    )
-    module.LogError = module.errors.append
-    module.LogWarning = lambda message: None
-    monkeypatch.setitem(sys.modules, "orthanc", module)
-    monkeypatch.delitem(sys.modules, "plugins.http_filter", raising=False)
-    return module
+def fake_orthanc() -> FakeOrthanc:
+    return FakeOrthanc()
 
 
 class _Services:
@@ -70,9 +60,10 @@ BASIC = {"authorization": "Basic " + base64.b64encode(b"pat:a-long-password-1").
 
 
 def test_allowed_denied_and_audited(fake_orthanc, tmp_path: Path) -> None:
-    http_filter = importlib.import_module("plugins.http_filter")
+    from plugins import http_filter
+
     services = _Services(_store(tmp_path))
-    check = http_filter.make_filter(services)
+    check = http_filter.make_filter(fake_orthanc, services)
     assert check("/system", method=1, ip="10.0.0.9", headers=BASIC, get={}) is True
     assert check("/instances/x/file", method=1, ip="10.0.0.9", headers=BASIC, get={}) is False
     assert check("/system", method=1, ip="10.0.0.9", headers={}, get={}) is False
@@ -89,9 +80,10 @@ def test_allowed_denied_and_audited(fake_orthanc, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("failure", ["store", "audit", "headers"])
 def test_internal_errors_deny_with_one_log_line(fake_orthanc, tmp_path: Path, failure: str) -> None:
-    http_filter = importlib.import_module("plugins.http_filter")
+    from plugins import http_filter
+
     services = _Services(None if failure == "store" else _store(tmp_path), failure == "audit")
-    check = http_filter.make_filter(services)
+    check = http_filter.make_filter(fake_orthanc, services)
     headers = {"authorization": object()} if failure == "headers" else BASIC
     assert check("/system", method=1, ip="10.0.0.9", headers=headers, get={}) is False
     assert len(fake_orthanc.errors) == 1

@@ -23,7 +23,7 @@ from archive.access import (
     dicom_event,
     load_route_policy,
 )
-from archive.access import store as store_module
+from archive.access import credentials as store_module
 from archive.db import connect
 from archive.paths import POLICIES_DIR
 

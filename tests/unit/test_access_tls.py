@@ -9,7 +9,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from archive.access.tls import certificate_path, make_self_signed
-from archive.home import init_home
+from archive.serve.home import init_home
 
 
 def test_init_makes_a_private_self_signed_certificate_with_its_key(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ from archive.backup.snapshot import object_path, open_bundle, read_manifest
 from archive.config import load_config
 from archive.errors import ArchiveError
 from archive.fsck import check_home
-from archive.home import init_home
+from archive.serve.home import init_home
 from archive.vault import EncryptedStore, Keyring, backup_keyring, keyring_path
 from archive.vault.fsutil import tmp_name
 from archive.vault.sealing import KdfParams

@@ -480,3 +480,23 @@ def test_search_index_follows_edits(cat: Catalogue, library: dict) -> None:
     assert cat.search("appendicitis").total == 1  # keyword still there
     cat.edit(library["app"], {"keywords": []}, "trainer1")
     assert cat.search("appendicitis").total == 0
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Seen by Mrs Marigold Pennywhistle",
+        "Referred on 12 June 2021",
+        "contact 07700 900123",
+        "MRN PLANT-99117",
+        "daughter Rosalind",
+        "post to LS1 4AP",
+    ],
+)
+def test_teaching_text_with_free_text_identifier_refused(text: str) -> None:
+    """Issue 24: the same free-text screen as ingest applies to what trainers type."""
+    real = Catalogue(connect(":memory:"), "NSR")
+    case_id = add(real, 1)
+    with pytest.raises(IdentifierInTextError, match="clinical_history"):
+        real.edit(case_id, {"clinical_history": text}, "trainer1")
+    assert real.get(case_id).clinical_history == ""

@@ -9,8 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from archive.closure.shred import shred_header
-from archive.closure.wipe import (
+from archive.paths import HomePaths
+from archive.vault import EncryptedStore, Keyring, backup_keyring
+from archive.vault.errors import KeyringMissingError
+from archive.vault.keyring import keyring_path
+from archive.vault.sealing import KdfParams
+from archive.vault.shred import shred_header
+from archive.vault.wipe import (
     crypto_erase,
     delete_ciphertext,
     destroy_volume,
@@ -18,11 +23,6 @@ from archive.closure.wipe import (
     sample_headers,
     unwrap_attempts,
 )
-from archive.paths import HomePaths
-from archive.vault import EncryptedStore, Keyring, backup_keyring
-from archive.vault.errors import KeyringMissingError
-from archive.vault.keyring import keyring_path
-from archive.vault.sealing import KdfParams
 
 FAST = KdfParams(time_cost=1, memory_cost=8 * 1024, parallelism=1)
 PASS = "correct horse battery staple, unit tests"

@@ -1,4 +1,4 @@
-"""archive.db_postgres: the rooms' SQLite dialect on a real PostgreSQL.
+"""archive.db.postgres: the rooms' SQLite dialect on a real PostgreSQL.
 
 Translation is checked as text (no server); semantics (lastrowid, rows, one writer,
 INSERT OR IGNORE, errors, migrations, the access change counter) on the shared
@@ -16,7 +16,7 @@ import pytest
 
 from archive import db
 from archive.config import ArchiveConfig, DatabaseConfig
-from archive.db_postgres import ADVISORY_KEY, translate
+from archive.db.postgres import ADVISORY_KEY, translate
 from archive.errors import ArchiveError
 from archive.paths import HomePaths
 
@@ -307,7 +307,7 @@ def test_fsck_and_backup_refuse_postgresql(tmp_path, pg_server):
 
 def test_access_change_watch_sees_other_connections_writes(tmp_path, pg_server, pg):
     from archive.access import AccessStore
-    from archive.access.store import ChangeWatch
+    from archive.access.watch import ChangeWatch
 
     config = _config(tmp_path, pg_server, pg.schema_for("watch"))
     store = AccessStore(pg.connect("watch"))

@@ -55,7 +55,7 @@ def test_tampered_profile_fails_closed(policy_copy):
 @pytest.mark.parametrize(
     ("old", "new", "match"),
     [
-        ('version = "2025.1"', 'version = ""', "version"),
+        ('version = "2026.1"', 'version = ""', "version"),
         ("cleanDescOpt = true", "cleanDescOpt = true\nmadeUpOpt = true", "unknown options"),
         ('"00101010" = "AGE"', '"00101010" = "SHRUG"', "unknown action"),
         ("offset_days_max = -365", "offset_days_max = 10", "excludes 0"),

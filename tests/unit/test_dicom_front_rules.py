@@ -3,14 +3,11 @@ association rule, and the filter's acceptance of the front's forwarded C-STOREs.
 
 from __future__ import annotations
 
-import importlib
-import sys
-import types
 from pathlib import Path
 
 import pytest
 
-from archive.access.store import DicomNode
+from archive.access.nodes import DicomNode
 from archive.dicom import forward
 from archive.dicom.policy import (
     FrontPolicy,
@@ -20,6 +17,7 @@ from archive.dicom.policy import (
 )
 from archive.errors import ConfigError
 from archive.paths import POLICIES_DIR
+from tests.fake_orthanc import FakeOrthanc
 
 WS1 = DicomNode("ws1", "WS01", "127.0.0.1", 11112, False, True)
 WS2 = DicomNode("ws2", "WS02", "10.0.0.22", 11112, False, True)
@@ -96,15 +94,10 @@ def test_part10_wraps_the_bytes_unchanged() -> None:
 
 
 @pytest.fixture
-def http_filter(monkeypatch: pytest.MonkeyPatch):
-    module = types.SimpleNamespace(
-        HttpMethod=types.SimpleNamespace(GET=1, POST=2, PUT=3, DELETE=4), errors=[]
-    )
-    module.LogError = module.errors.append
-    module.LogWarning = lambda message: None
-    monkeypatch.setitem(sys.modules, "orthanc", module)
-    monkeypatch.delitem(sys.modules, "plugins.http_filter", raising=False)
-    return importlib.import_module("plugins.http_filter")
+def http_filter():
+    from plugins import http_filter as plugin
+
+    return plugin
 
 
 class _Services:
@@ -130,7 +123,7 @@ def test_the_filter_admits_the_fronts_stores_only_from_loopback_with_the_secret(
     from plugins.uploaders import take_dicom_front
 
     services = _Services(tmp_path)
-    check = http_filter.make_filter(services, None, "s3cret-of-this-serve")
+    check = http_filter.make_filter(FakeOrthanc(), services, None, "s3cret-of-this-serve")
     good = {forward.FRONT_SECRET_HEADER: "s3cret-of-this-serve", forward.FRONT_AET_HEADER: "PACS"}
     assert check("/instances", method=2, ip="127.0.0.1", headers=good, get={}) is True
     assert take_dicom_front() == "PACS"  # ingest records it as a DICOM intake
@@ -141,5 +134,5 @@ def test_the_filter_admits_the_fronts_stores_only_from_loopback_with_the_secret(
     # the secret opens nothing else
     assert check("/instances/x/file", method=1, ip="127.0.0.1", headers=good, get={}) is False
     assert check("/tools/find", method=2, ip="127.0.0.1", headers=good, get={}) is False
-    no_secret = http_filter.make_filter(services, None, None)
+    no_secret = http_filter.make_filter(FakeOrthanc(), services, None, None)
     assert no_secret("/instances", method=2, ip="127.0.0.1", headers=good, get={}) is False

@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from archive.db import connect
 from archive.governance.board import BoardVote
-from archive.governance.certificate import (
+from archive.governance.closure.certificate import (
     Media,
     Person,
     SanitizationStep,
@@ -20,7 +20,7 @@ from archive.governance.certificate import (
     default_steps,
     sign_certificate,
 )
-from archive.governance.closure import ClosureInputs, ClosureRecords, closure_plan
+from archive.governance.closure.records import ClosureInputs, ClosureRecords, closure_plan
 from archive.governance.errors import (
     CertificateError,
     InvalidInputError,
@@ -31,7 +31,7 @@ from archive.governance.errors import (
 )
 from archive.governance.policy import load_policy
 from archive.governance.pulls import PullInventory
-from archive.governance.recipients import DicomNode
+from archive.governance.sharing.recipients import DicomNode
 
 T0 = datetime(2025, 6, 2, 9, 0, tzinfo=UTC)
 MEETING = date(2025, 5, 30)

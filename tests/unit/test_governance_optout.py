@@ -10,12 +10,12 @@ import pytest
 from archive.db import connect
 from archive.governance.board import BoardVote
 from archive.governance.errors import InvalidInputError, WithdrawnCaseError
-from archive.governance.optout import OptOutRegister, pseudonym_digest
+from archive.governance.optout.register import OptOutRegister, pseudonym_digest
 from archive.governance.policy import load_policy
 from archive.governance.pulls import PullInventory
-from archive.governance.recipients import DicomNode
-from archive.governance.removals import RemovalRequests
-from archive.governance.sharing import Shares
+from archive.governance.removals.records import RemovalRequests
+from archive.governance.sharing.recipients import DicomNode
+from archive.governance.sharing.records import Shares
 
 T0 = datetime(2025, 3, 3, 9, 0, tzinfo=UTC)
 SHA = "ab" * 32

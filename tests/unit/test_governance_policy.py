@@ -14,6 +14,7 @@ from archive.paths import POLICIES_DIR
 @pytest.fixture
 def copy(tmp_path):
     shutil.copytree(POLICIES_DIR / "governance", tmp_path / "governance")
+    shutil.copytree(POLICIES_DIR / "access", tmp_path / "access")
     return tmp_path
 
 
@@ -28,7 +29,7 @@ def test_repository_policy_loads_with_brief_values():
     p = load_policy()
     assert p.version == "1"
     assert p.quorum == 2
-    assert set(p.approver_roles) == {"head_of_school", "tpd"}
+    assert p.holders("removal.approve") == {"head_of_school", "tpd"}  # actions.toml
     assert set(p.recipient_kinds) == {
         "uk_radiology_school",
         "rcr_vca",

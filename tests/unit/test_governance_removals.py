@@ -21,7 +21,7 @@ from archive.governance.errors import (
     StateError,
 )
 from archive.governance.policy import load_policy
-from archive.governance.removals import RemovalRequests
+from archive.governance.removals.records import RemovalRequests
 
 T0 = datetime(2025, 3, 3, 9, 0, tzinfo=UTC)
 LEVELS = {"NSR-0001": "publication", "NSR-0002": "publication", "NSR-0003": "limited-access"}

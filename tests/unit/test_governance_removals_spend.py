@@ -13,7 +13,7 @@ import pytest
 
 from archive.db import connect
 from archive.governance.policy import load_policy
-from archive.governance.removals import ExportTicket, RemovalRequests
+from archive.governance.removals.records import ExportTicket, RemovalRequests
 
 T0 = datetime(2025, 3, 3, 9, 0, tzinfo=UTC)
 LEVELS = {"NSR-0001": "publication"}

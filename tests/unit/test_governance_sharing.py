@@ -24,9 +24,9 @@ from archive.governance.errors import (
     UndertakingMissingError,
 )
 from archive.governance.policy import load_policy
-from archive.governance.recipients import DicomNode
-from archive.governance.sharing import CSV_COLUMNS, Shares, share_log_csv, share_log_json
-from archive.governance.undertaking import render_undertaking
+from archive.governance.sharing.recipients import DicomNode
+from archive.governance.sharing.records import CSV_COLUMNS, Shares, share_log_csv, share_log_json
+from archive.governance.sharing.undertaking import render_undertaking
 
 T0 = datetime(2025, 3, 3, 9, 0, tzinfo=UTC)
 MEETING = date(2025, 3, 1)

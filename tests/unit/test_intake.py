@@ -15,7 +15,6 @@ from pydicom import dcmread
 from pydicom.fileset import FileSet
 
 from archive.config import load_config
-from archive.home import init_home
 from archive.intake import (
     Backoff,
     CompletenessTracker,
@@ -36,6 +35,7 @@ from archive.intake import (
 )
 from archive.intake.journal import path_key
 from archive.intake.uploader import classify
+from archive.serve.home import init_home
 from archive.vault import Keyring
 from archive.vault.keyring import keyring_path
 from archive.vault.sealing import KdfParams

@@ -17,10 +17,10 @@ ALLOWED = {
     ("quarantine_routes.py", "release", "RestApiPost"): (
         "tests/integration/test_no_deadlock.py::test_release_and_withdrawal_after_restart_with_ingest"
     ),
-    ("closure_routes.py", "_get", "RestApiGet"): (
+    ("withdrawal_routes.py", "_get", "RestApiGet"): (
         "tests/integration/test_no_deadlock.py::test_release_and_withdrawal_after_restart_with_ingest"
     ),
-    ("closure_routes.py", "_withdraw", "RestApiDelete"): (
+    ("withdrawal_routes.py", "_withdraw", "RestApiDelete"): (
         "tests/integration/test_no_deadlock.py::test_release_and_withdrawal_after_restart_with_ingest"
     ),
 }
@@ -36,12 +36,9 @@ def restapi_calls(source: str) -> list[tuple[str, str, int]]:
             name = function
             if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef):
                 name = child.name
-            if (
-                isinstance(child, ast.Attribute)
-                and child.attr.startswith("RestApi")
-                and isinstance(child.value, ast.Name)
-                and child.value.id == "orthanc"
-            ):
+            # Any object's RestApi*: plugins take `orthanc` as a parameter and may reach it
+            # as services.orthanc, so the name it goes by proves nothing.
+            if isinstance(child, ast.Attribute) and child.attr.startswith("RestApi"):
                 found.append((function, child.attr, child.lineno))
             visit(child, name)
 
@@ -54,10 +51,12 @@ def test_scanner_finds_calls_and_aliases() -> None:
         "import orthanc\n"
         "def a():\n    return orthanc.RestApiGet('/x')\n"
         "def b():\n    f = orthanc.RestApiPostAfterPlugins\n    return f('/y', b'')\n"
+        "def c(services):\n    return services.orthanc.RestApiDelete('/z')\n"
     )
     assert restapi_calls(source) == [
         ("a", "RestApiGet", 3),
         ("b", "RestApiPostAfterPlugins", 5),
+        ("c", "RestApiDelete", 8),
     ]
 
 

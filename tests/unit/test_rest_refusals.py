@@ -1,16 +1,15 @@
-"""plugins/rest.py with a stand-in `orthanc`: every refusal a /teaching route answers is
+"""plugins/rest.py with tests/fake_orthanc.py: every refusal a /teaching route answers is
 JSON with the reason and what to do next (issue 21), whatever raised it."""
 
 from __future__ import annotations
 
-import importlib
 import json
-import sys
 import types
 
 import pytest
 
 from archive.governance.errors import QuorumError
+from tests.fake_orthanc import FakeOrthanc
 
 
 class _Output:
@@ -30,27 +29,20 @@ class _Output:
 
 
 @pytest.fixture
-def rest(monkeypatch: pytest.MonkeyPatch):
-    routes: dict = {}
-    module = types.SimpleNamespace(
-        LogError=lambda message: None,
-        RegisterRestCallback=lambda pattern, callback: routes.__setitem__(pattern, callback),
-    )
-    monkeypatch.setitem(sys.modules, "orthanc", module)
-    monkeypatch.delitem(sys.modules, "plugins.rest", raising=False)
-    plugin = importlib.import_module("plugins.rest")
-    plugin.routes = routes
-    yield plugin
-    sys.modules.pop("plugins.rest", None)  # bound to the stand-in: never reused
+def rest():
+    from plugins import rest as plugin
+
+    return plugin
 
 
 def _answer(rest, raised: Exception) -> tuple[int, dict]:
     def handler(**_):
         raise raised
 
-    rest.route(None, "/teaching/x", {"POST": handler})
+    fake = FakeOrthanc()
+    rest.route(types.SimpleNamespace(orthanc=fake), "/teaching/x", {"POST": handler})
     output = _Output()
-    rest.routes["/teaching/x"](output, "/teaching/x", method="POST")
+    fake.routes[0][1](output, "/teaching/x", method="POST")
     return output.status, json.loads(output.body)
 
 

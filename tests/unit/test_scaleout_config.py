@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from archive import orthanc_config
 from archive.config import (
     NODE_ENV,
     NodePaths,
@@ -18,6 +17,7 @@ from archive.config import (
 )
 from archive.errors import ConfigError
 from archive.paths import HomePaths
+from archive.serve import orthanc_config
 
 BASE = {"http": {"port": 8042}, "dicom": {"port": 4242}}
 
@@ -131,7 +131,7 @@ def test_password_file_must_be_private(tmp_path):
 
 
 def test_pgpass_escapes_and_is_private(tmp_path):
-    from archive import server
+    from archive.serve import server
 
     config = for_node(
         _config(tmp_path, database={"kind": "postgresql"}), 2, http_port=9000, dicom_port=9001

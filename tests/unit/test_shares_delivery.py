@@ -17,15 +17,15 @@ from archive.audit import query as audit_query
 from archive.cli.main import app
 from archive.governance import BoardVote, Recipients, Shares, load_policy
 from archive.governance.errors import InvalidInputError
-from archive.governance.recipients import DicomNode
-from archive.governance.share_delivery import (
+from archive.governance.sharing.delivery import (
     read_signed_undertaking,
     recipient_node_name,
     share_package_manifest,
     store_signed_undertaking,
     undertakings_dir,
 )
-from archive.home import init_home
+from archive.governance.sharing.recipients import DicomNode
+from archive.serve.home import init_home
 from archive.vault import EncryptedStore, Keyring
 from archive.vault.keyring import keyring_path
 from archive.vault.sealing import KdfParams

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from archive.server import Child, Supervisor, SupervisorGaveUp, exit_reason
+from archive.serve.server import Child, Supervisor, SupervisorGaveUp, exit_reason
 
 
 def _spawn(code: str) -> subprocess.Popen:

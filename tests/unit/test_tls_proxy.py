@@ -9,8 +9,8 @@ from urllib.parse import unquote_to_bytes
 
 import pytest
 
-from archive import tls_proxy
-from archive.home import init_home
+from archive.serve import tls_proxy
+from archive.serve.home import init_home
 
 SECRET = "s3cret-per-serve-value-0123456789abcdef"
 H = tls_proxy.CLIENT_IP_HEADER

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from archive.cli.main import app
-from archive.home import init_home
+from archive.serve.home import init_home
 from archive.vault import EncryptedStore, Keyring
 
 runner = CliRunner()

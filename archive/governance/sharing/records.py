@@ -29,14 +29,16 @@ from archive.governance._store import (
     sha256_hex,
     transaction,
     ts,
-    withdrawn_among,
 )
 from archive.governance.board import (
     BoardVote,
-    CountedVote,
+    Decision,
     cast_vote,
+    check_meeting,
     check_member,
-    load_votes,
+    decisions_on,
+    insert_decision,
+    load_decision,
     quorum_note,
 )
 from archive.governance.errors import (
@@ -51,9 +53,10 @@ from archive.governance.errors import (
     UndertakingMissingError,
     WithdrawnCaseError,
 )
+from archive.governance.optout.register import withdrawn_among
 from archive.governance.policy import GovernancePolicy
-from archive.governance.recipients import Recipient, Recipients, check_kind
-from archive.governance.undertaking import render_undertaking
+from archive.governance.sharing.recipients import Recipient, Recipients, check_kind
+from archive.governance.sharing.undertaking import render_undertaking
 
 METHODS = ("cstore", "package")
 
@@ -73,59 +76,10 @@ class Proposal:
     def reference(self) -> str:
         return f"SHARE-{self.id:06d}"
 
-
-@dataclass(frozen=True)
-class Decision:
-    id: int
-    subject: str
-    proposal_id: int | None
-    outcome: str
-    meeting_date: date
-    minute_reference: str
-    decision_text: str
-    votes: tuple[CountedVote, ...]
-    quorum_required: int
-    quorum_counted: int
-    receiving_recipient_id: int | None
-    recorded_by: str
-    recorded_at: datetime
-
-    @property
-    def reference(self) -> str:
-        return f"Board {self.meeting_date.isoformat()} minute {self.minute_reference}"
-
-    @property
-    def in_force(self) -> bool:
-        """A rejection stands as minuted; anything else needs its quorum of members who
-        voted themselves."""
-        return self.outcome == "rejected" or self.quorum_counted >= self.quorum_required
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "id": self.id,
-            "subject": self.subject,
-            "proposal_id": self.proposal_id,
-            "outcome": self.outcome,
-            "meeting_date": self.meeting_date.isoformat(),
-            "minute_reference": self.minute_reference,
-            "decision_text": self.decision_text,
-            "approvers": [
-                {
-                    "member": v.member,
-                    "counted": v.counted,
-                    "self_cast": v.self_cast,
-                    "note": v.note,
-                    "cast_at": v.cast_at,
-                }
-                for v in self.votes
-            ],  # fmt: skip
-            "quorum_required": self.quorum_required,
-            "quorum_counted": self.quorum_counted,
-            "in_force": self.in_force,
-            "receiving_recipient_id": self.receiving_recipient_id,
-            "recorded_by": self.recorded_by,
-            "recorded_at": self.recorded_at.isoformat(),
-        }
+    def audit(self) -> dict[str, object]:
+        """What the audit record of its proposal says (no case ids: counts)."""
+        return {"proposal": self.reference, "recipient_id": self.recipient_id,
+                "purpose": self.purpose, "cases": len(self.case_ids)}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -154,79 +108,6 @@ class ShareTicket:
     undertaking: Undertaking
     methods: tuple[str, ...]
     issued_at: datetime
-
-
-def insert_decision(
-    conn: sqlite3.Connection,
-    *,
-    subject: str,
-    proposal_id: int | None,
-    outcome: str,
-    meeting_date: date,
-    minute_reference: str,
-    decision_text: str,
-    quorum_required: int,
-    receiving_recipient_id: int | None,
-    recorded_by: str,
-    stamp: str,
-    policy_version: str,
-) -> int:
-    """Write one Board decision (inside the caller's transaction); no vote is counted
-    until members cast their own (board.cast_vote)."""
-    cur = conn.execute(
-        "INSERT INTO governance_board_decisions (subject, proposal_id, outcome, meeting_date,"
-        " minute_reference, decision_text, receiving_recipient_id, quorum_required,"
-        " quorum_counted, recorded_by, recorded_at, policy_version)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            subject,
-            proposal_id,
-            outcome,
-            meeting_date.isoformat(),
-            minute_reference,
-            decision_text,
-            receiving_recipient_id,
-            quorum_required,
-            0,
-            recorded_by,
-            stamp,
-            policy_version,
-        ),
-    )
-    return int(cur.lastrowid)
-
-
-def load_decision(conn: sqlite3.Connection, decision_id: int) -> Decision:
-    row = conn.execute(
-        "SELECT * FROM governance_board_decisions WHERE id = ?", (int(decision_id),)
-    ).fetchone()
-    if row is None:
-        raise NotFoundError(f"Board decision {decision_id} does not exist.")
-    votes = load_votes(conn, row["id"])
-    return Decision(
-        id=row["id"],
-        subject=row["subject"],
-        proposal_id=row["proposal_id"],
-        outcome=row["outcome"],
-        meeting_date=date.fromisoformat(row["meeting_date"]),
-        minute_reference=row["minute_reference"],
-        decision_text=row["decision_text"],
-        votes=votes,
-        quorum_required=row["quorum_required"],
-        quorum_counted=row["quorum_counted"],
-        receiving_recipient_id=row["receiving_recipient_id"],
-        recorded_by=row["recorded_by"],
-        recorded_at=parse_ts(row["recorded_at"]),
-    )
-
-
-def check_meeting(meeting_date: date, minute_reference: str, now: datetime) -> tuple[str, str]:
-    when = day(meeting_date, "meeting_date")
-    if meeting_date > now.date():
-        raise InvalidInputError(
-            "the meeting date is in the future; record a Board decision after the meeting."
-        )
-    return when, clean_text(minute_reference, "minute reference", max_len=100)
 
 
 class Shares:
@@ -282,7 +163,7 @@ class Shares:
         purpose = self._check_purpose(purpose)
         if not isinstance(proposer, BoardVote):
             raise TypeError("the proposer is the authenticated member, as a BoardVote")
-        if not proposer.roles & self.policy.board_roles:
+        if not proposer.roles & self.policy.holders("share.propose"):
             raise NotAuthorisedError(
                 f"{proposer.member} is not a School Board member; only members propose shares."
             )
@@ -430,12 +311,8 @@ class Shares:
         return load_decision(self.conn, decision.id)
 
     def decision_for(self, proposal_id: int) -> Decision | None:
-        row = self.conn.execute(
-            "SELECT id FROM governance_board_decisions WHERE subject = 'share'"
-            " AND proposal_id = ? ORDER BY id DESC LIMIT 1",
-            (int(proposal_id),),
-        ).fetchone()
-        return None if row is None else load_decision(self.conn, row[0])
+        found = decisions_on(self.conn, "share", proposal_id)
+        return found[-1] if found else None
 
     # -- undertakings -------------------------------------------------------------
     def render_undertaking(self, proposal_id: int) -> str:
@@ -876,3 +753,35 @@ def proposal_view(shares: Shares, pid: int) -> dict:
             "signed_on": u.signed_on.isoformat(),
         },
     }
+
+
+def shares_carrying(conn: sqlite3.Connection, case_ids: Sequence[str]) -> list[dict[str, object]]:
+    """Every executed share that carried any of these cases, with its recipient and
+    contact (for the opt-out workflow: where deletion requests must go)."""
+    rows = conn.execute(
+        "SELECT e.id, e.executed_at, e.method, e.destination, r.id AS recipient_id,"
+        " r.organisation, r.contact, GROUP_CONCAT(DISTINCT i.case_id) AS cases"
+        " FROM governance_share_items i"
+        " JOIN governance_share_executions e ON e.id = i.share_id"
+        " JOIN governance_share_proposals p ON p.id = e.proposal_id"
+        " JOIN governance_recipients r ON r.id = p.recipient_id"
+        " WHERE i.case_id IN (SELECT value FROM json_each(?))"
+        # Every selected column grouped: PostgreSQL requires it (SQLite does not).
+        " GROUP BY e.id, e.executed_at, e.method, e.destination, r.id, r.organisation,"
+        " r.contact ORDER BY e.id",
+        (json.dumps(list(case_ids)),),
+    ).fetchall()
+    return [
+        {
+            "kind": "share",
+            "reference": f"share {s['id']}",
+            "share_id": s["id"],
+            "when": s["executed_at"],
+            "to": s["organisation"],
+            "contact": s["contact"],
+            "method": s["method"],
+            "destination": s["destination"],
+            "case_ids": sorted(s["cases"].split(",")),
+        }
+        for s in rows
+    ]

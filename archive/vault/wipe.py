@@ -22,11 +22,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from archive.closure.shred import delete_tree_files, overwrite_and_unlink
 from archive.paths import HomePaths
 from archive.vault.backup import known_backup_locations
 from archive.vault.envelope import HEADER_LEN, Header, KeySource, _unwrap
 from archive.vault.keyring import keyring_path
+from archive.vault.shred import delete_tree_files, overwrite_and_unlink
 from archive.vault.store import EncryptedStore
 from archive.vault.volume import GOCRYPTFS_CONF
 

@@ -42,6 +42,7 @@ import psycopg
 from psycopg import pq
 from psycopg.adapt import Loader
 
+from archive.db.sqlite import split_script
 from archive.errors import ArchiveError
 
 DIALECT = "postgresql"
@@ -498,9 +499,7 @@ class PostgresConnection:
         return Cursor(rowcount=count)
 
     def executescript(self, script: str) -> Cursor:
-        from archive.db import _split
-
-        for statement in _split(script):
+        for statement in split_script(script):
             self.execute(statement)
         return Cursor()
 

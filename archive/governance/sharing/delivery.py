@@ -1,7 +1,7 @@
 """Delivering an authorised share (issue 9): where signed undertakings are kept, how a
 recipient's DICOM node is named to Orthanc, and the manifest inside a share package.
 
-Plain domain code: the Orthanc adapter (plugins/sharing_routes.py) and the CLI both use
+Plain domain code: the Orthanc adapters (plugins/share_*routes.py) and the CLI both use
 it, so a signed undertaking is stored, and a package described, the same way on every
 path.
 """
@@ -17,7 +17,7 @@ from typing import Protocol
 from archive.governance import manifest as mf
 from archive.governance._store import ts
 from archive.governance.errors import InvalidInputError, NotFoundError
-from archive.governance.sharing import Shares, ShareTicket
+from archive.governance.sharing.records import Shares, ShareTicket
 
 # Signed undertakings live encrypted (vault EncryptedStore) in HOME/data/undertakings;
 # key rotation must rewrap this directory with the storage area and the quarantine.

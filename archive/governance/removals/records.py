@@ -28,7 +28,6 @@ from archive.governance._store import (
     person_key,
     transaction,
     ts,
-    withdrawn_among,
 )
 from archive.governance.errors import (
     DownloadLimitError,
@@ -41,6 +40,7 @@ from archive.governance.errors import (
     StateError,
     WithdrawnCaseError,
 )
+from archive.governance.optout.register import withdrawn_among
 from archive.governance.policy import GovernancePolicy
 
 MANIFEST_FORMAT = "teaching-archive/export-manifest"
@@ -232,10 +232,10 @@ class RemovalRequests:
         destination = clean_text(destination, "destination", max_len=500)
         requester = clean_text(requester, "requester", max_len=200)
         held = clean_roles(requester_roles, "requester_roles")
-        if not held & self.policy.requester_roles:
+        if not held & self.policy.holders("removal.request"):
             raise NotAuthorisedError(
                 f"{requester} holds none of the roles that may request a removal "
-                f"({', '.join(sorted(self.policy.requester_roles))}); ask personnel."
+                "(removal.request in policies/access/actions.toml); ask personnel."
             )
         levels = check_levels(self.policy, purpose, ids, case_levels)
         withdrawn = withdrawn_among(self.conn, ids)
@@ -341,12 +341,14 @@ class RemovalRequests:
         return [self.get(r[0]) for r in rows.fetchall()]
 
     # -- decisions ------------------------------------------------------------------
-    def _decider_role(self, request: RemovalRequest, who: str, held: frozenset[str]) -> str:
-        role = next((r for r in self.policy.approver_roles if r in held), None)
+    def _decider_role(
+        self, request: RemovalRequest, who: str, held: frozenset[str], action: str
+    ) -> str:
+        role = next((r for r in sorted(self.policy.holders(action)) if r in held), None)
         if role is None:
             raise NotAuthorisedError(
                 f"{who} cannot decide removal requests: only the Head of School or a TPD "
-                f"(roles {', '.join(self.policy.approver_roles)}) may give written permission."
+                f"({action} in policies/access/actions.toml) may give written permission."
             )
         if person_key(who) == person_key(request.requester):
             raise NotAuthorisedError(
@@ -393,7 +395,7 @@ class RemovalRequests:
             )
         with transaction(self.conn) as c:
             request = self.get(request_id)
-            role = self._decider_role(request, approver, held)
+            role = self._decider_role(request, approver, held, "removal.approve")
             self._require_pending(request)
             withdrawn = withdrawn_among(c, request.case_ids)
             if withdrawn:
@@ -440,7 +442,7 @@ class RemovalRequests:
         stamp = ts(now)
         with transaction(self.conn) as c:
             request = self.get(request_id)
-            role = self._decider_role(request, approver, held)
+            role = self._decider_role(request, approver, held, "removal.refuse")
             self._require_pending(request)
             c.execute(
                 "INSERT INTO governance_removal_refusals (request_id, approver, approver_role,"
@@ -630,3 +632,33 @@ class RemovalRequests:
         if now is not None:
             manifest["created_at"] = ts(now)
         return manifest
+
+
+def exports_carrying(conn: sqlite3.Connection, case_ids: Sequence[str]) -> list[dict[str, object]]:
+    """Every approved removal downloaded at least once that carried any of these cases
+    (for the opt-out workflow: where deletion requests must go)."""
+    rows = conn.execute(
+        "SELECT q.id, q.destination, q.requester, a.approver,"
+        " (SELECT MIN(authorised_at) FROM governance_removal_downloads d"
+        "  WHERE d.request_id = q.id) AS first_download,"
+        " GROUP_CONCAT(DISTINCT c.case_id) AS cases"
+        " FROM governance_removal_cases c"
+        " JOIN governance_removal_requests q ON q.id = c.request_id"
+        " JOIN governance_removal_approvals a ON a.request_id = q.id"
+        " WHERE c.case_id IN (SELECT value FROM json_each(?)) AND a.downloads_used > 0"
+        " GROUP BY q.id, q.destination, q.requester, a.approver ORDER BY q.id",
+        (json.dumps(list(case_ids)),),
+    ).fetchall()
+    return [
+        {
+            "kind": "export",
+            "reference": f"REMOVAL-{x['id']:06d}",
+            "request_id": x["id"],
+            "when": x["first_download"],
+            "to": x["destination"],
+            "contact": x["requester"],
+            "approver": x["approver"],
+            "case_ids": sorted(x["cases"].split(",")),
+        }
+        for x in rows
+    ]

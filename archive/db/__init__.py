@@ -4,8 +4,8 @@ By default one SQLite file (HOME/data/archive.db). With `[database] kind = "post
 the same tables live in a schema of the PostgreSQL database that holds Orthanc's index,
 so several Orthanc nodes share one catalogue, one set of users, one governance record.
 `open_database(config)` is the one entry point that honours that switch; it returns a
-sqlite3.Connection or an archive.db_postgres.PostgresConnection, which speaks the same
-API and translates the rooms' SQL (see that module).
+sqlite3.Connection (archive.db.sqlite) or an archive.db.postgres.PostgresConnection,
+which speaks the same API and translates the rooms' SQL (see that module).
 
 Rooms call `migrate(conn, room, steps)` with an ordered list of SQL scripts; a step runs
 once and is recorded in `schema_steps`, so upgrading an old home is automatic. A step
@@ -16,28 +16,18 @@ write to the same file from different processes.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from archive.db.sqlite import connect, split_script
 from archive.errors import ArchiveError
 
 if TYPE_CHECKING:
     from archive.config import ArchiveConfig
 
+__all__ = ["Step", "connect", "dialect", "migrate", "open_database", "require_sqlite"]
+
 Step = str | Mapping[str, str]
-
-
-def connect(path: Path | str) -> sqlite3.Connection:
-    """Open the archive database with the settings every room relies on."""
-    conn = sqlite3.connect(str(path), timeout=30, isolation_level=None, check_same_thread=False)
-    conn.row_factory = sqlite3.Row
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
-    conn.execute("PRAGMA foreign_keys=ON")
-    conn.execute("PRAGMA busy_timeout=30000")
-    return conn
 
 
 def open_database(config: ArchiveConfig) -> Any:
@@ -47,8 +37,8 @@ def open_database(config: ArchiveConfig) -> Any:
     user's) and is handed to libpq as a keyword, never inside a connection string."""
     if not config.database.shared:
         return connect(config.home.db_path)
-    from archive import db_postgres
     from archive.config import database_password
+    from archive.db import postgres as db_postgres
 
     settings = config.database
     return db_postgres.connect(
@@ -99,7 +89,7 @@ def migrate(conn: Any, room: str, steps: Sequence[Step]) -> None:
         "CREATE TABLE IF NOT EXISTS schema_steps ("
         " room TEXT NOT NULL, step INTEGER NOT NULL, PRIMARY KEY (room, step))"
     )
-    conn.execute(create)  # on PostgreSQL under the writer lock (db_postgres), so no race
+    conn.execute(create)  # on PostgreSQL under the writer lock (archive.db.postgres), so no race
     done = {row[0] for row in conn.execute("SELECT step FROM schema_steps WHERE room = ?", (room,))}
     for number, script in enumerate(steps, start=1):
         if number in done:
@@ -132,20 +122,5 @@ def _apply(conn: Any, kind: str, step: Step) -> None:
             return
     else:
         script = step
-    for statement in _split(script):
+    for statement in split_script(script):
         conn.execute(statement)
-
-
-def _split(script: str) -> list[str]:
-    """Split a schema script on statement boundaries (triggers kept whole)."""
-    statements: list[str] = []
-    buffer = ""
-    for line in script.splitlines(keepends=True):
-        buffer += line
-        if sqlite3.complete_statement(buffer):
-            if buffer.strip():
-                statements.append(buffer.strip())
-            buffer = ""
-    if buffer.strip():
-        statements.append(buffer.strip())
-    return statements

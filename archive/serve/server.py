@@ -201,8 +201,8 @@ def _health_pinned(config: ArchiveConfig, timeout: float) -> dict | None:
     """Health through the TLS terminator, trusting exactly the home's certificate: the
     peer's certificate must have the SHA-256 of HOME/keys/https.pem (a school
     certificate need not name 127.0.0.1 nor chain to a CA this machine trusts)."""
-    from archive import tls_proxy
     from archive.access.tls import certificate_path
+    from archive.serve import tls_proxy
 
     expected = tls_proxy.certificate_fingerprint(certificate_path(config.home))
     if expected is None:

@@ -11,10 +11,10 @@ import shutil
 from pathlib import Path
 from string import Template
 
-from archive import orthanc_config
 from archive.config import ArchiveConfig, load_config
 from archive.errors import ConfigError
 from archive.paths import OPS_DIR, HomePaths
+from archive.serve import orthanc_config
 
 CONFIG_TEMPLATE = OPS_DIR / "archive.template.toml"
 

@@ -163,60 +163,13 @@ class OptOutRegister:
         deletion requests must go. Shares list their recipient and contact; exports
         their destination and requester; workstations the cases they still hold."""
         wanted = clean_case_ids(case_ids)
-        as_json = json.dumps(wanted)
         out: list[dict[str, object]] = []
-        shares = self.conn.execute(
-            "SELECT e.id, e.executed_at, e.method, e.destination, r.id AS recipient_id,"
-            " r.organisation, r.contact, GROUP_CONCAT(DISTINCT i.case_id) AS cases"
-            " FROM governance_share_items i"
-            " JOIN governance_share_executions e ON e.id = i.share_id"
-            " JOIN governance_share_proposals p ON p.id = e.proposal_id"
-            " JOIN governance_recipients r ON r.id = p.recipient_id"
-            " WHERE i.case_id IN (SELECT value FROM json_each(?))"
-            # Every selected column grouped: PostgreSQL requires it (SQLite does not).
-            " GROUP BY e.id, e.executed_at, e.method, e.destination, r.id, r.organisation,"
-            " r.contact ORDER BY e.id",
-            (as_json,),
-        ).fetchall()
-        for s in shares:
-            out.append(
-                {
-                    "kind": "share",
-                    "reference": f"share {s['id']}",
-                    "share_id": s["id"],
-                    "when": s["executed_at"],
-                    "to": s["organisation"],
-                    "contact": s["contact"],
-                    "method": s["method"],
-                    "destination": s["destination"],
-                    "case_ids": sorted(s["cases"].split(",")),
-                }
-            )
-        exports = self.conn.execute(
-            "SELECT q.id, q.destination, q.requester, a.approver,"
-            " (SELECT MIN(authorised_at) FROM governance_removal_downloads d"
-            "  WHERE d.request_id = q.id) AS first_download,"
-            " GROUP_CONCAT(DISTINCT c.case_id) AS cases"
-            " FROM governance_removal_cases c"
-            " JOIN governance_removal_requests q ON q.id = c.request_id"
-            " JOIN governance_removal_approvals a ON a.request_id = q.id"
-            " WHERE c.case_id IN (SELECT value FROM json_each(?)) AND a.downloads_used > 0"
-            " GROUP BY q.id, q.destination, q.requester, a.approver ORDER BY q.id",
-            (as_json,),
-        ).fetchall()
-        for x in exports:
-            out.append(
-                {
-                    "kind": "export",
-                    "reference": f"REMOVAL-{x['id']:06d}",
-                    "request_id": x["id"],
-                    "when": x["first_download"],
-                    "to": x["destination"],
-                    "contact": x["requester"],
-                    "approver": x["approver"],
-                    "case_ids": sorted(x["cases"].split(",")),
-                }
-            )
+        # Each workflow answers for its own tables (issue 21): asked, never read here.
+        from archive.governance.removals.records import exports_carrying
+        from archive.governance.sharing.records import shares_carrying
+
+        out.extend(shares_carrying(self.conn, wanted))
+        out.extend(exports_carrying(self.conn, wanted))
         for ws, cases in PullInventory(self.conn).workstations_holding(wanted).items():
             out.append(
                 {
@@ -227,3 +180,16 @@ class OptOutRegister:
                 }
             )
         return out
+
+
+def withdrawn_among(conn: sqlite3.Connection, ids: Sequence[str]) -> list[str]:
+    """Which of these cases a patient's withdrawal or objection has removed (asked by
+    the removal, sharing and closure workflows before anything leaves)."""
+    if not ids:
+        return []
+    rows = conn.execute(
+        "SELECT DISTINCT case_id FROM governance_withdrawn_cases"
+        " WHERE case_id IN (SELECT value FROM json_each(?))",
+        (json.dumps(list(ids)),),
+    )
+    return sorted(r[0] for r in rows)

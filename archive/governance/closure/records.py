@@ -28,8 +28,22 @@ from archive.governance._store import (
     transaction,
     ts,
 )
-from archive.governance.board import BoardVote, cast_vote, check_member, decision_subject
-from archive.governance.certificate import SignedCertificate, WipeCertificate, sign_certificate
+from archive.governance.board import (
+    BoardVote,
+    Decision,
+    cast_vote,
+    check_meeting,
+    check_member,
+    decision_subject,
+    decisions_on,
+    insert_decision,
+    load_decision,
+)
+from archive.governance.closure.certificate import (
+    SignedCertificate,
+    WipeCertificate,
+    sign_certificate,
+)
 from archive.governance.errors import (
     CertificateError,
     InvalidInputError,
@@ -41,8 +55,7 @@ from archive.governance.errors import (
 )
 from archive.governance.policy import GovernancePolicy
 from archive.governance.pulls import PullInventory
-from archive.governance.recipients import Recipients
-from archive.governance.sharing import Decision, check_meeting, insert_decision, load_decision
+from archive.governance.sharing.recipients import Recipients
 
 OUTCOMES = ("transfer", "destroy")
 
@@ -243,7 +256,7 @@ class ClosureRecords:
             raise InvalidInputError(f"the outcome must be one of {', '.join(OUTCOMES)}.")
         when, minute = check_meeting(meeting_date, minute_reference, now)
         body = clean_text(decision_text, "decision text")
-        check_member(self.policy, by)
+        check_member(self.policy, by, "closure.vote")
         if outcome == "transfer":
             if receiving_recipient_id is None:
                 raise InvalidInputError(
@@ -275,13 +288,13 @@ class ClosureRecords:
                 stamp=stamp,
                 policy_version=self.policy.version,
             )
-            cast_vote(c, self.policy, did, by, proposer=None, now=now)
+            cast_vote(c, self.policy, did, by, proposer=None, now=now, action="closure.vote")
         return load_decision(self.conn, did)
 
     def vote(self, decision_id: int, *, by: BoardVote, now: datetime) -> Decision:
         """Member `by`, in their own session, votes for closure decision `decision_id`."""
         ts(now)
-        check_member(self.policy, by)
+        check_member(self.policy, by, "closure.vote")
         with transaction(self.conn) as c:
             subject, _ = decision_subject(c, decision_id)
             if subject != "closure":
@@ -289,15 +302,14 @@ class ClosureRecords:
                     f"Board decision {decision_id} is not a closure decision; vote on shares "
                     "with `archive shares vote`."
                 )
-            cast_vote(c, self.policy, decision_id, by, proposer=None, now=now)
+            cast_vote(
+                c, self.policy, decision_id, by, proposer=None, now=now, action="closure.vote"
+            )
         return load_decision(self.conn, decision_id)
 
     def decisions(self) -> list[Decision]:
         """Every closure decision recorded, in force or waiting for votes, oldest first."""
-        rows = self.conn.execute(
-            "SELECT id FROM governance_board_decisions WHERE subject = 'closure' ORDER BY id"
-        ).fetchall()
-        return [load_decision(self.conn, r[0]) for r in rows]
+        return decisions_on(self.conn, "closure")
 
     def current_decision(self) -> Decision | None:
         """The latest closure decision in force (enough members voted themselves)."""
@@ -466,11 +478,12 @@ class ClosureRecords:
         stamp = ts(now)
         who = clean_text(user, "user", max_len=200)
         held = clean_roles(roles)
-        role = next((r for r in sorted(self.policy.wipe_confirmer_roles) if r in held), None)
+        allowed = self.policy.holders("closure.confirm_wipe")
+        role = next((r for r in sorted(allowed) if r in held), None)
         if role is None:
             raise NotAuthorisedError(
-                f"{who} cannot confirm the wipe: only school personnel (role "
-                f"{', '.join(sorted(self.policy.wipe_confirmer_roles))}) may."
+                f"{who} cannot confirm the wipe: only school personnel "
+                "(closure.confirm_wipe in policies/access/actions.toml) may."
             )
         decision = self._decision()
         with transaction(self.conn) as c:

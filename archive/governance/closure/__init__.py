@@ -1,0 +1,1 @@
+"""closure workflow of the governance room."""

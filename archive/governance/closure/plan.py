@@ -1,0 +1,94 @@
+"""The one closure plan (issue 21): the CLI (`archive close plan`) and the web page
+(/teaching/ui/closure) both call `gather_plan`, so they cannot disagree (they did: the
+web page counted 0 volumes to destroy where the CLI counted 1).
+
+Each room answers for itself: the catalogue counts the cases still held, the vault's
+ledger the instances and bytes, pulls the workstations, sharing the shares still held by
+recipients, removals the approved exports, the home its keys, backups and volume.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from archive.governance.closure.records import ClosureInputs, ClosurePlan, closure_plan
+from archive.governance.policy import GovernancePolicy
+from archive.governance.pulls import PullInventory
+from archive.governance.removals.records import RemovalRequests
+from archive.governance.sharing.records import Shares
+
+
+def _cases_held(conn: Any) -> int:
+    # The catalogue room has no count function yet: its table, read-only, here only.
+    row = conn.execute("SELECT count(*) FROM catalogue_cases WHERE status != 'withdrawn'")
+    return int(row.fetchone()[0])
+
+
+def _stored(conn: Any) -> tuple[int, int]:
+    from archive.vault.ledger import InstanceLedger
+
+    ledger = InstanceLedger(conn)
+    return ledger.counts()["instances"], ledger.total_size()
+
+
+def _keys(home: Any) -> list[dict[str, object]]:
+    from archive.vault.backup import known_backup_locations
+    from archive.vault.wipe import key_locations
+
+    keys: list[dict[str, object]] = [
+        {"file": str(p), "kind": "keyring"} for p in key_locations(home)[:1]
+    ]
+    keys += [{"file": str(p), "kind": "keyring backup"}
+             for p in known_backup_locations(home.keys_dir)]  # fmt: skip
+    return keys
+
+
+def _volumes(home: Any, volume_kind: str | None) -> list[dict[str, object]]:
+    from archive.vault.volume import GOCRYPTFS_CONF
+
+    conf = home.volume_dir / GOCRYPTFS_CONF
+    if conf.exists():
+        return [{"kind": "gocryptfs", "config": str(conf)}]
+    if volume_kind not in ("none", "", None):
+        return [{"kind": str(volume_kind), "config": "not found under the home"}]
+    return []
+
+
+def gather_plan(
+    home: Any, conn: Any, policy: GovernancePolicy, *, volume_kind: str | None, now: datetime
+) -> ClosurePlan:
+    """What closing involves: cases and bytes, holders, keys, volumes."""
+    instances, size = _stored(conn)
+    shares = [
+        {"share": e["share_id"], "recipient": e["recipient"], "status": e["status"]}
+        for e in Shares(conn, policy).share_log()
+        if not str(e["status"]).endswith("confirmed")  # still held by the recipient
+    ]
+    exports = [
+        {"request": r.id, "expires": r.approval.expires_at.date().isoformat()}
+        for r in RemovalRequests(conn, policy).list()
+        if r.approval is not None and r.status_at(now) == "approved"
+    ]
+    return closure_plan(
+        ClosureInputs(
+            case_count=_cases_held(conn),
+            instance_count=instances,
+            bytes_total=size,
+            workstation_inventory=PullInventory(conn).inventory(),
+            open_shares=shares,
+            open_exports=exports,
+            keys=_keys(home),
+            volumes=_volumes(home, volume_kind),
+        )
+    )
+
+
+def plan_payload(plan: ClosurePlan, home: Any) -> dict[str, Any]:
+    """The plan as `close plan --json` and the web show it."""
+    from archive.vault.backup import known_backup_locations
+
+    out = plan.to_dict()
+    out["backup_locations"] = [str(p) for p in known_backup_locations(home.keys_dir)]
+    out["text"] = plan.render_text()
+    return out

@@ -1,0 +1,1 @@
+"""optout workflow of the governance room."""

@@ -1,0 +1,1 @@
+"""removals workflow of the governance room."""

@@ -1,0 +1,1 @@
+"""sharing workflow of the governance room."""
