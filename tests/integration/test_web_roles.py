@@ -48,7 +48,7 @@ from tests.integration.test_web import (
 webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.support.ui import Select  # noqa: E402
+from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
 __all__ = ["browser"]  # the fixture, shared with test_web.py
 pytestmark = pytest.mark.skipif(
@@ -245,8 +245,9 @@ def test_every_stored_object_has_a_thumbnail_and_a_sharp_preview(site, browser) 
     reg.get(f"{archive.url}{UI}/cases/{case_id}")
     images = reg.find_elements(By.CSS_SELECTOR, ".thumbs img")
     assert len(images) >= 3
-    for img in images:
-        assert reg.execute_script("return arguments[0].naturalWidth", img) > 0
+    loaded = "return arguments[0].complete && arguments[0].naturalWidth > 0"
+    for img in images:  # lazy images do not hold up the page's load event: wait for each
+        WebDriverWait(reg, 30).until(lambda d, img=img: d.execute_script(loaded, img))
     shot(reg, "22-thumbnails")
     kinds = {}
     with _session(reg, archive) as http:
