@@ -33,9 +33,10 @@ ADAPTERS = (
     "ingest",  # received-instance callback: de-identification before storage
     "http_filter",  # named-user access control on every HTTP request
     "catalogue_sync",  # stable study -> teaching case
-    "catalogue_routes",  # /teaching/cases, /teaching/collections
+    "cases_routes",  # /teaching/cases
+    "collections_routes",  # /teaching/collections
     "quarantine_routes",  # quarantine review
-    "governance_routes",  # pulls
+    "pulls_routes",  # pulls to the suite's workstations
     "removal_routes",  # removal requests and written decisions
     "removal_export_routes",  # an approved removal's package
     "recipient_routes",  # the register of recipients

@@ -110,6 +110,7 @@ def routes(orthanc, services, table: dict[str, dict[str, Callable[..., Any]]]) -
 
 def _callback(orthanc, services, pattern, methods):
     def callback(output, uri, **request) -> None:
+        request["uri"] = uri  # principal_of matches the HTTP filter's handoff on it
         handler = methods.get(request.get("method", ""))
         if handler is None:
             output.SendMethodNotAllowed(",".join(sorted(methods)))
@@ -127,6 +128,7 @@ def binary(orthanc, services, pattern: str, method: str, handler) -> None:
     """A route answering bytes: handler returns (bytes, content type, headers) or a dict."""
 
     def callback(output, uri, **request) -> None:
+        request["uri"] = uri  # principal_of matches the HTTP filter's handoff on it
         if request.get("method") != method:
             output.SendMethodNotAllowed(method)
             return

@@ -16,6 +16,7 @@ from urllib.parse import unquote_plus
 import pyrage
 
 from archive.audit import AuditEvent
+from archive.core import Refused
 from archive.errors import ArchiveError
 from archive.export import build_package
 from archive.export.package import MIN_PASSPHRASE
@@ -59,7 +60,7 @@ def _spend(services, principal, rid: int, body: dict):
     item = registry.get(rid)
     refused = uc.may_download(ports, principal, item)
     if refused is not None:
-        raise HttpError(status_of(refused), refused.reason, refused.next)
+        raise Refused(refused)
     _check_key(body.get("passphrase"), body.get("recipient"))  # a typo burns no download
     cases = released_cases(ports, "removal.download", list(item.case_ids))
 
@@ -86,7 +87,7 @@ def export_package(services, principal, rid: int, body: dict):
         refusal = getattr(exc, "refusal", None)
         if refusal is None and isinstance(exc, ArchiveError):  # expired, used up, missing
             refusal = refusal_of("removal.download", exc)
-        reason = refusal.reason if refusal else type(exc).__name__
+        reason = refusal.reason if refusal is not None else getattr(exc, "message", "refused")
         audit_as(services, ACTION, principal, "denied", str(rid), reason=reason)
         if refusal is None:
             raise

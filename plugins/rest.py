@@ -49,6 +49,31 @@ NEXT_STEP = {
 }
 
 
+# A use case's refusal code -> the HTTP status a route answers it with (issue 21).
+REFUSAL_STATUS = {
+    "unauthenticated": 401,
+    "training": 403,
+    "forbidden": 403,
+    "not_found": 404,
+    "state": 409,
+    "conflict": 409,
+    "invalid": 400,
+    "failed": 500,
+    "unavailable": 502,
+}
+
+
+def outcome(result: Any) -> Any:
+    """A use case's result, or its Refusal raised as the HttpError the route answers:
+    `{"error": reason, "next": next step}` with the status of the refusal's code."""
+    from archive.core import Refusal
+
+    if isinstance(result, Refusal):
+        status = REFUSAL_STATUS.get(result.code, 403)
+        raise HttpError(status, result.reason, result.next or None)
+    return result
+
+
 def refusal(status: int, message: str, next: str | None = None) -> dict[str, str]:  # noqa: A002
     """The JSON body of a refusal: {"error": why, "next": what to do}."""
     return HttpError(status, message, next).payload()
@@ -97,7 +122,6 @@ def principal_of(services, request: dict):  # noqa: ARG001 - the routes' signatu
 
 def route(services, pattern: str, methods: dict[str, Callable[..., Any]]) -> None:
     """Register one REST callback dispatching by method; handlers return JSON payloads."""
-
     orthanc = services.orthanc
 
     def callback(output, uri, **request) -> None:

@@ -103,7 +103,7 @@ def _registered_node(services, recipient):
     ):  # fmt: skip
         raise Refused(Refusal("share.execute", f"the archive's DICOM node register does not "
                               f"hold {name} as {node}.", "Register the recipient's node again "
-                              "(personnel) before executing the share.", "conflict"))  # fmt: skip
+                              "(staff) before executing the share.", "conflict"))  # fmt: skip
     return entry
 
 

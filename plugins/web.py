@@ -19,23 +19,24 @@ from plugins.rest import HttpError
 
 
 class OrthancBackend:
-    def __init__(self, services) -> None:
+    def __init__(self, services, orthanc=None) -> None:
         self.services = services
         self.home = services.home
+        self.orthanc = orthanc  # for the one call that must store into Orthanc (release)
 
     @property
     def route_policy(self):
         return self.services.route_policy
+
+    @property
+    def policies_dir(self):
+        return self.services.config.policies_dir
 
     @cached_property
     def governance_policy(self):
         from plugins.governance_http import governance_policy
 
         return governance_policy(self.services)
-
-    @property
-    def policies_dir(self):
-        return self.services.config.policies_dir
 
     @property
     def volume_kind(self):
@@ -54,41 +55,52 @@ class OrthancBackend:
         return self.services.quarantine()
 
     def catalogue(self, principal):
-        from plugins.catalogue_routes import _catalogue
+        """The catalogue for reading alongside another act (e.g. cases of a removal)."""
+        return self.catalogue_room().catalogue()
 
-        return _catalogue(self.services, principal)
+    def catalogue_room(self):
+        """The catalogue's use cases, audited as acts from the web."""
+        from plugins.rooms import catalogue_room
 
-    def _call(self, fn, *args):
-        try:
-            return fn(self.services, *args)
-        except HttpError as exc:
-            raise WebError(exc.status, exc.message) from None
+        return catalogue_room(self.services, source="web")
 
-    def pull(self, principal, workstation, cases):
-        from plugins.governance_routes import pull_cases
+    def pull_room(self):
+        """The pull use cases, audited as acts from the web."""
+        from plugins.pulls_routes import pull_room
 
-        return self._call(pull_cases, principal, workstation, cases)
+        return pull_room(self.services, source="web")
 
     def thumbnail(self, principal, case_id, number, size=None):
         from archive.render import THUMBNAIL_SIZE
-        from plugins.catalogue_routes import thumbnail_png
+        from plugins.cases_routes import thumbnail_png
 
-        def render(services, *args):
-            return thumbnail_png(services, *args, size=size or THUMBNAIL_SIZE)
-
-        return self._call(render, principal, case_id, number)
+        try:
+            return thumbnail_png(self.services, principal, case_id, number, source="web",
+                                 size=size or THUMBNAIL_SIZE)  # fmt: skip
+        except HttpError as exc:
+            raise WebError(exc.status, f"{exc.message} {exc.next}".strip()) from None
 
     # -- issue 22: the web for every role ----------------------------------------------
-    def release_quarantine(self, principal, item_id, note):
-        from plugins.quarantine_routes import release
+    def _refused(self, exc: HttpError) -> WebError:
+        return WebError(exc.status, f"{exc.message} {exc.next or ''}".strip())
 
-        return self._call(release, principal, item_id, note)
+    def release_quarantine(self, principal, item_id, note):
+        from plugins.quarantine_routes import release_for
+
+        try:
+            return release_for(self.orthanc, self.services, principal, item_id, note,
+                               source="web")  # fmt: skip
+        except HttpError as exc:
+            raise self._refused(exc) from None
 
     def export_removal(self, principal, rid, body):
         """(package, reference): one download spent as on GET /teaching/removals/N/download."""
         from plugins.removal_export_routes import export_package
 
-        package, _mime, headers = self._call(export_package, principal, rid, body)
+        try:
+            package, _mime, headers = export_package(self.services, principal, rid, body)
+        except HttpError as exc:
+            raise self._refused(exc) from None
         reference = headers["Content-Disposition"].split('filename="', 1)[1].split(".tar")[0]
         return package, reference
 
@@ -140,7 +152,7 @@ def _filters_principal(method: str, uri: str, headers: dict):
 
 
 def register(orthanc, services) -> None:
-    app = WebApp(OrthancBackend(services))
+    app = WebApp(OrthancBackend(services, orthanc))
     secure = bool(services.config.http.tls)
 
     def callback(output, uri, **request) -> None:

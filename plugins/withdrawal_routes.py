@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import json
 
-from archive.closure.shred import shred_header
 from archive.core import Resource, authorise
 from archive.governance.usecase import audit_refusal, status_of
+from archive.vault.shred import shred_header
 from plugins import governance_http as gh
 from plugins.catalogue_sync import catalogue_for
 from plugins.closure_routes import _cases

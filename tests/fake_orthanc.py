@@ -4,7 +4,7 @@ Plugins take the `orthanc` module as a parameter (`register(orthanc, runtime)`);
 passes a `FakeOrthanc()` instead and calls the registered routes with `call()`:
 
     fake = FakeOrthanc()
-    catalogue_routes.register(fake, services)
+    cases_routes.register(fake, services)
     answer = fake.call("GET", "/teaching/cases", headers={...}, principal=principal)
     assert answer.status == 200 and answer.json()["cases"] == [...]
 

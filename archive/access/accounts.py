@@ -20,12 +20,11 @@ from typing import Any
 
 from argon2 import PasswordHasher
 
-from archive.access.policy import ROLES, AccountPolicy
+from archive.access.policy import ROLES, AccountPolicy, application_approvers, application_role
 from archive.access.schema import AccessDb
 from archive.errors import ArchiveError
 
 _USER_NAME = re.compile(r"^[a-z][a-z0-9._-]{1,31}$")
-APPROVER_ROLES = frozenset({"personnel", "head_of_school"})
 
 
 class AccessError(ArchiveError):
@@ -192,14 +191,16 @@ class Accounts:
         by: str,
         account_expires: datetime | None = None,
     ) -> User:
-        """Create a named user. `other_speciality` is granted only by approve_application."""
+        """Create a named user. The application role ([applications] in actions.toml) is
+        granted only by approve_application."""
         check_user_name(name)
         self._check_password(password)
         roles = self._check_roles(roles)
-        if "other_speciality" in roles:
+        granted = application_role()
+        if granted in roles:
             raise AccessError(
-                "other_speciality is granted only by an approved application: "
-                "archive users approve NAME --approver PERSON --speciality S."
+                f"{granted} is granted only by an approved application: "
+                "archive users approve NAME --speciality S (as the approver)."
             )
         hashed = self.hasher.hash(password)
         with self._tx() as c:
@@ -283,12 +284,14 @@ class Accounts:
     def set_roles(
         self, name: str, roles: tuple[str, ...] | list[str], now: datetime, by: str
     ) -> User:
-        """Replace a user's roles; other_speciality stays only with an approved application."""
+        """Replace a user's roles; the application role stays only with an approved
+        application."""
         roles = self._check_roles(roles)
         user = self._require(name)
-        if "other_speciality" in roles and not user.applications:
+        granted = application_role()
+        if granted in roles and not user.applications:
             raise AccessError(
-                f"{name} has no approved application; other_speciality is granted by "
+                f"{name} has no approved application; {granted} is granted by "
                 "archive users approve."
             )
         with self._tx() as c:
@@ -380,12 +383,14 @@ class Accounts:
     def approve_application(
         self, name: str, approver: str, speciality: str, now: datetime, note: str = ""
     ) -> User:
-        """Admit another speciality: the approver must hold personnel or head_of_school."""
+        """Admit another speciality: the approver must hold a role that may
+        application.approve (actions.toml)."""
         self._require(name)
         boss = self._require(approver)
-        if not APPROVER_ROLES & set(boss.roles):
+        if not application_approvers() & set(boss.roles):
             raise AccessError(
-                f"{approver} cannot approve applications: only personnel or the Head of School may."
+                f"{approver} cannot approve applications: their role does not allow "
+                "application.approve."
             )
         if approver == name:
             raise AccessError("nobody may approve their own application.")
@@ -399,8 +404,8 @@ class Accounts:
             )
             c.execute(
                 "INSERT OR IGNORE INTO access_roles (user, role, granted_at, granted_by)"
-                " VALUES (?, 'other_speciality', ?, ?)",
-                (name, _iso(now), approver),
+                " VALUES (?, ?, ?, ?)",
+                (name, application_role(), _iso(now), approver),
             )
             self._end_sessions(c, name)  # a role change
         return self._require(name)

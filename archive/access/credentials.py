@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from archive.access.accounts import AccessError, Accounts, User, _dt, _iso
+from archive.access.policy import application_role
 from archive.access.principal import AuthFailure, Principal
 from archive.access.throttle import Throttle, ThrottlePolicy
 
@@ -172,8 +173,9 @@ class Credentials:
 
     def _principal(self, user: User, now: datetime, method: str, token_id: str | None) -> Principal:
         roles = user.roles
-        if "other_speciality" in roles and not user.applications:
-            roles = tuple(r for r in roles if r != "other_speciality")
+        granted = application_role()
+        if granted in roles and not user.applications:
+            roles = tuple(r for r in roles if r != granted)
         training = user.training
         trained = bool(training and training.valid_on(now.date()))
         return Principal(

@@ -8,20 +8,70 @@ from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 from archive.errors import ArchiveError
 
-ROLES = (
-    "personnel",
-    "head_of_school",
-    "tpd",
-    "trainer",
-    "registrar",
-    "other_speciality",
-    "board_member",
-)
+
+class _Roles(Sequence[str]):
+    """The roles the archive knows, as policies/access/actions.toml lists them (issue 21:
+    role names live in the policy, not in code). Read on first use, not at import, so
+    that archive.core (which imports this package) can load first."""
+
+    def _names(self) -> tuple[str, ...]:
+        from archive.core import load_action_policy
+        from archive.paths import POLICIES_DIR
+
+        return load_action_policy(POLICIES_DIR).roles
+
+    def __getitem__(self, index):  # type: ignore[override]
+        return self._names()[index]
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+    def __repr__(self) -> str:
+        return repr(self._names())
+
+
+ROLES: Sequence[str] = _Roles()
+
+
+def application_role(policies_dir: Path | None = None) -> str:
+    """The role only an approved application grants ([applications].grants in
+    actions.toml; one of its roles)."""
+    from archive.core import load_action_policy
+    from archive.paths import POLICIES_DIR
+
+    where = Path(policies_dir or POLICIES_DIR)
+    path = where / "access" / "actions.toml"
+    try:
+        stamp = path.stat().st_mtime_ns
+    except OSError:
+        raise PolicyError(f"{path} is missing; the archive refuses to guess.") from None
+    role = _granted(path, stamp)
+    if role not in load_action_policy(where).roles:
+        raise PolicyError(f"{path}: [applications].grants must name one of its roles.")
+    return role
+
+
+@lru_cache(maxsize=8)
+def _granted(path: Path, stamp: int) -> str:  # noqa: ARG001 - the cache key
+    role = (_read_toml(path).get("applications") or {}).get("grants")
+    return role if isinstance(role, str) else ""
+
+
+def application_approvers(policies_dir: Path | None = None) -> frozenset[str]:
+    """The roles that may approve an application (application.approve)."""
+    from archive.core import load_action_policy
+    from archive.paths import POLICIES_DIR
+
+    return load_action_policy(Path(policies_dir or POLICIES_DIR)).holders("application.approve")
+
+
 METHODS = frozenset({"GET", "POST", "PUT", "DELETE", "PATCH"})
 _SEGMENT = re.compile(r"^[A-Za-z0-9._~-]+$")
 
@@ -164,29 +214,33 @@ def _rules(value: object, where: str) -> tuple[Rule, ...]:
     return tuple(Rule.parse(item, where) for item in value)
 
 
-def parse_route_policy(raw: dict, source: str = "routes.toml") -> RoutePolicy:
-    """Check and compile a decoded routes.toml; refuse any rule that opens a never route."""
+def parse_route_policy(
+    raw: dict, source: str = "routes.toml", known: Sequence[str] | None = None
+) -> RoutePolicy:
+    """Check and compile a decoded routes.toml; refuse any rule that opens a never route.
+    `known`: the roles of the action policy beside it (default: the shipped one's)."""
     version = _version(raw, Path(source))
+    known = tuple(ROLES if known is None else known)
     never = _rules(raw.get("never", {}).get("routes"), f"{source} [never].routes")
     if not never:
         raise PolicyError(f"{source}: [never].routes must list the image-egress routes.")
     roles_raw = raw.get("roles")
     if not isinstance(roles_raw, dict):
         raise PolicyError(f"{source}: [roles.<name>] tables are missing.")
-    unknown = set(roles_raw) - set(ROLES)
+    unknown = set(roles_raw) - set(known)
     if unknown:
         raise PolicyError(
-            f"{source}: unknown role(s) {sorted(unknown)}; known: {', '.join(ROLES)}."
+            f"{source}: unknown role(s) {sorted(unknown)}; known: {', '.join(known)}."
         )
     roles = {
         role: _rules(roles_raw.get(role, {}).get("allow", []), f"{source} [roles.{role}].allow")
-        for role in ROLES
+        for role in known
     }
     anonymous = _rules(raw.get("anonymous", {}).get("allow", []), f"{source} [anonymous].allow")
     training = raw.get("training", {})
     image_routes = _rules(training.get("image_routes", []), f"{source} [training].image_routes")
     requiring = training.get("roles_requiring_training", [])
-    if not isinstance(requiring, list) or set(requiring) - set(ROLES):
+    if not isinstance(requiring, list) or set(requiring) - set(known):
         raise PolicyError(f"{source}: [training].roles_requiring_training must list known roles.")
     for where, rules in [("anonymous", anonymous), *roles.items()]:
         for rule in rules:
@@ -213,8 +267,15 @@ def parse_route_policy(raw: dict, source: str = "routes.toml") -> RoutePolicy:
 
 
 def load_route_policy(policies_dir: Path) -> RoutePolicy:
+    """routes.toml, checked against the roles of actions.toml in the same directory."""
+    from archive.core import ActionPolicyError, load_action_policy
+
     path = Path(policies_dir) / "access" / "routes.toml"
-    return parse_route_policy(_read_toml(path), str(path))
+    try:
+        known = load_action_policy(Path(policies_dir)).roles
+    except ActionPolicyError as exc:
+        raise PolicyError(str(exc)) from None
+    return parse_route_policy(_read_toml(path), str(path), known)
 
 
 def _positive(section: dict, key: str, where: str, default: int) -> int:

@@ -31,7 +31,6 @@ from archive.catalogue.model import (
     SeriesSummary,
     StudySummary,
 )
-from archive.catalogue.permissions import EDITOR_ROLES, VIEWER_ROLES, can_edit, can_view
 from archive.catalogue.repository import (
     CatalogueRepository,
     SqliteCatalogueRepository,
@@ -42,7 +41,6 @@ from archive.catalogue.vocabulary import Vocabulary, load_vocabulary
 __all__ = [
     "CASE_ID",
     "EDITABLE_FIELDS",
-    "EDITOR_ROLES",
     "INTAKES",
     "LEVELS",
     "LIST_FIELDS",
@@ -50,7 +48,6 @@ __all__ = [
     "SORTS",
     "STATUSES",
     "TEXT_FIELDS",
-    "VIEWER_ROLES",
     "Case",
     "CaseNotFoundError",
     "Catalogue",
@@ -69,7 +66,5 @@ __all__ = [
     "repository_for",
     "StudySummary",
     "Vocabulary",
-    "can_edit",
-    "can_view",
     "load_vocabulary",
 ]

@@ -47,6 +47,7 @@ _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 _MODALITY = re.compile(r"^[A-Z0-9]{1,16}$")
 _AGE_BAND = re.compile(r"^(\d{1,3}(-\d{1,3})?\+?[YMWD]?|unknown)?$")
 _SEXES = {"M": "M", "F": "F", "O": "O", "": "", "MALE": "M", "FEMALE": "F", "OTHER": "O"}
+_USER = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _PSEUDONYM = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 MAX_TEXT = 20_000
 MAX_LIST_ITEMS = 50
@@ -477,6 +478,43 @@ class Catalogue:
                 )
             )
         return self.get_collection(current.collection_id)
+
+    def share_collection(self, collection_id: str, editors: Sequence[str], by: str) -> Collection:
+        """Let exactly these users edit the collection beside its owner (empty: nobody)."""
+        names = _unique([(e or "").strip() for e in editors if (e or "").strip()])
+        if any(not _USER.match(n) for n in names):
+            raise CatalogueError("editors are account names: letters, digits, . _ - only.")
+        current = self.get_collection(collection_id)
+        stamp, _ = _stamp(None)
+        with self.repo.transaction():
+            self.repo.set_collection_editors(
+                current.collection_id, [n for n in names if n != current.owner], by, stamp
+            )
+            self.repo.update_collection(current.collection_id, {"updated_at": stamp})
+            self.on_change(
+                CatalogueChange(
+                    "catalogue.collection.share",
+                    current.collection_id,
+                    actor=by,
+                    detail={"editors": ",".join(names)[:1000]},
+                )
+            )
+        return self.get_collection(current.collection_id)
+
+    def delete_collection(self, collection_id: str, editor: str) -> Collection:
+        """Delete the collection (its cases stay in the catalogue); returns what it was."""
+        current = self.get_collection(collection_id, include_withdrawn=True)
+        with self.repo.transaction():
+            self.repo.delete_collection(current.collection_id)
+            self.on_change(
+                CatalogueChange(
+                    "catalogue.collection.delete",
+                    current.collection_id,
+                    actor=editor,
+                    detail={"case_count": current.size},
+                )
+            )
+        return current
 
     def _collection_text(self, title: str, description: str) -> tuple[str, str]:
         title, description = (title or "").strip(), (description or "").strip()

@@ -179,6 +179,7 @@ class Collection:
     updated_at: str
     items: list[CollectionItem] = field(default_factory=list)
     size: int = 0
+    editors: list[str] = field(default_factory=list)  # who the owner shares editing with
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -26,6 +26,7 @@ import json
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any, Protocol
 
 from archive.catalogue.model import (
@@ -112,6 +113,10 @@ class CatalogueRepository(Protocol):
     def set_collection_items(
         self, collection_id: str, case_ids: Sequence[str], now: str
     ) -> None: ...
+    def set_collection_editors(
+        self, collection_id: str, editors: Sequence[str], by: str, now: str
+    ) -> None: ...
+    def delete_collection(self, collection_id: str) -> None: ...
 
 
 def repository_for(conn: Any) -> SqliteCatalogueRepository:
@@ -417,13 +422,54 @@ class SqliteCatalogueRepository:
             f" WHERE i.collection_rowid = ?{hide} ORDER BY i.position",
             (row["id"],),
         ).fetchall()
-        return self._collection(
+        collection = self._collection(
             row,
             [
                 CollectionItem(r["case_id"], n, r["title"], r["status"])
                 for n, r in enumerate(items, start=1)
             ],
         )
+        return replace(collection, editors=self._editors(row["id"]))
+
+    def _editors(self, rowid: int) -> list[str]:
+        return [
+            r[0]
+            for r in self.conn.execute(
+                "SELECT editor FROM catalogue_collection_editors WHERE collection_rowid = ?"
+                " ORDER BY editor",
+                (rowid,),
+            )
+        ]
+
+    def set_collection_editors(
+        self, collection_id: str, editors: Sequence[str], by: str, now: str
+    ) -> None:
+        """The users the owner shares editing with: exactly `editors`."""
+        krow = self.conn.execute(
+            "SELECT id FROM catalogue_collections WHERE collection_id = ?", (collection_id,)
+        ).fetchone()
+        self.conn.execute(
+            "DELETE FROM catalogue_collection_editors WHERE collection_rowid = ?", (krow[0],)
+        )
+        self.conn.executemany(
+            "INSERT INTO catalogue_collection_editors (collection_rowid, editor, added_by,"
+            " added_at) VALUES (?, ?, ?, ?)",
+            [(krow[0], editor, by, now) for editor in editors],
+        )
+
+    def delete_collection(self, collection_id: str) -> None:
+        """The collection, its order and its editors; the cases stay in the catalogue."""
+        krow = self.conn.execute(
+            "SELECT id FROM catalogue_collections WHERE collection_id = ?", (collection_id,)
+        ).fetchone()
+        if krow is None:
+            return
+        for table in ("catalogue_collection_items", "catalogue_collection_editors"):
+            self.conn.execute(
+                f"DELETE FROM {table} WHERE collection_rowid = ?",  # noqa: S608 - fixed names
+                (krow[0],),
+            )
+        self.conn.execute("DELETE FROM catalogue_collections WHERE id = ?", (krow[0],))
 
     def list_collections(self) -> list[Collection]:
         rows = self.conn.execute(

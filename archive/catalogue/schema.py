@@ -275,4 +275,22 @@ CREATE INDEX catalogue_collection_items_case ON catalogue_collection_items (case
 """.replace("{search}", _PG_SEARCH)
 
 # Step 2 (the covering index) is a SQLite planner measure; PostgreSQL has nothing to do.
-STEPS = [{"sqlite": STEP_1, "postgresql": PG_STEP_1}, {"sqlite": STEP_2, "postgresql": ""}]
+# Step 3 (issue 21): a collection's owner edits it and may share editing with named
+# users; existing collections keep their recorded creator as owner (the `owner` column
+# was always filled), so nothing needs back-filling.
+STEP_3 = """
+CREATE TABLE catalogue_collection_editors (
+    collection_rowid INTEGER NOT NULL REFERENCES catalogue_collections (id) ON DELETE CASCADE,
+    editor TEXT NOT NULL,
+    added_by TEXT NOT NULL,
+    added_at TEXT NOT NULL,
+    PRIMARY KEY (collection_rowid, editor)
+);
+"""
+PG_STEP_3 = STEP_3.replace("INTEGER NOT NULL REFERENCES", "BIGINT NOT NULL REFERENCES")
+
+STEPS = [
+    {"sqlite": STEP_1, "postgresql": PG_STEP_1},
+    {"sqlite": STEP_2, "postgresql": ""},
+    {"sqlite": STEP_3, "postgresql": PG_STEP_3},
+]

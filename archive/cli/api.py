@@ -218,3 +218,14 @@ def authenticated_person(
         fail(f"{who} could not be authenticated: {why}. This act is recorded as the "
              "person's own, so it needs their own password or token.")  # fmt: skip
     return result
+
+
+def done(result):
+    """A use case's result, or its refusal as the CLI's one line: the reason, then what to
+    do next (archive.core.Refusal)."""
+    from archive.core import Refusal
+
+    if isinstance(result, Refusal):
+        reason = result.reason.rstrip(".")
+        fail(f"{reason}. Next: {result.next}" if result.next else f"{reason}.")
+    return result

@@ -1,12 +1,13 @@
 """`archive cases list|search|show|edit|annotate`: the teaching catalogue from a shell.
 
-Run on the archive's own machine, reading acts as the local operator (`actor()`).
-Editing and annotating a case is a person's act (issue 21): it is made as the person
-who authenticates with their own password or token (--as NAME with a prompt or
---password-file, or --token-file; archive.cli.api.authenticated_person), whose roles
-are checked (only trainers and personnel may edit). The old `--as-user NAME`, which
-acted for a user without their password, is refused. Every change goes to the audit
-log before it is committed; if the audit log cannot be written, nothing changes.
+Run on the archive's own machine, reading is the local operator's (who holds the home
+anyway). Editing and annotating a case is a person's act (issue 21): it is made as the
+person who authenticates with their own password or token (--as NAME with a prompt or
+--password-file, or --token-file; archive.cli.api.authenticated_person) through the same
+use case as the REST route and the web (archive.catalogue.usecases), which authorises
+it (case.edit in policies/access/actions.toml) and audits it once. The old `--as-user
+NAME`, which acted for a user without their password, is refused. A refusal is one
+line: the reason and what to do next.
 """
 
 from __future__ import annotations
@@ -28,16 +29,14 @@ from archive.catalogue import (
     Catalogue,
     SearchFilters,
     SearchPage,
-    can_edit,
     load_vocabulary,
 )
-from archive.catalogue.auditing import audit_sink
-from archive.cli.api import AsOption, PasswordFileOption, TokenFileOption
-from archive.cli.common import HomeOption, JsonOption, actor, emit_json, fail, load
+from archive.catalogue import usecases as uc
+from archive.cli.api import AsOption, PasswordFileOption, TokenFileOption, done
+from archive.cli.common import HomeOption, JsonOption, emit_json, fail, load
+from archive.core import Ports
 from archive.db import open_database
 from archive.errors import ArchiveError
-
-LOCAL_ROLES = ("local-operator",)
 
 AsUserOption = Annotated[
     str | None, typer.Option("--as-user", hidden=True, help="Removed (issue 21).")
@@ -81,30 +80,39 @@ def one_line_errors() -> Iterator[None]:
         fail(str(exc))
 
 
-def open_catalogue(
-    home: Path, as_user: str | None = None, *, editing: bool = False, principal=None
-) -> tuple[Catalogue, str]:
-    """The home's catalogue, auditing as the acting user; (catalogue, acting user).
-    `principal` is an authenticated person (their roles are checked for editing);
-    without one, the local operator acts."""
+def open_catalogue(home: Path, as_user: str | None = None) -> Catalogue:
+    """The home's catalogue for reading on the archive's machine (the operator's)."""
     refuse_as_user(as_user)
     config = load(home)
-    if principal is not None:
-        who, roles = principal.user, tuple(principal.roles)
-        if editing and not can_edit(roles):
-            fail(f"{who} may search and view cases but not edit them (trainers and personnel).")
-    else:
-        who, roles = actor(), LOCAL_ROLES
     if not config.home.db_path.parent.is_dir():
         fail(f"{config.home.data_dir} does not exist; run `archive init` first.")
     with one_line_errors():
-        catalogue = Catalogue(
+        return Catalogue(
             open_database(config),
             config.school_prefix,
             vocabulary=load_vocabulary(config.policies_dir),
-            on_change=audit_sink(audit_log_for(config.home), roles, source="cli"),
         )
-    return catalogue, who
+
+
+def catalogue_room(home: Path) -> uc.CatalogueRoom:
+    """The catalogue's use cases on the home, auditing to its log as acts from the CLI."""
+    catalogue = open_catalogue(home)
+    config = load(home)
+    ports = Ports(
+        db=catalogue.repo.conn,
+        audit=audit_log_for(config.home),
+        policies_dir=config.policies_dir,
+        source="cli",
+    )
+    return uc.CatalogueRoom(ports, config.school_prefix, catalogue.vocabulary,
+                            _catalogue=catalogue)  # fmt: skip
+
+
+def as_person(home: Path, user, password_file, token_file, as_user=None):
+    """(the use cases, the authenticated person acting)."""
+    refuse_as_user(as_user)
+    principal = authenticate_editor(home, user, password_file, token_file)
+    return catalogue_room(home), principal
 
 
 def _filters(**values: list[str] | None) -> SearchFilters:
@@ -222,7 +230,7 @@ def register(app: typer.Typer) -> None:
         as_json: bool,
         as_user: str | None,
     ) -> None:
-        catalogue, _ = open_catalogue(home, as_user)
+        catalogue = open_catalogue(home, as_user)
         filters = _filters(
             modality=modality,
             body_part=body_part,
@@ -302,7 +310,7 @@ def register(app: typer.Typer) -> None:
         as_user: AsUserOption = None,
     ) -> None:
         """Show one case: its facts, teaching metadata and series."""
-        catalogue, _ = open_catalogue(home, as_user)
+        catalogue = open_catalogue(home, as_user)
         with one_line_errors():
             case = catalogue.get(case_id)
         _print_case(case, as_json)
@@ -371,10 +379,8 @@ def register(app: typer.Typer) -> None:
             fail(
                 f"nothing to change; give at least one of --{', --'.join(given)}.".replace("_", "-")
             )
-        principal = authenticate_editor(home, user, password_file, token_file)
-        catalogue, who = open_catalogue(home, editing=True, principal=principal)
-        with one_line_errors():
-            case = catalogue.edit(case_id, changes, who)
+        room, principal = as_person(home, user, password_file, token_file)
+        case = done(uc.edit_case(room, principal, case_id, changes)).case
         if as_json:
             emit_json(case.to_dict())
         else:
@@ -402,10 +408,9 @@ def register(app: typer.Typer) -> None:
         refuse_as_user(as_user)
         if field.replace("-", "_") not in EDITABLE_FIELDS:
             fail(f"unknown field {field!r}; choose one of {', '.join(EDITABLE_FIELDS)}.")
-        principal = authenticate_editor(home, user, password_file, token_file)
-        catalogue, who = open_catalogue(home, editing=True, principal=principal)
-        with one_line_errors():
-            case = catalogue.annotate(case_id, field.replace("-", "_"), text, who)
+        room, principal = as_person(home, user, password_file, token_file)
+        case = done(uc.annotate_case(room, principal, case_id, field.replace("-", "_"), text))
+        case = case.case
         if as_json:
             emit_json(case.to_dict())
         else:

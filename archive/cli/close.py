@@ -3,8 +3,8 @@
 Closure of the suite (issue 10). Records live in the home; the Board's decision and each
 member's vote are made by the member themselves, authenticated on the home with their
 own password or token (archive.cli.api.authenticated_person; issue 21), and the wipe
-confirmations likewise by each personnel user. The transfer goes through the running
-archive as a personnel user (Orthanc sends the C-STOREs).
+confirmations likewise by each staff user. The transfer goes through the running
+archive as a staff user (Orthanc sends the C-STOREs).
 The wipe runs on a stopped archive only, and only through the governance gate
 (ClosureRecords.check_wipe_allowed). Because the audit log lives under the data
 directory the wipe deletes, it is exported (with its public key) FIRST; every later step
@@ -171,7 +171,7 @@ def register(app: typer.Typer) -> None:
         as_json: JsonOption = False,
     ) -> None:
         """What closing involves: cases and bytes, holders, keys, volumes, backups (the
-        same plan as the web page's). As yourself (personnel or a Board member), or as the
+        same plan as the web page's). As yourself (staff or a Board member), or as the
         operator on the machine when no --as/--token-file is given."""
         config = load(home)
         with _records(home) as (store, log, _records_, policy):
@@ -272,7 +272,7 @@ def register(app: typer.Typer) -> None:
         token_file: TokenFileOption = None,
         as_json: JsonOption = False,
     ) -> None:
-        """Send the whole archive by C-STORE to the Board-named collection (as personnel)."""
+        """Send the whole archive by C-STORE to the Board-named collection (as staff)."""
         load(home)
         with api_client(home, user, password_file, token_file) as client:
             answer = call(client, "POST", "/teaching/closure/transfer", timeout=600)
@@ -308,7 +308,7 @@ def register(app: typer.Typer) -> None:
         as_json: JsonOption = False,
     ) -> None:
         """Record the receiving collection's receipt (signed manifest, or its hash), as
-        yourself (personnel)."""
+        yourself (staff)."""
         rows = None
         if manifest_file is not None:
             try:
@@ -355,7 +355,7 @@ def register(app: typer.Typer) -> None:
         token_file: TokenFileOption = None,
         as_json: JsonOption = False,
     ) -> None:
-        """Confirm the wipe, as yourself (two different personnel users are needed)."""
+        """Confirm the wipe, as yourself (two different staff users are needed)."""
         config = load(home)
         with _records(home) as (store, log, _r, policy):
             principal = _person(home, store, log, user, password_file, token_file)
@@ -381,7 +381,7 @@ def register(app: typer.Typer) -> None:
         token_file: TokenFileOption = None,
         as_json: JsonOption = False,
     ) -> None:
-        """Attest, as yourself (personnel), that a workstation's drive was wiped."""
+        """Attest, as yourself (staff), that a workstation's drive was wiped."""
         if attested_by:
             fail("--attested-by is no longer accepted: the person attesting signs in as "
                  "themselves with --as NAME (or --token-file).")  # fmt: skip
@@ -419,7 +419,7 @@ def register(app: typer.Typer) -> None:
             str, typer.Option("--validated-by", help="Who validates (not the performer).")
         ],
         title: Annotated[str, typer.Option("--title")] = "Archive administrator",
-        validator_title: Annotated[str, typer.Option("--validator-title")] = "School personnel",
+        validator_title: Annotated[str, typer.Option("--validator-title")] = "School staff",
         organisation: Annotated[str, typer.Option("--organisation")] = "School of Radiology",
         canaries: Annotated[
             list[str] | None,

@@ -1,8 +1,12 @@
-"""`archive collections create|list|show|add|remove|reorder`: ordered sets of cases.
+"""`archive collections create|list|show|add|remove|reorder|share|delete`.
 
 A collection (an exam-preparation set, a teaching session) has its own title and
-description and keeps its cases in the order a trainer chose. Acting user, role check
-and auditing work as for `archive cases` (see archive/cli/cases.py).
+description and keeps its cases in the order a trainer chose. Its owner (who created
+it) changes it and may share editing with named users (`share`); others read it.
+Changing a collection is a person's act: made as the person who authenticates (--as
+NAME with a prompt or --password-file, or --token-file) through the catalogue's use
+cases (archive.catalogue.usecases), which authorise and audit it; reading is the
+operator's, on the archive's machine, as for `archive cases`.
 """
 
 from __future__ import annotations
@@ -12,7 +16,9 @@ from typing import Annotated
 import typer
 
 from archive.catalogue import Collection
-from archive.cli.cases import AsUserOption, one_line_errors, open_catalogue
+from archive.catalogue import usecases as uc
+from archive.cli.api import AsOption, PasswordFileOption, TokenFileOption
+from archive.cli.cases import AsUserOption, as_person, done, one_line_errors, open_catalogue
 from archive.cli.common import HomeOption, JsonOption, emit_json, fail
 
 CollectionArg = Annotated[str, typer.Argument(help="The collection id, e.g. NSR-COL-0001.")]
@@ -25,6 +31,8 @@ def _print(collection: Collection, as_json: bool) -> None:
         return
     typer.echo(f"{collection.collection_id}  {collection.title}  ({len(collection.items)} cases)")
     typer.echo(f"  owner: {collection.owner}   updated: {collection.updated_at}")
+    if collection.editors:
+        typer.echo(f"  also edited by: {', '.join(collection.editors)}")
     if collection.description:
         typer.echo(f"  {collection.description}")
     for item in collection.items:
@@ -45,11 +53,13 @@ def register(app: typer.Typer) -> None:
         description: Annotated[str, typer.Option(help="What the collection is for.")] = "",
         as_json: JsonOption = False,
         as_user: AsUserOption = None,
+        user: AsOption = None,
+        password_file: PasswordFileOption = None,
+        token_file: TokenFileOption = None,
     ) -> None:
-        """Create an empty collection owned by the acting user."""
-        catalogue, who = open_catalogue(home, as_user, editing=True)
-        with one_line_errors():
-            collection = catalogue.create_collection(title, description, who)
+        """Create an empty collection, owned by you (authenticated)."""
+        room, me = as_person(home, user, password_file, token_file, as_user)
+        collection = done(uc.create_collection(room, me, title, description)).collection
         if as_json:
             emit_json(collection.to_dict())
         else:
@@ -60,7 +70,7 @@ def register(app: typer.Typer) -> None:
         home: HomeOption, as_json: JsonOption = False, as_user: AsUserOption = None
     ) -> None:
         """List collections with their size."""
-        catalogue, _ = open_catalogue(home, as_user)
+        catalogue = open_catalogue(home, as_user)
         with one_line_errors():
             collections = catalogue.list_collections()
         if as_json:
@@ -82,7 +92,7 @@ def register(app: typer.Typer) -> None:
         as_user: AsUserOption = None,
     ) -> None:
         """Show a collection's cases in order."""
-        catalogue, _ = open_catalogue(home, as_user)
+        catalogue = open_catalogue(home, as_user)
         with one_line_errors():
             collection = catalogue.get_collection(collection_id, include_withdrawn)
         _print(collection, as_json)
@@ -97,11 +107,14 @@ def register(app: typer.Typer) -> None:
         ] = None,
         as_json: JsonOption = False,
         as_user: AsUserOption = None,
+        user: AsOption = None,
+        password_file: PasswordFileOption = None,
+        token_file: TokenFileOption = None,
     ) -> None:
         """Add cases to a collection (a case already in it moves to the new place)."""
-        catalogue, who = open_catalogue(home, as_user, editing=True)
-        with one_line_errors():
-            collection = catalogue.add_to_collection(collection_id, case_ids, who, position)
+        room, me = as_person(home, user, password_file, token_file, as_user)
+        result = uc.add_to_collection(room, me, collection_id, case_ids, position)
+        collection = done(result).collection
         _print(collection, as_json)
 
     @sub.command("remove")
@@ -111,11 +124,13 @@ def register(app: typer.Typer) -> None:
         case_ids: CasesArg,
         as_json: JsonOption = False,
         as_user: AsUserOption = None,
+        user: AsOption = None,
+        password_file: PasswordFileOption = None,
+        token_file: TokenFileOption = None,
     ) -> None:
         """Remove cases from a collection (the cases themselves stay in the catalogue)."""
-        catalogue, who = open_catalogue(home, as_user, editing=True)
-        with one_line_errors():
-            collection = catalogue.remove_from_collection(collection_id, case_ids, who)
+        room, me = as_person(home, user, password_file, token_file, as_user)
+        collection = done(uc.remove_from_collection(room, me, collection_id, case_ids)).collection
         _print(collection, as_json)
 
     @sub.command("reorder")
@@ -129,14 +144,51 @@ def register(app: typer.Typer) -> None:
         ] = None,
         as_json: JsonOption = False,
         as_user: AsUserOption = None,
+        user: AsOption = None,
+        password_file: PasswordFileOption = None,
+        token_file: TokenFileOption = None,
     ) -> None:
         """Put the cases given first, in that order; or move one case with --position."""
-        catalogue, who = open_catalogue(home, as_user, editing=True)
-        with one_line_errors():
-            if position is not None:
-                if len(case_ids) != 1:
-                    fail("give exactly one case id with --position.")
-                collection = catalogue.move_in_collection(collection_id, case_ids[0], position, who)
-            else:
-                collection = catalogue.reorder_collection(collection_id, case_ids, who)
-        _print(collection, as_json)
+        if position is not None and len(case_ids) != 1:
+            fail("give exactly one case id with --position.")
+        room, me = as_person(home, user, password_file, token_file, as_user)
+        if position is not None:
+            result = uc.move_in_collection(room, me, collection_id, case_ids[0], position)
+        else:
+            result = uc.reorder_collection(room, me, collection_id, case_ids)
+        _print(done(result).collection, as_json)
+
+    @sub.command("share")
+    def share_cmd(
+        home: HomeOption,
+        collection_id: CollectionArg,
+        editors: Annotated[
+            list[str] | None,
+            typer.Argument(help="Who may edit it beside you (none given: only you)."),
+        ] = None,
+        as_json: JsonOption = False,
+        user: AsOption = None,
+        password_file: PasswordFileOption = None,
+        token_file: TokenFileOption = None,
+    ) -> None:
+        """Share editing of your collection with exactly these users (owner only)."""
+        room, me = as_person(home, user, password_file, token_file)
+        _print(done(uc.share_collection(room, me, collection_id, editors or [])).collection,
+               as_json)  # fmt: skip
+
+    @sub.command("delete")
+    def delete_cmd(
+        home: HomeOption,
+        collection_id: CollectionArg,
+        as_json: JsonOption = False,
+        user: AsOption = None,
+        password_file: PasswordFileOption = None,
+        token_file: TokenFileOption = None,
+    ) -> None:
+        """Delete your collection (owner only); its cases stay in the catalogue."""
+        room, me = as_person(home, user, password_file, token_file)
+        gone = done(uc.delete_collection(room, me, collection_id)).collection
+        if as_json:
+            emit_json({"deleted": gone.to_dict()})
+        else:
+            typer.echo(f"deleted {gone.collection_id}  {gone.title}")

@@ -7,10 +7,12 @@ delete it after review. `release` goes through the running archive (plugin route
 the reviewed instance enters Orthanc unchanged with a one-time ticket; every other step
 works on the home directly. Every step is audited.
 
-The reviewer acts for themselves (issue 21): mask and reject are authenticated on the
-home with the reviewer's own password or token (archive.cli.api.authenticated_person)
-and release goes over REST with the same credentials; nobody is named on the
-operator's word (the old --reviewer is refused).
+The reviewer acts for themselves (issue 21): mask, reject and consent are
+authenticated on the home with the reviewer's own password or token
+(archive.cli.api.authenticated_person) and call the quarantine's use cases
+(archive.quarantine.usecases, which authorise and audit them); release goes over REST
+with the same credentials to the route that calls the release use case. Nobody is named
+on the operator's word (the old --reviewer and consent --by are refused).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from archive.cli.api import (
     api_client,
     authenticated_person,
     call,
+    done,
 )
 from archive.cli.common import HomeOption, JsonOption, actor, emit_json, fail, load, stdin_is_tty
 from archive.errors import ArchiveError
@@ -79,16 +82,22 @@ def _no_reviewer(reviewer: str | None) -> None:
 
 
 def _reviewer(home: Path, runtime, user, password_file, token_file):
-    """The reviewer's Principal (personnel), from their own credentials."""
+    """The reviewer's Principal, from their own credentials; whether they may review is
+    the use case's to decide (policies/access/actions.toml)."""
     from archive.access import AccessStore
 
-    principal = authenticated_person(
+    return authenticated_person(
         home, AccessStore(runtime.db()), user, password_file, token_file, record=runtime.record
     )
-    if "personnel" not in principal.roles:
-        _audit(runtime, "quarantine.review", "denied", principal.user, None, reason="role")
-        fail(f"{principal.user} is not school personnel; only personnel review the quarantine.")
-    return principal
+
+
+def _room(runtime, store):
+    from archive.core import Ports
+    from archive.quarantine.usecases import QuarantineRoom
+
+    ports = Ports(db=runtime.db(), audit=runtime.audit,
+                  policies_dir=runtime.config.policies_dir, source="cli")  # fmt: skip
+    return QuarantineRoom(ports, store, _masking(runtime.config))
 
 
 def _masking(config):
@@ -186,42 +195,29 @@ def register(app: typer.Typer) -> None:
         """Black out regions in every frame, then OCR what is left (BurnedInAnnotation honest)."""
         from archive.pixels import define_template
         from archive.pixels import save_template as save
-        from archive.quarantine.review import mask, parse_region
+        from archive.quarantine.review import parse_region
+        from archive.quarantine.usecases import mask_item
+
+        try:
+            regions = [parse_region(r) for r in region]
+            area = [parse_region(r) for r in image_area or []]
+        except ArchiveError as exc:
+            fail(str(exc))
+
+        def keep(result, who: str) -> str:
+            template = define_template(
+                save_template, str(result.device["manufacturer"]),
+                str(result.device["model"]), int(result.device["rows"]),
+                int(result.device["columns"]), str(result.device["modality"]), regions,
+                image_area=area, description=f"from quarantine review of {item} by {who}",
+            )  # fmt: skip
+            return str(save(runtime.config.policies_dir, template))
 
         with _opened(home) as (runtime, store):
-            who = _reviewer(home, runtime, user, password_file, token_file).user
-            try:
-                regions = [parse_region(r) for r in region]
-                area = [parse_region(r) for r in image_area or []]
-                policy = _masking(runtime.config)
-                result = mask(store, policy, item, regions, area, who)
-                saved = None
-                if save_template:
-                    template = define_template(
-                        save_template,
-                        str(result.device["manufacturer"]),
-                        str(result.device["model"]),
-                        int(result.device["rows"]),
-                        int(result.device["columns"]),
-                        str(result.device["modality"]),
-                        regions,
-                        image_area=area,
-                        description=f"from quarantine review of {item} by {who}",
-                    )
-                    saved = save(runtime.config.policies_dir, template)
-            except ArchiveError as exc:
-                _audit(runtime, "quarantine.mask", "failure", who, item, reason=str(exc)[:300])
-                fail(str(exc))
-            _audit(
-                runtime,
-                "quarantine.mask",
-                "success",
-                who,
-                item,
-                regions=len(regions),
-                words_left=result.words_left,
-                template=str(saved.name) if saved else None,
-            )
+            me = _reviewer(home, runtime, user, password_file, token_file)
+            masked = done(mask_item(_room(runtime, store), me, item, regions, area,
+                                    save_template=keep if save_template else None))  # fmt: skip
+        result, saved = masked.result, masked.template
         payload = {
             "item": item,
             "words_left": result.words_left,
@@ -250,7 +246,7 @@ def register(app: typer.Typer) -> None:
         as_json: JsonOption = False,
     ) -> None:
         """Release a reviewed item into the running archive, unchanged (one-time ticket),
-        as yourself (personnel, not whoever ingested it)."""
+        as yourself (never whoever ingested it)."""
         _no_reviewer(reviewer)
         with api_client(home, user, password_file, token_file) as client:
             body = call(client, "POST", f"/teaching/quarantine/{item}/release",
@@ -273,14 +269,11 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Reject an item as yourself: its ciphertext (and wrapped key) is deleted for good."""
         _no_reviewer(reviewer)
+        from archive.quarantine.usecases import reject_item
+
         with _opened(home) as (runtime, store):
-            who = _reviewer(home, runtime, user, password_file, token_file).user
-            try:
-                store.decide(item, "rejected", who, note)
-            except ArchiveError as exc:
-                _audit(runtime, "quarantine.reject", "failure", who, item, reason=str(exc)[:300])
-                fail(str(exc))
-            _audit(runtime, "quarantine.reject", "success", who, item)
+            me = _reviewer(home, runtime, user, password_file, token_file)
+            who = done(reject_item(_room(runtime, store), me, item, note)).item.decided_by
         typer.echo(f"rejected {item} by {who}; its encrypted copy is deleted")
 
     @sub.command("consent")
@@ -288,7 +281,6 @@ def register(app: typer.Typer) -> None:
         study: Annotated[str, typer.Argument(help="De-identified Study Instance UID.")],
         home: HomeOption,
         level: Annotated[str, typer.Option(help="Consent level from policies/consent.toml.")],
-        by: Annotated[str, typer.Option(help="Personnel recording it.")],
         source_uid: Annotated[
             bool,
             typer.Option(
@@ -298,19 +290,26 @@ def register(app: typer.Typer) -> None:
             ),
         ] = False,
         note: Annotated[str, typer.Option(help="Where the signed form is kept.")] = "",
+        by: Annotated[
+            str | None, typer.Option("--by", hidden=True, help="Removed (issue 21).")
+        ] = None,
+        user: AsOption = None,
+        password_file: PasswordFileOption = None,
+        token_file: TokenFileOption = None,
     ) -> None:
-        """Record a photograph consent level against a study (at ingest or later)."""
+        """Record a photograph consent level against a study (at ingest or later), as
+        yourself."""
         from archive.deid import DeidSecrets, map_uid
-        from archive.pixels import check_consent_level
+        from archive.quarantine.usecases import record_consent
 
+        if by:
+            fail("--by is no longer accepted: consent is recorded by whoever records it, "
+                 "as themselves. Use --as NAME with their own password (prompt or "
+                 "--password-file) or --token-file.")  # fmt: skip
         with _opened(home) as (runtime, store):
-            try:
-                check_consent_level(_masking(runtime.config), level)
-            except ArchiveError as exc:
-                fail(str(exc))
+            me = _reviewer(home, runtime, user, password_file, token_file)
             uid = study
             if source_uid:
                 uid = map_uid(study, DeidSecrets(pseudonym_key=runtime.keyring.pseudonym_key))
-            store.record_consent(uid, level, by, note)
-            _audit(runtime, "quarantine.consent", "success", by, uid, level=level)
-        typer.echo(f"consent {level} recorded for study {uid}")
+            done(record_consent(_room(runtime, store), me, uid, level, note))
+        typer.echo(f"consent {level} recorded for study {uid} by {me.user}")

@@ -4,7 +4,7 @@ People act for themselves (issue 21): a proposal, a Board decision, each member'
 and the recording of a signed undertaking are made over the running archive's REST API
 with the acting person's own credentials (--as NAME with a password prompt or
 --password-file, or --token-file), never on a typed name. `execute` goes the same way
-as a personnel user, because Orthanc sends the images; the governance rules are checked
+as a staff user, because Orthanc sends the images; the governance rules are checked
 there again, and nothing is sent without a Board decision in force (a quorum of members
 other than the proposer who voted themselves) and a recorded undertaking. Revocation
 requests and the recipients' confirmations go the same way, as the signed-in person.
@@ -174,7 +174,7 @@ def register(app: typer.Typer) -> None:
         as_json: JsonOption = False,
     ) -> None:
         """Render the undertaking to sign (--out), or record the signed copy (--signed)
-        as yourself (a Board member or personnel, over REST): stored encrypted in the
+        as yourself (a Board member or staff, over REST): stored encrypted in the
         vault, its SHA-256 in the register."""
         if (out is None) == (signed is None):
             fail("give --out FILE (text to sign) or --signed FILE (the signed copy).")
@@ -253,7 +253,7 @@ def register(app: typer.Typer) -> None:
         token_file: TokenFileOption = None,
         as_json: JsonOption = False,
     ) -> None:
-        """Send an approved share (personnel, through the running archive); registered."""
+        """Send an approved share (staff, through the running archive); registered."""
         if method not in ("cstore", "package"):
             fail("--method is cstore or package.")
         fd = None

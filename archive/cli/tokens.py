@@ -1,8 +1,9 @@
 """`archive tokens create|list|revoke`: API tokens for scripts and the web interface.
 
 A token is its owner's own credential (issue 21): `create` is made by the user it acts
-as, with their own password (prompt or --password-file), so nobody mints a token to act
-in another person's name. Revoking only takes access away and stays the operator's.
+as, with their own password (prompt or --password-file), through the people use case
+(token.create: owner only), so nobody mints a token to act in another person's name.
+Revoking only takes access away and stays the operator's.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ from typing import Annotated
 
 import typer
 
+from archive.access import usecases as people
 from archive.cli.api import PasswordFileOption
 from archive.cli.common import HomeOption, JsonOption, emit_json, fail
-from archive.cli.users import Acting, audited, now, opened
+from archive.cli.users import Acting, admin_act, audited, now, opened
 
 
 def register(app: typer.Typer) -> None:
@@ -37,14 +39,12 @@ def register(app: typer.Typer) -> None:
         with opened(home) as (store, log):
             owner = authenticated_person(home, store, user, password_file, None,
                                          record=log.append)  # fmt: skip
-            by = Acting(owner.user, tuple(owner.roles), False)
-            token_id, plaintext = audited(
-                log,
-                "tokens.create",
-                user,
-                lambda: store.create_token(owner.user, now(), days, label),
-                by,
-            )
+            by = Acting(owner.user, tuple(owner.roles), False, owner)
+            token_id, plaintext = admin_act(
+                home, store, log, by,
+                lambda room, me: people.create_token(room, me, user, days, label),
+                "tokens.create", user, lambda: None,
+            )  # fmt: skip
             info = next(t for t in store.list_tokens(user) if t.token_id == token_id)
         if as_json:
             emit_json({**info.as_dict(), "token": plaintext})

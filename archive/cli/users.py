@@ -5,13 +5,15 @@ web session of the user (the access store bumps the account's session epoch in t
 same transaction; the rows are deleted here too), and re-enabling an account does not
 bring an old session back: the user signs in again.
 
-User administration is a person's act (issue 21): once the archive has a personnel
-account, every change (add, roles, train, expire, disable, reset-password, approve,
-tokens create and revoke) is made by a personnel user authenticated with their own
-password or token (--admin NAME with a prompt or --admin-password-file, or
---admin-token-file; checked by archive.cli.api.authenticated_person) and audited as
-them. Until then, on a new home, the local operator makes the first personnel account
-(bootstrap), audited as the OS user. Reading (list, show) stays the operator's.
+User administration is a person's act (issue 21): once the archive has an account
+that may administer users (user.manage in policies/access/actions.toml), every change
+(add, roles, train, expire, disable, reset-password, approve) is made by a person
+authenticated with their own password or token (--admin NAME with a prompt or
+--admin-password-file, or --admin-token-file; checked by
+archive.cli.api.authenticated_person) through the people use cases
+(archive.access.usecases), which authorise it and audit it as them. Until then, on a new
+home, the local operator makes the first account (bootstrap), audited as the OS user.
+Reading (list, show) stays the operator's.
 """
 
 from __future__ import annotations
@@ -25,8 +27,11 @@ from typing import Annotated
 import typer
 
 from archive.access import AccessError, PolicyError, open_access_store
+from archive.access import usecases as people
 from archive.audit import AuditError, AuditEvent, AuditLog, audit_log_for
+from archive.cli.api import done
 from archive.cli.common import HomeOption, JsonOption, actor, emit_json, fail, load, stdin_is_tty
+from archive.core import Ports, load_action_policy
 
 PasswordFileOption = Annotated[
     Path | None,
@@ -37,9 +42,7 @@ PasswordStdinOption = Annotated[
 ]
 AdminOption = Annotated[
     str | None,
-    typer.Option(
-        "--admin", envvar="ARCHIVE_ADMIN", help="Your own personnel account (default: $USER)."
-    ),
+    typer.Option("--admin", envvar="ARCHIVE_ADMIN", help="Your own account (default: $USER)."),
 ]
 AdminPasswordFileOption = Annotated[
     Path | None,
@@ -55,34 +58,39 @@ AdminTokenFileOption = Annotated[
         "--admin-token-file", envvar="ARCHIVE_ADMIN_TOKEN_FILE", help="Your own API token."
     ),
 ]
-ADMIN_ROLE = "personnel"
 ADMIN_FLAGS = ("--admin-password-file", "--admin-token-file")
 
 
 class Acting:
-    """Who administers: an authenticated personnel user, or the operator at bootstrap."""
+    """Who administers: an authenticated person, or the operator at bootstrap."""
 
-    def __init__(self, user: str, roles: tuple[str, ...], bootstrap: bool) -> None:
+    def __init__(self, user: str, roles: tuple[str, ...], bootstrap: bool,
+                 principal=None) -> None:  # fmt: skip
         self.user, self.roles, self.bootstrap = user, roles, bootstrap
+        self.principal = principal
 
 
 def administrator(home: Path, store, log: AuditLog, admin, password_file, token_file) -> Acting:
-    """The personnel user doing this, from their own credentials; on a home without any
-    active personnel account, the operator (bootstrap: the first account is made so)."""
+    """The person doing this, from their own credentials; on a home without any active
+    account that may administer users, the operator (bootstrap: the first account)."""
     from archive.cli.api import authenticated_person
 
-    if not any(ADMIN_ROLE in u.roles and not u.disabled for u in store.list_users()):
+    admins = load_action_policy(load(home).policies_dir).holders("user.manage")
+    if not any(admins & set(u.roles) and not u.disabled for u in store.list_users()):
         return Acting(actor(), (), True)
     principal = authenticated_person(home, store, admin, password_file, token_file,
                                      record=log.append, flags=ADMIN_FLAGS)  # fmt: skip
-    if ADMIN_ROLE not in principal.roles:
-        try:
-            log.append(AuditEvent("users.admin", "denied", principal.user, principal.roles,
-                                  source="cli", detail={"reason": "role"}))  # fmt: skip
-        except AuditError:
-            pass
-        fail(f"{principal.user} is not school personnel; only personnel administer users.")
-    return Acting(principal.user, tuple(principal.roles), False)
+    return Acting(principal.user, tuple(principal.roles), False, principal)
+
+
+def admin_act(home: Path, store, log: AuditLog, by: Acting, use_case, action: str,
+              subject: str, fn, **detail):  # fmt: skip
+    """The people use case as the authenticated administrator (one line on refusal); at
+    bootstrap, the operator's own act `fn()` audited as the OS user."""
+    if by.bootstrap:
+        return audited(log, action, subject, fn, by, **detail)
+    ports = Ports(db=store.conn, audit=log, policies_dir=load(home).policies_dir, source="cli")
+    return done(use_case(people.PeopleRoom(ports, store), by.principal))
 
 
 def now() -> datetime:
@@ -200,8 +208,7 @@ def register(app: typer.Typer) -> None:
             list[str],
             typer.Option(
                 "--role",
-                help="A role (repeat for several): personnel, "
-                "head_of_school, tpd, trainer, registrar, board_member.",
+                help="A role (repeat for several), as policies/access/actions.toml names them.",
             ),
         ],
         expires: Annotated[
@@ -214,20 +221,19 @@ def register(app: typer.Typer) -> None:
         admin_token_file: AdminTokenFileOption = None,
         as_json: JsonOption = False,
     ) -> None:
-        """Create a named user, as personnel (the first personnel account: by the
+        """Create a named user, as an administrator of users (the first account: by the
         operator, locally)."""
         until = datetime.combine(parse_day(expires, "--expires"), time(), UTC) if expires else None
         with opened(home) as (store, log):
             by = administrator(home, store, log, admin, admin_password_file, admin_token_file)
             password = read_password(password_file, password_stdin)
-            user = audited(
-                log,
-                "users.add",
-                name,
+            user = admin_act(
+                home, store, log, by,
+                lambda room, me: people.add_user(room, me, name, password, role, until),
+                "users.add", name,
                 lambda: store.add_user(name, password, role, now(), by.user, until),
-                by,
                 roles=",".join(sorted(role)),
-            )
+            )  # fmt: skip
             data = user.as_dict(now())
         emit_json(data) if as_json else typer.echo(f"added {_user_line(data)}")
 
@@ -273,17 +279,14 @@ def register(app: typer.Typer) -> None:
         admin_password_file: AdminPasswordFileOption = None,
         admin_token_file: AdminTokenFileOption = None,
     ) -> None:
-        """Replace a user's roles (as personnel)."""
+        """Replace a user's roles (as an administrator of users)."""
         with opened(home) as (store, log):
             by = administrator(home, store, log, admin, admin_password_file, admin_token_file)
-            audited(
-                log,
-                "users.roles",
-                name,
-                lambda: store.set_roles(name, role, now(), by.user),
-                by,
+            admin_act(
+                home, store, log, by, lambda room, me: people.set_roles(room, me, name, role),
+                "users.roles", name, lambda: store.set_roles(name, role, now(), by.user),
                 roles=",".join(sorted(role)),
-            )
+            )  # fmt: skip
             end_web_sessions(store, name)
         typer.echo(f"{name}: roles {', '.join(sorted(set(role)))}; web sessions ended")
 
@@ -303,23 +306,21 @@ def register(app: typer.Typer) -> None:
         admin_token_file: AdminTokenFileOption = None,
         as_json: JsonOption = False,
     ) -> None:
-        """Record familiarisation and suite-use training (as personnel; expiry from the
-        access policy)."""
+        """Record familiarisation and suite-use training (as yourself; expiry from
+        the access policy)."""
         day = parse_day(on, "--date") if on else now().date()
         with opened(home) as (store, log):
             by = administrator(home, store, log, admin, admin_password_file, admin_token_file)
-            record = audited(
-                log,
-                "users.train",
-                name,
-                lambda: store.record_training(
-                    name, day, now(), by.user, familiarisation, suite_use
-                ),
-                by,
-                trained_on=day.isoformat(),
-                familiarisation=familiarisation,
+            record = admin_act(
+                home, store, log, by,
+                lambda room, me: people.record_training(room, me, name, day, familiarisation,
+                                                        suite_use),
+                "users.train", name,
+                lambda: store.record_training(name, day, now(), by.user, familiarisation,
+                                              suite_use),
+                trained_on=day.isoformat(), familiarisation=familiarisation,
                 suite_use=suite_use,
-            )
+            )  # fmt: skip
             current = store.get_user(name).training  # the latest record counts
             lapsed = current is None or not current.valid_on(now().date())
             if lapsed:
@@ -351,7 +352,7 @@ def register(app: typer.Typer) -> None:
         admin_password_file: AdminPasswordFileOption = None,
         admin_token_file: AdminTokenFileOption = None,
     ) -> None:
-        """Set when an account stops working (as personnel; registrars rotating out)."""
+        """Set when an account stops working (as an administrator; rotations)."""
         when = (
             None
             if clear
@@ -359,14 +360,12 @@ def register(app: typer.Typer) -> None:
         )
         with opened(home) as (store, log):
             by = administrator(home, store, log, admin, admin_password_file, admin_token_file)
-            audited(
-                log,
-                "users.expire",
-                name,
-                lambda: store.expire_account(name, when),
-                by,
+            admin_act(
+                home, store, log, by,
+                lambda room, me: people.expire_account(room, me, name, when),
+                "users.expire", name, lambda: store.expire_account(name, when),
                 expires=when.isoformat() if when else "never",
-            )
+            )  # fmt: skip
             end_web_sessions(store, name)
         typer.echo(
             f"{name}: account {'never expires' if when is None else 'expires ' + when.isoformat()}"
@@ -382,17 +381,15 @@ def register(app: typer.Typer) -> None:
         admin_password_file: AdminPasswordFileOption = None,
         admin_token_file: AdminTokenFileOption = None,
     ) -> None:
-        """Disable an account at once (as personnel; its tokens stop working too)."""
+        """Disable an account at once (as an administrator; its tokens stop too)."""
         with opened(home) as (store, log):
             by = administrator(home, store, log, admin, admin_password_file, admin_token_file)
-            audited(
-                log,
-                "users.enable" if enable else "users.disable",
-                name,
-                lambda: store.disable(name, not enable),
-                by,
-                sessions_ended=True,
-            )
+            admin_act(
+                home, store, log, by,
+                lambda room, me: people.disable_account(room, me, name, not enable),
+                "users.enable" if enable else "users.disable", name,
+                lambda: store.disable(name, not enable), sessions_ended=True,
+            )  # fmt: skip
             end_web_sessions(store, name)
         typer.echo(
             f"{name}: {'enabled' if enable else 'disabled'}; web sessions ended"
@@ -409,18 +406,16 @@ def register(app: typer.Typer) -> None:
         admin_password_file: AdminPasswordFileOption = None,
         admin_token_file: AdminTokenFileOption = None,
     ) -> None:
-        """Set a new password (as personnel; also clears a lockout)."""
+        """Set a new password (as an administrator; clears a lockout)."""
         with opened(home) as (store, log):
             by = administrator(home, store, log, admin, admin_password_file, admin_token_file)
             password = read_password(password_file, password_stdin)
-            audited(
-                log,
-                "users.reset_password",
-                name,
-                lambda: store.reset_password(name, password, now()),
-                by,
-                sessions_ended=True,
-            )
+            admin_act(
+                home, store, log, by,
+                lambda room, me: people.reset_password(room, me, name, password),
+                "users.reset_password", name,
+                lambda: store.reset_password(name, password, now()), sessions_ended=True,
+            )  # fmt: skip
             end_web_sessions(store, name)
         typer.echo(f"{name}: password reset; web sessions ended")
 
@@ -437,8 +432,8 @@ def register(app: typer.Typer) -> None:
         admin_password_file: AdminPasswordFileOption = None,
         admin_token_file: AdminTokenFileOption = None,
     ) -> None:
-        """Approve an application from another speciality as yourself (personnel or the
-        Head of School, authenticated); grants other_speciality."""
+        """Approve an application from another speciality as yourself (authenticated;
+        application.approve in the action policy); grants the other-speciality role."""
         from archive.cli.api import authenticated_person
 
         if approver:
@@ -456,14 +451,11 @@ def register(app: typer.Typer) -> None:
                 record=log.append,
                 flags=ADMIN_FLAGS,
             )
-            by = Acting(principal.user, tuple(principal.roles), False)
-            audited(
-                log,
-                "users.approve_application",
-                name,
-                lambda: store.approve_application(name, by.user, speciality, now(), note),
-                by,
-                approver=by.user,
-            )
+            by = Acting(principal.user, tuple(principal.roles), False, principal)
+            admin_act(
+                home, store, log, by,
+                lambda room, me: people.approve_application(room, me, name, speciality, note),
+                "users.approve_application", name, lambda: None,
+            )  # fmt: skip
             end_web_sessions(store, name)
-        typer.echo(f"{name}: application approved by {by.user}; role other_speciality granted")
+        typer.echo(f"{name}: application approved by {by.user}; other-speciality role granted")

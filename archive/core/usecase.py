@@ -92,11 +92,15 @@ def perform(
     *,
     target: str | None = None,
     detail: dict[str, Any] | None = None,
+    record: str | None = None,
 ) -> T | Refusal:
     """Authorise, act in one transaction, audit once, return the result or a refusal.
 
     `resource` may be a function of the open transaction, so that the state it is
-    authorised on is the state the act changes (read under the same lock)."""
+    authorised on is the state the act changes (read under the same lock). `record`
+    names the audit record when it is more precise than the policy's action (e.g.
+    "catalogue.case.search" under "case.view"); a result with an `audit_target`
+    (a collection just created) names the record's target itself."""
     actor = principal.user if principal is not None else "anonymous"
     roles = tuple(principal.roles) if principal is not None else ()
     outcome: T | Refusal
@@ -115,10 +119,11 @@ def perform(
         result = "denied"
     else:
         fields.update(audit_detail(outcome))
+        target = getattr(outcome, "audit_target", None) or target
         result = "success"
     ports.audit.append(
         AuditEvent(
-            action=action,
+            action=record or action,
             outcome=result,
             actor=actor,
             roles=roles,

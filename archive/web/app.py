@@ -1,11 +1,12 @@
 """The web interface as plain Python: a WebRequest in, a WebResponse out.
 
 Authorisation: the HTTP filter has already let the request through by route (GET pages
-for every role, specific POSTs by role). Each page and action then asks the same route
-policy whether the user may call the /teaching REST route it fronts (`PAGES`), so the
-interface never grants more than the REST API would; refusals are 403 pages and are
-audited. Every POST needs the session's CSRF token; the sign-in form needs its own
-token bound to a pre-session cookie (sessions.py). Failed sign-ins back off per
+for every role, specific POSTs by role). Each page asks the one authorisation
+(archive.core.authorise) about the actions it fronts (`PAGES`), and each act calls the
+same use case as the REST route (issue 21), so the interface never grants more than the
+use cases do; refusals are pages with the reason and the next step, and are audited.
+Every POST needs the session's CSRF token; the sign-in form needs its own token bound to
+a pre-session cookie (sessions.py). Failed sign-ins back off per
 (account, client address) and per address: a client in its backoff gets 429 with
 Retry-After and the reason (plugins/web.py sends it as 503, Orthanc 1.10.1 having no
 429), and nothing locks the account itself (archive/access/throttle.py). Nothing
@@ -22,7 +23,7 @@ from datetime import UTC, date, datetime
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlencode
 
-from archive.access import AuthFailure, Principal, decide
+from archive.access import AuthFailure, Principal
 from archive.audit import AuditEvent
 from archive.errors import ArchiveError
 from archive.web import views
@@ -55,24 +56,26 @@ SECURITY_HEADERS = (
     ("Cache-Control", "no-store"),
 )  # fmt: skip
 
-# page -> the REST routes it fronts (any one suffices): the route policy decides who
-# may open it. Users and the closure plan are personnel's tasks without a REST route of
-# their own, so they follow personnel's quarantine review.
-PERSONNEL = ("POST", "/teaching/quarantine/0/release")
-PAGES: dict[str, tuple[tuple[str, str], ...]] = {
-    "cases": (("GET", "/teaching/cases"),),
-    "removals": (("POST", "/teaching/removals"),),
-    "approvals": (("POST", "/teaching/removals/0/approve"),),
-    "shares": (("POST", "/teaching/shares/0/decide"),),
-    "users": (PERSONNEL,),
-    "quarantine": (PERSONNEL,),
-    "audit": (("GET", "/teaching/audit"),),
-    "closure": (("GET", "/teaching/closure"), PERSONNEL),
-    "pull": (("POST", "/teaching/pulls"),),
+# page -> the actions it fronts (any one suffices): the one authorisation
+# (archive.core.authorise, policies/access/actions.toml) decides who may open it, so the
+# interface never grants more than the use cases behind it (issue 21).
+PAGES: dict[str, tuple[str, ...]] = {
+    "cases": ("case.view",),
+    "removals": ("removal.request",),
+    "approvals": ("removal.approve",),
+    "shares": ("share.vote",),
+    "users": ("user.manage", "user.training"),
+    "quarantine": ("quarantine.view",),
+    "audit": ("audit.view",),
+    "closure": ("closure.view",),
+    "pull": ("pull.create",),
     # -- issue 22: the web for every role (archive/web/editing.py, board.py, ...)
-    "collections": (("GET", "/teaching/collections"),),
-    "board": (("POST", "/teaching/shares"), ("POST", "/teaching/shares/0/undertaking")),
+    "collections": ("collection.view",),
+    "board": ("share.propose", "share.undertaking"),
 }
+# A refusal's code -> the status of the page that shows it.
+REFUSAL_STATUS = {"unauthenticated": 401, "not_found": 404, "state": 409, "conflict": 409,
+                  "invalid": 400, "failed": 500, "unavailable": 502}  # fmt: skip
 
 
 class WebError(Exception):
@@ -82,6 +85,17 @@ class WebError(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
+
+
+def outcome(result: Any) -> Any:
+    """A use case's result, or its Refusal shown as a page: the reason and what to do."""
+    from archive.core import Refusal
+
+    if isinstance(result, Refusal):
+        reason = result.reason[:1].upper() + result.reason[1:]
+        message = f"{reason.rstrip('.')}. {result.next}".strip()
+        raise WebError(REFUSAL_STATUS.get(result.code, 403), message)
+    return result
 
 
 @dataclass
@@ -113,13 +127,15 @@ class Backend(Protocol):
     home: Any
     route_policy: Any
     governance_policy: Any
+    policies_dir: Any  # the action policy (archive.core) is read from here
 
     def db(self): ...
     def access_store(self): ...
     def record(self, event: AuditEvent) -> int: ...
     def catalogue(self, principal: Principal): ...
+    def catalogue_room(self): ...  # archive.catalogue.usecases.CatalogueRoom
     def quarantine(self): ...
-    def pull(self, principal: Principal, workstation: str, cases: list[str]) -> dict: ...
+    def pull_room(self): ...  # archive.pulls.usecases.PullRoom
     def thumbnail(
         self, principal: Principal, case_id: str, number: int, size: int | None = None
     ) -> tuple[bytes, str]: ...
@@ -203,18 +219,42 @@ class WebApp:
             )
         )
 
+    def refusal(self, principal: Principal, page_name: str):
+        """None if any action the page fronts is the principal's, else the first
+        refusal (a state the resource is not yet in does not hide the page: the act
+        itself is then refused with why)."""
+        from archive.core import authorise, load_action_policy
+
+        policy = load_action_policy(self.backend.policies_dir)
+        first = None
+        for action in PAGES[page_name]:
+            verdict = authorise(policy, principal, action)
+            if verdict or verdict.code == "state":
+                return None
+            first = first or verdict
+        return first
+
     def may(self, principal: Principal, page_name: str) -> bool:
-        policy = self.backend.route_policy
-        return any(decide(policy, principal, m, uri).allowed for m, uri in PAGES[page_name])
+        return self.refusal(principal, page_name) is None
 
     def require(self, ctx: Context, page_name: str) -> None:
-        if not self.may(ctx.principal, page_name):
-            self.audit(ctx.principal, f"web.{page_name}", "denied", ip=ctx.request.ip)
+        refused = self.refusal(ctx.principal, page_name)
+        if refused is not None:
+            self.audit(ctx.principal, f"web.{page_name}", "denied", ip=ctx.request.ip,
+                       reason=refused.reason)  # fmt: skip
             raise WebError(
                 403,
-                f"Your roles ({', '.join(ctx.principal.roles) or 'none'}) do "
-                "not allow this page; ask school personnel if your work needs it.",
+                f"Your roles ({', '.join(ctx.principal.roles) or 'none'}) do not allow this "
+                f"page: {refused.reason}. {refused.next or 'Ask school personnel.'}",
             )
+
+    def ports(self):
+        """The use cases' ports for an act from the web (archive.core.Ports)."""
+        from archive.core import Ports
+
+        audit = type("WebAudit", (), {"append": staticmethod(self.backend.record)})()
+        return Ports(db=self.backend.db(), audit=audit,
+                     policies_dir=self.backend.policies_dir, source="web")  # fmt: skip
 
     def pages_for(self, principal: Principal) -> list[str]:
         return [p for p in PAGES if p != "pull" and self.may(principal, p)]
@@ -370,45 +410,28 @@ FILTERS = ("modality", "body_part", "category", "difficulty", "level")
 
 @route("GET", r"/cases")
 def _search(app: WebApp, ctx: Context, groups) -> WebResponse:
-    from archive.catalogue import SearchFilters, can_edit
+    from archive.catalogue import usecases as uc
 
     app.require(ctx, "cases")
     q = ctx.request.query
     chosen = {f: [v.strip() for v in q.get(f, "").split(",") if v.strip()] for f in FILTERS}
-    chosen = {k: v for k, v in chosen.items() if v}
-    if not can_edit(ctx.principal.roles):
-        chosen["status"] = ["available"]
     try:
         number = max(1, int(q.get("page") or 1))
     except ValueError:
         number = 1
-    results = app.backend.catalogue(ctx.principal).search(
-        q.get("q", ""), SearchFilters.of(**chosen), page=number, per_page=20
-    )
-    app.audit(ctx.principal, "catalogue.case.search", "success", results=results.total,
-              full_text=bool(q.get("q", "").strip()), filters=",".join(sorted(chosen)))  # fmt: skip
+    found = outcome(uc.search_cases(app.backend.catalogue_room(), ctx.principal,
+                                    q.get("q", ""), chosen, page=number, per_page=20))  # fmt: skip
     params = {k: q[k] for k in ("q", *FILTERS) if q.get(k)}
     choices = views.facet_choices(app.backend.catalogue(ctx.principal).vocabulary)
-    return app.html(ctx, "Catalogue", views.search(q, results, params, choices))
-
-
-def _case(app: WebApp, ctx: Context, case_id: str):
-    from archive.catalogue import CaseNotFoundError, can_edit
-
-    try:
-        case = app.backend.catalogue(ctx.principal).get(case_id)
-    except CaseNotFoundError:
-        raise WebError(404, f"There is no case {case_id}.") from None
-    if case.status != "available" and not can_edit(ctx.principal.roles):
-        raise WebError(404, f"There is no case {case_id}.")
-    return case
+    return app.html(ctx, "Catalogue", views.search(q, found.page, params, choices))
 
 
 @route("GET", r"/cases/([A-Za-z0-9-]{1,64})")
 def _show_case(app: WebApp, ctx: Context, groups) -> WebResponse:
+    from archive.catalogue import usecases as uc
+
     app.require(ctx, "cases")
-    case = _case(app, ctx, groups[0].upper())
-    app.audit(ctx.principal, "catalogue.case.view", "success", case.case_id)
+    case = outcome(uc.view_case(app.backend.catalogue_room(), ctx.principal, groups[0])).case
     body = views.case(
         case,
         csrf=ctx.session.csrf,
@@ -440,10 +463,12 @@ def _thumb(app: WebApp, ctx: Context, groups) -> WebResponse:
 
 @route("POST", r"/pulls")
 def _pull(app: WebApp, ctx: Context, groups) -> WebResponse:
+    from archive.pulls.usecases import pull_cases
+
     app.require(ctx, "pull")
     case_id, ws = ctx.form.get("case", ""), ctx.form.get("workstation", "")
-    result = app.backend.pull(ctx.principal, ws, [case_id])
-    sent = sum(int(r.get("instances", 0)) for r in result.get("pulled", []))
+    result = outcome(pull_cases(app.backend.pull_room(), ctx.principal, ws, [case_id]))
+    sent = sum(int(r.get("instances", 0)) for r in result.pulled)
     msg = f"Case {case_id} sent to {ws} ({sent} images)."
     return app.html(ctx, "Pulled", views.back_to_case(case_id), flash=msg)
 
@@ -618,21 +643,22 @@ def _users(app: WebApp, ctx: Context, groups) -> WebResponse:
 
 @route("POST", r"/users/([A-Za-z0-9._-]{1,64})/training")
 def _training(app: WebApp, ctx: Context, groups) -> WebResponse:
+    from archive.access import usecases as people
+
     app.require(ctx, "users")
     try:
         day = date.fromisoformat(ctx.form.get("trained_on", ""))
     except ValueError:
         raise WebError(400, "Give the training date as YYYY-MM-DD.") from None
-    app.backend.access_store().record_training(groups[0], day, ctx.now, by=ctx.principal.user)
-    app.audit(ctx.principal, "access.training.record", "success", groups[0],
-              trained_on=day.isoformat())  # fmt: skip
+    room = people.PeopleRoom(app.ports(), app.backend.access_store())
+    outcome(people.record_training(room, ctx.principal, groups[0], day))
     return app.redirect("/users?" + urlencode({"done": groups[0]}))
 
 
 # /quarantine pages: archive/web/quarantine.py (issue 22).
 
 
-# GET /audit: archive/web/audit.py (issue 22).
+# GET /audit: archive/web/audit_page.py (issue 22).
 
 
 @route("GET", r"/audit/verify")

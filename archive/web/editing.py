@@ -11,11 +11,12 @@
     POST /collections/{col}/move                 move one case to a position
     POST /collections/{col}/editors              the owner shares editing (or stops)
 
-Every change goes through archive.web.acts.do: the action's rule in actions.toml (roles,
-training, owner or shared editor), one transaction, one audit record. The catalogue's
-own change records are not written on top (one act, one record). Identifiers typed into
-teaching text are refused by the catalogue's check; the form comes back with the reason
-and what was typed is not lost (it is shown again).
+Every act calls a use case of archive.catalogue.usecases (edit_case, create_collection,
+add/remove/move, edit_collection, share_collection): the action's rule in actions.toml
+(roles, training, owner or shared editor), one transaction, one audit record; a refusal
+is shown with its reason and next step. Identifiers typed into teaching text are refused
+by the catalogue's check; the form comes back with the reason and what was typed is not
+lost (it is shown again).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from urllib.parse import urlencode
 
 from archive.core import Resource
 from archive.web import acts
-from archive.web.app import UI, Context, WebApp, WebError, WebResponse, route
+from archive.web.app import UI, Context, WebApp, WebError, WebResponse, outcome, route
 from archive.web.markup import Markup, join, render, table
 
 CASE = r"([A-Za-z0-9-]{1,64})"
@@ -42,16 +43,18 @@ def _hidden(csrf: str) -> Markup:
     return render('<input type="hidden" name="csrf" value="$c">', c=csrf)
 
 
-def _catalogue(app: WebApp, ctx: Context):
-    """The catalogue without its own change records: the act's one record is perform's."""
-    from archive.catalogue.changes import ignore_changes
+def _room(app: WebApp):
+    return app.backend.catalogue_room()
 
-    catalogue = app.backend.catalogue(ctx.principal)
-    catalogue.on_change = ignore_changes
-    return catalogue
+
+def _catalogue(app: WebApp, ctx: Context):
+    """The catalogue for reading (vocabulary, forms); acts go through the use cases."""
+    return _room(app).catalogue()
 
 
 def _case(app: WebApp, ctx: Context, case_id: str):
+    """The case to fill the form with (the edit use case checks it again when saving);
+    only editors get past the form's authorisation, so nothing is shown to others."""
     from archive.catalogue import CaseNotFoundError
 
     try:
@@ -115,6 +118,9 @@ def _edit_page(app: WebApp, ctx: Context, groups) -> WebResponse:
 
 @route("POST", rf"/cases/{CASE}/edit")
 def _edit_save(app: WebApp, ctx: Context, groups) -> WebResponse:
+    from archive.catalogue import usecases as uc
+
+    acts.check(app, ctx, "case.edit", target=groups[0].upper())
     case = _case(app, ctx, groups[0].upper())
     typed = {n: ctx.form.get(n, "") for n, _, _ in TEXTS}
     typed.update({n: ctx.form.get(n, "") for n, _ in LISTS})
@@ -122,15 +128,10 @@ def _edit_save(app: WebApp, ctx: Context, groups) -> WebResponse:
     changes: dict = {n: typed[n] for n, _, _ in TEXTS}
     changes.update({n: [t.strip() for t in typed[n].split(",") if t.strip()] for n, _ in LISTS})
     changes.update(category=typed["category"], difficulty=typed["difficulty"])
-    catalogue = _catalogue(app, ctx)
     try:
-        acts.do(app, ctx, "case.edit", Resource("case", case.case_id, case.status),
-                lambda tx: catalogue.edit(case.case_id, changes, ctx.principal.user, ctx.now),
-                target=case.case_id, fields=",".join(sorted(changes)),
-                next_step="Remove names, dates and numbers that could identify the patient, "
-                "then save again.")  # fmt: skip
+        outcome(uc.edit_case(_room(app), ctx.principal, case.case_id, changes))
     except WebError as exc:
-        if exc.status == 403:
+        if exc.status in (401, 403, 404):
             raise
         # Bad input: the same form with what was typed, and the reason.
         body = _edit_form(app, ctx, case, typed)
@@ -149,26 +150,20 @@ def _resource(collection) -> Resource:
 
 
 def _collection(app: WebApp, ctx: Context, collection_id: str):
-    from archive.catalogue import CollectionNotFoundError
+    from archive.catalogue import usecases as uc
 
-    try:
-        return _catalogue(app, ctx).get_collection(collection_id)
-    except CollectionNotFoundError:
-        raise WebError(404, f"There is no collection {collection_id}.") from None
+    return outcome(uc.view_collection(_room(app), ctx.principal, collection_id)).collection
 
 
 def _may_edit(app: WebApp, ctx: Context, collection) -> bool:
-    from archive.core import authorise, load_action_policy
-
-    policy = load_action_policy(acts.policies_dir(app))
-    return bool(authorise(policy, ctx.principal, "collection.edit", _resource(collection)))
+    return bool(_room(app).may(ctx.principal, "collection.edit", _resource(collection)))
 
 
 @route("GET", r"/collections")
 def _collections(app: WebApp, ctx: Context, groups) -> WebResponse:
-    acts.check(app, ctx, "collection.view")
-    items = _catalogue(app, ctx).list_collections()
-    acts.audited(app, ctx, "collection.view", "success", results=len(items))
+    from archive.catalogue import usecases as uc
+
+    items = outcome(uc.list_collections(_room(app), ctx.principal)).items
     rows = [
         (render('<a href="$ui/collections/$id">$id</a>', ui=UI, id=c.collection_id), c.title,
          c.owner, c.size, ", ".join(_editors(c)) or "–")
@@ -190,11 +185,10 @@ def _collections(app: WebApp, ctx: Context, groups) -> WebResponse:
 
 @route("POST", r"/collections")
 def _create(app: WebApp, ctx: Context, groups) -> WebResponse:
-    catalogue = _catalogue(app, ctx)
-    made = acts.do(app, ctx, "collection.create", Resource("collection"),
-                   lambda tx: catalogue.create_collection(ctx.form.get("title", ""),
-                                                          ctx.form.get("description", ""),
-                                                          ctx.principal.user, ctx.now))  # fmt: skip
+    from archive.catalogue import usecases as uc
+
+    made = outcome(uc.create_collection(_room(app), ctx.principal, ctx.form.get("title", ""),
+                                        ctx.form.get("description", ""))).collection  # fmt: skip
     return app.redirect(f"/collections/{made.collection_id}?done=created")
 
 
@@ -205,9 +199,7 @@ DONE = {"created": "Collection created; you own it.", "renamed": "Title saved.",
 
 @route("GET", rf"/collections/{CASE}")
 def _show(app: WebApp, ctx: Context, groups) -> WebResponse:
-    acts.check(app, ctx, "collection.view")
     c = _collection(app, ctx, groups[0].upper())
-    acts.audited(app, ctx, "collection.view", "success", c.collection_id)
     editable = _may_edit(app, ctx, c)
     h = _hidden(ctx.session.csrf)
     base = f"{UI}/collections/{c.collection_id}"
@@ -263,11 +255,12 @@ def _show(app: WebApp, ctx: Context, groups) -> WebResponse:
     return app.html(ctx, c.title, join(parts), flash=done)
 
 
-def _change(app: WebApp, ctx: Context, collection_id: str, verb: str, fn, **detail):
-    c = _collection(app, ctx, collection_id)
-    acts.do(app, ctx, "collection.edit", _resource(c), lambda tx: fn(_catalogue(app, ctx), c),
-            target=c.collection_id, change=verb, **detail)  # fmt: skip
-    return app.redirect(f"/collections/{c.collection_id}?" + urlencode({"done": verb}))
+def _change(app: WebApp, ctx: Context, collection_id: str, verb: str, call) -> WebResponse:
+    """Run one collection use case (it authorises as owner or shared editor and audits)."""
+    from archive.catalogue import usecases as uc
+
+    changed = outcome(call(uc, _room(app))).collection
+    return app.redirect(f"/collections/{changed.collection_id}?" + urlencode({"done": verb}))
 
 
 def _position(raw: str) -> int | None:
@@ -285,10 +278,10 @@ def _rename(app: WebApp, ctx: Context, groups) -> WebResponse:
     return _change(
         app,
         ctx,
-        groups[0].upper(),
+        groups[0],
         "renamed",
-        lambda cat, c: cat.edit_collection(
-            c.collection_id, ctx.principal.user, title=title, description=description
+        lambda uc, room: uc.edit_collection(
+            room, ctx.principal, groups[0], title=title, description=description
         ),
     )
 
@@ -302,10 +295,9 @@ def _add(app: WebApp, ctx: Context, groups) -> WebResponse:
     return _change(
         app,
         ctx,
-        groups[0].upper(),
+        groups[0],
         "added",
-        lambda cat, c: cat.add_to_collection(c.collection_id, cases, ctx.principal.user, position),
-        cases=",".join(cases)[:500],
+        lambda uc, room: uc.add_to_collection(room, ctx.principal, groups[0], cases, position),
     )
 
 
@@ -315,10 +307,9 @@ def _remove(app: WebApp, ctx: Context, groups) -> WebResponse:
     return _change(
         app,
         ctx,
-        groups[0].upper(),
+        groups[0],
         "removed",
-        lambda cat, c: cat.remove_from_collection(c.collection_id, [case], ctx.principal.user),
-        cases=case[:64],
+        lambda uc, room: uc.remove_from_collection(room, ctx.principal, groups[0], [case]),
     )
 
 
@@ -329,49 +320,24 @@ def _move(app: WebApp, ctx: Context, groups) -> WebResponse:
     return _change(
         app,
         ctx,
-        groups[0].upper(),
+        groups[0],
         "moved",
-        lambda cat, c: cat.move_in_collection(c.collection_id, case, position, ctx.principal.user),
-        cases=case[:64],
+        lambda uc, room: uc.move_in_collection(room, ctx.principal, groups[0], case, position),
     )
 
 
 @route("POST", rf"/collections/{CASE}/editors")
 def _share(app: WebApp, ctx: Context, groups) -> WebResponse:
-    from archive.core import Refusal
-
-    c = _collection(app, ctx, groups[0].upper())
+    """The owner shares editing with exactly these users (collection.share: owner only)."""
     names = sorted({n.strip() for n in ctx.form.get("editors", "").split(",") if n.strip()})
     store = app.backend.access_store()
     unknown = [n for n in names if store.get_user(n) is None]
     if unknown:
         raise WebError(400, f"No account named {unknown[0]}; give archive user names.")
-    # Only the owner shares editing (personnel's override edits, it does not share).
-    owner_only = Resource("collection", c.collection_id, owner=c.owner)
-
-    def share(tx):
-        if ctx.principal.user != c.owner:
-            from archive.core import Refused
-
-            raise Refused(
-                Refusal(
-                    "collection.edit",
-                    f"only the owner ({c.owner}) shares editing of a collection",
-                    "Ask the owner.",
-                    "forbidden",
-                )
-            )
-        repo = _catalogue(app, ctx).repo
-        setter = getattr(repo, "set_collection_editors", None)
-        if setter is None:
-            raise WebError(
-                501,
-                "Sharing editing needs the catalogue's collection editors "
-                "(issue 22); update the archive.",
-            )
-        setter(c.collection_id, names, ctx.principal.user, ctx.now.isoformat())
-        return names
-
-    acts.do(app, ctx, "collection.edit", owner_only, share, target=c.collection_id,
-            change="editors", editors=",".join(names)[:500])  # fmt: skip
-    return app.redirect(f"/collections/{c.collection_id}?done=editors")
+    return _change(
+        app,
+        ctx,
+        groups[0],
+        "editors",
+        lambda uc, room: uc.share_collection(room, ctx.principal, groups[0], names),
+    )

@@ -12,10 +12,11 @@
     POST /quarantine/{item}/reject        reject as the signed-in reviewer (ciphertext removed)
 
 The reviewer is always the signed-in person (people act for themselves): the forms have
-no reviewer field. Each act is authorised by actions.toml (quarantine.view to look,
-quarantine.review to act, never on a study one ingested oneself) and audited once.
-Release goes through the same function as POST /teaching/quarantine/{id}/release (the
-Backend's `release_quarantine`), which re-checks everything and stores the reviewed bytes.
+no reviewer field. Masking, rejecting and releasing call the quarantine use cases
+(archive.quarantine.usecases: quarantine.review in actions.toml, a release never by whoever
+ingested the study), each audited once; the OCR check alone is authorised by the same
+rule. Release goes through the same function as POST /teaching/quarantine/{id}/release
+(the Backend's `release_quarantine`), which stores the reviewed bytes into Orthanc.
 Previews show the burnt-in text as held: they are answered from memory, never written.
 """
 
@@ -26,7 +27,7 @@ import io
 from archive.core import Resource
 from archive.errors import ArchiveError
 from archive.web import acts
-from archive.web.app import UI, Context, WebApp, WebError, WebResponse, route
+from archive.web.app import UI, Context, WebApp, WebError, WebResponse, outcome, route
 from archive.web.markup import join, render, table
 
 ITEM = r"([A-Za-z0-9_-]{1,80})"
@@ -205,20 +206,21 @@ def _regions(text: str, required: bool = True) -> list[tuple[int, int, int, int]
         raise WebError(400, f"{exc}.") from None
 
 
+def _room(app: WebApp, ctx: Context):
+    from archive.quarantine.usecases import QuarantineRoom
+
+    return QuarantineRoom(acts.ports(app, ctx), _store(app), _masking(app))
+
+
 @route("POST", rf"/quarantine/{ITEM}/mask")
 def _mask(app: WebApp, ctx: Context, groups) -> WebResponse:
-    from archive.quarantine.review import mask
+    from archive.quarantine.usecases import mask_item
 
     item = _item(app, groups[0])
     regions = _regions(ctx.form.get("regions", ""))
     area = _regions(ctx.form.get("image_area", ""), required=False)
-    policy, store = _masking(app), _store(app)
-    done = acts.outside(app, ctx, "quarantine.review", _resource(ctx, item),
-                        lambda: mask(store, policy, item.id, regions, area,
-                                     ctx.principal.user),
-                        target=item.id, step="mask", regions=len(regions),
-                        next_step="Reject the item if masking cannot fix it.")  # fmt: skip
-    return app.redirect(f"/quarantine/{item.id}?masked={done.words_left}")
+    done = outcome(mask_item(_room(app, ctx), ctx.principal, item.id, regions, area))
+    return app.redirect(f"/quarantine/{item.id}?masked={done.result.words_left}")
 
 
 @route("POST", rf"/quarantine/{ITEM}/ocr")
@@ -248,21 +250,20 @@ def _ocr(app: WebApp, ctx: Context, groups) -> WebResponse:
 @route("POST", rf"/quarantine/{ITEM}/release")
 def _release(app: WebApp, ctx: Context, groups) -> WebResponse:
     item = _item(app, groups[0])
-    # The same rule first (audited if refused); the release itself re-checks everything
-    # (reviewer other than the ingester, consent, OCR) and writes the one record.
-    acts.check(app, ctx, "quarantine.review", _resource(ctx, item), item.id)
+    # The release use case (archive.quarantine.usecases.release_item, run by the plugin
+    # that can store into Orthanc) authorises (never the ingester), re-checks consent and
+    # OCR, and writes the one record; its refusal comes back as a page with the reason.
     app.backend.release_quarantine(ctx.principal, item.id, ctx.form.get("note", "")[:500])
     return app.redirect(f"/quarantine?done=released&item={item.id}")
 
 
 @route("POST", rf"/quarantine/{ITEM}/reject")
 def _reject(app: WebApp, ctx: Context, groups) -> WebResponse:
+    from archive.quarantine.usecases import reject_item
+
     item = _item(app, groups[0])
     note = ctx.form.get("note", "").strip()[:500]
     if not note:
         raise WebError(400, "Say why the item is rejected; the reason is recorded.")
-    store = _store(app)
-    acts.do(app, ctx, "quarantine.review", _resource(ctx, item),
-            lambda tx: store.decide(item.id, "rejected", ctx.principal.user, note),
-            target=item.id, step="reject")  # fmt: skip
+    outcome(reject_item(_room(app, ctx), ctx.principal, item.id, note))
     return app.redirect(f"/quarantine?done=rejected&item={item.id}")

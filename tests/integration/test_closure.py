@@ -116,7 +116,7 @@ def test_full_closure_transfer_wipe_certificate(tmp_path: Path) -> None:
                 "--validated-by", "Pat Person")  # fmt: skip
         refused = archive.cli("close", "wipe", *args)
         assert refused.returncode == 1
-        assert "no receipt" in refused.stderr and "2 different personnel" in refused.stderr
+        assert "no receipt" in refused.stderr and "2 different staff" in refused.stderr
         assert keyring_path(home.keys_dir).exists() and home.storage_dir.is_dir()
         assert not export.exists()
 
@@ -128,11 +128,11 @@ def test_full_closure_transfer_wipe_certificate(tmp_path: Path) -> None:
         ))  # fmt: skip
         # Still one person: refused.
         again = archive.cli("close", "wipe", *args)
-        assert again.returncode == 1 and "2 different personnel" in again.stderr
+        assert again.returncode == 1 and "2 different staff" in again.stderr
         assert "no receipt" not in again.stderr
         # The same person twice does not count as two.
         _ok(archive.cli("close", "confirm", "--as", "pers1", "--password-file", str(pw["pers1"])))
-        assert "2 different personnel" in archive.cli("close", "wipe", *args).stderr
+        assert "2 different staff" in archive.cli("close", "wipe", *args).stderr
         _ok(archive.cli("close", "confirm", "--as", "pers2", "--password-file", str(pw["pers2"])))
         # The workstation must be attested wiped first (the certificate needs it).
         blocked = archive.cli("close", "wipe", *args)

@@ -65,7 +65,8 @@ def test_bootstrap_and_manage_users(home: HomePaths, tmp_path: Path) -> None:
     alice_pw.write_text(PW)
     alice = ["--admin", "alice", "--admin-password-file", str(alice_pw)]
     r = run(home, "users", "roles", "alice", "--role", "personnel", *alice)
-    assert r.exit_code == 1 and "only personnel administer users" in r.output
+    assert r.exit_code == 1 and "your role does not allow user.manage" in r.output
+    assert "Next: Only personnel administer users" in r.output
     pw_file = tmp_path / "pw"
     pw_file.write_text("another long passphrase\n")
     assert (
@@ -86,7 +87,7 @@ def test_bootstrap_and_manage_users(home: HomePaths, tmp_path: Path) -> None:
     cardio_pw.write_text(PW)
     r = run(home, "users", "approve", "cardio", "--speciality", "cardiology",
             "--admin", "cardio", "--admin-password-file", str(cardio_pw))  # fmt: skip
-    assert r.exit_code == 1 and "only personnel" in r.output
+    assert r.exit_code == 1 and "does not allow application.approve" in r.output
     r = run(home, "users", "approve", "cardio", "--speciality", "cardiology", *boss)
     assert r.exit_code == 0, r.output
 
@@ -102,9 +103,11 @@ def test_bootstrap_and_manage_users(home: HomePaths, tmp_path: Path) -> None:
         "users.approve_application",
     ]
     assert [e["outcome"] for e in query(home.audit_dir, action="users.approve_application")] == [
-        "failure",
+        "denied",  # refused by the action policy, with its reason, as cardio
         "success",
     ]
+    refused = query(home.audit_dir, action="users.roles")
+    assert [(e["actor"], e["outcome"]) for e in refused] == [("alice", "denied")]
     assert verify(home.audit_dir).ok
     assert "correct horse" not in home.audit_dir.joinpath("audit.jsonl").read_text()
 
@@ -127,6 +130,9 @@ def test_tokens_cli(home: HomePaths, tmp_path: Path) -> None:
     assert r.exit_code == 1 and "alice's --password-file" in r.output
     own = tmp_path / "alice.pw"
     own.write_text(PW)
+    r = run(home, "tokens", "create", "alice", "--days", "30", "--password-file", str(own))
+    assert r.exit_code == 1 and "training required" in r.output  # a trainer acts trained
+    assert run(home, "users", "train", "alice").exit_code == 0  # (bootstrap: the operator)
     r = run(home, "tokens", "create", "alice", "--days", "30", "--label", "ci",
             "--password-file", str(own), "--json")  # fmt: skip
     assert r.exit_code == 0, r.output
@@ -140,9 +146,10 @@ def test_tokens_cli(home: HomePaths, tmp_path: Path) -> None:
     assert run(home, "tokens", "revoke", "nope").exit_code == 1
     log_text = home.audit_dir.joinpath("audit.jsonl").read_text()
     assert created["token"] not in log_text
-    assert [e["action"] for e in query(home.audit_dir, action="tokens")] == [
-        "tokens.create",
-        "tokens.revoke",
+    assert [(e["action"], e["outcome"]) for e in query(home.audit_dir, action="tokens")] == [
+        ("tokens.create", "denied"),  # untrained: refused with the reason, and audited
+        ("tokens.create", "success"),
+        ("tokens.revoke", "success"),
     ]
 
 

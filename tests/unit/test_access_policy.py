@@ -305,3 +305,40 @@ def test_malformed_policy_fails_closed(change, message: str) -> None:
 def test_missing_policy_file(tmp_path) -> None:
     with pytest.raises(PolicyError, match="missing"):
         load_route_policy(tmp_path)
+
+
+def test_roles_come_from_the_action_policy(tmp_path) -> None:
+    """Issue 21: the role list is policies/access/actions.toml's; routes.toml is checked
+    against the action policy beside it (no role names in code)."""
+    import shutil
+
+    from archive.access import load_route_policy
+    from archive.core import load_action_policy
+
+    assert tuple(ROLES) == load_action_policy(POLICIES_DIR).roles
+    access = tmp_path / "access"
+    shutil.copytree(POLICIES_DIR / "access", access)
+    actions = (access / "actions.toml").read_text()
+    # an action policy without the tpd role: routes.toml's [roles.tpd] is now unknown
+    trimmed = actions.replace('  "tpd",\n', "", 1).replace('"tpd", ', "").replace(', "tpd"', "")
+    (access / "actions.toml").write_text(trimmed)
+    with pytest.raises(PolicyError, match="unknown role"):
+        load_route_policy(tmp_path)
+
+
+def test_the_application_role_and_its_approvers_come_from_the_action_policy(tmp_path) -> None:
+    """Issue 21: which role an approved application grants, and who approves, is data."""
+    import shutil
+
+    from archive.access.policy import application_approvers, application_role
+
+    assert application_role() == "other_speciality"
+    assert application_approvers() == {"personnel", "head_of_school"}
+    shutil.copytree(POLICIES_DIR / "access", tmp_path / "access")
+    actions = tmp_path / "access" / "actions.toml"
+    text = actions.read_text()
+    actions.write_text(text.replace('grants = "other_speciality"', 'grants = "registrar"'))
+    assert application_role(tmp_path) == "registrar"
+    actions.write_text(text.replace('grants = "other_speciality"', 'grants = "wizard"'))
+    with pytest.raises(PolicyError, match="grants"):
+        application_role(tmp_path)

@@ -260,7 +260,7 @@ def test_other_speciality_only_by_approved_application(store: AccessStore) -> No
     store.add_user("cardio", PW, [], T0, "boss")
     with pytest.raises(AccessError, match="application"):
         store.set_roles("cardio", ["other_speciality"], T0, "boss")
-    with pytest.raises(AccessError, match="only personnel or the Head of School"):
+    with pytest.raises(AccessError, match="does not allow application.approve"):
         store.approve_application("cardio", "alice", "cardiology", T0)
     user = store.approve_application("cardio", "boss", "cardiology", T0, note="APP-7")
     assert user.roles == ("other_speciality",)

@@ -17,7 +17,6 @@ from archive.catalogue import (
     SearchFilters,
     SeriesSummary,
     StudySummary,
-    can_edit,
 )
 from archive.db import connect
 
@@ -284,6 +283,17 @@ def test_status_and_level(cat: Catalogue, changes: list) -> None:
 
 
 def test_only_trainers_and_personnel_can_edit() -> None:
+    """The rule is data (policies/access/actions.toml, case.edit), asked of archive.core."""
+    from pathlib import Path
+
+    from archive.access.principal import Principal
+    from archive.core import authorise, load_action_policy
+
+    policy = load_action_policy(Path(__file__).resolve().parents[2] / "policies")
+
+    def can_edit(roles) -> bool:
+        return bool(authorise(policy, Principal("u", tuple(roles), True), "case.edit"))
+
     assert can_edit(["trainer"]) and can_edit(("registrar", "personnel"))
     assert not can_edit(["registrar"])
     assert not can_edit(["other-speciality"]) and not can_edit([])

@@ -89,7 +89,8 @@ def test_annotate(home: HomePaths) -> None:
 
 
 def _access(home: HomePaths, roles: dict[str, tuple[str, ...]]) -> None:
-    """Real named users in the home's access tables (the access room, not a stand-in)."""
+    """Real named, trained users in the home's access tables (the access room, not a
+    stand-in)."""
     from datetime import UTC, datetime
 
     from archive.access import AccessStore
@@ -101,6 +102,7 @@ def _access(home: HomePaths, roles: dict[str, tuple[str, ...]]) -> None:
         for user, user_roles in roles.items():
             now = datetime.now(UTC)
             store.add_user(user, f"pw-{user}-long-enough-42", list(user_roles), now, by="test")
+            store.record_training(user, now.date(), now, by="test")  # actions.toml: training
     finally:
         conn.close()
 
@@ -117,12 +119,16 @@ def test_registrar_can_search_but_not_edit(
     _access(home, {"reg1": ("registrar",), "trn1": ("trainer",)})
     assert run_json("cases", "search", "")["total"] == 3
     code, out = run("cases", "edit", "NSR-2026-00001", "--title", "X", *_pw(home, "reg1"))
-    assert code == 1 and "may search and view cases but not edit" in out
+    assert code == 1 and "your role does not allow case.edit" in out
+    assert "Next: Only trainers and personnel edit" in out
     assert run_json("cases", "show", "NSR-2026-00001")["title"] == ""
     code, out = run("cases", "edit", "NSR-2026-00001", "--title", "Y", *_pw(home, "trn1"))
     assert code == 0, out
     events = query(home.audit_dir, case="NSR-2026-00001")
-    assert [(e["actor"], e["roles"]) for e in events] == [("trn1", ["trainer"])]
+    assert [(e["actor"], e["roles"], e["outcome"]) for e in events] == [
+        ("reg1", ["registrar"], "denied"),  # the refusal is audited too, with its reason
+        ("trn1", ["trainer"], "success"),
+    ]
 
 
 def test_nobody_edits_in_another_persons_name(
@@ -152,17 +158,21 @@ def test_editing_fails_closed_without_access_room(
 
 
 def test_collections_commands(home: HomePaths) -> None:
-    created = run_json("collections", "create", "FRCR chest", "--description", "Exam set")
+    _access(home, {"trn1": ("trainer",)})
+    me = _pw(home, "trn1")
+    created = run_json("collections", "create", "FRCR chest", "--description", "Exam set", *me)
     cid = created["collection_id"]
-    run_json("collections", "add", cid, "NSR-2026-00001", "NSR-2026-00002", "NSR-2026-00003")
-    run_json("collections", "reorder", cid, "NSR-2026-00003")
-    moved = run_json("collections", "reorder", cid, "NSR-2026-00001", "--position", "3")
+    assert created["owner"] == "trn1"
+    run_json("collections", "add", cid, "NSR-2026-00001", "NSR-2026-00002", "NSR-2026-00003",
+             *me)  # fmt: skip
+    run_json("collections", "reorder", cid, "NSR-2026-00003", *me)
+    moved = run_json("collections", "reorder", cid, "NSR-2026-00001", "--position", "3", *me)
     assert [i["case_id"] for i in moved["items"]] == [
         "NSR-2026-00003",
         "NSR-2026-00002",
         "NSR-2026-00001",
     ]
-    removed = run_json("collections", "remove", cid, "NSR-2026-00002")
+    removed = run_json("collections", "remove", cid, "NSR-2026-00002", *me)
     assert [i["case_id"] for i in removed["items"]] == ["NSR-2026-00003", "NSR-2026-00001"]
     assert run_json("collections", "list")[0]["size"] == 2
     assert run_json("cases", "list", "--collection", cid)["total"] == 2
@@ -181,8 +191,38 @@ def test_collections_commands(home: HomePaths) -> None:
 def test_every_command_has_help() -> None:
     for group, commands in {
         "cases": ("list", "search", "show", "edit", "annotate"),
-        "collections": ("create", "list", "show", "add", "remove", "reorder"),
+        "collections": ("create", "list", "show", "add", "remove", "reorder", "share", "delete"),
     }.items():
         for command in commands:
             code, out = run(group, command, "--help")
             assert code == 0 and "Usage" in out, (group, command)
+
+
+def test_collection_ownership_from_the_cli(home: HomePaths) -> None:
+    """Issue 21: the owner edits, another trainer is refused with the reason, a shared
+    editor may edit, personnel may override; nobody acts without their own password."""
+    _access(home, {"ann": ("trainer",), "bob": ("trainer",), "pat": ("personnel",)})
+    cid = run_json("collections", "create", "Neuro", *_pw(home, "ann"))["collection_id"]
+    code, out = run("collections", "add", cid, "NSR-2026-00001", *_pw(home, "bob"))
+    assert code == 1 and f"only the owner of collection {cid} may change it" in out
+    assert "Next: Only the collection's owner" in out
+    code, out = run("collections", "add", cid, "NSR-2026-00001", "--as", "ann")
+    assert code == 1 and "ann's --password-file" in out  # no password, no act in ann's name
+    code, out = run("collections", "share", cid, "bob", *_pw(home, "bob"))
+    assert code == 1 and "owner" in out
+    assert run_json("collections", "share", cid, "bob", *_pw(home, "ann"))["editors"] == ["bob"]
+    added = run_json("collections", "add", cid, "NSR-2026-00001", *_pw(home, "bob"))
+    assert added["size"] == 1
+    code, out = run("collections", "delete", cid, *_pw(home, "bob"))
+    assert code == 1 and "deletes it" in out
+    assert run_json("collections", "delete", cid, *_pw(home, "pat"))["deleted"]["title"] == "Neuro"
+    events = [(e["action"], e["outcome"], e["actor"]) for e in query(home.audit_dir, case=cid)]
+    assert events == [
+        ("catalogue.collection.create", "success", "ann"),
+        ("catalogue.collection.add", "denied", "bob"),
+        ("catalogue.collection.share", "denied", "bob"),
+        ("catalogue.collection.share", "success", "ann"),
+        ("catalogue.collection.add", "success", "bob"),
+        ("catalogue.collection.delete", "denied", "bob"),
+        ("catalogue.collection.delete", "success", "pat"),
+    ]

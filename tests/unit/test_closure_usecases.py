@@ -41,6 +41,7 @@ class Backend:
         self.conn = db.connect(config.home.db_path)
         self.store = AccessStore(self.conn)
         self.route_policy = load_route_policy(POLICIES_DIR)
+        self.policies_dir = POLICIES_DIR
         self.governance_policy = load_policy(POLICIES_DIR)
         self.home = config.home
         self.volume_kind = config.volume.kind

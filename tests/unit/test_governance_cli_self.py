@@ -7,13 +7,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from archive.home import init_home
 from typer.testing import CliRunner
 
 from archive import db
 from archive.access import AccessStore
 from archive.audit import query as audit_query
 from archive.cli.main import app
+from archive.serve.home import init_home
 from archive.vault import Keyring
 from archive.vault.keyring import keyring_path
 from archive.vault.sealing import KdfParams

@@ -233,7 +233,7 @@ def test_receipt_must_match_manifest(closure):
 
 # -- the wipe gate -----------------------------------------------------------------------------
 def test_wipe_refused_without_anything(closure):
-    with pytest.raises(WipeRefusedError, match="no School Board decision.*2 different personnel"):
+    with pytest.raises(WipeRefusedError, match="no School Board decision.*2 different staff"):
         closure.check_wipe_allowed(T0)
 
 
@@ -258,7 +258,7 @@ def test_wipe_refused_with_one_person(closure):
 
 def test_non_personnel_cannot_confirm(closure):
     _decide_destroy(closure)
-    with pytest.raises(NotAuthorisedError, match="only school personnel"):
+    with pytest.raises(NotAuthorisedError, match="only school staff"):
         closure.confirm_wipe("Dr Trainer", ["trainer", "board_member"], now=T0)
 
 

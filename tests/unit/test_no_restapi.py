@@ -14,7 +14,7 @@ ALLOWED = {
     ("catalogue_sync.py", "_get", "RestApiGet"): (
         "tests/integration/test_no_deadlock.py::test_thumbnails_after_restart_with_ingest_going_on"
     ),
-    ("quarantine_routes.py", "release", "RestApiPost"): (
+    ("quarantine_routes.py", "store_instance", "RestApiPost"): (
         "tests/integration/test_no_deadlock.py::test_release_and_withdrawal_after_restart_with_ingest"
     ),
     ("withdrawal_routes.py", "_get", "RestApiGet"): (

@@ -52,3 +52,17 @@ def test_commercial_refused_when_asked_and_unknown_is_404(monkeypatch, tmp_path)
     missing = fake.call("POST", "/teaching/removals/77/approve", headers=as_("tpd1"),
                         body={"text": "ok"})  # fmt: skip
     assert missing.status == 404 and missing.json()["next"]
+
+
+def test_only_the_requester_downloads_an_approved_removal(monkeypatch, tmp_path):
+    fake, services = adapter(monkeypatch, tmp_path, "removal_routes", "removal_export_routes")
+    rid = _request(fake, who="reg1").json()["id"]
+    fake.call("POST", f"/teaching/removals/{rid}/approve", headers=as_("tpd1"),
+              body={"text": "Approved."})  # fmt: skip
+    body = {"passphrase": "a long enough export passphrase 42"}
+    theirs = fake.call("POST", f"/teaching/removals/{rid}/export", headers=as_("tpd1"), body=body)
+    assert theirs.status == 403, theirs.text
+    assert "requester" in theirs.json()["next"]
+    event = services.audited("governance.removal.export")[-1]
+    assert (event.actor, event.outcome) == ("tpd1", "denied")
+    assert "owner" in event.detail["reason"]

@@ -27,6 +27,7 @@ class FakeBackend:
         self.conn = db.connect(path)
         self.store = AccessStore(self.conn)
         self.route_policy = load_route_policy(POLICIES_DIR)
+        self.policies_dir = POLICIES_DIR
         self.events: list = []
         self.home = None
         self.governance_policy = None

@@ -4,7 +4,7 @@ School policy (seed 002, "Image Disposal"): if the suite closes, the archive goe
 another Trust teaching collection as the School Board decides, and the workstations'
 drives are wiped. The wipe is irreversible, so it is refused unless the archive is
 safely elsewhere (a transfer receipt whose manifest hash matches what was sent) or the
-Board decided to destroy it, and two different personnel confirm. The certificate is
+Board decided to destroy it, and two different staff confirm. The certificate is
 final only once every workstation that received pulls is attested wiped.
 """
 
@@ -160,7 +160,7 @@ def closure_plan(inputs: ClosureInputs) -> ClosurePlan:
     actions.append(
         "Export the audit log and keep it with the certificate: they outlive the archive."
     )
-    actions.append("Two different personnel confirm the wipe (`archive close wipe`).")
+    actions.append("Two different staff confirm the wipe (`archive close wipe`).")
     actions.append(
         f"Crypto-erase: destroy {len(inputs.keys)} key(s) and every keyring backup; "
         "then delete the ciphertext"
@@ -474,7 +474,7 @@ class ClosureRecords:
 
     # -- the wipe gate ----------------------------------------------------------------------
     def confirm_wipe(self, user: str, roles: Sequence[str], *, now: datetime) -> WipeConfirmation:
-        """One person's confirmation, tied to the current decision; only personnel."""
+        """One person's confirmation, tied to the current decision; only staff."""
         stamp = ts(now)
         who = clean_text(user, "user", max_len=200)
         held = clean_roles(roles)
@@ -482,7 +482,7 @@ class ClosureRecords:
         role = next((r for r in sorted(allowed) if r in held), None)
         if role is None:
             raise NotAuthorisedError(
-                f"{who} cannot confirm the wipe: only school personnel "
+                f"{who} cannot confirm the wipe: only school staff "
                 "(closure.confirm_wipe in policies/access/actions.toml) may."
             )
         decision = self._decision()
@@ -526,7 +526,7 @@ class ClosureRecords:
         need = self.policy.wipe_confirmations_required
         if len(confirmers) < need:
             reasons.append(
-                f"{need} different personnel must confirm within "
+                f"{need} different staff must confirm within "
                 f"{self.policy.wipe_confirmation_valid_hours} h; "
                 f"{len(confirmers)} did ({', '.join(confirmers) or 'nobody'})"
             )
@@ -567,7 +567,7 @@ class ClosureRecords:
         """What still stops the certificate from being final."""
         out = []
         if self.latest_authorisation() is None:
-            out.append("no wipe was authorised (two personnel confirmations and the gate)")
+            out.append("no wipe was authorised (two staff confirmations and the gate)")
         pending = pulls.workstations_needing_wipe()
         if pending:
             out.append(f"workstation(s) not attested wiped: {', '.join(pending)}")

@@ -235,7 +235,7 @@ class RemovalRequests:
         if not held & self.policy.holders("removal.request"):
             raise NotAuthorisedError(
                 f"{requester} holds none of the roles that may request a removal "
-                "(removal.request in policies/access/actions.toml); ask personnel."
+                "(removal.request in policies/access/actions.toml); ask staff."
             )
         levels = check_levels(self.policy, purpose, ids, case_levels)
         withdrawn = withdrawn_among(self.conn, ids)
