@@ -182,7 +182,7 @@ def test_trainer_edits_text_and_a_collection_others_read(site, browser, registra
                             data={"csrf": csrf, "case": case_id})  # fmt: skip
     finally:
         other.close()
-    assert forged.status_code == 403 and "only the owner" in forged.text
+    assert forged.status_code == 403 and "nly the owner" in forged.text
     refused = registrar.get(f"{UI}/cases/{case_id}/edit")
     assert refused.status_code == 403 and "does not allow case.edit" in refused.text
 
