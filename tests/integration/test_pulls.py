@@ -113,6 +113,32 @@ def _digests(blobs: list[bytes]) -> set[str]:
     return {hashlib.sha256(dataset_bytes(b)).hexdigest() for b in blobs}
 
 
+# The keys a retrieve by DICOM sets to the case (issue 23: OsiriX lists the pulled study
+# under the case ID and title, as the C-FIND showed it); everything else is as stored.
+_CASE_KEYS = ("PatientID", "PatientName", "AccessionNumber", "StudyDescription")
+
+
+def _as_stored_but_case_keys(blobs: list[bytes], case_id: str | None = None) -> set[str]:
+    import io
+
+    import pydicom
+
+    out = set()
+    for blob in blobs:
+        ds = pydicom.dcmread(io.BytesIO(blob))
+        if case_id is not None and str(ds.get("PatientID", "")) != case_id:
+            out.add(f"PatientID not the case ID: {ds.PatientID}")
+        for key in _CASE_KEYS:
+            if key in ds:
+                del ds[key]
+        body = io.BytesIO()
+        ds.save_as(body, enforce_file_format=False)
+        out.add(hashlib.sha256(bytes(ds.PixelData) + repr(sorted(ds.to_json_dict(
+            bulk_data_threshold=1, bulk_data_element_handler=lambda e: "")
+        .items())).encode()).hexdigest())  # fmt: skip
+    return out
+
+
 def test_pull_rest_and_cli_arrive_byte_identical(suite) -> None:
     archive, scp, case_id, tmp_path = suite
     stored = archive.stored_dicom()
@@ -216,7 +242,11 @@ def test_workstation_query_retrieve_and_unregistered_refused(suite) -> None:
 
     moved = _movescu(archive, WS_AET, WS_AET, uid)
     assert moved.returncode == 0, moved.stderr
-    assert _digests(scp.files()) == _digests(archive.stored_dicom())
+    received = scp.files()
+    assert len(received) == len(archive.stored_dicom())
+    assert _as_stored_but_case_keys(received, case_id) == _as_stored_but_case_keys(
+        archive.stored_dicom()
+    )
 
     scp.clear()
     refused = _movescu(archive, "STRANGER", WS_AET, uid)
