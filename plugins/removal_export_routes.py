@@ -77,7 +77,12 @@ def _spend(services, principal, rid: int, body: dict):
 
 
 def _export(services, request, groups, body: dict):
-    principal, rid = gh.who(services, request), gh.number(groups)
+    return export_package(services, gh.who(services, request), gh.number(groups), body)
+
+
+def export_package(services, principal, rid: int, body: dict):
+    """Spend one download of request `rid` for the authenticated `principal` and build its
+    package: (bytes, content type, headers). REST and the web's one-time link."""
     try:
         registry, ticket, cases, kind = _spend(services, principal, rid, body)
     except Exception as exc:

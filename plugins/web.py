@@ -19,9 +19,10 @@ from plugins.rest import HttpError
 
 
 class OrthancBackend:
-    def __init__(self, services) -> None:
+    def __init__(self, services, orthanc=None) -> None:
         self.services = services
         self.home = services.home
+        self.orthanc = orthanc  # for the one call that must store into Orthanc (release)
 
     @property
     def route_policy(self):
@@ -69,11 +70,13 @@ class OrthancBackend:
 
         return pull_room(self.services, source="web")
 
-    def thumbnail(self, principal, case_id, number):
+    def thumbnail(self, principal, case_id, number, size=None):
+        from archive.render import THUMBNAIL_SIZE
         from plugins.cases_routes import thumbnail_png
 
         try:
-            return thumbnail_png(self.services, principal, case_id, number, source="web")
+            return thumbnail_png(self.services, principal, case_id, number, source="web",
+                                 size=size or THUMBNAIL_SIZE)  # fmt: skip
         except HttpError as exc:
             raise WebError(exc.status, f"{exc.message} {exc.next}".strip()) from None
 
@@ -85,6 +88,35 @@ class OrthancBackend:
         from plugins.vault_files import read_entry
 
         return read_entry(self.services, entry)
+
+    # -- issue 22: the web for every role ----------------------------------------------
+    def _refused(self, exc: HttpError) -> WebError:
+        return WebError(exc.status, f"{exc.message} {exc.next or ''}".strip())
+
+    def release_quarantine(self, principal, item_id, note):
+        from plugins.quarantine_routes import release_for
+
+        try:
+            return release_for(self.orthanc, self.services, principal, item_id, note,
+                               source="web")  # fmt: skip
+        except HttpError as exc:
+            raise self._refused(exc) from None
+
+    def export_removal(self, principal, rid, body):
+        """(package, reference): one download spent as on GET /teaching/removals/N/download."""
+        from plugins.removal_export_routes import export_package
+
+        try:
+            package, _mime, headers = export_package(self.services, principal, rid, body)
+        except HttpError as exc:
+            raise self._refused(exc) from None
+        reference = headers["Content-Disposition"].split('filename="', 1)[1].split(".tar")[0]
+        return package, reference
+
+    def undertaking_store(self):
+        from plugins.share_routes import _vault
+
+        return _vault(self.services)
 
     def workstations(self) -> list[str]:
         from archive.access.nodes import workstations
@@ -129,7 +161,7 @@ def _filters_principal(method: str, uri: str, headers: dict):
 
 
 def register(orthanc, services) -> None:
-    app = WebApp(OrthancBackend(services))
+    app = WebApp(OrthancBackend(services, orthanc))
     secure = bool(services.config.http.tls)
 
     def callback(output, uri, **request) -> None:

@@ -382,3 +382,54 @@ def make_sr_instance(patient: str = PATIENT_NAME, patient_id: str = PATIENT_ID) 
     items.append(d)
     ds.ContentSequence = Sequence(items)
     return ds
+
+
+def make_nm_j2k(frames: int = 8, *, study_uid: str | None = None, lossless: bool = True) -> Dataset:
+    """A multi-frame nuclear-medicine image in JPEG 2000 (issue 22: such thumbnails were
+    broken icons): 16-bit frames with smooth structure, encoded by pydicom (openjpeg)."""
+    from pydicom.uid import JPEG2000, JPEG2000Lossless, NuclearMedicineImageStorage
+
+    ds = make_ct_series(1, study_uid=study_uid, series_number=2)[0]
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = NuclearMedicineImageStorage
+    ds.Modality = "NM"
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "STATIC", "EMISSION"]
+    ds.SeriesDescription = "Bone scan"
+    ds.NumberOfFrames = frames
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    for name in ("RescaleIntercept", "RescaleSlope", "SliceLocation", "KVP"):
+        delattr(ds, name)
+    yy, xx = np.mgrid[0 : ds.Rows, 0 : ds.Columns]
+    arr = np.stack(
+        [((np.sin(xx / 6 + f) + 1) * 1000 + yy * 10).astype(np.uint16) for f in range(frames)]
+    )
+    ds.PixelData = arr.tobytes()
+    if lossless:
+        ds.compress(JPEG2000Lossless, arr, encoding_plugin="pylibjpeg")
+    else:
+        ds.compress(JPEG2000, arr, encoding_plugin="pylibjpeg", j2k_cr=[10])
+    return ds
+
+
+def make_rt_plan(*, study_uid: str | None = None) -> Dataset:
+    """An RT Plan without pixels (its thumbnail must be a typed icon, never a 500)."""
+    from pydicom.uid import RTPlanStorage
+
+    ds = Dataset()
+    sop_uid = generate_uid(prefix=SRC_ROOT)
+    ds.file_meta = _meta(RTPlanStorage, sop_uid)
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.SOPClassUID, ds.SOPInstanceUID = RTPlanStorage, sop_uid
+    ds.StudyInstanceUID = study_uid or generate_uid(prefix=SRC_ROOT)
+    ds.SeriesInstanceUID = generate_uid(prefix=SRC_ROOT)
+    ds.FrameOfReferenceUID = generate_uid(prefix=SRC_ROOT)
+    ds.Modality = "RTPLAN"
+    ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = (
+        "DOE^JANE", "PID123", "19700101", "F",
+    )  # fmt: skip
+    ds.StudyDate = ds.SeriesDate = "20240105"
+    ds.StudyTime = ds.SeriesTime = "101500"
+    ds.AccessionNumber, ds.StudyID, ds.SeriesNumber, ds.InstanceNumber = "ACCPID123", "S1", 3, 1
+    ds.Manufacturer = "ACME MEDICAL"
+    ds.RTPlanLabel, ds.RTPlanGeometry = "PLAN1", "PATIENT"
+    ds.RTPlanDate, ds.RTPlanTime = "20240105", "101500"
+    return ds

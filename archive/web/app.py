@@ -71,6 +71,9 @@ PAGES: dict[str, tuple[str, ...]] = {
     "closure": ("closure.view",),
     "pull": ("pull.create",),
     "workstation": ("workstation.sign_in",),  # archive/web/workstation.py (issue 23)
+    # -- issue 22: the web for every role (archive/web/editing.py, board.py, ...)
+    "collections": ("collection.view",),
+    "board": ("share.propose", "share.undertaking"),
 }
 # A refusal's code -> the status of the page that shows it.
 REFUSAL_STATUS = {"unauthenticated": 401, "not_found": 404, "state": 409, "conflict": 409,
@@ -135,11 +138,20 @@ class Backend(Protocol):
     def catalogue_room(self): ...  # archive.catalogue.usecases.CatalogueRoom
     def quarantine(self): ...
     def pull_room(self): ...  # archive.pulls.usecases.PullRoom
-    def thumbnail(self, principal: Principal, case_id: str, number: int) -> tuple[bytes, str]: ...
+    def thumbnail(
+        self, principal: Principal, case_id: str, number: int, size: int | None = None
+    ) -> tuple[bytes, str]: ...
     def workstations(self) -> list[str]: ...
     def archive_totals(self) -> tuple[int, int]: ...
     def ledger(self): ...  # the viewer (issue 22): the vault's instance ledger
     def read_dicom(self, entry) -> bytes: ...
+
+    # issue 22: the web for every role
+    policies_dir: Any
+
+    def release_quarantine(self, principal: Principal, item_id: str, note: str) -> dict: ...
+    def export_removal(self, principal: Principal, rid: int, body: dict) -> tuple[bytes, str]: ...
+    def undertaking_store(self): ...
 
 
 @dataclass
@@ -172,6 +184,24 @@ def _form(body: bytes) -> dict[str, str]:
     except (UnicodeDecodeError, ValueError):
         raise WebError(400, "The form could not be read.") from None
     return {k: v[0] for k, v in parsed.items()}
+
+
+MAX_UPLOAD = 12 * 1024 * 1024  # a signed undertaking's scan, base64 in the form
+UPLOADS = re.compile(r"/board/[0-9]{1,12}/undertaking\Z")
+
+
+def _posted(request: WebRequest) -> dict[str, str]:
+    """A POST's fields. Orthanc 1.10 takes multipart/form-data bodies for itself, so a
+    file travels base64 in an ordinary field (static/upload.js), and only the routes in
+    UPLOADS take a body that large."""
+    if UPLOADS.search(request.path or "") and len(request.body) <= MAX_UPLOAD:
+        try:
+            parsed = parse_qs(request.body.decode("utf-8"), keep_blank_values=True,
+                              max_num_fields=50)  # fmt: skip
+        except (UnicodeDecodeError, ValueError):
+            raise WebError(400, "The form could not be read.") from None
+        return {k: v[0] for k, v in parsed.items()}
+    return _form(request.body)
 
 
 class WebApp:
@@ -269,8 +299,10 @@ class WebApp:
     def _handle(self, request: WebRequest) -> WebResponse:
         now = self.clock()
         path = request.path or "/"
-        if path == "/static/style.css" and request.method == "GET":
-            return WebResponse(200, views.stylesheet(), "text/css; charset=utf-8")
+        if path.startswith("/static/") and request.method == "GET":
+            return views.static_file(path[len("/static/") :]) or WebResponse(
+                404, b"no such file", "text/plain; charset=utf-8"
+            )
         if path == "/login":
             return self._login(request, now)
         sessions = SessionStore(self.backend.db())
@@ -290,7 +322,7 @@ class WebApp:
             raise WebError(401, "Your session has ended; sign in again.")
         form: dict[str, str] = {}
         if request.method == "POST":
-            form = _form(request.body)
+            form = _posted(request)
             if not check_csrf(session, form.get("csrf")):
                 self.audit(principal, "web.csrf", "denied", ip=request.ip, path=path[:100])
                 raise WebError(403, "The form's security token is missing or wrong; reload "
@@ -398,7 +430,8 @@ def _search(app: WebApp, ctx: Context, groups) -> WebResponse:
                                     q.get("q", ""), chosen, page=number, per_page=20))  # fmt: skip
     found = replace(found, page=_teach.mask_unknowns(app, ctx, found.page))  # issue 22
     params = {k: q[k] for k in ("q", *FILTERS) if q.get(k)}
-    return app.html(ctx, "Catalogue", views.search(q, found.page, params))
+    choices = views.facet_choices(app.backend.catalogue(ctx.principal).vocabulary)
+    return app.html(ctx, "Catalogue", views.search(q, found.page, params, choices))
 
 
 @route("GET", r"/cases/([A-Za-z0-9-]{1,64})")
@@ -418,13 +451,24 @@ def _show_case(app: WebApp, ctx: Context, groups) -> WebResponse:
         else None,
     )
     body = Markup(_teach.case_links(case) + body)  # viewer and teaching page (issue 22)
-    return app.html(ctx, case.title or f"Case {case.case_id}", body)
+    from archive.web import acts
+
+    if acts.allowed(app, ctx.principal, "case.edit"):  # issue 22: trainers edit the text
+        body = Markup(views.edit_link(case.case_id) + body)
+    flash = "Teaching text saved." if ctx.request.query.get("edited") else ""
+    return app.html(ctx, case.title or f"Case {case.case_id}", body, flash=flash)
 
 
 @route("GET", r"/cases/([A-Za-z0-9-]{1,64})/series/([0-9]{1,4})/thumbnail")
 def _thumb(app: WebApp, ctx: Context, groups) -> WebResponse:
     app.require(ctx, "cases")
-    image, mime = app.backend.thumbnail(ctx.principal, groups[0].upper(), int(groups[1]))
+    from archive.render import PREVIEW_SIZE
+
+    case_id, number = groups[0].upper(), int(groups[1])
+    if ctx.request.query.get("size") == "preview":  # sharp, up to 1024 px (issue 22)
+        image, mime = app.backend.thumbnail(ctx.principal, case_id, number, PREVIEW_SIZE)
+    else:
+        image, mime = app.backend.thumbnail(ctx.principal, case_id, number)
     return WebResponse(200, image, mime)
 
 
@@ -468,7 +512,8 @@ def _removals(app: WebApp, ctx: Context, groups) -> WebResponse:
     ]
     made = ctx.request.query.get("made", "")
     flash = f"Removal request {made} recorded; it waits for written approval." if made else ""
-    return app.html(ctx, "My removal requests", views.removals(mine), flash=flash)
+    return app.html(ctx, "My removal requests", views.removals(mine, ctx.session.csrf),
+                    flash=flash)  # fmt: skip
 
 
 @route("GET", r"/approvals")
@@ -621,46 +666,10 @@ def _training(app: WebApp, ctx: Context, groups) -> WebResponse:
     return app.redirect("/users?" + urlencode({"done": groups[0]}))
 
 
-@route("GET", r"/quarantine")
-def _quarantine(app: WebApp, ctx: Context, groups) -> WebResponse:
-    app.require(ctx, "quarantine")
-    items = app.backend.quarantine().list("held")
-    app.audit(ctx.principal, "quarantine.list", "success", items=len(items))
-    return app.html(ctx, "Quarantine", views.quarantine(items))
+# /quarantine pages: archive/web/quarantine.py (issue 22).
 
 
-@route("GET", r"/quarantine/([A-Za-z0-9_-]{1,80})/preview")
-def _preview(app: WebApp, ctx: Context, groups) -> WebResponse:
-    import io
-
-    import pydicom
-
-    from archive.pixels import render_preview
-
-    app.require(ctx, "quarantine")  # quarantine.view: previews show burnt-in identity
-    store = app.backend.quarantine()
-    try:
-        store.get(groups[0])
-        data = store.read(groups[0])
-        image = render_preview(pydicom.dcmread(io.BytesIO(data), force=True), max_size=256)
-    except ArchiveError:
-        raise WebError(404, "No such held item.") from None
-    except Exception:  # noqa: BLE001 - undecodable pixels: no preview, never a traceback
-        raise WebError(415, "This item has no image that can be previewed.") from None
-    app.audit(ctx.principal, "quarantine.preview", "success", groups[0])
-    return WebResponse(200, image, "image/png")
-
-
-@route("GET", r"/audit")
-def _audit_log(app: WebApp, ctx: Context, groups) -> WebResponse:
-    from archive.audit import query
-
-    app.require(ctx, "audit")
-    q = ctx.request.query
-    filters = {k: (q.get(k) or "").strip() or None for k in ("user", "action", "case", "outcome")}
-    rows = query(app.backend.home.audit_dir, **filters)
-    app.audit(ctx.principal, "audit.query", "success", rows=len(rows))
-    return app.html(ctx, "Audit log", views.audit(list(reversed(rows))[:200], len(rows), q))
+# GET /audit: archive/web/audit_page.py (issue 22).
 
 
 @route("GET", r"/audit/verify")
@@ -700,6 +709,14 @@ def _closure_vote(app: WebApp, ctx: Context, groups) -> WebResponse:
 
 
 # -- the viewer and teaching modes (issue 22): their routes register themselves ---------
+# -- issue 22: each page in a module of its own; importing it registers its routes.
+from archive.web import (  # noqa: E402, F401
+    audit_page,
+    board,
+    downloads,
+    editing,
+    quarantine,
+)
 from archive.web import teach as _teach  # noqa: E402, F401
 from archive.web import viewer as _viewer  # noqa: E402, F401
 

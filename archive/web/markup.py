@@ -58,6 +58,8 @@ NAV = (
     ("audit", "Audit log"),
     ("closure", "Closure plan"),
     ("workstation", "At a workstation"),
+    ("collections", "Collections"),
+    ("board", "Board: propose and undertakings"),
 )
 
 
@@ -100,7 +102,8 @@ def page(
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         "<title>$title – Teaching archive</title>"
-        '<link rel="stylesheet" href="/teaching/ui/static/style.css"></head><body>'
+        '<link rel="stylesheet" href="/teaching/ui/static/style.css">'
+        '<link rel="icon" type="image/png" href="/teaching/ui/static/favicon.png"></head><body>'
         '<a class="skip" href="#main">Skip to content</a>'
         '<header><p class="brand"><a href="/teaching/ui/">Teaching archive</a></p>$account'
         '<nav aria-label="Main"><ul>$links</ul></nav></header>'

@@ -17,6 +17,22 @@ def stylesheet() -> bytes:
     return resources.files("archive.web").joinpath("static/style.css").read_bytes()
 
 
+STATIC = {"style.css": "text/css; charset=utf-8", "mask.js": "text/javascript; charset=utf-8",
+          "upload.js": "text/javascript; charset=utf-8", "favicon.png": "image/png"}  # fmt: skip
+
+
+def static_file(name: str):
+    """A file of archive/web/static by its exact name (nothing else is served), or None.
+    The favicon is linked from every page, so browsers never ask for /favicon.ico (which
+    the HTTP filter would deny and audit on every page)."""
+    from archive.web.app import WebResponse
+
+    if name not in STATIC:
+        return None
+    data = resources.files("archive.web").joinpath(f"static/{name}").read_bytes()
+    return WebResponse(200, data, STATIC[name])
+
+
 def _doc(title: str, body: Markup) -> str:
     from archive.web.markup import page
 
@@ -68,8 +84,39 @@ def _hidden(csrf: str) -> Markup:
     return render('<input type="hidden" name="csrf" value="$c">', c=csrf)
 
 
-def search(q: dict, results, params: dict) -> Markup:
+def facet_choices(vocabulary) -> dict[str, list[tuple[str, str]]]:
+    """The search facets' options, from the catalogue's vocabulary (and the levels)."""
+    import tomllib
+
+    from archive.catalogue.model import LEVELS
+    from archive.paths import POLICIES_DIR
+
+    try:  # the modalities' defined terms live beside the rest of the vocabulary
+        raw = tomllib.loads((POLICIES_DIR / "catalogue" / "vocabulary.toml").read_text())
+        modalities = [str(m) for m in raw.get("modalities", {}).get("terms", [])]
+    except (OSError, tomllib.TOMLDecodeError):
+        modalities = []
+    return {
+        "modality": [(m, m) for m in modalities],
+        "body_part": [(b, b.title()) for b in vocabulary.body_parts],
+        "category": [(k, v) for k, v in vocabulary.categories.items()],
+        "difficulty": [(k, f"{k}: {v}") for k, v in vocabulary.difficulties.items()],
+        "level": [(v, v) for v in LEVELS],
+    }
+
+
+def search(q: dict, results, params: dict, choices: dict | None = None) -> Markup:
     def field(name: str, label: str) -> Markup:
+        options = (choices or {}).get(name)
+        if options:  # a select drawn from the vocabulary (issue 22)
+            current = q.get(name, "")
+            opts = join([render('<option value="">Any</option>')] + [
+                render('<option value="$v"$s>$t</option>', v=v, t=t,
+                       s=Markup(" selected") if v == current else Markup(""))
+                for v, t in options
+            ])  # fmt: skip
+            return render('<label for="$n">$l</label><select id="$n" name="$n">$o</select>',
+                          n=name, l=label, o=opts)  # fmt: skip
         return render(
             '<label for="$n">$l</label><input id="$n" name="$n" value="$v">',
             n=name, l=label, v=q.get(name, ""),
@@ -80,7 +127,7 @@ def search(q: dict, results, params: dict) -> Markup:
         '$q$mod$bp$cat$diff$lvl<p><button type="submit">Search</button></p></fieldset></form>',
         ui=UI,
         q=field("q", "Words"),
-        mod=field("modality", "Modality (e.g. CT)"),
+        mod=field("modality", "Modality"),
         bp=field("body_part", "Body part"),
         cat=field("category", "Category"),
         diff=field("difficulty", "Difficulty"),
@@ -143,8 +190,9 @@ def case(c, *, csrf: str, workstations: list[str] | None, purposes) -> Markup:
     ) or render("<p>No teaching notes yet.</p>")
     thumbs = join(
         render(
-            '<li><img src="$ui/cases/$id/series/$n/thumbnail" alt="$alt" width="192" '
-            'loading="lazy"><br>$desc</li>',
+            '<li><a href="$ui/cases/$id/series/$n/thumbnail?size=preview" class="preview">'
+            '<img src="$ui/cases/$id/series/$n/thumbnail" alt="$alt" width="192" '
+            'loading="lazy"></a><br>$desc</li>',
             ui=UI,
             id=c.case_id,
             n=n,
@@ -182,6 +230,11 @@ def case(c, *, csrf: str, workstations: list[str] | None, purposes) -> Markup:
     )  # fmt: skip
 
 
+def edit_link(case_id: str) -> Markup:
+    return render('<p><a href="$ui/cases/$id/edit" class="edit">Edit the teaching text</a> · '
+                  '<a href="$ui/collections">Collections</a></p>', ui=UI, id=case_id)  # fmt: skip
+
+
 def back_to_case(case_id: str) -> Markup:
     return render('<p><a href="$ui/cases/$id">Back to the case</a></p>', ui=UI, id=case_id)
 
@@ -195,11 +248,26 @@ def _decision_text(r) -> str:
     return "waiting for written approval"
 
 
-def removals(rows) -> Markup:
+def removals(rows, csrf: str = "") -> Markup:
+    from archive.web.downloads import link_form
+
+    def download(r, status):
+        if csrf and status in ("approved", "exported") and r.approval is not None:
+            return link_form(r.id, csrf)
+        return "–"
+
     return table(
-        ("Request", "Cases", "Purpose", "Destination", "Status", "Decision"),
+        ("Request", "Cases", "Purpose", "Destination", "Status", "Decision", "Download"),
         [
-            (r.id, ", ".join(r.case_ids), r.purpose, r.destination, status, _decision_text(r))
+            (
+                r.id,
+                ", ".join(r.case_ids),
+                r.purpose,
+                r.destination,
+                status,
+                _decision_text(r),
+                download(r, status),
+            )
             for r, status in rows
         ],
         "Your requests and their status",
@@ -334,42 +402,6 @@ def users(items, now: datetime, csrf: str) -> Markup:
             f"until {t['expires_on']}" if t and d["trained"] else "none valid", form,
         ))  # fmt: skip
     return table(("User", "Roles", "Account", "Training", "Record training"), rows, "Users")
-
-
-def quarantine(items) -> Markup:
-    rows = [
-        (i.id, i.received_at, i.reason, i.kind, i.modality, i.ingested_by,
-         render('<img src="$ui/quarantine/$id/preview" alt="$alt" width="128" loading="lazy">',
-                ui=UI, id=i.id, alt=f"Preview of held item {i.id}"))
-        for i in items
-    ]  # fmt: skip
-    return join([
-        render("<p>Review and release with <code>archive quarantine</code>; previews show the "
-               "held pixels, burnt-in text included.</p>"),
-        table(("Item", "Received", "Reason", "Kind", "Modality", "Ingested by", "Preview"),
-              rows, f"{len(items)} held item(s)"),
-    ])  # fmt: skip
-
-
-def audit(rows, total: int, q: dict) -> Markup:
-    def field(name: str, label: str) -> Markup:
-        return render('<label for="$n">$l</label><input id="$n" name="$n" value="$v">',
-                      n=name, l=label, v=q.get(name, ""))  # fmt: skip
-
-    form = render(
-        '<form method="get" action="$ui/audit"><fieldset><legend>Filter</legend>$u$a$c$o'
-        '<p><button type="submit">Filter</button></p></fieldset></form>'
-        '<p><a href="$ui/audit/verify">Verify the whole log</a></p>',
-        ui=UI, u=field("user", "User"), a=field("action", "Action (e.g. governance.*)"),
-        c=field("case", "Target"), o=field("outcome", "Outcome"),
-    )  # fmt: skip
-    body = [
-        (r.get("seq"), r.get("timestamp"), r.get("actor"), r.get("action"), r.get("outcome"),
-         r.get("target") or "")
-        for r in rows
-    ]  # fmt: skip
-    return join([form, table(("Seq", "Time", "Actor", "Action", "Outcome", "Target"), body,
-                             f"Newest {len(rows)} of {total} record(s)")])  # fmt: skip
 
 
 def verify(report) -> Markup:

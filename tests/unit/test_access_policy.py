@@ -89,15 +89,19 @@ EGRESS = [
     ("POST", "/instances/{id}/export"),
 ]
 
+# The roles of people at the HTTP API: every role of actions.toml but the unattended
+# workstation account, which acts only over DICOM (routes.toml opens nothing to it).
+PEOPLE = set(ROLES) - {"suite_workstation"}
+
 # Archive routes: (method, uri) -> roles allowed when trained.
 ARCHIVE = {
-    ("GET", "/teaching/me"): set(ROLES),
-    ("GET", "/teaching/cases"): set(ROLES) - {"board_member"},
-    ("GET", "/teaching/cases/NSR-2025-000001"): set(ROLES) - {"board_member"},
+    ("GET", "/teaching/me"): PEOPLE,
+    ("GET", "/teaching/cases"): PEOPLE - {"board_member"},
+    ("GET", "/teaching/cases/NSR-2025-000001"): PEOPLE - {"board_member"},
     ("PUT", "/teaching/cases/NSR-2025-000001"): {"personnel", "trainer"},
     ("DELETE", "/teaching/cases/NSR-2025-000001"): set(),
-    ("GET", "/teaching/cases/NSR-2025-000001/thumbnail"): set(ROLES) - {"board_member"},
-    ("GET", "/teaching/collections"): set(ROLES) - {"board_member"},
+    ("GET", "/teaching/cases/NSR-2025-000001/thumbnail"): PEOPLE - {"board_member"},
+    ("GET", "/teaching/collections"): PEOPLE - {"board_member"},
     ("POST", "/teaching/collections"): {"personnel", "trainer"},
     ("POST", "/teaching/pulls"): {"personnel", "trainer", "registrar", "other_speciality"},
     ("POST", "/teaching/removals"): {"personnel", "trainer", "registrar", "other_speciality"},
@@ -117,7 +121,7 @@ ARCHIVE = {
     ("POST", "/teaching/quarantine/Q1/release"): {"personnel"},
     ("GET", "/teaching/quarantine/Q1/preview"): {"personnel"},
     ("POST", "/teaching/applications/A1/approve"): {"personnel", "head_of_school"},
-    ("GET", "/teaching/health"): set(ROLES),
+    ("GET", "/teaching/health"): set(ROLES),  # anonymous: everyone
     ("POST", "/teaching/health"): set(),
     ("GET", "/teaching"): set(),
     ("GET", "/teachingx/cases"): set(),

@@ -148,3 +148,30 @@ def test_multiframe_shows_the_middle_frame() -> None:
     pixels = np.asarray(_png(render_png(to_bytes(ds), 16, upscale=False)))
     # The middle frame (index 2) holds 200 everywhere else: (200 - 0) / 1000 of 255.
     assert abs(int(pixels[8, 8]) - round(200 / 1000 * 255)) <= 1
+
+
+def test_pydicom_encoded_nm_jpeg2000_rt_plan_and_sr(tmp_path: Path) -> None:
+    """Issue 22: the JPEG 2000 nuclear-medicine and RT plan thumbnails were broken icons.
+    Objects made here by pydicom (not only its test files): a multi-frame 16-bit NM in
+    JPEG 2000 lossless and lossy renders its middle frame sharply at every size; an RT
+    plan and an SR get their typed icons."""
+    from tests.corpus import make_nm_j2k, make_rt_plan
+
+    for lossless in (True, False):
+        ds = make_nm_j2k(8, lossless=lossless)
+        assert ds.file_meta.TransferSyntaxUID.is_compressed
+        data = to_bytes(ds)
+        for size in (THUMBNAIL_SIZE, PREVIEW_SIZE):
+            image = _png(render_png(data, size))
+            assert not _is_icon(image) and image.size == (size, size)
+            assert np.asarray(image.convert("L")).std() > 20
+        # the middle frame (4 of 8), not the first: sin(x/6 + 4) differs from sin(x/6)
+        middle = np.asarray(_png(render_png(data, 64, upscale=False)))
+        first = ds.pixel_array[0].astype(float)
+        assert np.corrcoef(middle.ravel(), first.ravel())[0, 1] < 0.9
+    plan = _png(render_png(to_bytes(make_rt_plan())))
+    assert plan.tobytes() == _png(icon_png("RT PLAN")).tobytes()
+    assert _png(render_png(to_bytes(make_sr_instance()), PREVIEW_SIZE)).size == (
+        PREVIEW_SIZE,
+        PREVIEW_SIZE,
+    )
