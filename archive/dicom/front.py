@@ -15,11 +15,15 @@ DICOM server is off (ops/orthanc.template.json) and this pynetdicom SCP, started
   data gets a failure status with an ErrorComment, never a timeout. Every outcome audited.
 - C-FIND (patient, study, series, image levels; patient and study root): registered
   workstations only, released (available) cases only, from the catalogue and the
-  instance ledger; one audit record per request.
-- C-MOVE / C-GET: pulls. Authorised by archive/dicom/policy.py (destination = the
-  requesting workstation, or another registered workstation if the policy says so; never
-  a source or a recipient), released cases only, read from the vault, one audit record
-  per retrieve with its outcome, and recorded in the pull inventory closure reads.
+  instance ledger, each case shown by its case ID and title (archive/dicom/casefields.py,
+  ops/OSIRIX.md); one audit record per request.
+- C-MOVE / C-GET: pulls. Destination by archive/dicom/policy.py (the requesting
+  workstation, or another registered workstation if the policy says so; never a source
+  or a recipient), released cases only, each case authorised by archive/core
+  (`pull.create`) for the person signed in at the workstation (archive/dicom/sessions.py)
+  or for the workstation on its own if the policy allows; read from the vault with the
+  case ID and title set in the sent headers; one audit record per retrieve with its
+  outcome and who it was for, and recorded in the pull inventory closure reads.
 
 Nothing from a dataset is logged or audited (no UIDs of what was received, no values):
 records name the AE, its address, the act, the outcome and case ids.
