@@ -18,8 +18,6 @@ destroyed, and `certificate` reads back and verifies what `wipe` wrote.
 from __future__ import annotations
 
 import json
-import shutil
-import sqlite3
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -29,8 +27,7 @@ import typer
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from archive import __version__, db
-from archive.audit import AuditError, AuditEvent, AuditLog, audit_log_for, verify
+from archive.audit import AuditError, AuditEvent, AuditLog, verify
 from archive.audit.log import LOG_NAME, PUBLIC_KEY_NAME
 from archive.cli.api import (
     AsOption,
@@ -47,39 +44,10 @@ from archive.core import Ports, Refusal
 from archive.errors import ArchiveError
 from archive.governance import (
     ClosureRecords,
-    Media,
-    Person,
-    PullInventory,
-    Recipients,
-    Tool,
-    Verification,
-    WipeCertificate,
-    default_steps,
-    load_policy,
 )
 from archive.governance.closure import usecases as closure_uc
 from archive.governance.closure.plan import gather_plan, plan_payload
-from archive.serve.server import HomeLock
-from archive.transfer.store import verified_receipt_statement
-from archive.vault import open_keyring_for_cli
-from archive.vault.keyring import Keyring
-from archive.vault.passphrase import obtain_passphrase
-from archive.vault.store import EncryptedStore
-from archive.vault.wipe import (
-    check_nothing_remains,
-    crypto_erase,
-    delete_ciphertext,
-    destroy_volume,
-    key_locations,
-    remove_leftovers,
-    sample_headers,
-    unmount_volume,
-    unwrap_attempts,
-)
-
-CERT_JSON = "certificate.json"
-CERT_TEXT = "certificate.txt"
-PUBLIC_KEY_FILE = "audit_public_key.hex"
+from archive.governance.closure.wipe import CERT_JSON, CERT_TEXT, PUBLIC_KEY_FILE, carry_out_wipe
 
 
 def _now() -> datetime:
@@ -445,10 +413,13 @@ def register(app: typer.Typer) -> None:
         as_json: JsonOption = False,
     ) -> None:
         """Crypto-erase, delete, destroy the volume, verify, and sign the certificate."""
-        result = _wipe(
-            home, export_dir, performed_by, validated_by, title, validator_title,
-            organisation, [c.encode() for c in canaries or []],
-        )  # fmt: skip
+        try:
+            result = carry_out_wipe(
+                load(home), export_dir, performed_by, validated_by, title, validator_title,
+                organisation, [c.encode() for c in canaries or []], operator=actor(),
+            )  # fmt: skip
+        except ArchiveError as exc:
+            fail(str(exc))
         if as_json:
             emit_json(result)
         else:
@@ -474,200 +445,6 @@ def register(app: typer.Typer) -> None:
             typer.echo((export_dir / CERT_TEXT).read_text(), nl=False)
             typer.echo(f"signature valid; sha256 {result['sha256']} is the audit log's last "
                        "checkpointed record")  # fmt: skip
-
-
-# -- wipe -------------------------------------------------------------------------------
-def _wipe(
-    home: Path,
-    export_dir: Path,
-    performed_by: str,
-    validated_by: str,
-    title: str,
-    validator_title: str,
-    organisation: str,
-    canaries: list[bytes],
-) -> dict[str, Any]:
-    config = load(home)
-    paths = config.home
-    holder = HomeLock.holder(paths.lock_file)
-    if holder is not None:
-        fail(f"`archive serve` (pid {holder}) holds this home; stop the archive, then wipe.")
-    export_dir = export_dir.resolve()
-    if export_dir.is_relative_to(paths.root.resolve()):
-        fail("--export-dir must be outside the home: the wipe deletes the home's data.")
-    if export_dir.exists() and any(export_dir.iterdir()):
-        fail(f"{export_dir} is not empty; give a new directory for the export.")
-    now = _now()
-    policy = load_policy(config.policies_dir)
-    try:  # the wipe copies and deletes archive.db; PostgreSQL needs its own procedure
-        db.require_sqlite(config, "archive close wipe")
-    except ArchiveError as exc:
-        fail(str(exc))
-    conn = db.connect(paths.db_path)
-    live = audit_log_for(paths)
-    try:
-        records = ClosureRecords(conn, policy)
-        pulls = PullInventory(conn)
-        try:
-            records.check_wipe_allowed(now)
-        except ArchiveError as exc:
-            _audit(live, "closure.wipe", "denied", reason=str(exc)[:300])
-            fail(str(exc))
-        pending = pulls.workstations_needing_wipe()
-        if pending:
-            reason = f"workstation(s) not attested wiped: {', '.join(pending)}"
-            _audit(live, "closure.wipe", "denied", reason=reason)
-            fail(f"the wipe is refused: {reason}; attest them with "
-                 "`archive close attest-workstation` (the certificate needs them).")  # fmt: skip
-        try:
-            ring = open_keyring_for_cli(config)
-            passphrase = obtain_passphrase(config, prompt=False)
-        except ArchiveError as exc:
-            fail(str(exc))
-        signing_key = ring.audit_signing_key  # memory only, for the certificate
-        public_hex = ring.audit_public_key_bytes.hex()
-        kek_ids = ring.kek_ids()
-        try:
-            samples = sample_headers(EncryptedStore(paths.storage_dir, ring))
-        except Exception:  # noqa: BLE001 - the positive control must work before we destroy
-            fail("the live keyring does not unwrap a sampled file; investigate before wiping.")
-        auth = records.authorise_wipe(now)
-        decision = records.current_decision()
-        assert decision is not None
-        recipient = (
-            Recipients(conn, policy).get(decision.receiving_recipient_id)
-            if decision.receiving_recipient_id is not None
-            else None
-        )
-        # The records the certificate needs, kept in memory: the database is ciphertext's
-        # neighbour under data/ and goes in step 2.
-        memory = sqlite3.connect(":memory:")
-        memory.row_factory = sqlite3.Row
-        conn.backup(memory)
-        _audit(live, "closure.wipe", "success", f"authorisation {auth.id}", stage="authorised",
-               confirmers=",".join(auth.confirmers), samples=len(samples))  # fmt: skip
-        # Export the audit log and its public key FIRST: they outlive the archive.
-        live.checkpoint(signing_key)
-        export_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        shutil.copytree(paths.audit_dir, export_dir / "audit")
-        (export_dir / PUBLIC_KEY_FILE).write_text(public_hex + "\n")
-        report = verify(export_dir / "audit", bytes.fromhex(public_hex))
-        if not report.ok:
-            fail("the exported audit log does not verify; nothing was wiped: "
-                 + "; ".join(report.problems)[:300])  # fmt: skip
-    finally:
-        conn.close()
-    log = AuditLog(export_dir / "audit", signer=signing_key)
-    _audit(log, "closure.wipe", "success", stage="audit_exported", to=str(export_dir))
-    # 1. crypto-erase, 2. delete ciphertext, 3. destroy the volume.
-    del ring
-    wipe = crypto_erase(paths, kek_ids)
-    _audit(log, "closure.wipe", "success", stage="crypto_erase",
-           keys=len(kek_ids), files=len(wipe.key_files_destroyed))  # fmt: skip
-    delete_ciphertext(paths, wipe)
-    _audit(log, "closure.wipe", "success", stage="delete_ciphertext",
-           files=wipe.files_deleted, bytes=wipe.bytes_deleted)  # fmt: skip
-    try:  # issue 25: the mount must not stay in place over a deleted directory
-        unmount_volume(paths, wipe)
-    except ArchiveError as exc:
-        _audit(log, "closure.wipe", "failure", stage="unmount", reason=str(exc)[:300])
-        fail(f"{exc} The keys are destroyed; unmount, then run the wipe again to finish.")
-    destroy_volume(paths, wipe)
-    _audit(log, "closure.wipe", "success", stage="destroy_volume", volume=wipe.volume,
-           unmounted=wipe.unmounted or "not mounted")  # fmt: skip
-    remove_leftovers(paths, wipe)  # https.pem and every other key file, config, logs
-    _audit(log, "closure.wipe", "success", stage="remove_leftovers",
-           key_files=len(wipe.key_files_destroyed))  # fmt: skip
-    # Verification.
-    left_keys = [str(p) for p in key_locations(paths) if p.exists()]
-    reopened = []
-    for p in key_locations(paths):
-        try:
-            reopened.append(Keyring.open(p, passphrase))
-        except Exception:  # noqa: BLE001, S112 - gone or unreadable: what we want
-            continue
-    opened = unwrap_attempts(samples, reopened)
-    checks = check_nothing_remains(paths, canaries)  # says what it checked (issue 25)
-    passed = not left_keys and opened == 0 and all(c.ok for c in checks) and bool(samples)
-    details = (
-        f"{len(samples)} sampled header(s) unwrapped by the live keyring before, by no key "
-        f"after ({opened}); " + "; ".join(c.line() for c in checks)
-    )
-    _audit(log, "closure.wipe", "success" if passed else "failure", stage="verify",
-           details=details[:500])  # fmt: skip
-    if not passed:
-        fail(f"verification FAILED ({details}); no certificate was signed.")
-    # Certificate (signed now: the audit key dies with this process).
-    # Issue 25: only what a signed receipt this archive verified says, never our word.
-    backed_up = "No: the School Board decided to destroy the archive"
-    if recipient is not None:
-        backed_up = verified_receipt_statement(memory) or (
-            f"Not verified: a receipt from {recipient.organisation} was recorded, but no "
-            "signed receipt was verified (`archive transfer receipt`)"
-        )
-    media = [
-        Media(
-            "Encrypted archive files (vault)",
-            f"teaching archive home {paths.root}",
-            str(paths.data_dir),
-            data_backed_up=backed_up,
-            backup_location=recipient.organisation if recipient else "",
-        ),  # fmt: skip
-        Media(
-            "Key-encryption keys and keyring backups",
-            "archive vault",
-            ", ".join(wipe.key_files_destroyed) or "keyring",
-            data_backed_up="No",
-        ),  # fmt: skip
-    ]
-    if wipe.volume != "none":
-        media.append(Media("Encrypted volume", "gocryptfs", str(paths.volume_dir),
-                           data_backed_up="No"))  # fmt: skip
-    mem_pulls = PullInventory(memory)
-    attestations = tuple(a.to_dict() for a in mem_pulls.latest_attestations().values())
-    certificate = WipeCertificate(
-        certificate_id=f"closure-{decision.id}-{auth.id}",
-        performed_by=Person(performed_by, title, organisation),
-        media=tuple(media),
-        steps=default_steps(
-            keys_destroyed=len(kek_ids), files_deleted=wipe.files_deleted, volume=wipe.volume
-        ),
-        tool=Tool("teaching-archive `archive close wipe`", __version__),
-        verification=Verification("Quick Sampling", "passed", details),
-        sanitized_at=_now(),
-        validated_by=Person(validated_by, validator_title, organisation),
-        decision_reference=f"School Board minute {decision.minute_reference} ({decision.outcome})",
-        workstation_attestations=_json_safe(attestations),
-    )
-    try:
-        signed = ClosureRecords(memory, policy).finalise_certificate(
-            certificate, signing_key.sign, pulls=mem_pulls, now=_now()
-        )
-    except ArchiveError as exc:
-        _audit(log, "closure.certificate", "failure", reason=str(exc)[:300])
-        fail(f"the data is wiped but the certificate was refused: {exc}")
-    (export_dir / CERT_JSON).write_text(signed.to_json())
-    (export_dir / CERT_TEXT).write_text(signed.text)
-    _audit(log, "closure.certificate", "success", certificate.certificate_id,
-           sha256=hash_for_audit(signed.sha256))  # fmt: skip
-    log.checkpoint(signing_key)  # the certificate's hash is covered by the last checkpoint
-    del signing_key
-    return {
-        "keys_destroyed": len(kek_ids),
-        "key_files_destroyed": wipe.key_files_destroyed,
-        "files_deleted": wipe.files_deleted,
-        "bytes_deleted": wipe.bytes_deleted,
-        "volume": wipe.volume,
-        "verification": "passed",
-        "verification_details": details,
-        "certificate": str(export_dir / CERT_JSON),
-        "certificate_sha256": signed.sha256,
-        "export_dir": str(export_dir),
-    }
-
-
-def _json_safe(items: tuple[dict, ...]) -> tuple[dict, ...]:
-    return tuple(json.loads(json.dumps(a, default=str)) for a in items)
 
 
 def check_certificate(export_dir: Path) -> dict[str, Any]:
