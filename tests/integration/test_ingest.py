@@ -138,4 +138,4 @@ def test_rest_upload_records_who_ingested_for_the_quarantine(
     refused = archive.cli(
         "quarantine", "release", rows[0]["id"], "--as", "intake", "--password-file", str(secret)
     )
-    assert refused.returncode != 0 and "ingested this study" in refused.stderr
+    assert refused.returncode != 0 and "your own" in refused.stderr
