@@ -33,6 +33,7 @@ ADAPTERS = (
     "http_filter",  # named-user access control on every HTTP request
     "catalogue_sync",  # stable study -> teaching case
     "cases_routes",  # /teaching/cases
+    "thumbnail_routes",  # /teaching/cases/{id}/series/{n}/thumbnail
     "collections_routes",  # /teaching/collections
     "quarantine_routes",  # quarantine review
     "pulls_routes",  # pulls to the suite's workstations
