@@ -20,6 +20,7 @@ import secrets
 from datetime import datetime, timedelta
 
 from archive.core import Refusal, Refused, Resource
+from archive.governance.removals.usecases import approver_of
 from archive.web import acts
 from archive.web.app import UI, Context, WebApp, WebError, WebResponse, route
 from archive.web.markup import render
@@ -56,7 +57,8 @@ def _removal(app: WebApp, ctx: Context, rid: int):
         item = RemovalRequests(app.backend.db(), app.backend.governance_policy).get(rid)
     except GovernanceError:
         raise WebError(404, f"There is no removal request {rid}.") from None
-    return item, Resource("removal", str(rid), item.status_at(ctx.now), owner=item.requester)
+    return item, Resource("removal", str(rid), item.status_at(ctx.now), owner=item.requester,
+                          shared_with=approver_of(item))  # fmt: skip
 
 
 def _hash(token: str) -> str:

@@ -109,10 +109,17 @@ def refuse_request(
     return out.item if isinstance(out, _Made) else out
 
 
+def approver_of(item: RemovalRequest) -> frozenset[str]:
+    """Who wrote the approval: besides the requester, the one other person who may
+    download the package they permitted (issue 22: approvers download with a link)."""
+    return frozenset({item.approval.approver}) if item.approval is not None else frozenset()
+
+
 def may_download(ports: Ports, principal: Principal | None, item: RemovalRequest) -> Refusal | None:
     """None if this person may spend a download of `item` (the requester, approved);
     the refusal otherwise (the adapter audits it with the export's record)."""
     resource = Resource("removal request", str(item.id), state=item.status,
-                        requester=item.requester, owner=item.requester)  # fmt: skip
+                        requester=item.requester, owner=item.requester,
+                        shared_with=approver_of(item))  # fmt: skip
     verdict = authorise(ports.actions, principal, "removal.download", resource)
     return None if verdict else verdict
