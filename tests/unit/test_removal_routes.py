@@ -54,15 +54,16 @@ def test_commercial_refused_when_asked_and_unknown_is_404(monkeypatch, tmp_path)
     assert missing.status == 404 and missing.json()["next"]
 
 
-def test_only_the_requester_downloads_an_approved_removal(monkeypatch, tmp_path):
+def test_only_the_requester_and_its_approver_download_an_approved_removal(monkeypatch, tmp_path):
     fake, services = adapter(monkeypatch, tmp_path, "removal_routes", "removal_export_routes")
     rid = _request(fake, who="reg1").json()["id"]
     fake.call("POST", f"/teaching/removals/{rid}/approve", headers=as_("tpd1"),
               body={"text": "Approved."})  # fmt: skip
     body = {"passphrase": "a long enough export passphrase 42"}
-    theirs = fake.call("POST", f"/teaching/removals/{rid}/export", headers=as_("tpd1"), body=body)
+    # Another approver, who did not sign this permission, may not.
+    theirs = fake.call("POST", f"/teaching/removals/{rid}/export", headers=as_("hos"), body=body)
     assert theirs.status == 403, theirs.text
     assert "requester" in theirs.json()["next"]
     event = services.audited("governance.removal.export")[-1]
-    assert (event.actor, event.outcome) == ("tpd1", "denied")
+    assert (event.actor, event.outcome) == ("hos", "denied")
     assert "owner" in event.detail["reason"]
