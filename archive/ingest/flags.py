@@ -154,8 +154,11 @@ def record_face_slice(
     """Remember one slice's face measures; flag the series once it covers a face."""
     ensure_schema(conn)
     conn.execute(
-        "INSERT OR REPLACE INTO ingest_face_slices (study_uid, series_uid, sop_uid, position,"
-        " thickness, head_sized, protrusion_mm) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO ingest_face_slices (study_uid, series_uid, sop_uid, position,"
+        " thickness, head_sized, protrusion_mm) VALUES (?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (study_uid, series_uid, sop_uid) DO UPDATE SET"
+        " position = excluded.position, thickness = excluded.thickness,"
+        " head_sized = excluded.head_sized, protrusion_mm = excluded.protrusion_mm",
         (
             study_uid,
             series_uid or "",
@@ -242,9 +245,15 @@ def record_pixel_report(
     ocr = outcome.get("ocr") or {}
     assert isinstance(ocr, dict)
     conn.execute(
-        "INSERT OR REPLACE INTO ingest_pixel_reports (study_uid, series_uid, sop_uid,"
+        "INSERT INTO ingest_pixel_reports (study_uid, series_uid, sop_uid,"
         " modality, action, assessed, ocr_frames, ocr_words, ocr_kinds, template,"
-        " ingested_by, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " ingested_by, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (study_uid, series_uid, sop_uid) DO UPDATE SET"
+        " modality = excluded.modality, action = excluded.action,"
+        " assessed = excluded.assessed, ocr_frames = excluded.ocr_frames,"
+        " ocr_words = excluded.ocr_words, ocr_kinds = excluded.ocr_kinds,"
+        " template = excluded.template, ingested_by = excluded.ingested_by,"
+        " recorded_at = excluded.recorded_at",
         (
             study_uid,
             series_uid or "",
