@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -218,6 +219,9 @@ def _remove_empty_tree(root: Path) -> None:
                 pass
 
 
+_BUSY_TRIES = 10
+
+
 def unmount(home: HomePaths | Path | str) -> VolumeStatus:
     """Unmount HOME/data; refuses while files are open (stop the archive first)."""
     paths = _home(home)
@@ -225,9 +229,16 @@ def unmount(home: HomePaths | Path | str) -> VolumeStatus:
     if not (current.mounted and current.kind == "gocryptfs"):
         return current
     tool = shutil.which("fusermount") or shutil.which("fusermount3") or "fusermount"
-    proc = subprocess.run(
-        [tool, "-u", str(paths.data_dir)], capture_output=True, timeout=_TIMEOUT, check=False
-    )
+    # A process that was just stopped may hold a file for a moment more: a busy volume
+    # is tried again for a few seconds before the refusal.
+    for attempt in range(_BUSY_TRIES):
+        proc = subprocess.run(
+            [tool, "-u", str(paths.data_dir)], capture_output=True, timeout=_TIMEOUT, check=False
+        )
+        if proc.returncode == 0 or b"busy" not in proc.stderr.lower():
+            break
+        if attempt + 1 < _BUSY_TRIES:
+            time.sleep(0.5)
     if proc.returncode != 0:
         reason = proc.stderr.decode("utf-8", "replace").strip()
         raise VolumeError(
