@@ -678,10 +678,23 @@ def _hold(assoc, results: dict) -> None:
 RETRIEVE_POLL = 0.0002  # seconds; pynetdicom's DUL polls its socket every 1 ms when idle
 
 
+def _nodelay(assoc) -> None:
+    """TCP_NODELAY on a retrieving association's socket: without it, Nagle's algorithm
+    and the receiver's delayed ACK stall each C-STORE's last segment by up to 40 ms
+    (29 instances/s on a quiet machine, against Orthanc's 600)."""
+    import socket
+
+    try:
+        assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except (AttributeError, OSError):  # not a TCP socket: nothing to tune
+        pass
+
+
 def _quick(assoc) -> None:
     """While a retrieve sends on this association, its DUL looks for the receiver's
     C-STORE answer every 0.2 ms instead of every 1 ms (an answer waited ~1 ms per image);
     only retrieving associations pay the extra wake-ups, for as long as they live."""
+    _nodelay(assoc)
     dul = getattr(assoc, "dul", None)
     if dul is not None and hasattr(dul, "_run_loop_delay"):
         dul._run_loop_delay = RETRIEVE_POLL  # noqa: SLF001
