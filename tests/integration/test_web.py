@@ -29,8 +29,8 @@ from tests.harness import RunningArchive, add_user, new_archive, register_node
 from tests.integration.test_pulls import wait_for_cases
 
 webdriver = pytest.importorskip("selenium.webdriver")
+from selenium.common.exceptions import WebDriverException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.support.expected_conditions import staleness_of  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 CHROMIUM, DRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
@@ -128,7 +128,21 @@ def click(driver, css: str) -> None:
     """Submit and wait for the next page (never read the old page mid-navigation)."""
     old = driver.find_element(By.TAG_NAME, "html")
     driver.find_element(By.CSS_SELECTOR, css).click()
-    WebDriverWait(driver, 30).until(staleness_of(old))
+    WebDriverWait(driver, 30).until(lambda _d: _gone(old))
+
+
+def _gone(element) -> bool:
+    """True once the old page's element has left the document.
+
+    Selenium's staleness_of only knows StaleElementReferenceException; mid-navigation
+    Chromium may instead answer "Node with given id does not belong to the document",
+    which is the same fact (the old document is gone).
+    """
+    try:
+        element.is_enabled()
+    except WebDriverException:
+        return True
+    return False
 
 
 def text(driver) -> str:
