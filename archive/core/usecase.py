@@ -60,8 +60,14 @@ class Ports:
 
 @contextmanager
 def transaction(conn: Any) -> Iterator[Any]:
-    """One write transaction taken up front (BEGIN IMMEDIATE on SQLite)."""
-    if isinstance(conn, sqlite3.Connection):
+    """One write transaction taken up front (BEGIN IMMEDIATE on SQLite; on PostgreSQL a
+    plain BEGIN, rows locked as the act changes them: archive.db.connection)."""
+    begin_write = getattr(type(conn), "begin_write", None)
+    if begin_write is not None:
+        if conn.in_transaction:
+            conn.commit()
+        conn.begin_write()
+    elif isinstance(conn, sqlite3.Connection):
         if conn.in_transaction:
             conn.execute("COMMIT")
         conn.execute("BEGIN IMMEDIATE")

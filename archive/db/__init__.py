@@ -3,53 +3,83 @@
 By default one SQLite file (HOME/data/archive.db). With `[database] kind = "postgresql"`
 the same tables live in a schema of the PostgreSQL database that holds Orthanc's index,
 so several Orthanc nodes share one catalogue, one set of users, one governance record.
-`open_database(config)` is the one entry point that honours that switch; it returns a
-sqlite3.Connection (archive.db.sqlite) or an archive.db.postgres.PostgresConnection,
-which speaks the same API and translates the rooms' SQL (see that module).
 
-Rooms call `migrate(conn, room, steps)` with an ordered list of SQL scripts; a step runs
-once and is recorded in `schema_steps`, so upgrading an old home is automatic. A step
-that cannot be written portably is a mapping {"sqlite": ..., "postgresql": ...}.
-SQLite connections use WAL and a busy timeout because the CLI and the Orthanc plugin
-write to the same file from different processes.
+Issue 27 moves the rooms to SQLAlchemy Core (see FORMAT.md in this directory):
+- `engine_for(config)` (archive.db.engine) is the SQLAlchemy engine of either backend;
+- `open_database(config)` and `connect(path)` return an archive.db.connection.Connection,
+  which runs Core statements natively on both dialects and, until the last room
+  moves, the old SQLite SQL strings (on PostgreSQL through archive.db.postgres);
+- errors are archive.db.errors (IntegrityError / BusyError / DatabaseError).
+
+Rooms call `migrate(conn, room, steps)` with an ordered list of steps; a step runs once
+and is recorded in `schema_steps`, so upgrading an old home is automatic. A step is
+- a SQL script (the old SQLite dialect; translated on PostgreSQL),
+- a mapping {"sqlite": ..., "postgresql": ...} of each backend's own SQL, or
+- a callable step(conn) that issues SQLAlchemy Core DDL on the Connection (e.g.
+  `create_tables(metadata, [...])`), compiled for the connection's dialect.
+Each step runs in one transaction with its `schema_steps` row.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from archive.db.sqlite import connect, split_script
+from sqlalchemy import MetaData, Table
+
+from archive.db.connection import Connection, Result, Row
+from archive.db.engine import engine_for, sqlite_engine
+from archive.db.errors import BusyError, DatabaseError, IntegrityError
+from archive.db.sqlite import split_script
 from archive.errors import ArchiveError
 
 if TYPE_CHECKING:
     from archive.config import ArchiveConfig
 
-__all__ = ["Step", "connect", "dialect", "migrate", "open_database", "require_sqlite"]
+__all__ = [
+    "BusyError",
+    "Connection",
+    "DatabaseError",
+    "IntegrityError",
+    "Result",
+    "Row",
+    "Step",
+    "connect",
+    "create_tables",
+    "dialect",
+    "engine_for",
+    "migrate",
+    "open_database",
+    "require_sqlite",
+]
 
-Step = str | Mapping[str, str]
+Step = str | Mapping[str, str] | Callable[[Connection], None]
 
 
-def open_database(config: ArchiveConfig) -> Any:
+def open_database(config: ArchiveConfig) -> Connection:
     """The archive database as configured: SQLite in the home, or PostgreSQL.
 
     The PostgreSQL password comes from database.password_file (checked 0600, this
-    user's) and is handed to libpq as a keyword, never inside a connection string."""
-    if not config.database.shared:
-        return connect(config.home.db_path)
-    from archive.config import database_password
-    from archive.db import postgres as db_postgres
+    user's) and is handed to the driver as a keyword, never inside a URL."""
+    return Connection(engine_for(config))
 
-    settings = config.database
-    return db_postgres.connect(
-        host=settings.host,
-        port=settings.port,
-        database=settings.database,
-        user=settings.user,
-        password=database_password(config),
-        ssl=settings.ssl,
-        schema=settings.schema,
-    )
+
+def connect(path: Path | str) -> Connection:
+    """The archive database in one SQLite file (tests and SQLite-only tools)."""
+    return Connection(sqlite_engine(path))
+
+
+def create_tables(metadata: MetaData, tables: Sequence[Table]) -> Callable[[Connection], None]:
+    """A migration step creating these tables (with their indexes) as declared, in the
+    connection's dialect. Declare a table as it is at that step: a later change of
+    the table is a later step."""
+
+    def step(conn: Connection) -> None:
+        metadata.create_all(conn._sa, tables=list(tables), checkfirst=False)
+
+    step.__name__ = "create_tables(" + ", ".join(t.name for t in tables) + ")"
+    return step
 
 
 def dialect(conn: Any) -> str:
@@ -112,6 +142,9 @@ def migrate(conn: Any, room: str, steps: Sequence[Step]) -> None:
 
 
 def _apply(conn: Any, kind: str, step: Step) -> None:
+    if callable(step):
+        step(conn)
+        return
     if isinstance(step, Mapping):
         if kind not in step:
             raise ArchiveError(f"a schema step has no {kind} version; this is a bug.")

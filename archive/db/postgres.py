@@ -42,6 +42,7 @@ import psycopg
 from psycopg import pq
 from psycopg.adapt import Loader
 
+from archive.db.errors import BusyError, OtherOperationalError, scrub, translate_error
 from archive.db.sqlite import split_script
 from archive.errors import ArchiveError
 
@@ -356,24 +357,12 @@ class _NumericLoader(Loader):
 
 def _scrub(message: str) -> str:
     """Drop quoted values from a PostgreSQL message (they may be identifiers)."""
-    return re.sub(r'(:\s*)"[^"]*"', r"\1<value>", message.splitlines()[0] if message else "")
+    return scrub(message)
 
 
 def _sqlite_error(exc: psycopg.Error) -> sqlite3.Error:
-    diag = exc.diag
-    primary = _scrub(diag.message_primary or type(exc).__name__)
-    if isinstance(exc, psycopg.errors.LockNotAvailable | psycopg.errors.QueryCanceled):
-        return sqlite3.OperationalError(f"database is locked ({primary})")
-    if isinstance(exc, psycopg.IntegrityError):
-        what = diag.constraint_name or diag.sqlstate or ""
-        return sqlite3.IntegrityError(f"constraint failed: {what} ({primary})")
-    if isinstance(exc, psycopg.errors.UndefinedTable | psycopg.errors.UndefinedColumn):
-        return sqlite3.OperationalError(f"no such table or column ({primary})")
-    if isinstance(exc, psycopg.OperationalError | psycopg.errors.InFailedSqlTransaction):
-        return sqlite3.OperationalError(primary)
-    if isinstance(exc, psycopg.ProgrammingError):
-        return sqlite3.OperationalError(primary)
-    return sqlite3.DatabaseError(primary)
+    """The archive's error (archive.db.errors, which also derive from sqlite3's classes)."""
+    return translate_error(exc)
 
 
 _WRITES = ("insert", "write", "ddl")
@@ -403,8 +392,22 @@ class PostgresConnection:
     dialect = DIALECT
     isolation_level = None
 
-    def __init__(self, connect_kwargs: dict[str, Any], schema: str = DEFAULT_SCHEMA) -> None:
+    def __init__(
+        self,
+        connect_kwargs: dict[str, Any],
+        schema: str = DEFAULT_SCHEMA,
+        *,
+        opener: Any = None,
+        lock_on_begin: bool = True,
+    ) -> None:
+        """`opener` (archive.db.connection) hands over a psycopg connection that
+        SQLAlchemy also uses; `lock_on_begin=False` takes the writer lock at the first
+        translated statement of a transaction instead of at BEGIN, so SQLAlchemy Core
+        statements of converted rooms never wait for it."""
         self._kwargs = connect_kwargs
+        self._opener = opener
+        self.lock_on_begin = lock_on_begin
+        self._writer_locked = False
         self.schema = schema
         self._identity: dict[str, str | None] = {}
         self.migrated: dict[str, int] = {}  # room -> steps applied (archive.db.migrate)
@@ -413,6 +416,8 @@ class PostgresConnection:
 
     # -- opening --------------------------------------------------------------------
     def _open(self) -> psycopg.Connection:
+        if self._opener is not None:
+            return self._opener()
         try:
             conn = psycopg.connect(
                 **self._kwargs,
@@ -446,7 +451,7 @@ class PostgresConnection:
             self._was_in_transaction = False
             self._conn = self._open()
             if lost and kind != "rollback":
-                raise sqlite3.OperationalError(
+                raise BusyError(
                     "the connection to PostgreSQL was lost inside a transaction, which "
                     "was rolled back; retry"
                 )
@@ -484,6 +489,8 @@ class PostgresConnection:
         with self._lock:
             conn = self._usable()
             alone = not self.in_transaction
+            if not alone:
+                self._writer_lock(conn)
             try:
                 if alone:  # one transaction, like sqlite3's executemany in autocommit
                     conn.execute(f"BEGIN; SELECT pg_advisory_xact_lock({ADVISORY_KEY})")
@@ -548,6 +555,7 @@ class PostgresConnection:
             if statement.kind == "commit":
                 return self._commit(conn)
             if statement.kind == "rollback":
+                self._writer_locked = False
                 if self.in_transaction:
                     try:
                         conn.execute("ROLLBACK")
@@ -555,6 +563,7 @@ class PostgresConnection:
                         raise _sqlite_error(exc) from None
                 self._was_in_transaction = False
                 return Cursor()
+            self._writer_lock(conn)
             sql = statement.sql
             returning = None
             if statement.kind == "insert" and statement.insert_table:
@@ -579,25 +588,43 @@ class PostgresConnection:
 
     def _begin(self, conn: psycopg.Connection) -> Cursor:
         if self.in_transaction:
-            raise sqlite3.OperationalError("cannot start a transaction within a transaction")
+            raise OtherOperationalError("cannot start a transaction within a transaction")
+        begin = "BEGIN"
+        if self.lock_on_begin:
+            begin += f"; SELECT pg_advisory_xact_lock({ADVISORY_KEY})"
         try:
-            conn.execute(f"BEGIN; SELECT pg_advisory_xact_lock({ADVISORY_KEY})")
+            conn.execute(begin)
         except psycopg.Error as exc:
             _rollback_quietly(conn)
             raise _sqlite_error(exc) from None
+        self._writer_locked = self.lock_on_begin
         self._was_in_transaction = True
         return Cursor()
+
+    def _writer_lock(self, conn: psycopg.Connection) -> None:
+        """Inside a transaction begun without it, the writer lock before the first
+        translated statement: the rooms still on SQLite SQL keep one writer at a time."""
+        if self._writer_locked or not self.in_transaction:
+            return
+        if conn.info.transaction_status == pq.TransactionStatus.INERROR:
+            return  # the statement fails as it should; COMMIT then says why
+        try:
+            conn.execute(f"SELECT pg_advisory_xact_lock({ADVISORY_KEY})")
+        except psycopg.Error as exc:
+            raise _sqlite_error(exc) from None
+        self._writer_locked = True
 
     def _commit(self, conn: psycopg.Connection) -> Cursor:
         status = conn.info.transaction_status
         self._was_in_transaction = False
+        self._writer_locked = False
         if status == pq.TransactionStatus.INERROR:
             _rollback_quietly(conn)
-            raise sqlite3.OperationalError(
+            raise OtherOperationalError(
                 "the transaction was aborted by an earlier error and has been rolled back"
             )
         if status == pq.TransactionStatus.IDLE:
-            raise sqlite3.OperationalError("cannot commit - no transaction is active")
+            raise OtherOperationalError("cannot commit - no transaction is active")
         try:
             conn.execute("COMMIT")
         except psycopg.Error as exc:

@@ -29,7 +29,7 @@ def pg_server() -> Iterator[postgres.PostgresServer]:
 
 
 class PgConnections:
-    """archive.db.postgres connections to `server`, one schema per SQLite path."""
+    """archive.db connections to `server`, one schema per SQLite path."""
 
     _counter = itertools.count()
 
@@ -49,9 +49,10 @@ class PgConnections:
         return self.schemas[key]
 
     def connect(self, path: Path | str = ":memory:"):
-        from archive.db import postgres as db_postgres
+        from archive.db import Connection
+        from archive.db.engine import postgres_engine
 
-        conn = db_postgres.connect(
+        engine = postgres_engine(
             host="127.0.0.1",
             port=self.server.port,
             database=self.server.database,
@@ -59,6 +60,7 @@ class PgConnections:
             password=self.server.password,
             schema=self.schema_for(path),
         )
+        conn = Connection(engine)
         self.opened.append(conn)
         return conn
 

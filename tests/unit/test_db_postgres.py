@@ -157,12 +157,16 @@ def test_transactions_rollback_and_aborted_commit_refused(conn):
 
 
 def test_begin_immediate_admits_one_writer_at_a_time(pg, conn):
+    """Rooms still on SQLite SQL: the writer lock is taken at the first translated
+    statement of a transaction (not at BEGIN, which Core-only transactions share)."""
     other = pg.connect("main")
     conn.execute("BEGIN IMMEDIATE")
+    conn.execute("SELECT count(*) FROM items")
     entered = threading.Event()
 
     def second_writer():
         other.execute("BEGIN IMMEDIATE")
+        other.execute("SELECT count(*) FROM items")
         entered.set()
         other.execute("COMMIT")
 
