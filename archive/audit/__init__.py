@@ -28,6 +28,8 @@ __all__ = [
     "AuditLog",
     "VerifyReport",
     "audit_log_for",
+    "audit_source",
+    "home_chain",
     "check_event",
     "home_anchor",
     "pin_public_key",
@@ -60,6 +62,23 @@ def home_anchor(home: HomePaths) -> DbAnchor | None:
     return DbAnchor(lambda: db.open_database(config))
 
 
+def home_chain(home: HomePaths):  # -> PgChain | None
+    """The chain in the archive database when the archive is on PostgreSQL (FORMAT.md
+    section 8); None for a SQLite home (the chain is HOME/data/audit/audit.jsonl)."""
+    config = _config(home)
+    if config is None or not config.database.shared:
+        return None
+    from archive import db  # noqa: PLC0415
+    from archive.audit.pgchain import PgChain  # noqa: PLC0415
+
+    return PgChain(lambda: db.open_database(config), home.audit_dir)
+
+
+def audit_source(home: HomePaths):  # -> Path | PgChain
+    """Where the home's chain is read from: HOME/data/audit, or the database's chain."""
+    return home_chain(home) or home.audit_dir
+
+
 def audit_log_for(
     home: HomePaths,
     signer: Ed25519PrivateKey | None = None,
@@ -75,6 +94,17 @@ def audit_log_for(
     minutes = config.audit.checkpoint_minutes if config else 0.0
     if signer is not None and config is not None:
         pin_public_key(home.keys_dir, public_key_bytes(signer))
+    if config is not None and config.database.shared:
+        from archive import db  # noqa: PLC0415
+        from archive.audit.pgchain import PgAuditLog  # noqa: PLC0415
+
+        return PgAuditLog(
+            home.audit_dir,
+            lambda: db.open_database(config),
+            signer=signer,
+            checkpoint_every=every,
+            checkpoint_minutes=minutes,
+        )
     return AuditLog(
         home.audit_dir,
         signer=signer,

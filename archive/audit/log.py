@@ -578,15 +578,18 @@ class AuditLog:
             },
         }
 
-    def _write_batch(
+    def _chain(
         self,
         batch: list[tuple[str, dict[str, Any]]],
+        seq: int,
+        prev: str,
+        old_format: bool,
         checkpoint_key: Ed25519PrivateKey | None = None,
         reason: str = "request",
-    ) -> list[int]:
-        """Chain and sign `batch` onto the tail and write it with one write and one
-        fsync; returns the seq of each entry (then of the requested checkpoint)."""
-        seq, prev, old_format = self._tail_and_format()
+    ) -> tuple[list[str], list[int], dict[str, Any] | None, bool, int, str]:
+        """Chain and sign `batch` onto (seq, prev): the lines to write, the seq of each
+        entry (then of the requested checkpoint), the last checkpoint written (or None),
+        whether one was signed, and the new tail (seq, hash). Writes nothing."""
         lines: list[str] = []
         checkpoint: dict[str, Any] | None = None
         seqs: list[int] = []
@@ -628,6 +631,19 @@ class AuditLog:
             and time.monotonic() - self._last_checkpoint >= self.checkpoint_seconds
         ):
             add(utc_now(), self._checkpoint_fields(signer, seq, prev, "timer"))
+        return lines, seqs, checkpoint, signed_checkpoint, seq, prev
+
+    def _write_batch(
+        self,
+        batch: list[tuple[str, dict[str, Any]]],
+        checkpoint_key: Ed25519PrivateKey | None = None,
+        reason: str = "request",
+    ) -> list[int]:
+        """Chain and sign `batch` onto the tail and write it with one write and one
+        fsync; returns the seq of each entry (then of the requested checkpoint)."""
+        seq, prev, old_format = self._tail_and_format()
+        chained = self._chain(batch, seq, prev, old_format, checkpoint_key, reason)
+        lines, seqs, checkpoint, signed_checkpoint, seq, prev = chained
         data = ("\n".join(lines) + "\n").encode()
         size_before: int | None = None
         try:

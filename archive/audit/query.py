@@ -53,12 +53,17 @@ def _action_matches(pattern: str, action: str) -> bool:
     return action == prefix or action.startswith(prefix + ".")
 
 
-def iter_records(directory: Path | str) -> list[dict[str, Any]]:
-    """Every well-formed record, in file order (malformed lines are skipped here)."""
-    try:
-        data = (Path(directory) / LOG_NAME).read_bytes()
-    except FileNotFoundError:
-        return []
+def iter_records(directory: Path | str | Any) -> list[dict[str, Any]]:
+    """Every well-formed record, in file order (malformed lines are skipped here).
+
+    `directory` is HOME/data/audit, or a PgChain (archive.audit.audit_source)."""
+    if hasattr(directory, "data"):
+        data = directory.data()
+    else:
+        try:
+            data = (Path(directory) / LOG_NAME).read_bytes()
+        except FileNotFoundError:
+            return []
     records = []
     for raw in data.split(b"\n"):
         if not raw:
@@ -73,7 +78,7 @@ def iter_records(directory: Path | str) -> list[dict[str, Any]]:
 
 
 def query(
-    directory: Path | str,
+    directory: Path | str | Any,
     user: str | None = None,
     case: str | None = None,
     action: str | None = None,

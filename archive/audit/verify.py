@@ -30,6 +30,7 @@ from archive.audit.events import AuditError
 from archive.audit.log import (
     CHECKPOINT_ACTION,
     GENESIS,
+    HEAD_NAME,
     LOG_NAME,
     RECORD_FIELDS,
     RECORD_FIELDS_V1,
@@ -67,11 +68,11 @@ PublicKeys = Ed25519PublicKey | bytes | list[bytes] | None
 
 
 def _trusted_keys(
-    directory: Path, public_key: PublicKeys, problems: list[str]
+    directory: Path, public_key: PublicKeys, problems: list[str], key_file: bool = True
 ) -> tuple[dict[str, Ed25519PublicKey], list[str]]:
     notes: list[str] = []
     try:
-        stored = read_public_keys(directory)
+        stored = read_public_keys(directory) if key_file else []
     except AuditError as exc:
         problems.append(str(exc))
         stored = []
@@ -160,6 +161,7 @@ def verify(
     *,
     anchor: DbAnchor | Anchor | None | object = _NO_ANCHOR,
     must_exist: bool = False,
+    chain: Any = None,
 ) -> VerifyReport:
     """Check the whole log in `directory` (FORMAT.md section 5).
 
@@ -167,18 +169,33 @@ def verify(
     convenience only: `verify_home` passes the pin). `anchor`: the archive database's
     anchor (a DbAnchor to read, the Anchor read, or None when the database has no row);
     left out, the database is not consulted. `must_exist`: the log must hold records
-    (something outside it, such as a pin, says the archive has written it)."""
+    (something outside it, such as a pin, says the archive has written it). `chain`: a
+    PgChain (the chain in the archive database, FORMAT.md section 8) read instead of
+    the file; its head row is the head, `directory`'s head.json this node's tripwire."""
     directory = Path(directory)
     problems: list[str] = []
-    keys, notes = _trusted_keys(directory, public_key, problems)
-    try:
-        data = (directory / LOG_NAME).read_bytes()
-    except FileNotFoundError:
-        data = b""
-    lines = data.split(b"\n")
-    torn = lines.pop()  # b"" when the file ends with a newline, as it must
-    if torn:
-        problems.append(f"line {len(lines) + 1}: incomplete last record (no newline; torn write)")
+    head: Any = None
+    if chain is not None:  # the chain in the archive database (FORMAT.md section 8)
+        keys, notes = _trusted_keys(directory, public_key, problems, key_file=False)
+        try:
+            read = chain.read()
+        except Exception as exc:  # noqa: BLE001 - driver or archive errors alike
+            problems.append(f"the audit chain cannot be read from the archive database ({exc})")
+            return VerifyReport(ok=False, records=0, problems=problems)
+        lines, torn, head = list(read.lines), b"", read.head
+        problems.extend(read.problems)
+    else:
+        keys, notes = _trusted_keys(directory, public_key, problems)
+        try:
+            data = (directory / LOG_NAME).read_bytes()
+        except FileNotFoundError:
+            data = b""
+        lines = data.split(b"\n")
+        torn = lines.pop()  # b"" when the file ends with a newline, as it must
+        if torn:
+            problems.append(
+                f"line {len(lines) + 1}: incomplete last record (no newline; torn write)"
+            )
 
     parsed: list[tuple[int, dict[str, Any]]] = []
     for number, raw in enumerate(lines, start=1):
@@ -252,8 +269,9 @@ def verify(
     last_line = parsed[-1][0] if parsed else 0
     if not parsed and not torn and (must_exist or (isinstance(anchor, Anchor) and anchor.seq)):
         why = "the pinned audit key" if must_exist else f"the database anchor (seq {anchor.seq})"
+        where = chain if chain is not None else directory / LOG_NAME
         problems.append(
-            f"the audit log {directory / LOG_NAME} is missing or empty although {why} says "
+            f"the audit log {where} is missing or empty although {why} says "
             "the archive has written it: it was deleted or truncated; restore data/audit "
             "from a backup (archive backup restore) and keep this home for investigation"
         )
@@ -261,7 +279,11 @@ def verify(
     def signed_after(start: int) -> bool:
         return all(s in signed_ok for s in range(start + 1, last_seq + 1))
 
-    _check_head(directory, parsed, last_seq, last_line, keys, problems, signed_after, notes)
+    if chain is not None:
+        _check_head(head, parsed, last_seq, last_line, keys, problems, signed_after, notes)
+        _check_local_head(directory, hashes, last_seq, problems)
+    else:
+        _check_head(directory, parsed, last_seq, last_line, keys, problems, signed_after, notes)
     if anchor is not _NO_ANCHOR:
         _check_anchor(anchor, hashes, last_seq, seen_v2, signed_after, problems, notes)
     if checkpoints == 0 and parsed and not last_signed:
@@ -340,8 +362,32 @@ def _check_anchor(
             )
 
 
+def _check_local_head(
+    directory: Path, hashes: dict[int, str], last_seq: int, problems: list[str]
+) -> None:
+    """This node's head.json against the chain in the database (FORMAT.md section 8)."""
+    try:
+        local = read_head(directory)
+    except AuditError as exc:
+        problems.append(str(exc))
+        return
+    if local is None:
+        return
+    if local.seq > last_seq:
+        problems.append(
+            f"records removed: this node committed seq {local.seq} (its {directory / HEAD_NAME}) "
+            f"but the chain in the database ends at seq {last_seq}; restore the database "
+            "from a backup and keep this home for investigation"
+        )
+    elif local.seq and hashes.get(local.seq) != local.hash:
+        problems.append(
+            f"seq {local.seq} differs from what this node committed (its "
+            f"{directory / HEAD_NAME}): the chain was rewritten in the database"
+        )
+
+
 def _check_head(
-    directory: Path,
+    directory: Path | Any,
     parsed: list[tuple[int, dict[str, Any]]],
     last_seq: int,
     last_line: int,
@@ -350,11 +396,14 @@ def _check_head(
     signed_after: Any = None,
     notes: list[str] | None = None,
 ) -> None:
-    try:
-        head = read_head(directory)
-    except AuditError as exc:
-        problems.append(str(exc))
-        return
+    if isinstance(directory, Path):
+        try:
+            head = read_head(directory)
+        except AuditError as exc:
+            problems.append(str(exc))
+            return
+    else:
+        head = directory  # the head row of the chain in the database (a Head or None)
     if head is None:
         if parsed:
             problems.append("head file missing: truncation of the end cannot be ruled out")
@@ -409,7 +458,7 @@ def verify_home(home: Any, public_key: PublicKeys = None) -> VerifyReport:
     pin in HOME/keys. With neither, a home that has a keyring fails (nothing trusted to
     check signatures against); a home without a keyring falls back to the public_key
     file next to the log, with a note (FORMAT.md section 5)."""
-    from archive.audit import home_anchor  # noqa: PLC0415 - package-level helper
+    from archive.audit import home_anchor, home_chain  # noqa: PLC0415 - package helpers
 
     problems: list[str] = []
     try:
@@ -422,8 +471,9 @@ def verify_home(home: Any, public_key: PublicKeys = None) -> VerifyReport:
             f"no audit public key pinned at {pin_path(home.keys_dir)}: run archive audit "
             "verify --keyring once (it pins the keyring's key), or give --public-key"
         )
+    chain = home_chain(home)
     try:
-        anchor: Any = home_anchor(home)
+        anchor: Any = None if chain is not None else home_anchor(home)
     except Exception as exc:  # noqa: BLE001 - a config the CLI loaded already; be safe
         anchor = _NO_ANCHOR
         problems.append(f"the archive database cannot be opened ({type(exc).__name__})")
@@ -432,7 +482,8 @@ def verify_home(home: Any, public_key: PublicKeys = None) -> VerifyReport:
             home.audit_dir,
             keys,
             anchor=_NO_ANCHOR if anchor is None else anchor,
-            must_exist=bool(pinned) and _has_written(home),
+            must_exist=bool(pinned) and (chain is not None or _has_written(home)),
+            chain=chain,
         )
     finally:
         if isinstance(anchor, DbAnchor):

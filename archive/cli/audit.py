@@ -11,6 +11,7 @@ from archive.audit import (
     AuditError,
     AuditEvent,
     audit_log_for,
+    audit_source,
     pin_public_key,
     query,
     to_csv,
@@ -133,7 +134,7 @@ def register(app: typer.Typer) -> None:
         config = load(home)
         try:
             rows = query(
-                config.home.audit_dir,
+                audit_source(config.home),
                 user=user,
                 case=case,
                 action=action,

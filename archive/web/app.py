@@ -674,10 +674,10 @@ def _training(app: WebApp, ctx: Context, groups) -> WebResponse:
 
 @route("GET", r"/audit/verify")
 def _audit_verify(app: WebApp, ctx: Context, groups) -> WebResponse:
-    from archive.audit import verify
+    from archive.audit import home_chain, verify
 
     app.require(ctx, "audit")
-    report = verify(app.backend.home.audit_dir)
+    report = verify(app.backend.home.audit_dir, chain=home_chain(app.backend.home))
     app.audit(ctx.principal, "audit.verify", "success" if report.ok else "failure",
               records=report.records)  # fmt: skip
     return app.html(ctx, "Audit log verification", views.verify(report))

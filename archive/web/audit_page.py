@@ -95,13 +95,13 @@ def _form(q: dict, actions: list[str]) -> Markup:
 
 @route("GET", r"/audit")
 def _audit_log(app: WebApp, ctx: Context, groups) -> WebResponse:
-    from archive.audit import query
+    from archive.audit import audit_source, query
     from archive.audit.events import AuditError
     from archive.audit.query import iter_records
 
     acts.check(app, ctx, "audit.view")
     q = ctx.request.query
-    directory = app.backend.home.audit_dir
+    directory = audit_source(app.backend.home)
     filters = {k: (q.get(k) or "").strip() or None for k in ("user", "action", "case", "outcome")}
     try:
         rows = query(
