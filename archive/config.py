@@ -85,6 +85,21 @@ class DatabaseConfig:
 
 
 @dataclass(frozen=True)
+class StorageConfig:
+    """[storage]: where the encrypted attachments live (archive/vault/FORMAT.md envelopes,
+    keys in the keyring whatever the kind). "home": HOME/data/storage (one machine);
+    "path": a shared file system every node mounts at `path`; "postgresql": rows of the
+    archive's schema (vault_blob, bytea), needs [database] kind = "postgresql"."""
+
+    kind: str = "home"
+    path: str = ""
+
+    @property
+    def shared(self) -> bool:
+        return self.kind != "home"
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     """Ports of one extra Orthanc node (id 2, 3, ...); node 1 uses [http] and [dicom]."""
 
@@ -132,6 +147,7 @@ class ArchiveConfig:
     volume: VolumeConfig = field(default_factory=VolumeConfig)
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
     nodes: tuple[NodeConfig, ...] = ()
     node: int = 1
 
@@ -314,6 +330,28 @@ def _env_port(name: str) -> int | None:
     return int(value) if value.isdigit() else None
 
 
+def _storage(raw: dict, database: DatabaseConfig) -> StorageConfig:
+    kind = raw.get("kind", "home")
+    if kind not in ("home", "path", "postgresql"):
+        raise ConfigError('storage.kind must be one of "home", "path", "postgresql".')
+    path = raw.get("path", "")
+    if not isinstance(path, str):
+        raise ConfigError("storage.path must be a string (an absolute directory).")
+    if kind == "path" and not (path and Path(path).is_absolute()):
+        raise ConfigError(
+            'storage.kind = "path" needs storage.path, the absolute directory of the shared '
+            "file system every node mounts at the same place (e.g. /srv/archive-storage)."
+        )
+    if kind != "path" and path:
+        raise ConfigError('storage.path is used only with storage.kind = "path"; remove it.')
+    if kind == "postgresql" and not database.shared:
+        raise ConfigError(
+            'storage.kind = "postgresql" needs [database] kind = "postgresql" (the '
+            "attachments go to the archive's schema of that database)."
+        )
+    return StorageConfig(kind=kind, path=path)
+
+
 def _audit(raw: dict) -> AuditConfig:
     every = raw.get("checkpoint_every", 100)
     if isinstance(every, bool) or not isinstance(every, int) or not 2 <= every <= 100_000:
@@ -347,6 +385,7 @@ def parse_config(raw: dict, home: HomePaths) -> ArchiveConfig:
     allow = volume.get("allow_unencrypted", False)
     if not isinstance(allow, bool):
         raise ConfigError("volume.allow_unencrypted must be true or false.")
+    database = _database(_section(raw, "database"))
     http_port = _port(http.get("port", 8042), "http.port")
     dicom_port = _port(dicom.get("port", 4242), "dicom.port")
     if http_port == dicom_port:
@@ -371,8 +410,9 @@ def parse_config(raw: dict, home: HomePaths) -> ArchiveConfig:
             systemd_credential=str(keyring.get("systemd_credential", "")),
         ),
         volume=VolumeConfig(kind=kind, allow_unencrypted=allow),
-        database=_database(_section(raw, "database")),
+        database=database,
         audit=_audit(_section(raw, "audit")),
+        storage=_storage(_section(raw, "storage"), database),
         nodes=_nodes(raw.get("nodes"), http_port, dicom_port),
     )
 

@@ -103,9 +103,9 @@ class Services:
 
     @cached_property
     def storage(self):
-        from archive.vault.store import EncryptedStore
+        from archive.vault.dbstore import storage_for
 
-        return EncryptedStore(self.home.storage_dir, self.runtime.keyring)
+        return storage_for(self.config, self.runtime.keyring)
 
     @cached_property
     def _access_root(self):

@@ -39,11 +39,14 @@ RecoveryFileOption = Annotated[
 def _stores(config: ArchiveConfig, keyring: Keyring) -> list[EncryptedStore]:
     """Every encrypted store of the home: all must be rewrapped before a key retires."""
     from archive.governance.sharing.delivery import undertakings_dir  # signed undertakings
+    from archive.vault.dbstore import storage_for  # noqa: PLC0415
 
     home = config.home
-    return [
+    storage = storage_for(config, keyring)
+    shared = [storage] if storage.root is None or storage.root.is_dir() else []
+    return shared + [
         EncryptedStore(directory, keyring)
-        for directory in (home.storage_dir, home.quarantine_dir, undertakings_dir(home.data_dir))
+        for directory in (home.quarantine_dir, undertakings_dir(home.data_dir))
         if directory.is_dir()
     ]
 

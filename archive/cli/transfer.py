@@ -288,7 +288,7 @@ def export_package(
     from archive.governance import ClosureRecords, Recipients, load_policy
     from archive.transfer.export import gather, instance_reader
     from archive.transfer.package import TransferError, write_package
-    from archive.vault.store import EncryptedStore
+    from archive.vault.dbstore import storage_for
 
     session = _Session(home, user, password_file, token_file)
     try:
@@ -326,9 +326,7 @@ def export_package(
             session.conn, config.school_prefix, vocabulary=load_vocabulary(config.policies_dir)
         )
         cases, collections = gather(session.conn, catalogue)
-        reader = instance_reader(
-            session.conn, EncryptedStore(config.home.storage_dir, session.ring)
-        )
+        reader = instance_reader(session.conn, storage_for(config, session.ring))
         try:
             written = write_package(
                 out,
@@ -481,8 +479,8 @@ def import_into(
     from archive.transfer.importer import Receiver, import_package, receipt_body
     from archive.transfer.package import PackageRefused, TransferError, open_package
     from archive.transfer.receipt import sign_receipt
+    from archive.vault.dbstore import storage_for
     from archive.vault.ledger import InstanceLedger, read_dicom
-    from archive.vault.store import EncryptedStore
 
     if receipt_out.exists():
         fail(f"{receipt_out} already exists; give a new file for the receipt.")
@@ -501,7 +499,7 @@ def import_into(
         catalogue = Catalogue(
             session.conn, config.school_prefix, vocabulary=load_vocabulary(config.policies_dir)
         )
-        vault = EncryptedStore(config.home.storage_dir, session.ring)
+        vault = storage_for(config, session.ring)
         ledger = InstanceLedger(session.conn)
         quarantine = QuarantineStore(config.home, session.ring, session.conn)
         key = tickets.derive_ticket_key(session.ring.pseudonym_key)

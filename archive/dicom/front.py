@@ -159,11 +159,11 @@ class Front:
         return Catalogue(self.runtime.db(), self.config.school_prefix, vocabulary=self._vocabulary)
 
     def vault(self):
-        from archive.vault.store import EncryptedStore
+        from archive.vault.dbstore import storage_for
 
         with self._lock:
             if self._store is None:
-                self._store = EncryptedStore(self.config.home.storage_dir, self.runtime.keyring)
+                self._store = storage_for(self.config, self.runtime.keyring)
         return self._store
 
     def record(self, event: AuditEvent) -> None:

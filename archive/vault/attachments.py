@@ -150,7 +150,10 @@ class StorageArea:
 
     # -- alerts ----------------------------------------------------------------------
     def _is_power_cut_leftover(self, uuid: str, content_type: int) -> bool:
-        """An unsynced file cut short by an OS crash is empty or shorter than its header."""
+        """An unsynced file cut short by an OS crash is empty or shorter than its header.
+        (A row of the database store is committed whole: never such a leftover.)"""
+        if getattr(self.store, "root", None) is None:
+            return False
         try:
             return self.store.path_for(uuid, content_type).stat().st_size < HEADER_LEN
         except FileNotFoundError:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from archive.vault.dbstore import DbEncryptedStore
 from archive.vault.envelope import read_header, rewrap
 from archive.vault.errors import ArchiveError
 from archive.vault.keyring import Keyring
@@ -46,16 +47,41 @@ class RotationReport:
 
 
 def _stores(stores: EncryptedStore | Iterable[EncryptedStore]) -> list[EncryptedStore]:
-    return [stores] if isinstance(stores, EncryptedStore) else list(stores)
+    return [stores] if isinstance(stores, EncryptedStore | DbEncryptedStore) else list(stores)
+
+
+@dataclass(frozen=True)
+class _Unit:
+    """One encrypted attachment, in a directory (a file) or in the database (a row)."""
+
+    label: Path
+    header: Callable[[], object]
+    rewrap: Callable[[Keyring], bool]
+
+
+def _units(store: EncryptedStore | DbEncryptedStore) -> list[_Unit]:
+    if isinstance(store, DbEncryptedStore):
+        return [
+            _Unit(
+                Path(f"{uuid}.{ct}"),
+                lambda u=uuid, c=ct: store.header(u, c),
+                lambda ring, u=uuid, c=ct: store.rewrap(ring, u, c),
+            )
+            for uuid, ct, _ in store.entries()
+        ]
+    return [
+        _Unit(path, lambda p=path: read_header(p), lambda ring, p=path: rewrap(ring, p))
+        for path in store.paths()
+    ]
 
 
 def key_usage(stores: EncryptedStore | Iterable[EncryptedStore]) -> Counter[str]:
     """How many files name each key id (headers only, nothing decrypted)."""
     usage: Counter[str] = Counter()
     for store in _stores(stores):
-        for path in store.paths():
+        for unit in _units(store):
             try:
-                usage[read_header(path).key_id] += 1
+                usage[unit.header().key_id] += 1  # type: ignore[attr-defined]
             except (ArchiveError, OSError):
                 usage["<unreadable>"] += 1
     return usage
@@ -80,11 +106,12 @@ def rotate_and_rewrap(
     resumed = pending is not None and pending == keyring.primary_kek_id
     new_primary = keyring.primary_kek_id if resumed else keyring.rotate(pending=True)
     report = RotationReport(new_primary=new_primary, resumed=resumed)
-    paths = [path for each in stores for path in each.paths()]
-    report.files = len(paths)
-    for done, path in enumerate(paths, start=1):
+    units = [unit for each in stores for unit in _units(each)]
+    report.files = len(units)
+    for done, unit in enumerate(units, start=1):
+        path = unit.label
         try:
-            if rewrap(keyring, path):
+            if unit.rewrap(keyring):
                 report.rewrapped += 1
             else:
                 report.already_current += 1
@@ -93,7 +120,7 @@ def rotate_and_rewrap(
         except (ArchiveError, OSError) as exc:
             report.failures[str(path)] = str(exc)
         if progress is not None:
-            progress(done, len(paths), path)
+            progress(done, len(units), path)
     usage = key_usage(stores)
     # Fail closed: a file we could not read or rewrap may still need any old KEK.
     blocked = bool(report.failures or usage.get("<unreadable>"))
