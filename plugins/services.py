@@ -105,7 +105,7 @@ class Services:
     def storage(self):
         from archive.vault.dbstore import storage_for
 
-        return storage_for(self.config, self.runtime.keyring)
+        return storage_for(self.config, self.runtime.keyring, connection=self.db)
 
     @cached_property
     def _access_root(self):

@@ -105,7 +105,9 @@ class RunningArchive:
     @property
     def url(self) -> str:
         scheme = "https" if self.config.http.tls else "http"
-        return f"{scheme}://127.0.0.1:{self.config.http.port}"
+        host = self.config.http.host
+        host = "127.0.0.1" if host in ("0.0.0.0", "localhost", "::") else host  # noqa: S104
+        return f"{scheme}://{host}:{self.config.http.port}"
 
     @property
     def dicom_port(self) -> int:
@@ -200,11 +202,11 @@ class RunningArchive:
         Tests read what was stored this way rather than through Orthanc's REST API, whose
         file routes the access policy never opens.
         """
-        from archive.vault.store import EncryptedStore
+        from archive.vault.dbstore import storage_for
 
         passphrase = Path(self.env["ARCHIVE_KEYRING_PASSPHRASE_FILE"]).read_text()
         keyring = Keyring.open(keyring_path(self.config.home.keys_dir), passphrase)
-        store = EncryptedStore(self.config.home.storage_dir, keyring)
+        store = storage_for(self.config, keyring)  # [storage]: the home, a path, or rows
         return [store.read(uuid, ct) for uuid, ct, _ in store.entries() if ct == DICOM_CONTENT]
 
     def counts(self) -> dict[str, int]:

@@ -163,7 +163,9 @@ class Front:
 
         with self._lock:
             if self._store is None:
-                self._store = storage_for(self.config, self.runtime.keyring)
+                self._store = storage_for(
+                    self.config, self.runtime.keyring, connection=self.runtime.db
+                )
         return self._store
 
     def record(self, event: AuditEvent) -> None:

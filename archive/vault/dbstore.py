@@ -41,12 +41,24 @@ def _steps() -> list[Any]:
 class DbEncryptedStore:
     """Encrypted attachments in `vault_blob` (see the module doc)."""
 
-    def __init__(self, opener: Callable[[], Any], keyring: KeySource) -> None:
+    def __init__(
+        self,
+        opener: Callable[[], Any],
+        keyring: KeySource,
+        *,
+        connection: Callable[[], Any] | None = None,
+    ) -> None:
+        """`opener()` opens a new connection; `connection()`, when given, is the calling
+        thread's own connection of the process (the plugin's one per Orthanc thread),
+        used whenever it is not inside a transaction, so the store adds no connections."""
         self._opener = opener
+        self._shared = connection
         self.keyring = keyring
-        self._local = threading.local()
-        self._all: list[Any] = []
-        self._all_lock = threading.Lock()
+        # Keyed by OS thread id, not threading.local: orthanc-python drops a callback's
+        # Python thread state when it returns (see plugins/services.py, Services.db).
+        self._own: dict[int, Any] = {}
+        self._own_lock = threading.Lock()
+        self._ready = False
         self.root = None  # no directory: nothing of this store is in the home
         self._conn()  # fail at start, not at the first instance, if the table is out of reach
 
@@ -55,47 +67,49 @@ class DbEncryptedStore:
 
     # -- connection -----------------------------------------------------------------
     def _conn(self) -> Any:
-        conn = getattr(self._local, "conn", None)
+        if self._shared is not None:
+            conn = self._shared()
+            if not conn.in_transaction:  # a statement there commits on return
+                self._migrate(conn)
+                return conn
+        ident = threading.get_ident()
+        conn = self._own.get(ident)
         if conn is None:
-            from archive import db  # noqa: PLC0415
-
             conn = self._opener()
-            db.migrate(conn, BLOB_ROOM, _steps())
-            self._local.conn = conn
-            with self._all_lock:
-                self._all.append(conn)
+            with self._own_lock:
+                self._own[ident] = conn
+        self._migrate(conn)
         return conn
 
+    def _migrate(self, conn: Any) -> None:
+        if not self._ready:
+            from archive import db  # noqa: PLC0415
+
+            db.migrate(conn, BLOB_ROOM, _steps())
+            self._ready = True
+
     def _run(self, statement: Any, parameters: Any = None) -> Any:
-        """One statement, committed on return; a connection the server dropped is
-        reopened once (a statement outside a transaction cannot be half done)."""
+        """One statement, committed on return (outside a transaction). A connection the
+        server dropped is reopened by archive.db between transactions; one retry."""
         try:
             return self._conn().execute(statement, parameters)
         except Exception:
-            conn = getattr(self._local, "conn", None)
-            self._local.conn = None
-            if conn is not None:
+            own = self._own.pop(threading.get_ident(), None)
+            if own is not None:
                 try:
-                    conn.close()
+                    own.close()
                 except Exception:  # noqa: BLE001,S110
                     pass
-            if getattr(self._local, "retrying", False):
-                raise
-            self._local.retrying = True
-            try:
-                return self._conn().execute(statement, parameters)
-            finally:
-                self._local.retrying = False
+            return self._conn().execute(statement, parameters)
 
     def close(self) -> None:
-        with self._all_lock:
-            conns, self._all = self._all, []
+        with self._own_lock:
+            conns, self._own = list(self._own.values()), {}
         for conn in conns:
             try:
                 conn.close()
             except Exception:  # noqa: BLE001,S110
                 pass
-        self._local = threading.local()
 
     # -- the EncryptedStore API ------------------------------------------------------
     def _upsert(self, uuid: str, content_type: int, envelope: bytes) -> None:
@@ -225,8 +239,11 @@ class DbEncryptedStore:
         return CleanupReport()  # a row is committed or absent: no partial to clean
 
 
-def storage_for(config: Any, keyring: KeySource) -> Any:
-    """The storage area as archive.toml's [storage] says (FORMAT.md section 6)."""
+def storage_for(
+    config: Any, keyring: KeySource, *, connection: Callable[[], Any] | None = None
+) -> Any:
+    """The storage area as archive.toml's [storage] says (FORMAT.md section 6).
+    `connection`: the calling thread's archive connection, reused by a database store."""
     from pathlib import Path  # noqa: PLC0415
 
     from archive.vault.store import EncryptedStore  # noqa: PLC0415
@@ -235,7 +252,7 @@ def storage_for(config: Any, keyring: KeySource) -> Any:
     if kind == "postgresql":
         from archive import db  # noqa: PLC0415
 
-        return DbEncryptedStore(lambda: db.open_database(config), keyring)
+        return DbEncryptedStore(lambda: db.open_database(config), keyring, connection=connection)
     if kind == "path":
         return EncryptedStore(Path(config.storage.path), keyring)
     return EncryptedStore(config.home.storage_dir, keyring)

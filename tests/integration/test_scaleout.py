@@ -192,3 +192,168 @@ def test_two_nodes_ingest_concurrently_into_one_index_and_one_chain(tmp_path: Pa
         assert rendered["PostgreSQL"]["Lock"] is False
         assert rendered["DicomPort"] == node2.dicom_port
         assert not (home.run_dir / "node-2" / "pgpass").exists()  # removed at stop
+
+
+# -- nodes on separate hosts (issue 27): two homes, 127.0.0.2 and 127.0.0.3 -------------
+SRC_AET, WS_AET = "HOSTS_SRC", "HOSTS_WS"
+
+
+def _set_node(config_file: Path, host: str, storage: dict | None = None) -> None:
+    import tomllib
+
+    import tomli_w
+
+    raw = tomllib.loads(config_file.read_text(encoding="utf-8"))
+    raw.setdefault("http", {})["host"] = host
+    raw.setdefault("dicom", {})["host"] = host
+    if storage is not None:
+        raw["storage"] = storage
+    config_file.write_text(tomli_w.dumps(raw), encoding="utf-8")
+
+
+def _available_cases(config: ArchiveConfig) -> list[tuple[str, str]]:
+    conn = db.open_database(config)
+    try:
+        return [
+            (row[0], row[1])
+            for row in conn.execute(
+                "SELECT case_id, study_uid FROM catalogue_cases WHERE status = 'available'"
+            )
+        ]
+    except Exception:  # noqa: BLE001 - the catalogue's table not created yet
+        return []
+    finally:
+        conn.close()
+
+
+def _getscu(archive: RunningArchive, host: str, study_uid: str, out: Path) -> list[int]:
+    """C-GET a study from the node at `host` as the registered workstation; the Instance
+    Numbers received, sorted (UIDs are pseudonymised on the way in; numbers are kept)."""
+    import subprocess
+
+    from tests.harness import base_env
+
+    out.mkdir(parents=True, exist_ok=True)
+    got = subprocess.run(
+        ["getscu", "-aet", WS_AET, "-aec", archive.aet, "-S", "--output-directory", str(out),
+         "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study_uid}",
+         host, str(archive.dicom_port)],
+        capture_output=True, text=True, env=base_env(), timeout=180, check=False,
+    )  # fmt: skip
+    assert got.returncode == 0, got.stderr[-800:]
+    return sorted(int(pydicom.dcmread(p).InstanceNumber) for p in out.iterdir())
+
+
+def _send_one_by_one(host: str, port: int, aet: str, datasets, after: int, then) -> list[int]:
+    """C-STORE each dataset in one association, calling `then()` (in another thread)
+    after `after` acknowledgements; returns the SOP Instance UIDs acknowledged with
+    success before the association broke, as Instance Numbers."""
+    from pynetdicom import AE
+
+    ae = AE(ae_title=SRC_AET)
+    ae.add_requested_context("1.2.840.10008.5.1.4.1.1.2")
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 60
+    assoc = ae.associate(host, port, ae_title=aet)
+    assert assoc.is_established
+    acknowledged: list[int] = []
+    try:
+        for ds in datasets:
+            if not assoc.is_established:
+                break
+            status = assoc.send_c_store(ds)
+            if status is None or "Status" not in status:
+                break
+            if int(status.Status) == 0x0000:
+                acknowledged.append(int(ds.InstanceNumber))
+                if len(acknowledged) == after:
+                    threading.Thread(target=then).start()
+    except Exception:  # noqa: BLE001,S110 - the node died mid-association
+        pass
+    finally:
+        if assoc.is_established:
+            assoc.abort()
+    return acknowledged
+
+
+def test_nodes_on_separate_hosts_share_database_storage_and_audit_chain(tmp_path: Path) -> None:
+    from tests.harness import add_user, client, run_cli
+
+    with postgres.PostgresServer(fsync=False) as pg:
+        a = new_archive(tmp_path / "a")
+        secret = pg.write_password_file(tmp_path / "pg.password")
+        postgres.use_postgresql(a.config.home.config_file, pg, secret)
+        _set_node(a.config.home.config_file, "127.0.0.2", {"kind": "postgresql"})
+        a.config = load_config(a.home)
+        store = _access(a.config)
+        ws_dir = tmp_path / "ws-unused"
+        try:
+            store.add_dicom_node("hosts-src", SRC_AET, "127.0.0.1", 104, may_store=True)
+        finally:
+            store.conn.close()
+        added = a.cli("workstations", "add", "ws-hosts", "--aet", WS_AET, "--host",
+                      "127.0.0.1", "--port", "11112", "--location", "Suite")  # fmt: skip
+        assert added.returncode == 0, added.stderr
+        b = None
+        try:
+            a.start()
+            joined = run_cli(
+                "node", "join", "--home", str(tmp_path / "b"), "--from", str(a.home),
+                "--http-host", "127.0.0.3", "--http-port", str(free_port()),
+                "--dicom-host", "127.0.0.3", "--dicom-port", str(free_port()), "--json",
+                env=a.env,
+            )  # fmt: skip
+            assert joined.returncode == 0, joined.stdout + joined.stderr
+            assert json.loads(joined.stdout)["storage"] == "postgresql"
+            b = RunningArchive(home=tmp_path / "b", config=load_config(tmp_path / "b"),
+                               serve_args=a.serve_args, env=a.env)  # fmt: skip
+            b.start()
+            assert b.url.startswith("http://127.0.0.3:") and a.url.startswith("http://127.0.0.2:")
+
+            # Ingest on A, search and pull from B.
+            first = make_ct_series(4, patient="HOSTS^ONE", patient_id="H1", seed=21)
+            sent = storescu(a.dicom_port, a.aet, SRC_AET,
+                            write_files(tmp_path / "first", [to_bytes(d) for d in first]),
+                            host="127.0.0.2")  # fmt: skip
+            assert sent.returncode == 0, sent.stderr[-800:]
+            _wait(lambda: len(_available_cases(a.config)) == 1, 90, "the first case")
+            ((case_id, study_uid),) = _available_cases(b.config)
+            add_user(b, "hosts-trainer", ["trainer"])
+            with client(b, "hosts-trainer") as http:
+                found = http.get("/teaching/cases", params={"q": ""})
+                assert found.status_code == 200, found.text
+                assert case_id in {c["case_id"] for c in found.json()["items"]}
+            got = _getscu(b, "127.0.0.3", study_uid, tmp_path / "got-first")
+            assert got == sorted(int(d.InstanceNumber) for d in first)
+
+            # kill -9 A mid-ingest: every instance A acknowledged is served by B.
+            second = make_ct_series(30, patient="HOSTS^TWO", patient_id="H2", seed=22)
+            acknowledged = _send_one_by_one("127.0.0.2", a.dicom_port, a.aet, second, 6, a.kill)
+            assert 6 <= len(acknowledged) < len(second), len(acknowledged)
+            assert b.health() is not None  # B keeps serving
+            # The sender fails over to B with what A never acknowledged.
+            rest = [d for d in second if int(d.InstanceNumber) not in set(acknowledged)]
+            resent = storescu(b.dicom_port, b.aet, SRC_AET,
+                              write_files(tmp_path / "rest", [to_bytes(d) for d in rest]),
+                              host="127.0.0.3")  # fmt: skip
+            assert resent.returncode == 0, resent.stderr[-800:]
+            _wait(lambda: len(_available_cases(b.config)) == 2, 90, "the second case")
+            (uid2,) = {uid for _, uid in _available_cases(b.config)} - {study_uid}
+            got2 = _getscu(b, "127.0.0.3", uid2, tmp_path / "got-second")
+            assert set(acknowledged) <= set(got2)
+            assert got2 == sorted(int(d.InstanceNumber) for d in second)  # once each
+        finally:
+            if b is not None:
+                b.stop()
+            a.stop()
+        del ws_dir
+
+        # One chain in PostgreSQL for both homes, verified from either; no file chain.
+        for home in (a, b):
+            verified = home.cli("audit", "verify", "--json")
+            assert verified.returncode == 0, verified.stdout + verified.stderr
+            assert not (home.config.home.audit_dir / "audit.jsonl").exists()
+        # Nothing of the instances in either home: the storage is the database's.
+        for home in (a, b):
+            assert not any(p.is_file() for p in home.config.home.storage_dir.rglob("*"))
+        blobs = pg.query("SELECT count(*) FROM teaching_archive.vault_blob WHERE content_type = 1")
+        assert int(blobs[0][0]) >= len(first) + len(second)
