@@ -11,6 +11,7 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from archive.errors import ArchiveError
 
@@ -81,3 +82,62 @@ def instances_without_file(conn: sqlite3.Connection) -> list[str]:
         (INSTANCE, DICOM_CONTENT),
     )
     return [str(r[0]) for r in rows]
+
+
+class PgIndex:
+    """Orthanc's index in PostgreSQL (orthanc-postgresql 4.0, schema public), read with
+    the same questions as a SQLite copy (archive/backup/orthanc_index.py). Resource types
+    there are the plugin SDK's: patient 0, study 1, series 2, instance 3."""
+
+    STUDY, SERIES, INSTANCE = 1, 2, 3
+
+    def __init__(self, config: Any) -> None:
+        from archive import db  # noqa: PLC0415
+
+        self.conn = db.open_database(config)
+
+    def _rows(self, sql: str, **params: Any) -> list[Any]:
+        from sqlalchemy import text  # noqa: PLC0415
+
+        return self.conn.execute(text(sql), params or None).fetchall()
+
+    def present(self) -> bool:
+        rows = self._rows("SELECT to_regclass('public.attachedfiles') IS NOT NULL")
+        return bool(rows and rows[0][0])
+
+    def attachments(self) -> list[Attachment]:
+        rows = self._rows(
+            "SELECT a.uuid, a.filetype, r.publicid, a.uncompressedsize, a.uncompressedhash"
+            " FROM public.attachedfiles a JOIN public.resources r ON r.internalid = a.id"
+            " ORDER BY a.uuid"
+        )
+        return [
+            Attachment(str(u), int(t), str(p), int(n or 0), str(m or "")) for u, t, p, n, m in rows
+        ]
+
+    def instances_per_study(self) -> dict[str, int]:
+        rows = self._rows(
+            "SELECT st.publicid, COUNT(i.internalid) FROM public.resources st"
+            " LEFT JOIN public.resources se ON se.parentid = st.internalid"
+            " AND se.resourcetype = :series"
+            " LEFT JOIN public.resources i ON i.parentid = se.internalid"
+            " AND i.resourcetype = :instance"
+            " WHERE st.resourcetype = :study GROUP BY st.publicid",
+            series=self.SERIES,
+            instance=self.INSTANCE,
+            study=self.STUDY,
+        )
+        return {str(p): int(n) for p, n in rows}
+
+    def instances_without_file(self) -> list[str]:
+        rows = self._rows(
+            "SELECT r.publicid FROM public.resources r WHERE r.resourcetype = :instance AND"
+            " NOT EXISTS (SELECT 1 FROM public.attachedfiles a WHERE a.id = r.internalid"
+            " AND a.filetype = :dicom)",
+            instance=self.INSTANCE,
+            dicom=DICOM_CONTENT,
+        )
+        return [str(r[0]) for r in rows]
+
+    def close(self) -> None:
+        self.conn.close()

@@ -36,7 +36,6 @@ from archive.errors import ArchiveError
 from archive.serve import orthanc_config
 from archive.serve.home import init_home
 from archive.vault import Keyring, keyring_path, restore_keyring
-from archive.vault.envelope import decrypt_stream
 from archive.vault.errors import TamperError
 from archive.vault.fsutil import atomic_write, ensure_private_dir
 from archive.vault.sealing import KdfParams
@@ -88,6 +87,17 @@ def _set_policies_dir(text: str, directory: Path) -> str:
     )
 
 
+def _set_database(text: str, database: str) -> str:
+    """[database] database = NAME (it wins over the dsn, see archive/config.py)."""
+    import tomllib
+
+    import tomli_w
+
+    raw = tomllib.loads(text)
+    raw.setdefault("database", {})["database"] = database
+    return tomli_w.dumps(raw)
+
+
 def _ports_of(text: str) -> tuple[int, int]:
     import tomllib
 
@@ -108,8 +118,11 @@ def restore_backup(
     actor: str = "local-operator",
     kdf: KdfParams | None = None,
     progress: Progress = lambda _p, _d, _t: None,
+    database: str | None = None,
 ) -> RestoreResult:
-    """Restore into `new_home`, which must not exist yet or be empty."""
+    """Restore into `new_home`, which must not exist yet or be empty. A backup of an
+    archive on PostgreSQL is loaded into an EMPTY database: `database` (else the one
+    its archive.toml names), on the server its archive.toml names (FORMAT.md)."""
     dest, backup_id = resolve(backup, backup_id)
     info = read_info(dest, backup_id)
     manifest, raw = read_manifest(dest, backup_id)
@@ -122,7 +135,7 @@ def restore_backup(
     try:
         return _restore(
             dest, backup_id, info, manifest, keyring_backup, recovery_passphrase,
-            new_home, new_passphrase, http_port, dicom_port, actor, kdf, progress,
+            new_home, new_passphrase, http_port, dicom_port, actor, kdf, progress, database,
         )  # fmt: skip
     except BaseException:
         if created:
@@ -147,6 +160,7 @@ def _restore(
     actor: str,
     kdf: KdfParams | None,
     progress: Progress,
+    database: str | None = None,
 ) -> RestoreResult:
     config = init_home(new_home, http_port=http_port or 8042, dicom_port=dicom_port or 4242)
     home = config.home
@@ -176,14 +190,29 @@ def _restore(
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             path.write_bytes(data)
         text = _set_policies_dir(text, target)
+    on_postgres = meta.get("database") == "postgresql"
+    if on_postgres and database:
+        text = _set_database(text, database)
     atomic_write(home.config_file, text.encode("utf-8"), mode=0o600)
     config = load_config(home.root)
     orthanc_config.write(config, orthanc_config.render(config))
 
     # Databases and the audit log.
-    atomic_write(orthanc_index.index_file(home.index_dir), members["index.sqlite"])
-    if "archive.db" in members:
-        atomic_write(home.db_path, members["archive.db"])
+    if on_postgres:
+        from archive.backup import pgdump  # noqa: PLC0415
+
+        if not pgdump.is_empty(config):
+            raise ArchiveError(
+                f"PostgreSQL database {config.database.database} is not empty (it holds "
+                "Orthanc's tables or the archive's schema): a restore never writes over a "
+                f"database. Create an empty one (createdb -O {config.database.user} NAME) "
+                "and give it with --database NAME."
+            )
+        pgdump.restore(config, members[pgdump.DUMP_NAME])
+    else:
+        atomic_write(orthanc_index.index_file(home.index_dir), members["index.sqlite"])
+        if "archive.db" in members:
+            atomic_write(home.db_path, members["archive.db"])
     for name, data in members.items():
         if name.startswith("audit/"):
             atomic_write(home.audit_dir / name.split("/", 1)[1], data)
@@ -257,19 +286,26 @@ class _Md5Sink:
 def read_back(config, keyring: Keyring, progress: Progress) -> tuple[int, list[str]]:
     """Decrypt every attachment Orthanc's index lists and compare its plaintext MD5 with
     the index's; (attachments checked, problems)."""
-    conn = orthanc_index.copy_index(config.home.index_dir, ":memory:")
-    try:
-        attachments = orthanc_index.attachments(conn)
-    finally:
-        conn.close()
-    root = config.home.storage_dir
+    from archive.vault.dbstore import storage_for  # noqa: PLC0415
+
+    if config.database.shared:
+        index = orthanc_index.PgIndex(config)
+        try:
+            attachments = index.attachments()
+        finally:
+            index.close()
+    else:
+        conn = orthanc_index.copy_index(config.home.index_dir, ":memory:")
+        try:
+            attachments = orthanc_index.attachments(conn)
+        finally:
+            conn.close()
+    store = storage_for(config, keyring)
     problems: list[str] = []
     for done, att in enumerate(attachments, start=1):
-        path = stored_path(root, f"{att.uuid}.{att.content_type}")
         sink = _Md5Sink()
         try:
-            with open(path, "rb") as src:
-                decrypt_stream(keyring, att.uuid, att.content_type, src, sink)
+            store.read_stream(att.uuid, att.content_type, sink)
         except FileNotFoundError:
             problems.append(f"attachment {att.uuid}.{att.content_type} is missing")
             continue
@@ -280,4 +316,6 @@ def read_back(config, keyring: Keyring, progress: Progress) -> tuple[int, list[s
             problems.append(f"attachment {att.uuid}.{att.content_type} differs from the index MD5")
         if done == len(attachments) or done % 200 == 0:
             progress("read-back", done, len(attachments))
+    if hasattr(store, "close"):
+        store.close()
     return len(attachments), problems

@@ -40,7 +40,6 @@ from archive.audit.log import HEAD_NAME, LOCK_NAME, LOG_NAME, PUBLIC_KEY_NAME
 from archive.backup import orthanc_index
 from archive.backup.registry import record_backup_location
 from archive.config import ArchiveConfig
-from archive.db import require_sqlite
 from archive.errors import ArchiveError
 from archive.paths import POLICIES_DIR
 from archive.vault.envelope import KeySource, decrypt_stream, encrypt_stream, read_header
@@ -113,6 +112,10 @@ def bundle_uuid(backup_id: str) -> str:
 
 
 def area_dir(config: ArchiveConfig, area: str) -> Path:
+    """Where an area's files are: the storage's follow [storage] (with kind =
+    "postgresql" there are none: the envelopes are rows, inside postgres.dump)."""
+    if area == "storage" and config.storage.kind == "path":
+        return Path(config.storage.path)
     return {"storage": config.home.storage_dir, "quarantine": config.home.quarantine_dir}[area]
 
 
@@ -313,6 +316,15 @@ def _copy_audit(audit_dir: Path, target: Path) -> int:
     return int(json.loads(head.read_text())["seq"]) if head.is_file() else 0
 
 
+def _chain_seq(config: ArchiveConfig) -> int:
+    """The last seq of the audit chain in PostgreSQL (audit/FORMAT.md section 8)."""
+    from archive.audit import home_chain  # noqa: PLC0415
+
+    chain = home_chain(config.home)
+    head = chain.read().head if chain is not None else None
+    return head.seq if head is not None else 0
+
+
 def _policies_dir(config: ArchiveConfig) -> Path:
     return Path(config.policies_dir)
 
@@ -325,8 +337,8 @@ def create_backup(
     actor: str = "local-operator",
     progress: Progress = _no_progress,
 ) -> BackupResult:
-    """Write one snapshot of a STOPPED home (the caller holds the serve lock) to `dest`."""
-    require_sqlite(config, "archive backup")  # it copies archive.db and the index file
+    """Write one snapshot of a STOPPED home (the caller holds the serve lock; on
+    PostgreSQL every node must be stopped) to `dest` (FORMAT.md)."""
     home = config.home
     dest = open_destination(dest, create=True)
     record_backup_location(home.keys_dir, dest, note="archive backup create")
@@ -378,14 +390,22 @@ def _create(
     progress("databases", 0, 3)
     content = staging / "content"
     ensure_private_dir(content)
-    copy = orthanc_index.copy_index(home.index_dir, content / "index.sqlite")
-    copy.execute("PRAGMA journal_mode=DELETE")  # one self-contained file, no -wal
-    copy.close()
-    progress("databases", 1, 3)
-    if home.db_path.is_file():
-        _sqlite_copy(home.db_path, content / "archive.db")
-    progress("databases", 2, 3)
-    audit_seq = _copy_audit(home.audit_dir, content / "audit")
+    if config.database.shared:  # Orthanc's index, the archive's tables, the audit chain
+        from archive.backup import pgdump  # noqa: PLC0415
+
+        pgdump.dump(config, content / pgdump.DUMP_NAME)
+        progress("databases", 2, 3)
+        _copy_audit(home.audit_dir, content / "audit")
+        audit_seq = _chain_seq(config)
+    else:
+        copy = orthanc_index.copy_index(home.index_dir, content / "index.sqlite")
+        copy.execute("PRAGMA journal_mode=DELETE")  # one self-contained file, no -wal
+        copy.close()
+        progress("databases", 1, 3)
+        if home.db_path.is_file():
+            _sqlite_copy(home.db_path, content / "archive.db")
+        progress("databases", 2, 3)
+        audit_seq = _copy_audit(home.audit_dir, content / "audit")
     progress("databases", 3, 3)
     ensure_private_dir(content / "config")
     shutil.copy2(home.config_file, content / "config" / "archive.toml")
@@ -441,6 +461,7 @@ def _create(
         "manifest_sha256": manifest_sha,
         "audit_last_seq": audit_seq,
         "custom_policies_dir": Path(config.policies_dir).resolve() != POLICIES_DIR.resolve(),
+        "database": config.database.kind,
     }
     (content / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
     tar_path = staging / "bundle.tar"
@@ -576,13 +597,16 @@ def verify_backup(
             meta = json.loads(members["meta.json"])
             if meta.get("manifest_sha256") != manifest_sha:
                 result.problems.append("the manifest is not the one sealed in the bundle")
+            on_postgres = meta.get("database") == "postgresql"
             for name in ("index.sqlite", "archive.db"):
                 if name in members:
                     state = _sqlite_ok(members[name])
                     if state != "ok":
                         result.problems.append(f"{name} in the bundle: {state}")
-                elif name == "index.sqlite":
+                elif name == "index.sqlite" and not on_postgres:
                     result.problems.append("the bundle holds no Orthanc index")
+            if on_postgres and not members.get("postgres.dump", b"").startswith(b"PGDMP"):
+                result.problems.append("the bundle holds no PostgreSQL dump")
             result.bundle_checked = True
         except (TamperError, ArchiveError, KeyError, ValueError, tarfile.TarError) as exc:
             result.problems.append(f"the bundle does not open: {exc}")

@@ -236,6 +236,14 @@ def register(app: typer.Typer) -> None:
                 "$ARCHIVE_KEYRING_PASSPHRASE_FILE, else asked).",
             ),
         ] = None,
+        database: Annotated[
+            str | None,
+            typer.Option(
+                "--database",
+                help="Archive on PostgreSQL: the EMPTY database to load the backup into "
+                "(default: the one the backup's archive.toml names; never overwritten).",
+            ),
+        ] = None,
         as_json: JsonOption = False,
     ) -> None:
         """Bring the archive back into a new, empty home from a backup plus the keyring
@@ -256,6 +264,7 @@ def register(app: typer.Typer) -> None:
                 dicom_port=dicom_port,
                 actor=actor(),
                 progress=progress_printer(not as_json),
+                database=database,
             )
         except ArchiveError as exc:
             fail(str(exc))

@@ -37,9 +37,9 @@ from archive.audit import (
 from archive.audit.log import LOG_NAME, record_hash
 from archive.backup import orthanc_index
 from archive.config import ArchiveConfig
-from archive.db import require_sqlite
 from archive.errors import ArchiveError
 from archive.fsck.rebuild import UNTIL_PIXEL_DATA, rebuild_until_pixel_data
+from archive.vault.dbstore import storage_for
 from archive.vault.envelope import JOURNAL_SUFFIX, KeySource, decrypt_stream
 from archive.vault.errors import TamperError
 from archive.vault.fsutil import TMP_SUFFIX, ensure_private_dir, fsync_dir
@@ -129,14 +129,58 @@ class _Mover:
         self.data_dir = config.home.data_dir
         self.used = False
 
-    def move(self, path: Path) -> Path:
-        target = self.root / path.relative_to(self.data_dir)
+    def move(self, path: Path, relative: Path | None = None) -> Path:
+        target = self.root / (relative or path.relative_to(self.data_dir))
         ensure_private_dir(target.parent)
         os.replace(path, target)
         fsync_dir(target.parent)
         fsync_dir(path.parent)
         self.used = True
         return target
+
+    def move_row(self, store: Any, uuid: str, content_type: int) -> Path:
+        """A row of the database store: its envelope (still encrypted) written here,
+        fsynced, then the row deleted."""
+        target = self.root / "storage" / f"{uuid}.{content_type}"
+        ensure_private_dir(target.parent)
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, store.envelope(uuid, content_type))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        fsync_dir(target.parent)
+        store.remove(uuid, content_type)
+        self.used = True
+        return target
+
+
+class _SqliteIndex:
+    """A consistent copy of Orthanc's SQLite index, asked the same questions."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def attachments(self) -> list[orthanc_index.Attachment]:
+        return orthanc_index.attachments(self.conn)
+
+    def instances_per_study(self) -> dict[str, int]:
+        return orthanc_index.instances_per_study(self.conn)
+
+    def instances_without_file(self) -> list[str]:
+        return orthanc_index.instances_without_file(self.conn)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def _label(path: Path, home_data: Path, store_root: Path | None) -> tuple[str, Path]:
+    """How a stored file is named in findings and under lost+found."""
+    try:
+        rel = path.relative_to(home_data)
+    except ValueError:  # [storage] kind = "path": outside the home
+        rel = Path("storage") / path.relative_to(store_root) if store_root else Path(path.name)
+    return str(rel), rel
 
 
 def _integrity(conn: sqlite3.Connection) -> str:
@@ -146,9 +190,20 @@ def _integrity(conn: sqlite3.Connection) -> str:
         return str(exc)
 
 
-def _table_exists(conn: sqlite3.Connection, name: str) -> bool:
-    row = conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,))
-    return row.fetchone() is not None
+def _table_exists(conn: Any, name: str) -> bool:
+    if isinstance(conn, sqlite3.Connection):
+        row = conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,))
+        return row.fetchone() is not None
+    return bool(_rows(conn, "SELECT to_regclass(:name) IS NOT NULL", name=name)[0][0])
+
+
+def _rows(conn: Any, sql: str, **params: Any) -> list[Any]:
+    """Rows of a plain query on SQLite (sqlite3) or on the archive's PostgreSQL tables."""
+    if isinstance(conn, sqlite3.Connection):
+        return conn.execute(sql, params).fetchall()
+    from sqlalchemy import text  # noqa: PLC0415
+
+    return conn.execute(text(sql), params or None).fetchall()
 
 
 def check_home(
@@ -158,52 +213,68 @@ def check_home(
     repair: bool = False,
     progress: Progress = lambda _p, _d, _t: None,
 ) -> FsckReport:
-    """Check a STOPPED home (the caller holds the serve lock); repair only what is safe."""
-    require_sqlite(  # it reads archive.db and Orthanc's SQLite index file
-        config,
-        "archive fsck",
-        "verify the audit chain with `archive audit verify` and let PostgreSQL check its own "
-        "tables (e.g. the amcheck extension)",
-    )
+    """Check a STOPPED home (the caller holds the serve lock; on PostgreSQL, every node
+    of the archive must be stopped too); repair only what is safe. Orthanc's index, the
+    archive's tables, the storage and the audit chain are read where archive.toml says
+    (SQLite and files in the home, or PostgreSQL and the shared storage)."""
     home = config.home
     report = FsckReport()
     mover = _Mover(config)
+    store = storage_for(config, keyring)
+    store_root: Path | None = store.root
 
-    # 1. Leftovers of interrupted writes.
-    for root in (home.storage_dir, home.quarantine_dir):
+    # 1. Leftovers of interrupted writes (files only: a row is committed or absent).
+    for root in [r for r in (store_root, home.quarantine_dir) if r is not None]:
         partials = _partials(root)
         for path in partials:
             report.findings.append(
                 Finding(
                     "partial",
-                    str(path.relative_to(home.data_dir)),
+                    _label(path, home.data_dir, store_root)[0],
                     "temporary file or rewrap journal left by an interrupted write",
                     repairable=True,
                 )
             )
         if repair and partials:
             cleanup = EncryptedStore(root, keyring).cleanup_partials()
-            done = {str(p) for p in cleanup.removed_partials + cleanup.journals_applied}
+            done = {
+                _label(p, home.data_dir, store_root)[0]
+                for p in cleanup.removed_partials + cleanup.journals_applied
+            }
             for finding in report.findings:
-                if finding.kind == "partial" and str(home.data_dir / finding.target) in done:
+                if finding.kind == "partial" and finding.target in done:
                     finding.repaired = True
 
     # 2. Orthanc's index against the storage area.
-    try:
-        index = orthanc_index.copy_index(home.index_dir, ":memory:")
-    except ArchiveError as exc:
-        if orthanc_index.index_file(home.index_dir).exists():
-            raise
-        index = None
-        report.findings.append(Finding("database", "index", str(exc)))
-    stored = _stored(home.storage_dir)
-    if index is not None:
-        state = _integrity(index)
-        if state != "ok":
+    index: orthanc_index.PgIndex | _SqliteIndex | None
+    if config.database.shared:
+        index = orthanc_index.PgIndex(config)
+        if not index.present():
+            index.close()
+            index = None
             report.findings.append(
-                Finding("database", "index", f"Orthanc's index: {state}; restore from a backup")
+                Finding("database", "index", "no Orthanc index in the database yet")
             )
-        attachments = orthanc_index.attachments(index)
+    else:
+        try:
+            index = _SqliteIndex(orthanc_index.copy_index(home.index_dir, ":memory:"))
+        except ArchiveError as exc:
+            if orthanc_index.index_file(home.index_dir).exists():
+                raise
+            index = None
+            report.findings.append(Finding("database", "index", str(exc)))
+    if store_root is not None:
+        stored: dict[tuple[str, int], Path | None] = dict(_stored(store_root))
+    else:
+        stored = {(uuid, ct): None for uuid, ct, _ in store.entries()}
+    if index is not None:
+        if isinstance(index, _SqliteIndex):
+            state = _integrity(index.conn)
+            if state != "ok":
+                report.findings.append(
+                    Finding("database", "index", f"Orthanc's index: {state}; restore from a backup")
+                )
+        attachments = index.attachments()
         report.checked["attachments"] = len(attachments)
         dicom = orthanc_index.DICOM_CONTENT
         dicom_of = {a.resource: a for a in attachments if a.content_type == dicom}
@@ -223,15 +294,18 @@ def check_home(
             key = (att.uuid, att.content_type)
             known.add(key)
             label = f"{att.uuid}.{att.content_type}"
-            path = stored.get(key)
-            if path is None:
+            if key not in stored:
                 why = f"instance {att.resource} has no stored file; restore it from a backup"
                 lost("missing_file", att, label, why)
                 continue
+            path = stored[key]
             sink = _Md5Sink()
             try:
-                with open(path, "rb") as src:
-                    decrypt_stream(keyring, att.uuid, att.content_type, src, sink)
+                if path is not None:
+                    with open(path, "rb") as src:
+                        decrypt_stream(keyring, att.uuid, att.content_type, src, sink)
+                else:
+                    sink.write(store.read(att.uuid, att.content_type))
             except TamperError as exc:
                 lost("damaged_file", att, label, f"fails authentication ({exc.reason})")
                 continue
@@ -240,7 +314,6 @@ def check_home(
             if done == len(attachments) or done % 200 == 0:
                 progress("storage", done, len(attachments))
         if repair and rebuildable:
-            store = EncryptedStore(home.storage_dir, keyring)
             for finding, att in rebuildable:
                 refusal = rebuild_until_pixel_data(store, att, dicom_of[att.resource])
                 if refusal is None:
@@ -249,27 +322,45 @@ def check_home(
                     finding.detail += f"; not rebuilt: {refusal}"
         for key, path in sorted(stored.items()):
             if key not in known:
+                if path is not None:
+                    label, relative = _label(path, home.data_dir, store_root)
+                else:
+                    label, relative = f"{key[0]}.{key[1]} (database storage)", None
                 finding = Finding(
                     "orphan_file",
-                    str(path.relative_to(home.data_dir)),
+                    label,
                     "stored file no index entry points to (e.g. written just before a crash)",
                     repairable=True,
                 )
                 if repair:
-                    mover.move(path)
+                    if path is not None:
+                        mover.move(path, relative)
+                    else:
+                        mover.move_row(store, *key)
                     finding.repaired = True
                 report.findings.append(finding)
-        for public_id in orthanc_index.instances_without_file(index):
+        for public_id in index.instances_without_file():
             report.findings.append(
                 Finding("missing_file", public_id, "instance has no DICOM attachment in the index")
             )
-        studies = orthanc_index.instances_per_study(index)
+        studies = index.instances_per_study()
         index.close()
     else:
         studies = {}
+    if hasattr(store, "close"):
+        store.close()
 
     # 3. The archive's database: catalogue cases and quarantine records.
-    if home.db_path.is_file():
+    if config.database.shared:
+        from archive import db  # noqa: PLC0415
+
+        conn: Any = db.open_database(config)
+        try:
+            _check_catalogue(conn, studies, index is not None, report)
+            _check_quarantine(conn, config, keyring, repair, mover, report)
+        finally:
+            conn.close()
+    elif home.db_path.is_file():
         conn = sqlite3.connect(str(home.db_path), timeout=30)
         try:
             state = _integrity(conn)
@@ -367,13 +458,13 @@ def _check_audit(
 
 
 def _check_catalogue(
-    conn: sqlite3.Connection, studies: dict[str, int], have_index: bool, report: FsckReport
+    conn: Any, studies: dict[str, int], have_index: bool, report: FsckReport
 ) -> None:
     if not have_index or not _table_exists(conn, "catalogue_cases"):
         return
-    rows = conn.execute(
-        "SELECT case_id, orthanc_study_id, instance_count, status FROM catalogue_cases"
-    ).fetchall()
+    rows = _rows(
+        conn, "SELECT case_id, orthanc_study_id, instance_count, status FROM catalogue_cases"
+    )
     report.checked["cases"] = len(rows)
     for case_id, study, count, status in rows:
         if status == "withdrawn":
@@ -393,7 +484,7 @@ def _check_catalogue(
 
 
 def _check_quarantine(
-    conn: sqlite3.Connection,
+    conn: Any,
     config: ArchiveConfig,
     keyring: KeySource,
     repair: bool,
@@ -404,7 +495,7 @@ def _check_quarantine(
     files = _stored(root)
     ids: set[str] = set()
     if _table_exists(conn, "quarantine_items"):
-        ids = {r[0] for r in conn.execute("SELECT id FROM quarantine_items")}
+        ids = {r[0] for r in _rows(conn, "SELECT id FROM quarantine_items")}
     report.checked["quarantine_items"] = len(ids)
     for item in sorted(ids):
         path = files.get((item, QUARANTINE_CONTENT))

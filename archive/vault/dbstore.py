@@ -143,7 +143,8 @@ class DbEncryptedStore:
         self._upsert(uuid, content_type, out.getvalue())
         return size
 
-    def _envelope(self, uuid: str, content_type: int) -> bytes:
+    def envelope(self, uuid: str, content_type: int) -> bytes:
+        """The stored envelope (ciphertext) of one attachment."""
         uuid, content_type = _check_uuid(uuid), _check_ct(content_type)
         row = self._run(
             select(vault_blob.c.envelope).where(
@@ -158,7 +159,7 @@ class DbEncryptedStore:
 
     def read(self, uuid: str, content_type: int) -> bytes:
         """Decrypt and return the attachment; TamperError if it fails authentication."""
-        return decrypt_bytes(self.keyring, uuid, content_type, self._envelope(uuid, content_type))
+        return decrypt_bytes(self.keyring, uuid, content_type, self.envelope(uuid, content_type))
 
     def read_stream(self, uuid: str, content_type: int, dst: BinaryIO) -> int:
         data = self.read(uuid, content_type)
@@ -201,7 +202,7 @@ class DbEncryptedStore:
 
     def header(self, uuid: str, content_type: int) -> Header:
         """The envelope's header (nothing decrypted)."""
-        return Header.parse(memoryview(self._envelope(uuid, content_type))[:HEADER_LEN])
+        return Header.parse(memoryview(self.envelope(uuid, content_type))[:HEADER_LEN])
 
     def rewrap(self, keyring: KeySource, uuid: str, content_type: int) -> bool:
         """Re-wrap one attachment's data key under the primary KEK: one UPDATE of its

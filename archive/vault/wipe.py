@@ -27,6 +27,7 @@ import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from archive.paths import HomePaths
 from archive.vault.backup import known_backup_locations
@@ -75,8 +76,11 @@ def sample_headers(
     chosen = rng.sample(entries, min(count, len(entries)))
     out = []
     for uuid, ct, path in chosen:
-        with open(path, "rb") as handle:
-            head = handle.read(HEADER_LEN)
+        if path is None:  # a row of the database store ([storage] kind = "postgresql")
+            head = store.envelope(uuid, ct)[:HEADER_LEN]
+        else:
+            with open(path, "rb") as handle:
+                head = handle.read(HEADER_LEN)
         _unwrap(store.keyring, Header.parse(head, uuid, ct), uuid, ct)  # control
         out.append(SampledHeader(uuid, ct, head))
     return out
@@ -241,3 +245,56 @@ def find_plaintext(root: Path, canaries: Sequence[bytes] = ()) -> list[str]:
             if any(n in data for n in needles):
                 hits.append(str(path))
     return hits
+
+
+def drop_database_contents(config: Any) -> tuple[int, int]:
+    """The archive on PostgreSQL (step 2b): drop every object the archive's database role
+    owns in its database (the archive's schema with its tables, the audit chain and the
+    attachments' ciphertext rows; Orthanc's index in public), in one transaction.
+    Returns (tables before, tables after) owned by the role."""
+    from sqlalchemy import text  # noqa: PLC0415
+
+    from archive import db  # noqa: PLC0415
+
+    conn = db.open_database(config)
+    try:
+        count = text("SELECT count(*) FROM pg_tables WHERE tableowner = current_user")
+        before = int(conn.execute(count).scalar() or 0)
+        with conn.write():
+            conn.execute(text("DROP OWNED BY CURRENT_USER CASCADE"))
+        after = int(conn.execute(count).scalar() or 0)
+    finally:
+        conn.close()
+    return before, after
+
+
+def database_check(config: Any) -> Check:
+    """After the wipe: no table of the archive's role, no archive schema in the database."""
+    from sqlalchemy import text  # noqa: PLC0415
+
+    from archive import db  # noqa: PLC0415
+
+    settings = config.database
+    try:
+        conn = db.open_database(config)
+    except Exception as exc:  # noqa: BLE001 - cannot check: the check fails
+        return Check("database", False, f"PostgreSQL not reachable to check ({exc})")
+    try:
+        tables = int(
+            conn.execute(
+                text("SELECT count(*) FROM pg_tables WHERE tableowner = current_user")
+            ).scalar()
+            or 0
+        )
+        schema = conn.execute(
+            text("SELECT count(*) FROM pg_namespace WHERE nspname = :s"), {"s": settings.schema}
+        ).scalar()
+    finally:
+        conn.close()
+    # Connecting recreates the (empty) schema; what must be gone are the tables.
+    return Check(
+        "database",
+        tables == 0,
+        f"tables of role {settings.user} in PostgreSQL database {settings.database}: "
+        f"{tables} left (schema {settings.schema} present: {bool(schema)}, empty)",
+    )

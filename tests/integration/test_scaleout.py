@@ -357,3 +357,69 @@ def test_nodes_on_separate_hosts_share_database_storage_and_audit_chain(tmp_path
             assert not any(p.is_file() for p in home.config.home.storage_dir.rglob("*"))
         blobs = pg.query("SELECT count(*) FROM teaching_archive.vault_blob WHERE content_type = 1")
         assert int(blobs[0][0]) >= len(first) + len(second)
+        _fsck_backup_restore_on_postgresql(tmp_path, pg, a)
+
+
+def _fsck_backup_restore_on_postgresql(tmp_path: Path, pg, a: RunningArchive) -> None:
+    """fsck, backup (pg_dump of both schemas, in the encrypted bundle) and restore into an
+    empty database, on the stopped archive (issue 27: instead of refusing)."""
+    from tests.harness import run_cli
+
+    checked = a.cli("fsck", "--json")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    report = json.loads(checked.stdout)
+    assert report["ok"] and report["checked"]["attachments"] >= 34
+    # An envelope row no index entry points to (written just before a crash): found,
+    # and --repair moves it (still encrypted) to lost+found.
+    pg.psql(
+        "INSERT INTO teaching_archive.vault_blob (uuid, content_type, envelope) SELECT"
+        " 'orphan-0000-1111', 1, envelope FROM teaching_archive.vault_blob LIMIT 1",
+        database=pg.database,
+    )
+    found = json.loads(a.cli("fsck", "--json").stdout)
+    assert [f["kind"] for f in found["findings"]] == ["orphan_file"], found
+    repaired = a.cli("fsck", "--repair", "--json")
+    assert repaired.returncode == 0, repaired.stdout + repaired.stderr
+    assert json.loads(repaired.stdout)["lost_and_found"]
+    assert a.cli("fsck", "--json").returncode == 0
+
+    secret = tmp_path / "recovery"
+    secret.write_text("recovery passphrase kept in the School safe")
+    secret.chmod(0o600)
+    kb = a.cli("keys", "backup", "--to", str(tmp_path / "safe" / "kb.json"),
+               "--recovery-passphrase-file", str(secret))  # fmt: skip
+    assert kb.returncode == 0, kb.stderr
+    made = a.cli("backup", "create", "--to", str(tmp_path / "media"), "--json")
+    assert made.returncode == 0, made.stdout + made.stderr
+    chain_rows = int(pg.query("SELECT count(*) FROM teaching_archive.audit_chain")[0][0])
+    assert json.loads(made.stdout)["audit_last_seq"] == chain_rows - 1  # then backup.create
+    verified = a.cli("backup", "verify", str(tmp_path / "media"), "--json")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+
+    # Restore: refused over the live database, done into an empty one.
+    restore = ["backup", "restore", str(tmp_path / "media"),
+               "--keyring-backup", str(tmp_path / "safe" / "kb.json"),
+               "--recovery-passphrase-file", str(secret),
+               "--passphrase-file", a.env["ARCHIVE_KEYRING_PASSPHRASE_FILE"],
+               "--http-port", str(free_port()), "--dicom-port", str(free_port()),
+               "--json"]  # fmt: skip
+    refused = run_cli(*restore, home=tmp_path / "c-refused", env=a.env)
+    assert refused.returncode == 1 and "not empty" in refused.stderr, refused.stderr
+    assert not (tmp_path / "c-refused").exists()
+    pg.psql(f"CREATE DATABASE restored OWNER {pg.user}")
+    done = run_cli(*restore, "--database", "restored", home=tmp_path / "c", env=a.env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads(done.stdout)["instances_checked"] >= 34  # each decrypted, MD5 checked
+    restored = pg.psql(
+        "SELECT (SELECT count(*) FROM teaching_archive.audit_chain),"
+        " (SELECT count(*) FROM teaching_archive.vault_blob),"
+        " (SELECT count(*) FROM public.resources WHERE resourcetype = 3)",
+        database="restored",
+    ).split("|")
+    assert int(restored[0]) == chain_rows  # the dumped chain and the restore's own record
+    assert int(restored[2]) == 34
+    c = RunningArchive(home=tmp_path / "c", config=load_config(tmp_path / "c"),
+                       serve_args=a.serve_args, env=a.env)  # fmt: skip
+    assert c.config.database.database == "restored"
+    verify_c = c.cli("audit", "verify", "--keyring", "--json")
+    assert verify_c.returncode == 0, verify_c.stdout + verify_c.stderr

@@ -297,18 +297,6 @@ def test_wrong_password_is_one_clear_error_without_the_password(tmp_path, pg_ser
     assert "not-the-password-xyz" not in message and "[database]" in message
 
 
-def test_fsck_and_backup_refuse_postgresql(tmp_path, pg_server):
-    from archive.backup import create_backup
-    from archive.fsck import check_home
-
-    config = _config(tmp_path, pg_server, "unused")
-    with pytest.raises(ArchiveError, match="pg_dump"):
-        create_backup(config, None, tmp_path / "backup")
-    with pytest.raises(ArchiveError, match="audit verify"):
-        check_home(config, None)
-    assert not (tmp_path / "backup").exists()
-
-
 def test_access_change_watch_sees_other_connections_writes(tmp_path, pg_server, pg):
     from archive.access import AccessStore
     from archive.access.watch import ChangeWatch

@@ -43,14 +43,16 @@ from archive.governance import (
 from archive.serve.server import HomeLock
 from archive.transfer.store import verified_receipt_statement
 from archive.vault import open_keyring_for_cli
+from archive.vault.dbstore import storage_for
 from archive.vault.keyring import Keyring
 from archive.vault.passphrase import obtain_passphrase
-from archive.vault.store import EncryptedStore
 from archive.vault.wipe import (
     check_nothing_remains,
     crypto_erase,
+    database_check,
     delete_ciphertext,
     destroy_volume,
+    drop_database_contents,
     key_locations,
     remove_leftovers,
     sample_headers,
@@ -114,11 +116,8 @@ def carry_out_wipe(
         _fail(f"{export_dir} is not empty; give a new directory for the export.")
     now = _now()
     policy = load_policy(config.policies_dir)
-    try:  # the wipe copies and deletes archive.db; PostgreSQL needs its own procedure
-        db.require_sqlite(config, "archive close wipe")
-    except ArchiveError as exc:
-        _fail(str(exc))
-    conn = db.connect(paths.db_path)
+    shared = config.database.shared  # PostgreSQL: every node must be stopped too
+    conn = db.open_database(config) if shared else db.connect(paths.db_path)
     live = audit_log_for(paths)
     try:
         records = ClosureRecords(conn, policy)
@@ -143,7 +142,7 @@ def carry_out_wipe(
         public_hex = ring.audit_public_key_bytes.hex()
         kek_ids = ring.kek_ids()
         try:
-            samples = sample_headers(EncryptedStore(paths.storage_dir, ring))
+            samples = sample_headers(storage_for(config, ring))
         except Exception:  # noqa: BLE001 - the positive control must work before we destroy
             _fail("the live keyring does not unwrap a sampled file; investigate before wiping.")
         auth = records.authorise_wipe(now)
@@ -158,13 +157,19 @@ def carry_out_wipe(
         # neighbour under data/ and goes in step 2.
         memory = sqlite3.connect(":memory:")
         memory.row_factory = sqlite3.Row
-        conn.backup(memory)
+        if shared:
+            _copy_records(conn, memory, policy)
+        else:
+            conn.backup(memory)
         _audit(live, "closure.wipe", "success", f"authorisation {auth.id}", stage="authorised",
                confirmers=",".join(auth.confirmers), samples=len(samples))  # fmt: skip
         # Export the audit log and its public key FIRST: they outlive the archive.
         live.checkpoint(signing_key)
         export_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        shutil.copytree(paths.audit_dir, export_dir / "audit")
+        if shared:
+            _export_chain(paths, export_dir / "audit", public_hex)
+        else:
+            shutil.copytree(paths.audit_dir, export_dir / "audit")
         (export_dir / PUBLIC_KEY_FILE).write_text(public_hex + "\n")
         report = verify(export_dir / "audit", bytes.fromhex(public_hex))
         if not report.ok:
@@ -172,6 +177,7 @@ def carry_out_wipe(
                  + "; ".join(report.problems)[:300])  # fmt: skip
     finally:
         conn.close()
+        live.close()
     log = AuditLog(export_dir / "audit", signer=signing_key)
     _audit(log, "closure.wipe", "success", stage="audit_exported", to=str(export_dir))
     # 1. crypto-erase, 2. delete ciphertext, 3. destroy the volume.
@@ -182,6 +188,14 @@ def carry_out_wipe(
     delete_ciphertext(paths, wipe)
     _audit(log, "closure.wipe", "success", stage="delete_ciphertext",
            files=wipe.files_deleted, bytes=wipe.bytes_deleted)  # fmt: skip
+    if shared:  # the index, the archive's tables and the attachments' rows
+        try:
+            before, after = drop_database_contents(config)
+        except Exception as exc:  # noqa: BLE001 - say it, with what to do
+            _audit(log, "closure.wipe", "failure", stage="drop_database", reason=str(exc)[:300])
+            _fail(f"the keys are destroyed but the database could not be emptied ({exc}); "
+                  "check PostgreSQL, then run the wipe again to finish.")  # fmt: skip
+        _audit(log, "closure.wipe", "success", stage="drop_database", tables=before, left=after)
     try:  # issue 25: the mount must not stay in place over a deleted directory
         unmount_volume(paths, wipe)
     except ArchiveError as exc:
@@ -203,6 +217,8 @@ def carry_out_wipe(
             continue
     opened = unwrap_attempts(samples, reopened)
     checks = check_nothing_remains(paths, canaries)  # says what it checked (issue 25)
+    if shared:
+        checks.append(database_check(config))
     passed = not left_keys and opened == 0 and all(c.ok for c in checks) and bool(samples)
     details = (
         f"{len(samples)} sampled header(s) unwrapped by the live keyring before, by no key "
@@ -283,3 +299,57 @@ def carry_out_wipe(
 
 def _json_safe(items: tuple[dict, ...]) -> tuple[dict, ...]:
     return tuple(json.loads(json.dumps(a, default=str)) for a in items)
+
+
+def _export_chain(paths: Any, target: Path, public_hex: str) -> None:
+    """The audit chain in PostgreSQL written out as a file chain (audit/FORMAT.md
+    sections 2 and 8: the same lines), with its head and public key."""
+    from archive.audit import home_chain  # noqa: PLC0415
+    from archive.audit.log import FORMAT_VERSION, HEAD_NAME, LOG_NAME, PUBLIC_KEY_NAME
+
+    chain = home_chain(paths)
+    assert chain is not None
+    read = chain.read()
+    target.mkdir(parents=True, exist_ok=True, mode=0o700)
+    (target / LOG_NAME).write_bytes(b"".join(line + b"\n" for line in read.lines))
+    head: dict[str, Any] = {"format": FORMAT_VERSION, "seq": 0, "hash": "0" * 64}
+    if read.head is not None:
+        head.update(seq=read.head.seq, hash=read.head.hash)
+        if read.head.checkpoint:
+            head["checkpoint"] = read.head.checkpoint
+    (target / HEAD_NAME).write_text(json.dumps(head, sort_keys=True))
+    (target / PUBLIC_KEY_NAME).write_text(public_hex + "\n")
+
+
+def _copy_records(conn: Any, memory: sqlite3.Connection, policy: Any) -> None:
+    """The records the certificate needs, from PostgreSQL into `memory` (the database is
+    dropped before the certificate is made): the closure, pulls and transfer rooms'
+    tables, created there by the rooms themselves, rows copied column by column."""
+    from sqlalchemy import text  # noqa: PLC0415
+
+    from archive.transfer.store import ensure_schema as transfer_schema  # noqa: PLC0415
+
+    ClosureRecords(memory, policy)
+    PullInventory(memory)
+    transfer_schema(memory)
+    tables = [
+        r[0]
+        for r in memory.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+            " AND name <> 'schema_steps'"
+        )
+    ]
+    for table in tables:
+        columns = [r[1] for r in memory.execute(f'PRAGMA table_info("{table}")')]
+        exists = conn.execute(text("SELECT to_regclass(:t) IS NOT NULL"), {"t": table}).scalar()
+        if not exists:
+            continue
+        names = ", ".join(f'"{c}"' for c in columns)
+        rows = conn.execute(text(f'SELECT {names} FROM "{table}"')).fetchall()  # noqa: S608
+        if rows:
+            marks = ", ".join("?" for _ in columns)
+            memory.executemany(
+                f'INSERT OR REPLACE INTO "{table}" ({names}) VALUES ({marks})',  # noqa: S608
+                [tuple(r) for r in rows],
+            )
+    memory.commit()

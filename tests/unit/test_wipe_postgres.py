@@ -1,0 +1,87 @@
+"""The closing wipe of an archive on PostgreSQL (issue 27): headers sampled from the
+database store unwrap before, the chain is exported as a file chain that verifies, the
+certificate's records are copied out, and every object of the archive's role is dropped
+(checked). Runs in its own role and database: DROP OWNED must not touch other tests."""
+
+from __future__ import annotations
+
+import secrets
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from archive import db
+from archive.audit import AuditEvent, audit_log_for, verify
+from archive.config import load_config
+from archive.governance import PullInventory, load_policy
+from archive.governance.closure.wipe import _copy_records, _export_chain
+from archive.paths import HomePaths
+from archive.vault import KdfParams, Keyring
+from archive.vault.dbstore import storage_for
+from archive.vault.keyring import keyring_path
+from archive.vault.wipe import (
+    crypto_erase,
+    database_check,
+    drop_database_contents,
+    sample_headers,
+    unwrap_attempts,
+)
+
+FAST = KdfParams(time_cost=1, memory_cost=1024, parallelism=1)
+
+
+@pytest.fixture
+def config(pg_server, tmp_path: Path):
+    name = f"wipe_{secrets.token_hex(4)}"
+    password = secrets.token_urlsafe(12)
+    pg_server.psql(f"CREATE ROLE {name} LOGIN PASSWORD '{password}'", quiet=True)
+    pg_server.psql(f"CREATE DATABASE {name} OWNER {name}")
+    secret = tmp_path / "pg.password"
+    secret.write_text(password + "\n")
+    secret.chmod(0o600)
+    home = HomePaths(tmp_path / "home")
+    home.root.mkdir()
+    home.config_file.write_text(
+        "[database]\n"
+        f'kind = "postgresql"\nhost = "127.0.0.1"\nport = {pg_server.port}\n'
+        f'database = "{name}"\nuser = "{name}"\npassword_file = "{secret}"\n'
+        '[storage]\nkind = "postgresql"\n'
+    )
+    return load_config(home.root)
+
+
+def test_wipe_on_postgresql_erases_exports_and_drops_everything(config, tmp_path):
+    home = config.home
+    ring = Keyring.create(keyring_path(home.keys_dir), "pass phrase x", kdf=FAST)
+    store = storage_for(config, ring)
+    for i in range(5):
+        store.write(f"{i:08x}-aaaa-bbbb-cccc-dddddddddddd", 1, b"\0" * 128 + b"DICM" + b"x" * 99)
+    log = audit_log_for(home, signer=ring.audit_signing_key)
+    for i in range(3):
+        log.append(AuditEvent("case.edit", "success", "alice", target=f"NSR-{i:06d}"))
+    log.checkpoint(ring.audit_signing_key)
+    log.close()
+    conn = db.open_database(config)
+    PullInventory(conn).record_pull("NSR-000001", "ws-01", "alice", datetime.now(UTC))
+
+    samples = sample_headers(store, 3, seed=1)
+    assert len(samples) == 3 and unwrap_attempts(samples, [ring]) == 3  # control
+    public_hex = ring.audit_public_key_bytes.hex()
+    _export_chain(home, tmp_path / "export" / "audit", public_hex)
+    exported = verify(tmp_path / "export" / "audit", bytes.fromhex(public_hex))
+    assert exported.ok and exported.last_seq == 4, exported.problems
+    memory = sqlite3.connect(":memory:")
+    memory.row_factory = sqlite3.Row
+    _copy_records(conn, memory, load_policy(config.policies_dir))
+    assert [p["workstation"] for p in PullInventory(memory).pulls()] == ["ws-01"]
+    conn.close()
+    store.close()
+
+    crypto_erase(home, ring.kek_ids())
+    before, after = drop_database_contents(config)
+    assert before >= 3 and after == 0  # vault_blob, audit_chain, pulls... all gone
+    check = database_check(config)
+    assert check.ok, check.line()
+    assert not keyring_path(home.keys_dir).exists()
