@@ -2,6 +2,8 @@
 
     .venv/bin/python benchmarks/bench_scaleout.py [--count 240] [--size 256]
                                                   [--repeat 1] [--quick] [--json]
+                                                  [--storage home|path|postgresql]
+                                                  [--hosts]
 
 One throwaway PostgreSQL (tests/postgres.py, fsync on as in production) serves both
 configurations, emptied between runs. Each run uses a fresh archive home with
@@ -9,7 +11,11 @@ configurations, emptied between runs. Each run uses a fresh archive home with
   one node   node 1 only; two storescu associations at once, half the corpus each
   two nodes  nodes 1 and 2 of the home; one association per node, half the corpus each
 The client side is identical (two concurrent senders), so the ratio isolates what a
-second Orthanc process adds. Each node is warmed up with a few other slices first.
+second Orthanc process adds. `--storage` puts the encrypted attachments where [storage]
+says (default home; "postgresql": rows of the archive's schema); `--hosts` makes the
+second node its own home on 127.0.0.3 (`archive node join`, node 1 on 127.0.0.2), as
+nodes on separate hosts run (issue 27; it implies --storage postgresql unless "path").
+Each node is warmed up with a few other slices first.
 Reference, in the same run on the same PostgreSQL: plain Orthanc 1.10.1 (no plugin, a
 file storage area) as one node and as two nodes sharing the index, same senders.
 Printed: the rates (instances/s, wall clock from first send to last acknowledgement),
@@ -46,7 +52,13 @@ from benchmarks._common import (  # noqa: E402
 )
 from tests import postgres  # noqa: E402
 from tests.dicom_tools import storescu  # noqa: E402
-from tests.harness import RunningArchive, free_port, new_archive, register_node  # noqa: E402
+from tests.harness import (  # noqa: E402
+    RunningArchive,
+    free_port,
+    new_archive,
+    register_node,
+    run_cli,
+)
 
 SCU_AET = "SCALESCU"
 PLAIN_AET = "PLAIN"
@@ -64,18 +76,51 @@ class Node(RunningArchive):
             return super().start(timeout)
 
 
-def _nodes(root: Path, pg: postgres.PostgresServer, count: int) -> list[RunningArchive]:
+def _configure(config_file: Path, storage: dict, host: str | None) -> None:
+    import tomllib  # noqa: PLC0415
+
+    import tomli_w  # noqa: PLC0415
+
+    raw = tomllib.loads(config_file.read_text(encoding="utf-8"))
+    raw["storage"] = storage
+    if host:
+        raw.setdefault("http", {})["host"] = host
+        raw.setdefault("dicom", {})["host"] = host
+    config_file.write_text(tomli_w.dumps(raw), encoding="utf-8")
+
+
+def _nodes(
+    root: Path, pg: postgres.PostgresServer, count: int, storage: str = "home", hosts: bool = False
+) -> list[RunningArchive]:
     first = new_archive(root / "home")
     secret = pg.write_password_file(root / "pg.password")
     postgres.use_postgresql(
         first.config.home.config_file,
         pg,
         secret,
-        nodes=[{"id": 2, "http_port": free_port(), "dicom_port": free_port()}],
+        nodes=[] if hosts else [{"id": 2, "http_port": free_port(), "dicom_port": free_port()}],
     )
+    section = {"kind": storage}
+    if storage == "path":
+        section["path"] = str(root / "shared-storage")
+    _configure(first.config.home.config_file, section, "127.0.0.2" if hosts else None)
     first.config = load_config(first.home)  # now on PostgreSQL: the sender is registered there
     register_node(first, "bench-scu", SCU_AET, store=True)
     nodes: list[RunningArchive] = [first]
+    if hosts:
+        for number in range(2, count + 1):
+            other = root / f"home-{number}"
+            joined = run_cli(
+                "node", "join", "--home", str(other), "--from", str(first.home),
+                "--http-host", f"127.0.0.{number + 1}", "--http-port", str(free_port()),
+                "--dicom-host", f"127.0.0.{number + 1}", "--dicom-port", str(free_port()),
+                env=first.env,
+            )  # fmt: skip
+            if joined.returncode != 0:
+                raise SystemExit(f"archive node join failed: {joined.stderr[-400:]}")
+            nodes.append(RunningArchive(home=other, config=load_config(other),
+                                        serve_args=first.serve_args, env=first.env))  # fmt: skip
+        return nodes
     for number in range(2, count + 1):
         node = Node(
             home=first.home,
@@ -92,7 +137,7 @@ def _send_concurrently(targets: list[tuple[RunningArchive, list[Path]]]) -> floa
     failures: list[str] = []
 
     def send(archive: RunningArchive, files: list[Path]) -> None:
-        result = storescu(archive.dicom_port, archive.aet, SCU_AET, files)
+        result = storescu(archive.dicom_port, archive.aet, SCU_AET, files, host=_host(archive))
         if result.returncode != 0:
             failures.append(result.stderr[-400:])
 
@@ -108,19 +153,42 @@ def _send_concurrently(targets: list[tuple[RunningArchive, list[Path]]]) -> floa
     return elapsed
 
 
+def _forget_engines() -> None:
+    """The database was dropped and created again: this process's cached engines (which
+    remember that the archive's schema exists) must not be reused."""
+    from archive.db import engine  # noqa: PLC0415
+
+    with engine._engines_lock:
+        engine._engines.clear()
+
+
+def _host(archive) -> str:
+    config = getattr(archive, "config", None)
+    host = config.dicom.host if config is not None else "127.0.0.1"
+    return "127.0.0.1" if host in ("0.0.0.0", "localhost", "") else host  # noqa: S104
+
+
 def run(
-    pg: postgres.PostgresServer, work: Path, files: list[Path], warm: list[Path], nodes: int
+    pg: postgres.PostgresServer,
+    work: Path,
+    files: list[Path],
+    warm: list[Path],
+    nodes: int,
+    storage: str = "home",
+    hosts: bool = False,
 ) -> float:
     """Instances/s ingesting `files` on `nodes` nodes (1 or 2), two senders either way."""
     pg.reset()
+    _forget_engines()
     root = work / f"nodes-{nodes}-{time.monotonic_ns()}"
     root.mkdir()
-    archives = _nodes(root, pg, nodes)
+    archives = _nodes(root, pg, nodes, storage, hosts)
     try:
         for archive in archives:
             archive.start()
         for index, archive in enumerate(archives):  # warm-up: other slices, same path
-            storescu(archive.dicom_port, archive.aet, SCU_AET, warm[index :: len(archives)])
+            storescu(archive.dicom_port, archive.aet, SCU_AET, warm[index :: len(archives)],
+                     host=_host(archive))  # fmt: skip
         half = len(files) // 2
         halves = [files[:half], files[half:]]
         targets = [(archives[i % len(archives)], halves[i]) for i in range(2)]
@@ -211,7 +279,14 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="runs per configuration (best)")
     parser.add_argument("--quick", action="store_true", help="small corpus for make bench")
     parser.add_argument("--json", action="store_true", help="one machine-readable line too")
+    parser.add_argument("--storage", choices=("home", "path", "postgresql"), default=None,
+                        help="where the encrypted attachments live ([storage] kind)")  # fmt: skip
+    parser.add_argument("--hosts", action="store_true",
+                        help="node 2 is its own home on 127.0.0.3 (archive node join)")  # fmt: skip
     args = parser.parse_args()
+    storage = args.storage or ("postgresql" if args.hosts else "home")
+    if args.hosts and storage == "home":
+        raise SystemExit("--hosts needs shared storage: --storage postgresql or path.")
     if args.quick:
         args.count, args.size, args.repeat = 120, 256, 1
     if not postgres.available():
@@ -229,7 +304,8 @@ def main() -> None:
             for _ in range(args.repeat):
                 for nodes in (1, 2):
                     progress(f"{nodes} node(s) ...")
-                    rates[nodes] = max(rates[nodes], run(pg, work, files, warm, nodes))
+                    rate = run(pg, work, files, warm, nodes, storage, args.hosts)
+                    rates[nodes] = max(rates[nodes], rate)
                     progress(f"plain Orthanc, {nodes} node(s) ...")
                     plain[nodes] = max(plain[nodes], run_plain(pg, work, files, warm, nodes))
     finally:
@@ -237,8 +313,10 @@ def main() -> None:
     gain = ratio(rates[2], rates[1])
     plain_gain = ratio(plain[2], plain[1])
     relative = ratio(gain, plain_gain) if gain and plain_gain else None
+    layout = "separate homes (127.0.0.2/.3)" if args.hosts else "one home"
     print(f"Scale-out ingest, C-STORE, {args.count} slices {args.size}x{args.size}, "
-          f"PostgreSQL index, {os.cpu_count()} CPUs")  # fmt: skip
+          f"PostgreSQL index, storage {storage}, {layout}, {os.cpu_count()} CPUs, "
+          f"load {os.getloadavg()[0]:.1f}")  # fmt: skip
     print(rate_line("one node (2 senders)", rates[1]))
     print(rate_line("two nodes (1 sender each)", rates[2]))
     print(ratio_line("two nodes / one node", gain))
@@ -262,6 +340,8 @@ def main() -> None:
             },
             count=args.count,
             size=args.size,
+            storage=storage,
+            hosts=args.hosts,
             cpus=os.cpu_count(),
         )
 

@@ -482,7 +482,14 @@ def verify_home(home: Any, public_key: PublicKeys = None) -> VerifyReport:
             home.audit_dir,
             keys,
             anchor=_NO_ANCHOR if anchor is None else anchor,
-            must_exist=bool(pinned) and (chain is not None or _has_written(home)),
+            # On PostgreSQL: this node committed records (its head.json), so an empty
+            # chain means deleted rows; a chain nobody wrote yet is empty and fine.
+            must_exist=bool(pinned)
+            and (
+                (Path(home.audit_dir) / HEAD_NAME).is_file()
+                if chain is not None
+                else _has_written(home)
+            ),
             chain=chain,
         )
     finally:
