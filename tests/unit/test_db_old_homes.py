@@ -1,0 +1,66 @@
+"""A home made by the code before issue 27 (SQLite, schema_steps) opens and migrates
+under the SQLAlchemy Core rooms, its data intact (tests/unit/old_schemas.py keeps the
+old scripts verbatim)."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
+
+from archive.catalogue import Catalogue
+from archive.db import connect
+from tests.unit.old_schemas import CATALOGUE_STEPS
+from tests.unit.test_catalogue import fake_scan, study
+
+NOW = datetime(2026, 3, 14, 9, 30, tzinfo=UTC)
+
+
+def _old_home(path: Path) -> None:
+    """archive.db as the old code left it: the catalogue's three steps and one case."""
+    raw = sqlite3.connect(path)
+    raw.execute(
+        "CREATE TABLE schema_steps (room TEXT NOT NULL, step INTEGER NOT NULL,"
+        " PRIMARY KEY (room, step))"
+    )
+    for number, script in enumerate(CATALOGUE_STEPS, start=1):
+        raw.executescript(script)
+        raw.execute("INSERT INTO schema_steps VALUES ('catalogue', ?)", (number,))
+    raw.execute("INSERT INTO catalogue_sequences VALUES ('case:2026', 1)")
+    raw.execute(
+        "INSERT INTO catalogue_cases (case_id, study_uid, orthanc_study_id,"
+        " patient_pseudonym, modalities, level, intake, status, added_at, updated_at, title)"
+        " VALUES ('NSR-2026-00001', '2.25.77', 'orthanc-77', 'PSN0077', 'CT',"
+        " 'limited-access', 'dicom', 'available', '2026-01-01T00:00:00Z',"
+        " '2026-01-01T00:00:00Z', 'Tension pneumothorax')"
+    )
+    raw.execute(
+        "INSERT INTO catalogue_series VALUES (1, 1, '2.25.77.1', 'CT', 'axial', 40, 'os-1')"
+    )
+    raw.execute("INSERT INTO catalogue_case_modalities VALUES ('CT', 1)")
+    raw.commit()
+    raw.close()
+
+
+def test_old_catalogue_opens_migrates_and_keeps_its_cases(tmp_path):
+    path = tmp_path / "archive.db"
+    _old_home(path)
+    cat = Catalogue(connect(path), "NSR", scanner=fake_scan)
+    conn = connect(path)
+    steps = conn.execute("SELECT step FROM schema_steps WHERE room = 'catalogue' ORDER BY step")
+    assert [r[0] for r in steps] == [1, 2, 3, 4]
+    title_index = conn.execute(
+        "SELECT sql FROM sqlite_master WHERE name = 'catalogue_cases_title'"
+    ).fetchone()[0]
+    assert "lower(title)" in title_index  # step 4 ran on the old home
+    old = cat.get("NSR-2026-00001")
+    assert (old.title, old.series[0].series_uid, old.modalities) == (
+        "Tension pneumothorax",
+        "2.25.77.1",
+        ["CT"],
+    )
+    assert [c.case_id for c in cat.search("pneumothorax").items] == ["NSR-2026-00001"]
+    new = cat.upsert_from_study(study(5), "orthanc-5", NOW)
+    assert new.case_id == "NSR-2026-00002"  # the old sequence goes on
+    titled = [c.case_id for c in cat.search("", sort="title").items]
+    assert titled == ["NSR-2026-00001", "NSR-2026-00002"]  # untitled last
