@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from archive.catalogue import Catalogue
+from archive.catalogue.inventory import holdings
 from archive.catalogue.model import EDITABLE_FIELDS
 from archive.vault.ledger import InstanceLedger, read_dicom
 
@@ -56,13 +57,9 @@ def _has_table(conn: Any, name: str) -> bool:
 
 def gather(conn: Any, catalogue: Catalogue) -> tuple[list[dict], list[dict]]:
     """(manifest cases without instances, collections), in case-id order."""
-    rows = conn.execute(
-        "SELECT case_id FROM catalogue_cases WHERE status IN (?, ?) ORDER BY case_id",
-        TRANSFERRED_STATUSES,
-    ).fetchall()
     cases = []
-    for (case_id,) in rows:
-        case = catalogue.get(case_id)
+    for held in holdings(conn, TRANSFERRED_STATUSES):
+        case = catalogue.get(held.case_id)
         cases.append(
             {
                 "case_id": case.case_id,
