@@ -27,7 +27,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import MetaData, Table
+from sqlalchemy import DDL, MetaData, Table, inspect
+from sqlalchemy.schema import CreateColumn
 
 from archive.db.connection import Connection, Result, Row
 from archive.db.engine import engine_for, sqlite_engine
@@ -46,6 +47,7 @@ __all__ = [
     "Result",
     "Row",
     "Step",
+    "add_columns",
     "connect",
     "create_tables",
     "dialect",
@@ -81,6 +83,25 @@ def create_tables(metadata: MetaData, tables: Sequence[Table]) -> Callable[[Conn
         metadata.create_all(conn._sa, tables=list(tables), checkfirst=False)
 
     step.__name__ = "create_tables(" + ", ".join(t.name for t in tables) + ")"
+    return step
+
+
+def add_columns(table: Table, names: Sequence[str]) -> Callable[[Connection], None]:
+    """A migration step adding these declared columns of `table` where they are missing:
+    on a home whose table was created before them (by an older step), ALTER TABLE ...
+    ADD COLUMN as declared, in the connection's dialect; where the table was created
+    with them (create_tables of the current declaration), nothing."""
+
+    def step(conn: Connection) -> None:
+        present = {c["name"] for c in inspect(conn._sa).get_columns(table.name)}
+        preparer = conn._sa.dialect.identifier_preparer
+        for name in names:
+            if name in present:
+                continue
+            column = CreateColumn(table.c[name]).compile(dialect=conn._sa.dialect)
+            conn.execute(DDL(f"ALTER TABLE {preparer.format_table(table)} ADD COLUMN {column}"))
+
+    step.__name__ = f"add_columns({table.name}: {', '.join(names)})"
     return step
 
 
