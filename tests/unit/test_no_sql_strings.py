@@ -15,22 +15,18 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 ARCHIVE = REPO / "archive"
 
-CONVERTED = ("catalogue",)
+CONVERTED = ("access", "catalogue", "quarantine", "teach", "transfer")
 NOT_YET = (
     "audit",  # the audit anchor: the other half of issue 27 (audit chain in PostgreSQL)
     "backup",  # reads SQLite files directly (snapshots, Orthanc's index)
     "cli",
     "core",  # BEGIN IMMEDIATE for a bare sqlite3 connection (usecase.transaction)
     "fsck",  # reads SQLite files directly; fsck on PostgreSQL is the other half
-    "access",
     "dicom",  # sessions
     "governance",
     "ingest",
     "intake",
     "pulls",
-    "quarantine",
-    "teach",
-    "transfer",
     "vault",
     "web",
 )
