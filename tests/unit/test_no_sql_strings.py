@@ -15,20 +15,25 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 ARCHIVE = REPO / "archive"
 
-CONVERTED = ("access", "catalogue", "quarantine", "teach", "transfer")
+CONVERTED = (
+    "access",
+    "catalogue",
+    "cli",
+    "dicom",
+    "ingest",
+    "quarantine",
+    "teach",
+    "transfer",
+    "vault",
+    "web",
+)
 NOT_YET = (
     "audit",  # the audit anchor: the other half of issue 27 (audit chain in PostgreSQL)
     "backup",  # reads SQLite files directly (snapshots, Orthanc's index)
-    "cli",
     "core",  # BEGIN IMMEDIATE for a bare sqlite3 connection (usecase.transaction)
     "fsck",  # reads SQLite files directly; fsck on PostgreSQL is the other half
-    "dicom",  # sessions
     "governance",
-    "ingest",
     "intake",
-    "pulls",
-    "vault",
-    "web",
 )
 EXECUTE = {"execute", "executemany", "executescript", "exec_driver_sql"}
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -156,9 +155,8 @@ def carry_out_wipe(
         )
         # The records the certificate needs, kept in memory: the database is ciphertext's
         # neighbour under data/ and goes in step 2.
-        memory = sqlite3.connect(":memory:")
-        memory.row_factory = sqlite3.Row
-        conn.backup(memory)
+        memory = db.connect(":memory:")
+        conn.backup(memory.raw)
         _audit(live, "closure.wipe", "success", f"authorisation {auth.id}", stage="authorised",
                confirmers=",".join(auth.confirmers), samples=len(samples))  # fmt: skip
         # Export the audit log and its public key FIRST: they outlive the archive.
