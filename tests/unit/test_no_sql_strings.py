@@ -21,6 +21,7 @@ CONVERTED = (
     "cli",
     "dicom",
     "ingest",
+    "intake",
     "quarantine",
     "teach",
     "transfer",
@@ -33,7 +34,6 @@ NOT_YET = (
     "core",  # BEGIN IMMEDIATE for a bare sqlite3 connection (usecase.transaction)
     "fsck",  # reads SQLite files directly; fsck on PostgreSQL is the other half
     "governance",
-    "intake",
 )
 EXECUTE = {"execute", "executemany", "executescript", "exec_driver_sql"}
 
