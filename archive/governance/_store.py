@@ -15,7 +15,10 @@ from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from typing import Any
 
-from archive.db import migrate
+from sqlalchemy import inspect, literal_column, update
+
+from archive.db import Step, add_columns, migrate
+from archive.governance import tables
 from archive.governance.errors import InvalidInputError
 
 ROOM = "governance"
@@ -276,7 +279,20 @@ UPDATE governance_board_decisions SET quorum_counted = 0;
 UPDATE governance_share_proposals SET status = 'proposed' WHERE status = 'approved';
 """
 
-SCHEMA_STEPS: list[str] = [_SCHEMA_V1, _SCHEMA_V2_BOARD_VOTES]
+
+def _case_order(conn: Any) -> None:
+    """Step 3 (issue 27): the cases of a removal request, share proposal and withdrawal
+    keep the order given in a `position` column, backfilled from the rowid that held
+    it (SQLite's own; the hidden one archive.db.postgres adds on PostgreSQL)."""
+    for table in (tables.removal_cases, tables.share_proposal_cases, tables.withdrawn_cases):
+        present = {c["name"] for c in inspect(conn._sa).get_columns(table.name)}
+        if "position" in present:
+            continue
+        add_columns(table, ["position"])(conn)
+        conn.execute(update(table).values(position=literal_column("rowid")))
+
+
+SCHEMA_STEPS: list[Step] = [_SCHEMA_V1, _SCHEMA_V2_BOARD_VOTES, _case_order]
 
 
 def ensure_schema(conn: sqlite3.Connection) -> None:

@@ -1,7 +1,8 @@
 """The governance room's tables (prefix `governance_`) as SQLAlchemy Core, both dialects.
 
 Declared as _store.SCHEMA_STEPS (still SQL scripts, translated on PostgreSQL) leave
-them; step 2 added the Board members' own votes. The room's converted modules (pulls,
+them; step 2 added the Board members' own votes, step 3 the `position` of each case in
+its request, proposal or withdrawal (the order given; it used to be SQLite's rowid). The room's converted modules (pulls,
 the Board) write and read them through these declarations. One declaration for the whole room: removals, pulls, sharing, the Board,
 closure and opt-out keep their records side by side and some read each other's (a
 share's proposal, a closure's decision), as they always did within the room.
@@ -56,6 +57,7 @@ removal_cases = Table(
     ),
     Column("case_id", Text, primary_key=True),
     Column("level_at_request", Text, nullable=False),
+    Column("position", Int, nullable=False, server_default="0"),  # step 3: the order given
 )
 
 removal_approvals = Table(
@@ -177,6 +179,7 @@ share_proposal_cases = Table(
         autoincrement=False,
     ),
     Column("case_id", Text, primary_key=True),
+    Column("position", Int, nullable=False, server_default="0"),  # step 3: the order given
 )
 
 board_decisions = Table(
@@ -398,6 +401,7 @@ withdrawn_cases = Table(
         autoincrement=False,
     ),
     Column("case_id", Text, primary_key=True),
+    Column("position", Int, nullable=False, server_default="0"),  # step 3: the order given
 )
 
 board_member_votes = Table(

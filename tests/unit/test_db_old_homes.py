@@ -144,3 +144,23 @@ def test_old_quarantine_gains_pixel_review_columns_and_keeps_items(tmp_path):
     store.record_consent("2.25.5", "teaching", "trainer1")
     store.record_consent("2.25.5", "publication", "trainer2")
     assert store.consent_for("2.25.5") == "publication" and store.count() == 1
+
+
+def test_old_governance_keeps_the_order_of_withdrawn_cases(tmp_path):
+    """Cases were read back in rowid order; step 3 moves that order into `position`."""
+    from archive.governance import _store
+    from archive.governance.optout.register import OptOutRegister
+
+    path = tmp_path / "archive.db"
+    raw = _old_room(path, "governance", _store.SCHEMA_STEPS[:2])
+    raw.execute(
+        "INSERT INTO governance_withdrawals (pseudonym_sha256, kind, requested_by,"
+        " recorded_by, recorded_at) VALUES (?, 'withdrawal', 'patient', 'dpo', ?)",
+        ("ab" * 32, "2025-01-01T00:00:00+00:00"),
+    )
+    for case_id in ("NSR-0009", "NSR-0001", "NSR-0005"):
+        raw.execute("INSERT INTO governance_withdrawn_cases VALUES (1, ?)", (case_id,))
+    raw.commit()
+    raw.close()
+    (withdrawal,) = OptOutRegister(connect(path)).withdrawals()
+    assert withdrawal.case_ids == ("NSR-0009", "NSR-0001", "NSR-0005")
