@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 
+from archive.catalogue.inventory import holdings
 from archive.core import Refusal, Refused
 from archive.dicom.send import send_entries
 from archive.governance.closure import usecases as uc
@@ -22,10 +23,7 @@ from plugins.vault_files import read_entry, study_entries
 
 
 def _cases(services, statuses: tuple[str, ...]) -> list[tuple[str, str]]:
-    rows = services.db().execute(
-        "SELECT case_id, orthanc_study_id, status FROM catalogue_cases ORDER BY case_id"
-    )
-    return [(r[0], r[1]) for r in rows if r[2] in statuses]
+    return [(c.case_id, c.orthanc_study_id) for c in holdings(services.db(), statuses)]
 
 
 # -- transfer ---------------------------------------------------------------------------

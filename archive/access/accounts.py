@@ -19,9 +19,14 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from argon2 import PasswordHasher
+from sqlalchemy import delete, insert, select, update
 
 from archive.access.policy import ROLES, AccountPolicy, application_approvers, application_role
 from archive.access.schema import AccessDb
+from archive.access.tables import applications, training, users
+from archive.access.tables import roles as role_table
+from archive.db import dialect_insert
+from archive.db.errors import IntegrityError
 from archive.errors import ArchiveError
 
 _USER_NAME = re.compile(r"^[a-z][a-z0-9._-]{1,31}$")
@@ -152,15 +157,17 @@ class Accounts:
         """Bump the account's session epoch (inside the caller's transaction): every web
         session made before this change is dead, and stays dead whatever comes next."""
         c.execute(
-            "UPDATE access_users SET session_epoch = session_epoch + 1 WHERE name = ?", (name,)
+            update(users)
+            .where(users.c.name == name)
+            .values(session_epoch=users.c.session_epoch + 1)
         )
 
     def session_epoch(self, name: str) -> int | None:
         """The account's session epoch (None for an unknown user)."""
-        row = self.conn.execute(
-            "SELECT session_epoch FROM access_users WHERE name = ?", (name,)
-        ).fetchone()
-        return int(row[0]) if row else None
+        epoch = self.conn.execute(
+            select(users.c.session_epoch).where(users.c.name == name)
+        ).scalar()
+        return int(epoch) if epoch is not None else None
 
     def end_sessions(self, name: str) -> None:
         """End every web session of `name` now (e.g. a personnel 'sign out everywhere')."""
@@ -204,27 +211,36 @@ class Accounts:
             )
         hashed = self.hasher.hash(password)
         with self._tx() as c:
-            if c.execute("SELECT 1 FROM access_users WHERE name = ?", (name,)).fetchone():
+            if c.execute(select(users.c.name).where(users.c.name == name)).fetchone():
                 raise AccessError(f"user {name} already exists; see archive users show {name}.")
-            c.execute(
-                "INSERT INTO access_users (name, password_hash, account_expires, created_at,"
-                " created_by, password_changed_at) VALUES (?, ?, ?, ?, ?, ?)",
-                (
-                    name,
-                    hashed,
-                    _iso(account_expires) if account_expires else None,
-                    _iso(now),
-                    by,
-                    _iso(now),
-                ),
-            )
-            for role in roles:
+            try:
                 c.execute(
-                    "INSERT INTO access_roles (user, role, granted_at, granted_by)"
-                    " VALUES (?, ?, ?, ?)",
-                    (name, role, _iso(now), by),
+                    insert(users).values(
+                        name=name,
+                        password_hash=hashed,
+                        account_expires=_iso(account_expires) if account_expires else None,
+                        created_at=_iso(now),
+                        created_by=by,
+                        password_changed_at=_iso(now),
+                    )
                 )
+            except IntegrityError:  # made at the same moment by another node
+                raise AccessError(
+                    f"user {name} already exists; see archive users show {name}."
+                ) from None
+            self._grant(c, name, roles, now, by)
         return self._require(name)
+
+    @staticmethod
+    def _grant(c: Any, name: str, granted: tuple[str, ...], now: datetime, by: str) -> None:
+        if granted:
+            c.execute(
+                insert(role_table),
+                [
+                    {"user": name, "role": role, "granted_at": _iso(now), "granted_by": by}
+                    for role in granted
+                ],
+            )
 
     def _require(self, name: str) -> User:
         user = self.get_user(name)
@@ -233,24 +249,25 @@ class Accounts:
         return user
 
     def get_user(self, name: str) -> User | None:
-        row = self.conn.execute("SELECT * FROM access_users WHERE name = ?", (name,)).fetchone()
+        row = self.conn.execute(select(users).where(users.c.name == name)).fetchone()
         if row is None:
             return None
-        roles = tuple(
-            r[0]
-            for r in self.conn.execute(
-                "SELECT role FROM access_roles WHERE user = ? ORDER BY role", (name,)
-            )
+        held = tuple(
+            self.conn.execute(
+                select(role_table.c.role)
+                .where(role_table.c.user == name)
+                .order_by(role_table.c.role)
+            ).scalars()
         )
         apps = tuple(
             Application(r["speciality"], r["approved_by"], r["approved_at"], r["note"])
             for r in self.conn.execute(
-                "SELECT * FROM access_applications WHERE user = ? ORDER BY id", (name,)
+                select(applications).where(applications.c.user == name).order_by(applications.c.id)
             )
         )
         return User(
             name=row["name"],
-            roles=roles,
+            roles=held,
             disabled=bool(row["disabled"]),
             account_expires=_dt(row["account_expires"]),
             created_at=row["created_at"],
@@ -262,9 +279,10 @@ class Accounts:
 
     def _training(self, name: str) -> TrainingRecord | None:
         row = self.conn.execute(
-            "SELECT * FROM access_training WHERE user = ? ORDER BY trained_on DESC, id DESC"
-            " LIMIT 1",
-            (name,),
+            select(training)
+            .where(training.c.user == name)
+            .order_by(training.c.trained_on.desc(), training.c.id.desc())
+            .limit(1)
         ).fetchone()
         if row is None:
             return None
@@ -278,7 +296,7 @@ class Accounts:
         )
 
     def list_users(self) -> list[User]:
-        names = [r[0] for r in self.conn.execute("SELECT name FROM access_users ORDER BY name")]
+        names = self.conn.execute(select(users.c.name).order_by(users.c.name)).scalars()
         return [u for u in (self.get_user(n) for n in names) if u is not None]
 
     def set_roles(
@@ -286,23 +304,18 @@ class Accounts:
     ) -> User:
         """Replace a user's roles; the application role stays only with an approved
         application."""
-        roles = self._check_roles(roles)
+        wanted = self._check_roles(roles)
         user = self._require(name)
         granted = application_role()
-        if granted in roles and not user.applications:
+        if granted in wanted and not user.applications:
             raise AccessError(
                 f"{name} has no approved application; {granted} is granted by "
                 "archive users approve."
             )
         with self._tx() as c:
-            c.execute("DELETE FROM access_roles WHERE user = ?", (name,))
-            for role in roles:
-                c.execute(
-                    "INSERT INTO access_roles (user, role, granted_at, granted_by)"
-                    " VALUES (?, ?, ?, ?)",
-                    (name, role, _iso(now), by),
-                )
-            if tuple(sorted(set(user.roles))) != roles:
+            c.execute(delete(role_table).where(role_table.c.user == name))
+            self._grant(c, name, wanted, now, by)
+            if tuple(sorted(set(user.roles))) != wanted:
                 self._end_sessions(c, name)
         return self._require(name)
 
@@ -323,19 +336,16 @@ class Accounts:
         expires = trained_on + timedelta(days=self.policy.training_valid_days)
         with self._tx() as c:
             c.execute(
-                "INSERT INTO access_training (user, familiarisation, suite_use, trained_on,"
-                " expires_on, policy_version, recorded_by, recorded_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    name,
-                    int(familiarisation),
-                    int(suite_use),
-                    trained_on.isoformat(),
-                    expires.isoformat(),
-                    self.policy.version,
-                    by,
-                    _iso(now),
-                ),
+                insert(training).values(
+                    user=name,
+                    familiarisation=int(familiarisation),
+                    suite_use=int(suite_use),
+                    trained_on=trained_on.isoformat(),
+                    expires_on=expires.isoformat(),
+                    policy_version=self.policy.version,
+                    recorded_by=by,
+                    recorded_at=_iso(now),
+                )
             )
             effective = self._training(name)  # the latest record, this one included
             if effective is None or not effective.valid_on(now.date()):
@@ -349,8 +359,9 @@ class Accounts:
         self._require(name)
         with self._tx() as c:
             c.execute(
-                "UPDATE access_users SET account_expires = ? WHERE name = ?",
-                (_iso(when) if when else None, name),
+                update(users)
+                .where(users.c.name == name)
+                .values(account_expires=_iso(when) if when else None)
             )
             self._end_sessions(c, name)
         return self._require(name)
@@ -360,7 +371,7 @@ class Accounts:
         way its web sessions end: re-enabling never revives a session."""
         self._require(name)
         with self._tx() as c:
-            c.execute("UPDATE access_users SET disabled = ? WHERE name = ?", (int(disabled), name))
+            c.execute(update(users).where(users.c.name == name).values(disabled=int(disabled)))
             self._end_sessions(c, name)
         return self._require(name)
 
@@ -371,9 +382,15 @@ class Accounts:
         hashed = self.hasher.hash(password)
         with self._tx() as c:
             c.execute(
-                "UPDATE access_users SET password_hash = ?, password_changed_at = ?,"
-                " failed_count = 0, first_failed_at = NULL, locked_until = NULL WHERE name = ?",
-                (hashed, _iso(now), name),
+                update(users)
+                .where(users.c.name == name)
+                .values(
+                    password_hash=hashed,
+                    password_changed_at=_iso(now),
+                    failed_count=0,
+                    first_failed_at=None,
+                    locked_until=None,
+                )
             )
             self._end_sessions(c, name)
         for callback in self.after_password_change:
@@ -398,14 +415,20 @@ class Accounts:
             raise AccessError("name the applicant's speciality, e.g. --speciality cardiology.")
         with self._tx() as c:
             c.execute(
-                "INSERT INTO access_applications (user, speciality, approved_by, approved_at,"
-                " note) VALUES (?, ?, ?, ?, ?)",
-                (name, speciality.strip(), approver, _iso(now), note),
+                insert(applications).values(
+                    user=name,
+                    speciality=speciality.strip(),
+                    approved_by=approver,
+                    approved_at=_iso(now),
+                    note=note,
+                )
             )
             c.execute(
-                "INSERT OR IGNORE INTO access_roles (user, role, granted_at, granted_by)"
-                " VALUES (?, ?, ?, ?)",
-                (name, application_role(), _iso(now), approver),
+                dialect_insert(c, role_table)
+                .values(
+                    user=name, role=application_role(), granted_at=_iso(now), granted_by=approver
+                )
+                .on_conflict_do_nothing()
             )
             self._end_sessions(c, name)  # a role change
         return self._require(name)

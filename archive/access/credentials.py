@@ -24,10 +24,12 @@ from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from sqlalchemy import insert, select, update
 
 from archive.access.accounts import AccessError, Accounts, User, _dt, _iso
 from archive.access.policy import application_role
 from archive.access.principal import AuthFailure, Principal
+from archive.access.tables import tokens, users
 from archive.access.throttle import Throttle, ThrottlePolicy
 
 if TYPE_CHECKING:
@@ -125,25 +127,21 @@ class Credentials:
         plaintext = f"ta1_{token_id}_{secrets.token_urlsafe(32)}"
         with self._tx() as c:
             c.execute(
-                "INSERT INTO access_tokens (token_id, user, token_hash, label, created_at,"
-                " expires_at) VALUES (?, ?, ?, ?, ?, ?)",
-                (
-                    token_id,
-                    name,
-                    _token_hash(plaintext),
-                    label,
-                    _iso(now),
-                    _iso(now + timedelta(days=days)),
-                ),
+                insert(tokens).values(
+                    token_id=token_id,
+                    user=name,
+                    token_hash=_token_hash(plaintext),
+                    label=label,
+                    created_at=_iso(now),
+                    expires_at=_iso(now + timedelta(days=days)),
+                )
             )
         return token_id, plaintext
 
     def list_tokens(self, name: str | None = None) -> list[TokenInfo]:
-        sql = "SELECT * FROM access_tokens"
-        args: tuple[str, ...] = ()
+        statement = select(tokens).order_by(tokens.c.created_at, tokens.c.token_id)
         if name is not None:
-            sql += " WHERE user = ?"
-            args = (name,)
+            statement = statement.where(tokens.c.user == name)
         return [
             TokenInfo(
                 r["token_id"],
@@ -154,20 +152,19 @@ class Credentials:
                 r["revoked_at"],
                 r["last_used_at"],
             )
-            for r in self.conn.execute(sql + " ORDER BY created_at, token_id", args)
+            for r in self.conn.execute(statement)
         ]
 
     def revoke_token(self, token_id: str, now: datetime) -> TokenInfo:
         with self._tx() as c:
             row = c.execute(
-                "SELECT revoked_at FROM access_tokens WHERE token_id = ?", (token_id,)
+                select(tokens.c.revoked_at).where(tokens.c.token_id == token_id).with_for_update()
             ).fetchone()
             if row is None:
                 raise AccessError(f"no token {token_id!r}; see archive tokens list.")
             if row[0] is None:
                 c.execute(
-                    "UPDATE access_tokens SET revoked_at = ? WHERE token_id = ?",
-                    (_iso(now), token_id),
+                    update(tokens).where(tokens.c.token_id == token_id).values(revoked_at=_iso(now))
                 )
         return next(t for t in self.list_tokens() if t.token_id == token_id)
 
@@ -213,8 +210,9 @@ class Credentials:
             self._succeeded(name, address)
             return hit
         row = self.conn.execute(
-            "SELECT password_hash, locked_until, failed_count FROM access_users WHERE name = ?",
-            (name,),
+            select(users.c.password_hash, users.c.locked_until, users.c.failed_count).where(
+                users.c.name == name
+            )
         ).fetchone()
         if row is None:
             self._verify(self._dummy_hash, password)  # same cost as a real user
@@ -237,9 +235,9 @@ class Credentials:
         if row["locked_until"] is not None or row["failed_count"]:
             with self._tx() as c:
                 c.execute(
-                    "UPDATE access_users SET failed_count = 0, first_failed_at = NULL,"
-                    " locked_until = NULL WHERE name = ?",
-                    (name,),
+                    update(users)
+                    .where(users.c.name == name)
+                    .values(failed_count=0, first_failed_at=None, locked_until=None)
                 )
         if verified and self.hasher.check_needs_rehash(stored):  # not on every cached hit
             self._rehash(name, stored, password)
@@ -307,8 +305,9 @@ class Credentials:
     def _rehash(self, name: str, stored: str, password: str) -> None:
         with self._tx() as c:
             c.execute(
-                "UPDATE access_users SET password_hash = ? WHERE name = ? AND password_hash = ?",
-                (self.hasher.hash(password), name, stored),
+                update(users)
+                .where(users.c.name == name, users.c.password_hash == stored)
+                .values(password_hash=self.hasher.hash(password))
             )
 
     def _succeeded(self, name: str, address: str | None) -> None:
@@ -358,9 +357,7 @@ class Credentials:
         hit = self._remembered(f"token:{token_id}", token_id, token, now)
         if hit is not None:
             return hit
-        row = self.conn.execute(
-            "SELECT * FROM access_tokens WHERE token_id = ?", (token_id,)
-        ).fetchone()
+        row = self.conn.execute(select(tokens).where(tokens.c.token_id == token_id)).fetchone()
         computed = _token_hash(token)
         stored = row["token_hash"] if row else "0" * 64
         if not hmac.compare_digest(stored.encode(), computed.encode()) or row is None:
@@ -382,8 +379,9 @@ class Credentials:
         if last is None or now - last >= resolution:
             with self._tx() as c:
                 c.execute(
-                    "UPDATE access_tokens SET last_used_at = ? WHERE token_id = ?",
-                    (_iso(now), token_id),
+                    update(tokens)
+                    .where(tokens.c.token_id == token_id)
+                    .values(last_used_at=_iso(now))
                 )
         principal = self._principal(user, now, "bearer", token_id)
         # Remembered until the token expires, the next last_used write is due, or the DB

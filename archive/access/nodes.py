@@ -15,9 +15,22 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import column, delete, insert, select, table, update
+
 from archive.access.accounts import AccessError, _iso
 from archive.access.schema import AccessDb
+from archive.access.tables import dicom_nodes
+from archive.db.errors import IntegrityError
 from archive.errors import ArchiveError
+
+# The places governance kept before the registry was one (read once, never written).
+_RETIRED_PLACES = table(
+    "governance_workstations",
+    column("name"),
+    column("location"),
+    column("added_by"),
+    column("added_at"),
+)
 
 _AET = re.compile(r"^[\x21-\x5b\x5d-\x7e][\x20-\x5b\x5d-\x7e]{0,15}$")
 
@@ -68,11 +81,16 @@ class DicomNodes:
         try:
             with self.db.tx() as c:
                 c.execute(
-                    "INSERT INTO access_dicom_nodes (name, aet, host, port, may_store,"
-                    " may_query) VALUES (?, ?, ?, ?, ?, ?)",
-                    (name, aet, normalise_host(host), port, int(may_store), int(may_query)),
+                    insert(dicom_nodes).values(
+                        name=name,
+                        aet=aet,
+                        host=normalise_host(host),
+                        port=port,
+                        may_store=int(may_store),
+                        may_query=int(may_query),
+                    )
                 )
-        except sqlite3.IntegrityError:
+        except IntegrityError:
             raise AccessError(
                 f"a node named {name} or with AE {aet} at {host} is already registered."
             ) from None
@@ -88,12 +106,13 @@ class DicomNodes:
                 bool(r["may_store"]),
                 bool(r["may_query"]),
             )
-            for r in self.db.conn.execute("SELECT * FROM access_dicom_nodes ORDER BY name")
+            for r in self.db.conn.execute(select(dicom_nodes).order_by(dicom_nodes.c.name))
         ]
 
     def remove_dicom_node(self, name: str) -> None:
         with self.db.tx() as c:
-            if c.execute("DELETE FROM access_dicom_nodes WHERE name = ?", (name,)).rowcount == 0:
+            gone = c.execute(delete(dicom_nodes).where(dicom_nodes.c.name == name))
+            if gone.rowcount == 0:
                 raise AccessError(f"no DICOM node named {name!r}.")
 
 
@@ -138,16 +157,20 @@ class Workstations:
         self.nodes.add_dicom_node(name, aet, host, port, may_store=False, may_query=True)
         with self.db.tx() as c:
             c.execute(
-                "UPDATE access_dicom_nodes SET location = ?, added_by = ?, added_at = ?"
-                " WHERE name = ?",
-                (where, who, _iso(now), name),
+                update(dicom_nodes)
+                .where(dicom_nodes.c.name == name)
+                .values(location=where, added_by=who, added_at=_iso(now))
             )
         return self.get(name)
 
     def _rows(self, name: str | None = None) -> list[Workstation]:
-        sql = "SELECT * FROM access_dicom_nodes WHERE may_query = 1 AND location IS NOT NULL"
+        statement = (
+            select(dicom_nodes)
+            .where(dicom_nodes.c.may_query == 1, dicom_nodes.c.location.is_not(None))
+            .order_by(dicom_nodes.c.name)
+        )
         if name is not None:
-            sql += " AND name = ?"
+            statement = statement.where(dicom_nodes.c.name == name)
         return [
             Workstation(
                 r["name"],
@@ -158,7 +181,7 @@ class Workstations:
                 r["added_by"] or "",
                 r["added_at"] or "",
             )  # fmt: skip
-            for r in self.db.conn.execute(sql + " ORDER BY name", () if name is None else (name,))
+            for r in self.db.conn.execute(statement)
         ]
 
     def get(self, name: str) -> Workstation:
@@ -192,24 +215,27 @@ def _adopt_governance_places(db: AccessDb) -> None:
     if getattr(db, "places_adopted", False):
         return
     try:
-        rows = db.conn.execute(
-            "SELECT name, location, added_by, added_at FROM governance_workstations"
-        ).fetchall()
+        rows = db.conn.execute(select(*_RETIRED_PLACES.c)).fetchall()
     except (sqlite3.Error, ArchiveError):  # no such table: nothing to adopt
         rows = []
-    placeless = {
-        r[0]
-        for r in db.conn.execute(
-            "SELECT name FROM access_dicom_nodes WHERE may_query = 1 AND location IS NULL"
-        )
-    }
+    placeless = set(
+        db.conn.execute(
+            select(dicom_nodes.c.name).where(
+                dicom_nodes.c.may_query == 1, dicom_nodes.c.location.is_(None)
+            )
+        ).scalars()
+    )
     todo = [tuple(r) for r in rows if r[0] in placeless]
     if todo:
         with db.tx() as c:
             for name, location, added_by, added_at in todo:
                 c.execute(
-                    "UPDATE access_dicom_nodes SET location = ?, added_by = ?, added_at = ?"
-                    " WHERE name = ? AND may_query = 1 AND location IS NULL",
-                    (location, added_by, added_at, name),
+                    update(dicom_nodes)
+                    .where(
+                        dicom_nodes.c.name == name,
+                        dicom_nodes.c.may_query == 1,
+                        dicom_nodes.c.location.is_(None),
+                    )
+                    .values(location=location, added_by=added_by, added_at=added_at)
                 )
     db.places_adopted = True

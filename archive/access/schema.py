@@ -3,78 +3,21 @@ one connection, write lock and transaction that the room's stores share (AccessD
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from archive.db import migrate
+from archive.access import tables
+from archive.db import Step, add_columns, create_tables, migrate
 
 ROOM = "access"
 
-STEPS: list[str | dict[str, str]] = [
-    """
-    CREATE TABLE access_users (
-        name TEXT PRIMARY KEY,
-        password_hash TEXT NOT NULL,           -- argon2id, PHC string
-        disabled INTEGER NOT NULL DEFAULT 0,
-        account_expires TEXT,                  -- UTC ISO datetime; NULL = no expiry
-        created_at TEXT NOT NULL,
-        created_by TEXT NOT NULL,
-        password_changed_at TEXT NOT NULL,
-        failed_count INTEGER NOT NULL DEFAULT 0,
-        first_failed_at TEXT,
-        locked_until TEXT
-    );
-    CREATE TABLE access_roles (
-        user TEXT NOT NULL REFERENCES access_users(name) ON DELETE CASCADE,
-        role TEXT NOT NULL,
-        granted_at TEXT NOT NULL,
-        granted_by TEXT NOT NULL,
-        PRIMARY KEY (user, role)
-    );
-    CREATE TABLE access_training (
-        id INTEGER PRIMARY KEY,
-        user TEXT NOT NULL REFERENCES access_users(name) ON DELETE CASCADE,
-        familiarisation INTEGER NOT NULL,
-        suite_use INTEGER NOT NULL,
-        trained_on TEXT NOT NULL,              -- ISO date
-        expires_on TEXT NOT NULL,              -- ISO date, first day without access
-        policy_version INTEGER NOT NULL,
-        recorded_by TEXT NOT NULL,
-        recorded_at TEXT NOT NULL
-    );
-    CREATE INDEX access_training_user ON access_training(user, trained_on);
-    CREATE TABLE access_applications (
-        id INTEGER PRIMARY KEY,
-        user TEXT NOT NULL REFERENCES access_users(name) ON DELETE CASCADE,
-        speciality TEXT NOT NULL,
-        approved_by TEXT NOT NULL REFERENCES access_users(name),
-        approved_at TEXT NOT NULL,
-        note TEXT NOT NULL DEFAULT ''
-    );
-    CREATE TABLE access_tokens (
-        token_id TEXT PRIMARY KEY,             -- public half of the token, for lookup
-        user TEXT NOT NULL REFERENCES access_users(name) ON DELETE CASCADE,
-        token_hash TEXT NOT NULL,              -- SHA-256 of the whole token
-        label TEXT NOT NULL DEFAULT '',
-        created_at TEXT NOT NULL,
-        expires_at TEXT NOT NULL,
-        revoked_at TEXT,
-        last_used_at TEXT
-    );
-    CREATE INDEX access_tokens_user ON access_tokens(user);
-    CREATE TABLE access_dicom_nodes (
-        name TEXT PRIMARY KEY,
-        aet TEXT NOT NULL,
-        host TEXT NOT NULL,
-        port INTEGER NOT NULL,
-        may_store INTEGER NOT NULL DEFAULT 0,
-        may_query INTEGER NOT NULL DEFAULT 0,
-        UNIQUE (aet, host)
-    );
-    """,
+# Step 1 creates the tables as tables.py declares them now; on a home made before
+# issue 27 it ran as a SQL script and steps 3 and 4 then added their columns, which
+# `add_columns` does only where they are missing.
+STEPS: list[Step] = [
+    create_tables(tables.metadata, tables.STEP_1_TABLES),
     # Step 2: PostgreSQL only. Several nodes cache verified credentials and principals;
     # on SQLite they notice writes by `PRAGMA data_version`, which PostgreSQL has no
     # equivalent of, so every write to an access_ table bumps one counter that each
@@ -111,21 +54,15 @@ STEPS: list[str | dict[str, str]] = [
     # user's web sessions (password reset, disable or enable, role change, expiry,
     # training revoked) bumps it; a session carries the epoch it was made under and dies
     # when they differ, so re-enabling an account never revives an old session.
-    """
-    ALTER TABLE access_users ADD COLUMN session_epoch INTEGER NOT NULL DEFAULT 0;
-    """,
+    add_columns(tables.users, ["session_epoch"]),
     # Step 4 (issue 21): one workstation registry. A suite workstation is a DICOM node
     # that may query, with its place in the suite; the place used to be kept apart in
     # retired governance workstation table (copied over once by archive.access.nodes).
-    """
-    ALTER TABLE access_dicom_nodes ADD COLUMN location TEXT;
-    ALTER TABLE access_dicom_nodes ADD COLUMN added_by TEXT;
-    ALTER TABLE access_dicom_nodes ADD COLUMN added_at TEXT;
-    """,
+    add_columns(tables.dicom_nodes, ["location", "added_by", "added_at"]),
 ]
 
 
-def migrate_access(conn: sqlite3.Connection) -> None:
+def migrate_access(conn: Any) -> None:
     migrate(conn, ROOM, STEPS)
 
 
@@ -153,12 +90,12 @@ class AccessDb:
     @contextmanager
     def tx(self) -> Iterator[Any]:
         with self.lock:
-            self.conn.execute("BEGIN IMMEDIATE")
+            self.conn.begin_write()
             try:
                 yield self.conn
-                self.conn.execute("COMMIT")
+                self.conn.commit()
             except BaseException:
-                self.conn.execute("ROLLBACK")
+                self.conn.rollback()
                 raise
             finally:
                 for callback in self.after_write:

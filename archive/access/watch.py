@@ -24,22 +24,21 @@ class ChangeWatch:
     """
 
     def __init__(self, target: str | Path | ArchiveConfig, interval: float = 0.25) -> None:
-        import sqlite3 as _sqlite3
+        from sqlalchemy import select, text
 
-        from archive.db import dialect, open_database
+        from archive.access.tables import change_counter
+        from archive.db import connect, dialect, open_database
 
         self.generation = 0
         self.interval = interval
         if isinstance(target, ArchiveConfig):
             self._conn = open_database(target)
         else:
-            self._conn = _sqlite3.connect(
-                str(target), check_same_thread=False, isolation_level=None
-            )
+            self._conn = connect(target)
         self._probe = (
-            "SELECT version FROM access_change_counter WHERE id = 1"
+            select(change_counter.c.version).where(change_counter.c.id == 1)
             if dialect(self._conn) == "postgresql"
-            else "PRAGMA data_version"
+            else text("PRAGMA data_version")  # this connection's view of other writers
         )
         self._version = self._read()
         self._stop = threading.Event()
@@ -47,7 +46,7 @@ class ChangeWatch:
         self._thread.start()
 
     def _read(self) -> int:
-        return int(self._conn.execute(self._probe).fetchone()[0])
+        return int(self._conn.execute(self._probe).scalar())
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):

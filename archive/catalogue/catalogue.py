@@ -40,6 +40,7 @@ from archive.catalogue.model import (
 from archive.catalogue.query import parse_query
 from archive.catalogue.repository import CatalogueRepository, repository_for
 from archive.catalogue.vocabulary import Vocabulary, load_vocabulary
+from archive.db.errors import IntegrityError
 
 CASE_ID = re.compile(r"^[A-Z0-9]{2,8}-\d{4}-\d{5,}$")
 _PREFIX = re.compile(r"^[A-Z0-9]{2,8}$")
@@ -51,6 +52,7 @@ _USER = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _PSEUDONYM = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 MAX_TEXT = 20_000
 MAX_LIST_ITEMS = 50
+_UPSERT_ATTEMPTS = 3  # see upsert_from_study
 MAX_PER_PAGE = 200
 # Catalogue sizes at which the planner's statistics are refreshed (then every 5,000).
 STATISTICS_AT = frozenset({50, 500, 2000})
@@ -120,6 +122,27 @@ class Catalogue:
         facts = self._facts(summary, orthanc_study_id)
         series = facts.pop("_series")
         stamp, year = _stamp(now)
+        # Two nodes catalogue the same new study at once (PostgreSQL): the second insert
+        # meets the unique study UID; its transaction is rolled back whole (its number
+        # too) and run again, which then finds the first node's case and refreshes it.
+        for attempt in range(1, _UPSERT_ATTEMPTS + 1):
+            nested = self.repo.conn.in_transaction
+            try:
+                return self._upsert(facts, series, stamp, year, status, actor)
+            except IntegrityError:
+                if nested or attempt == _UPSERT_ATTEMPTS:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _upsert(
+        self,
+        facts: dict[str, Any],
+        series: list[Any],
+        stamp: str,
+        year: int,
+        status: str,
+        actor: str,
+    ) -> Case:
         number, refresh = 0, False
         with self.repo.transaction():
             existing = self.repo.case_for_study(facts["study_uid"])

@@ -1,33 +1,54 @@
-"""All of the catalogue's SQL, behind one small class per database.
+"""All of the catalogue's statements, behind one small class per database.
 
 `Catalogue` (catalogue.py) holds the rules: validation, identifier checks, id format,
 auditing. It talks to storage only through the methods of `SqliteCatalogueRepository`,
 which `CatalogueRepository` below names as a Protocol.
 
-With `[database] kind = "postgresql"` the connection is an
-archive.db_postgres.PostgresConnection, which translates the portable statements, and
-`repository_for(conn)` gives `PostgresCatalogueRepository` instead. That subclass
-replaces only what SQLite does with FTS5:
-  - schema (schema.PG_STEP_1): a generated `search tsvector` column, per-field weights
-    A..D in place of bm25 weights, a GIN index; a stemming configuration without
+Statements are SQLAlchemy Core over the tables of tables.py, the same on SQLite and
+PostgreSQL (issue 27): upserts with the dialect's `on_conflict_do_update ... returning`,
+titles ordered by `lower(title)`. Inside a write transaction the case and collection
+rows a use case reads are read FOR UPDATE, so on PostgreSQL two use cases changing
+different cases run side by side and two changing the same case take turns (SQLite
+ignores it: BEGIN IMMEDIATE already admits one writer).
+
+Full text is each backend's own. `repository_for(conn)` gives
+`PostgresCatalogueRepository` on PostgreSQL, which replaces only what SQLite does with
+FTS5:
+  - schema (schema.PG_SEARCH_COLUMN): a generated `search tsvector` column, per-field
+    weights A..D in place of bm25 weights, a GIN index; a stemming configuration without
     stop-word removal (`catalogue_english`), so a query of common words still matches,
     as it does with FTS5's porter tokenizer;
   - search: each parsed term becomes `plainto_tsquery` (a word), `phraseto_tsquery` (a
     phrase) or `to_tsquery(quote_literal(word) || ':*')` (a prefix), joined with `&&`,
-    `||` and `!!`: user text is always a bound parameter, never tsquery syntax;
-    ranking by `ts_rank_cd`;
-  - `next_value`: `INSERT ... ON CONFLICT ... DO UPDATE ... RETURNING` (atomic);
-  - title order: `lower(title)` for `COLLATE NOCASE`.
+    `||` and `tsquery_not`: user text is always a bound parameter, never tsquery syntax;
+    ranking by `ts_rank_cd`.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any, Protocol
+
+from sqlalchemy import (
+    Text,
+    and_,
+    cast,
+    column,
+    delete,
+    func,
+    insert,
+    literal_column,
+    not_,
+    select,
+    table,
+    text,
+    update,
+)
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.selectable import Join
 
 from archive.catalogue.model import (
     Case,
@@ -38,7 +59,16 @@ from archive.catalogue.model import (
 )
 from archive.catalogue.query import ParsedQuery, Term, fts5_match
 from archive.catalogue.schema import FTS_COLUMNS, ROOM, STEPS
-from archive.db import dialect, migrate
+from archive.catalogue.tables import (
+    case_modalities,
+    cases,
+    collection_editors,
+    collection_items,
+    collections,
+    sequences,
+    series,
+)
+from archive.db import dialect, dialect_insert, migrate
 
 # bm25 weights per FTS column (same order as schema.FTS_COLUMNS): a word in the title
 # or diagnosis says far more about what a case teaches than one in the discussion.
@@ -57,32 +87,50 @@ BM25_WEIGHTS = {
     "modalities": 3.0,
     "study_description": 1.5,
 }
-_BM25 = "bm25(catalogue_cases_fts, {})".format(", ".join(str(BM25_WEIGHTS[c]) for c in FTS_COLUMNS))
 
 # Domain field name -> column name, where they differ (REFERENCES is an SQL keyword).
 _COLUMN = {"references": "case_references"}
 _JSON_LIST_FIELDS = ("keywords", "authors")
-_CASE_COLUMNS = frozenset(
-    (
-        "case_id study_uid orthanc_study_id patient_pseudonym modalities body_part"
-        " series_count instance_count age_band sex level intake status study_description"
-        " added_at updated_at title clinical_history findings diagnosis differential"
-        " discussion teaching_points anatomy case_references keywords authors category"
-        " difficulty review_state edited_by edited_at vocabulary_version"
-    ).split()
-)
-_COLLECTION_COLUMNS = frozenset(
-    "collection_id title description owner created_at updated_at".split()
-)
+_CASE_COLUMNS = frozenset(c.name for c in cases.columns) - {"id"}
+_COLLECTION_COLUMNS = frozenset(c.name for c in collections.columns) - {"id"}
 
 # At most this many narrowed searches when no case has every word (bounds the cost).
 PARTIAL_ATTEMPTS = 3
 
+# The case table as every search names it, and SQLite's FTS5 table (schema.SQLITE_FTS).
+c = cases.alias("c")
+fts = table("catalogue_cases_fts", column("rowid"))
+_FTS_TABLE = literal_column("catalogue_cases_fts")
+_BM25 = func.bm25(_FTS_TABLE, *(literal_column(repr(BM25_WEIGHTS[n])) for n in FTS_COLUMNS))
+
 _ORDER = {
-    "added": "c.added_at ASC, c.id ASC",
-    "-added": "c.added_at DESC, c.id DESC",
-    "title": "c.title = '' ASC, c.title COLLATE NOCASE ASC, c.case_id ASC",
+    "added": (c.c.added_at.asc(), c.c.id.asc()),
+    "-added": (c.c.added_at.desc(), c.c.id.desc()),
+    "title": ((c.c.title == "").asc(), func.lower(c.c.title).asc(), c.c.case_id.asc()),
 }
+
+
+class FtsJoin(Join):
+    """FTS5 matches joined to their case rows. On SQLite: `CROSS JOIN` (FTS5 is read
+    first) and `INDEXED BY catalogue_cases_facets`: the narrow covering index answers
+    the per-match rowid look-ups and the filters without reading the wide rows
+    (measured: 2-3x at 100k cases). SQLAlchemy renders no table hints for SQLite."""
+
+    inherit_cache = True
+
+
+@compiles(FtsJoin, "sqlite")
+def _fts_join(element: FtsJoin, compiler: Any, **kw: Any) -> str:
+    kw["asfrom"] = True
+    left = compiler.process(element.left, **kw)
+    right = compiler.process(element.right, **kw)
+    on_kw = {k: v for k, v in kw.items() if k != "asfrom"}
+    onclause = compiler.process(element.onclause, **on_kw)
+    return f"{left} CROSS JOIN {right} INDEXED BY catalogue_cases_facets ON {onclause}"
+
+
+def _fts_match(match: str) -> Any:
+    return _FTS_TABLE.op("MATCH")(match)
 
 
 class CatalogueRepository(Protocol):
@@ -129,102 +177,91 @@ def repository_for(conn: Any) -> SqliteCatalogueRepository:
 class SqliteCatalogueRepository:
     """The embedded default: SQLite with FTS5 (external content, trigger-synced)."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: Any) -> None:
         self.conn = conn
         migrate(conn, ROOM, STEPS)
 
     # -- transactions and sequences -------------------------------------------------
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        """BEGIN IMMEDIATE..COMMIT; nested use joins the outer transaction."""
+        """One write transaction; nested use joins the outer transaction."""
         if self.conn.in_transaction:
             yield
             return
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
+        with self.conn.write():
             yield
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        self.conn.execute("COMMIT")
+
+    def _locked(self, statement: Any) -> Any:
+        """Inside a write transaction, the rows read are locked until it ends."""
+        return statement.with_for_update() if self.conn.in_transaction else statement
 
     def next_value(self, scope: str) -> int:
-        """Next number in a named sequence; call inside a transaction (atomic)."""
-        self.conn.execute(
-            "INSERT INTO catalogue_sequences (scope, last_value) VALUES (?, 1)"
-            " ON CONFLICT (scope) DO UPDATE SET last_value = last_value + 1",
-            (scope,),
+        """Next number in a named sequence; call inside a transaction (atomic: the
+        upsert locks the sequence's row until the transaction ends)."""
+        statement = (
+            dialect_insert(self.conn, sequences)
+            .values(scope=scope, last_value=1)
+            .on_conflict_do_update(
+                index_elements=[sequences.c.scope],
+                set_={"last_value": sequences.c.last_value + 1},
+            )
+            .returning(sequences.c.last_value)
         )
-        row = self.conn.execute(
-            "SELECT last_value FROM catalogue_sequences WHERE scope = ?", (scope,)
-        ).fetchone()
-        return int(row[0])
+        return int(self.conn.execute(statement).scalar())
 
     # -- cases --------------------------------------------------------------------
     def get_case(self, case_id: str) -> Case | None:
         rows = self.conn.execute(
-            "SELECT * FROM catalogue_cases WHERE case_id = ?", (case_id,)
+            self._locked(select(cases).where(cases.c.case_id == case_id))
         ).fetchall()
-        cases = self._cases(rows)
-        return cases[0] if cases else None
+        found = self._cases(rows)
+        return found[0] if found else None
 
     def case_for_study(self, study_uid: str) -> Case | None:
         rows = self.conn.execute(
-            "SELECT * FROM catalogue_cases WHERE study_uid = ?", (study_uid,)
+            self._locked(select(cases).where(cases.c.study_uid == study_uid))
         ).fetchall()
-        cases = self._cases(rows)
-        return cases[0] if cases else None
+        found = self._cases(rows)
+        return found[0] if found else None
 
     def cases_for_pseudonym(self, pseudonym: str) -> list[Case]:
         rows = self.conn.execute(
-            "SELECT * FROM catalogue_cases WHERE patient_pseudonym = ? ORDER BY id",
-            (pseudonym,),
+            select(cases).where(cases.c.patient_pseudonym == pseudonym).order_by(cases.c.id)
         ).fetchall()
         return self._cases(rows)
 
     def insert_case(self, values: dict[str, Any]) -> None:
-        columns, params = self._columns(values)
-        marks = ", ".join("?" for _ in columns)
-        self.conn.execute(
-            f"INSERT INTO catalogue_cases ({', '.join(columns)}) VALUES ({marks})",  # noqa: S608
-            params,
-        )
+        self.conn.execute(insert(cases).values(self._columns(values)))
 
     def update_case(self, case_id: str, values: dict[str, Any]) -> None:
-        columns, params = self._columns(values)
-        assignments = ", ".join(f"{c} = ?" for c in columns)
         self.conn.execute(
-            f"UPDATE catalogue_cases SET {assignments} WHERE case_id = ?",  # noqa: S608
-            (*params, case_id),
+            update(cases).where(cases.c.case_id == case_id).values(self._columns(values))
         )
 
-    def replace_series(self, case_id: str, series: Sequence[SeriesSummary]) -> None:
+    def replace_series(self, case_id: str, summaries: Sequence[SeriesSummary]) -> None:
         rowid = self._case_rowid(case_id)
-        self.conn.execute("DELETE FROM catalogue_series WHERE case_rowid = ?", (rowid,))
-        self.conn.executemany(
-            "INSERT INTO catalogue_series (case_rowid, position, series_uid, modality,"
-            " description, instance_count, orthanc_series_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [
-                (
-                    rowid,
-                    n,
-                    s.series_uid,
-                    s.modality,
-                    s.description,
-                    s.instance_count,
-                    s.orthanc_series_id,
-                )
-                for n, s in enumerate(series, start=1)
-            ],
-        )
+        self.conn.execute(delete(series).where(series.c.case_rowid == rowid))
+        rows = [
+            {
+                "case_rowid": rowid,
+                "position": n,
+                "series_uid": s.series_uid,
+                "modality": s.modality,
+                "description": s.description,
+                "instance_count": s.instance_count,
+                "orthanc_series_id": s.orthanc_series_id,
+            }
+            for n, s in enumerate(summaries, start=1)
+        ]
+        if rows:
+            self.conn.execute(insert(series), rows)
         modalities = self.conn.execute(
-            "SELECT modalities FROM catalogue_cases WHERE id = ?", (rowid,)
-        ).fetchone()[0]
-        self.conn.execute("DELETE FROM catalogue_case_modalities WHERE case_rowid = ?", (rowid,))
-        self.conn.executemany(
-            "INSERT OR IGNORE INTO catalogue_case_modalities (modality, case_rowid) VALUES (?, ?)",
-            [(m, rowid) for m in modalities.split()],
-        )
+            select(cases.c.modalities).where(cases.c.id == rowid)
+        ).scalar()
+        self.conn.execute(delete(case_modalities).where(case_modalities.c.case_rowid == rowid))
+        kinds = [{"modality": m, "case_rowid": rowid} for m in dict.fromkeys(modalities.split())]
+        if kinds:
+            self.conn.execute(insert(case_modalities), kinds)
 
     # -- search -------------------------------------------------------------------
     def search(
@@ -235,17 +272,13 @@ class SqliteCatalogueRepository:
         offset: int,
         sort: str,
     ) -> tuple[int, list[Case], str]:
-        where, params = self._filters(filters)
+        where = self._filters(filters)
         if not query.include:
             if query.exclude:
-                clause, args = self._excluded(query.exclude)
-                where.append(clause)
-                params.extend(args)
-            return (*self._plain(where, params, limit, offset, sort), "all")
+                where.append(self._excluded(query.exclude))
+            return (*self._plain(where, limit, offset, sort), "all")
 
-        total, rows = self._text_search(
-            query.include, query.exclude, where, params, limit, offset, sort
-        )
+        total, rows = self._text_search(query.include, query.exclude, where, limit, offset, sort)
         if total or len(query.include) == 1:
             return total, self._cases(rows), "all"
         # No case has every word. Rather than OR-ing them (which ranks tens of thousands
@@ -256,68 +289,55 @@ class SqliteCatalogueRepository:
         for _ in range(PARTIAL_ATTEMPTS):
             if not kept:
                 break
-            total, rows = self._text_search(
-                tuple(kept), query.exclude, where, params, limit, offset, sort
-            )
+            total, rows = self._text_search(tuple(kept), query.exclude, where, limit, offset, sort)
             if total or len(kept) == 1:
                 break
             kept.remove(max(kept, key=lambda t: frequency[t]))
         return total, self._cases(rows), "partial"
 
-    def _excluded(self, exclude: tuple[Term, ...]) -> tuple[str, list[Any]]:
+    def _excluded(self, exclude: tuple[Term, ...]) -> Any:
         """A filter dropping cases that contain any of the terms."""
-        return (
-            "c.id NOT IN (SELECT rowid FROM catalogue_cases_fts WHERE catalogue_cases_fts MATCH ?)",
-            [fts5_match(exclude, "OR")],
-        )
+        matching = select(fts.c.rowid).where(_fts_match(fts5_match(exclude, "OR")))
+        return c.c.id.not_in(matching)
 
-    def _order(self, sort: str, default: str) -> str:
+    def _order(self, sort: str, default: tuple) -> tuple:
         return _ORDER.get(sort, default)
 
     def _text_search(
         self,
         include: tuple[Term, ...],
         exclude: tuple[Term, ...],
-        where: list[str],
-        params: list[Any],
+        where: list[Any],
         limit: int,
         offset: int,
         sort: str,
-    ) -> tuple[int, list[sqlite3.Row]]:
+    ) -> tuple[int, list[Any]]:
         match = fts5_match(include, "AND")
         if exclude:
             match = f"({match}) NOT ({fts5_match(exclude, 'OR')})"
-        clauses = ["catalogue_cases_fts MATCH ?", *where]
-        base = (
-            # The narrow covering index answers the per-match rowid lookups and the
-            # filters without reading the wide rows (measured: 2-3x at 100k cases).
-            "FROM catalogue_cases_fts CROSS JOIN catalogue_cases c"
-            " INDEXED BY catalogue_cases_facets"
-            " ON c.id = catalogue_cases_fts.rowid WHERE " + " AND ".join(clauses)
-        )
-        args = [match, *params]
-        total = self.conn.execute(f"SELECT count(*) {base}", args).fetchone()[0]
+        source = FtsJoin(fts, c, c.c.id == fts.c.rowid)
+        condition = and_(_fts_match(match), *where)
+        total = self.conn.execute(
+            select(func.count()).select_from(source).where(condition)
+        ).scalar()
         if not total:
             return 0, []
-        order = _ORDER.get(sort, f"{_BM25} ASC, c.id DESC")
+        order = _ORDER.get(sort, (_BM25.asc(), c.c.id.desc()))
         ids = self.conn.execute(
-            f"SELECT c.id {base} ORDER BY {order} LIMIT ? OFFSET ?",
-            (*args, limit, offset),
-        ).fetchall()
-        return total, self._rows_by_id([r[0] for r in ids])
+            select(c.c.id)
+            .select_from(source)
+            .where(condition)
+            .order_by(*order)
+            .limit(limit)
+            .offset(offset)
+        ).scalars()
+        return total, self._rows_by_id(ids)
 
-    def _rows_by_id(self, ids: list[int]) -> list[sqlite3.Row]:
+    def _rows_by_id(self, ids: list[int]) -> list[Any]:
         """Whole rows for one page only: sorting carries ids, not kilobytes of text."""
         if not ids:
             return []
-        marks = ", ".join("?" for _ in ids)
-        rows = {
-            r["id"]: r
-            for r in self.conn.execute(
-                f"SELECT * FROM catalogue_cases WHERE id IN ({marks})",  # noqa: S608
-                ids,
-            )
-        }
+        rows = {r.id: r for r in self.conn.execute(select(cases).where(cases.c.id.in_(ids)))}
         return [rows[i] for i in ids]
 
     def refresh_statistics(self) -> None:
@@ -326,247 +346,232 @@ class SqliteCatalogueRepository:
         Without them SQLite may read the wide case rows instead of the covering index;
         Catalogue calls this as the catalogue grows, operators may call it any time.
         """
-        for table in ("catalogue_cases", "catalogue_case_modalities", "catalogue_series"):
-            self.conn.execute(f"ANALYZE {table}")
+        for name in (cases.name, case_modalities.name, series.name):
+            self.conn.execute(text(f"ANALYZE {name}"))
 
     def _document_frequency(self, term: Term) -> int:
         """How many cases contain a term (capped: only the order matters)."""
-        return self.conn.execute(
-            "SELECT count(*) FROM (SELECT 1 FROM catalogue_cases_fts"
-            " WHERE catalogue_cases_fts MATCH ? LIMIT 50000)",
-            (fts5_match((term,), "AND"),),
-        ).fetchone()[0]
+        matching = (
+            select(literal_column("1"))
+            .select_from(fts)
+            .where(_fts_match(fts5_match((term,), "AND")))
+            .limit(50000)
+            .subquery()
+        )
+        return self.conn.execute(select(func.count()).select_from(matching)).scalar()
 
     def _plain(
-        self, where: list[str], params: list[Any], limit: int, offset: int, sort: str
+        self, where: list[Any], limit: int, offset: int, sort: str
     ) -> tuple[int, list[Case]]:
-        clause = " WHERE " + " AND ".join(where) if where else ""
-        total = self.conn.execute(
-            f"SELECT count(*) FROM catalogue_cases c{clause}",  # noqa: S608
-            params,
-        ).fetchone()[0]
+        condition = and_(True, *where)
+        total = self.conn.execute(select(func.count()).select_from(c).where(condition)).scalar()
         order = self._order(sort, _ORDER["-added"])
         ids = self.conn.execute(
-            f"SELECT c.id FROM catalogue_cases c{clause} ORDER BY {order} LIMIT ? OFFSET ?",  # noqa: S608
-            (*params, limit, offset),
-        ).fetchall()
-        return total, self._cases(self._rows_by_id([r[0] for r in ids]))
+            select(c.c.id).where(condition).order_by(*order).limit(limit).offset(offset)
+        ).scalars()
+        return total, self._cases(self._rows_by_id(ids))
 
     @staticmethod
-    def _filters(filters: SearchFilters) -> tuple[list[str], list[Any]]:
-        where: list[str] = []
-        params: list[Any] = []
-
-        def any_of(column: str, values: tuple[str, ...]) -> None:
-            where.append(f"{column} IN ({', '.join('?' for _ in values)})")
-            params.extend(values)
-
+    def _filters(filters: SearchFilters) -> list[Any]:
+        where: list[Any] = []
         if filters.status:
-            any_of("c.status", filters.status)
+            where.append(c.c.status.in_(filters.status))
         else:
-            where.append("c.status != 'withdrawn'")
+            where.append(c.c.status != "withdrawn")
         for name in ("body_part", "category", "difficulty", "level"):
             values = getattr(filters, name)
             if values:
-                any_of(f"c.{name}", values)
+                where.append(c.c[name].in_(values))
         if filters.modality:
-            marks = ", ".join("?" for _ in filters.modality)
             where.append(
-                "c.id IN (SELECT case_rowid FROM catalogue_case_modalities"  # noqa: S608
-                f" WHERE modality IN ({marks}))"
+                c.c.id.in_(
+                    select(case_modalities.c.case_rowid).where(
+                        case_modalities.c.modality.in_(filters.modality)
+                    )
+                )
             )
-            params.extend(filters.modality)
         if filters.collection:
-            marks = ", ".join("?" for _ in filters.collection)
             where.append(
-                "c.id IN (SELECT i.case_rowid FROM catalogue_collection_items i"  # noqa: S608
-                " JOIN catalogue_collections k ON k.id = i.collection_rowid"
-                f" WHERE k.collection_id IN ({marks}))"
+                c.c.id.in_(
+                    select(collection_items.c.case_rowid)
+                    .join(collections, collections.c.id == collection_items.c.collection_rowid)
+                    .where(collections.c.collection_id.in_(filters.collection))
+                )
             )
-            params.extend(filters.collection)
-        return where, params
+        return where
 
     # -- collections ----------------------------------------------------------------
     def insert_collection(self, values: dict[str, Any]) -> None:
         if not set(values) <= _COLLECTION_COLUMNS:
             raise ValueError("not a catalogue_collections column")
-        columns = list(values)
-        self.conn.execute(
-            f"INSERT INTO catalogue_collections ({', '.join(columns)})"  # noqa: S608
-            f" VALUES ({', '.join('?' for _ in columns)})",
-            [values[c] for c in columns],
-        )
+        self.conn.execute(insert(collections).values(values))
 
     def update_collection(self, collection_id: str, values: dict[str, Any]) -> None:
         if not set(values) <= _COLLECTION_COLUMNS:
             raise ValueError("not a catalogue_collections column")
-        assignments = ", ".join(f"{c} = ?" for c in values)
         self.conn.execute(
-            f"UPDATE catalogue_collections SET {assignments} WHERE collection_id = ?",  # noqa: S608
-            (*values.values(), collection_id),
+            update(collections).where(collections.c.collection_id == collection_id).values(values)
         )
+
+    @staticmethod
+    def _with_size() -> Any:
+        size = (
+            select(func.count())
+            .where(collection_items.c.collection_rowid == collections.c.id)
+            .scalar_subquery()
+            .label("size")
+        )
+        return select(collections, size)
 
     def get_collection(self, collection_id: str, include_withdrawn: bool) -> Collection | None:
         row = self.conn.execute(
-            "SELECT k.*, (SELECT count(*) FROM catalogue_collection_items i"
-            "  WHERE i.collection_rowid = k.id) AS size"
-            " FROM catalogue_collections k WHERE collection_id = ?",
-            (collection_id,),
+            self._with_size().where(collections.c.collection_id == collection_id)
         ).fetchone()
         if row is None:
             return None
-        hide = "" if include_withdrawn else " AND c.status != 'withdrawn'"
-        items = self.conn.execute(
-            "SELECT c.case_id, c.title, c.status FROM catalogue_collection_items i"  # noqa: S608
-            " JOIN catalogue_cases c ON c.id = i.case_rowid"
-            f" WHERE i.collection_rowid = ?{hide} ORDER BY i.position",
-            (row["id"],),
-        ).fetchall()
+        statement = (
+            select(c.c.case_id, c.c.title, c.c.status)
+            .select_from(collection_items.join(c, c.c.id == collection_items.c.case_rowid))
+            .where(collection_items.c.collection_rowid == row.id)
+            .order_by(collection_items.c.position)
+        )
+        if not include_withdrawn:
+            statement = statement.where(c.c.status != "withdrawn")
+        items = self.conn.execute(statement).fetchall()
         collection = self._collection(
             row,
-            [
-                CollectionItem(r["case_id"], n, r["title"], r["status"])
-                for n, r in enumerate(items, start=1)
-            ],
+            [CollectionItem(r.case_id, n, r.title, r.status) for n, r in enumerate(items, start=1)],
         )
-        return replace(collection, editors=self._editors(row["id"]))
+        return replace(collection, editors=self._editors(row.id))
 
     def _editors(self, rowid: int) -> list[str]:
-        return [
-            r[0]
-            for r in self.conn.execute(
-                "SELECT editor FROM catalogue_collection_editors WHERE collection_rowid = ?"
-                " ORDER BY editor",
-                (rowid,),
+        return self.conn.execute(
+            select(collection_editors.c.editor)
+            .where(collection_editors.c.collection_rowid == rowid)
+            .order_by(collection_editors.c.editor)
+        ).scalars()
+
+    def _collection_rowid(self, collection_id: str) -> int | None:
+        return self.conn.execute(
+            self._locked(
+                select(collections.c.id).where(collections.c.collection_id == collection_id)
             )
-        ]
+        ).scalar()
 
     def set_collection_editors(
         self, collection_id: str, editors: Sequence[str], by: str, now: str
     ) -> None:
         """The users the owner shares editing with: exactly `editors`."""
-        krow = self.conn.execute(
-            "SELECT id FROM catalogue_collections WHERE collection_id = ?", (collection_id,)
-        ).fetchone()
+        rowid = self._collection_rowid(collection_id)
         self.conn.execute(
-            "DELETE FROM catalogue_collection_editors WHERE collection_rowid = ?", (krow[0],)
+            delete(collection_editors).where(collection_editors.c.collection_rowid == rowid)
         )
-        self.conn.executemany(
-            "INSERT INTO catalogue_collection_editors (collection_rowid, editor, added_by,"
-            " added_at) VALUES (?, ?, ?, ?)",
-            [(krow[0], editor, by, now) for editor in editors],
-        )
+        rows = [
+            {"collection_rowid": rowid, "editor": editor, "added_by": by, "added_at": now}
+            for editor in editors
+        ]
+        if rows:
+            self.conn.execute(insert(collection_editors), rows)
 
     def delete_collection(self, collection_id: str) -> None:
         """The collection, its order and its editors; the cases stay in the catalogue."""
-        krow = self.conn.execute(
-            "SELECT id FROM catalogue_collections WHERE collection_id = ?", (collection_id,)
-        ).fetchone()
-        if krow is None:
+        rowid = self._collection_rowid(collection_id)
+        if rowid is None:
             return
-        for table in ("catalogue_collection_items", "catalogue_collection_editors"):
-            self.conn.execute(
-                f"DELETE FROM {table} WHERE collection_rowid = ?",  # noqa: S608 - fixed names
-                (krow[0],),
-            )
-        self.conn.execute("DELETE FROM catalogue_collections WHERE id = ?", (krow[0],))
+        for owned in (collection_items, collection_editors):
+            self.conn.execute(delete(owned).where(owned.c.collection_rowid == rowid))
+        self.conn.execute(delete(collections).where(collections.c.id == rowid))
 
     def list_collections(self) -> list[Collection]:
-        rows = self.conn.execute(
-            "SELECT k.*, (SELECT count(*) FROM catalogue_collection_items i"
-            "  WHERE i.collection_rowid = k.id) AS size"
-            " FROM catalogue_collections k ORDER BY k.id"
-        ).fetchall()
+        rows = self.conn.execute(self._with_size().order_by(collections.c.id)).fetchall()
         return [self._collection(r, []) for r in rows]
 
     def collection_case_ids(self, collection_id: str) -> list[str]:
         """Every case in the collection in order, withdrawn ones included."""
-        return [
-            r[0]
-            for r in self.conn.execute(
-                "SELECT c.case_id FROM catalogue_collection_items i"
-                " JOIN catalogue_collections k ON k.id = i.collection_rowid"
-                " JOIN catalogue_cases c ON c.id = i.case_rowid"
-                " WHERE k.collection_id = ? ORDER BY i.position",
-                (collection_id,),
+        return self.conn.execute(
+            select(c.c.case_id)
+            .select_from(
+                collection_items.join(
+                    collections, collections.c.id == collection_items.c.collection_rowid
+                ).join(c, c.c.id == collection_items.c.case_rowid)
             )
-        ]
+            .where(collections.c.collection_id == collection_id)
+            .order_by(collection_items.c.position)
+        ).scalars()
 
     def set_collection_items(self, collection_id: str, case_ids: Sequence[str], now: str) -> None:
         """Make the collection hold exactly `case_ids`, in that order."""
-        krow = self.conn.execute(
-            "SELECT id FROM catalogue_collections WHERE collection_id = ?", (collection_id,)
-        ).fetchone()
+        rowid = self._collection_rowid(collection_id)
         added = {
-            r[0]: r[1]
+            r.case_rowid: r.added_at
             for r in self.conn.execute(
-                "SELECT case_rowid, added_at FROM catalogue_collection_items"
-                " WHERE collection_rowid = ?",
-                (krow[0],),
+                select(collection_items.c.case_rowid, collection_items.c.added_at).where(
+                    collection_items.c.collection_rowid == rowid
+                )
             )
         }
         self.conn.execute(
-            "DELETE FROM catalogue_collection_items WHERE collection_rowid = ?", (krow[0],)
+            delete(collection_items).where(collection_items.c.collection_rowid == rowid)
         )
         rows = []
         for n, case_id in enumerate(case_ids, start=1):
-            rowid = self._case_rowid(case_id)
-            rows.append((krow[0], rowid, n, added.get(rowid, now)))
-        self.conn.executemany(
-            "INSERT INTO catalogue_collection_items"
-            " (collection_rowid, case_rowid, position, added_at) VALUES (?, ?, ?, ?)",
-            rows,
-        )
+            case_rowid = self._case_rowid(case_id)
+            rows.append(
+                {
+                    "collection_rowid": rowid,
+                    "case_rowid": case_rowid,
+                    "position": n,
+                    "added_at": added.get(case_rowid, now),
+                }
+            )
+        if rows:
+            self.conn.execute(insert(collection_items), rows)
 
     # -- row mapping ----------------------------------------------------------------
     def _case_rowid(self, case_id: str) -> int:
-        row = self.conn.execute(
-            "SELECT id FROM catalogue_cases WHERE case_id = ?", (case_id,)
-        ).fetchone()
-        if row is None:
+        rowid = self.conn.execute(select(cases.c.id).where(cases.c.case_id == case_id)).scalar()
+        if rowid is None:
             raise KeyError(case_id)
-        return int(row[0])
+        return int(rowid)
 
     @staticmethod
-    def _columns(values: dict[str, Any]) -> tuple[list[str], list[Any]]:
+    def _columns(values: dict[str, Any]) -> dict[str, Any]:
         """Column names come from code, never from input: anything else is a bug."""
-        columns, params = [], []
+        columns: dict[str, Any] = {}
         for name, value in values.items():
-            column = _COLUMN.get(name, name)
-            if column not in _CASE_COLUMNS:
+            column_name = _COLUMN.get(name, name)
+            if column_name not in _CASE_COLUMNS:
                 raise ValueError(f"not a catalogue_cases column: {name}")
-            columns.append(column)
             if name in _JSON_LIST_FIELDS:
                 value = json.dumps(list(value), ensure_ascii=False)
             elif name == "modalities":
                 value = " ".join(value)
-            params.append(value)
-        return columns, params
+            columns[column_name] = value
+        return columns
 
-    def _cases(self, rows: list[sqlite3.Row]) -> list[Case]:
+    def _cases(self, rows: list[Any]) -> list[Case]:
         if not rows:
             return []
-        ids = [r["id"] for r in rows]
-        series: dict[int, list[SeriesSummary]] = {i: [] for i in ids}
-        marks = ", ".join("?" for _ in ids)
+        ids = [r.id for r in rows]
+        by_case: dict[int, list[SeriesSummary]] = {i: [] for i in ids}
         for s in self.conn.execute(
-            "SELECT * FROM catalogue_series"  # noqa: S608
-            f" WHERE case_rowid IN ({marks}) ORDER BY case_rowid, position",
-            ids,
+            select(series)
+            .where(series.c.case_rowid.in_(ids))
+            .order_by(series.c.case_rowid, series.c.position)
         ):
-            series[s["case_rowid"]].append(
+            by_case[s.case_rowid].append(
                 SeriesSummary(
-                    series_uid=s["series_uid"],
-                    modality=s["modality"],
-                    description=s["description"],
-                    instance_count=s["instance_count"],
-                    orthanc_series_id=s["orthanc_series_id"],
+                    series_uid=s.series_uid,
+                    modality=s.modality,
+                    description=s.description,
+                    instance_count=s.instance_count,
+                    orthanc_series_id=s.orthanc_series_id,
                 )
             )
-        return [self._case(r, series[r["id"]]) for r in rows]
+        return [self._case(r, by_case[r.id]) for r in rows]
 
     @staticmethod
-    def _case(row: sqlite3.Row, series: list[SeriesSummary]) -> Case:
+    def _case(row: Any, series: list[SeriesSummary]) -> Case:
         return Case(
             case_id=row["case_id"],
             study_uid=row["study_uid"],
@@ -605,7 +610,7 @@ class SqliteCatalogueRepository:
         )
 
     @staticmethod
-    def _collection(row: sqlite3.Row, items: list[CollectionItem]) -> Collection:
+    def _collection(row: Any, items: list[CollectionItem]) -> Collection:
         return Collection(
             collection_id=row["collection_id"],
             title=row["title"],
@@ -620,78 +625,64 @@ class SqliteCatalogueRepository:
 
 # -- PostgreSQL -----------------------------------------------------------------------
 
-_PG_ORDER = {**_ORDER, "title": "c.title = '' ASC, lower(c.title) ASC, c.case_id ASC"}
-# Text search configuration made by schema.PG_STEP_1 (stemming, no stop-word removal).
+# Text search configuration made by schema.PG_TEXT_SEARCH (stemming, no stop-word removal).
 PG_TEXT_CONFIG = "catalogue_english"
+_CONFIG = literal_column(f"'{PG_TEXT_CONFIG}'")  # a fixed name, never input
+_SEARCH = literal_column("c.search")  # schema.PG_SEARCH_COLUMN, outside tables.py
 
 
-def pg_term(term: Term) -> tuple[str, str]:
-    """One parsed term as a tsquery expression and its one bound parameter."""
+def pg_term(term: Term) -> Any:
+    """One parsed term as a tsquery expression; the user's words are bound parameters."""
     if len(term.words) > 1:
-        return f"phraseto_tsquery('{PG_TEXT_CONFIG}', ?)", " ".join(term.words)
+        return func.phraseto_tsquery(_CONFIG, " ".join(term.words))
     if term.prefix:
-        return f"to_tsquery('{PG_TEXT_CONFIG}', quote_literal(?::text) || ':*')", term.words[0]
-    return f"plainto_tsquery('{PG_TEXT_CONFIG}', ?)", term.words[0]
+        prefix = func.quote_literal(cast(term.words[0], Text)).op("||")(":*")
+        return func.to_tsquery(_CONFIG, prefix)
+    return func.plainto_tsquery(_CONFIG, term.words[0])
 
 
-def pg_tsquery(terms: tuple[Term, ...], joiner: str) -> tuple[str, list[str]]:
-    """Terms joined with `&&` or `||` (tsquery operators), parameters in order."""
-    parts = [pg_term(t) for t in terms]
-    return "(" + f" {joiner} ".join(p[0] for p in parts) + ")", [p[1] for p in parts]
+def pg_tsquery(terms: tuple[Term, ...], joiner: str) -> Any:
+    """Terms joined with `&&` or `||` (tsquery operators)."""
+    query = pg_term(terms[0])
+    for term in terms[1:]:
+        query = query.op(joiner)(pg_term(term))
+    return query.self_group()
 
 
 class PostgresCatalogueRepository(SqliteCatalogueRepository):
     """The catalogue on PostgreSQL: FTS5 replaced by a weighted tsvector (see above)."""
 
-    def next_value(self, scope: str) -> int:
-        row = self.conn.execute(
-            "INSERT INTO catalogue_sequences (scope, last_value) VALUES (?, 1)"
-            " ON CONFLICT (scope) DO UPDATE"
-            " SET last_value = catalogue_sequences.last_value + 1 RETURNING last_value",
-            (scope,),
-        ).fetchone()
-        return int(row[0])
-
-    def _excluded(self, exclude: tuple[Term, ...]) -> tuple[str, list[Any]]:
-        query, params = pg_tsquery(exclude, "||")
-        return f"NOT (c.search @@ {query})", list(params)
-
-    def _order(self, sort: str, default: str) -> str:
-        return _PG_ORDER.get(sort, default)
+    def _excluded(self, exclude: tuple[Term, ...]) -> Any:
+        return not_(_SEARCH.op("@@")(pg_tsquery(exclude, "||")))
 
     def _text_search(
         self,
         include: tuple[Term, ...],
         exclude: tuple[Term, ...],
-        where: list[str],
-        params: list[Any],
+        where: list[Any],
         limit: int,
         offset: int,
         sort: str,
     ) -> tuple[int, list[Any]]:
-        query, args = pg_tsquery(include, "&&")
+        query = pg_tsquery(include, "&&")
         if exclude:
-            excluded, more = pg_tsquery(exclude, "||")
-            query = f"({query} && !!{excluded})"
-            args = [*args, *more]
-        base = f"FROM catalogue_cases c WHERE c.search @@ {query}" + "".join(
-            f" AND {clause}" for clause in where
-        )
-        total = self.conn.execute(f"SELECT count(*) {base}", [*args, *params]).fetchone()[0]
+            query = query.op("&&")(func.tsquery_not(pg_tsquery(exclude, "||")))
+        condition = and_(_SEARCH.op("@@")(query), *where)
+        total = self.conn.execute(select(func.count()).select_from(c).where(condition)).scalar()
         if not total:
             return 0, []
-        order = _PG_ORDER.get(sort, f"ts_rank_cd(c.search, {query}) DESC, c.id DESC")
-        rank_args = [] if sort in _PG_ORDER else args
+        order = _ORDER.get(sort, (func.ts_rank_cd(_SEARCH, query).desc(), c.c.id.desc()))
         ids = self.conn.execute(
-            f"SELECT c.id {base} ORDER BY {order} LIMIT ? OFFSET ?",
-            (*args, *params, *rank_args, limit, offset),
-        ).fetchall()
-        return total, self._rows_by_id([r[0] for r in ids])
+            select(c.c.id).where(condition).order_by(*order).limit(limit).offset(offset)
+        ).scalars()
+        return total, self._rows_by_id(ids)
 
     def _document_frequency(self, term: Term) -> int:
-        query, args = pg_tsquery((term,), "&&")
-        return self.conn.execute(
-            "SELECT count(*) FROM (SELECT 1 FROM catalogue_cases"  # noqa: S608
-            f" WHERE search @@ {query} LIMIT 50000) AS matching",
-            args,
-        ).fetchone()[0]
+        matching = (
+            select(literal_column("1"))
+            .select_from(c)
+            .where(_SEARCH.op("@@")(pg_tsquery((term,), "&&")))
+            .limit(50000)
+            .subquery()
+        )
+        return self.conn.execute(select(func.count()).select_from(matching)).scalar()

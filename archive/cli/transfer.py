@@ -551,21 +551,24 @@ def import_into(
             )
 
         def record(item: dict) -> None:
-            session.conn.execute(
-                "INSERT INTO transfer_imports (envelope_sha256, sender_fingerprint,"
-                " sender_case_id, case_id, sop_instance_uid, sha256, outcome, reason, review,"
-                " imported_by, imported_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT (envelope_sha256, sop_instance_uid) DO UPDATE SET"
-                " case_id = excluded.case_id, sha256 = excluded.sha256,"
-                " outcome = excluded.outcome, reason = excluded.reason, review = excluded.review,"
-                " imported_by = excluded.imported_by, imported_at = excluded.imported_at",
-                (
-                    envelope, opened.sender.fingerprint, item["sender_case_id"], item["case_id"],
-                    item["sop_instance_uid"], item["sha256"], item["outcome"], item["reason"],
-                    json.dumps(item["review"], sort_keys=True) if item.get("review") else "",
-                    user_name, stamp,
-                ),
-            )  # fmt: skip
+            tstore.record_import(
+                session.conn,
+                {
+                    "envelope_sha256": envelope,
+                    "sender_fingerprint": opened.sender.fingerprint,
+                    "sender_case_id": item["sender_case_id"],
+                    "case_id": item["case_id"],
+                    "sop_instance_uid": item["sop_instance_uid"],
+                    "sha256": item["sha256"],
+                    "outcome": item["outcome"],
+                    "reason": item["reason"],
+                    "review": json.dumps(item["review"], sort_keys=True)
+                    if item.get("review")
+                    else "",
+                    "imported_by": user_name,
+                    "imported_at": stamp,
+                },
+            )
 
         receiver = Receiver(
             catalogue=catalogue,

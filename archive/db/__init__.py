@@ -16,7 +16,8 @@ and is recorded in `schema_steps`, so upgrading an old home is automatic. A step
 - a SQL script (the old SQLite dialect; translated on PostgreSQL),
 - a mapping {"sqlite": ..., "postgresql": ...} of each backend's own SQL, or
 - a callable step(conn) that issues SQLAlchemy Core DDL on the Connection (e.g.
-  `create_tables(metadata, [...])`), compiled for the connection's dialect.
+  `create_tables(metadata, [...])`), compiled for the connection's dialect, or
+- a tuple of the above, the parts of one step.
 Each step runs in one transaction with its `schema_steps` row.
 """
 
@@ -26,7 +27,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import MetaData, Table
+from sqlalchemy import DDL, MetaData, Table, inspect
+from sqlalchemy.schema import CreateColumn
 
 from archive.db.connection import Connection, Result, Row
 from archive.db.engine import engine_for, sqlite_engine
@@ -45,16 +47,18 @@ __all__ = [
     "Result",
     "Row",
     "Step",
+    "add_columns",
     "connect",
     "create_tables",
     "dialect",
+    "dialect_insert",
     "engine_for",
     "migrate",
     "open_database",
     "require_sqlite",
 ]
 
-Step = str | Mapping[str, str] | Callable[[Connection], None]
+Step = str | Mapping[str, str] | Callable[[Connection], None] | tuple[Any, ...]
 
 
 def open_database(config: ArchiveConfig) -> Connection:
@@ -80,6 +84,35 @@ def create_tables(metadata: MetaData, tables: Sequence[Table]) -> Callable[[Conn
 
     step.__name__ = "create_tables(" + ", ".join(t.name for t in tables) + ")"
     return step
+
+
+def add_columns(table: Table, names: Sequence[str]) -> Callable[[Connection], None]:
+    """A migration step adding these declared columns of `table` where they are missing:
+    on a home whose table was created before them (by an older step), ALTER TABLE ...
+    ADD COLUMN as declared, in the connection's dialect; where the table was created
+    with them (create_tables of the current declaration), nothing."""
+
+    def step(conn: Connection) -> None:
+        present = {c["name"] for c in inspect(conn._sa).get_columns(table.name)}
+        preparer = conn._sa.dialect.identifier_preparer
+        for name in names:
+            if name in present:
+                continue
+            column = CreateColumn(table.c[name]).compile(dialect=conn._sa.dialect)
+            conn.execute(DDL(f"ALTER TABLE {preparer.format_table(table)} ADD COLUMN {column}"))
+
+    step.__name__ = f"add_columns({table.name}: {', '.join(names)})"
+    return step
+
+
+def dialect_insert(conn: Any, table: Table) -> Any:
+    """The dialect's INSERT for `table`, which has on_conflict_do_nothing() and
+    on_conflict_do_update() (SQLite and PostgreSQL spell them the same)."""
+    if dialect(conn) == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(table)
 
 
 def dialect(conn: Any) -> str:
@@ -142,6 +175,10 @@ def migrate(conn: Any, room: str, steps: Sequence[Step]) -> None:
 
 
 def _apply(conn: Any, kind: str, step: Step) -> None:
+    if isinstance(step, tuple | list):  # parts of one step, in one transaction
+        for part in step:
+            _apply(conn, kind, part)
+        return
     if callable(step):
         step(conn)
         return

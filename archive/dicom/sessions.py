@@ -22,27 +22,44 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Identity,
+    Index,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+    insert,
+    or_,
+    select,
+    update,
+)
+
 from archive.core import Ports, Refusal, Refused, Resource, perform
-from archive.db import migrate
+from archive.db import create_tables, migrate
 
 ROOM = "dicom_workstation_sessions"
-STEPS = [
-    """
-    CREATE TABLE dicom_workstation_sessions (
-      id INTEGER PRIMARY KEY AUTOINCREMENT,
-      workstation TEXT NOT NULL,
-      user TEXT NOT NULL,
-      epoch INTEGER NOT NULL,
-      trained INTEGER NOT NULL,
-      started_at TEXT NOT NULL,
-      expires_at TEXT NOT NULL,
-      ended_at TEXT,
-      ended_by TEXT
-    );
-    CREATE INDEX dicom_workstation_sessions_open
-      ON dicom_workstation_sessions (workstation, ended_at);
-    """
-]
+Int = BigInteger().with_variant(Integer(), "sqlite")
+metadata = MetaData()
+sessions = Table(
+    "dicom_workstation_sessions",
+    metadata,
+    Column("id", Int, Identity(), primary_key=True),
+    Column("workstation", Text, nullable=False),
+    Column("user", Text, nullable=False),
+    Column("epoch", Int, nullable=False),
+    Column("trained", Int, nullable=False),
+    Column("started_at", Text, nullable=False),
+    Column("expires_at", Text, nullable=False),
+    Column("ended_at", Text),
+    Column("ended_by", Text),
+    sqlite_autoincrement=True,
+)
+Index("dicom_workstation_sessions_open", sessions.c.workstation, sessions.c.ended_at)
+# Homes made before issue 27 ran step 1 as the equivalent SQL script.
+STEPS = [create_tables(metadata, [sessions])]
 SIGN_IN = "workstation.sign_in"
 SIGN_OUT = "workstation.sign_out"
 
@@ -99,26 +116,29 @@ class SessionTable:
         migrate(conn, ROOM, STEPS)
 
     def active(self, workstation: str, now: datetime) -> WorkstationSession | None:
+        c = sessions.c
         row = self.conn.execute(
-            "SELECT * FROM dicom_workstation_sessions WHERE workstation = ? AND ended_at IS NULL"
-            " AND expires_at > ? ORDER BY id DESC LIMIT 1",
-            (workstation, _ts(now)),
+            select(sessions)
+            .where(c.workstation == workstation, c.ended_at.is_(None), c.expires_at > _ts(now))
+            .order_by(c.id.desc())
+            .limit(1)
         ).fetchone()
         return _session(row) if row else None
 
     def all_active(self, now: datetime) -> list[WorkstationSession]:
+        c = sessions.c
         rows = self.conn.execute(
-            "SELECT * FROM dicom_workstation_sessions WHERE ended_at IS NULL AND expires_at > ?"
-            " ORDER BY workstation",
-            (_ts(now),),
+            select(sessions)
+            .where(c.ended_at.is_(None), c.expires_at > _ts(now))
+            .order_by(c.workstation)
         )
         return [_session(r) for r in rows]
 
-    def _end(self, tx, where: str, args: tuple, now: datetime, by: str) -> int:
+    def _end(self, tx, where: Any, now: datetime, by: str) -> int:
         return tx.execute(
-            f"UPDATE dicom_workstation_sessions SET ended_at = ?, ended_by = ?"  # noqa: S608
-            f" WHERE ended_at IS NULL AND {where}",
-            (_ts(now), by, *args),
+            update(sessions)
+            .where(sessions.c.ended_at.is_(None), where)
+            .values(ended_at=_ts(now), ended_by=by)
         ).rowcount
 
 
@@ -157,13 +177,18 @@ def sign_in(
             why = f"{name!r} is not a registered suite workstation"
             raise Refused(Refusal(SIGN_IN, why, "Choose a listed workstation.", "not_found"))
         by = principal.user
-        where = "(workstation = ? OR user = ?)"
-        table._end(tx, where, (name, by), now, f"replaced by {by}")  # noqa: SLF001
+        where = or_(sessions.c.workstation == name, sessions.c.user == by)
+        table._end(tx, where, now, f"replaced by {by}")  # noqa: SLF001
         expires = now + timedelta(minutes=minutes)
         cur = tx.execute(
-            "INSERT INTO dicom_workstation_sessions (workstation, user, epoch, trained,"
-            " started_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)",
-            (name, by, int(epoch), int(bool(principal.trained)), _ts(now), _ts(expires)),
+            insert(sessions).values(
+                workstation=name,
+                user=by,
+                epoch=int(epoch),
+                trained=int(bool(principal.trained)),
+                started_at=_ts(now),
+                expires_at=_ts(expires),
+            )
         )
         return WorkstationSession(int(cur.lastrowid), name, by, int(epoch),
                                   bool(principal.trained), now, expires)  # fmt: skip
@@ -191,7 +216,7 @@ def sign_out(ports: Ports, principal, workstation: str) -> WorkstationSession | 
             raise Refused(Refusal(SIGN_OUT, f"nobody is signed in at {name!r}",
                                   "Nothing to do; sign in first to attribute retrieves.",
                                   "not_found"))  # fmt: skip
-        table._end(tx, "id = ?", (session.id,), now, principal.user)  # noqa: SLF001
+        table._end(tx, sessions.c.id == session.id, now, principal.user)  # noqa: SLF001
         return replace(session, ended_at=now)
 
     return perform(ports, principal, SIGN_OUT, resource, act, target=f"workstation:{name}")

@@ -15,7 +15,10 @@ from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from typing import Any
 
-from archive.db import migrate
+from sqlalchemy import inspect, literal_column, update
+
+from archive.db import Step, add_columns, migrate
+from archive.governance import tables
 from archive.governance.errors import InvalidInputError
 
 ROOM = "governance"
@@ -245,6 +248,10 @@ CREATE TABLE governance_withdrawn_cases (
 CREATE INDEX governance_withdrawn_case ON governance_withdrawn_cases (case_id);
 """
 
+# The tables these steps make are declared for SQLAlchemy Core in tables.py (the
+# modules converted so far use them). The steps stay SQL scripts until the room's
+# last module moves: three tables are still read in insertion order (rowid).
+
 # Issue 21: people act for themselves. Each Board member's vote is their own row, cast
 # from their own authenticated session; (decision, member) is unique. The approvers
 # that whoever recorded a decision typed in before are kept as the minutes had them,
@@ -272,7 +279,20 @@ UPDATE governance_board_decisions SET quorum_counted = 0;
 UPDATE governance_share_proposals SET status = 'proposed' WHERE status = 'approved';
 """
 
-SCHEMA_STEPS: list[str] = [_SCHEMA_V1, _SCHEMA_V2_BOARD_VOTES]
+
+def _case_order(conn: Any) -> None:
+    """Step 3 (issue 27): the cases of a removal request, share proposal and withdrawal
+    keep the order given in a `position` column, backfilled from the rowid that held
+    it (SQLite's own; the hidden one archive.db.postgres adds on PostgreSQL)."""
+    for table in (tables.removal_cases, tables.share_proposal_cases, tables.withdrawn_cases):
+        present = {c["name"] for c in inspect(conn._sa).get_columns(table.name)}
+        if "position" in present:
+            continue
+        add_columns(table, ["position"])(conn)
+        conn.execute(update(table).values(position=literal_column("rowid")))
+
+
+SCHEMA_STEPS: list[Step] = [_SCHEMA_V1, _SCHEMA_V2_BOARD_VOTES, _case_order]
 
 
 def ensure_schema(conn: sqlite3.Connection) -> None:
@@ -281,7 +301,7 @@ def ensure_schema(conn: sqlite3.Connection) -> None:
 
 
 @contextmanager
-def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+def transaction(conn: Any) -> Iterator[Any]:
     """One write transaction taken up front, so read-check-write steps are atomic
     across the CLI and the Orthanc plugin writing the same file. Inside a use case's
     transaction (archive.core.perform holds one) the step joins it: the use case commits
@@ -289,13 +309,8 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     if conn.in_transaction:
         yield conn
         return
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with conn.write():
         yield conn
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
 
 
 def ts(moment: datetime, name: str = "now") -> str:

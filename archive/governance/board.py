@@ -18,10 +18,12 @@ are kept with `self_cast = 0` and never count toward a quorum.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import func, insert, select, update
 
 from archive.governance._store import clean_roles, clean_text, day, parse_ts, person_key, ts
 from archive.governance.errors import (
@@ -31,6 +33,8 @@ from archive.governance.errors import (
     StateError,
 )
 from archive.governance.policy import GovernancePolicy
+from archive.governance.tables import board_decisions as decisions
+from archive.governance.tables import board_member_votes as votes
 
 
 @dataclass(frozen=True)
@@ -115,7 +119,7 @@ class Decision:
 
 
 def insert_decision(
-    conn: sqlite3.Connection,
+    conn: Any,
     *,
     subject: str,
     proposal_id: int | None,
@@ -132,32 +136,26 @@ def insert_decision(
     """Write one Board decision (inside the caller's transaction); no vote is counted
     until members cast their own (board.cast_vote)."""
     cur = conn.execute(
-        "INSERT INTO governance_board_decisions (subject, proposal_id, outcome, meeting_date,"
-        " minute_reference, decision_text, receiving_recipient_id, quorum_required,"
-        " quorum_counted, recorded_by, recorded_at, policy_version)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            subject,
-            proposal_id,
-            outcome,
-            meeting_date.isoformat(),
-            minute_reference,
-            decision_text,
-            receiving_recipient_id,
-            quorum_required,
-            0,
-            recorded_by,
-            stamp,
-            policy_version,
-        ),
+        insert(decisions).values(
+            subject=subject,
+            proposal_id=proposal_id,
+            outcome=outcome,
+            meeting_date=meeting_date.isoformat(),
+            minute_reference=minute_reference,
+            decision_text=decision_text,
+            receiving_recipient_id=receiving_recipient_id,
+            quorum_required=quorum_required,
+            quorum_counted=0,
+            recorded_by=recorded_by,
+            recorded_at=stamp,
+            policy_version=policy_version,
+        )
     )
     return int(cur.lastrowid)
 
 
-def load_decision(conn: sqlite3.Connection, decision_id: int) -> Decision:
-    row = conn.execute(
-        "SELECT * FROM governance_board_decisions WHERE id = ?", (int(decision_id),)
-    ).fetchone()
+def load_decision(conn: Any, decision_id: int) -> Decision:
+    row = conn.execute(select(decisions).where(decisions.c.id == int(decision_id))).fetchone()
     if row is None:
         raise NotFoundError(f"Board decision {decision_id} does not exist.")
     votes = load_votes(conn, row["id"])
@@ -178,22 +176,14 @@ def load_decision(conn: sqlite3.Connection, decision_id: int) -> Decision:
     )
 
 
-def decisions_on(
-    conn: sqlite3.Connection, subject: str, proposal_id: int | None = None
-) -> list[Decision]:
+def decisions_on(conn: Any, subject: str, proposal_id: int | None = None) -> list[Decision]:
     """The Board decisions on a subject ('share' with its proposal, or 'closure'),
     oldest first."""
-    if proposal_id is None:
-        rows = conn.execute(
-            "SELECT id FROM governance_board_decisions WHERE subject = ? ORDER BY id", (subject,)
-        )
-    else:
-        rows = conn.execute(
-            "SELECT id FROM governance_board_decisions WHERE subject = ? AND proposal_id = ?"
-            " ORDER BY id",
-            (subject, int(proposal_id)),
-        )
-    return [load_decision(conn, r[0]) for r in rows.fetchall()]
+    statement = select(decisions.c.id).where(decisions.c.subject == subject)
+    if proposal_id is not None:
+        statement = statement.where(decisions.c.proposal_id == int(proposal_id))
+    ids = conn.execute(statement.order_by(decisions.c.id)).scalars()
+    return [load_decision(conn, i) for i in ids]
 
 
 def check_meeting(meeting_date: date, minute_reference: str, now: datetime) -> tuple[str, str]:
@@ -218,7 +208,7 @@ def check_member(policy: GovernancePolicy, vote: BoardVote, action: str = "share
 
 
 def cast_vote(
-    conn: sqlite3.Connection,
+    conn: Any,
     policy: GovernancePolicy,
     decision_id: int,
     vote: BoardVote,
@@ -232,10 +222,12 @@ def cast_vote(
     recorded but not counted."""
     check_member(policy, vote, action)
     key = person_key(vote.member)
+    # The decision's row, locked until the caller's transaction ends: members voting at
+    # once on one decision take turns, so the count written below is never stale.
+    conn.execute(select(decisions.c.id).where(decisions.c.id == int(decision_id)).with_for_update())
+    v = votes.c
     before = conn.execute(
-        "SELECT id, self_cast FROM governance_board_member_votes"
-        " WHERE decision_id = ? AND member_key = ?",
-        (int(decision_id), key),
+        select(v.id, v.self_cast).where(v.decision_id == int(decision_id), v.member_key == key)
     ).fetchone()
     if before is not None and before[1]:
         raise StateError(
@@ -246,45 +238,55 @@ def cast_vote(
     note = "" if counted else "proposer: recorded, not counted"
     if before is not None:  # named by a recorder before issue 21: now their own vote
         conn.execute(
-            "UPDATE governance_board_member_votes SET member = ?, counted = ?, self_cast = 1,"
-            " note = ?, cast_at = ? WHERE id = ?",
-            (vote.member, int(counted), note, ts(now), before[0]),
+            update(votes)
+            .where(v.id == before[0])
+            .values(
+                member=vote.member, counted=int(counted), self_cast=1, note=note, cast_at=ts(now)
+            )
         )
     else:
         conn.execute(
-            "INSERT INTO governance_board_member_votes (decision_id, member, member_key,"
-            " counted, self_cast, note, cast_at) VALUES (?, ?, ?, ?, 1, ?, ?)",
-            (int(decision_id), vote.member, key, int(counted), note, ts(now)),
+            insert(votes).values(
+                decision_id=int(decision_id),
+                member=vote.member,
+                member_key=key,
+                counted=int(counted),
+                self_cast=1,
+                note=note,
+                cast_at=ts(now),
+            )
         )
     total = int(
         conn.execute(
-            "SELECT count(*) FROM governance_board_member_votes"
-            " WHERE decision_id = ? AND counted = 1 AND self_cast = 1",
-            (int(decision_id),),
-        ).fetchone()[0]
+            select(func.count()).where(
+                v.decision_id == int(decision_id), v.counted == 1, v.self_cast == 1
+            )
+        ).scalar()
     )
     conn.execute(
-        "UPDATE governance_board_decisions SET quorum_counted = ? WHERE id = ?",
-        (total, int(decision_id)),
+        update(decisions).where(decisions.c.id == int(decision_id)).values(quorum_counted=total)
     )
     return total
 
 
-def load_votes(conn: sqlite3.Connection, decision_id: int) -> tuple[CountedVote, ...]:
+def load_votes(conn: Any, decision_id: int) -> tuple[CountedVote, ...]:
     return tuple(
         CountedVote(r[0], bool(r[1]), r[2], bool(r[3]), r[4])
         for r in conn.execute(
-            "SELECT member, counted, note, self_cast, cast_at FROM governance_board_member_votes"
-            " WHERE decision_id = ? ORDER BY id",
-            (int(decision_id),),
+            select(
+                votes.c.member, votes.c.counted, votes.c.note, votes.c.self_cast, votes.c.cast_at
+            )
+            .where(votes.c.decision_id == int(decision_id))
+            .order_by(votes.c.id)
         )
     )
 
 
-def decision_subject(conn: sqlite3.Connection, decision_id: int) -> tuple[str, int | None]:
+def decision_subject(conn: Any, decision_id: int) -> tuple[str, int | None]:
     row = conn.execute(
-        "SELECT subject, proposal_id FROM governance_board_decisions WHERE id = ?",
-        (int(decision_id),),
+        select(decisions.c.subject, decisions.c.proposal_id).where(
+            decisions.c.id == int(decision_id)
+        )
     ).fetchone()
     if row is None:
         raise NotFoundError(

@@ -7,10 +7,12 @@ clears the pulls made before it; pulls after it count again.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, insert, select
 
 from archive.governance._store import (
     clean_case_ids,
@@ -21,6 +23,8 @@ from archive.governance._store import (
     ts,
 )
 from archive.governance.errors import InvalidInputError
+from archive.governance.tables import pulls as pulls_table
+from archive.governance.tables import workstation_wipes as wipes
 
 
 @dataclass(frozen=True)
@@ -43,21 +47,28 @@ class WipeAttestation:
         }
 
 
-_HELD = """
-SELECT p.workstation, p.case_id, MAX(p.pulled_at) AS last_pulled
-FROM governance_pulls p
-WHERE p.pulled_at > COALESCE(
-  (SELECT MAX(w.wiped_at) FROM governance_workstation_wipes w
-   WHERE w.workstation = p.workstation), '')
-GROUP BY p.workstation, p.case_id
-ORDER BY p.workstation, p.case_id
-"""
+_p, _w = pulls_table.alias("p"), wipes.alias("w")
+# Pulls made after the workstation's last attested wipe, one row per (workstation, case).
+_HELD = (
+    select(_p.c.workstation, _p.c.case_id, func.max(_p.c.pulled_at).label("last_pulled"))
+    .where(
+        _p.c.pulled_at
+        > func.coalesce(
+            select(func.max(_w.c.wiped_at))
+            .where(_w.c.workstation == _p.c.workstation)
+            .scalar_subquery(),
+            "",
+        )
+    )
+    .group_by(_p.c.workstation, _p.c.case_id)
+    .order_by(_p.c.workstation, _p.c.case_id)
+)
 
 
 class PullInventory:
     """The pull log and the per-workstation inventory derived from it."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: Any) -> None:
         self.conn = conn
         ensure_schema(conn)
 
@@ -69,9 +80,7 @@ class PullInventory:
         stamp = ts(now)
         with transaction(self.conn) as c:
             cur = c.execute(
-                "INSERT INTO governance_pulls (case_id, workstation, user, pulled_at)"
-                " VALUES (?, ?, ?, ?)",
-                (cid, ws, who, stamp),
+                insert(pulls_table).values(case_id=cid, workstation=ws, user=who, pulled_at=stamp)
             )
         return int(cur.lastrowid)
 
@@ -97,12 +106,11 @@ class PullInventory:
 
     def pulls(self, case_id: str | None = None) -> list[dict[str, object]]:
         """The raw pull log (oldest first), optionally for one case."""
-        sql = "SELECT id, case_id, workstation, user, pulled_at FROM governance_pulls"
-        args: tuple[str, ...] = ()
+        p = pulls_table.c
+        statement = select(p.id, p.case_id, p.workstation, p.user, p.pulled_at).order_by(p.id)
         if case_id is not None:
-            sql += " WHERE case_id = ?"
-            args = (case_id,)
-        return [dict(r) for r in self.conn.execute(sql + " ORDER BY id", args)]
+            statement = statement.where(p.case_id == case_id)
+        return [dict(r) for r in self.conn.execute(statement)]
 
     def attest_wipe(
         self,
@@ -124,14 +132,19 @@ class PullInventory:
             raise InvalidInputError("wiped_at is in the future; attest a wipe once it is done.")
         with transaction(self.conn) as c:
             cur = c.execute(
-                "INSERT INTO governance_workstation_wipes (workstation, attested_by, wiped_at,"
-                " method, notes, recorded_at) VALUES (?, ?, ?, ?, ?, ?)",
-                (ws, who, when, how, notes.strip(), stamp),
+                insert(wipes).values(
+                    workstation=ws,
+                    attested_by=who,
+                    wiped_at=when,
+                    method=how,
+                    notes=notes.strip(),
+                    recorded_at=stamp,
+                )
             )
         return WipeAttestation(int(cur.lastrowid), ws, who, parse_ts(when), how, notes.strip())
 
     def attestations(self) -> list[WipeAttestation]:
-        rows = self.conn.execute("SELECT * FROM governance_workstation_wipes ORDER BY id")
+        rows = self.conn.execute(select(wipes).order_by(wipes.c.id))
         return [
             WipeAttestation(
                 r["id"],

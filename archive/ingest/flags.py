@@ -7,62 +7,92 @@ Keyed by de-identified UIDs only; a flag never carries a patient value.
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Double,
+    Index,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+    inspect,
+    select,
+    update,
+)
 
 from archive import db
 from archive.pixels.face import FaceResult, SliceFace, series_face
 from archive.pixels.policy import FacialRules
 
+metadata = MetaData()
+Int = BigInteger().with_variant(Integer(), "sqlite")
+
+flags_table = Table(
+    "ingest_flags",
+    metadata,
+    Column("study_uid", Text, primary_key=True),
+    Column("series_uid", Text, primary_key=True),
+    Column("flag", Text, primary_key=True),
+    Column("recorded_at", Text, nullable=False),
+    Column("decided_by", Text),
+    Column("decided_at", Text),
+    Column("decision_note", Text),
+)
+Index("ingest_flags_study", flags_table.c.study_uid)
+face_slices = Table(
+    "ingest_face_slices",
+    metadata,
+    Column("study_uid", Text, primary_key=True),
+    Column("series_uid", Text, primary_key=True),
+    Column("sop_uid", Text, primary_key=True),
+    Column("position", Double, nullable=False),
+    Column("thickness", Double),
+    Column("head_sized", Int, nullable=False),
+    Column("protrusion_mm", Double, nullable=False),
+)
+pixel_reports = Table(
+    "ingest_pixel_reports",
+    metadata,
+    Column("study_uid", Text, primary_key=True),
+    Column("series_uid", Text, primary_key=True),
+    Column("sop_uid", Text, primary_key=True),
+    Column("modality", Text, nullable=False),
+    Column("action", Text, nullable=False),
+    Column("assessed", Int, nullable=False),
+    Column("ocr_frames", Int, nullable=False),
+    Column("ocr_words", Int, nullable=False),
+    Column("ocr_kinds", Text, nullable=False),
+    Column("template", Text),
+    Column("ingested_by", Text, nullable=False),
+    Column("recorded_at", Text, nullable=False),
+)
+
+# Homes made before issue 27 ran these steps as the equivalent SQL scripts.
 SCHEMA = [
-    """
-    CREATE TABLE ingest_flags (
-        study_uid TEXT NOT NULL,
-        series_uid TEXT NOT NULL,
-        flag TEXT NOT NULL,
-        recorded_at TEXT NOT NULL,
-        decided_by TEXT,
-        decided_at TEXT,
-        decision_note TEXT,
-        PRIMARY KEY (study_uid, series_uid, flag)
-    );
-    CREATE INDEX ingest_flags_study ON ingest_flags (study_uid);
-    """,
-    """
-    CREATE TABLE ingest_face_slices (
-        study_uid TEXT NOT NULL,
-        series_uid TEXT NOT NULL,
-        sop_uid TEXT NOT NULL,
-        position REAL NOT NULL,
-        thickness REAL,
-        head_sized INTEGER NOT NULL,
-        protrusion_mm REAL NOT NULL,
-        PRIMARY KEY (study_uid, series_uid, sop_uid)
-    );
-    """,
-    """
-    CREATE TABLE ingest_pixel_reports (
-        study_uid TEXT NOT NULL,
-        series_uid TEXT NOT NULL,
-        sop_uid TEXT NOT NULL,
-        modality TEXT NOT NULL,
-        action TEXT NOT NULL,
-        assessed INTEGER NOT NULL,
-        ocr_frames INTEGER NOT NULL,
-        ocr_words INTEGER NOT NULL,
-        ocr_kinds TEXT NOT NULL,
-        template TEXT,
-        ingested_by TEXT NOT NULL,
-        recorded_at TEXT NOT NULL,
-        PRIMARY KEY (study_uid, series_uid, sop_uid)
-    );
-    """,
+    db.create_tables(metadata, [flags_table]),
+    db.create_tables(metadata, [face_slices]),
+    db.create_tables(metadata, [pixel_reports]),
 ]
+
+
+def _upsert(conn: Any, table: Table, values: dict[str, Any]) -> Any:
+    """Insert, or replace every non-key column of the row with the same key."""
+    statement = db.dialect_insert(conn, table).values(values)
+    keys = [c for c in table.primary_key.columns]
+    return statement.on_conflict_do_update(
+        index_elements=keys,
+        set_={c.name: statement.excluded[c.name] for c in table.columns if c not in keys},
+    )
+
 
 FACE_SURFACE_FLAG = "facial-surface"
 
 
-def ensure_schema(conn: sqlite3.Connection) -> None:
+def ensure_schema(conn: Any) -> None:
     db.migrate(conn, "ingest", SCHEMA)
 
 
@@ -71,11 +101,8 @@ def _readable(conn) -> bool:
     transaction (where a migration cannot start), already there. Not there: nothing was
     ever recorded, so there is nothing to read."""
     if db.dialect(conn) == "sqlite" and getattr(conn, "in_transaction", False):
-        (count,) = conn.execute(
-            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name IN"
-            " ('ingest_flags', 'ingest_face_slices', 'ingest_pixel_reports')"
-        ).fetchone()
-        return count == 3
+        present = inspect(conn._sa)
+        return all(present.has_table(t.name) for t in metadata.sorted_tables)
     ensure_schema(conn)
     return True
 
@@ -84,58 +111,62 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def record_flags(
-    conn: sqlite3.Connection, study_uid: str, series_uid: str, flags: list[str]
-) -> None:
+def record_flags(conn: Any, study_uid: str, series_uid: str, flags: list[str]) -> None:
     """Remember each flag once per series (later instances of the series add nothing)."""
     if not flags:
         return
     ensure_schema(conn)
-    conn.executemany(
-        "INSERT OR IGNORE INTO ingest_flags (study_uid, series_uid, flag, recorded_at)"
-        " VALUES (?, ?, ?, ?)",
-        [(study_uid, series_uid or "", flag, _now()) for flag in dict.fromkeys(flags)],
-    )
+    conn.execute(
+        db.dialect_insert(conn, flags_table).on_conflict_do_nothing(),
+        [
+            {"study_uid": study_uid, "series_uid": series_uid or "", "flag": flag,
+             "recorded_at": _now()}
+            for flag in dict.fromkeys(flags)
+        ],
+    )  # fmt: skip
 
 
-def flags_for_study(conn: sqlite3.Connection, study_uid: str) -> list[str]:
+def flags_for_study(conn: Any, study_uid: str) -> list[str]:
     """Flags of a study no reviewer has decided yet (sorted, each once).
 
     The catalogue shows these and refuses publication-level promotion while any remain.
     """
     if not _readable(conn):
         return []
-    rows = conn.execute(
-        "SELECT DISTINCT flag FROM ingest_flags WHERE study_uid = ? AND decided_by IS NULL"
-        " ORDER BY flag",
-        (study_uid,),
-    )
-    return [row[0] for row in rows]
+    return conn.execute(
+        select(flags_table.c.flag)
+        .distinct()
+        .where(flags_table.c.study_uid == study_uid, flags_table.c.decided_by.is_(None))
+        .order_by(flags_table.c.flag)
+    ).scalars()
 
 
-def all_flags_for_study(conn: sqlite3.Connection, study_uid: str) -> list[dict[str, str | None]]:
+def all_flags_for_study(conn: Any, study_uid: str) -> list[dict[str, str | None]]:
     """Every flag of a study with its decision, for display."""
     if not _readable(conn):
         return []
+    f = flags_table.c
     rows = conn.execute(
-        "SELECT series_uid, flag, recorded_at, decided_by, decided_at, decision_note"
-        " FROM ingest_flags WHERE study_uid = ? ORDER BY series_uid, flag",
-        (study_uid,),
+        select(f.series_uid, f.flag, f.recorded_at, f.decided_by, f.decided_at, f.decision_note)
+        .where(f.study_uid == study_uid)
+        .order_by(f.series_uid, f.flag)
     )
     return [dict(row) for row in rows]
 
 
-def decide_flag(
-    conn: sqlite3.Connection, study_uid: str, flag: str, reviewer: str, note: str
-) -> int:
+def decide_flag(conn: Any, study_uid: str, flag: str, reviewer: str, note: str) -> int:
     """A reviewer's explicit decision on a flag for the whole study; returns rows decided."""
     ensure_schema(conn)
     if not reviewer or not note:
         raise ValueError("a flag decision needs a reviewer name and a note saying why")
     cursor = conn.execute(
-        "UPDATE ingest_flags SET decided_by = ?, decided_at = ?, decision_note = ?"
-        " WHERE study_uid = ? AND flag = ? AND decided_by IS NULL",
-        (reviewer, _now(), note, study_uid, flag),
+        update(flags_table)
+        .where(
+            flags_table.c.study_uid == study_uid,
+            flags_table.c.flag == flag,
+            flags_table.c.decided_by.is_(None),
+        )
+        .values(decided_by=reviewer, decided_at=_now(), decision_note=note)
     )
     return cursor.rowcount
 
@@ -144,7 +175,7 @@ def decide_flag(
 
 
 def record_face_slice(
-    conn: sqlite3.Connection,
+    conn: Any,
     study_uid: str,
     series_uid: str,
     sop_uid: str,
@@ -154,20 +185,19 @@ def record_face_slice(
     """Remember one slice's face measures; flag the series once it covers a face."""
     ensure_schema(conn)
     conn.execute(
-        "INSERT INTO ingest_face_slices (study_uid, series_uid, sop_uid, position,"
-        " thickness, head_sized, protrusion_mm) VALUES (?, ?, ?, ?, ?, ?, ?)"
-        " ON CONFLICT (study_uid, series_uid, sop_uid) DO UPDATE SET"
-        " position = excluded.position, thickness = excluded.thickness,"
-        " head_sized = excluded.head_sized, protrusion_mm = excluded.protrusion_mm",
-        (
-            study_uid,
-            series_uid or "",
-            sop_uid,
-            face.position,
-            face.thickness,
-            int(face.head_sized),
-            face.protrusion_mm,
-        ),
+        _upsert(
+            conn,
+            face_slices,
+            {
+                "study_uid": study_uid,
+                "series_uid": series_uid or "",
+                "sop_uid": sop_uid,
+                "position": face.position,
+                "thickness": face.thickness,
+                "head_sized": int(face.head_sized),
+                "protrusion_mm": face.protrusion_mm,
+            },
+        )
     )
     result = series_face_result(conn, study_uid, series_uid, rules)
     if result.covered:
@@ -176,37 +206,30 @@ def record_face_slice(
 
 
 def series_face_result(
-    conn: sqlite3.Connection, study_uid: str, series_uid: str, rules: FacialRules
+    conn: Any, study_uid: str, series_uid: str, rules: FacialRules
 ) -> FaceResult:
     if not _readable(conn):
         return series_face([], rules)
+    f = face_slices.c
     rows = conn.execute(
-        "SELECT position, thickness, head_sized, protrusion_mm FROM ingest_face_slices"
-        " WHERE study_uid = ? AND series_uid = ?",
-        (study_uid, series_uid or ""),
+        select(f.position, f.thickness, f.head_sized, f.protrusion_mm).where(
+            f.study_uid == study_uid, f.series_uid == (series_uid or "")
+        )
     ).fetchall()
     return series_face([SliceFace(r[0], r[1], bool(r[2]), r[3]) for r in rows], rules)
 
 
-def face_report(
-    conn: sqlite3.Connection, study_uid: str, rules: FacialRules
-) -> dict[str, dict[str, object]]:
+def face_report(conn: Any, study_uid: str, rules: FacialRules) -> dict[str, dict[str, object]]:
     """The face result of every series of a study that was read (for the review)."""
     if not _readable(conn):
         return {}
-    series = [
-        r[0]
-        for r in conn.execute(
-            "SELECT DISTINCT series_uid FROM ingest_face_slices WHERE study_uid = ?",
-            (study_uid,),
-        )
-    ]
+    series = conn.execute(
+        select(face_slices.c.series_uid).distinct().where(face_slices.c.study_uid == study_uid)
+    ).scalars()
     return {s: series_face_result(conn, study_uid, s, rules).as_dict() for s in series}
 
 
-def face_holds(
-    conn: sqlite3.Connection, studies: dict[str, str], rules: FacialRules, use: str
-) -> list[str]:
+def face_holds(conn: Any, studies: dict[str, str], rules: FacialRules, use: str) -> list[str]:
     """The seam governance calls: which of ``studies`` (case id -> study UID, limited-access
     cases only) must be held from ``use`` ("export" or "share") because a series covers a
     face and the pixel policy holds such cases. A reviewer's decision on the flag
@@ -220,8 +243,11 @@ def face_holds(
     held = []
     for case_id, study_uid in studies.items():
         row = conn.execute(
-            "SELECT 1 FROM ingest_flags WHERE study_uid = ? AND flag = ? AND decided_by IS NULL",
-            (study_uid, FACE_SURFACE_FLAG),
+            select(flags_table.c.flag).where(
+                flags_table.c.study_uid == study_uid,
+                flags_table.c.flag == FACE_SURFACE_FLAG,
+                flags_table.c.decided_by.is_(None),
+            )
         ).fetchone()
         if row is not None:
             held.append(case_id)
@@ -232,7 +258,7 @@ def face_holds(
 
 
 def record_pixel_report(
-    conn: sqlite3.Connection,
+    conn: Any,
     study_uid: str,
     series_uid: str,
     sop_uid: str,
@@ -245,41 +271,40 @@ def record_pixel_report(
     ocr = outcome.get("ocr") or {}
     assert isinstance(ocr, dict)
     conn.execute(
-        "INSERT INTO ingest_pixel_reports (study_uid, series_uid, sop_uid,"
-        " modality, action, assessed, ocr_frames, ocr_words, ocr_kinds, template,"
-        " ingested_by, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        " ON CONFLICT (study_uid, series_uid, sop_uid) DO UPDATE SET"
-        " modality = excluded.modality, action = excluded.action,"
-        " assessed = excluded.assessed, ocr_frames = excluded.ocr_frames,"
-        " ocr_words = excluded.ocr_words, ocr_kinds = excluded.ocr_kinds,"
-        " template = excluded.template, ingested_by = excluded.ingested_by,"
-        " recorded_at = excluded.recorded_at",
-        (
-            study_uid,
-            series_uid or "",
-            sop_uid,
-            modality,
-            str(outcome.get("action", "")),
-            int(bool(outcome.get("assessed"))),
-            int(ocr.get("frames", 0) or 0),
-            int(ocr.get("words", 0) or 0),
-            ",".join(ocr.get("kinds", []) or []),
-            outcome.get("template"),
-            ingested_by,
-            _now(),
-        ),
+        _upsert(
+            conn,
+            pixel_reports,
+            {
+                "study_uid": study_uid,
+                "series_uid": series_uid or "",
+                "sop_uid": sop_uid,
+                "modality": modality,
+                "action": str(outcome.get("action", "")),
+                "assessed": int(bool(outcome.get("assessed"))),
+                "ocr_frames": int(ocr.get("frames", 0) or 0),
+                "ocr_words": int(ocr.get("words", 0) or 0),
+                "ocr_kinds": ",".join(ocr.get("kinds", []) or []),
+                "template": outcome.get("template"),
+                "ingested_by": ingested_by,
+                "recorded_at": _now(),
+            },
+        )
     )
 
 
-def pixel_report(conn: sqlite3.Connection, study_uid: str) -> dict[str, dict[str, object]]:
+def pixel_report(conn: Any, study_uid: str) -> dict[str, dict[str, object]]:
     """Per series of a study: instances, how many OCR read, words found, masked, kinds."""
     if not _readable(conn):
         return {}
+    p = pixel_reports.c
     rows = conn.execute(
-        "SELECT series_uid, modality, action, assessed, ocr_frames, ocr_words, ocr_kinds,"
-        " template FROM ingest_pixel_reports WHERE study_uid = ? ORDER BY series_uid",
-        (study_uid,),
-    ).fetchall()
+        select(
+            p.series_uid, p.modality, p.action, p.assessed, p.ocr_frames, p.ocr_words,
+            p.ocr_kinds, p.template,
+        )
+        .where(p.study_uid == study_uid)
+        .order_by(p.series_uid)
+    ).fetchall()  # fmt: skip
     out: dict[str, dict[str, object]] = {}
     for series, modality, action, assessed, frames, words, kinds, template in rows:
         entry = out.setdefault(
@@ -308,15 +333,14 @@ def pixel_report(conn: sqlite3.Connection, study_uid: str) -> dict[str, dict[str
     return out
 
 
-def uploaders(conn: sqlite3.Connection, study_uid: str) -> list[str]:
+def uploaders(conn: Any, study_uid: str) -> list[str]:
     """Who ingested the study's released instances (a person, or an intake name)."""
     if not _readable(conn):
         return []
     rows = conn.execute(
-        "SELECT DISTINCT ingested_by FROM ingest_pixel_reports WHERE study_uid = ?",
-        (study_uid,),
-    )
-    return sorted(r[0] for r in rows if r[0])
+        select(pixel_reports.c.ingested_by).distinct().where(pixel_reports.c.study_uid == study_uid)
+    ).scalars()
+    return sorted(r for r in rows if r)
 
 
 def refuse_face_holds(ports, action: str, cases: dict, use: str) -> None:

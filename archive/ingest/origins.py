@@ -7,41 +7,46 @@ study UID only, the studies that came by C-STORE; catalogue_sync reads it.
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Column, MetaData, Table, Text, select
 
 from archive import db
 
-SCHEMA = [
-    """
-    CREATE TABLE ingest_origins (
-        study_uid TEXT PRIMARY KEY,
-        intake TEXT NOT NULL,
-        recorded_at TEXT NOT NULL
-    );
-    """
-]
+metadata = MetaData()
+origins = Table(
+    "ingest_origins",
+    metadata,
+    Column("study_uid", Text, primary_key=True),
+    Column("intake", Text, nullable=False),
+    Column("recorded_at", Text, nullable=False),
+)
+# Homes made before issue 27 ran step 1 as the equivalent SQL script.
+SCHEMA = [db.create_tables(metadata, [origins])]
 _known: set[str] = set()  # study UIDs recorded by this process (skip the write)
 
 
-def ensure_schema(conn: sqlite3.Connection) -> None:
+def ensure_schema(conn: Any) -> None:
     db.migrate(conn, "ingest_origins", SCHEMA)
 
 
-def record(conn: sqlite3.Connection, study_uid: str, intake: str) -> None:
+def record(conn: Any, study_uid: str, intake: str) -> None:
     if study_uid in _known:
         return
     ensure_schema(conn)
     conn.execute(
-        "INSERT OR IGNORE INTO ingest_origins (study_uid, intake, recorded_at) VALUES (?, ?, ?)",
-        (study_uid, intake, datetime.now(UTC).isoformat(timespec="seconds")),
+        db.dialect_insert(conn, origins)
+        .values(
+            study_uid=study_uid,
+            intake=intake,
+            recorded_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        )
+        .on_conflict_do_nothing()
     )
     _known.add(study_uid)
 
 
-def intake_of(conn: sqlite3.Connection, study_uid: str) -> str | None:
+def intake_of(conn: Any, study_uid: str) -> str | None:
     ensure_schema(conn)
-    row = conn.execute(
-        "SELECT intake FROM ingest_origins WHERE study_uid = ?", (study_uid,)
-    ).fetchone()
-    return row[0] if row else None
+    return conn.execute(select(origins.c.intake).where(origins.c.study_uid == study_uid)).scalar()

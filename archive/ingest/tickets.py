@@ -17,33 +17,35 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-import sqlite3
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from sqlalchemy import Column, Index, MetaData, Table, Text, insert, select, update
 
 from archive import db
 
 TICKET_LIFETIME = timedelta(minutes=5)
 _INFO = b"teaching-archive quarantine release ticket v1"
 
-SCHEMA = [
-    """
-    CREATE TABLE ingest_release_tickets (
-        nonce TEXT PRIMARY KEY,
-        item_id TEXT NOT NULL,
-        sop_uid TEXT NOT NULL,
-        digest TEXT NOT NULL,
-        mac TEXT NOT NULL,
-        reviewer TEXT NOT NULL,
-        created_at TEXT NOT NULL,
-        expires_at TEXT NOT NULL,
-        used_at TEXT
-    );
-    CREATE INDEX ingest_release_tickets_sop ON ingest_release_tickets (sop_uid);
-    """
-]
+metadata = MetaData()
+tickets = Table(
+    "ingest_release_tickets",
+    metadata,
+    Column("nonce", Text, primary_key=True),
+    Column("item_id", Text, nullable=False),
+    Column("sop_uid", Text, nullable=False),
+    Column("digest", Text, nullable=False),
+    Column("mac", Text, nullable=False),
+    Column("reviewer", Text, nullable=False),
+    Column("created_at", Text, nullable=False),
+    Column("expires_at", Text, nullable=False),
+    Column("used_at", Text),
+)
+Index("ingest_release_tickets_sop", tickets.c.sop_uid)
+# Homes made before issue 27 ran step 1 as the equivalent SQL script.
+SCHEMA = [db.create_tables(metadata, [tickets])]
 
 
 def derive_ticket_key(root_key: bytes) -> bytes:
@@ -56,12 +58,12 @@ def _mac(key: bytes, nonce: str, item_id: str, sop_uid: str, digest: str) -> str
     return hmac.new(key, message, hashlib.sha256).hexdigest()
 
 
-def _ensure(conn: sqlite3.Connection) -> None:
+def _ensure(conn: Any) -> None:
     db.migrate(conn, "ingest_tickets", SCHEMA)
 
 
 def mint(
-    conn: sqlite3.Connection,
+    conn: Any,
     key: bytes,
     *,
     item_id: str,
@@ -76,18 +78,16 @@ def mint(
     nonce = secrets.token_hex(16)
     digest = hashlib.sha256(data).hexdigest()
     conn.execute(
-        "INSERT INTO ingest_release_tickets (nonce, item_id, sop_uid, digest, mac, reviewer,"
-        " created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            nonce,
-            item_id,
-            sop_uid,
-            digest,
-            _mac(key, nonce, item_id, sop_uid, digest),
-            reviewer,
-            now.isoformat(),
-            (now + TICKET_LIFETIME).isoformat(),
-        ),
+        insert(tickets).values(
+            nonce=nonce,
+            item_id=item_id,
+            sop_uid=sop_uid,
+            digest=digest,
+            mac=_mac(key, nonce, item_id, sop_uid, digest),
+            reviewer=reviewer,
+            created_at=now.isoformat(),
+            expires_at=(now + TICKET_LIFETIME).isoformat(),
+        )
     )
     return nonce
 
@@ -96,7 +96,7 @@ IMPORT_PREFIX = "import:"  # tickets minted by a transfer import (archive/transf
 
 
 def redeem(
-    conn: sqlite3.Connection,
+    conn: Any,
     key: bytes,
     *,
     sop_uid: str,
@@ -109,10 +109,11 @@ def redeem(
     _ensure(conn)
     now = now or datetime.now(UTC)
     digest = hashlib.sha256(data).hexdigest()
+    t = tickets.c
     rows = conn.execute(
-        "SELECT nonce, item_id, mac, expires_at FROM ingest_release_tickets"
-        " WHERE sop_uid = ? AND digest = ? AND used_at IS NULL",
-        (sop_uid, digest),
+        select(t.nonce, t.item_id, t.mac, t.expires_at).where(
+            t.sop_uid == sop_uid, t.digest == digest, t.used_at.is_(None)
+        )
     ).fetchall()
     if imports_only:
         rows = [r for r in rows if str(r["item_id"]).startswith(IMPORT_PREFIX)]
@@ -123,17 +124,16 @@ def redeem(
         if not hmac.compare_digest(want, row["mac"]):
             continue
         cursor = conn.execute(
-            "UPDATE ingest_release_tickets SET used_at = ? WHERE nonce = ? AND used_at IS NULL",
-            (now.isoformat(), row["nonce"]),
+            update(tickets)
+            .where(t.nonce == row["nonce"], t.used_at.is_(None))
+            .values(used_at=now.isoformat())
         )
         if cursor.rowcount == 1:  # single use, even with two racing redeemers
             return row["item_id"]
     return None
 
 
-def was_redeemed(conn: sqlite3.Connection, nonce: str) -> bool:
+def was_redeemed(conn: Any, nonce: str) -> bool:
     _ensure(conn)
-    row = conn.execute(
-        "SELECT used_at FROM ingest_release_tickets WHERE nonce = ?", (nonce,)
-    ).fetchone()
+    row = conn.execute(select(tickets.c.used_at).where(tickets.c.nonce == nonce)).fetchone()
     return row is not None and row["used_at"] is not None

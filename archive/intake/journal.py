@@ -22,56 +22,85 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import sqlite3
 import threading
 from base64 import b32encode
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Identity,
+    Index,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+    UniqueConstraint,
+    delete,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
+
+from archive import db
 from archive.config import ArchiveConfig
 from archive.db import connect, dialect, migrate, open_database
 
+metadata = MetaData()
+Int = BigInteger().with_variant(Integer(), "sqlite")
+sources = Table(
+    "intake_sources",
+    metadata,
+    Column("id", Int, Identity(), primary_key=True),
+    Column("path_key", Text, nullable=False),
+    Column("size", Int, nullable=False),
+    Column("mtime_ns", Int, nullable=False),
+    Column("sha256", Text, nullable=False),
+    Column("state", Text, nullable=False),  # seen | confirmed | deleted | rejected | denied | retry
+    Column("outcome", Text),  # stored | already | held | duplicate
+    Column("attempts", Int, nullable=False, server_default="0"),
+    Column("reason", Text),
+    Column("first_seen", Text, nullable=False),
+    Column("updated_at", Text, nullable=False),
+    UniqueConstraint("path_key", "size", "mtime_ns", "sha256"),
+)
+Index("intake_sources_sha", sources.c.sha256)
+content = Table(
+    "intake_content",
+    metadata,
+    Column("sha256", Text, primary_key=True),
+    Column("outcome", Text, nullable=False),
+    Column("confirmed_at", Text, nullable=False),
+)
+meta = Table(
+    "intake_meta",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("value", Text, nullable=False),
+)
+rejects_table = Table(
+    "intake_rejects",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("rejected_at", Text, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("entry_id", Int),
+    Column("size", Int, nullable=False),
+    Column("origin", Text, nullable=False),
+)
+
+# Homes made before issue 27 ran these steps as the equivalent SQL scripts.
 STEPS = [
-    """
-    CREATE TABLE intake_sources (
-        id INTEGER PRIMARY KEY,
-        path_key TEXT NOT NULL,
-        size INTEGER NOT NULL,
-        mtime_ns INTEGER NOT NULL,
-        sha256 TEXT NOT NULL,
-        state TEXT NOT NULL,          -- seen | confirmed | deleted | rejected | denied | retry
-        outcome TEXT,                 -- stored | already | held | duplicate
-        attempts INTEGER NOT NULL DEFAULT 0,
-        reason TEXT,
-        first_seen TEXT NOT NULL,
-        updated_at TEXT NOT NULL,
-        UNIQUE (path_key, size, mtime_ns, sha256)
-    );
-    CREATE INDEX intake_sources_sha ON intake_sources (sha256);
-    CREATE TABLE intake_content (
-        sha256 TEXT PRIMARY KEY,
-        outcome TEXT NOT NULL,
-        confirmed_at TEXT NOT NULL
-    );
-    """,
+    db.create_tables(metadata, [sources, content]),
     # Step 2 (issue #20): keyed fingerprints (which scheme, and a check value of the key)
     # and the encrypted rejects' records (the bytes and the original name are sealed in
     # the rejects store, archive/intake/rejects.py).
-    """
-    CREATE TABLE intake_meta (
-        name TEXT PRIMARY KEY,
-        value TEXT NOT NULL
-    );
-    CREATE TABLE intake_rejects (
-        id TEXT PRIMARY KEY,
-        rejected_at TEXT NOT NULL,
-        reason TEXT NOT NULL,
-        entry_id INTEGER,
-        size INTEGER NOT NULL,
-        origin TEXT NOT NULL
-    );
-    """,
+    db.create_tables(metadata, [meta, rejects_table]),
 ]
 KEYED_SCHEME = "hmac-sha256-v1"
 
@@ -132,7 +161,7 @@ class Entry:
 class Journal:
     """Thread-safe access to the intake tables through one connection."""
 
-    def __init__(self, conn: sqlite3.Connection, fingerprints: Fingerprints | None = None) -> None:
+    def __init__(self, conn: Any, fingerprints: Fingerprints | None = None) -> None:
         self.conn = conn
         self._lock = threading.Lock()
         migrate(conn, "intake", STEPS)
@@ -150,7 +179,8 @@ class Journal:
         # WAL + NORMAL survives a killed process; a power cut may lose the last marks,
         # which only costs a harmless re-upload (AlreadyStored). Measured: FULL halves
         # watch-folder throughput on this hardware.
-        conn.execute("PRAGMA synchronous=NORMAL")
+        if dialect(conn) == "sqlite":
+            conn.execute(text("PRAGMA synchronous=NORMAL"))
         return cls(conn, fingerprints)
 
     def _key_rows(self, fp: Fingerprints) -> int:
@@ -159,15 +189,15 @@ class Journal:
         sqlite = dialect(self.conn) == "sqlite"
         with self._lock:
             if sqlite:  # the unkeyed values must not survive in freed space
-                self.conn.execute("PRAGMA secure_delete = ON")
-            self.conn.execute("BEGIN IMMEDIATE")
+                self.conn.execute(text("PRAGMA secure_delete = ON"))
+            self.conn.begin_write()
             try:
                 rows = dict(
                     (r["name"], r["value"])
-                    for r in self.conn.execute("SELECT name, value FROM intake_meta")
+                    for r in self.conn.execute(select(meta.c.name, meta.c.value))
                 )
                 if rows.get("fingerprints") == KEYED_SCHEME:
-                    self.conn.execute("COMMIT")
+                    self.conn.commit()
                     if rows.get("check") != fp.check_value():
                         from archive.intake.settings import IntakeError
 
@@ -177,41 +207,41 @@ class Journal:
                         )
                     return 0
                 n = 0
-                for r in self.conn.execute(
-                    "SELECT id, path_key, sha256 FROM intake_sources"
-                ).fetchall():
+                rows_to_key = self.conn.execute(
+                    select(sources.c.id, sources.c.path_key, sources.c.sha256)
+                ).fetchall()
+                for r in rows_to_key:
                     self.conn.execute(
-                        "UPDATE intake_sources SET path_key = ?, sha256 = ? WHERE id = ?",
-                        (fp.of_digest(b"path", bytes.fromhex(r["path_key"])),
-                         fp.of_digest(b"content", bytes.fromhex(r["sha256"])), r["id"]),
+                        update(sources).where(sources.c.id == r["id"]).values(
+                            path_key=fp.of_digest(b"path", bytes.fromhex(r["path_key"])),
+                            sha256=fp.of_digest(b"content", bytes.fromhex(r["sha256"])),
+                        )
                     )  # fmt: skip
                     n += 1
-                for r in self.conn.execute("SELECT sha256 FROM intake_content").fetchall():
+                for old in self.conn.execute(select(content.c.sha256)).scalars():
                     self.conn.execute(
-                        "UPDATE intake_content SET sha256 = ? WHERE sha256 = ?",
-                        (fp.of_digest(b"content", bytes.fromhex(r["sha256"])), r["sha256"]),
+                        update(content)
+                        .where(content.c.sha256 == old)
+                        .values(sha256=fp.of_digest(b"content", bytes.fromhex(old)))
                     )
                     n += 1
                 for name, value in (("fingerprints", KEYED_SCHEME), ("check", fp.check_value())):
-                    self.conn.execute("DELETE FROM intake_meta WHERE name = ?", (name,))
-                    self.conn.execute(
-                        "INSERT INTO intake_meta (name, value) VALUES (?, ?)", (name, value)
-                    )
-                self.conn.execute("COMMIT")
+                    self.conn.execute(delete(meta).where(meta.c.name == name))
+                    self.conn.execute(insert(meta).values(name=name, value=value))
+                self.conn.commit()
             except BaseException:
-                if self.conn.in_transaction:
-                    self.conn.execute("ROLLBACK")
+                self.conn.rollback()
                 raise
             if n and sqlite:
                 # ... nor in the write-ahead log: copy it into the database and empty it
                 # (best effort while others write; they overwrite it soon enough).
-                self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                self.conn.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))
             return n
 
     def close(self) -> None:
         self.conn.close()
 
-    def _row(self, row: sqlite3.Row) -> Entry:
+    def _row(self, row: Any) -> Entry:
         return Entry(
             row["id"],
             row["path_key"],
@@ -227,79 +257,70 @@ class Journal:
         """The entry of this exact file version, created on first sight."""
         with self._lock:
             now = _now()
+            version = {"path_key": key, "size": size, "mtime_ns": mtime_ns, "sha256": sha256}
             self.conn.execute(
-                "INSERT OR IGNORE INTO intake_sources (path_key, size, mtime_ns, sha256,"
-                " state, first_seen, updated_at) VALUES (?, ?, ?, ?, 'seen', ?, ?)",
-                (key, size, mtime_ns, sha256, now, now),
+                db.dialect_insert(self.conn, sources)
+                .values(**version, state="seen", first_seen=now, updated_at=now)
+                .on_conflict_do_nothing()
             )
             row = self.conn.execute(
-                "SELECT * FROM intake_sources WHERE path_key = ? AND size = ? AND mtime_ns = ?"
-                " AND sha256 = ?",
-                (key, size, mtime_ns, sha256),
+                select(sources).where(*(sources.c[k] == v for k, v in version.items()))
             ).fetchone()
             return self._row(row)
 
     def get(self, entry_id: int) -> Entry | None:
         with self._lock:
-            row = self.conn.execute(
-                "SELECT * FROM intake_sources WHERE id = ?", (entry_id,)
-            ).fetchone()
+            row = self.conn.execute(select(sources).where(sources.c.id == entry_id)).fetchone()
             return self._row(row) if row else None
 
     def confirmed(self, sha256: str) -> str | None:
         """The archive's confirmed outcome for these bytes, if it ever confirmed them."""
         with self._lock:
-            row = self.conn.execute(
-                "SELECT outcome FROM intake_content WHERE sha256 = ?", (sha256,)
-            ).fetchone()
-            return row["outcome"] if row else None
+            return self.conn.execute(
+                select(content.c.outcome).where(content.c.sha256 == sha256)
+            ).scalar()
 
     def confirm(self, entry_id: int, sha256: str, outcome: str) -> None:
         """The archive said stored/held: content and entry confirmed in one transaction."""
         with self._lock:
             now = _now()
-            self.conn.execute("BEGIN IMMEDIATE")
-            try:
+            with self.conn.write():
                 self.conn.execute(
-                    "INSERT OR IGNORE INTO intake_content (sha256, outcome, confirmed_at)"
-                    " VALUES (?, ?, ?)",
-                    (sha256, outcome, now),
+                    db.dialect_insert(self.conn, content)
+                    .values(sha256=sha256, outcome=outcome, confirmed_at=now)
+                    .on_conflict_do_nothing()
                 )
                 self.conn.execute(
-                    "UPDATE intake_sources SET state = 'confirmed', outcome = ?, reason = NULL,"
-                    " updated_at = ? WHERE id = ?",
-                    (outcome, now, entry_id),
+                    update(sources)
+                    .where(sources.c.id == entry_id)
+                    .values(state="confirmed", outcome=outcome, reason=None, updated_at=now)
                 )
-                self.conn.execute("COMMIT")
-            except BaseException:
-                self.conn.execute("ROLLBACK")
-                raise
 
     def mark(self, entry_id: int, state: str, reason: str | None = None) -> None:
         with self._lock:
             self.conn.execute(
-                "UPDATE intake_sources SET state = ?, reason = ?, updated_at = ? WHERE id = ?",
-                (state, reason, _now(), entry_id),
+                update(sources)
+                .where(sources.c.id == entry_id)
+                .values(state=state, reason=reason, updated_at=_now())
             )
 
     def attempt(self, entry_id: int) -> int:
         """Count one upload attempt; returns the number so far."""
         with self._lock:
-            self.conn.execute(
-                "UPDATE intake_sources SET attempts = attempts + 1, updated_at = ? WHERE id = ?",
-                (_now(), entry_id),
-            )
-            row = self.conn.execute(
-                "SELECT attempts FROM intake_sources WHERE id = ?", (entry_id,)
-            ).fetchone()
-            return int(row["attempts"])
+            attempts = self.conn.execute(
+                update(sources)
+                .where(sources.c.id == entry_id)
+                .values(attempts=sources.c.attempts + 1, updated_at=_now())
+                .returning(sources.c.attempts)
+            ).scalar()
+            return int(attempts)
 
     def counts(self) -> dict[str, int]:
         with self._lock:
             rows = self.conn.execute(
-                "SELECT state, COUNT(*) AS n FROM intake_sources GROUP BY state"
+                select(sources.c.state, func.count()).group_by(sources.c.state)
             ).fetchall()
-            return {r["state"]: r["n"] for r in rows}
+            return {r[0]: r[1] for r in rows}
 
     # -- rejects (records; the sealed bytes live in archive/intake/rejects.py) --------
 
@@ -307,26 +328,31 @@ class Journal:
                    origin: str) -> None:  # fmt: skip
         with self._lock:
             self.conn.execute(
-                "INSERT INTO intake_rejects (id, rejected_at, reason, entry_id, size, origin)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (reject_id, _now(), reason, entry_id, size, origin),
+                insert(rejects_table).values(
+                    id=reject_id,
+                    rejected_at=_now(),
+                    reason=reason,
+                    entry_id=entry_id,
+                    size=size,
+                    origin=origin,
+                )
             )
 
     def rejects(self) -> list[dict]:
         with self._lock:
             rows = self.conn.execute(
-                "SELECT * FROM intake_rejects ORDER BY rejected_at, id"
+                select(rejects_table).order_by(rejects_table.c.rejected_at, rejects_table.c.id)
             ).fetchall()
             return [dict(r) for r in rows]
 
     def reject(self, reject_id: str) -> dict | None:
         with self._lock:
             row = self.conn.execute(
-                "SELECT * FROM intake_rejects WHERE id = ?", (reject_id,)
+                select(rejects_table).where(rejects_table.c.id == reject_id)
             ).fetchone()
             return dict(row) if row else None
 
     def drop_reject(self, reject_id: str) -> bool:
         with self._lock:
-            cur = self.conn.execute("DELETE FROM intake_rejects WHERE id = ?", (reject_id,))
+            cur = self.conn.execute(delete(rejects_table).where(rejects_table.c.id == reject_id))
             return cur.rowcount > 0

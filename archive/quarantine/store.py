@@ -9,55 +9,32 @@ from __future__ import annotations
 
 import json
 import secrets
-import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, insert, select, update
 
 from archive import db
 from archive.errors import ArchiveError
 from archive.paths import HomePaths
+from archive.quarantine import tables
+from archive.quarantine.tables import consent, items
 from archive.vault.store import EncryptedStore
 
 CONTENT_HELD = 1
 
-SCHEMA = [
-    """
-    CREATE TABLE quarantine_items (
-        id TEXT PRIMARY KEY,
-        received_at TEXT NOT NULL,
-        reason TEXT NOT NULL,
-        intake TEXT NOT NULL,
-        modality TEXT NOT NULL DEFAULT '',
-        study_uid TEXT,
-        patient_pseudonym TEXT,
-        raw INTEGER NOT NULL DEFAULT 0,
-        ingested_by TEXT NOT NULL DEFAULT '',
-        status TEXT NOT NULL DEFAULT 'held',
-        decided_by TEXT,
-        decided_at TEXT,
-        decision_note TEXT
-    );
-    CREATE INDEX quarantine_items_status ON quarantine_items (status);
-    """,
+# Step 1 creates the tables as tables.py declares them now; on a home made before
+# issue 27 it ran as a SQL script without the pixel-review columns, which step 2 adds
+# only where they are missing.
+SCHEMA: list[db.Step] = [
+    db.create_tables(tables.metadata, [tables.items]),
     # Pixel review (issue 5): what held the item (engine or pixel step), the reviewer's
     # mask and its OCR result, the pixel flags; photograph consent per de-identified study.
-    """
-    ALTER TABLE quarantine_items ADD COLUMN kind TEXT NOT NULL DEFAULT 'deid';
-    ALTER TABLE quarantine_items ADD COLUMN series_uid TEXT;
-    ALTER TABLE quarantine_items ADD COLUMN sop_uid TEXT;
-    ALTER TABLE quarantine_items ADD COLUMN flags TEXT NOT NULL DEFAULT '[]';
-    ALTER TABLE quarantine_items ADD COLUMN mask_regions TEXT;
-    ALTER TABLE quarantine_items ADD COLUMN image_area TEXT;
-    ALTER TABLE quarantine_items ADD COLUMN masked_by TEXT;
-    ALTER TABLE quarantine_items ADD COLUMN ocr_words_left INTEGER;
-    CREATE TABLE quarantine_consent (
-        study_uid TEXT PRIMARY KEY,
-        level TEXT NOT NULL,
-        recorded_by TEXT NOT NULL,
-        recorded_at TEXT NOT NULL,
-        note TEXT NOT NULL DEFAULT ''
-    );
-    """,
+    (
+        db.add_columns(tables.items, tables.PIXEL_REVIEW_COLUMNS),
+        db.create_tables(tables.metadata, [tables.consent]),
+    ),
 ]
 
 
@@ -97,7 +74,7 @@ class QuarantineItem:
         return out
 
     @classmethod
-    def from_row(cls, row: sqlite3.Row) -> QuarantineItem:
+    def from_row(cls, row: Any) -> QuarantineItem:
         return cls(
             id=row["id"],
             received_at=row["received_at"],
@@ -129,7 +106,7 @@ class QuarantineItem:
 class QuarantineStore:
     """Encrypted held instances plus their records in the archive database."""
 
-    def __init__(self, home: HomePaths, keyring, conn: sqlite3.Connection) -> None:
+    def __init__(self, home: HomePaths, keyring, conn: Any) -> None:
         self.files = EncryptedStore(home.quarantine_dir, keyring)
         self.conn = conn
         db.migrate(conn, "quarantine", SCHEMA)
@@ -156,43 +133,35 @@ class QuarantineStore:
         item_id = "q-" + secrets.token_hex(12)
         self.files.write(item_id, CONTENT_HELD, data)
         self.conn.execute(
-            "INSERT INTO quarantine_items (id, received_at, reason, intake, modality, study_uid,"
-            " patient_pseudonym, raw, ingested_by, kind, series_uid, sop_uid, flags)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                item_id,
-                datetime.now(UTC).isoformat(timespec="seconds"),
-                reason,
-                intake,
-                modality,
-                study_uid,
-                patient_pseudonym,
-                int(raw),
-                ingested_by,
-                kind,
-                series_uid,
-                sop_uid,
-                json.dumps(list(flags)),
-            ),
+            insert(items).values(
+                id=item_id,
+                received_at=datetime.now(UTC).isoformat(timespec="seconds"),
+                reason=reason,
+                intake=intake,
+                modality=modality,
+                study_uid=study_uid,
+                patient_pseudonym=patient_pseudonym,
+                raw=int(raw),
+                ingested_by=ingested_by,
+                kind=kind,
+                series_uid=series_uid,
+                sop_uid=sop_uid,
+                flags=json.dumps(list(flags)),
+            )
         )
         return item_id
 
     def get(self, item_id: str) -> QuarantineItem:
-        row = self.conn.execute(
-            "SELECT * FROM quarantine_items WHERE id = ?", (item_id,)
-        ).fetchone()
+        row = self.conn.execute(select(items).where(items.c.id == item_id)).fetchone()
         if row is None:
             raise QuarantineError(f"No quarantine item {item_id}; see `archive quarantine list`.")
         return QuarantineItem.from_row(row)
 
     def list(self, status: str | None = "held") -> list[QuarantineItem]:
-        if status is None:
-            rows = self.conn.execute("SELECT * FROM quarantine_items ORDER BY received_at, id")
-        else:
-            rows = self.conn.execute(
-                "SELECT * FROM quarantine_items WHERE status = ? ORDER BY received_at, id",
-                (status,),
-            )
+        statement = select(items).order_by(items.c.received_at, items.c.id)
+        if status is not None:
+            statement = statement.where(items.c.status == status)
+        rows = self.conn.execute(statement)
         return [QuarantineItem.from_row(row) for row in rows]
 
     def read(self, item_id: str) -> bytes:
@@ -205,9 +174,14 @@ class QuarantineStore:
         if item.status != "held":
             raise QuarantineError(f"Quarantine item {item_id} is already {item.status}.")
         self.conn.execute(
-            "UPDATE quarantine_items SET status = ?, decided_by = ?, decided_at = ?,"
-            " decision_note = ? WHERE id = ? AND status = 'held'",
-            (status, reviewer, datetime.now(UTC).isoformat(timespec="seconds"), note, item_id),
+            update(items)
+            .where(items.c.id == item_id, items.c.status == "held")
+            .values(
+                status=status,
+                decided_by=reviewer,
+                decided_at=datetime.now(UTC).isoformat(timespec="seconds"),
+                decision_note=note,
+            )
         )
         if status in ("rejected", "released"):
             self.files.remove(item_id, CONTENT_HELD)
@@ -237,29 +211,84 @@ class QuarantineStore:
             )
         self.files.write(item_id, CONTENT_HELD, data)
         self.conn.execute(
-            "UPDATE quarantine_items SET mask_regions = ?, image_area = ?, masked_by = ?,"
-            " ocr_words_left = ? WHERE id = ?",
-            (json.dumps(regions), json.dumps(image_area), by, words_left, item_id),
+            update(items)
+            .where(items.c.id == item_id)
+            .values(
+                mask_regions=json.dumps(regions),
+                image_area=json.dumps(image_area),
+                masked_by=by,
+                ocr_words_left=words_left,
+            )
         )
         return self.get(item_id)
 
     def record_consent(self, study_uid: str, level: str, by: str, note: str = "") -> None:
         """Photograph consent for a de-identified study (the latest record counts)."""
+        statement = db.dialect_insert(self.conn, consent).values(
+            study_uid=study_uid,
+            level=level,
+            recorded_by=by,
+            recorded_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            note=note,
+        )
         self.conn.execute(
-            "INSERT INTO quarantine_consent (study_uid, level, recorded_by, recorded_at, note)"
-            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (study_uid) DO UPDATE SET level = excluded.level,"
-            " recorded_by = excluded.recorded_by, recorded_at = excluded.recorded_at,"
-            " note = excluded.note",
-            (study_uid, level, by, datetime.now(UTC).isoformat(timespec="seconds"), note),
+            statement.on_conflict_do_update(
+                index_elements=[consent.c.study_uid],
+                set_={
+                    name: statement.excluded[name]
+                    for name in ("level", "recorded_by", "recorded_at", "note")
+                },
+            )
         )
 
     def consent_for(self, study_uid: str) -> str | None:
-        row = self.conn.execute(
-            "SELECT level FROM quarantine_consent WHERE study_uid = ?", (study_uid,)
-        ).fetchone()
-        return None if row is None else row["level"]
+        return self.conn.execute(
+            select(consent.c.level).where(consent.c.study_uid == study_uid)
+        ).scalar()
 
     def count(self, status: str = "held") -> int:
         return self.conn.execute(
-            "SELECT COUNT(*) FROM quarantine_items WHERE status = ?", (status,)
-        ).fetchone()[0]
+            select(func.count()).select_from(items).where(items.c.status == status)
+        ).scalar()
+
+
+# -- for other rooms (the transfer package): read-only, no rules ---------------------------
+
+
+def _has_table(conn: Any, table: Any) -> bool:
+    from sqlalchemy import inspect
+
+    return inspect(conn._sa).has_table(table.name)
+
+
+def released_reviews(conn: Any) -> dict[str, dict[str, str]]:
+    """The review outcome of every instance a person released or masked from quarantine,
+    by SOP instance UID (empty when the quarantine never held anything)."""
+    if not _has_table(conn, items):
+        return {}
+    rows = conn.execute(
+        select(
+            items.c.sop_uid,
+            items.c.decided_by,
+            items.c.decided_at,
+            items.c.reason,
+            items.c.masked_by,
+        ).where(items.c.sop_uid.is_not(None), items.c.status == "released")
+    ).fetchall()
+    return {
+        str(sop): {
+            "decision": "masked" if masked_by else "released",
+            "reviewer": str(by or masked_by or ""),
+            "decided_at": str(at or ""),
+            "reason_held": str(reason or "")[:300],
+        }
+        for sop, by, at, reason, masked_by in rows
+    }
+
+
+def consent_level(conn: Any, study_uid: str) -> str:
+    """The photograph consent recorded for a study, or "none"."""
+    if not _has_table(conn, consent):
+        return "none"
+    level = conn.execute(select(consent.c.level).where(consent.c.study_uid == study_uid)).scalar()
+    return str(level) if level is not None else "none"

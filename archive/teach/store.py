@@ -4,32 +4,38 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from archive.db import migrate
+from sqlalchemy import Column, MetaData, Table, Text, delete, select
+
+from archive.db import create_tables, dialect_insert, migrate
 
 ROOM = "teach"
-STEPS = [
-    """
-    CREATE TABLE teach_unknowns (
-      case_id TEXT PRIMARY KEY,
-      marked_by TEXT NOT NULL,
-      marked_at TEXT NOT NULL
-    );
-    CREATE TABLE teach_answers (
-      case_id TEXT NOT NULL,
-      username TEXT NOT NULL,
-      answer TEXT NOT NULL DEFAULT '',
-      answered_at TEXT NOT NULL DEFAULT '',
-      revealed_at TEXT NOT NULL DEFAULT '',
-      PRIMARY KEY (case_id, username)
-    );
-    CREATE TABLE teach_case_of_day (
-      day TEXT PRIMARY KEY,
-      case_id TEXT NOT NULL,
-      chosen_by TEXT NOT NULL,
-      chosen_at TEXT NOT NULL
-    );
-    """
-]
+metadata = MetaData()
+unknowns = Table(
+    "teach_unknowns",
+    metadata,
+    Column("case_id", Text, primary_key=True),
+    Column("marked_by", Text, nullable=False),
+    Column("marked_at", Text, nullable=False),
+)
+answers = Table(
+    "teach_answers",
+    metadata,
+    Column("case_id", Text, primary_key=True),
+    Column("username", Text, primary_key=True),
+    Column("answer", Text, nullable=False, server_default=""),
+    Column("answered_at", Text, nullable=False, server_default=""),
+    Column("revealed_at", Text, nullable=False, server_default=""),
+)
+case_of_day = Table(
+    "teach_case_of_day",
+    metadata,
+    Column("day", Text, primary_key=True),
+    Column("case_id", Text, nullable=False),
+    Column("chosen_by", Text, nullable=False),
+    Column("chosen_at", Text, nullable=False),
+)
+# Homes made before issue 27 ran step 1 as the equivalent SQL script.
+STEPS = [create_tables(metadata, [unknowns, answers, case_of_day])]
 
 
 @dataclass(frozen=True)
@@ -58,31 +64,34 @@ class TeachStore:
 
     # -- unknowns ----------------------------------------------------------------------
     def is_unknown(self, case_id: str) -> bool:
-        row = self.conn.execute(
-            "SELECT 1 FROM teach_unknowns WHERE case_id = ?", (case_id,)
-        ).fetchone()
-        return row is not None
+        found = self.conn.execute(select(unknowns.c.case_id).where(unknowns.c.case_id == case_id))
+        return found.fetchone() is not None
 
     def set_unknown(self, case_id: str, on: bool, user: str, at: str) -> None:
         if on:
             self.conn.execute(
-                "INSERT INTO teach_unknowns (case_id, marked_by, marked_at) VALUES (?, ?, ?)"
-                " ON CONFLICT (case_id) DO NOTHING",
-                (case_id, user, at),
+                dialect_insert(self.conn, unknowns)
+                .values(case_id=case_id, marked_by=user, marked_at=at)
+                .on_conflict_do_nothing(index_elements=[unknowns.c.case_id])
             )
         else:
-            self.conn.execute("DELETE FROM teach_unknowns WHERE case_id = ?", (case_id,))
+            self.conn.execute(delete(unknowns).where(unknowns.c.case_id == case_id))
 
     def unknowns(self) -> list[str]:
-        rows = self.conn.execute("SELECT case_id FROM teach_unknowns ORDER BY marked_at")
-        return [r[0] for r in rows.fetchall()]
+        return self.conn.execute(
+            select(unknowns.c.case_id).order_by(unknowns.c.marked_at)
+        ).scalars()
 
     # -- answers and reveals ------------------------------------------------------------
     def answer(self, case_id: str, user: str) -> Answer | None:
         row = self.conn.execute(
-            "SELECT case_id, username, answer, answered_at, revealed_at FROM teach_answers"
-            " WHERE case_id = ? AND username = ?",
-            (case_id, user),
+            select(
+                answers.c.case_id,
+                answers.c.username,
+                answers.c.answer,
+                answers.c.answered_at,
+                answers.c.revealed_at,
+            ).where(answers.c.case_id == case_id, answers.c.username == user)
         ).fetchone()
         return Answer(*row) if row else None
 
@@ -94,33 +103,52 @@ class TeachStore:
         return not (mine and mine.revealed_at)
 
     def save_answer(self, case_id: str, user: str, text: str, at: str) -> None:
+        statement = dialect_insert(self.conn, answers).values(
+            case_id=case_id, username=user, answer=text, answered_at=at
+        )
         self.conn.execute(
-            "INSERT INTO teach_answers (case_id, username, answer, answered_at)"
-            " VALUES (?, ?, ?, ?) ON CONFLICT (case_id, username)"
-            " DO UPDATE SET answer = excluded.answer, answered_at = excluded.answered_at",
-            (case_id, user, text, at),
+            statement.on_conflict_do_update(
+                index_elements=[answers.c.case_id, answers.c.username],
+                set_={
+                    "answer": statement.excluded.answer,
+                    "answered_at": statement.excluded.answered_at,
+                },
+            )
         )
 
     def mark_revealed(self, case_id: str, user: str, at: str) -> None:
+        statement = dialect_insert(self.conn, answers).values(
+            case_id=case_id, username=user, revealed_at=at
+        )
         self.conn.execute(
-            "INSERT INTO teach_answers (case_id, username, revealed_at) VALUES (?, ?, ?)"
-            " ON CONFLICT (case_id, username) DO UPDATE SET revealed_at = excluded.revealed_at"
-            " WHERE teach_answers.revealed_at = ''",
-            (case_id, user, at),
+            statement.on_conflict_do_update(
+                index_elements=[answers.c.case_id, answers.c.username],
+                set_={"revealed_at": statement.excluded.revealed_at},
+                where=answers.c.revealed_at == "",
+            )
         )
 
     # -- case of the day ------------------------------------------------------------------
     def case_of_day(self, day: str) -> CaseOfDay | None:
         row = self.conn.execute(
-            "SELECT day, case_id, chosen_by, chosen_at FROM teach_case_of_day WHERE day = ?",
-            (day,),
+            select(
+                case_of_day.c.day,
+                case_of_day.c.case_id,
+                case_of_day.c.chosen_by,
+                case_of_day.c.chosen_at,
+            ).where(case_of_day.c.day == day)
         ).fetchone()
         return CaseOfDay(*row) if row else None
 
     def choose(self, day: str, case_id: str, user: str, at: str) -> None:
+        statement = dialect_insert(self.conn, case_of_day).values(
+            day=day, case_id=case_id, chosen_by=user, chosen_at=at
+        )
         self.conn.execute(
-            "INSERT INTO teach_case_of_day (day, case_id, chosen_by, chosen_at)"
-            " VALUES (?, ?, ?, ?) ON CONFLICT (day) DO UPDATE SET case_id = excluded.case_id,"
-            " chosen_by = excluded.chosen_by, chosen_at = excluded.chosen_at",
-            (day, case_id, user, at),
+            statement.on_conflict_do_update(
+                index_elements=[case_of_day.c.day],
+                set_={
+                    name: statement.excluded[name] for name in ("case_id", "chosen_by", "chosen_at")
+                },
+            )
         )

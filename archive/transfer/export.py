@@ -12,7 +12,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from archive.catalogue import Catalogue
+from archive.catalogue.inventory import holdings
 from archive.catalogue.model import EDITABLE_FIELDS
+from archive.quarantine.store import consent_level, released_reviews
 from archive.vault.ledger import InstanceLedger, read_dicom
 
 TRANSFERRED_STATUSES = ("available", "quarantined")
@@ -20,49 +22,18 @@ TRANSFERRED_STATUSES = ("available", "quarantined")
 
 def _reviews(conn: Any) -> dict[str, dict]:
     """Review outcome of every instance a person released or masked from quarantine."""
-    if not _has_table(conn, "quarantine_items"):
-        return {}  # the quarantine never held anything: nothing was reviewed
-    rows = conn.execute(
-        "SELECT sop_uid, status, decided_by, decided_at, reason, masked_by"
-        " FROM quarantine_items WHERE sop_uid IS NOT NULL AND status = 'released'"
-    ).fetchall()
-    out = {}
-    for sop, _status, by, at, reason, masked_by in rows:
-        out[str(sop)] = {
-            "decision": "masked" if masked_by else "released",
-            "reviewer": str(by or masked_by or ""),
-            "decided_at": str(at or ""),
-            "reason_held": str(reason or "")[:300],
-        }
-    return out
+    return released_reviews(conn)
 
 
 def _consent(conn: Any, study_uid: str) -> str:
-    if not _has_table(conn, "quarantine_consent"):
-        return "none"
-    row = conn.execute(
-        "SELECT level FROM quarantine_consent WHERE study_uid = ?", (study_uid,)
-    ).fetchone()
-    return str(row[0]) if row else "none"
-
-
-def _has_table(conn: Any, name: str) -> bool:
-    try:
-        conn.execute(f"SELECT 1 FROM {name} LIMIT 0")  # noqa: S608 - a fixed table name
-    except Exception:  # noqa: BLE001 - sqlite3 or PostgreSQL: the table does not exist
-        return False
-    return True
+    return consent_level(conn, study_uid)
 
 
 def gather(conn: Any, catalogue: Catalogue) -> tuple[list[dict], list[dict]]:
     """(manifest cases without instances, collections), in case-id order."""
-    rows = conn.execute(
-        "SELECT case_id FROM catalogue_cases WHERE status IN (?, ?) ORDER BY case_id",
-        TRANSFERRED_STATUSES,
-    ).fetchall()
     cases = []
-    for (case_id,) in rows:
-        case = catalogue.get(case_id)
+    for held in holdings(conn, TRANSFERRED_STATUSES):
+        case = catalogue.get(held.case_id)
         cases.append(
             {
                 "case_id": case.case_id,

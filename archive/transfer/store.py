@@ -6,58 +6,82 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import BigInteger, Column, Integer, MetaData, Table, Text, delete, insert, select
+
 from archive import db
 from archive.errors import ArchiveError
 from archive.transfer.keys import fingerprint, public_key_from_hex
 from archive.transfer.package import Peer
 
-SCHEMA = [
-    """
-    CREATE TABLE transfer_peers (
-        fingerprint TEXT PRIMARY KEY,
-        organisation TEXT NOT NULL,
-        signing_key TEXT NOT NULL,
-        added_by TEXT NOT NULL,
-        added_at TEXT NOT NULL
-    );
-    CREATE TABLE transfer_packages (
-        envelope_sha256 TEXT PRIMARY KEY,
-        transfer_id INTEGER NOT NULL,
-        manifest_sha256 TEXT NOT NULL,
-        organisation TEXT NOT NULL,
-        rows_json TEXT NOT NULL,
-        made_by TEXT NOT NULL,
-        made_at TEXT NOT NULL
-    );
-    CREATE TABLE transfer_receipts (
-        receipt_sha256 TEXT PRIMARY KEY,
-        transfer_id INTEGER NOT NULL,
-        envelope_sha256 TEXT NOT NULL,
-        signer_fingerprint TEXT NOT NULL,
-        organisation TEXT NOT NULL,
-        stored INTEGER NOT NULL,
-        held INTEGER NOT NULL,
-        statement TEXT NOT NULL,
-        mapping_json TEXT NOT NULL,
-        verified_by TEXT NOT NULL,
-        verified_at TEXT NOT NULL
-    );
-    CREATE TABLE transfer_imports (
-        envelope_sha256 TEXT NOT NULL,
-        sender_fingerprint TEXT NOT NULL,
-        sender_case_id TEXT NOT NULL,
-        case_id TEXT NOT NULL,
-        sop_instance_uid TEXT NOT NULL,
-        sha256 TEXT NOT NULL,
-        outcome TEXT NOT NULL,
-        reason TEXT NOT NULL,
-        review TEXT NOT NULL DEFAULT '',
-        imported_by TEXT NOT NULL,
-        imported_at TEXT NOT NULL,
-        PRIMARY KEY (envelope_sha256, sop_instance_uid)
-    );
-    """
-]
+metadata = MetaData()
+Int = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def _text(name: str, **kw: Any) -> Column:
+    return Column(name, Text, nullable=False, **kw)
+
+
+peers_table = Table(
+    "transfer_peers",
+    metadata,
+    _text("fingerprint", primary_key=True),
+    _text("organisation"),
+    _text("signing_key"),
+    _text("added_by"),
+    _text("added_at"),
+)
+packages = Table(
+    "transfer_packages",
+    metadata,
+    _text("envelope_sha256", primary_key=True),
+    Column("transfer_id", Int, nullable=False),
+    _text("manifest_sha256"),
+    _text("organisation"),
+    _text("rows_json"),
+    _text("made_by"),
+    _text("made_at"),
+)
+receipts = Table(
+    "transfer_receipts",
+    metadata,
+    _text("receipt_sha256", primary_key=True),
+    Column("transfer_id", Int, nullable=False),
+    _text("envelope_sha256"),
+    _text("signer_fingerprint"),
+    _text("organisation"),
+    Column("stored", Int, nullable=False),
+    Column("held", Int, nullable=False),
+    _text("statement"),
+    _text("mapping_json"),
+    _text("verified_by"),
+    _text("verified_at"),
+)
+imports = Table(
+    "transfer_imports",
+    metadata,
+    _text("envelope_sha256", primary_key=True),
+    _text("sender_fingerprint"),
+    _text("sender_case_id"),
+    _text("case_id"),
+    _text("sop_instance_uid", primary_key=True),
+    _text("sha256"),
+    _text("outcome"),
+    _text("reason"),
+    _text("review", server_default=""),
+    _text("imported_by"),
+    _text("imported_at"),
+)
+
+# Homes made before issue 27 ran step 1 as the equivalent SQL script.
+SCHEMA = [db.create_tables(metadata, [peers_table, packages, receipts, imports])]
+
+
+def _upsert(conn: Any, table: Table, values: dict[str, Any], keys: list[str], update: list[str]):
+    statement = db.dialect_insert(conn, table).values(values)
+    return statement.on_conflict_do_update(
+        index_elements=[table.c[k] for k in keys],
+        set_={name: statement.excluded[name] for name in update},
+    )
 
 
 def ensure_schema(conn: Any) -> None:
@@ -88,13 +112,22 @@ def add_peer(conn: Any, organisation: str, signing_key_hex: str, by: str) -> Pee
     ]  # fmt: skip
     for old in same:  # a new key for an organisation replaces its old one
         if old.fingerprint != peer.fingerprint:
-            conn.execute("DELETE FROM transfer_peers WHERE fingerprint = ?", (old.fingerprint,))
+            conn.execute(delete(peers_table).where(peers_table.c.fingerprint == old.fingerprint))
+    values = {
+        "fingerprint": peer.fingerprint,
+        "organisation": peer.organisation,
+        "signing_key": peer.signing_key,
+        "added_by": by,
+        "added_at": _now(),
+    }
     conn.execute(
-        "INSERT INTO transfer_peers (fingerprint, organisation, signing_key, added_by,"
-        " added_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (fingerprint) DO UPDATE SET"
-        " organisation = excluded.organisation, added_by = excluded.added_by,"
-        " added_at = excluded.added_at",
-        (peer.fingerprint, peer.organisation, peer.signing_key, by, _now()),
+        _upsert(
+            conn,
+            peers_table,
+            values,
+            ["fingerprint"],
+            ["organisation", "added_by", "added_at"],
+        )
     )
     return peer
 
@@ -102,7 +135,9 @@ def add_peer(conn: Any, organisation: str, signing_key_hex: str, by: str) -> Pee
 def peers(conn: Any) -> list[Peer]:
     ensure_schema(conn)
     rows = conn.execute(
-        "SELECT organisation, signing_key, fingerprint FROM transfer_peers ORDER BY organisation"
+        select(
+            peers_table.c.organisation, peers_table.c.signing_key, peers_table.c.fingerprint
+        ).order_by(peers_table.c.organisation)
     ).fetchall()
     return [Peer(r[0], r[1], r[2]) for r in rows]
 
@@ -114,26 +149,28 @@ def peer_for(conn: Any, organisation: str) -> Peer | None:
 
 def record_package(conn: Any, written, transfer_id: int, organisation: str, by: str) -> None:
     conn.execute(
-        "INSERT INTO transfer_packages (envelope_sha256, transfer_id, manifest_sha256,"
-        " organisation, rows_json, made_by, made_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (
-            written.envelope_sha256,
-            int(transfer_id),
-            written.manifest_sha256,
-            organisation,
-            json.dumps(written.rows),
-            by,
-            _now(),
-        ),
+        insert(packages).values(
+            envelope_sha256=written.envelope_sha256,
+            transfer_id=int(transfer_id),
+            manifest_sha256=written.manifest_sha256,
+            organisation=organisation,
+            rows_json=json.dumps(written.rows),
+            made_by=by,
+            made_at=_now(),
+        )
     )
 
 
 def package_for(conn: Any, envelope_sha256: str) -> dict | None:
     ensure_schema(conn)
     row = conn.execute(
-        "SELECT envelope_sha256, transfer_id, manifest_sha256, organisation, rows_json"
-        " FROM transfer_packages WHERE envelope_sha256 = ?",
-        (envelope_sha256,),
+        select(
+            packages.c.envelope_sha256,
+            packages.c.transfer_id,
+            packages.c.manifest_sha256,
+            packages.c.organisation,
+            packages.c.rows_json,
+        ).where(packages.c.envelope_sha256 == envelope_sha256)
     ).fetchone()
     if row is None:
         return None
@@ -151,25 +188,30 @@ def record_receipt(conn: Any, verified, transfer_id: int, organisation: str, by:
         "cases": verified.body.get("cases", {}),
         "collections": verified.body.get("collections", {}),
     }
+    values = {
+        "receipt_sha256": verified.receipt_sha256,
+        "transfer_id": int(transfer_id),
+        "envelope_sha256": verified.body["envelope_sha256"],
+        "signer_fingerprint": verified.signer.fingerprint,
+        "organisation": organisation,
+        "stored": verified.stored,
+        "held": len(verified.held),
+        "statement": verified.statement(organisation),
+        "mapping_json": json.dumps(mapping, sort_keys=True),
+        "verified_by": by,
+        "verified_at": _now(),
+    }
     conn.execute(
-        "INSERT INTO transfer_receipts (receipt_sha256, transfer_id, envelope_sha256,"
-        " signer_fingerprint, organisation, stored, held, statement, mapping_json, verified_by,"
-        " verified_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (receipt_sha256)"
-        " DO UPDATE SET verified_by = excluded.verified_by, verified_at = excluded.verified_at",
-        (
-            verified.receipt_sha256,
-            int(transfer_id),
-            verified.body["envelope_sha256"],
-            verified.signer.fingerprint,
-            organisation,
-            verified.stored,
-            len(verified.held),
-            verified.statement(organisation),
-            json.dumps(mapping, sort_keys=True),
-            by,
-            _now(),
-        ),
+        _upsert(conn, receipts, values, ["receipt_sha256"], ["verified_by", "verified_at"])
     )
+
+
+def record_import(conn: Any, values: dict[str, Any]) -> None:
+    """One imported instance (receiver side), replaced when the same package is
+    imported again."""
+    kept = ["envelope_sha256", "sender_fingerprint", "sender_case_id", "sop_instance_uid"]
+    update = [c.name for c in imports.columns if c.name not in kept]
+    conn.execute(_upsert(conn, imports, values, ["envelope_sha256", "sop_instance_uid"], update))
 
 
 def verified_receipt_statement(conn: Any, transfer_id: int | None = None) -> str | None:
@@ -177,12 +219,10 @@ def verified_receipt_statement(conn: Any, transfer_id: int | None = None) -> str
     transfer), for the closure certificate; None when no receipt was verified."""
     try:
         ensure_schema(conn)
-        sql = "SELECT statement FROM transfer_receipts"
-        args: tuple = ()
+        statement = select(receipts.c.statement).order_by(receipts.c.verified_at.desc()).limit(1)
         if transfer_id is not None:
-            sql += " WHERE transfer_id = ?"
-            args = (int(transfer_id),)
-        row = conn.execute(sql + " ORDER BY verified_at DESC LIMIT 1", args).fetchone()
+            statement = statement.where(receipts.c.transfer_id == int(transfer_id))
+        row = conn.execute(statement).fetchone()
     except Exception:  # noqa: BLE001 - no table, no statement: the certificate says so
         return None
     return None if row is None else str(row[0])
@@ -192,8 +232,15 @@ def case_mapping(conn: Any) -> list[dict]:
     """Every imported instance with its sender and receiver case ids (receiver side)."""
     ensure_schema(conn)
     rows = conn.execute(
-        "SELECT sender_fingerprint, sender_case_id, case_id, sop_instance_uid, outcome, reason,"
-        " review FROM transfer_imports ORDER BY imported_at, sender_case_id"
+        select(
+            imports.c.sender_fingerprint,
+            imports.c.sender_case_id,
+            imports.c.case_id,
+            imports.c.sop_instance_uid,
+            imports.c.outcome,
+            imports.c.reason,
+            imports.c.review,
+        ).order_by(imports.c.imported_at, imports.c.sender_case_id)
     ).fetchall()
     keys = ("sender_fingerprint", "sender_case_id", "case_id", "sop_instance_uid", "outcome")
     out = [dict(zip((*keys, "reason", "review"), r, strict=True)) for r in rows]

@@ -25,37 +25,53 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from archive.db import migrate
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Index,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+    delete,
+    func,
+    select,
+)
+
+from archive.db import create_tables, dialect_insert, migrate
 
 ROOM = "vault_ledger"
 DICOM_CONTENT_TYPE = 1
-STEPS = [
-    """
-    CREATE TABLE vault_instances (
-      uuid TEXT PRIMARY KEY,
-      orthanc_instance_id TEXT NOT NULL,
-      orthanc_series_id TEXT NOT NULL,
-      orthanc_study_id TEXT NOT NULL,
-      study_uid TEXT NOT NULL,
-      series_uid TEXT NOT NULL,
-      sop_uid TEXT NOT NULL,
-      sop_class_uid TEXT NOT NULL,
-      transfer_syntax TEXT NOT NULL,
-      modality TEXT NOT NULL,
-      instance_number INTEGER,
-      size INTEGER NOT NULL
-    );
-    CREATE INDEX vault_instances_study ON vault_instances (orthanc_study_id);
-    CREATE INDEX vault_instances_series ON vault_instances (orthanc_series_id);
-    CREATE INDEX vault_instances_study_uid ON vault_instances (study_uid);
-    CREATE INDEX vault_instances_instance ON vault_instances (orthanc_instance_id);
-    """
-]
-
-_COLUMNS = (
-    "uuid, orthanc_instance_id, orthanc_series_id, orthanc_study_id, study_uid, series_uid,"
-    " sop_uid, sop_class_uid, transfer_syntax, modality, instance_number, size"
+Int = BigInteger().with_variant(Integer(), "sqlite")
+metadata = MetaData()
+instances = Table(
+    "vault_instances",
+    metadata,
+    Column("uuid", Text, primary_key=True),
+    *(
+        Column(name, Text, nullable=False)
+        for name in (
+            "orthanc_instance_id",
+            "orthanc_series_id",
+            "orthanc_study_id",
+            "study_uid",
+            "series_uid",
+            "sop_uid",
+            "sop_class_uid",
+            "transfer_syntax",
+            "modality",
+        )
+    ),
+    Column("instance_number", Int),
+    Column("size", Int, nullable=False),
 )
+Index("vault_instances_study", instances.c.orthanc_study_id)
+Index("vault_instances_series", instances.c.orthanc_series_id)
+Index("vault_instances_study_uid", instances.c.study_uid)
+Index("vault_instances_instance", instances.c.orthanc_instance_id)
+# Homes made before issue 27 ran step 1 as the equivalent SQL script.
+STEPS = [create_tables(metadata, [instances])]
+_COLUMNS = tuple(instances.columns)  # LedgerEntry's order (_entry reads by position)
 # The tags the header parse reads (pydicom reads the file meta group anyway).
 _TAGS = (
     0x00100020,  # PatientID
@@ -191,14 +207,17 @@ class InstanceLedger:
     # -- writing (the storage area) -----------------------------------------------------
     def record(self, entry: LedgerEntry) -> None:
         self.conn.execute(
-            f"INSERT OR IGNORE INTO vault_instances ({_COLUMNS})"  # noqa: S608 - constant
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                entry.uuid, entry.orthanc_instance_id, entry.orthanc_series_id,
-                entry.orthanc_study_id, entry.study_uid, entry.series_uid, entry.sop_uid,
-                entry.sop_class_uid, entry.transfer_syntax, entry.modality,
-                entry.instance_number, entry.size,
-            ),
+            dialect_insert(self.conn, instances)
+            .values(
+                uuid=entry.uuid, orthanc_instance_id=entry.orthanc_instance_id,
+                orthanc_series_id=entry.orthanc_series_id,
+                orthanc_study_id=entry.orthanc_study_id, study_uid=entry.study_uid,
+                series_uid=entry.series_uid, sop_uid=entry.sop_uid,
+                sop_class_uid=entry.sop_class_uid, transfer_syntax=entry.transfer_syntax,
+                modality=entry.modality, instance_number=entry.instance_number,
+                size=entry.size,
+            )
+            .on_conflict_do_nothing()
         )  # fmt: skip
 
     def record_file(self, uuid: str, data: bytes | bytearray | memoryview) -> LedgerEntry:
@@ -207,17 +226,14 @@ class InstanceLedger:
         return entry
 
     def forget(self, uuid: str) -> None:
-        self.conn.execute("DELETE FROM vault_instances WHERE uuid = ?", (uuid,))
+        self.conn.execute(delete(instances).where(instances.c.uuid == uuid))
 
     def uuids(self) -> set[str]:
-        return {row[0] for row in self.conn.execute("SELECT uuid FROM vault_instances")}
+        return set(self.conn.execute(select(instances.c.uuid)).scalars())
 
     # -- reading --------------------------------------------------------------------------
     def _select(self, where: str, value: str) -> list[LedgerEntry]:
-        rows = self.conn.execute(
-            f"SELECT {_COLUMNS} FROM vault_instances WHERE {where} = ?",  # noqa: S608
-            (value,),
-        ).fetchall()
+        rows = self.conn.execute(select(*_COLUMNS).where(instances.c[where] == value)).fetchall()
         return _ordered(rows)
 
     def study_files(self, orthanc_study_id: str) -> list[LedgerEntry]:
@@ -236,16 +252,20 @@ class InstanceLedger:
 
     def counts(self) -> dict:
         """{"studies": n, "series": n, "instances": n} of what the vault holds."""
+        c = instances.c
         row = self.conn.execute(
-            "SELECT COUNT(DISTINCT orthanc_study_id), COUNT(DISTINCT orthanc_series_id),"
-            " COUNT(DISTINCT orthanc_instance_id) FROM vault_instances"
+            select(
+                func.count(c.orthanc_study_id.distinct()),
+                func.count(c.orthanc_series_id.distinct()),
+                func.count(c.orthanc_instance_id.distinct()),
+            )
         ).fetchone()
         return {"studies": int(row[0]), "series": int(row[1]), "instances": int(row[2])}
 
     def total_size(self) -> int:
         """Bytes of the stored DICOM files (clear size, before encryption)."""
-        row = self.conn.execute("SELECT COALESCE(SUM(size), 0) FROM vault_instances").fetchone()
-        return int(row[0])
+        total = self.conn.execute(select(func.coalesce(func.sum(instances.c.size), 0))).scalar()
+        return int(total)
 
 
 def read_dicom(store, entry: LedgerEntry) -> bytes:

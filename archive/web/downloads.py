@@ -19,31 +19,33 @@ import hashlib
 import secrets
 from datetime import datetime, timedelta
 
+from sqlalchemy import BigInteger, Column, Integer, MetaData, Table, Text, insert, select, update
+
 from archive.core import Refusal, Refused, Resource
+from archive.db import create_tables, migrate
 from archive.governance.removals.usecases import approver_of
 from archive.web import acts
 from archive.web.app import UI, Context, WebApp, WebError, WebResponse, route
 from archive.web.markup import render
 
 LIFETIME = timedelta(minutes=15)
-SCHEMA = [
-    """
-    CREATE TABLE web_download_links (
-        token_sha256 TEXT PRIMARY KEY,
-        request_id INTEGER NOT NULL,
-        user_name TEXT NOT NULL,
-        recipient TEXT NOT NULL,
-        created_at TEXT NOT NULL,
-        expires_at TEXT NOT NULL,
-        used_at TEXT
-    );
-    """,
-]
+_metadata = MetaData()
+links = Table(
+    "web_download_links",
+    _metadata,
+    Column("token_sha256", Text, primary_key=True),
+    Column("request_id", BigInteger().with_variant(Integer(), "sqlite"), nullable=False),
+    Column("user_name", Text, nullable=False),
+    Column("recipient", Text, nullable=False),
+    Column("created_at", Text, nullable=False),
+    Column("expires_at", Text, nullable=False),
+    Column("used_at", Text),
+)
+# Homes made before issue 27 ran step 1 as the equivalent SQL script.
+SCHEMA = [create_tables(_metadata, [links])]
 
 
 def _links(app: WebApp):
-    from archive.db import migrate
-
     conn = app.backend.db()
     migrate(conn, "web_links", SCHEMA)
     return conn
@@ -82,10 +84,11 @@ def _make(app: WebApp, ctx: Context, groups) -> WebResponse:
 
     def make(tx) -> str:
         tx.execute(
-            "INSERT INTO web_download_links (token_sha256, request_id, user_name, recipient,"
-            " created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)",
-            (_hash(token), rid, ctx.principal.user, recipient, ctx.now.isoformat(),
-             (ctx.now + LIFETIME).isoformat()),
+            insert(links).values(
+                token_sha256=_hash(token), request_id=rid, user_name=ctx.principal.user,
+                recipient=recipient, created_at=ctx.now.isoformat(),
+                expires_at=(ctx.now + LIFETIME).isoformat(),
+            )
         )  # fmt: skip
         return token
 
@@ -110,10 +113,11 @@ def _use(app: WebApp, ctx: Context, groups) -> WebResponse:
     _, resource = _removal(app, ctx, rid)
 
     def spend(tx) -> str:
+        c = links.c
         row = tx.execute(
-            "SELECT user_name, recipient, expires_at, used_at FROM web_download_links"
-            " WHERE token_sha256 = ? AND request_id = ?",
-            (_hash(token), rid),
+            select(c.user_name, c.recipient, c.expires_at, c.used_at)
+            .where(c.token_sha256 == _hash(token), c.request_id == rid)
+            .with_for_update()
         ).fetchone()
         why = None
         if row is None or row[0] != ctx.principal.user:
@@ -125,8 +129,9 @@ def _use(app: WebApp, ctx: Context, groups) -> WebResponse:
         if why:
             raise Refused(Refusal("removal.link", why, "Make a new link on your removal "
                                   "requests page.", "conflict"))  # fmt: skip
-        tx.execute("UPDATE web_download_links SET used_at = ? WHERE token_sha256 = ?",
-                   (ctx.now.isoformat(), _hash(token)))  # fmt: skip
+        tx.execute(
+            update(links).where(c.token_sha256 == _hash(token)).values(used_at=ctx.now.isoformat())
+        )
         return str(row[1])
 
     recipient = acts.do(app, ctx, "removal.link", resource, spend, target=str(rid), step="use")

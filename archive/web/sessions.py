@@ -31,13 +31,28 @@ import hashlib
 import hmac
 import re
 import secrets
-import sqlite3
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from http.cookies import CookieError, SimpleCookie
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Index,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+    delete,
+    insert,
+    or_,
+    select,
+    update,
+)
 
 from archive.access import AccessStore, Principal
-from archive.db import migrate
+from archive.db import add_columns, create_tables, dialect_insert, migrate
 
 COOKIE = "archive_session"
 COOKIE_PATH = "/teaching/ui"
@@ -49,30 +64,45 @@ LOGIN_COOKIE_PATH = "/teaching/ui/login"
 LOGIN_FORM_LIFETIME = timedelta(hours=2)
 _NONCE = re.compile(r"^[A-Za-z0-9_-]{32,64}$")
 
-SCHEMA = [
-    """
-    CREATE TABLE web_sessions (
-        id_sha256 TEXT PRIMARY KEY,
-        user TEXT NOT NULL,
-        csrf TEXT NOT NULL,
-        created_at TEXT NOT NULL,
-        last_seen TEXT NOT NULL,
-        expires_at TEXT NOT NULL
-    );
-    CREATE INDEX web_sessions_user ON web_sessions (user);
-    """,
+metadata = MetaData()
+Int = BigInteger().with_variant(Integer(), "sqlite")
+sessions = Table(
+    "web_sessions",
+    metadata,
+    Column("id_sha256", Text, primary_key=True),
+    Column("user", Text, nullable=False),
+    Column("csrf", Text, nullable=False),
+    Column("created_at", Text, nullable=False),
+    Column("last_seen", Text, nullable=False),
+    Column("expires_at", Text, nullable=False),
+    Column("epoch", Int, nullable=False, server_default="-1"),  # step 2
+    Column("trained", Int, nullable=False, server_default="0"),  # step 2
+)
+Index("web_sessions_user", sessions.c.user)
+web_secrets = Table(
+    "web_secrets",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+
+def _end_every_session(conn: Any) -> None:
+    conn.execute(delete(sessions))
+
+
+# Homes made before issue 27 ran these steps as SQL scripts; step 2 adds its columns
+# only where step 1 made the table without them.
+SCHEMA: list[Any] = [
+    create_tables(metadata, [sessions]),
     # Step 2 (issue #20): sessions carry the account's session epoch and whether the user
     # was trained at sign-in; sessions from before cannot be checked, so they end (sign
     # in again). The sign-in form's CSRF key.
-    """
-    DELETE FROM web_sessions;
-    ALTER TABLE web_sessions ADD COLUMN epoch INTEGER NOT NULL DEFAULT -1;
-    ALTER TABLE web_sessions ADD COLUMN trained INTEGER NOT NULL DEFAULT 0;
-    CREATE TABLE web_secrets (
-        name TEXT PRIMARY KEY,
-        value TEXT NOT NULL
-    );
-    """,
+    (
+        _end_every_session,
+        add_columns(sessions, ["epoch", "trained"]),
+        create_tables(metadata, [web_secrets]),
+    ),
 ]
 
 
@@ -93,7 +123,7 @@ class Session:
 class SessionStore:
     """Create, look up (sliding the idle timeout) and end sessions."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: Any) -> None:
         self.conn = conn
         migrate(conn, "web", SCHEMA)
 
@@ -106,22 +136,22 @@ class SessionStore:
         session_id = secrets.token_urlsafe(32)
         csrf = secrets.token_urlsafe(32)
         expires = now + ABSOLUTE_LIFETIME
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
+        with self.conn.write():
             self.conn.execute(
-                "DELETE FROM web_sessions WHERE expires_at <= ? OR last_seen <= ?",
-                (now.isoformat(), (now - IDLE_TIMEOUT).isoformat()),
+                delete(sessions).where(
+                    or_(
+                        sessions.c.expires_at <= now.isoformat(),
+                        sessions.c.last_seen <= (now - IDLE_TIMEOUT).isoformat(),
+                    )
+                )
             )
             self.conn.execute(
-                "INSERT INTO web_sessions (id_sha256, user, csrf, created_at, last_seen,"
-                " expires_at, epoch, trained) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (_hash(session_id), user, csrf, now.isoformat(), now.isoformat(),
-                 expires.isoformat(), epoch, int(trained)),
+                insert(sessions).values(
+                    id_sha256=_hash(session_id), user=user, csrf=csrf,
+                    created_at=now.isoformat(), last_seen=now.isoformat(),
+                    expires_at=expires.isoformat(), epoch=epoch, trained=int(trained),
+                )
             )  # fmt: skip
-            self.conn.execute("COMMIT")
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
         return session_id, Session(user, csrf, now, expires, epoch, trained)
 
     def lookup(self, session_id: str | None, now: datetime) -> Session | None:
@@ -129,44 +159,47 @@ class SessionStore:
         if not session_id or len(session_id) > 128:
             return None
         key = _hash(session_id)
+        c = sessions.c
         row = self.conn.execute(
-            "SELECT user, csrf, created_at, last_seen, expires_at, epoch, trained"
-            " FROM web_sessions WHERE id_sha256 = ?",
-            (key,),
+            select(
+                c.user, c.csrf, c.created_at, c.last_seen, c.expires_at, c.epoch, c.trained
+            ).where(c.id_sha256 == key)
         ).fetchone()
         if row is None:
             return None
         expires = datetime.fromisoformat(row["expires_at"])
         last_seen = datetime.fromisoformat(row["last_seen"])
         if now >= expires or now - last_seen >= IDLE_TIMEOUT:
-            self.conn.execute("DELETE FROM web_sessions WHERE id_sha256 = ?", (key,))
+            self.conn.execute(delete(sessions).where(c.id_sha256 == key))
             return None
         if now - last_seen > timedelta(seconds=30):  # do not write on every request
             self.conn.execute(
-                "UPDATE web_sessions SET last_seen = ? WHERE id_sha256 = ?", (now.isoformat(), key)
+                update(sessions).where(c.id_sha256 == key).values(last_seen=now.isoformat())
             )
         return Session(row["user"], row["csrf"], datetime.fromisoformat(row["created_at"]),
                        expires, int(row["epoch"]), bool(row["trained"]))  # fmt: skip
 
     def end(self, session_id: str | None) -> None:
         if session_id:
-            self.conn.execute("DELETE FROM web_sessions WHERE id_sha256 = ?", (_hash(session_id),))
+            self.conn.execute(delete(sessions).where(sessions.c.id_sha256 == _hash(session_id)))
 
     def end_all_for(self, user: str) -> int:
         """Delete every session row of `user` (hygiene: the account's session epoch is
         what ends them; see the module doc)."""
-        return self.conn.execute("DELETE FROM web_sessions WHERE user = ?", (user,)).rowcount
+        return self.conn.execute(delete(sessions).where(sessions.c.user == user)).rowcount
 
     # -- the sign-in form's CSRF token ------------------------------------------------
     def _login_key(self) -> bytes:
-        row = self.conn.execute("SELECT value FROM web_secrets WHERE name = 'login'").fetchone()
-        if row is None:
+        login = select(web_secrets.c.value).where(web_secrets.c.name == "login")
+        value = self.conn.execute(login).scalar()
+        if value is None:
             self.conn.execute(
-                "INSERT OR IGNORE INTO web_secrets (name, value) VALUES ('login', ?)",
-                (secrets.token_hex(32),),
+                dialect_insert(self.conn, web_secrets)
+                .values(name="login", value=secrets.token_hex(32))
+                .on_conflict_do_nothing()
             )
-            row = self.conn.execute("SELECT value FROM web_secrets WHERE name = 'login'").fetchone()
-        return bytes.fromhex(row["value"])
+            value = self.conn.execute(login).scalar()
+        return bytes.fromhex(value)
 
     def login_token(self, nonce: str, now: datetime) -> str:
         """The sign-in form's token for the pre-session cookie `nonce`, issued `now`."""

@@ -6,7 +6,6 @@ certificate's records are copied out, and every object of the archive's role is 
 from __future__ import annotations
 
 import secrets
-import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -72,8 +71,7 @@ def test_wipe_on_postgresql_erases_exports_and_drops_everything(config, tmp_path
     _export_chain(home, tmp_path / "export" / "audit", public_hex)
     exported = verify(tmp_path / "export" / "audit", bytes.fromhex(public_hex))
     assert exported.ok and exported.last_seq == 4, exported.problems
-    memory = sqlite3.connect(":memory:")
-    memory.row_factory = sqlite3.Row
+    memory = db.connect(":memory:")
     _copy_records(conn, memory, load_policy(config.policies_dir))
     assert [p["workstation"] for p in PullInventory(memory).pulls()] == ["ws-01"]
     conn.close()

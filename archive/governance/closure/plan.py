@@ -20,9 +20,9 @@ from archive.governance.sharing.records import Shares
 
 
 def _cases_held(conn: Any) -> int:
-    # The catalogue room has no count function yet: its table, read-only, here only.
-    row = conn.execute("SELECT count(*) FROM catalogue_cases WHERE status != 'withdrawn'")
-    return int(row.fetchone()[0])
+    from archive.catalogue.inventory import count_held
+
+    return count_held(conn)
 
 
 def _stored(conn: Any) -> tuple[int, int]:

@@ -11,12 +11,15 @@ final only once every workstation that received pulls is attested wiped.
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import insert, select
 
 from archive.governance import manifest as mf
+from archive.governance import tables as t
 from archive.governance._store import (
     clean_roles,
     clean_text,
@@ -230,7 +233,7 @@ class WipeAuthorisation:
 class ClosureRecords:
     """The closure's written trail and the gate in front of the wipe."""
 
-    def __init__(self, conn: sqlite3.Connection, policy: GovernancePolicy) -> None:
+    def __init__(self, conn: Any, policy: GovernancePolicy) -> None:
         self.conn = conn
         self.policy = policy
         self.recipients = Recipients(conn, policy)
@@ -358,21 +361,30 @@ class ClosureRecords:
         digest = mf.manifest_sha256(entries)
         with transaction(self.conn) as c:
             cur = c.execute(
-                "INSERT INTO governance_closure_transfers (decision_id, method, manifest_sha256,"
-                " instance_count, executed_by, executed_at) VALUES (?, ?, ?, ?, ?, ?)",
-                (decision.id, method, digest, len(entries), by, stamp),
+                insert(t.closure_transfers).values(
+                    decision_id=decision.id,
+                    method=method,
+                    manifest_sha256=digest,
+                    instance_count=len(entries),
+                    executed_by=by,
+                    executed_at=stamp,
+                )
             )
             tid = int(cur.lastrowid)
-            c.executemany(
-                "INSERT INTO governance_closure_transfer_items (transfer_id, case_id,"
-                " sop_instance_uid, sha256) VALUES (?, ?, ?, ?)",
-                [(tid, e.case_id, e.sop_instance_uid, e.sha256) for e in entries],
-            )
+            if entries:
+                c.execute(
+                    insert(t.closure_transfer_items),
+                    [
+                        {"transfer_id": tid, "case_id": e.case_id,
+                         "sop_instance_uid": e.sop_instance_uid, "sha256": e.sha256}
+                        for e in entries
+                    ],
+                )  # fmt: skip
         return self.transfer(tid)
 
     def transfer(self, transfer_id: int) -> Transfer:
         r = self.conn.execute(
-            "SELECT * FROM governance_closure_transfers WHERE id = ?", (int(transfer_id),)
+            select(t.closure_transfers).where(t.closure_transfers.c.id == int(transfer_id))
         ).fetchone()
         if r is None:
             raise NotFoundError(f"closure transfer {transfer_id} does not exist.")
@@ -387,10 +399,11 @@ class ClosureRecords:
         )
 
     def transfer_manifest(self, transfer_id: int) -> list[mf.ManifestEntry]:
+        i = t.closure_transfer_items.c
         rows = self.conn.execute(
-            "SELECT case_id, sop_instance_uid, sha256 FROM governance_closure_transfer_items"
-            " WHERE transfer_id = ? ORDER BY case_id, sop_instance_uid",
-            (int(transfer_id),),
+            select(i.case_id, i.sop_instance_uid, i.sha256)
+            .where(i.transfer_id == int(transfer_id))
+            .order_by(i.case_id, i.sop_instance_uid)
         )
         return [mf.ManifestEntry(*r) for r in rows]
 
@@ -446,10 +459,17 @@ class ClosureRecords:
         by = clean_text(recorded_by, "recorded_by", max_len=200)
         with transaction(self.conn) as c:
             cur = c.execute(
-                "INSERT INTO governance_closure_receipts (transfer_id, manifest_sha256,"
-                " signed_document_sha256, stored_ref, received_by, organisation, received_on,"
-                " recorded_by, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (transfer.id, quoted, doc, stored_ref.strip(), who, org, on, by, stamp),
+                insert(t.closure_receipts).values(
+                    transfer_id=transfer.id,
+                    manifest_sha256=quoted,
+                    signed_document_sha256=doc,
+                    stored_ref=stored_ref.strip(),
+                    received_by=who,
+                    organisation=org,
+                    received_on=on,
+                    recorded_by=by,
+                    recorded_at=stamp,
+                )
             )
         return Receipt(
             int(cur.lastrowid),
@@ -464,13 +484,15 @@ class ClosureRecords:
         )
 
     def _receipt_for(self, decision: Decision) -> int | None:
-        row = self.conn.execute(
-            "SELECT r.id FROM governance_closure_receipts r"
-            " JOIN governance_closure_transfers t ON t.id = r.transfer_id"
-            " WHERE t.decision_id = ? ORDER BY r.id DESC LIMIT 1",
-            (decision.id,),
-        ).fetchone()
-        return None if row is None else int(row[0])
+        receipts, transfers = t.closure_receipts, t.closure_transfers
+        found = self.conn.execute(
+            select(receipts.c.id)
+            .join_from(receipts, transfers, transfers.c.id == receipts.c.transfer_id)
+            .where(transfers.c.decision_id == decision.id)
+            .order_by(receipts.c.id.desc())
+            .limit(1)
+        ).scalar()
+        return None if found is None else int(found)
 
     # -- the wipe gate ----------------------------------------------------------------------
     def confirm_wipe(self, user: str, roles: Sequence[str], *, now: datetime) -> WipeConfirmation:
@@ -488,19 +510,24 @@ class ClosureRecords:
         decision = self._decision()
         with transaction(self.conn) as c:
             cur = c.execute(
-                "INSERT INTO governance_wipe_confirmations (decision_id, user, user_key, role,"
-                " confirmed_at) VALUES (?, ?, ?, ?, ?)",
-                (decision.id, who, person_key(who), role, stamp),
+                insert(t.wipe_confirmations).values(
+                    decision_id=decision.id,
+                    user=who,
+                    user_key=person_key(who),
+                    role=role,
+                    confirmed_at=stamp,
+                )
             )
         return WipeConfirmation(int(cur.lastrowid), decision.id, who, role, parse_ts(stamp))
 
     def _valid_confirmers(self, decision: Decision, now: datetime) -> list[str]:
         """Distinct people who confirmed this decision's wipe recently enough."""
         since = ts(now - timedelta(hours=self.policy.wipe_confirmation_valid_hours))
+        w = t.wipe_confirmations.c
         rows = self.conn.execute(
-            "SELECT user, user_key FROM governance_wipe_confirmations"
-            " WHERE decision_id = ? AND confirmed_at >= ? AND confirmed_at <= ? ORDER BY id",
-            (decision.id, since, ts(now)),
+            select(w.user, w.user_key)
+            .where(w.decision_id == decision.id, w.confirmed_at >= since, w.confirmed_at <= ts(now))
+            .order_by(w.id)
         )
         people: dict[str, str] = {}
         for user, key in rows:
@@ -541,17 +568,18 @@ class ClosureRecords:
             decision = self._decision()
             confirmers = self._valid_confirmers(decision, now)
             cur = c.execute(
-                "INSERT INTO governance_wipe_authorisations (decision_id, confirmers,"
-                " authorised_at) VALUES (?, ?, ?)",
-                (decision.id, json.dumps(confirmers), stamp),
+                insert(t.wipe_authorisations).values(
+                    decision_id=decision.id, confirmers=json.dumps(confirmers), authorised_at=stamp
+                )
             )
         return WipeAuthorisation(
             int(cur.lastrowid), decision.id, tuple(confirmers), parse_ts(stamp)
         )
 
     def latest_authorisation(self) -> WipeAuthorisation | None:
+        authorisations = t.wipe_authorisations
         r = self.conn.execute(
-            "SELECT * FROM governance_wipe_authorisations ORDER BY id DESC LIMIT 1"
+            select(authorisations).order_by(authorisations.c.id.desc()).limit(1)
         ).fetchone()
         if r is None:
             return None
@@ -610,8 +638,11 @@ class ClosureRecords:
         signed = sign_certificate(certificate, sign)
         with transaction(self.conn) as c:
             c.execute(
-                "INSERT INTO governance_wipe_certificates (authorisation_id, certificate_sha256,"
-                " signature_hex, finalised_at) VALUES (?, ?, ?, ?)",
-                (auth.id, signed.sha256, signed.signature.hex(), stamp),
+                insert(t.wipe_certificates).values(
+                    authorisation_id=auth.id,
+                    certificate_sha256=signed.sha256,
+                    signature_hex=signed.signature.hex(),
+                    finalised_at=stamp,
+                )
             )
         return signed

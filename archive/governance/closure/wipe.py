@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -155,12 +154,11 @@ def carry_out_wipe(
         )
         # The records the certificate needs, kept in memory: the database is ciphertext's
         # neighbour under data/ and goes in step 2.
-        memory = sqlite3.connect(":memory:")
-        memory.row_factory = sqlite3.Row
+        memory = db.connect(":memory:")
         if shared:
             _copy_records(conn, memory, policy)
         else:
-            conn.backup(memory)
+            conn.backup(memory.raw)
         _audit(live, "closure.wipe", "success", f"authorisation {auth.id}", stage="authorised",
                confirmers=",".join(auth.confirmers), samples=len(samples))  # fmt: skip
         # Export the audit log and its public key FIRST: they outlive the archive.
@@ -321,7 +319,7 @@ def _export_chain(paths: Any, target: Path, public_hex: str) -> None:
     (target / PUBLIC_KEY_NAME).write_text(public_hex + "\n")
 
 
-def _copy_records(conn: Any, memory: sqlite3.Connection, policy: Any) -> None:
+def _copy_records(conn: Any, memory: Any, policy: Any) -> None:
     """The records the certificate needs, from PostgreSQL into `memory` (the database is
     dropped before the certificate is made): the closure, pulls and transfer rooms'
     tables, created there by the rooms themselves, rows copied column by column."""
@@ -332,15 +330,16 @@ def _copy_records(conn: Any, memory: sqlite3.Connection, policy: Any) -> None:
     ClosureRecords(memory, policy)
     PullInventory(memory)
     transfer_schema(memory)
+    target = memory.raw  # the in-memory SQLite file itself
     tables = [
         r[0]
-        for r in memory.execute(
+        for r in target.execute(
             "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
             " AND name <> 'schema_steps'"
         )
     ]
     for table in tables:
-        columns = [r[1] for r in memory.execute(f'PRAGMA table_info("{table}")')]
+        columns = [r[1] for r in target.execute(f'PRAGMA table_info("{table}")')]
         exists = conn.execute(text("SELECT to_regclass(:t) IS NOT NULL"), {"t": table}).scalar()
         if not exists:
             continue
@@ -348,8 +347,8 @@ def _copy_records(conn: Any, memory: sqlite3.Connection, policy: Any) -> None:
         rows = conn.execute(text(f'SELECT {names} FROM "{table}"')).fetchall()  # noqa: S608
         if rows:
             marks = ", ".join("?" for _ in columns)
-            memory.executemany(
+            target.executemany(
                 f'INSERT OR REPLACE INTO "{table}" ({names}) VALUES ({marks})',  # noqa: S608
                 [tuple(r) for r in rows],
             )
-    memory.commit()
+    target.commit()

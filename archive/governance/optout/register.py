@@ -13,12 +13,14 @@ cases, so deletion requests can be sent.
 from __future__ import annotations
 
 import hashlib
-import json
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
+from sqlalchemy import func, insert, select
+
+from archive.db import dialect_insert
 from archive.governance._store import (
     clean_case_ids,
     clean_text,
@@ -29,6 +31,8 @@ from archive.governance._store import (
 )
 from archive.governance.errors import InvalidInputError
 from archive.governance.pulls import PullInventory
+from archive.governance.tables import optout, withdrawals
+from archive.governance.tables import withdrawn_cases as withdrawn
 
 _DOMAIN = b"teaching-archive/optout/v1\x00"
 
@@ -63,10 +67,19 @@ class Withdrawal:
         }
 
 
+def _objection(conn: Any, digest: str, by: str, stamp: str) -> Any:
+    """Register an objection once (a second registration inserts nothing)."""
+    return (
+        dialect_insert(conn, optout)
+        .values(pseudonym_sha256=digest, added_by=by, added_at=stamp)
+        .on_conflict_do_nothing()
+    )
+
+
 class OptOutRegister:
     """Hashed pseudonyms of objecting patients, and the record of their withdrawals."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: Any) -> None:
         self.conn = conn
         ensure_schema(conn)
 
@@ -76,23 +89,19 @@ class OptOutRegister:
         by = clean_text(added_by, "added_by", max_len=200)
         stamp = ts(now)
         with transaction(self.conn) as c:
-            cur = c.execute(
-                "INSERT OR IGNORE INTO governance_optout (pseudonym_sha256, added_by, added_at)"
-                " VALUES (?, ?, ?)",
-                (digest, by, stamp),
-            )
+            cur = c.execute(_objection(c, digest, by, stamp))
         return cur.rowcount == 1
 
     def contains(self, pseudonym: str) -> bool:
         """Has this patient objected? Checked at ingest before anything is stored."""
         digest = pseudonym_digest(pseudonym)
         row = self.conn.execute(
-            "SELECT 1 FROM governance_optout WHERE pseudonym_sha256 = ?", (digest,)
+            select(optout.c.pseudonym_sha256).where(optout.c.pseudonym_sha256 == digest)
         ).fetchone()
         return row is not None
 
     def __len__(self) -> int:
-        return int(self.conn.execute("SELECT COUNT(*) FROM governance_optout").fetchone()[0])
+        return int(self.conn.execute(select(func.count()).select_from(optout)).scalar())
 
     def record_withdrawal(
         self,
@@ -115,33 +124,36 @@ class OptOutRegister:
         by = clean_text(recorded_by, "recorded_by", max_len=200)
         stamp = ts(now)
         with transaction(self.conn) as c:
-            c.execute(
-                "INSERT OR IGNORE INTO governance_optout (pseudonym_sha256, added_by, added_at)"
-                " VALUES (?, ?, ?)",
-                (digest, by, stamp),
-            )
+            c.execute(_objection(c, digest, by, stamp))
             cur = c.execute(
-                "INSERT INTO governance_withdrawals (pseudonym_sha256, kind, requested_by,"
-                " recorded_by, recorded_at) VALUES (?, ?, ?, ?, ?)",
-                (digest, kind, req, by, stamp),
+                insert(withdrawals).values(
+                    pseudonym_sha256=digest,
+                    kind=kind,
+                    requested_by=req,
+                    recorded_by=by,
+                    recorded_at=stamp,
+                )
             )
             wid = int(cur.lastrowid)
-            c.executemany(
-                "INSERT INTO governance_withdrawn_cases (withdrawal_id, case_id) VALUES (?, ?)",
-                [(wid, cid) for cid in ids],
-            )
+            if ids:
+                c.execute(
+                    insert(withdrawn),
+                    [
+                        {"withdrawal_id": wid, "case_id": cid, "position": n}
+                        for n, cid in enumerate(ids, start=1)
+                    ],
+                )
         return Withdrawal(wid, kind, tuple(ids), req, by, parse_ts(stamp))
 
     def withdrawals(self) -> list[Withdrawal]:
         out = []
-        for r in self.conn.execute("SELECT * FROM governance_withdrawals ORDER BY id").fetchall():
+        for r in self.conn.execute(select(withdrawals).order_by(withdrawals.c.id)).fetchall():
             ids = tuple(
-                x[0]
-                for x in self.conn.execute(
-                    "SELECT case_id FROM governance_withdrawn_cases WHERE withdrawal_id = ?"
-                    " ORDER BY rowid",
-                    (r["id"],),
-                )
+                self.conn.execute(
+                    select(withdrawn.c.case_id)
+                    .where(withdrawn.c.withdrawal_id == r["id"])
+                    .order_by(withdrawn.c.position)
+                ).scalars()
             )
             out.append(
                 Withdrawal(
@@ -156,7 +168,7 @@ class OptOutRegister:
         return out
 
     def withdrawn_cases(self) -> set[str]:
-        return {r[0] for r in self.conn.execute("SELECT case_id FROM governance_withdrawn_cases")}
+        return set(self.conn.execute(select(withdrawn.c.case_id)).scalars())
 
     def exposures(self, case_ids: Sequence[str]) -> list[dict[str, object]]:
         """Every share, export and workstation that carried any of these cases: where
@@ -182,14 +194,12 @@ class OptOutRegister:
         return out
 
 
-def withdrawn_among(conn: sqlite3.Connection, ids: Sequence[str]) -> list[str]:
+def withdrawn_among(conn: Any, ids: Sequence[str]) -> list[str]:
     """Which of these cases a patient's withdrawal or objection has removed (asked by
     the removal, sharing and closure workflows before anything leaves)."""
     if not ids:
         return []
     rows = conn.execute(
-        "SELECT DISTINCT case_id FROM governance_withdrawn_cases"
-        " WHERE case_id IN (SELECT value FROM json_each(?))",
-        (json.dumps(list(ids)),),
-    )
-    return sorted(r[0] for r in rows)
+        select(withdrawn.c.case_id).distinct().where(withdrawn.c.case_id.in_(list(ids)))
+    ).scalars()
+    return sorted(rows)

@@ -261,9 +261,9 @@ class RemovalRequests:
             )
             rid = int(cur.lastrowid)
             c.executemany(
-                "INSERT INTO governance_removal_cases (request_id, case_id, level_at_request)"
-                " VALUES (?, ?, ?)",
-                [(rid, cid, levels[cid]) for cid in ids],
+                "INSERT INTO governance_removal_cases (request_id, case_id, level_at_request,"
+                " position) VALUES (?, ?, ?, ?)",
+                [(rid, cid, levels[cid], n) for n, cid in enumerate(ids, start=1)],
             )
         return self.get(rid)
 
@@ -278,7 +278,7 @@ class RemovalRequests:
             )
         cases = self.conn.execute(
             "SELECT case_id, level_at_request FROM governance_removal_cases"
-            " WHERE request_id = ? ORDER BY rowid",
+            " WHERE request_id = ? ORDER BY position",
             (row["id"],),
         ).fetchall()
         ids = tuple(r[0] for r in cases)

@@ -10,15 +10,17 @@ key-coded (limited-access) cases may go to it.
 from __future__ import annotations
 
 import re
-import sqlite3
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import pyrage
+from sqlalchemy import insert, select, update
 
 from archive.governance._store import clean_text, ensure_schema, parse_ts, transaction, ts
 from archive.governance.errors import InvalidInputError, NotFoundError, RecipientRefusedError
 from archive.governance.policy import GovernancePolicy
+from archive.governance.tables import recipients
 
 _AET = re.compile(r"^[\x21-\x5b\x5d-\x7e][\x20-\x5b\x5d-\x7e]{0,15}$")  # no backslash
 _HOST = re.compile(r"^[A-Za-z0-9.:\-\[\]]{1,253}$")
@@ -134,7 +136,7 @@ def check_kind(policy: GovernancePolicy, kind: str) -> str:
 class Recipients:
     """The register of third parties the Board may share with."""
 
-    def __init__(self, conn: sqlite3.Connection, policy: GovernancePolicy) -> None:
+    def __init__(self, conn: Any, policy: GovernancePolicy) -> None:
         self.conn = conn
         self.policy = policy
         ensure_schema(conn)
@@ -167,27 +169,24 @@ class Recipients:
         node = dicom_node
         with transaction(self.conn) as c:
             cur = c.execute(
-                "INSERT INTO governance_recipients (organisation, kind, contact, dicom_aet,"
-                " dicom_host, dicom_port, public_key, data_sharing_agreement, added_by, added_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    org,
-                    kind,
-                    who,
-                    node.aet if node else None,
-                    node.host if node else None,
-                    node.port if node else None,
-                    key,
-                    int(data_sharing_agreement),
-                    by,
-                    stamp,
-                ),
+                insert(recipients).values(
+                    organisation=org,
+                    kind=kind,
+                    contact=who,
+                    dicom_aet=node.aet if node else None,
+                    dicom_host=node.host if node else None,
+                    dicom_port=node.port if node else None,
+                    public_key=key,
+                    data_sharing_agreement=int(data_sharing_agreement),
+                    added_by=by,
+                    added_at=stamp,
+                )
             )
         return self.get(int(cur.lastrowid))
 
     def get(self, recipient_id: int) -> Recipient:
         row = self.conn.execute(
-            "SELECT * FROM governance_recipients WHERE id = ?", (int(recipient_id),)
+            select(recipients).where(recipients.c.id == int(recipient_id))
         ).fetchone()
         if row is None:
             raise NotFoundError(
@@ -211,18 +210,19 @@ class Recipients:
         )
 
     def list(self, *, include_inactive: bool = False) -> list[Recipient]:
-        sql = "SELECT id FROM governance_recipients"
+        statement = select(recipients.c.id).order_by(recipients.c.id)
         if not include_inactive:
-            sql += " WHERE active = 1"
-        return [self.get(r[0]) for r in self.conn.execute(sql + " ORDER BY id").fetchall()]
+            statement = statement.where(recipients.c.active == 1)
+        return [self.get(i) for i in self.conn.execute(statement).scalars()]
 
     def set_data_sharing_agreement(self, recipient_id: int, on_file: bool) -> Recipient:
         """Record that an agreement was signed (or has lapsed)."""
         self.get(recipient_id)
         with transaction(self.conn) as c:
             c.execute(
-                "UPDATE governance_recipients SET data_sharing_agreement = ? WHERE id = ?",
-                (int(bool(on_file)), int(recipient_id)),
+                update(recipients)
+                .where(recipients.c.id == int(recipient_id))
+                .values(data_sharing_agreement=int(bool(on_file)))
             )
         return self.get(recipient_id)
 
@@ -231,6 +231,6 @@ class Recipients:
         self.get(recipient_id)
         with transaction(self.conn) as c:
             c.execute(
-                "UPDATE governance_recipients SET active = 0 WHERE id = ?", (int(recipient_id),)
+                update(recipients).where(recipients.c.id == int(recipient_id)).values(active=0)
             )
         return self.get(recipient_id)

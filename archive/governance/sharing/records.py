@@ -185,8 +185,9 @@ class Shares:
             )
             pid = int(cur.lastrowid)
             c.executemany(
-                "INSERT INTO governance_share_proposal_cases (proposal_id, case_id) VALUES (?, ?)",
-                [(pid, cid) for cid in ids],
+                "INSERT INTO governance_share_proposal_cases (proposal_id, case_id, position)"
+                " VALUES (?, ?, ?)",
+                [(pid, cid, n) for n, cid in enumerate(ids, start=1)],
             )
         return self.get(pid)
 
@@ -203,7 +204,7 @@ class Shares:
             r[0]
             for r in self.conn.execute(
                 "SELECT case_id FROM governance_share_proposal_cases WHERE proposal_id = ?"
-                " ORDER BY rowid",
+                " ORDER BY position",
                 (row["id"],),
             )
         )
