@@ -246,8 +246,10 @@ def _getscu(archive: RunningArchive, host: str, study_uid: str, out: Path) -> li
 
 def _send_one_by_one(host: str, port: int, aet: str, datasets, after: int, then) -> list[int]:
     """C-STORE each dataset in one association, calling `then()` (in another thread)
-    after `after` acknowledgements; returns the SOP Instance UIDs acknowledged with
-    success before the association broke, as Instance Numbers."""
+    after `after` acknowledgements, so it lands while stores are in flight; two stores
+    later the sender waits for it to be done (so the association always breaks before
+    the end, however slow the machine). Returns the Instance Numbers acknowledged with
+    success before the association broke."""
     from pynetdicom import AE
 
     ae = AE(ae_title=SRC_AET)
@@ -256,8 +258,11 @@ def _send_one_by_one(host: str, port: int, aet: str, datasets, after: int, then)
     assoc = ae.associate(host, port, ae_title=aet)
     assert assoc.is_established
     acknowledged: list[int] = []
+    killer: threading.Thread | None = None
     try:
         for ds in datasets:
+            if killer is not None and len(acknowledged) >= after + 2:
+                killer.join(timeout=60)
             if not assoc.is_established:
                 break
             status = assoc.send_c_store(ds)
@@ -266,12 +271,15 @@ def _send_one_by_one(host: str, port: int, aet: str, datasets, after: int, then)
             if int(status.Status) == 0x0000:
                 acknowledged.append(int(ds.InstanceNumber))
                 if len(acknowledged) == after:
-                    threading.Thread(target=then).start()
+                    killer = threading.Thread(target=then)
+                    killer.start()
     except Exception:  # noqa: BLE001,S110 - the node died mid-association
         pass
     finally:
         if assoc.is_established:
             assoc.abort()
+        if killer is not None:
+            killer.join(timeout=60)
     return acknowledged
 
 
@@ -328,7 +336,7 @@ def test_nodes_on_separate_hosts_share_database_storage_and_audit_chain(tmp_path
             # kill -9 A mid-ingest: every instance A acknowledged is served by B.
             second = make_ct_series(30, patient="HOSTS^TWO", patient_id="H2", seed=22)
             acknowledged = _send_one_by_one("127.0.0.2", a.dicom_port, a.aet, second, 6, a.kill)
-            assert 6 <= len(acknowledged) < len(second), len(acknowledged)
+            assert 6 <= len(acknowledged) <= 8, len(acknowledged)
             assert b.health() is not None  # B keeps serving
             # The sender fails over to B with what A never acknowledged.
             rest = [d for d in second if int(d.InstanceNumber) not in set(acknowledged)]
