@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from archive.cli.common import HomeOption, JsonOption, emit_json, fail
+from archive.cli.common import HomeOption, JsonOption, actor, emit_json, fail
 from archive.errors import ArchiveError
 
 node_app = typer.Typer(
@@ -72,6 +72,7 @@ def join(
             http_port=http_port,
             dicom_host=dicom_host,
             dicom_port=dicom_port,
+            operator=actor(),
         )
     except ArchiveError as exc:
         fail(f"{exc} Nothing was created at {home}.")

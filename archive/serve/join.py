@@ -70,6 +70,7 @@ def join_node(
     http_port: int,
     dicom_host: str,
     dicom_port: int,
+    operator: str = "local-operator",
 ) -> tuple[ArchiveConfig, Keyring]:
     """Make the home `root` of a new node (see the module doc); all or nothing."""
     from archive.serve.home import _undo as undo  # noqa: PLC0415
@@ -114,14 +115,14 @@ def join_node(
 
         make_self_signed(home, [config.http.host])
         orthanc_config.write(config, orthanc_config.render(config))
-        _check_shared_chain(config, ring)
+        _check_shared_chain(config, ring, operator)
         return config, ring
     except BaseException:
         undo(home, created_root)
         raise
 
 
-def _check_shared_chain(config: ArchiveConfig, ring: Keyring) -> None:
+def _check_shared_chain(config: ArchiveConfig, ring: Keyring, operator: str) -> None:
     """The shared audit chain verifies under this keyring's pinned key, and this node can
     append to it (the database is reachable with this home's settings)."""
     from archive.audit import AuditEvent, audit_log_for, verify_home  # noqa: PLC0415
@@ -140,7 +141,7 @@ def _check_shared_chain(config: ArchiveConfig, ring: Keyring) -> None:
             AuditEvent(
                 "node.join",
                 "success",
-                actor="system",
+                actor=operator,
                 source="cli",
                 detail={
                     "http": f"{config.http.host}:{config.http.port}",
