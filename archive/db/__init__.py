@@ -67,6 +67,7 @@ __all__ = [
     "engine_for",
     "migrate",
     "open_database",
+    "prepared",
     "require_sqlite",
 ]
 
@@ -120,11 +121,29 @@ def add_columns(table: Table, names: Sequence[str]) -> Callable[[Connection], No
 def dialect_insert(conn: Any, table: Table) -> Any:
     """The dialect's INSERT for `table`, which has on_conflict_do_nothing() and
     on_conflict_do_update() (SQLite and PostgreSQL spell them the same)."""
-    if dialect(conn) == "postgresql":
+    kind = conn if isinstance(conn, str) else dialect(conn)
+    if kind == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert
     return insert(table)
+
+
+_prepared: dict[tuple[Callable[..., Any], str], Any] = {}
+
+
+def prepared(conn: Any, build: Callable[[Callable[[Table], Any]], Any]) -> Any:
+    """A statement built once per dialect and reused (hot paths: an ingest writes per
+    instance). `build(insert_for)` gets the dialect's insert (see dialect_insert) and
+    returns a statement whose values come as parameters at execute time; building and
+    hashing a Core statement costs more than running it, so hot paths keep theirs."""
+    kind = dialect(conn)
+    key = (build, kind)
+    statement = _prepared.get(key)
+    if statement is None:
+        statement = build(lambda table: dialect_insert(kind, table))
+        _prepared[key] = statement
+    return statement
 
 
 def dialect(conn: Any) -> str:
