@@ -35,6 +35,7 @@ from typing import Any, Protocol
 from sqlalchemy import (
     Text,
     and_,
+    bindparam,
     cast,
     column,
     delete,
@@ -68,7 +69,7 @@ from archive.catalogue.tables import (
     sequences,
     series,
 )
-from archive.db import dialect, dialect_insert, migrate
+from archive.db import dialect, migrate, prepared
 
 # bm25 weights per FTS column (same order as schema.FTS_COLUMNS): a word in the title
 # or diagnosis says far more about what a case teaches than one in the discussion.
@@ -108,6 +109,45 @@ _ORDER = {
     "-added": (c.c.added_at.desc(), c.c.id.desc()),
     "title": ((c.c.title == "").asc(), func.lower(c.c.title).asc(), c.c.case_id.asc()),
 }
+
+
+# Statements of the hot paths (a case per stable study, a page per search), built once:
+# building and hashing a Core statement costs more than SQLite running it.
+def _by(column: Any) -> dict[bool, Any]:
+    """SELECT the case by a unique column; [True] reads it FOR UPDATE (in a write)."""
+    plain = select(cases).where(column == bindparam("key"))
+    return {False: plain, True: plain.with_for_update()}
+
+
+_BY_CASE_ID = _by(cases.c.case_id)
+_BY_STUDY = _by(cases.c.study_uid)
+_BY_IDS = select(cases).where(cases.c.id.in_(bindparam("ids", expanding=True)))
+_ROWID = select(cases.c.id).where(cases.c.case_id == bindparam("key"))
+_INSERT_CASE = insert(cases)
+_UPDATE_CASE = update(cases).where(cases.c.case_id == bindparam("which_case"))
+_DELETE_SERIES = delete(series).where(series.c.case_rowid == bindparam("rowid"))
+_INSERT_SERIES = insert(series)
+_SERIES_OF = (
+    select(series)
+    .where(series.c.case_rowid.in_(bindparam("ids", expanding=True)))
+    .order_by(series.c.case_rowid, series.c.position)
+)
+_MODALITIES = select(cases.c.modalities).where(cases.c.id == bindparam("rowid"))
+_DELETE_MODALITIES = delete(case_modalities).where(
+    case_modalities.c.case_rowid == bindparam("rowid")
+)
+_INSERT_MODALITIES = insert(case_modalities)
+
+
+def _next_value(insert_for: Any) -> Any:
+    return (
+        insert_for(sequences)
+        .on_conflict_do_update(
+            index_elements=[sequences.c.scope],
+            set_={"last_value": sequences.c.last_value + 1},
+        )
+        .returning(sequences.c.last_value)
+    )
 
 
 class FtsJoin(Join):
@@ -198,30 +238,18 @@ class SqliteCatalogueRepository:
     def next_value(self, scope: str) -> int:
         """Next number in a named sequence; call inside a transaction (atomic: the
         upsert locks the sequence's row until the transaction ends)."""
-        statement = (
-            dialect_insert(self.conn, sequences)
-            .values(scope=scope, last_value=1)
-            .on_conflict_do_update(
-                index_elements=[sequences.c.scope],
-                set_={"last_value": sequences.c.last_value + 1},
-            )
-            .returning(sequences.c.last_value)
-        )
-        return int(self.conn.execute(statement).scalar())
+        statement = prepared(self.conn, _next_value)
+        return int(self.conn.execute(statement, {"scope": scope, "last_value": 1}).scalar())
 
     # -- cases --------------------------------------------------------------------
     def get_case(self, case_id: str) -> Case | None:
-        rows = self.conn.execute(
-            self._locked(select(cases).where(cases.c.case_id == case_id))
-        ).fetchall()
-        found = self._cases(rows)
+        statement = _BY_CASE_ID[self.conn.in_transaction]
+        found = self._cases(self.conn.execute(statement, {"key": case_id}).fetchall())
         return found[0] if found else None
 
     def case_for_study(self, study_uid: str) -> Case | None:
-        rows = self.conn.execute(
-            self._locked(select(cases).where(cases.c.study_uid == study_uid))
-        ).fetchall()
-        found = self._cases(rows)
+        statement = _BY_STUDY[self.conn.in_transaction]
+        found = self._cases(self.conn.execute(statement, {"key": study_uid}).fetchall())
         return found[0] if found else None
 
     def cases_for_pseudonym(self, pseudonym: str) -> list[Case]:
@@ -231,16 +259,14 @@ class SqliteCatalogueRepository:
         return self._cases(rows)
 
     def insert_case(self, values: dict[str, Any]) -> None:
-        self.conn.execute(insert(cases).values(self._columns(values)))
+        self.conn.execute(_INSERT_CASE, self._columns(values))
 
     def update_case(self, case_id: str, values: dict[str, Any]) -> None:
-        self.conn.execute(
-            update(cases).where(cases.c.case_id == case_id).values(self._columns(values))
-        )
+        self.conn.execute(_UPDATE_CASE, {**self._columns(values), "which_case": case_id})
 
     def replace_series(self, case_id: str, summaries: Sequence[SeriesSummary]) -> None:
         rowid = self._case_rowid(case_id)
-        self.conn.execute(delete(series).where(series.c.case_rowid == rowid))
+        self.conn.execute(_DELETE_SERIES, {"rowid": rowid})
         rows = [
             {
                 "case_rowid": rowid,
@@ -254,14 +280,12 @@ class SqliteCatalogueRepository:
             for n, s in enumerate(summaries, start=1)
         ]
         if rows:
-            self.conn.execute(insert(series), rows)
-        modalities = self.conn.execute(
-            select(cases.c.modalities).where(cases.c.id == rowid)
-        ).scalar()
-        self.conn.execute(delete(case_modalities).where(case_modalities.c.case_rowid == rowid))
+            self.conn.execute(_INSERT_SERIES, rows)
+        modalities = self.conn.execute(_MODALITIES, {"rowid": rowid}).scalar()
+        self.conn.execute(_DELETE_MODALITIES, {"rowid": rowid})
         kinds = [{"modality": m, "case_rowid": rowid} for m in dict.fromkeys(modalities.split())]
         if kinds:
-            self.conn.execute(insert(case_modalities), kinds)
+            self.conn.execute(_INSERT_MODALITIES, kinds)
 
     # -- search -------------------------------------------------------------------
     def search(
@@ -337,7 +361,7 @@ class SqliteCatalogueRepository:
         """Whole rows for one page only: sorting carries ids, not kilobytes of text."""
         if not ids:
             return []
-        rows = {r.id: r for r in self.conn.execute(select(cases).where(cases.c.id.in_(ids)))}
+        rows = {r.id: r for r in self.conn.execute(_BY_IDS, {"ids": list(ids)})}
         return [rows[i] for i in ids]
 
     def refresh_statistics(self) -> None:
@@ -529,7 +553,7 @@ class SqliteCatalogueRepository:
 
     # -- row mapping ----------------------------------------------------------------
     def _case_rowid(self, case_id: str) -> int:
-        rowid = self.conn.execute(select(cases.c.id).where(cases.c.case_id == case_id)).scalar()
+        rowid = self.conn.execute(_ROWID, {"key": case_id}).scalar()
         if rowid is None:
             raise KeyError(case_id)
         return int(rowid)
@@ -554,11 +578,7 @@ class SqliteCatalogueRepository:
             return []
         ids = [r.id for r in rows]
         by_case: dict[int, list[SeriesSummary]] = {i: [] for i in ids}
-        for s in self.conn.execute(
-            select(series)
-            .where(series.c.case_rowid.in_(ids))
-            .order_by(series.c.case_rowid, series.c.position)
-        ):
+        for s in self.conn.execute(_SERIES_OF, {"ids": ids}):
             by_case[s.case_rowid].append(
                 SeriesSummary(
                     series_uid=s.series_uid,

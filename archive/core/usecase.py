@@ -76,9 +76,9 @@ def transaction(conn: Any) -> Iterator[Any]:
     try:
         yield conn
     except BaseException:
-        conn.execute("ROLLBACK")
+        conn.rollback()
         raise
-    conn.execute("COMMIT")
+    conn.commit()
 
 
 def audit_detail(result: Any) -> dict[str, Any]:

@@ -24,11 +24,23 @@ Each step runs in one transaction with its `schema_steps` row.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import DDL, MetaData, Table, inspect
-from sqlalchemy.schema import CreateColumn
+from sqlalchemy import (
+    DDL,
+    Column,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+    func,
+    insert,
+    inspect,
+    select,
+)
+from sqlalchemy.schema import CreateColumn, CreateTable
 
 from archive.db.connection import Connection, Result, Row
 from archive.db.engine import engine_for, sqlite_engine
@@ -55,6 +67,7 @@ __all__ = [
     "engine_for",
     "migrate",
     "open_database",
+    "prepared",
     "require_sqlite",
 ]
 
@@ -108,11 +121,29 @@ def add_columns(table: Table, names: Sequence[str]) -> Callable[[Connection], No
 def dialect_insert(conn: Any, table: Table) -> Any:
     """The dialect's INSERT for `table`, which has on_conflict_do_nothing() and
     on_conflict_do_update() (SQLite and PostgreSQL spell them the same)."""
-    if dialect(conn) == "postgresql":
+    kind = conn if isinstance(conn, str) else dialect(conn)
+    if kind == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert
     return insert(table)
+
+
+_prepared: dict[tuple[Callable[..., Any], str], Any] = {}
+
+
+def prepared(conn: Any, build: Callable[[Callable[[Table], Any]], Any]) -> Any:
+    """A statement built once per dialect and reused (hot paths: an ingest writes per
+    instance). `build(insert_for)` gets the dialect's insert (see dialect_insert) and
+    returns a statement whose values come as parameters at execute time; building and
+    hashing a Core statement costs more than running it, so hot paths keep theirs."""
+    kind = dialect(conn)
+    key = (build, kind)
+    statement = _prepared.get(key)
+    if statement is None:
+        statement = build(lambda table: dialect_insert(kind, table))
+        _prepared[key] = statement
+    return statement
 
 
 def dialect(conn: Any) -> str:
@@ -136,42 +167,82 @@ def require_sqlite(config: ArchiveConfig, what: str, instead: str = "") -> None:
         )
 
 
+# The record of applied steps (FORMAT.md), in every archive database.
+schema_steps = Table(
+    "schema_steps",
+    MetaData(),
+    Column("room", Text, primary_key=True),
+    Column("step", Integer, primary_key=True, autoincrement=False),
+)
+# PostgreSQL: migrations (DDL) of several nodes starting at once take turns on this key.
+MIGRATION_KEY = 0x5445_4143_4D49_4752  # "TEACMIGR"
+
+
 def migrate(conn: Any, room: str, steps: Sequence[Step]) -> None:
     """Apply this room's schema steps that have not run yet, each in one transaction.
 
-    Concurrent migrations (two nodes starting) are serialised by BEGIN IMMEDIATE and
-    each step is re-checked under it, so a step never runs twice."""
+    Concurrent migrations (two nodes starting) take turns - BEGIN IMMEDIATE on SQLite,
+    an advisory lock kept for migrations on PostgreSQL - and each step is re-checked
+    under it, so a step never runs twice."""
+    if not isinstance(conn, Connection):
+        return _migrate_sqlite3(conn, room, steps)
     kind = dialect(conn)
     # Stores are built per call in places (a quarantine store per instance): on
     # PostgreSQL, remember on the connection which rooms are up to date, so that costs
-    # no round trips (and no global lock) after the first time.
+    # no round trips after the first time.
     known = getattr(conn, "migrated", None)
     if known is not None and known.get(room) == len(steps):
         return
-    create = (
+    if kind == "postgresql":  # inside a caller's transaction: part of it
+        with nullcontext() if conn.in_transaction else conn.write():
+            _migration_lock(conn)
+            conn.execute(CreateTable(schema_steps, if_not_exists=True))
+    else:
+        conn.execute(CreateTable(schema_steps, if_not_exists=True))
+    done = set(
+        conn.execute(select(schema_steps.c.step).where(schema_steps.c.room == room)).scalars()
+    )
+    for number, step in enumerate(steps, start=1):
+        if number in done:
+            continue
+        with conn.write():
+            _migration_lock(conn)
+            applied = select(schema_steps.c.step).where(
+                schema_steps.c.room == room, schema_steps.c.step == number
+            )
+            if conn.execute(applied).fetchone():
+                continue
+            _apply(conn, kind, step)
+            conn.execute(insert(schema_steps).values(room=room, step=number))
+    if known is not None:
+        known[room] = len(steps)
+
+
+def _migration_lock(conn: Connection) -> None:
+    if conn.dialect == "postgresql":
+        conn.execute(select(func.pg_advisory_xact_lock(MIGRATION_KEY)))
+
+
+def _migrate_sqlite3(conn: Any, room: str, steps: Sequence[Step]) -> None:
+    """migrate() on a bare sqlite3 connection (tools that open a copy of the file)."""
+    conn.execute(
         "CREATE TABLE IF NOT EXISTS schema_steps ("
         " room TEXT NOT NULL, step INTEGER NOT NULL, PRIMARY KEY (room, step))"
     )
-    conn.execute(create)  # on PostgreSQL under the writer lock (archive.db.postgres), so no race
     done = {row[0] for row in conn.execute("SELECT step FROM schema_steps WHERE room = ?", (room,))}
     for number, script in enumerate(steps, start=1):
         if number in done:
             continue
+        if callable(script) or isinstance(script, tuple | list):
+            raise ArchiveError("this step needs an archive.db connection (archive.db.connect).")
         conn.execute("BEGIN IMMEDIATE")
         try:
-            if conn.execute(
-                "SELECT 1 FROM schema_steps WHERE room = ? AND step = ?", (room, number)
-            ).fetchone():
-                conn.execute("COMMIT")
-                continue
-            _apply(conn, kind, script)
+            _apply(conn, "sqlite", script)
             conn.execute("INSERT INTO schema_steps (room, step) VALUES (?, ?)", (room, number))
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-    if known is not None:
-        known[room] = len(steps)
 
 
 def _apply(conn: Any, kind: str, step: Step) -> None:

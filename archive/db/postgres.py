@@ -1,5 +1,12 @@
 """The archive's tables on PostgreSQL, behind the part of sqlite3.Connection the rooms use.
 
+TRANSITIONAL (issue 27): every room now speaks SQLAlchemy Core through
+archive.db.connection.Connection, which hands only the remaining SQL *strings* to this
+translator (the audit anchor, PostgreSQL-only migration scripts through
+`execute_native`, ad-hoc SQL in tests). In that use the writer lock below is taken at
+the first translated statement of a transaction, never for Core statements. The module
+goes when those last strings do (tests/unit/test_no_sql_strings.py lists them).
+
 Why an adapter rather than a second copy of every room's SQL: the rooms already write
 one small, portable dialect (`?` parameters, `BEGIN IMMEDIATE`, `INSERT OR IGNORE`,
 `INTEGER PRIMARY KEY AUTOINCREMENT`, `lastrowid`). `PostgresConnection` translates that

@@ -79,14 +79,23 @@ SCHEMA = [
 ]
 
 
-def _upsert(conn: Any, table: Table, values: dict[str, Any]) -> Any:
-    """Insert, or replace every non-key column of the row with the same key."""
-    statement = db.dialect_insert(conn, table).values(values)
-    keys = [c for c in table.primary_key.columns]
-    return statement.on_conflict_do_update(
-        index_elements=keys,
-        set_={c.name: statement.excluded[c.name] for c in table.columns if c not in keys},
-    )
+def _replacing(table: Table) -> Any:
+    """Insert, or replace every non-key column of the row with the same key (built once
+    per dialect: the ingest writes these per instance)."""
+
+    def build(insert_for: Any) -> Any:
+        statement = insert_for(table)
+        keys = list(table.primary_key.columns)
+        return statement.on_conflict_do_update(
+            index_elements=keys,
+            set_={c.name: statement.excluded[c.name] for c in table.columns if c not in keys},
+        )
+
+    return build
+
+
+_REPLACE_FACE_SLICE = _replacing(face_slices)
+_REPLACE_PIXEL_REPORT = _replacing(pixel_reports)
 
 
 FACE_SURFACE_FLAG = "facial-surface"
@@ -185,19 +194,16 @@ def record_face_slice(
     """Remember one slice's face measures; flag the series once it covers a face."""
     ensure_schema(conn)
     conn.execute(
-        _upsert(
-            conn,
-            face_slices,
-            {
-                "study_uid": study_uid,
-                "series_uid": series_uid or "",
-                "sop_uid": sop_uid,
-                "position": face.position,
-                "thickness": face.thickness,
-                "head_sized": int(face.head_sized),
-                "protrusion_mm": face.protrusion_mm,
-            },
-        )
+        db.prepared(conn, _REPLACE_FACE_SLICE),
+        {
+            "study_uid": study_uid,
+            "series_uid": series_uid or "",
+            "sop_uid": sop_uid,
+            "position": face.position,
+            "thickness": face.thickness,
+            "head_sized": int(face.head_sized),
+            "protrusion_mm": face.protrusion_mm,
+        },
     )
     result = series_face_result(conn, study_uid, series_uid, rules)
     if result.covered:
@@ -271,24 +277,21 @@ def record_pixel_report(
     ocr = outcome.get("ocr") or {}
     assert isinstance(ocr, dict)
     conn.execute(
-        _upsert(
-            conn,
-            pixel_reports,
-            {
-                "study_uid": study_uid,
-                "series_uid": series_uid or "",
-                "sop_uid": sop_uid,
-                "modality": modality,
-                "action": str(outcome.get("action", "")),
-                "assessed": int(bool(outcome.get("assessed"))),
-                "ocr_frames": int(ocr.get("frames", 0) or 0),
-                "ocr_words": int(ocr.get("words", 0) or 0),
-                "ocr_kinds": ",".join(ocr.get("kinds", []) or []),
-                "template": outcome.get("template"),
-                "ingested_by": ingested_by,
-                "recorded_at": _now(),
-            },
-        )
+        db.prepared(conn, _REPLACE_PIXEL_REPORT),
+        {
+            "study_uid": study_uid,
+            "series_uid": series_uid or "",
+            "sop_uid": sop_uid,
+            "modality": modality,
+            "action": str(outcome.get("action", "")),
+            "assessed": int(bool(outcome.get("assessed"))),
+            "ocr_frames": int(ocr.get("frames", 0) or 0),
+            "ocr_words": int(ocr.get("words", 0) or 0),
+            "ocr_kinds": ",".join(ocr.get("kinds", []) or []),
+            "template": outcome.get("template"),
+            "ingested_by": ingested_by,
+            "recorded_at": _now(),
+        },
     )
 
 

@@ -38,7 +38,7 @@ from sqlalchemy import (
     select,
 )
 
-from archive.db import create_tables, dialect_insert, migrate
+from archive.db import create_tables, migrate, prepared
 
 ROOM = "vault_ledger"
 DICOM_CONTENT_TYPE = 1
@@ -72,6 +72,13 @@ Index("vault_instances_instance", instances.c.orthanc_instance_id)
 # Homes made before issue 27 ran step 1 as the equivalent SQL script.
 STEPS = [create_tables(metadata, [instances])]
 _COLUMNS = tuple(instances.columns)  # LedgerEntry's order (_entry reads by position)
+
+
+def _record(insert_for: Any) -> Any:
+    """One file's row, once (the same file recorded again inserts nothing)."""
+    return insert_for(instances).on_conflict_do_nothing()
+
+
 # The tags the header parse reads (pydicom reads the file meta group anyway).
 _TAGS = (
     0x00100020,  # PatientID
@@ -207,17 +214,16 @@ class InstanceLedger:
     # -- writing (the storage area) -----------------------------------------------------
     def record(self, entry: LedgerEntry) -> None:
         self.conn.execute(
-            dialect_insert(self.conn, instances)
-            .values(
-                uuid=entry.uuid, orthanc_instance_id=entry.orthanc_instance_id,
-                orthanc_series_id=entry.orthanc_series_id,
-                orthanc_study_id=entry.orthanc_study_id, study_uid=entry.study_uid,
-                series_uid=entry.series_uid, sop_uid=entry.sop_uid,
-                sop_class_uid=entry.sop_class_uid, transfer_syntax=entry.transfer_syntax,
-                modality=entry.modality, instance_number=entry.instance_number,
-                size=entry.size,
-            )
-            .on_conflict_do_nothing()
+            prepared(self.conn, _record),
+            {
+                "uuid": entry.uuid, "orthanc_instance_id": entry.orthanc_instance_id,
+                "orthanc_series_id": entry.orthanc_series_id,
+                "orthanc_study_id": entry.orthanc_study_id, "study_uid": entry.study_uid,
+                "series_uid": entry.series_uid, "sop_uid": entry.sop_uid,
+                "sop_class_uid": entry.sop_class_uid, "transfer_syntax": entry.transfer_syntax,
+                "modality": entry.modality, "instance_number": entry.instance_number,
+                "size": entry.size,
+            },
         )  # fmt: skip
 
     def record_file(self, uuid: str, data: bytes | bytearray | memoryview) -> LedgerEntry:

@@ -148,11 +148,11 @@ def test_old_quarantine_gains_pixel_review_columns_and_keeps_items(tmp_path):
 
 def test_old_governance_keeps_the_order_of_withdrawn_cases(tmp_path):
     """Cases were read back in rowid order; step 3 moves that order into `position`."""
-    from archive.governance import _store
     from archive.governance.optout.register import OptOutRegister
+    from tests.unit.old_schemas import GOVERNANCE_STEPS
 
     path = tmp_path / "archive.db"
-    raw = _old_room(path, "governance", _store.SCHEMA_STEPS[:2])
+    raw = _old_room(path, "governance", GOVERNANCE_STEPS)
     raw.execute(
         "INSERT INTO governance_withdrawals (pseudonym_sha256, kind, requested_by,"
         " recorded_by, recorded_at) VALUES (?, 'withdrawal', 'patient', 'dpo', ?)",

@@ -2,8 +2,9 @@
 
 A workflow that needs another's facts asks its function (optout asks sharing which
 shares carried a case; sharing asks optout which cases were withdrawn). This test reads
-the source: a table name may appear only in its owner's files (and in the shared schema
-history, archive/governance/_store.py).
+the source: a table name may appear only in its owner's files (and in the shared schema,
+archive/governance/_store.py and tables.py), and the Core declaration of a table
+(archive/governance/tables.py) is used only by its owner's files.
 """
 
 from __future__ import annotations
@@ -29,6 +30,12 @@ OWNERS = {
     "governance_workstations": ("archive/access/nodes.py",),
 }
 SHARED_SCHEMA = "archive/governance/_store.py"
+DECLARATIONS = "archive/governance/tables.py"
+# A declared table used: t.removal_cases, tables.recipients, or imported by name.
+USES = re.compile(
+    r"\b(?:t|tables)\.([a-z_]+)\b"
+    r"|from archive\.governance\.tables import \(?([a-z_, \n]+(?: as [a-z_]+)?)"
+)
 TABLE = re.compile(r"\b(governance_[a-z_]+)\b")
 
 
@@ -46,7 +53,7 @@ def _sources():
 def test_every_governance_table_is_read_only_by_its_workflow():
     trespass = []
     for rel, text in _sources():
-        if rel == SHARED_SCHEMA:
+        if rel in (SHARED_SCHEMA, DECLARATIONS):
             continue
         for table in set(TABLE.findall(text)):
             owner = _owner(table)
@@ -57,7 +64,40 @@ def test_every_governance_table_is_read_only_by_its_workflow():
     assert trespass == []
 
 
+def _declared() -> dict[str, str]:
+    from sqlalchemy import Table
+
+    from archive.governance import tables
+
+    return {name: t.name for name, t in vars(tables).items() if isinstance(t, Table)}
+
+
+def test_every_declared_table_is_used_only_by_its_workflow():
+    declared = _declared()
+    trespass = []
+    for rel, text in _sources():
+        if not rel.startswith("archive/governance/") or rel in (SHARED_SCHEMA, DECLARATIONS):
+            continue
+        used = set()
+        for attribute, imported in USES.findall(text):
+            if attribute:
+                used.add(attribute)
+            for part in imported.replace("\n", " ").split(","):
+                name = part.strip().split(" as ")[0].strip()
+                if name:
+                    used.add(name)
+        for name in used & set(declared):
+            owner = _owner(declared[name])
+            if owner and not any(rel.startswith(o) for o in owner):
+                trespass.append(f"{rel} uses {declared[name]} (owned by {', '.join(owner)})")
+    assert trespass == []
+
+
+def test_scanner_sees_declared_tables_used():
+    found = USES.findall("x = t.removal_cases\nfrom archive.governance.tables import optout, pulls")
+    assert ("removal_cases", "") in found and any("optout" in i for _, i in found)
+
+
 def test_every_table_in_the_schema_has_an_owner():
-    schema = (ROOT / SHARED_SCHEMA).read_text()
-    tables = set(re.findall(r"CREATE TABLE (governance_[a-z_]+)", schema))
+    tables = set(_declared().values())
     assert tables and all(_owner(t) for t in tables), sorted(t for t in tables if not _owner(t))

@@ -479,9 +479,10 @@ def test_migration_keeps_typed_in_approvers_but_never_counts_them(tmp_path, poli
     the recorder) keeps its minutes, counts nobody, and its proposal waits for votes."""
     from archive.db import migrate
     from archive.governance import _store
+    from tests.unit.old_schemas import GOVERNANCE_STEPS
 
     conn = connect(tmp_path / "old.db")
-    migrate(conn, _store.ROOM, _store.SCHEMA_STEPS[:1])  # the archive before issue 21
+    migrate(conn, _store.ROOM, GOVERNANCE_STEPS[:1])  # the archive before issue 21
     conn.execute(
         "INSERT INTO governance_recipients (organisation, kind, contact, public_key,"
         " data_sharing_agreement, added_by, added_at) VALUES ('Mersey', 'uk_radiology_school',"

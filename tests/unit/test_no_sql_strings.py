@@ -20,6 +20,7 @@ CONVERTED = (
     "catalogue",
     "cli",
     "dicom",
+    "governance",
     "ingest",
     "intake",
     "quarantine",
@@ -33,7 +34,6 @@ NOT_YET = (
     "backup",  # reads SQLite files directly (snapshots, Orthanc's index)
     "core",  # BEGIN IMMEDIATE for a bare sqlite3 connection (usecase.transaction)
     "fsck",  # reads SQLite files directly; fsck on PostgreSQL is the other half
-    "governance",
 )
 EXECUTE = {"execute", "executemany", "executescript", "exec_driver_sql"}
 

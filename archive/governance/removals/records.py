@@ -12,13 +12,16 @@ States: pending -> approved | refused; approved -> exported (downloads used) | e
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from string import Template
+from typing import Any
+
+from sqlalchemy import func, insert, select, update
 
 from archive.governance import manifest as mf
+from archive.governance import tables as t
 from archive.governance._store import (
     clean_case_ids,
     clean_roles,
@@ -209,7 +212,7 @@ def check_levels(
 class RemovalRequests:
     """The register of removal requests and their written approvals or refusals."""
 
-    def __init__(self, conn: sqlite3.Connection, policy: GovernancePolicy) -> None:
+    def __init__(self, conn: Any, policy: GovernancePolicy) -> None:
         self.conn = conn
         self.policy = policy
         ensure_schema(conn)
@@ -247,44 +250,49 @@ class RemovalRequests:
         stamp = ts(now)
         with transaction(self.conn) as c:
             cur = c.execute(
-                "INSERT INTO governance_removal_requests (purpose, destination, requester,"
-                " requester_roles, status, created_at, policy_version)"
-                " VALUES (?, ?, ?, ?, 'pending', ?, ?)",
-                (
-                    purpose,
-                    destination,
-                    requester,
-                    json.dumps(sorted(held)),
-                    stamp,
-                    self.policy.version,
-                ),
+                insert(t.removal_requests).values(
+                    purpose=purpose,
+                    destination=destination,
+                    requester=requester,
+                    requester_roles=json.dumps(sorted(held)),
+                    status="pending",
+                    created_at=stamp,
+                    policy_version=self.policy.version,
+                )
             )
             rid = int(cur.lastrowid)
-            c.executemany(
-                "INSERT INTO governance_removal_cases (request_id, case_id, level_at_request,"
-                " position) VALUES (?, ?, ?, ?)",
-                [(rid, cid, levels[cid], n) for n, cid in enumerate(ids, start=1)],
-            )
+            c.execute(
+                insert(t.removal_cases),
+                [
+                    {"request_id": rid, "case_id": cid, "level_at_request": levels[cid],
+                     "position": n}
+                    for n, cid in enumerate(ids, start=1)
+                ],
+            )  # fmt: skip
         return self.get(rid)
 
     def get(self, request_id: int) -> RemovalRequest:
-        row = self.conn.execute(
-            "SELECT * FROM governance_removal_requests WHERE id = ?", (int(request_id),)
-        ).fetchone()
+        requests = t.removal_requests
+        statement = select(requests).where(requests.c.id == int(request_id))
+        if self.conn.in_transaction:  # a decision on it: the request's row is this one's
+            statement = statement.with_for_update()
+        row = self.conn.execute(statement).fetchone()
         if row is None:
             raise NotFoundError(
                 f"removal request {request_id} does not exist; list them with "
                 "`archive removals list`."
             )
+        rc = t.removal_cases.c
         cases = self.conn.execute(
-            "SELECT case_id, level_at_request FROM governance_removal_cases"
-            " WHERE request_id = ? ORDER BY position",
-            (row["id"],),
+            select(rc.case_id, rc.level_at_request)
+            .where(rc.request_id == row["id"])
+            .order_by(rc.position)
         ).fetchall()
         ids = tuple(r[0] for r in cases)
         approval = None
+        approvals = t.removal_approvals
         a = self.conn.execute(
-            "SELECT * FROM governance_removal_approvals WHERE request_id = ?", (row["id"],)
+            select(approvals).where(approvals.c.request_id == row["id"])
         ).fetchone()
         if a is not None:
             approval = Approval(
@@ -303,9 +311,8 @@ class RemovalRequests:
                 policy_version=a["policy_version"],
             )
         refusal = None
-        r = self.conn.execute(
-            "SELECT * FROM governance_removal_refusals WHERE request_id = ?", (row["id"],)
-        ).fetchone()
+        refusals = t.removal_refusals
+        r = self.conn.execute(select(refusals).where(refusals.c.request_id == row["id"])).fetchone()
         if r is not None:
             refusal = Refusal(
                 request_id=row["id"],
@@ -331,14 +338,11 @@ class RemovalRequests:
 
     def list(self, status: str | None = None) -> list[RemovalRequest]:
         """All requests, newest first, optionally only those with a stored status."""
-        if status is None:
-            rows = self.conn.execute("SELECT id FROM governance_removal_requests ORDER BY id DESC")
-        else:
-            rows = self.conn.execute(
-                "SELECT id FROM governance_removal_requests WHERE status = ? ORDER BY id DESC",
-                (status,),
-            )
-        return [self.get(r[0]) for r in rows.fetchall()]
+        requests = t.removal_requests
+        statement = select(requests.c.id).order_by(requests.c.id.desc())
+        if status is not None:
+            statement = statement.where(requests.c.status == status)
+        return [self.get(i) for i in self.conn.execute(statement).scalars()]
 
     # -- decisions ------------------------------------------------------------------
     def _decider_role(
@@ -404,24 +408,18 @@ class RemovalRequests:
                     "since this request was made; refuse it and ask for a new one without them."
                 )
             c.execute(
-                "INSERT INTO governance_removal_approvals (request_id, approver, approver_role,"
-                " approved_at, text, expires_at, max_downloads, policy_version)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    request.id,
-                    approver,
-                    role,
-                    stamp,
-                    body,
-                    expiry,
-                    max_downloads,
-                    self.policy.version,
-                ),
+                insert(t.removal_approvals).values(
+                    request_id=request.id,
+                    approver=approver,
+                    approver_role=role,
+                    approved_at=stamp,
+                    text=body,
+                    expires_at=expiry,
+                    max_downloads=max_downloads,
+                    policy_version=self.policy.version,
+                )
             )
-            c.execute(
-                "UPDATE governance_removal_requests SET status = 'approved' WHERE id = ?",
-                (request.id,),
-            )
+            c.execute(_set_status(request.id, "approved"))
         approval = self.get(request_id).approval
         assert approval is not None
         return approval
@@ -445,14 +443,15 @@ class RemovalRequests:
             role = self._decider_role(request, approver, held, "removal.refuse")
             self._require_pending(request)
             c.execute(
-                "INSERT INTO governance_removal_refusals (request_id, approver, approver_role,"
-                " refused_at, reason) VALUES (?, ?, ?, ?, ?)",
-                (request.id, approver, role, stamp, why),
+                insert(t.removal_refusals).values(
+                    request_id=request.id,
+                    approver=approver,
+                    approver_role=role,
+                    refused_at=stamp,
+                    reason=why,
+                )
             )
-            c.execute(
-                "UPDATE governance_removal_requests SET status = 'refused' WHERE id = ?",
-                (request.id,),
-            )
+            c.execute(_set_status(request.id, "refused"))
         refusal = self.get(request_id).refusal
         assert refusal is not None
         return refusal
@@ -502,10 +501,7 @@ class RemovalRequests:
                 if on_spend is not None:
                     on_spend(ticket)
         if expired is not None:
-            self.conn.execute(
-                "UPDATE governance_removal_requests SET status = 'expired' WHERE id = ?",
-                (request.id,),
-            )
+            self.conn.execute(_set_status(request.id, "expired"))
             raise ExpiredError(
                 f"the approval of removal request {request.id} expired at "
                 f"{expired.expires_at.isoformat()}; ask the approver for a new approval."
@@ -514,7 +510,7 @@ class RemovalRequests:
 
     def _spend_download(
         self,
-        c: sqlite3.Connection,
+        c: Any,
         request: RemovalRequest,
         a: Approval,
         stamp: str,
@@ -534,25 +530,27 @@ class RemovalRequests:
             )
         if case_levels is not None:
             check_levels(self.policy, request.purpose, request.case_ids, case_levels)
-        cur = c.execute(
-            "UPDATE governance_removal_approvals SET downloads_used = downloads_used + 1"
-            " WHERE request_id = ? AND downloads_used < max_downloads",
-            (request.id,),
-        )
-        if cur.rowcount != 1:  # another process took the last download first
+        approvals = t.removal_approvals.c
+        used = c.execute(
+            update(t.removal_approvals)
+            .where(
+                approvals.request_id == request.id,
+                approvals.downloads_used < approvals.max_downloads,
+            )
+            .values(downloads_used=approvals.downloads_used + 1)
+            .returning(approvals.downloads_used)
+        ).scalar()
+        if used is None:  # another process took the last download first
             raise DownloadLimitError(
                 f"the approval of removal request {request.id} has no download left."
             )
-        number = a.downloads_used + 1
+        number = int(used)  # this download's number, whoever took the ones before
         c.execute(
-            "INSERT INTO governance_removal_downloads (request_id, download_number,"
-            " authorised_at) VALUES (?, ?, ?)",
-            (request.id, number, stamp),
+            insert(t.removal_downloads).values(
+                request_id=request.id, download_number=number, authorised_at=stamp
+            )
         )
-        c.execute(
-            "UPDATE governance_removal_requests SET status = 'exported' WHERE id = ?",
-            (request.id,),
-        )
+        c.execute(_set_status(request.id, "exported"))
         fresh = self.get(request.id).approval
         assert fresh is not None
         return ExportTicket(
@@ -573,10 +571,11 @@ class RemovalRequests:
 
     def downloads(self, request_id: int) -> list[dict[str, object]]:
         """Each download authorised for a request, with its time."""
+        d = t.removal_downloads.c
         rows = self.conn.execute(
-            "SELECT download_number, authorised_at FROM governance_removal_downloads"
-            " WHERE request_id = ? ORDER BY download_number",
-            (int(request_id),),
+            select(d.download_number, d.authorised_at)
+            .where(d.request_id == int(request_id))
+            .order_by(d.download_number)
         )
         return [{"download_number": r[0], "authorised_at": r[1]} for r in rows]
 
@@ -634,31 +633,42 @@ class RemovalRequests:
         return manifest
 
 
-def exports_carrying(conn: sqlite3.Connection, case_ids: Sequence[str]) -> list[dict[str, object]]:
+def exports_carrying(conn: Any, case_ids: Sequence[str]) -> list[dict[str, object]]:
     """Every approved removal downloaded at least once that carried any of these cases
     (for the opt-out workflow: where deletion requests must go)."""
+    q, c, a, d = t.removal_requests, t.removal_cases, t.removal_approvals, t.removal_downloads
+    first_download = (
+        select(func.min(d.c.authorised_at)).where(d.c.request_id == q.c.id).scalar_subquery()
+    )
     rows = conn.execute(
-        "SELECT q.id, q.destination, q.requester, a.approver,"
-        " (SELECT MIN(authorised_at) FROM governance_removal_downloads d"
-        "  WHERE d.request_id = q.id) AS first_download,"
-        " GROUP_CONCAT(DISTINCT c.case_id) AS cases"
-        " FROM governance_removal_cases c"
-        " JOIN governance_removal_requests q ON q.id = c.request_id"
-        " JOIN governance_removal_approvals a ON a.request_id = q.id"
-        " WHERE c.case_id IN (SELECT value FROM json_each(?)) AND a.downloads_used > 0"
-        " GROUP BY q.id, q.destination, q.requester, a.approver ORDER BY q.id",
-        (json.dumps(list(case_ids)),),
+        select(q.c.id, q.c.destination, q.c.requester, a.c.approver, first_download, c.c.case_id)
+        .join_from(c, q, q.c.id == c.c.request_id)
+        .join(a, a.c.request_id == q.c.id)
+        .where(c.c.case_id.in_(list(case_ids)), a.c.downloads_used > 0)
+        .order_by(q.c.id)
     ).fetchall()
-    return [
-        {
+    exports: dict[int, dict[str, object]] = {}
+    for rid, destination, requester, approver, first, case_id in rows:
+        export = exports.setdefault(rid, {
             "kind": "export",
-            "reference": f"REMOVAL-{x['id']:06d}",
-            "request_id": x["id"],
-            "when": x["first_download"],
-            "to": x["destination"],
-            "contact": x["requester"],
-            "approver": x["approver"],
-            "case_ids": sorted(x["cases"].split(",")),
-        }
-        for x in rows
-    ]
+            "reference": f"REMOVAL-{rid:06d}",
+            "request_id": rid,
+            "when": first,
+            "to": destination,
+            "contact": requester,
+            "approver": approver,
+            "case_ids": [],
+        })  # fmt: skip
+        if case_id not in export["case_ids"]:  # type: ignore[operator]
+            export["case_ids"].append(case_id)  # type: ignore[union-attr]
+    for export in exports.values():
+        export["case_ids"] = sorted(export["case_ids"])  # type: ignore[arg-type]
+    return list(exports.values())
+
+
+def _set_status(request_id: int, status: str) -> Any:
+    return (
+        update(t.removal_requests)
+        .where(t.removal_requests.c.id == request_id)
+        .values(status=status)
+    )

@@ -17,8 +17,11 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import select
+
 from archive.access.principal import Principal
 from archive.core import Permit, Ports, Refusal, Resource, authorise
+from archive.governance import tables
 from archive.governance.removals.records import RemovalRequest, RemovalRequests
 from archive.governance.usecase import levels_of, now, policy, refuse, released_cases, run
 from archive.ingest.flags import refuse_face_holds
@@ -32,8 +35,11 @@ def _request(rid: int) -> Callable[[Any], Resource]:
     """The request's state and requester, read under the use case's transaction."""
 
     def resource(tx) -> Resource:
+        requests = tables.removal_requests
         row = tx.execute(
-            "SELECT status, requester FROM governance_removal_requests WHERE id = ?", (rid,)
+            select(requests.c.status, requests.c.requester)
+            .where(requests.c.id == rid)
+            .with_for_update()  # the state authorised on is the state the act changes
         ).fetchone()
         if row is None:
             raise refuse("removal", f"removal request {rid} does not exist.",

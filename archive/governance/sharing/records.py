@@ -13,12 +13,15 @@ from __future__ import annotations
 import csv
 import io
 import json
-import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import insert, select, update
 
 from archive.governance import manifest as mf
+from archive.governance import tables as t
 from archive.governance._store import (
     clean_case_ids,
     clean_text,
@@ -113,7 +116,7 @@ class ShareTicket:
 class Shares:
     """Proposals, Board decisions, undertakings, authorisation and the share register."""
 
-    def __init__(self, conn: sqlite3.Connection, policy: GovernancePolicy) -> None:
+    def __init__(self, conn: Any, policy: GovernancePolicy) -> None:
         self.conn = conn
         self.policy = policy
         self.recipients = Recipients(conn, policy)
@@ -179,34 +182,41 @@ class Shares:
         stamp = ts(now)
         with transaction(self.conn) as c:
             cur = c.execute(
-                "INSERT INTO governance_share_proposals (recipient_id, purpose, proposer, status,"
-                " created_at, policy_version) VALUES (?, ?, ?, 'proposed', ?, ?)",
-                (int(recipient_id), purpose, who, stamp, self.policy.version),
+                insert(t.share_proposals).values(
+                    recipient_id=int(recipient_id),
+                    purpose=purpose,
+                    proposer=who,
+                    status="proposed",
+                    created_at=stamp,
+                    policy_version=self.policy.version,
+                )
             )
             pid = int(cur.lastrowid)
-            c.executemany(
-                "INSERT INTO governance_share_proposal_cases (proposal_id, case_id, position)"
-                " VALUES (?, ?, ?)",
-                [(pid, cid, n) for n, cid in enumerate(ids, start=1)],
+            c.execute(
+                insert(t.share_proposal_cases),
+                [
+                    {"proposal_id": pid, "case_id": cid, "position": n}
+                    for n, cid in enumerate(ids, start=1)
+                ],
             )
         return self.get(pid)
 
     def get(self, proposal_id: int) -> Proposal:
-        row = self.conn.execute(
-            "SELECT * FROM governance_share_proposals WHERE id = ?", (int(proposal_id),)
-        ).fetchone()
+        proposals = t.share_proposals
+        statement = select(proposals).where(proposals.c.id == int(proposal_id))
+        if self.conn.in_transaction:  # a decision on it: the proposal's row is this one's
+            statement = statement.with_for_update()
+        row = self.conn.execute(statement).fetchone()
         if row is None:
             raise NotFoundError(
                 f"share proposal {proposal_id} does not exist; list them with "
                 "`archive shares log` or the proposals list."
             )
+        pc = t.share_proposal_cases.c
         ids = tuple(
-            r[0]
-            for r in self.conn.execute(
-                "SELECT case_id FROM governance_share_proposal_cases WHERE proposal_id = ?"
-                " ORDER BY position",
-                (row["id"],),
-            )
+            self.conn.execute(
+                select(pc.case_id).where(pc.proposal_id == row["id"]).order_by(pc.position)
+            ).scalars()
         )
         return Proposal(
             id=row["id"],
@@ -220,8 +230,10 @@ class Shares:
         )
 
     def list(self) -> list[Proposal]:
-        rows = self.conn.execute("SELECT id FROM governance_share_proposals ORDER BY id")
-        return [self.get(r[0]) for r in rows.fetchall()]
+        ids = self.conn.execute(
+            select(t.share_proposals.c.id).order_by(t.share_proposals.c.id)
+        ).scalars()
+        return [self.get(i) for i in ids]
 
     # -- Board decision ---------------------------------------------------------
     def decide(
@@ -278,10 +290,7 @@ class Shares:
                 status = "approved"
             else:
                 status = "proposed"
-            c.execute(
-                "UPDATE governance_share_proposals SET status = ? WHERE id = ?",
-                (status, proposal.id),
-            )
+            c.execute(_set_status(proposal.id, status))
         return load_decision(self.conn, did)
 
     def vote(self, proposal_id: int, *, by: BoardVote, now: datetime) -> Decision:
@@ -305,10 +314,7 @@ class Shares:
             counted = cast_vote(c, self.policy, decision.id, by, proposer=proposal.proposer,
                                 now=now)  # fmt: skip
             if proposal.status == "proposed" and counted >= self.policy.quorum:
-                c.execute(
-                    "UPDATE governance_share_proposals SET status = 'approved' WHERE id = ?",
-                    (proposal.id,),
-                )
+                c.execute(_set_status(proposal.id, "approved"))
         return load_decision(self.conn, decision.id)
 
     def decision_for(self, proposal_id: int) -> Decision | None:
@@ -368,19 +374,26 @@ class Shares:
             raise StateError(f"share proposal {proposal.id} is {proposal.status}.")
         with transaction(self.conn) as c:
             cur = c.execute(
-                "INSERT INTO governance_undertakings (proposal_id, signed_sha256, signatory_name,"
-                " signatory_role, organisation, signed_on, stored_ref, recorded_by, recorded_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (proposal.id, digest, name, title, org, signed, ref, by, stamp),
+                insert(t.undertakings).values(
+                    proposal_id=proposal.id,
+                    signed_sha256=digest,
+                    signatory_name=name,
+                    signatory_role=title,
+                    organisation=org,
+                    signed_on=signed,
+                    stored_ref=ref,
+                    recorded_by=by,
+                    recorded_at=stamp,
+                )
             )
         found = self.undertaking_for(proposal.id)
         assert found is not None and found.id == cur.lastrowid
         return found
 
     def undertaking_for(self, proposal_id: int) -> Undertaking | None:
+        u = t.undertakings
         r = self.conn.execute(
-            "SELECT * FROM governance_undertakings WHERE proposal_id = ? ORDER BY id DESC LIMIT 1",
-            (int(proposal_id),),
+            select(u).where(u.c.proposal_id == int(proposal_id)).order_by(u.c.id.desc()).limit(1)
         ).fetchone()
         if r is None:
             return None
@@ -512,37 +525,36 @@ class Shares:
                 else f"age:{(recipient.public_key or '')[:20]}..."
             )
             cur = c.execute(
-                "INSERT INTO governance_share_executions (proposal_id, decision_id,"
-                " undertaking_id, method, destination, manifest_sha256, executed_by, executed_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    proposal.id,
-                    decision.id,
-                    undertaking.id,
-                    method,
-                    destination,
-                    mf.manifest_sha256(entries),
-                    by,
-                    stamp,
-                ),
+                insert(t.share_executions).values(
+                    proposal_id=proposal.id,
+                    decision_id=decision.id,
+                    undertaking_id=undertaking.id,
+                    method=method,
+                    destination=destination,
+                    manifest_sha256=mf.manifest_sha256(entries),
+                    executed_by=by,
+                    executed_at=stamp,
+                )
             )
             sid = int(cur.lastrowid)
-            c.executemany(
-                "INSERT INTO governance_share_items (share_id, case_id, sop_instance_uid, sha256)"
-                " VALUES (?, ?, ?, ?)",
-                [(sid, e.case_id, e.sop_instance_uid, e.sha256) for e in entries],
-            )
-            c.execute(
-                "UPDATE governance_share_proposals SET status = 'shared' WHERE id = ?",
-                (proposal.id,),
-            )
+            if entries:
+                c.execute(
+                    insert(t.share_items),
+                    [
+                        {"share_id": sid, "case_id": e.case_id,
+                         "sop_instance_uid": e.sop_instance_uid, "sha256": e.sha256}
+                        for e in entries
+                    ],
+                )  # fmt: skip
+            c.execute(_set_status(proposal.id, "shared"))
         return sid
 
     def share_manifest(self, share_id: int) -> list[mf.ManifestEntry]:
+        i = t.share_items.c
         rows = self.conn.execute(
-            "SELECT case_id, sop_instance_uid, sha256 FROM governance_share_items"
-            " WHERE share_id = ? ORDER BY case_id, sop_instance_uid",
-            (int(share_id),),
+            select(i.case_id, i.sop_instance_uid, i.sha256)
+            .where(i.share_id == int(share_id))
+            .order_by(i.case_id, i.sop_instance_uid)
         )
         return [mf.ManifestEntry(r[0], r[1], r[2]) for r in rows]
 
@@ -557,20 +569,23 @@ class Shares:
         by = clean_text(requested_by, "requested_by", max_len=200)
         with transaction(self.conn) as c:
             row = c.execute(
-                "SELECT proposal_id FROM governance_share_executions WHERE id = ?", (int(share_id),)
+                select(t.share_executions.c.proposal_id).where(
+                    t.share_executions.c.id == int(share_id)
+                )
             ).fetchone()
             if row is None:
                 raise NotFoundError(f"share {share_id} is not in the register.")
             cur = c.execute(
-                "INSERT INTO governance_share_requests (share_id, kind, reason, requested_by,"
-                " requested_at) VALUES (?, ?, ?, ?, ?)",
-                (int(share_id), kind, why, by, stamp),
+                insert(t.share_requests).values(
+                    share_id=int(share_id),
+                    kind=kind,
+                    reason=why,
+                    requested_by=by,
+                    requested_at=stamp,
+                )
             )
             if kind == "revocation":
-                c.execute(
-                    "UPDATE governance_share_proposals SET status = 'revoked' WHERE id = ?",
-                    (row[0],),
-                )
+                c.execute(_set_status(row[0], "revoked"))
         return int(cur.lastrowid)
 
     def record_confirmation(
@@ -590,35 +605,40 @@ class Shares:
         with transaction(self.conn) as c:
             if (
                 c.execute(
-                    "SELECT 1 FROM governance_share_requests WHERE id = ?", (int(request_id),)
+                    select(t.share_requests.c.id).where(t.share_requests.c.id == int(request_id))
                 ).fetchone()
                 is None
             ):
                 raise NotFoundError(f"revocation/deletion request {request_id} does not exist.")
             cur = c.execute(
-                "INSERT INTO governance_share_confirmations (request_id, confirmed_by,"
-                " confirmed_on, evidence_ref, recorded_at) VALUES (?, ?, ?, ?, ?)",
-                (int(request_id), who, when, ref, stamp),
+                insert(t.share_confirmations).values(
+                    request_id=int(request_id),
+                    confirmed_by=who,
+                    confirmed_on=when,
+                    evidence_ref=ref,
+                    recorded_at=stamp,
+                )
             )
         return int(cur.lastrowid)
 
     def share_log(self) -> list[dict[str, object]]:
         """The register, oldest first: what went where, when, and on whose authority."""
         out: list[dict[str, object]] = []
-        for row in self.conn.execute(
-            "SELECT * FROM governance_share_executions ORDER BY id"
-        ).fetchall():
+        executions = t.share_executions
+        for row in self.conn.execute(select(executions).order_by(executions.c.id)).fetchall():
             proposal = self.get(row["proposal_id"])
             recipient = self.recipients.get(proposal.recipient_id)
             decision = load_decision(self.conn, row["decision_id"])
             u = self.conn.execute(
-                "SELECT * FROM governance_undertakings WHERE id = ?", (row["undertaking_id"],)
+                select(t.undertakings).where(t.undertakings.c.id == row["undertaking_id"])
             ).fetchone()
             items = self.share_manifest(row["id"])
             requests = []
+            share_requests = t.share_requests
             for r in self.conn.execute(
-                "SELECT * FROM governance_share_requests WHERE share_id = ? ORDER BY id",
-                (row["id"],),
+                select(share_requests)
+                .where(share_requests.c.share_id == row["id"])
+                .order_by(share_requests.c.id)
             ).fetchall():
                 confirmations = [
                     {
@@ -627,9 +647,9 @@ class Shares:
                         "evidence_ref": x["evidence_ref"],
                     }
                     for x in self.conn.execute(
-                        "SELECT * FROM governance_share_confirmations WHERE request_id = ?"
-                        " ORDER BY id",
-                        (r["id"],),
+                        select(t.share_confirmations)
+                        .where(t.share_confirmations.c.request_id == r["id"])
+                        .order_by(t.share_confirmations.c.id)
                     )
                 ]
                 requests.append(
@@ -756,33 +776,41 @@ def proposal_view(shares: Shares, pid: int) -> dict:
     }
 
 
-def shares_carrying(conn: sqlite3.Connection, case_ids: Sequence[str]) -> list[dict[str, object]]:
+def shares_carrying(conn: Any, case_ids: Sequence[str]) -> list[dict[str, object]]:
     """Every executed share that carried any of these cases, with its recipient and
     contact (for the opt-out workflow: where deletion requests must go)."""
+    i, e, p, r = t.share_items, t.share_executions, t.share_proposals, t.recipients
     rows = conn.execute(
-        "SELECT e.id, e.executed_at, e.method, e.destination, r.id AS recipient_id,"
-        " r.organisation, r.contact, GROUP_CONCAT(DISTINCT i.case_id) AS cases"
-        " FROM governance_share_items i"
-        " JOIN governance_share_executions e ON e.id = i.share_id"
-        " JOIN governance_share_proposals p ON p.id = e.proposal_id"
-        " JOIN governance_recipients r ON r.id = p.recipient_id"
-        " WHERE i.case_id IN (SELECT value FROM json_each(?))"
-        # Every selected column grouped: PostgreSQL requires it (SQLite does not).
-        " GROUP BY e.id, e.executed_at, e.method, e.destination, r.id, r.organisation,"
-        " r.contact ORDER BY e.id",
-        (json.dumps(list(case_ids)),),
-    ).fetchall()
-    return [
-        {
+        select(
+            e.c.id, e.c.executed_at, e.c.method, e.c.destination, r.c.organisation,
+            r.c.contact, i.c.case_id,
+        )
+        .join_from(i, e, e.c.id == i.c.share_id)
+        .join(p, p.c.id == e.c.proposal_id)
+        .join(r, r.c.id == p.c.recipient_id)
+        .where(i.c.case_id.in_(list(case_ids)))
+        .order_by(e.c.id)
+    ).fetchall()  # fmt: skip
+    shares: dict[int, dict[str, object]] = {}
+    for sid, when, method, destination, organisation, contact, case_id in rows:
+        share = shares.setdefault(sid, {
             "kind": "share",
-            "reference": f"share {s['id']}",
-            "share_id": s["id"],
-            "when": s["executed_at"],
-            "to": s["organisation"],
-            "contact": s["contact"],
-            "method": s["method"],
-            "destination": s["destination"],
-            "case_ids": sorted(s["cases"].split(",")),
-        }
-        for s in rows
-    ]
+            "reference": f"share {sid}",
+            "share_id": sid,
+            "when": when,
+            "to": organisation,
+            "contact": contact,
+            "method": method,
+            "destination": destination,
+            "case_ids": [],
+        })  # fmt: skip
+        if case_id not in share["case_ids"]:  # type: ignore[operator]
+            share["case_ids"].append(case_id)  # type: ignore[union-attr]
+    for share in shares.values():
+        share["case_ids"] = sorted(share["case_ids"])  # type: ignore[arg-type]
+    return list(shares.values())
+
+
+def _set_status(proposal_id: int, status: str) -> Any:
+    proposals = t.share_proposals
+    return update(proposals).where(proposals.c.id == proposal_id).values(status=status)

@@ -26,9 +26,12 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
+from sqlalchemy import select
+
 from archive.access.principal import Principal
 from archive.core import Ports, Refusal, Resource, authorise
 from archive.errors import ArchiveError
+from archive.governance import tables
 from archive.governance.board import BoardVote, Decision
 from archive.governance.sharing.delivery import (
     check_undertaking_organisation,
@@ -78,8 +81,11 @@ def _proposal(kind: str = "share proposal"):
 
     def read(pid: int) -> Callable[[Any], Resource]:
         def resource(tx) -> Resource:
+            proposals = tables.share_proposals
             row = tx.execute(
-                "SELECT status, proposer FROM governance_share_proposals WHERE id = ?", (pid,)
+                select(proposals.c.status, proposals.c.proposer)
+                .where(proposals.c.id == pid)
+                .with_for_update()  # the state authorised on is the state the act changes
             ).fetchone()
             if row is None:
                 raise refuse(
