@@ -322,33 +322,29 @@ def _export_chain(paths: Any, target: Path, public_hex: str) -> None:
 def _copy_records(conn: Any, memory: Any, policy: Any) -> None:
     """The records the certificate needs, from PostgreSQL into `memory` (the database is
     dropped before the certificate is made): the closure, pulls and transfer rooms'
-    tables, created there by the rooms themselves, rows copied column by column."""
-    from sqlalchemy import text  # noqa: PLC0415
+    tables, created there by the rooms themselves (then read back by reflection), rows
+    copied column by column from the tables of the same names."""
+    from sqlalchemy import MetaData, column, func, select  # noqa: PLC0415
+    from sqlalchemy import table as table_of  # noqa: PLC0415
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert  # noqa: PLC0415
 
     from archive.transfer.store import ensure_schema as transfer_schema  # noqa: PLC0415
 
     ClosureRecords(memory, policy)
     PullInventory(memory)
     transfer_schema(memory)
-    target = memory.raw  # the in-memory SQLite file itself
-    tables = [
-        r[0]
-        for r in target.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
-            " AND name <> 'schema_steps'"
-        )
-    ]
-    for table in tables:
-        columns = [r[1] for r in target.execute(f'PRAGMA table_info("{table}")')]
-        exists = conn.execute(text("SELECT to_regclass(:t) IS NOT NULL"), {"t": table}).scalar()
-        if not exists:
+    created = MetaData()
+    created.reflect(bind=memory._sa)  # the in-memory SQLite file the rooms just set up
+    for table in created.sorted_tables:
+        if table.name == "schema_steps":
             continue
-        names = ", ".join(f'"{c}"' for c in columns)
-        rows = conn.execute(text(f'SELECT {names} FROM "{table}"')).fetchall()  # noqa: S608
+        if conn.execute(select(func.to_regclass(table.name))).scalar() is None:
+            continue  # that room never wrote on this archive
+        names = [c.name for c in table.columns]
+        source = table_of(table.name, *[column(n) for n in names])
+        rows = conn.execute(select(*[source.c[n] for n in names])).fetchall()
         if rows:
-            marks = ", ".join("?" for _ in columns)
-            target.executemany(
-                f'INSERT OR REPLACE INTO "{table}" ({names}) VALUES ({marks})',  # noqa: S608
-                [tuple(r) for r in rows],
+            memory.execute(
+                sqlite_insert(table).prefix_with("OR REPLACE"),
+                [dict(zip(names, row, strict=True)) for row in rows],
             )
-    target.commit()
