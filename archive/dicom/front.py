@@ -635,6 +635,10 @@ class Front:
                 yield PENDING, ds
             finished = True
         finally:
+            if kind == "get":
+                from archive.dicom.send import disable_direct
+
+                disable_direct(event.assoc)
             sent, failed = (
                 results["sent"],
                 results["failed"] + (len(entries) - results["sent"] - results["failed"]),
@@ -695,6 +699,9 @@ def _quick(assoc) -> None:
     C-STORE answer every 0.2 ms instead of every 1 ms (an answer waited ~1 ms per image);
     only retrieving associations pay the extra wake-ups, for as long as they live."""
     _nodelay(assoc)
+    from archive.dicom.send import enable_direct
+
+    enable_direct(assoc)
     dul = getattr(assoc, "dul", None)
     if dul is not None and hasattr(dul, "_run_loop_delay"):
         dul._run_loop_delay = RETRIEVE_POLL  # noqa: SLF001
@@ -918,10 +925,11 @@ def _tune_for_throughput() -> None:
     from pydicom import config as pydicom_config
     from pynetdicom import transport
 
-    from archive.dicom.send import install_prepared_store
+    from archive.dicom.send import install_direct_io, install_prepared_store
 
     transport.deepcopy = _copy_contexts  # type: ignore[attr-defined]
     install_prepared_store()
+    install_direct_io()
     pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
     pydicom_config.settings.writing_validation_mode = pydicom_config.IGNORE
 
