@@ -15,13 +15,18 @@ from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.pdu_primitives import P_DATA
 
 from archive.dicom.send import (
+    IMPLICIT,
     enable_direct,
     install_direct_io,
     install_prepared_store,
+    patch_head,
     pdata_pdus,
+    pending_command,
     prepared_dataset,
     prepared_instance,
     split_file,
+    store_answer,
+    store_command,
 )
 from tests.corpus import make_ct_series, to_bytes
 from tests.unit.test_dicom_send import Peer
@@ -201,3 +206,139 @@ def test_a_silent_peer_times_out(direct_io) -> None:
         if assoc.is_established:
             assoc.abort()
         peer.stop()
+
+
+# -- the per-image encodings, against pynetdicom's and pydicom's ---------------------------
+
+
+def _command_bytes(primitive, message_class) -> bytes:
+    from pynetdicom.dsutils import encode
+
+    message = message_class()
+    message.primitive_to_message(primitive)
+    return encode(message.command_set, True, True)
+
+
+@pytest.mark.parametrize(
+    ("sop_uid", "originator"), [("1.2.3.4", None), ("1.2.3.45", "WS"), ("1.2.3", "ODD")]
+)
+def test_store_command_is_pynetdicoms(sop_uid: str, originator: str | None) -> None:
+    req = C_STORE()
+    req.MessageID = 513
+    req.Priority = 2
+    req.AffectedSOPClassUID = CT
+    req.AffectedSOPInstanceUID = sop_uid
+    if originator:
+        req.MoveOriginatorApplicationEntityTitle = originator
+        req.MoveOriginatorMessageID = 7
+    req.DataSet = BytesIO(b"\x00\x00")
+    expected = _command_bytes(req, C_STORE_RQ)
+    got = store_command(513, CT, sop_uid, 2, req.MoveOriginatorApplicationEntityTitle,
+                        req.MoveOriginatorMessageID)  # fmt: skip
+    assert got == expected
+
+
+@pytest.mark.parametrize("kind", ["C_MOVE", "C_GET"])
+def test_pending_command_is_pynetdicoms(kind: str) -> None:
+    from pynetdicom import dimse_messages, dimse_primitives
+
+    rsp = getattr(dimse_primitives, kind)()
+    rsp.MessageIDBeingRespondedTo = 3
+    rsp.Status = 0xFF00
+    rsp.AffectedSOPClassUID = "1.2.840.10008.5.1.4.1.2.2.2"
+    rsp.NumberOfRemainingSuboperations = 198
+    rsp.NumberOfCompletedSuboperations = 2
+    rsp.NumberOfFailedSuboperations = 0
+    rsp.NumberOfWarningSuboperations = 0
+    assert pending_command(rsp) == _command_bytes(rsp, getattr(dimse_messages, kind + "_RSP"))
+    rsp.Status = 0x0000  # the final answer: pynetdicom encodes it
+    assert pending_command(rsp) is None
+
+
+def _store_rsp_body(**extra) -> bytes:
+    from pynetdicom.dimse_messages import C_STORE_RSP
+
+    rsp = C_STORE()
+    rsp.MessageIDBeingRespondedTo = 9
+    rsp.Status = 0xB000
+    rsp.AffectedSOPClassUID = CT
+    rsp.AffectedSOPInstanceUID = "1.2.3.4"
+    for key, value in extra.items():
+        setattr(rsp, key, value)
+    message = C_STORE_RSP()
+    message.primitive_to_message(rsp)
+    (pdata,) = list(message.encode_msg(3, 16384))
+    return P_DATA_TF(pdata).encode()[6:]
+
+
+def test_a_plain_store_answer_is_read_without_pydicom_decoding() -> None:
+    context_id, status = store_answer(_store_rsp_body())
+    assert context_id == 3
+    assert (status.Status, status.MessageIDBeingRespondedTo) == (0xB000, 9)
+    # anything more (a comment, an offending element): pynetdicom decodes it
+    assert store_answer(_store_rsp_body(ErrorComment="disk full")) is None
+    body = _store_rsp_body()
+    assert store_answer(body[:-2]) is None  # cut short
+    assert store_answer(body[:5] + b"\x01" + body[6:]) is None  # not the last fragment
+
+
+def _pydicom_head(data: bytes, keys: dict[str, str]) -> bytes:
+    """What the archive sent before patch_head: pydicom rewrites the head."""
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filereader import read_dataset
+    from pydicom.filewriter import write_dataset
+
+    offset, syntax = split_file(data)
+    implicit = syntax == IMPLICIT
+    fp = BytesIO(data)
+    fp.seek(offset)
+    head = read_dataset(fp, implicit, True, stop_when=lambda tag, vr, length: tag > 0x0010FFFF)
+    cut = fp.tell()
+    for keyword, value in keys.items():
+        setattr(head, keyword, value)
+    out = DicomBytesIO()
+    out.is_little_endian, out.is_implicit_VR = True, implicit
+    write_dataset(out, head)
+    return out.getvalue() + data[cut:]
+
+
+KEYS = {
+    "PatientID": "NSR-2026-00042",
+    "PatientName": "NSR-2026-00042",
+    "AccessionNumber": "NSR202600042",
+    "StudyDescription": "Odd-length title",
+}
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "JPEG2000.dcm",  # sequences of undefined length before the patient group
+        "MR_small_RLE.dcm",
+        "MR_small_implicit.dcm",
+        "CT_small.dcm",
+        "rtplan.dcm",
+        "MR_small.dcm",
+    ],
+)
+def test_the_head_is_patched_on_the_bytes_as_pydicom_would_write_it(name: str) -> None:
+    from pathlib import Path
+
+    from pydicom.data import get_testdata_file
+
+    data = Path(get_testdata_file(name)).read_bytes()
+    offset, syntax = split_file(data)
+    patched = patch_head(data, offset, syntax == IMPLICIT, KEYS)
+    assert patched is not None
+    assert patched == _pydicom_head(data, KEYS)
+
+
+def test_absent_keys_are_inserted_in_tag_order() -> None:
+    ds = make_ct_series(1, rows=16, columns=16)[0]
+    for keyword in ("AccessionNumber", "StudyDescription", "PatientName"):
+        if keyword in ds:
+            delattr(ds, keyword)
+    data = to_bytes(ds)
+    offset, syntax = split_file(data)
+    patched = patch_head(data, offset, syntax == IMPLICIT, KEYS)
+    assert patched == _pydicom_head(data, KEYS)
