@@ -323,14 +323,6 @@ def install_prepared_store() -> None:
         req.AffectedSOPClassUID = str(dataset.SOPClassUID)
         req.AffectedSOPInstanceUID = str(dataset.SOPInstanceUID)
         req.DataSet = io.BytesIO(data)
-        if _direct_ready(self):  # this thread writes and reads the socket
-            _cx, rsp = direct_exchange(self, req, int(context.context_id), data)
-            if rsp is None:
-                self._handle_no_response()
-                return Dataset()
-            if isinstance(rsp, Dataset):  # a plain answer, read by store_answer
-                return rsp
-            return self._check_received_status(rsp)
         # pynetdicom pauses the association's reactor around each C-STORE; the reactor
         # looks every millisecond (later on a busy machine), which a retrieve paid per
         # image. A C-MOVE's own sub-association (`_archive_hold_pause`, nothing else
@@ -341,14 +333,19 @@ def install_prepared_store() -> None:
         try:
             while not self._is_paused:
                 time.sleep(0.0001)
-            self.dimse.send_msg(req, int(context.context_id))
-            _cx, rsp = self.dimse.get_msg(block=True)
+            if _direct_ready(self):  # this thread writes and reads the socket
+                _cx, rsp = direct_exchange(self, req, int(context.context_id), data)
+            else:
+                self.dimse.send_msg(req, int(context.context_id))
+                _cx, rsp = self.dimse.get_msg(block=True)
         finally:
             if not hold or rsp is None:
                 self._reactor_checkpoint.set()
         if rsp is None:
             self._handle_no_response()
             return Dataset()
+        if isinstance(rsp, Dataset):  # a plain answer, read by store_answer
+            return rsp
         return self._check_received_status(rsp)
 
     send_c_store.__wrapped__ = original  # type: ignore[attr-defined]
