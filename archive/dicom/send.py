@@ -313,16 +313,17 @@ def install_prepared_store() -> None:
             return original(self, fallback(self), msg_id, priority, originator_aet,
                             originator_id)  # fmt: skip
         from pydicom.dataset import Dataset
-        from pynetdicom.dimse_primitives import C_STORE
+        from pynetdicom import evt
 
-        req = C_STORE()
-        req.MessageID = msg_id
-        req.Priority = priority
-        req.MoveOriginatorApplicationEntityTitle = originator_aet
-        req.MoveOriginatorMessageID = originator_id
-        req.AffectedSOPClassUID = str(dataset.SOPClassUID)
-        req.AffectedSOPInstanceUID = str(dataset.SOPInstanceUID)
-        req.DataSet = io.BytesIO(data)
+        if _direct_ready(self) and not self.get_handlers(evt.EVT_DIMSE_SENT):
+            # no primitive and message objects: the command is encoded by hand
+            req = store_command(
+                msg_id, str(dataset.SOPClassUID), str(dataset.SOPInstanceUID), priority,
+                originator_aet, originator_id,
+            )  # fmt: skip
+        else:
+            req = _store_request(dataset, data, msg_id, priority, originator_aet,
+                                 originator_id)  # fmt: skip
         # pynetdicom pauses the association's reactor around each C-STORE; the reactor
         # looks every millisecond (later on a busy machine), which a retrieve paid per
         # image. A C-MOVE's own sub-association (`_archive_hold_pause`, nothing else
@@ -336,6 +337,9 @@ def install_prepared_store() -> None:
             if _direct_ready(self):  # this thread writes and reads the socket
                 _cx, rsp = direct_exchange(self, req, int(context.context_id), data)
             else:
+                if isinstance(req, bytes):  # direct mode ended meanwhile
+                    req = _store_request(dataset, data, msg_id, priority, originator_aet,
+                                         originator_id)  # fmt: skip
                 self.dimse.send_msg(req, int(context.context_id))
                 _cx, rsp = self.dimse.get_msg(block=True)
         finally:
@@ -350,6 +354,20 @@ def install_prepared_store() -> None:
 
     send_c_store.__wrapped__ = original  # type: ignore[attr-defined]
     Association.send_c_store = send_c_store  # type: ignore[method-assign]
+
+
+def _store_request(dataset, data: bytes, msg_id, priority, originator_aet, originator_id):
+    from pynetdicom.dimse_primitives import C_STORE
+
+    req = C_STORE()
+    req.MessageID = msg_id
+    req.Priority = priority
+    req.MoveOriginatorApplicationEntityTitle = originator_aet
+    req.MoveOriginatorMessageID = originator_id
+    req.AffectedSOPClassUID = str(dataset.SOPClassUID)
+    req.AffectedSOPInstanceUID = str(dataset.SOPInstanceUID)
+    req.DataSet = io.BytesIO(data)
+    return req
 
 
 def prepared_instance(sop_class: str, sop_uid: str, syntax: str, data: bytes, fallback):
@@ -457,8 +475,8 @@ def _direct_send(assoc, primitive, context_id: int, dataset: bytes | None = None
     here (store_command, pending_command); anything else by pynetdicom."""
     from pynetdicom import evt
 
-    command = None
-    if not assoc.get_handlers(evt.EVT_DIMSE_SENT):  # nobody looks at the message object
+    command = primitive if isinstance(primitive, bytes) else None  # encoded already
+    if command is None and not assoc.get_handlers(evt.EVT_DIMSE_SENT):  # nobody looks
         if dataset is not None and type(primitive).__name__ == "C_STORE":
             command = store_command(
                 primitive.MessageID, primitive.AffectedSOPClassUID,
