@@ -24,6 +24,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -43,7 +44,7 @@ def serve(files_dir: Path, port: int, ws_port: int, front_path: bool) -> None:
     """The bare SCP (child process): every file of `files_dir` in memory, one study."""
     from pydicom import config as pydicom_config
     from pydicom import dcmread
-    from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, StoragePresentationContexts, evt
+    from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, StoragePresentationContexts, _config, evt
     from pynetdicom.sop_class import (
         StudyRootQueryRetrieveInformationModelGet,
         StudyRootQueryRetrieveInformationModelMove,
@@ -58,6 +59,7 @@ def serve(files_dir: Path, port: int, ws_port: int, front_path: bool) -> None:
         split_file,
     )
 
+    _config.LOG_HANDLER_LEVEL = "none"  # as the front: no logging event handlers
     pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
     pydicom_config.settings.writing_validation_mode = pydicom_config.IGNORE
     blobs = [p.read_bytes() for p in sorted(files_dir.iterdir())]
@@ -129,8 +131,15 @@ def serve(files_dir: Path, port: int, ws_port: int, front_path: bool) -> None:
     ae.add_supported_context(StudyRootQueryRetrieveInformationModelGet)
     if not front_path:  # stock pynetdicom: what a plain pynetdicom SCP would do
         ae.add_requested_context(str(datasets[0].SOPClassUID), preferred)
-    ae.start_server(("127.0.0.1", port), block=True,
-                    evt_handlers=[(evt.EVT_C_MOVE, on_move), (evt.EVT_C_GET, on_get)])  # fmt: skip
+    handlers = [(evt.EVT_C_MOVE, on_move), (evt.EVT_C_GET, on_get)]
+    server = ae.start_server(("127.0.0.1", port), block=False, evt_handlers=handlers)
+    # as the front does: what was loaded is frozen out of the collector, whose full
+    # sweep pynetdicom's server would otherwise run every ~30 s over 200 datasets
+    import gc
+
+    gc.freeze()
+    server._gc = [0, 600]  # noqa: SLF001
+    threading.Event().wait()
 
 
 def main() -> None:
