@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -88,6 +89,26 @@ class PlainScp(PlainOrthanc):
         raise RuntimeError("plain Orthanc did not become ready")
 
 
+def _cpu_seconds(pid: int | None) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc); 0 if unknown."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _front_pid(home: Path) -> int | None:
+    """The DICOM front's process (a child of `archive serve`) of this archive home."""
+    found = subprocess.run(
+        ["pgrep", "-f", f"archive.dicom.front --home {home}"], capture_output=True,
+        text=True, check=False,
+    ).stdout.split()  # fmt: skip
+    return int(found[0]) if found else None
+
+
 def _count(directory: Path) -> int:
     return sum(1 for p in directory.iterdir() if p.is_file())
 
@@ -132,6 +153,7 @@ def main() -> None:
     archive = new_archive(root / "home")
     plain = PlainScp(root / "plain", scp_port)
     rates: dict[str, list[float]] = {}
+    cpu: dict[str, list[float]] = {}  # CPU ms per instance of the serving process
     try:
         register_node(archive, "bench-scu", "BENCHSCU", store=True)
         added = archive.cli(
@@ -156,11 +178,16 @@ def main() -> None:
             study = http.get("/studies").json()[0]
             uid = http.get(f"/studies/{study}").json()["MainDicomTags"]["StudyInstanceUID"]
         n = len(stored)
+        front_pid = _front_pid(root / "home")
+        plain_pid = plain.process.pid if plain.process is not None else None
 
         def one(name: str, kind: str, port: int, called: str) -> None:
             _clear(inbox)
             _clear(got)
+            pid = plain_pid if name.startswith("plain") else front_pid
+            before = _cpu_seconds(pid)
             seconds = _retrieve(kind, port, called, uid, got)
+            cpu.setdefault(name, []).append(1000 * (_cpu_seconds(pid) - before) / n)
             time.sleep(0.2)  # storescp writes the last file after its answer
             arrived = _count(inbox if kind == "move" else got)
             if arrived != n:
@@ -176,6 +203,7 @@ def main() -> None:
         for entry in plan:  # warm-up: caches, first association, imports
             one(*entry)
         rates.clear()
+        cpu.clear()
         for r in range(args.rounds):
             progress(f"round {r + 1}/{args.rounds}")
             for entry in plan:
@@ -194,6 +222,10 @@ def main() -> None:
     print(f"Retrieve of one {n}-instance study ({args.size}x{args.size}) by a workstation")
     for name, rate in best.items():
         print(rate_line(name, rate))
+    print(f"load average {os.getloadavg()[0]:.1f}; CPU of the serving process per instance "
+          "(median of rounds; the archive's front vs plain Orthanc):")  # fmt: skip
+    for name, values in cpu.items():
+        print(f"  {name:34s} {sorted(values)[len(values) // 2]:6.2f} ms")
     print(ratio_line("front / plain, C-MOVE", move, TARGET))
     print(ratio_line("front C-GET / plain C-MOVE", get, TARGET))
     print(ratio_line("front / plain, C-GET", get_get, TARGET))
