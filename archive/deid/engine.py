@@ -69,6 +69,8 @@ class DeidResult:
     # the instance's own identifying values, learned before removal (memory only, never
     # written or logged): the pixel step matches OCR words against them
     identifiers: list[str] = field(default_factory=list, repr=False)
+    # which path de-identified it: "raw" (archive/deid/raw.py) or "full" (this module)
+    path: str = "full"
 
 
 class _Walk:
@@ -187,47 +189,54 @@ class _Walk:
             if entry is None:
                 del d[tag]  # unknown to the dictionary: cannot be checked, so removed
                 continue
-            act, vr, ident = entry
-            if ident:
-                self.remember(vr, self.text(elem))
-                if tag in _PLACE_NAMES:  # "ST WULFSTAN INFIRMARY" is also "WULFSTAN"
-                    self.known.extend(distinctive_words(self.text(elem)))
-            if act == P.KEEP:
-                if vr == "SQ":
-                    self.sequence(ds, tag, path)
-                elif vr in P.TEXT_VRS:
-                    self.texts.append((path + (tag,), self.text(elem)))
-            elif act == P.UID:
-                if vr == "SQ":
-                    self.sequence(ds, tag, path)
-                elif vr == "UI":
-                    self.uid(ds, tag, elem)
-                else:
-                    self.dummy(ds, tag, elem, vr)
-            elif act == P.CLEAN:
-                self.clean(ds, tag, elem, vr, path)
-            elif act == P.REMOVE:
-                if vr == "SQ":
-                    self.learn(ds, tag)  # its identifiers may echo in kept free text
-                del d[tag]
-            elif act == P.EMPTY:
-                self.empty(ds, tag, elem, vr)
-            elif act == P.DUMMY:
-                if vr == "SQ":  # a dummy sequence: keep the items, each attribute treated
-                    self.sequence(ds, tag, path)
-                else:
-                    self.dummy(ds, tag, elem, vr)
-            elif act == P.PSEUDO_ID:
-                self.put(ds, tag, elem, vr, self.pseudonym)
-            elif act == P.PSEUDO_NAME:
-                self.put(ds, tag, elem, vr, self.pseudonym)
-            elif act == P.AGE:
-                self.put(ds, tag, elem, vr, self.age(self.text(elem)))
-            else:  # pragma: no cover - policy compiler only emits the above
-                raise ValueError("unknown action")
+            self.apply(ds, tag, elem, entry, path)
         for ctag in [t for t in d if (t >> 16) & 1 and 0x10 <= (t & 0xFFFF) <= 0xFF]:
             if ((ctag >> 16) << 8 | (ctag & 0xFF)) not in kept_blocks:
                 del d[ctag]
+
+    def apply(self, ds: Dataset, tag: int, elem, entry: tuple, path: tuple) -> None:
+        """One standard element under its policy entry (action, VR, is_identity). Shared
+        by the walk and by the raw-element path (archive/deid/raw.py), which passes a
+        holder with only this element in `_dict` (a Dataset when the VR is SQ)."""
+        d = ds._dict
+        act, vr, ident = entry
+        if ident:
+            self.remember(vr, self.text(elem))
+            if tag in _PLACE_NAMES:  # "ST WULFSTAN INFIRMARY" is also "WULFSTAN"
+                self.known.extend(distinctive_words(self.text(elem)))
+        if act == P.KEEP:
+            if vr == "SQ":
+                self.sequence(ds, tag, path)
+            elif vr in P.TEXT_VRS:
+                self.texts.append((path + (tag,), self.text(elem)))
+        elif act == P.UID:
+            if vr == "SQ":
+                self.sequence(ds, tag, path)
+            elif vr == "UI":
+                self.uid(ds, tag, elem)
+            else:
+                self.dummy(ds, tag, elem, vr)
+        elif act == P.CLEAN:
+            self.clean(ds, tag, elem, vr, path)
+        elif act == P.REMOVE:
+            if vr == "SQ":
+                self.learn(ds, tag)  # its identifiers may echo in kept free text
+            del d[tag]
+        elif act == P.EMPTY:
+            self.empty(ds, tag, elem, vr)
+        elif act == P.DUMMY:
+            if vr == "SQ":  # a dummy sequence: keep the items, each attribute treated
+                self.sequence(ds, tag, path)
+            else:
+                self.dummy(ds, tag, elem, vr)
+        elif act == P.PSEUDO_ID:
+            self.put(ds, tag, elem, vr, self.pseudonym)
+        elif act == P.PSEUDO_NAME:
+            self.put(ds, tag, elem, vr, self.pseudonym)
+        elif act == P.AGE:
+            self.put(ds, tag, elem, vr, self.age(self.text(elem)))
+        else:  # pragma: no cover - policy compiler only emits the above
+            raise ValueError("unknown action")
 
     def sequence(self, ds: Dataset, tag: int, path: tuple, concept_filter: bool = False) -> None:
         elem = ds[tag]  # converts the raw SQ (also UN with a known SQ VR) into items
@@ -601,8 +610,24 @@ def deidentify(
     data: bytes, policy: P.DeidPolicy, secrets: DeidSecrets, *, intake: str = "dicom"
 ) -> DeidResult:
     """De-identify one instance. Unreadable input raises DeidInputError; any other
-    failure returns a quarantine result (never the input)."""
-    ds = _read(bytes(data))
+    failure returns a quarantine result (never the input).
+
+    The raw-element path (archive/deid/raw.py) runs first; whatever it does not handle,
+    and any error inside it, goes to the full path under the same policy."""
+    from archive.deid.raw import deidentify_raw
+
+    try:
+        return deidentify_raw(data, policy, secrets)
+    except Exception:  # noqa: BLE001, S110 - Unsupported or unexpected: the full path decides
+        pass
+    return deidentify_full(data, policy, secrets, intake=intake)
+
+
+def deidentify_full(
+    data: bytes, policy: P.DeidPolicy, secrets: DeidSecrets, *, intake: str = "dicom"
+) -> DeidResult:
+    """The full path: pydicom reads the whole file, the walk, pydicom writes it back."""
+    ds = _read(data if isinstance(data, bytes) else bytes(data))
     result = DeidResult(
         released=None,
         quarantine_reason=None,
