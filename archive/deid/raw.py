@@ -253,6 +253,7 @@ def deidentify_raw(data, policy: P.DeidPolicy, secrets: DeidSecrets) -> E.DeidRe
     # Index the dataset's top-level elements.
     index: list[tuple[int, str | None, int, int, int, int]] = []  # tag, VR, start, vstart, len, end
     top: dict[int, RawDataElement] = {}
+    index_at: dict[int, tuple[int, int]] = {}
     last = -1
     while pos < end:
         start = pos
@@ -277,6 +278,8 @@ def deidentify_raw(data, policy: P.DeidPolicy, secrets: DeidSecrets) -> E.DeidRe
             else:
                 value = empty_value_for_VR(vr, raw=True)
         index.append((tag, vr, start, vstart, length, stop))
+        if tag == _CHARSET or tag == _PIXEL_REP:
+            index_at[tag] = (start, stop)
         top[tag] = RawDataElement(BaseTag(tag), vr, raw_len, value, vstart, implicit, True)
         pos = stop
 
@@ -328,7 +331,7 @@ def deidentify_raw(data, policy: P.DeidPolicy, secrets: DeidSecrets) -> E.DeidRe
     kept_blocks: set[int] = set()
     creator_at: dict[int, tuple[int, int]] = {}
     converted_creators: dict[int, object] = {}
-    extra = [(s, e) for t, _v, s, _vs, _l, e in index if t in (_CHARSET, _PIXEL_REP)]
+    extra = [(index_at[t][0], index_at[t][1]) for t in (_CHARSET, _PIXEL_REP) if t in index_at]
     for tag, _vr, start, _vstart, _length, stop in index:
         group = tag >> 16
         if group & 1:
@@ -394,15 +397,10 @@ def deidentify_raw(data, policy: P.DeidPolicy, secrets: DeidSecrets) -> E.DeidRe
         w.apply(one, tag, raw, entry, ())
         if tag in one._dict:
             pieces.append((tag, one, start, stop))
-    pieces = [
-        p
-        for p in pieces
-        if not (
-            p[0] >> 16 & 1
-            and 0x10 <= (p[0] & 0xFFFF) <= 0xFF
-            and ((p[0] >> 16) << 8 | (p[0] & 0xFF)) not in kept_blocks
-        )
-    ]
+    if creator_at:  # creators of blocks with nothing kept go (as after the engine's walk)
+        dropped = {t for t in creator_at if ((t >> 16) << 8 | (t & 0xFF)) not in kept_blocks}
+        if dropped:
+            pieces = [p for p in pieces if p[0] not in dropped]
 
     result.identifiers = list(dict.fromkeys(w.known))
     w.finish_cleaning()
