@@ -71,6 +71,10 @@ class DeidResult:
     identifiers: list[str] = field(default_factory=list, repr=False)
     # which path de-identified it: "raw" (archive/deid/raw.py) or "full" (this module)
     path: str = "full"
+    # the released (or held) instance's header, elements before the pixel data, as the
+    # raw path wrote it (None from the full path): the pixel step reads it instead of
+    # parsing the bytes again
+    header: Dataset | None = field(default=None, repr=False, compare=False)
 
 
 class _Walk:

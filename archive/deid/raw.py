@@ -37,7 +37,7 @@ from io import BytesIO
 
 from pydicom.charset import convert_encodings
 from pydicom.dataelem import RawDataElement, empty_value_for_VR
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_dataset
 from pydicom.filewriter import write_data_element
@@ -422,6 +422,7 @@ def deidentify_raw(data, policy: P.DeidPolicy, secrets: DeidSecrets) -> E.DeidRe
         holder = Dataset({_CHARSET: cs_final})
         converted = holder[_CHARSET]
         encodings = converted.value
+        final[_CHARSET] = converted
         cs_bytes = _encode(converted, implicit, encodings)
     marks = _marks(policy, implicit)
     mark_tags = {t for t, _b, _e in marks}
@@ -447,7 +448,7 @@ def deidentify_raw(data, policy: P.DeidPolicy, secrets: DeidSecrets) -> E.DeidRe
         if getattr(elem, "is_raw", False) and elem.value is None and tag not in _PIXEL_TAGS:
             # an empty UN: pydicom's writer converts it (its VR from the dictionary)
             flush()
-            final[tag] = elem = Dataset({tag: elem})[tag]
+            final[tag] = elem = _converted(tag, elem, top, implicit)
             out.append(_encode(elem, implicit, encodings))
             continue
         if holder is None or elem is top[tag]:
@@ -484,7 +485,45 @@ def deidentify_raw(data, policy: P.DeidPolicy, secrets: DeidSecrets) -> E.DeidRe
     else:
         result.released = released
     result.path = "raw"
+    result.header = _header_of(final, implicit, ts, sop_class, result.sop_instance_uid)
     return result
+
+
+def _converted(tag: int, elem: RawDataElement, top: dict, implicit: bool):
+    """The element converted as pydicom converts it inside the whole dataset: with the
+    character set and, for a private element, its creator (its VR comes from them)."""
+    elements = {tag: elem}
+    for other in (_CHARSET, (tag & 0xFFFF0000) | ((tag & 0xFF00) >> 8) if tag >> 16 & 1 else None):
+        if other is not None and other in top:
+            elements[other] = top[other]
+    holder = Dataset(elements)
+    charset = top.get(_CHARSET)
+    encoding = "iso8859"
+    if charset is not None:
+        encoding = convert_encodings(Dataset({_CHARSET: charset})[_CHARSET].value)
+    holder.set_original_encoding(implicit, True, encoding)
+    return holder[tag]
+
+
+def _header_of(final: dict, implicit: bool, ts: str, sop_class: str, sop_uid: str) -> Dataset:
+    """The written instance's header as `dcmread(..., stop_before_pixels=True)` reads it
+    (elements up to the pixel data; values raw where they were written raw), for the
+    pixel step: no second parse of what was just written."""
+    elements = {}
+    for tag in sorted(final):
+        if tag in _PIXEL_TAGS:
+            break
+        elements[BaseTag(tag)] = final[tag]
+    ds = Dataset(elements)
+    charset = elements.get(_CHARSET)
+    encoding = convert_encodings(charset.value) if charset is not None else "iso8859"
+    ds.set_original_encoding(implicit, True, encoding)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.TransferSyntaxUID = ts
+    ds.file_meta = meta
+    return ds
 
 
 def _dict_sq(tag: int, policy: P.DeidPolicy) -> bool:

@@ -131,6 +131,7 @@ class IngestService:
                 consent_level=consent,
                 handed_over=handed_over,
                 identifiers=result.identifiers,
+                header=result.header,  # the engine's facts: no second header parse
             )
 
         if pixels.action == "quarantine" or pixels.data is None:
