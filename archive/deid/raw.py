@@ -173,6 +173,51 @@ def _undefined_end(buf, pos: int, end: int, implicit: bool, depth: int) -> tuple
             pos = stop
 
 
+def peek(data, tags) -> dict[int, bytes]:
+    """Raw values of a few elements of a Part-10 file, file meta (group 0002) included,
+    without parsing the rest: the index stops after the last tag asked for. Raises
+    Unsupported where pydicom must read the file (the caller then does)."""
+    wanted = frozenset(tags)
+    buf = memoryview(data).cast("B")
+    end = len(buf)
+    if end < 132 or buf[128:132] != b"DICM":
+        raise Unsupported("no Part-10 preamble")
+    found: dict[int, bytes] = {}
+    pos, ts = 132, None
+    while pos + 8 <= end and _TAG.unpack_from(buf, pos)[0] == 0x0002:
+        tag, _vr, vstart, length, stop = _element(buf, pos, end, False)
+        if length < 0:
+            raise Unsupported("undefined length in the file meta")
+        if tag == 0x00020010:
+            ts = bytes(buf[vstart:stop]).decode("ascii", "replace").strip("\x00 ")
+        if tag in wanted:
+            found[tag] = bytes(buf[vstart:stop])
+        pos = stop
+    if not ts:
+        raise Unsupported("no transfer syntax")
+    uid = UID(ts)
+    if not uid.is_transfer_syntax or uid.is_deflated or not uid.is_little_endian:
+        raise Unsupported("transfer syntax")
+    implicit = ts == _IMPLICIT_LE
+    if implicit and pos + 6 <= end and bytes(buf[pos + 4 : pos + 6]).isupper():
+        raise Unsupported("explicit VR in an implicit VR file")
+    last_wanted = max((t for t in wanted if t >> 16 != 0x0002), default=-1)
+    last = -1
+    while pos < end:
+        tag, _vr, vstart, length, stop = _element(buf, pos, end, implicit)
+        if tag <= last:
+            raise Unsupported("elements out of order")
+        if tag > last_wanted:
+            break
+        last = tag
+        if tag in wanted:
+            if length < 0:
+                raise Unsupported("undefined length")
+            found[tag] = bytes(buf[vstart : vstart + length])
+        pos = stop
+    return found
+
+
 # --- writing -----------------------------------------------------------------------
 def _encode_raw(elem: RawDataElement, implicit: bool) -> bytes:
     """A changed raw element as pydicom's writer writes a raw element."""

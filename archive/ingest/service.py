@@ -18,6 +18,7 @@ from pydicom import dcmread
 
 from archive.audit import AuditEvent
 from archive.deid import DeidInputError, DeidPolicy, DeidResult, DeidSecrets, deidentify
+from archive.deid.raw import peek
 from archive.errors import ArchiveError
 from archive.ingest.handover import Handover
 from archive.ingest.pixelstep import PixelOutcome, check_pixels
@@ -240,15 +241,26 @@ class IngestService:
     ) -> IngestOutcome | None:
         """A reviewer's release posted by the plugin, or an instance of a verified transfer
         package uploaded by its importer: stored unchanged iff a ticket redeems."""
-        try:
-            header = dcmread(BytesIO(data), stop_before_pixels=True)
-            sop_uid = str(header.SOPInstanceUID)
-            study_uid = str(header.StudyInstanceUID)
-        except Exception:  # noqa: BLE001 - not a ticketed instance; de-identify as usual
+        header = None
+        try:  # two UIDs from the raw elements: no parse of every upload
+            facts = peek(data, (0x00080018, 0x0020000D))
+            sop_uid, study_uid = (
+                facts.get(t, b"").decode("ascii").strip("\x00 ") for t in (0x00080018, 0x0020000D)
+            )
+        except Exception:  # noqa: BLE001 - not for the raw reader: pydicom reads the header
+            try:
+                header = dcmread(BytesIO(data), stop_before_pixels=True)
+                sop_uid = str(header.SOPInstanceUID)
+                study_uid = str(header.StudyInstanceUID)
+            except Exception:  # noqa: BLE001 - not a ticketed instance; de-identify as usual
+                return None
+        if not sop_uid:
             return None
         item = redeem(sop_uid, data)
         if item is None:
             return None
+        if header is None:
+            header = dcmread(BytesIO(data), stop_before_pixels=True)
         if item.startswith("import:"):
             self._audit("ingest.transfer_import", "success", source, study_uid, sop=sop_uid)
             return IngestOutcome(Action.STORE, data, "", study_uid=study_uid, reviewed_release=True)

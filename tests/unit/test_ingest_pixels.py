@@ -173,3 +173,33 @@ def test_flags_decided_by_reviewer_disappear(tmp_path):
     assert flags_for_study(conn, "2.25.9") == ["facial-features-possible", "photograph"]
     assert decide_flag(conn, "2.25.9", "photograph", "carol", "consent form seen") == 2
     assert flags_for_study(conn, "2.25.9") == ["facial-features-possible"]
+
+
+def test_plain_ct_upload_is_parsed_once_by_the_raw_path(service, monkeypatch):
+    """Issue 26: a REST upload of a CT slice (no burnt-in indicator) is indexed once by
+    the raw-element path; nothing reads it again with pydicom (ticket check, engine, pixel
+    step), and a ticketed release still redeems."""
+    from archive.deid import engine
+    from archive.ingest import pixelstep
+    from archive.ingest import service as service_mod
+
+    service.redeem_import = lambda sop, data: tickets.redeem(
+        service.conn, KEY, sop_uid=sop, data=data, imports_only=True
+    )
+    data = corpus.to_bytes(corpus.make_ct_series(1, vendor_header=True)[0])
+    calls = []
+
+    def counting(module):
+        real = module.dcmread
+
+        def read(*args, **kwargs):
+            calls.append(module.__name__)
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(module, "dcmread", read)
+
+    for module in (engine, pixelstep, service_mod):
+        counting(module)
+    outcome = service.process(data, intake="rest", source="rest")
+    assert outcome.action is Action.STORE and outcome.data is not None
+    assert calls == []
