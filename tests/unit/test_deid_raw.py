@@ -301,3 +301,32 @@ def test_pixel_step_decides_the_same_from_the_handed_header(policy, corpora, mon
     result = deidentify(cases["ct-vendor-0"], policy, DeidSecrets(KEY))
     outcome = pixelstep.check_pixels(result.released, masking, header=result.header)
     assert outcome.action == "release", outcome.reasons
+
+
+# --- the storage area's ledger row, read from the raw elements ------------------------
+def test_ledger_row_from_raw_elements_equals_pydicom_reading(policy, corpora, monkeypatch):
+    from archive.vault import ledger
+
+    files = dict(corpora["pydicom"])
+    for name, data in corpora["generated"].items():
+        files[name] = data
+        result = deidentify(data, policy, DeidSecrets(KEY))
+        files[name + " (released)"] = result.released or result.quarantined_bytes or data
+    fast = {}
+    taken = sum(ledger._entry_from_raw("u-1234", data) is not None for data in files.values())
+    assert taken >= 100  # the raw reading, not pydicom's, for the ordinary files
+    for name, data in files.items():
+        try:
+            fast[name] = ledger.entry_from_dicom("u-1234", data)
+        except ledger.LedgerError:
+            fast[name] = "refused"
+    monkeypatch.setattr(ledger, "_entry_from_raw", lambda uuid, data: None)
+    raw_read = 0
+    for name, data in files.items():
+        try:
+            slow = ledger.entry_from_dicom("u-1234", data)
+        except ledger.LedgerError:
+            slow = "refused"
+        assert fast[name] == slow, name
+        raw_read += slow != "refused"
+    assert raw_read >= 100
