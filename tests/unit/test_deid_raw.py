@@ -330,3 +330,21 @@ def test_ledger_row_from_raw_elements_equals_pydicom_reading(policy, corpora, mo
         assert fast[name] == slow, name
         raw_read += slow != "refused"
     assert raw_read >= 100
+
+
+def test_raw_path_copies_the_pixel_data_once(policy):
+    """Fewer copies (issue 26): the output is the only copy of a CT slice's pixel data
+    the engine makes (the full path reads the pixels into pydicom, writes them into a
+    buffer and copies that: ~3x the file in memory at its peak)."""
+    import tracemalloc
+
+    data = corpus.to_bytes(corpus.make_ct_series(1, rows=512, columns=512)[0])
+    deidentify(data, policy, DeidSecrets(KEY))  # warm caches
+    tracemalloc.start()
+    try:
+        result = deidentify(data, policy, DeidSecrets(KEY))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert result.path == "raw" and result.released is not None
+    assert peak < 1.6 * len(data), peak / len(data)
