@@ -71,10 +71,19 @@ class DeidResult:
     identifiers: list[str] = field(default_factory=list, repr=False)
     # which path de-identified it: "raw" (archive/deid/raw.py) or "full" (this module)
     path: str = "full"
-    # the released (or held) instance's header, elements before the pixel data, as the
-    # raw path wrote it (None from the full path): the pixel step reads it instead of
-    # parsing the bytes again
-    header: Dataset | None = field(default=None, repr=False, compare=False)
+    # what the raw path wrote, for `header` (built on first use)
+    written: tuple | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def header(self) -> Dataset | None:
+        """The released (or held) instance's header, its elements before the pixel data,
+        as the raw path wrote them (None from the full path): the pixel step reads it
+        instead of parsing the bytes again."""
+        if isinstance(self.written, tuple):
+            from archive.deid.raw import header_of
+
+            self.written = header_of(*self.written)
+        return self.written
 
 
 class _Walk:

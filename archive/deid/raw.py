@@ -530,7 +530,7 @@ def deidentify_raw(data, policy: P.DeidPolicy, secrets: DeidSecrets) -> E.DeidRe
     else:
         result.released = released
     result.path = "raw"
-    result.header = _header_of(final, implicit, ts, sop_class, result.sop_instance_uid)
+    result.written = (final, implicit, ts, sop_class, result.sop_instance_uid)
     return result
 
 
@@ -550,7 +550,7 @@ def _converted(tag: int, elem: RawDataElement, top: dict, implicit: bool):
     return holder[tag]
 
 
-def _header_of(final: dict, implicit: bool, ts: str, sop_class: str, sop_uid: str) -> Dataset:
+def header_of(final: dict, implicit: bool, ts: str, sop_class: str, sop_uid: str) -> Dataset:
     """The written instance's header as `dcmread(..., stop_before_pixels=True)` reads it
     (elements up to the pixel data; values raw where they were written raw), for the
     pixel step: no second parse of what was just written."""
