@@ -135,6 +135,7 @@ def main() -> None:
         print(f"ratio deid/pydicom      {ours_rate / bare_rate:8.2f}x  (target >= 2)")
         print(f"ratio full/pydicom      {full_rate / bare_rate:8.2f}x")
         pixel_step_cost(paths[: min(len(paths), 100)], policy, secrets, ours_rate)
+        callback_cost([p.read_bytes() for p in paths[:60]], policy, secrets, args.rounds)
 
 
 def pixel_step_cost(paths: list[Path], policy, secrets, deid_rate: float) -> None:
@@ -179,6 +180,30 @@ def pixel_step_cost(paths: list[Path], policy, secrets, deid_rate: float) -> Non
         f"ingest cost deid+pixels / deid: 5 mm {(per_deid + 1000 / r_thick) / per_deid:.3f}x, "
         f"1 mm {(per_deid + 1000 / r_thin) / per_deid:.3f}x"
     )
+
+
+def callback_cost(items: list[bytes], policy, secrets, rounds: int) -> None:
+    """Issue 26: de-identification + pixel step per slice, as the ingest callback runs
+    them: the full path followed by the pixel step's own header parse (before) against
+    the raw path handing its header over (now). Interleaved, best of `rounds`."""
+    from archive.ingest.pixelstep import check_pixels
+    from archive.pixels import load_masking_policy
+
+    masking = load_masking_policy(POLICIES_DIR)
+
+    def before(data: bytes) -> None:
+        result = deidentify_full(data, policy, secrets)
+        assert check_pixels(result.released, masking).action == "release"
+
+    def now(data: bytes) -> None:
+        result = deidentify(data, policy, secrets)
+        assert check_pixels(result.released, masking, header=result.header).action == "release"
+
+    rates = _rates({"before": before, "now": now}, items, max(rounds, 3), None)
+    print(f"deid + pixel step, before (full path + header parse) {1000 / rates['before']:6.2f} ms")
+    print(f"deid + pixel step, now (raw path, header handed)     {1000 / rates['now']:6.2f} ms")
+    speed = rates["now"] / rates["before"]
+    print(f"ratio now/before (speed)                             {speed:6.2f}x")
 
 
 if __name__ == "__main__":
