@@ -51,8 +51,16 @@ PARTS = (
     ("callback: face slices (record, series)", lambda f: _has(f, _CALLBACK) and _has(f, "face")),
     ("callback: other", lambda f: _has(f, _CALLBACK)),
     ("storage create: encryption", lambda f: _has(f, _CREATE) and _has(f, "encrypt_bytes")),
-    ("storage create: fsync", lambda f: _has(f, _CREATE) and _has(f, "fsync")),
-    ("storage create: ledger", lambda f: _has(f, _CREATE) and _has(f, "entry_from", "Ledger")),
+    ("storage create: directory fsyncs", lambda f: _has(f, _CREATE) and _has(f, "fsync_dir")),
+    (
+        "storage create: file write+fsync+rename",
+        lambda f: _has(f, _CREATE) and _has(f, "atomic_write"),
+    ),
+    ("storage create: ledger row read", lambda f: _has(f, _CREATE) and _has(f, "entry_from")),
+    (
+        "storage create: ledger insert (DB)",
+        lambda f: _has(f, _CREATE) and _has(f, "InstanceLedger.record"),
+    ),
     ("storage create: other", lambda f: _has(f, _CREATE)),
     ("HTTP filter", lambda f: _has(f, "http_filter", "on_filter", "_filter")),
 )
