@@ -2,6 +2,10 @@
 SHELL := /bin/bash
 VENV := .venv
 PYTEST_ARGS ?=
+# The suite runs in parallel workers, each test file whole on one worker (module
+# fixtures start one archive per file); each worker takes its own slice of ports
+# (tests/harness.py). `make test WORKERS=0` runs it in one process.
+WORKERS ?= 2
 
 .PHONY: setup demo test bench lint format clean
 
@@ -12,7 +16,7 @@ demo: setup
 	@bash ops/demo.sh
 
 test: setup
-	@$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+	@$(VENV)/bin/python -m pytest $(if $(filter 0,$(WORKERS)),,-n $(WORKERS) --dist loadfile) $(PYTEST_ARGS)
 
 bench: setup
 	@$(VENV)/bin/python benchmarks/run_all.py

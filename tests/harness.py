@@ -56,10 +56,43 @@ def bench_env(*, open_rest: bool = False, clear_storage: bool = False) -> dict[s
 OPEN_REST = bench_env(open_rest=True)
 
 
+def _port_range() -> range:
+    """This test process's own slice of ports, below Linux's ephemeral range.
+
+    `make test` runs the suite in parallel workers (pytest-xdist). A port chosen by
+    bind(0) is free only until the server binds it seconds later, and another worker's
+    bind(0) could pick it meanwhile; giving each worker its own slice (10000-32000
+    split by worker number) removes that race between workers. Ports the archive picks
+    for itself (bind(0), ephemeral range 32768+) never fall in a slice.
+    """
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    index = int(worker) if worker.isdigit() else 0
+    span = 22000 // max(count, 1)
+    start = 10000 + index * span
+    return range(start, start + span)
+
+
+_used_ports: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A loopback TCP port that is free now, from this worker's slice (never reused)."""
+    import random
+
+    ports = _port_range()
+    for _ in range(2000):
+        port = random.randrange(ports.start, ports.stop)  # noqa: S311 (not a secret)
+        if port in _used_ports:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _used_ports.add(port)
+        return port
+    raise RuntimeError(f"no free port in {ports.start}-{ports.stop - 1}")
 
 
 def base_env(**extra: str) -> dict[str, str]:

@@ -277,8 +277,14 @@ def test_repeated_failures_back_off_without_locking_the_account(
     with httpx.Client(base_url=archive.url, auth=("victim", "not-the-password")) as bad:
         for _ in range(4):  # policies/access/accounts.toml: 3 free, then 1 s, 2 s, ...
             assert bad.get("/system").status_code == 403
+        fourth = time.monotonic()
     with client(archive, "victim") as good:
-        assert good.get("/system").status_code == 403  # waiting: refused unchecked
+        waiting = good.get("/system").status_code
+        # The window is 1 s from the fourth failure; on a machine so loaded that the next
+        # request went out after it, the window cannot be observed (the rest still holds).
+        observed = time.monotonic() - fourth < 0.9
+        if observed:
+            assert waiting == 403  # waiting: refused unchecked
         _eventually(lambda: good.get("/system").status_code == 200)  # no lockout
     records = _audit_records(archive)
     denied = [
@@ -287,7 +293,8 @@ def test_repeated_failures_back_off_without_locking_the_account(
         if r["action"] == "auth.login" and r["actor"] == "victim" and r["outcome"] == "denied"
     ]
     reasons = [d["reason"] for d in denied]
-    assert reasons[:4] == ["bad_credentials"] * 4 and "throttled" in reasons
+    assert reasons[:4] == ["bad_credentials"] * 4
+    assert "throttled" in reasons or not observed
     assert "locked" not in reasons
     assert denied[3]["retry_after"] == 1 and "address" in denied[3]["throttle"]
     store = _store(archive)

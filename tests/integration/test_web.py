@@ -159,6 +159,11 @@ def test_trainer_searches_requests_tpd_approves(site, browser) -> None:
     trainer.get(archive.url + "/teaching/ui/cases?modality=CT")
     assert "1 case(s) found" in text(trainer)
     img = trainer.find_element(By.CSS_SELECTOR, ".cards img")
+    # A lazy thumbnail may still be loading after the page's load event: wait for the
+    # browser to finish with it (a broken image is complete too, with no width).
+    WebDriverWait(trainer, 30).until(
+        lambda d: d.execute_script("return arguments[0].complete", img)
+    )
     assert trainer.execute_script("return arguments[0].naturalWidth", img) > 0  # thumbnail
     shot(trainer, "02-search")
     click(trainer, f'a[href="/teaching/ui/cases/{case_id}"]')

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import socket
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -17,6 +16,7 @@ from archive.vault import Keyring
 from archive.vault.keyring import keyring_path
 from archive.vault.sealing import KdfParams
 from tests.fake_orthanc import FakeOrthanc
+from tests.harness import free_port
 
 PASSPHRASE = "correct horse battery staple, for tests only"
 PASSWORD = "a-long-password-1"
@@ -28,15 +28,9 @@ def basic(user: str, password: str = PASSWORD) -> dict[str, str]:
     return {"authorization": f"Basic {token}"}
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def runtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Runtime]:
-    config = init_home(tmp_path / "home", http_port=_port(), dicom_port=_port())
+    config = init_home(tmp_path / "home", http_port=free_port(), dicom_port=free_port())
     secret = tmp_path / "passphrase"
     secret.write_text(PASSPHRASE)
     secret.chmod(0o600)
