@@ -10,6 +10,7 @@ instance in the encrypted quarantine; nothing is ever released as it came.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from enum import Enum
 from io import BytesIO
@@ -68,6 +69,7 @@ class IngestService:
         redeem_import: Callable[[str, bytes], str | None] | None = None,
         record_face: Callable[[str, str, str, SliceFace], None] | None = None,
         record_report: Callable[..., None] | None = None,
+        batch: Callable[[], AbstractContextManager] = nullcontext,
     ) -> None:
         self.policy = policy
         self.secrets = secrets
@@ -83,6 +85,9 @@ class IngestService:
         self.redeem_import = redeem_import
         self.record_face = record_face
         self.record_report = record_report
+        # one transaction around the records of a released instance (flags, pixel
+        # report, face slice): archive.db commits with synchronous=FULL, an fsync each
+        self.batch = batch
 
     def process(
         self, data: bytes, intake: str, source: str, actor: str | None = None
@@ -169,26 +174,27 @@ class IngestService:
                 flags=pixels.flags,
             )
 
-        self.record_flags(result.study_uid, result.series_uid, pixels.flags)
-        if self.record_report is not None:
-            self.record_report(
-                result.study_uid,
-                result.series_uid,
-                result.sop_instance_uid,
-                result.modality,
-                {
-                    "action": pixels.action,
-                    "assessed": pixels.assessed,
-                    "ocr": pixels.ocr,
-                    "template": pixels.template,
-                    "reasons": pixels.reasons,
-                },
-                ingested_by,
-            )
-        if pixels.face is not None and self.record_face is not None:
-            self.record_face(
-                result.study_uid, result.series_uid, result.sop_instance_uid, pixels.face
-            )
+        with self.batch():  # the instance's records in one commit: one fsync, not three
+            self.record_flags(result.study_uid, result.series_uid, pixels.flags)
+            if self.record_report is not None:
+                self.record_report(
+                    result.study_uid,
+                    result.series_uid,
+                    result.sop_instance_uid,
+                    result.modality,
+                    {
+                        "action": pixels.action,
+                        "assessed": pixels.assessed,
+                        "ocr": pixels.ocr,
+                        "template": pixels.template,
+                        "reasons": pixels.reasons,
+                    },
+                    ingested_by,
+                )
+            if pixels.face is not None and self.record_face is not None:
+                self.record_face(
+                    result.study_uid, result.series_uid, result.sop_instance_uid, pixels.face
+                )
         self._audit(
             "ingest.released",
             "success",
