@@ -45,8 +45,11 @@ PARTS = (
     ("callback: pixel step", lambda f: _has(f, _CALLBACK) and _has(f, "check_pixels")),
     ("callback: audit", lambda f: _has(f, _CALLBACK) and _has(f, "Services.record", "AuditLog")),
     (
-        "callback: archive DB (report, flags, origin)",
-        lambda f: _has(f, _CALLBACK) and _has(f, "record_pixel_report", "record_flags", "origins"),
+        "callback: archive DB (records, one commit)",
+        lambda f: (
+            _has(f, _CALLBACK)
+            and _has(f, "record_pixel_report", "record_flags", "origins", "transaction")
+        ),
     ),
     ("callback: face slices (record, series)", lambda f: _has(f, _CALLBACK) and _has(f, "face")),
     ("callback: other", lambda f: _has(f, _CALLBACK)),
