@@ -84,6 +84,9 @@ class _One:
 
 
 _TABLES: dict[int, tuple[P.DeidPolicy, dict[int, int]]] = {}
+# What a removed sequence taught (its identifiers, for cleaning kept free text), by its
+# bytes: the slices of a series repeat the same sequences. Memory only, bounded.
+_LEARNED: dict[tuple, tuple[P.DeidPolicy, tuple[str, ...]]] = {}
 
 
 def raw_table(policy: P.DeidPolicy) -> dict[int, int]:
@@ -433,6 +436,20 @@ def deidentify_raw(data, policy: P.DeidPolicy, secrets: DeidSecrets) -> E.DeidRe
         if entry[1] == "SQ":
             if entry[0] not in (P.KEEP, P.UID, P.CLEAN, P.REMOVE, P.EMPTY, P.DUMMY):
                 raise Unsupported("sequence action")
+            if entry[0] == P.REMOVE:  # only learned from: the same bytes teach the same
+                key = (implicit, b"".join(bytes(buf[a:b]) for a, b in extra),
+                       bytes(buf[start:stop]))  # fmt: skip
+                cached = _LEARNED.get(key)
+                if cached is not None and cached[0] is policy:
+                    w.known.extend(cached[1])
+                    continue
+                before = len(w.known)
+                holder = _scratch(buf, extra + [(start, stop)], implicit)
+                w.apply(holder, tag, holder._dict[tag], entry, ())
+                if len(_LEARNED) >= 256:
+                    _LEARNED.clear()
+                _LEARNED[key] = (policy, tuple(w.known[before:]))
+                continue
             holder = _scratch(buf, extra + [(start, stop)], implicit)
             w.apply(holder, tag, holder._dict[tag], entry, ())
             if tag in holder._dict:
