@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from archive.db import migrate
+from archive.db import dialect, migrate
 
 ROOM = "vault_ledger"
 DICOM_CONTENT_TYPE = 1
@@ -229,17 +229,32 @@ class InstanceLedger:
         migrate(conn, ROOM, STEPS)
 
     # -- writing (the storage area) -----------------------------------------------------
-    def record(self, entry: LedgerEntry) -> None:
-        self.conn.execute(
-            f"INSERT OR IGNORE INTO vault_instances ({_COLUMNS})"  # noqa: S608 - constant
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                entry.uuid, entry.orthanc_instance_id, entry.orthanc_series_id,
-                entry.orthanc_study_id, entry.study_uid, entry.series_uid, entry.sop_uid,
-                entry.sop_class_uid, entry.transfer_syntax, entry.modality,
-                entry.instance_number, entry.size,
-            ),
-        )  # fmt: skip
+    def record(self, entry: LedgerEntry, *, durable: bool = True) -> None:
+        """`durable=False` (the storage area, issue 26): on SQLite the row is committed
+        without its own fsync of the WAL (synchronous=NORMAL for this statement only); it
+        becomes durable with the next synchronous commit of archive.db. A power cut before
+        that can lose the row, never the stored file: `backfill` records it at the next
+        start. A process crash loses nothing (the WAL is in the page cache)."""
+        grouped = not durable and dialect(self.conn) == "sqlite" and not self.conn.in_transaction
+        if grouped:
+            (level,) = self.conn.execute("PRAGMA synchronous").fetchone()
+            grouped = level > 1  # FULL or EXTRA: relax to NORMAL for this insert only
+        if grouped:
+            self.conn.execute("PRAGMA synchronous=NORMAL")
+        try:
+            self.conn.execute(
+                f"INSERT OR IGNORE INTO vault_instances ({_COLUMNS})"  # noqa: S608 - constant
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    entry.uuid, entry.orthanc_instance_id, entry.orthanc_series_id,
+                    entry.orthanc_study_id, entry.study_uid, entry.series_uid, entry.sop_uid,
+                    entry.sop_class_uid, entry.transfer_syntax, entry.modality,
+                    entry.instance_number, entry.size,
+                ),
+            )  # fmt: skip
+        finally:
+            if grouped:
+                self.conn.execute(f"PRAGMA synchronous={int(level)}")
 
     def record_file(self, uuid: str, data: bytes | bytearray | memoryview) -> LedgerEntry:
         entry = entry_from_dicom(uuid, data)

@@ -348,3 +348,26 @@ def test_raw_path_copies_the_pixel_data_once(policy):
         tracemalloc.stop()
     assert result.path == "raw" and result.released is not None
     assert peak < 1.6 * len(data), peak / len(data)
+
+
+def test_storage_area_ledger_row_commits_without_its_own_fsync(tmp_path):
+    """Issue 26: the storage area's ledger insert is committed with synchronous=NORMAL
+    (durable with the next synchronous commit; a row lost to a power cut is recorded
+    again by backfill at the next start); the connection's own setting is restored."""
+    from archive import db
+    from archive.vault.ledger import InstanceLedger, entry_from_dicom
+
+    conn = db.connect(tmp_path / "a.db")
+    ledger = InstanceLedger(conn)
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)
+    data = corpus.to_bytes(corpus.make_ct_series(1)[0])
+    ledger.record(entry_from_dicom("u-0001", data), durable=False)
+    insert = next(i for i, s in enumerate(statements) if s.startswith("INSERT"))
+    assert statements[insert - 1] == "PRAGMA synchronous=NORMAL"
+    assert statements[insert + 1] == "PRAGMA synchronous=2"
+    assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL again
+    statements.clear()
+    ledger.record(entry_from_dicom("u-0002", data))  # the default stays synchronous
+    assert not any("synchronous" in s for s in statements)
+    assert ledger.uuids() == {"u-0001", "u-0002"}
