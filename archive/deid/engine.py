@@ -1,6 +1,11 @@
 """The de-identification engine: DICOM Part-10 bytes in, released bytes or quarantine out.
 
-Design for speed and for certainty:
+`deidentify` first tries the raw-element path (archive/deid/raw.py: one index of the
+file's elements, kept elements copied byte for byte, the others through this module's
+per-element code `_Walk.apply` / `_Walk.private`); what it declines goes to the full
+path below (`deidentify_full`), whose output it reproduces byte for byte.
+
+The full path, designed for speed and for certainty:
 - pydicom parses the file into *raw* elements; the engine reads and rewrites raw value
   bytes (one dict lookup per element) and never decodes pixel data, so pixel data is
   written back byte-identical and untouched elements cost almost nothing.
