@@ -1,6 +1,11 @@
 """The de-identification engine: DICOM Part-10 bytes in, released bytes or quarantine out.
 
-Design for speed and for certainty:
+`deidentify` first tries the raw-element path (archive/deid/raw.py: one index of the
+file's elements, kept elements copied byte for byte, the others through this module's
+per-element code `_Walk.apply` / `_Walk.private`); what it declines goes to the full
+path below (`deidentify_full`), whose output it reproduces byte for byte.
+
+The full path, designed for speed and for certainty:
 - pydicom parses the file into *raw* elements; the engine reads and rewrites raw value
   bytes (one dict lookup per element) and never decodes pixel data, so pixel data is
   written back byte-identical and untouched elements cost almost nothing.
@@ -69,6 +74,21 @@ class DeidResult:
     # the instance's own identifying values, learned before removal (memory only, never
     # written or logged): the pixel step matches OCR words against them
     identifiers: list[str] = field(default_factory=list, repr=False)
+    # which path de-identified it: "raw" (archive/deid/raw.py) or "full" (this module)
+    path: str = "full"
+    # what the raw path wrote, for `header` (built on first use)
+    written: tuple | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def header(self) -> Dataset | None:
+        """The released (or held) instance's header, its elements before the pixel data,
+        as the raw path wrote them (None from the full path): the pixel step reads it
+        instead of parsing the bytes again."""
+        if isinstance(self.written, tuple):
+            from archive.deid.raw import header_of
+
+            self.written = header_of(*self.written)
+        return self.written
 
 
 class _Walk:
@@ -187,47 +207,54 @@ class _Walk:
             if entry is None:
                 del d[tag]  # unknown to the dictionary: cannot be checked, so removed
                 continue
-            act, vr, ident = entry
-            if ident:
-                self.remember(vr, self.text(elem))
-                if tag in _PLACE_NAMES:  # "ST WULFSTAN INFIRMARY" is also "WULFSTAN"
-                    self.known.extend(distinctive_words(self.text(elem)))
-            if act == P.KEEP:
-                if vr == "SQ":
-                    self.sequence(ds, tag, path)
-                elif vr in P.TEXT_VRS:
-                    self.texts.append((path + (tag,), self.text(elem)))
-            elif act == P.UID:
-                if vr == "SQ":
-                    self.sequence(ds, tag, path)
-                elif vr == "UI":
-                    self.uid(ds, tag, elem)
-                else:
-                    self.dummy(ds, tag, elem, vr)
-            elif act == P.CLEAN:
-                self.clean(ds, tag, elem, vr, path)
-            elif act == P.REMOVE:
-                if vr == "SQ":
-                    self.learn(ds, tag)  # its identifiers may echo in kept free text
-                del d[tag]
-            elif act == P.EMPTY:
-                self.empty(ds, tag, elem, vr)
-            elif act == P.DUMMY:
-                if vr == "SQ":  # a dummy sequence: keep the items, each attribute treated
-                    self.sequence(ds, tag, path)
-                else:
-                    self.dummy(ds, tag, elem, vr)
-            elif act == P.PSEUDO_ID:
-                self.put(ds, tag, elem, vr, self.pseudonym)
-            elif act == P.PSEUDO_NAME:
-                self.put(ds, tag, elem, vr, self.pseudonym)
-            elif act == P.AGE:
-                self.put(ds, tag, elem, vr, self.age(self.text(elem)))
-            else:  # pragma: no cover - policy compiler only emits the above
-                raise ValueError("unknown action")
+            self.apply(ds, tag, elem, entry, path)
         for ctag in [t for t in d if (t >> 16) & 1 and 0x10 <= (t & 0xFFFF) <= 0xFF]:
             if ((ctag >> 16) << 8 | (ctag & 0xFF)) not in kept_blocks:
                 del d[ctag]
+
+    def apply(self, ds: Dataset, tag: int, elem, entry: tuple, path: tuple) -> None:
+        """One standard element under its policy entry (action, VR, is_identity). Shared
+        by the walk and by the raw-element path (archive/deid/raw.py), which passes a
+        holder with only this element in `_dict` (a Dataset when the VR is SQ)."""
+        d = ds._dict
+        act, vr, ident = entry
+        if ident:
+            self.remember(vr, self.text(elem))
+            if tag in _PLACE_NAMES:  # "ST WULFSTAN INFIRMARY" is also "WULFSTAN"
+                self.known.extend(distinctive_words(self.text(elem)))
+        if act == P.KEEP:
+            if vr == "SQ":
+                self.sequence(ds, tag, path)
+            elif vr in P.TEXT_VRS:
+                self.texts.append((path + (tag,), self.text(elem)))
+        elif act == P.UID:
+            if vr == "SQ":
+                self.sequence(ds, tag, path)
+            elif vr == "UI":
+                self.uid(ds, tag, elem)
+            else:
+                self.dummy(ds, tag, elem, vr)
+        elif act == P.CLEAN:
+            self.clean(ds, tag, elem, vr, path)
+        elif act == P.REMOVE:
+            if vr == "SQ":
+                self.learn(ds, tag)  # its identifiers may echo in kept free text
+            del d[tag]
+        elif act == P.EMPTY:
+            self.empty(ds, tag, elem, vr)
+        elif act == P.DUMMY:
+            if vr == "SQ":  # a dummy sequence: keep the items, each attribute treated
+                self.sequence(ds, tag, path)
+            else:
+                self.dummy(ds, tag, elem, vr)
+        elif act == P.PSEUDO_ID:
+            self.put(ds, tag, elem, vr, self.pseudonym)
+        elif act == P.PSEUDO_NAME:
+            self.put(ds, tag, elem, vr, self.pseudonym)
+        elif act == P.AGE:
+            self.put(ds, tag, elem, vr, self.age(self.text(elem)))
+        else:  # pragma: no cover - policy compiler only emits the above
+            raise ValueError("unknown action")
 
     def sequence(self, ds: Dataset, tag: int, path: tuple, concept_filter: bool = False) -> None:
         elem = ds[tag]  # converts the raw SQ (also UN with a known SQ VR) into items
@@ -601,8 +628,24 @@ def deidentify(
     data: bytes, policy: P.DeidPolicy, secrets: DeidSecrets, *, intake: str = "dicom"
 ) -> DeidResult:
     """De-identify one instance. Unreadable input raises DeidInputError; any other
-    failure returns a quarantine result (never the input)."""
-    ds = _read(bytes(data))
+    failure returns a quarantine result (never the input).
+
+    The raw-element path (archive/deid/raw.py) runs first; whatever it does not handle,
+    and any error inside it, goes to the full path under the same policy."""
+    from archive.deid.raw import deidentify_raw
+
+    try:
+        return deidentify_raw(data, policy, secrets)
+    except Exception:  # noqa: BLE001, S110 - Unsupported or unexpected: the full path decides
+        pass
+    return deidentify_full(data, policy, secrets, intake=intake)
+
+
+def deidentify_full(
+    data: bytes, policy: P.DeidPolicy, secrets: DeidSecrets, *, intake: str = "dicom"
+) -> DeidResult:
+    """The full path: pydicom reads the whole file, the walk, pydicom writes it back."""
+    ds = _read(data if isinstance(data, bytes) else bytes(data))
     result = DeidResult(
         released=None,
         quarantine_reason=None,

@@ -1,7 +1,8 @@
 """The pixel step of ingest: de-identified bytes in, bytes to store or a reason to hold.
 
-CT and MR without any burnt-in indicator cost one header-only parse (no pixel decode,
-no OCR) and are stored byte-identical; only candidates, photographs, documents and the
+CT and MR without any burnt-in indicator cost no parse at all when the de-identification
+engine hands over the header it wrote (else one header-only parse; no pixel decode, no
+OCR) and are stored byte-identical; only candidates, photographs, documents and the
 pixel policy's OCR-screened modalities are parsed whole and assessed. A masked instance
 is written losslessly (Explicit VR Little Endian) with BurnedInAnnotation set from the
 OCR result and the Clean Pixel Data Option recorded. Any failure holds (fail closed).
@@ -100,15 +101,21 @@ def check_pixels(
     consent_level: str | None = None,
     handed_over: bool = False,
     identifiers: Seq[str] = (),
+    header: Dataset | None = None,
 ) -> PixelOutcome:
     """Decide one de-identified instance's pixels.
 
     ``handed_over``: the engine flagged a burnt-in rule; a plain "release" is then only
     accepted when the pixel policy itself saw a candidate (and let it through by policy)
     or a photograph with consent, never because the pixel policy did not look.
+
+    ``header``: the header of ``data`` as the de-identification engine wrote it (its
+    elements before the pixel data, archive/deid/raw.py); without it the header is
+    parsed from ``data``. The pixels are parsed only when they are examined.
     """
     try:
-        header = dcmread(BytesIO(data), stop_before_pixels=True)
+        if header is None:
+            header = dcmread(BytesIO(data), stop_before_pixels=True)
         if not handed_over and not needs_pixel_check(header, policy):
             flags = [FACIAL_FLAG] if facial_features_possible(header, policy) else []
             face = None

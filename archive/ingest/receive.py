@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from archive.audit import AuditEvent
+from archive.core import transaction
 from archive.ingest import flags as ingest_flags
 from archive.ingest import origins, tickets
 from archive.ingest.handover import load_handover
@@ -97,6 +98,7 @@ def build_service(parts) -> IngestService:
             parts.db(), study, series, sop, face, masking.facial
         ),
         record_report=lambda *args: ingest_flags.record_pixel_report(parts.db(), *args),
+        batch=lambda: transaction(parts.db()),
     )
 
 

@@ -10,6 +10,7 @@ instance in the encrypted quarantine; nothing is ever released as it came.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from enum import Enum
 from io import BytesIO
@@ -18,6 +19,7 @@ from pydicom import dcmread
 
 from archive.audit import AuditEvent
 from archive.deid import DeidInputError, DeidPolicy, DeidResult, DeidSecrets, deidentify
+from archive.deid.raw import peek
 from archive.errors import ArchiveError
 from archive.ingest.handover import Handover
 from archive.ingest.pixelstep import PixelOutcome, check_pixels
@@ -67,6 +69,7 @@ class IngestService:
         redeem_import: Callable[[str, bytes], str | None] | None = None,
         record_face: Callable[[str, str, str, SliceFace], None] | None = None,
         record_report: Callable[..., None] | None = None,
+        batch: Callable[[], AbstractContextManager] = nullcontext,
     ) -> None:
         self.policy = policy
         self.secrets = secrets
@@ -82,6 +85,9 @@ class IngestService:
         self.redeem_import = redeem_import
         self.record_face = record_face
         self.record_report = record_report
+        # one transaction around the records of a released instance (flags, pixel
+        # report, face slice): archive.db commits with synchronous=FULL, an fsync each
+        self.batch = batch
 
     def process(
         self, data: bytes, intake: str, source: str, actor: str | None = None
@@ -131,6 +137,7 @@ class IngestService:
                 consent_level=consent,
                 handed_over=handed_over,
                 identifiers=result.identifiers,
+                header=result.header,  # the engine's facts: no second header parse
             )
 
         if pixels.action == "quarantine" or pixels.data is None:
@@ -167,26 +174,27 @@ class IngestService:
                 flags=pixels.flags,
             )
 
-        self.record_flags(result.study_uid, result.series_uid, pixels.flags)
-        if self.record_report is not None:
-            self.record_report(
-                result.study_uid,
-                result.series_uid,
-                result.sop_instance_uid,
-                result.modality,
-                {
-                    "action": pixels.action,
-                    "assessed": pixels.assessed,
-                    "ocr": pixels.ocr,
-                    "template": pixels.template,
-                    "reasons": pixels.reasons,
-                },
-                ingested_by,
-            )
-        if pixels.face is not None and self.record_face is not None:
-            self.record_face(
-                result.study_uid, result.series_uid, result.sop_instance_uid, pixels.face
-            )
+        with self.batch():  # the instance's records in one commit: one fsync, not three
+            self.record_flags(result.study_uid, result.series_uid, pixels.flags)
+            if self.record_report is not None:
+                self.record_report(
+                    result.study_uid,
+                    result.series_uid,
+                    result.sop_instance_uid,
+                    result.modality,
+                    {
+                        "action": pixels.action,
+                        "assessed": pixels.assessed,
+                        "ocr": pixels.ocr,
+                        "template": pixels.template,
+                        "reasons": pixels.reasons,
+                    },
+                    ingested_by,
+                )
+            if pixels.face is not None and self.record_face is not None:
+                self.record_face(
+                    result.study_uid, result.series_uid, result.sop_instance_uid, pixels.face
+                )
         self._audit(
             "ingest.released",
             "success",
@@ -239,15 +247,26 @@ class IngestService:
     ) -> IngestOutcome | None:
         """A reviewer's release posted by the plugin, or an instance of a verified transfer
         package uploaded by its importer: stored unchanged iff a ticket redeems."""
-        try:
-            header = dcmread(BytesIO(data), stop_before_pixels=True)
-            sop_uid = str(header.SOPInstanceUID)
-            study_uid = str(header.StudyInstanceUID)
-        except Exception:  # noqa: BLE001 - not a ticketed instance; de-identify as usual
+        header = None
+        try:  # two UIDs from the raw elements: no parse of every upload
+            facts = peek(data, (0x00080018, 0x0020000D))
+            sop_uid, study_uid = (
+                facts.get(t, b"").decode("ascii").strip("\x00 ") for t in (0x00080018, 0x0020000D)
+            )
+        except Exception:  # noqa: BLE001 - not for the raw reader: pydicom reads the header
+            try:
+                header = dcmread(BytesIO(data), stop_before_pixels=True)
+                sop_uid = str(header.SOPInstanceUID)
+                study_uid = str(header.StudyInstanceUID)
+            except Exception:  # noqa: BLE001 - not a ticketed instance; de-identify as usual
+                return None
+        if not sop_uid:
             return None
         item = redeem(sop_uid, data)
         if item is None:
             return None
+        if header is None:
+            header = dcmread(BytesIO(data), stop_before_pixels=True)
         if item.startswith("import:"):
             self._audit("ingest.transfer_import", "success", source, study_uid, sop=sop_uid)
             return IngestOutcome(Action.STORE, data, "", study_uid=study_uid, reviewed_release=True)

@@ -81,7 +81,7 @@ class StorageArea:
             entry = entry_from_dicom(uuid, payload)
         self.store.write(uuid, ct, payload, durable=ct not in DERIVED_CONTENT_TYPES)
         if ct == DICOM_CONTENT_TYPE:
-            try:
+            try:  # a row that cannot be recorded undoes the write
                 self.ledger().record(entry)
             except BaseException:
                 self.store.remove(uuid, ct)

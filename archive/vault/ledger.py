@@ -127,11 +127,51 @@ def _text(ds: Any, keyword: str) -> str:
     return value.replace("\x00", "").strip()
 
 
+def _entry_from_raw(uuid: str, data: bytes | bytearray | memoryview) -> LedgerEntry | None:
+    """The ledger row from the raw elements of the few tags it needs (no pydicom parse;
+    issue 26: the storage area runs this for every stored instance); None when only
+    pydicom can say (not ASCII, multi-valued, not for the raw reader)."""
+    from archive.deid.raw import peek
+
+    try:
+        found = peek(data, _TAGS + (0x00020002, 0x00020010))
+        values = {}
+        for tag, value in found.items():
+            if b"\\" in value:
+                return None
+            values[tag] = value.decode("ascii").replace("\x00", "").strip()
+        number_text = values.get(0x00200013, "")
+        number = int(number_text) if number_text else None
+    except Exception:  # noqa: BLE001 - Unsupported, not ASCII, not an integer: pydicom reads it
+        return None
+    patient = values.get(0x00100020, "")
+    study, series, sop = (values.get(t, "") for t in (0x0020000D, 0x0020000E, 0x00080018))
+    if not (study and series and sop):
+        return None  # pydicom's reading says what is wrong
+    return LedgerEntry(
+        uuid=uuid,
+        orthanc_instance_id=orthanc_id(patient, study, series, sop),
+        orthanc_series_id=orthanc_id(patient, study, series),
+        orthanc_study_id=orthanc_id(patient, study),
+        study_uid=study,
+        series_uid=series,
+        sop_uid=sop,
+        sop_class_uid=values.get(0x00080016) or values.get(0x00020002, ""),
+        transfer_syntax=values.get(0x00020010) or "1.2.840.10008.1.2",
+        modality=values.get(0x00080060, ""),
+        instance_number=number,
+        size=len(data),
+    )
+
+
 def entry_from_dicom(uuid: str, data: bytes | bytearray | memoryview) -> LedgerEntry:
     """Parse a DICOM file's header into its ledger row; LedgerError if it cannot."""
     import pydicom
     from pydicom.errors import InvalidDicomError
 
+    fast = _entry_from_raw(uuid, data)
+    if fast is not None:
+        return fast
     raw = bytes(data)
     try:
         ds = pydicom.dcmread(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 
 import pydicom
@@ -51,7 +52,9 @@ def test_planted_identifiers_never_stored(archive: RunningArchive, tmp_path: Pat
     assert len(stored) == 1
     released = stored[0]
     for value in planted:
-        assert value.encode() not in released, f"planted value survived: {value!r}"
+        assert value.encode() not in _without_new_uids(released), (
+            f"planted value survived: {value!r}"
+        )
     out = pydicom.dcmread(io.BytesIO(released))
     assert out.PatientIdentityRemoved == "YES"
     assert out.PixelData == ds.PixelData
@@ -63,7 +66,14 @@ def test_planted_identifiers_never_stored(archive: RunningArchive, tmp_path: Pat
             continue  # a temporary file renamed into place meanwhile: its target is listed
         assert b"DICM" not in data or path.suffix in (".toml", ".json", ".log"), path
         for value in planted:
-            assert value.encode() not in data, f"{value!r} in clear in {path}"
+            assert value.encode() not in _without_new_uids(data), f"{value!r} in clear in {path}"
+
+
+def _without_new_uids(data: bytes) -> bytes:
+    """The bytes with every 2.25 UID the archive made blanked: such a UID is ~39 random
+    digits (a keyed hash under this home's random key), so about one run in 300 one of
+    them contains a planted 8-digit date by chance - not a leak."""
+    return re.sub(rb"2\.25\.\d+", b"2.25.X", data)
 
 
 def test_rest_and_cstore_give_one_consistent_study(archive: RunningArchive, tmp_path: Path) -> None:

@@ -277,10 +277,11 @@ def test_bad_input_refused(policy, secrets):
 def test_engine_failure_quarantines_without_values(policy, secrets, monkeypatch):
     ds = corpus.make_ct_series(1, patient="CRASHPATIENT^C")[0]
 
-    def boom(self, ds, path):
+    def boom(self, *args):
         raise RuntimeError("CRASHPATIENT leaked?")
 
-    monkeypatch.setattr(engine_mod._Walk, "walk", boom)
+    # the per-element code that both the raw-element path and the full path run
+    monkeypatch.setattr(engine_mod._Walk, "apply", boom)
     result = deidentify(corpus.to_bytes(ds), policy, secrets)
     assert result.released is None and result.quarantined_bytes is None
     assert result.quarantine_reason == "de-identification error: RuntimeError"

@@ -173,3 +173,85 @@ def test_flags_decided_by_reviewer_disappear(tmp_path):
     assert flags_for_study(conn, "2.25.9") == ["facial-features-possible", "photograph"]
     assert decide_flag(conn, "2.25.9", "photograph", "carol", "consent form seen") == 2
     assert flags_for_study(conn, "2.25.9") == ["facial-features-possible"]
+
+
+def test_plain_ct_upload_is_parsed_once_by_the_raw_path(service, monkeypatch):
+    """Issue 26: a REST upload of a CT slice (no burnt-in indicator) is indexed once by
+    the raw-element path; nothing reads it again with pydicom (ticket check, engine, pixel
+    step), and a ticketed release still redeems."""
+    from archive.deid import engine
+    from archive.ingest import pixelstep
+    from archive.ingest import service as service_mod
+
+    service.redeem_import = lambda sop, data: tickets.redeem(
+        service.conn, KEY, sop_uid=sop, data=data, imports_only=True
+    )
+    data = corpus.to_bytes(corpus.make_ct_series(1, vendor_header=True)[0])
+    calls = []
+
+    def counting(module):
+        real = module.dcmread
+
+        def read(*args, **kwargs):
+            calls.append(module.__name__)
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(module, "dcmread", read)
+
+    for module in (engine, pixelstep, service_mod):
+        counting(module)
+    outcome = service.process(data, intake="rest", source="rest")
+    assert outcome.action is Action.STORE and outcome.data is not None
+    assert calls == []
+
+
+def test_a_released_instance_records_commit_once(deid, masking, tmp_path):
+    """Issue 26: the records of a released instance (flags, pixel report, face slice) are
+    one transaction: archive.db commits with synchronous=FULL, so one fsync instead of
+    one per record; a failing record rolls all of them back (and the instance is refused,
+    as before)."""
+    from archive.core import transaction
+    from archive.ingest import flags as ingest_flags
+
+    conn = db.connect(tmp_path / "b.db")
+    ingest_flags.ensure_schema(conn)
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)
+
+    def build(record_face):
+        return IngestService(
+            deid,
+            DeidSecrets(pseudonym_key=KEY),
+            lambda data, reason, **meta: "q-1",
+            lambda event: 0,
+            masking=masking,
+            handover=load_handover(POLICIES_DIR, deid),
+            record_flags=lambda s, se, f: record_flags(conn, s, se, f),
+            record_report=lambda *args: ingest_flags.record_pixel_report(conn, *args),
+            record_face=record_face,
+            batch=lambda: transaction(conn),
+        )
+
+    thin = corpus.make_ct_series(2, rows=64, columns=64, vendor_header=True)
+    for ds in thin:
+        ds.SliceThickness, ds.BodyPartExamined = "1", "HEAD"
+    service = build(
+        lambda study, series, sop, face: ingest_flags.record_face_slice(
+            conn, study, series, sop, face, masking.facial
+        )
+    )
+    outcome = service.process(corpus.to_bytes(thin[0]), intake="rest", source="rest")
+    assert outcome.action is Action.STORE
+    writes = [s for s in statements if s.split()[0].upper() in ("INSERT", "BEGIN", "COMMIT")]
+    assert writes[0].startswith("BEGIN") and writes[-1] == "COMMIT", writes
+    assert sum(s == "COMMIT" for s in writes) == 1
+    tables = " ".join(writes)
+    assert "ingest_pixel_reports" in tables and "ingest_face_slices" in tables
+
+    def broken(*args):
+        raise RuntimeError("disk full")
+
+    reports = conn.execute("SELECT COUNT(*) FROM ingest_pixel_reports").fetchone()[0]
+    with pytest.raises(RuntimeError):
+        build(broken).process(corpus.to_bytes(thin[1]), intake="rest", source="rest")
+    assert conn.execute("SELECT COUNT(*) FROM ingest_pixel_reports").fetchone()[0] == reports
