@@ -8,6 +8,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from argon2 import PasswordHasher
+from sqlalchemy import select
 
 from archive.access import (
     AccessError,
@@ -22,6 +23,7 @@ from archive.access import (
     dicom_decision,
     dicom_event,
     load_route_policy,
+    tables,
 )
 from archive.access import credentials as store_module
 from archive.db import connect
@@ -43,7 +45,9 @@ def store(tmp_path) -> AccessStore:
 
 
 def test_password_hashed_with_argon2id(store: AccessStore) -> None:
-    row = store.conn.execute("SELECT password_hash FROM access_users WHERE name='alice'").fetchone()
+    row = store.conn.execute(
+        select(tables.users.c.password_hash).where(tables.users.c.name == "alice")
+    ).fetchone()
     assert row[0].startswith("$argon2id$") and PW not in row[0]
 
 
@@ -214,7 +218,7 @@ def test_account_expiry_and_disable(store: AccessStore) -> None:
 
 def test_tokens_hashed_expire_revoke_last_used(store: AccessStore) -> None:
     token_id, token = store.create_token("alice", T0, days=10, label="script")
-    row = store.conn.execute("SELECT token_hash FROM access_tokens").fetchone()
+    row = store.conn.execute(select(tables.tokens.c.token_hash)).fetchone()
     secret = token.split("_", 2)[2]  # the random part may itself contain "_"
     assert token not in row[0] and secret and secret not in row[0]
     assert store.list_tokens("alice")[0].last_used_at is None

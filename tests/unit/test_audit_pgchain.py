@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import delete, select, update
 
 from archive.audit import AuditError, AuditEvent, AuditLog, verify
 from archive.audit.log import HEAD_NAME, LOG_NAME, public_key_bytes, record_hash
 from archive.audit.pgchain import PgAuditLog, PgChain
+from archive.audit.tables import audit_chain, audit_chain_head
 
 
 @pytest.fixture
@@ -39,10 +41,18 @@ def _verify(tmp_path: Path, opener, key, name: str = "node1"):
     return verify(tmp_path / name, [public_key_bytes(key)], chain=PgChain(opener))
 
 
-def _sql(opener, sql: str, params=()) -> None:
+def _sql(opener, statement) -> None:
     conn = opener()
     try:
-        conn.execute(sql, params)
+        conn.execute(statement)
+    finally:
+        conn.close()
+
+
+def _line(opener, seq: int) -> str:
+    conn = opener()
+    try:
+        return conn.execute(select(audit_chain.c.line).where(audit_chain.c.seq == seq)).scalar()
     finally:
         conn.close()
 
@@ -98,7 +108,7 @@ def test_deleted_middle_row_is_found(tmp_path, opener, key):
     for i in range(6):
         log.append(_event(i))
     log.close()
-    _sql(opener, "DELETE FROM audit_chain WHERE seq = 3")
+    _sql(opener, delete(audit_chain).where(audit_chain.c.seq == 3))
     report = _verify(tmp_path, opener, key)
     assert not report.ok
     assert any("seq 3 missing" in p for p in report.problems), report.problems
@@ -109,12 +119,9 @@ def test_edited_row_is_found(tmp_path, opener, key):
     for i in range(6):
         log.append(_event(i))
     log.close()
-    conn = opener()
-    line = conn.execute("SELECT line FROM audit_chain WHERE seq = 4").fetchone()[0]
-    conn.close()
-    _sql(
-        opener, "UPDATE audit_chain SET line = ? WHERE seq = 4", (line.replace("alice", "mallory"),)
-    )
+    line = _line(opener, 4)
+    edited = line.replace("alice", "mallory")
+    _sql(opener, update(audit_chain).where(audit_chain.c.seq == 4).values(line=edited))
     report = _verify(tmp_path, opener, key)
     assert not report.ok
     assert any("seq 4" in p and "edited" in p for p in report.problems), report.problems
@@ -124,7 +131,7 @@ def test_rows_cut_off_the_end_are_found_and_appends_refused(tmp_path, opener, ke
     log = _log(tmp_path, opener, key)
     for i in range(6):
         log.append(_event(i))
-    _sql(opener, "DELETE FROM audit_chain WHERE seq >= 5")
+    _sql(opener, delete(audit_chain).where(audit_chain.c.seq >= 5))
     report = _verify(tmp_path, opener, key)
     assert any("end cut off" in p for p in report.problems), report.problems
     with pytest.raises(AuditError, match="removed"):
@@ -138,11 +145,9 @@ def test_end_cut_with_the_head_rewound_is_found_by_a_node_that_wrote_it(tmp_path
         log.append(_event(i))
     log.close()
     assert json.loads((tmp_path / "node1" / HEAD_NAME).read_text())["seq"] == 6
-    conn = opener()
-    digest = json.loads(conn.execute("SELECT line FROM audit_chain WHERE seq = 4").fetchone()[0])
-    conn.close()
-    _sql(opener, "DELETE FROM audit_chain WHERE seq >= 5")
-    _sql(opener, "UPDATE audit_chain_head SET seq = 4, hash = ?", (digest["hash"],))
+    digest = json.loads(_line(opener, 4))
+    _sql(opener, delete(audit_chain).where(audit_chain.c.seq >= 5))
+    _sql(opener, update(audit_chain_head).values(seq=4, hash=digest["hash"]))
     report = _verify(tmp_path, opener, key)
     assert any("this node committed seq 6" in p for p in report.problems), report.problems
 

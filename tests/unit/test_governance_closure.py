@@ -7,8 +7,10 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import select
 
 from archive.db import connect
+from archive.governance import tables
 from archive.governance.board import BoardVote
 from archive.governance.closure.certificate import (
     Media,
@@ -429,7 +431,7 @@ def test_certificate_final_only_after_workstation_attestations(conn, closure):
     signed = closure.finalise_certificate(cert, key.sign, pulls=pulls, now=T0 + timedelta(hours=6))
     key.public_key().verify(signed.signature, signed.payload)
     assert "MACLAB-02: wiped" in signed.text
-    row = conn.execute("SELECT certificate_sha256 FROM governance_wipe_certificates").fetchone()
+    row = conn.execute(select(tables.wipe_certificates.c.certificate_sha256)).fetchone()
     assert row[0] == signed.sha256
 
 

@@ -477,33 +477,47 @@ def test_requests_and_confirmations_need_existing_records(shares):
 def test_migration_keeps_typed_in_approvers_but_never_counts_them(tmp_path, policy):
     """Issue 21: a decision recorded before members voted themselves (names typed in by
     the recorder) keeps its minutes, counts nobody, and its proposal waits for votes."""
-    from archive.db import migrate
+    from sqlalchemy import text
+
+    from archive.db import dialect, migrate
     from archive.governance import _store
     from tests.unit.old_schemas import GOVERNANCE_STEPS
 
     conn = connect(tmp_path / "old.db")
-    migrate(conn, _store.ROOM, GOVERNANCE_STEPS[:1])  # the archive before issue 21
+    # The archive before issue 21: on SQLite its own script; on PostgreSQL (where
+    # nothing translates SQLite SQL any more) the declared step 1, the same tables.
+    old = GOVERNANCE_STEPS[:1] if dialect(conn) == "sqlite" else _store.SCHEMA_STEPS[:1]
+    migrate(conn, _store.ROOM, old)
     conn.execute(
-        "INSERT INTO governance_recipients (organisation, kind, contact, public_key,"
-        " data_sharing_agreement, added_by, added_at) VALUES ('Mersey', 'uk_radiology_school',"
-        " 'c', 'age1x', 1, 'p', '2025-03-01T00:00:00+00:00')"
+        text(
+            "INSERT INTO governance_recipients (organisation, kind, contact, public_key,"
+            " data_sharing_agreement, added_by, added_at) VALUES ('Mersey', 'uk_radiology_school',"
+            " 'c', 'age1x', 1, 'p', '2025-03-01T00:00:00+00:00')"
+        )
     )
     conn.execute(
-        "INSERT INTO governance_share_proposals (recipient_id, purpose, proposer, status,"
-        " created_at, policy_version) VALUES (1, 'radiology_training', 'Prof P', 'approved',"
-        " '2025-03-01T00:00:00+00:00', 'v')"
+        text(
+            "INSERT INTO governance_share_proposals (recipient_id, purpose, proposer, status,"
+            " created_at, policy_version) VALUES (1, 'radiology_training', 'Prof P', 'approved',"
+            " '2025-03-01T00:00:00+00:00', 'v')"
+        )
     )
-    conn.execute("INSERT INTO governance_share_proposal_cases VALUES (1, 'NSR-0001')")
+    conn.execute(text("INSERT INTO governance_share_proposal_cases VALUES (1, 'NSR-0001')"))
     conn.execute(
-        "INSERT INTO governance_board_decisions (subject, proposal_id, outcome, meeting_date,"
-        " minute_reference, decision_text, receiving_recipient_id, quorum_required,"
-        " quorum_counted, recorded_by, recorded_at, policy_version) VALUES ('share', 1,"
-        " 'approved', '2025-03-01', 'm', 't', 1, 2, 2, 'local-operator',"
-        " '2025-03-01T00:00:00+00:00', 'v')"
+        text(
+            "INSERT INTO governance_board_decisions (subject, proposal_id, outcome, meeting_date,"
+            " minute_reference, decision_text, receiving_recipient_id, quorum_required,"
+            " quorum_counted, recorded_by, recorded_at, policy_version) VALUES ('share', 1,"
+            " 'approved', '2025-03-01', 'm', 't', 1, 2, 2, 'local-operator',"
+            " '2025-03-01T00:00:00+00:00', 'v')"
+        )
     )
-    conn.executemany(
-        "INSERT INTO governance_board_votes (decision_id, member, counted, note) VALUES (1,?,1,'')",
-        [("Dr A",), ("Dr B",)],
+    conn.execute(
+        text(
+            "INSERT INTO governance_board_votes (decision_id, member, counted, note)"
+            " VALUES (1, :member, 1, '')"
+        ),
+        [{"member": "Dr A"}, {"member": "Dr B"}],
     )
     shares = Shares(conn, policy)  # migrates
     d = shares.decision_for(1)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import threading
 import time
 
+from sqlalchemy import func, select, text
+
 from archive.catalogue import Catalogue
 from tests.unit.test_catalogue import NOW, fake_scan, study
 
@@ -14,7 +16,7 @@ WAIT = 120  # seconds: generous, the machine may be loaded; conditions end it ea
 
 def _waiting_on_a_lock(conn, app_pids: set[int]) -> bool:
     rows = conn.execute(
-        "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+        text("SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
     ).fetchall()
     return any(r[0] in app_pids for r in rows)
 
@@ -25,7 +27,7 @@ def test_different_cases_proceed_and_the_same_case_serialises(pg):
     )
     one = first.upsert_from_study(study(1), "orthanc-1", NOW).case_id
     two = first.upsert_from_study(study(2), "orthanc-2", NOW).case_id
-    third_pid = third.repo.conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+    third_pid = third.repo.conn.execute(select(func.pg_backend_pid())).fetchone()[0]
     other_done, same_done = threading.Event(), threading.Event()
     errors: list[BaseException] = []
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 import threading
 import time
 
+from sqlalchemy import func, select, text
+
 from archive.governance import Shares
 from archive.governance.board import BoardVote, cast_vote, load_decision
 from tests.unit.test_governance_sharing import BOARD, T0, _proposal
@@ -15,7 +17,7 @@ WAIT = 120  # generous for a loaded machine; the conditions end the waits early
 
 
 def _waiting_on_a_lock(conn, pid: int) -> bool:
-    rows = conn.execute("SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+    rows = conn.execute(text("SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock'"))
     return pid in {r[0] for r in rows.fetchall()}
 
 
@@ -34,7 +36,7 @@ def test_two_members_voting_at_once_are_both_counted(pg):
         now=T0,
     )
     first, second = pg.connect("votes"), pg.connect("votes")
-    second_pid = second.execute("SELECT pg_backend_pid()").fetchone()[0]
+    second_pid = second.execute(select(func.pg_backend_pid())).fetchone()[0]
     done = threading.Event()
     errors: list[BaseException] = []
 

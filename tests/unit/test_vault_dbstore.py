@@ -8,6 +8,7 @@ import io
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select, update
 
 from archive.config import parse_config
 from archive.errors import ConfigError
@@ -22,6 +23,7 @@ from archive.vault import (
 )
 from archive.vault.dbstore import DbEncryptedStore, storage_for
 from archive.vault.envelope import HEADER_LEN, decrypt_bytes
+from archive.vault.tables import vault_blob
 
 FAST = KdfParams(time_cost=1, memory_cost=1024, parallelism=1)
 
@@ -51,7 +53,9 @@ def _envelope(opener, uuid: str, ct: int) -> bytes:
     conn = opener()
     try:
         row = conn.execute(
-            "SELECT envelope FROM vault_blob WHERE uuid = ? AND content_type = ?", (uuid, ct)
+            select(vault_blob.c.envelope).where(
+                vault_blob.c.uuid == uuid, vault_blob.c.content_type == ct
+            )
         ).fetchone()
         return bytes(row[0])
     finally:
@@ -88,10 +92,13 @@ def test_tampered_or_swapped_rows_fail_authentication(store, opener):
     blob = bytearray(_envelope(opener, _uuid(1), 1))
     blob[HEADER_LEN + 3] ^= 1
     conn = opener()
-    conn.execute("UPDATE vault_blob SET envelope = ? WHERE uuid = ?", (bytes(blob), _uuid(1)))
     conn.execute(
-        "UPDATE vault_blob SET envelope = ? WHERE uuid = ?",
-        (_envelope(opener, _uuid(1), 1), _uuid(2)),
+        update(vault_blob).where(vault_blob.c.uuid == _uuid(1)).values(envelope=bytes(blob))
+    )
+    conn.execute(
+        update(vault_blob)
+        .where(vault_blob.c.uuid == _uuid(2))
+        .values(envelope=_envelope(opener, _uuid(1), 1))
     )  # row 2 now holds row 1's envelope: bound to another uuid
     conn.close()
     for i in (1, 2):
