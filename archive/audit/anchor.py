@@ -18,21 +18,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import select, text
+
 from archive.audit.events import AuditError
+from archive.audit.tables import ANCHOR_ROOM, audit_anchor, metadata
 
 PIN_NAME = "audit_public_key"
 ANCHOR_ROW = "main"
-SCHEMA_STEPS = [
-    """
-    CREATE TABLE IF NOT EXISTS audit_anchor (
-        log TEXT PRIMARY KEY,
-        seq INTEGER NOT NULL,
-        hash TEXT NOT NULL,
-        format INTEGER NOT NULL,
-        updated TEXT NOT NULL
-    );
-    """
-]
+
+
+def schema_steps() -> list[Any]:
+    """The audit room's steps: step 1 creates `audit_anchor` (tables.py)."""
+    from archive.db import create_tables  # noqa: PLC0415 - archive.db loads lazily
+
+    return [create_tables(metadata, [audit_anchor])]
 
 
 @dataclass(frozen=True)
@@ -81,11 +80,14 @@ class DbAnchor:
 
     def _set_up(self, conn: Any) -> bool:
         """True if the audit room's table was ever created in this database."""
+        from archive.db import DatabaseError, schema_steps  # noqa: PLC0415
+
+        applied = select(schema_steps.c.step).where(
+            schema_steps.c.room == ANCHOR_ROOM, schema_steps.c.step == 1
+        )
         try:
-            row = conn.execute(
-                "SELECT 1 FROM schema_steps WHERE room = ? AND step = 1", ("audit",)
-            ).fetchone()
-        except Exception:  # noqa: BLE001 - no schema_steps table: nothing set up yet
+            row = conn.execute(applied).fetchone()
+        except DatabaseError:  # no schema_steps table: nothing set up yet
             return False
         return row is not None
 
@@ -100,7 +102,9 @@ class DbAnchor:
                     self._done()
                     return None
                 row = conn.execute(
-                    "SELECT seq, hash, format FROM audit_anchor WHERE log = ?", (ANCHOR_ROW,)
+                    select(audit_anchor.c.seq, audit_anchor.c.hash, audit_anchor.c.format).where(
+                        audit_anchor.c.log == ANCHOR_ROW
+                    )
                 ).fetchone()
                 self._done()
             except Exception as exc:  # noqa: BLE001 - sqlite3 or psycopg errors alike
@@ -137,18 +141,12 @@ class DbAnchor:
             conn = self._open()
             sqlite = db.dialect(conn) == "sqlite"
             if sqlite:
-                conn.execute(f"PRAGMA busy_timeout={int(busy * 1000)}")
-            db.migrate(conn, "audit", SCHEMA_STEPS)
+                conn.execute(text(f"PRAGMA busy_timeout={int(busy * 1000)}"))
+            db.migrate(conn, ANCHOR_ROOM, schema_steps())
             now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-            conn.execute(
-                "INSERT INTO audit_anchor (log, seq, hash, format, updated)"
-                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (log) DO UPDATE SET"
-                " seq = excluded.seq, hash = excluded.hash, format = excluded.format,"
-                " updated = excluded.updated WHERE excluded.seq >= audit_anchor.seq",
-                (ANCHOR_ROW, seq, digest, fmt, now),
-            )
+            conn.execute(_upsert(conn, seq, digest, fmt, now))
             if sqlite:
-                conn.execute("PRAGMA busy_timeout=30000")
+                conn.execute(text("PRAGMA busy_timeout=30000"))
             self._done()
             return True
         except Exception as exc:  # noqa: BLE001 - sqlite3 or psycopg errors alike
@@ -194,6 +192,25 @@ class DbAnchor:
                 conn.close()
             except Exception:  # noqa: BLE001,S110 - closing a broken connection
                 pass
+
+
+def _upsert(conn: Any, seq: int, digest: str, fmt: int, now: str) -> Any:
+    """The row written, never moved back to a lower seq (monotone: see DbAnchor)."""
+    from archive import db  # noqa: PLC0415
+
+    stmt = db.dialect_insert(conn, audit_anchor).values(
+        log=ANCHOR_ROW, seq=seq, hash=digest, format=fmt, updated=now
+    )
+    return stmt.on_conflict_do_update(
+        index_elements=[audit_anchor.c.log],
+        set_={
+            "seq": stmt.excluded.seq,
+            "hash": stmt.excluded.hash,
+            "format": stmt.excluded.format,
+            "updated": stmt.excluded.updated,
+        },
+        where=stmt.excluded.seq >= audit_anchor.c.seq,
+    )
 
 
 def pin_path(keys_dir: Path) -> Path:

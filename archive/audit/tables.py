@@ -1,8 +1,9 @@
-"""The audit room's tables for the chain on PostgreSQL (FORMAT.md section 8).
+"""The audit room's tables: the anchor row (both backends) and the chain on PostgreSQL.
 
-SQLite homes keep the chain in HOME/data/audit/audit.jsonl and only use the anchor row
-(anchor.py); these tables are created in the archive's schema when the archive is on
-PostgreSQL.
+`audit_anchor` (FORMAT.md section 2, anchor.py) is in every archive database. SQLite
+homes keep the chain in HOME/data/audit/audit.jsonl; `audit_chain` and
+`audit_chain_head` (FORMAT.md section 8) are created in the archive's schema when the
+archive is on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -10,6 +11,20 @@ from __future__ import annotations
 from sqlalchemy import BigInteger, Column, Integer, MetaData, Table, Text
 
 metadata = MetaData()
+# SQLite's INTEGER; BIGINT on PostgreSQL, as the anchor's first step made it there.
+Int = BigInteger().with_variant(Integer(), "sqlite")
+
+# The anchor row, as its step 1 (a SQL script before issue 27) created it.
+audit_anchor = Table(
+    "audit_anchor",
+    metadata,
+    Column("log", Text, primary_key=True),
+    Column("seq", Int, nullable=False),
+    Column("hash", Text, nullable=False),
+    Column("format", Int, nullable=False),
+    Column("updated", Text, nullable=False),
+)
+ANCHOR_ROOM = "audit"
 
 audit_chain = Table(
     "audit_chain",

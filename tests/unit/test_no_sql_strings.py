@@ -1,8 +1,8 @@
 """Issue 27, enforced room by room: a room converted to SQLAlchemy Core never hands the
 database a SQL string (`conn.execute("...")`, f-strings, concatenations, or a name bound
 to a string literal). Core statements (select(), insert(), text() for fixed maintenance
-like ANALYZE) pass; the translator in archive/db/postgres.py serves the rooms not yet
-converted and goes with the last of them.
+like ANALYZE) pass. Nothing translates SQL any more: on PostgreSQL a string is refused
+(archive.db.SqlStringError); the rooms in NOT_YET use strings only on bare SQLite files.
 
 CONVERTED lists the rooms done; NOT_YET the rest, so the list of what remains is here
 and nowhere else. A room moves from NOT_YET to CONVERTED when its module passes."""
@@ -17,6 +17,7 @@ ARCHIVE = REPO / "archive"
 
 CONVERTED = (
     "access",
+    "audit",
     "catalogue",
     "cli",
     "dicom",
@@ -30,7 +31,6 @@ CONVERTED = (
     "web",
 )
 NOT_YET = (
-    "audit",  # the audit anchor: the other half of issue 27 (audit chain in PostgreSQL)
     "backup",  # reads SQLite files directly (snapshots, Orthanc's index)
     "core",  # BEGIN IMMEDIATE for a bare sqlite3 connection (usecase.transaction)
     "fsck",  # reads SQLite files directly; fsck on PostgreSQL is the other half
