@@ -33,6 +33,7 @@ from archive.core.authorise import (
     authorise,
     load_action_policy,
 )
+from archive.errors import ArchiveError
 
 T = TypeVar("T")
 
@@ -71,8 +72,11 @@ def transaction(conn: Any) -> Iterator[Any]:
         if conn.in_transaction:
             conn.execute("COMMIT")
         conn.execute("BEGIN IMMEDIATE")
-    else:
-        conn.execute("BEGIN")
+    else:  # fail closed: never run a use case's writes outside a transaction
+        raise ArchiveError(
+            f"a use case's transaction needs an archive.db Connection (archive.db."
+            f"open_database), not {type(conn).__name__}; this is a bug."
+        )
     try:
         yield conn
     except BaseException:
