@@ -4,17 +4,18 @@ By default one SQLite file (HOME/data/archive.db). With `[database] kind = "post
 the same tables live in a schema of the PostgreSQL database that holds Orthanc's index,
 so several Orthanc nodes share one catalogue, one set of users, one governance record.
 
-Issue 27 moves the rooms to SQLAlchemy Core (see FORMAT.md in this directory):
+The rooms speak SQLAlchemy Core (issue 27; see FORMAT.md in this directory):
 - `engine_for(config)` (archive.db.engine) is the SQLAlchemy engine of either backend;
 - `open_database(config)` and `connect(path)` return an archive.db.connection.Connection,
-  which runs Core statements natively on both dialects and, until the last room
-  moves, the old SQLite SQL strings (on PostgreSQL through archive.db.postgres);
+  which runs Core statements natively on both dialects. Nothing translates SQL: a plain
+  SQL string runs on SQLite only and is refused on PostgreSQL (SqlStringError);
 - errors are archive.db.errors (IntegrityError / BusyError / DatabaseError).
 
 Rooms call `migrate(conn, room, steps)` with an ordered list of steps; a step runs once
 and is recorded in `schema_steps`, so upgrading an old home is automatic. A step is
-- a SQL script (the old SQLite dialect; translated on PostgreSQL),
-- a mapping {"sqlite": ..., "postgresql": ...} of each backend's own SQL, or
+- a SQL script in SQLite's dialect (SQLite only: refused on PostgreSQL),
+- a mapping {"sqlite": ..., "postgresql": ...} of each backend's own SQL, run
+  unchanged (on PostgreSQL through Connection.execute_native), or
 - a callable step(conn) that issues SQLAlchemy Core DDL on the Connection (e.g.
   `create_tables(metadata, [...])`), compiled for the connection's dialect, or
 - a tuple of the above, the parts of one step.
@@ -43,8 +44,8 @@ from sqlalchemy import (
 from sqlalchemy.schema import CreateColumn, CreateTable
 
 from archive.db.connection import Connection, Result, Row
-from archive.db.engine import engine_for, sqlite_engine
-from archive.db.errors import BusyError, DatabaseError, IntegrityError
+from archive.db.engine import MIGRATION_KEY, engine_for, sqlite_engine
+from archive.db.errors import BusyError, DatabaseError, IntegrityError, SqlStringError
 from archive.db.sqlite import split_script
 from archive.errors import ArchiveError
 
@@ -58,6 +59,7 @@ __all__ = [
     "IntegrityError",
     "Result",
     "Row",
+    "SqlStringError",
     "Step",
     "add_columns",
     "connect",
@@ -174,8 +176,6 @@ schema_steps = Table(
     Column("room", Text, primary_key=True),
     Column("step", Integer, primary_key=True, autoincrement=False),
 )
-# PostgreSQL: migrations (DDL) of several nodes starting at once take turns on this key.
-MIGRATION_KEY = 0x5445_4143_4D49_4752  # "TEACMIGR"
 
 
 def migrate(conn: Any, room: str, steps: Sequence[Step]) -> None:

@@ -12,7 +12,8 @@
   printed with the engine. The archive's tables live in their own schema, reached with
   `search_path` (created on first use); lock_timeout bounds how long a row lock is
   awaited before archive.db.errors.BusyError. Autocommit outside explicit
-  transactions, as on SQLite.
+  transactions, as on SQLite. sum()/avg() over BIGINT come back as int or float (as on
+  SQLite), not Decimal.
 
 Engines do not pool (NullPool): the archive keeps its connections itself (one per
 Orthanc thread, archive.runtime) and a connection closed is closed, as before.
@@ -41,8 +42,9 @@ __all__ = ["engine_for", "postgres_engine", "schema_of", "sqlite_engine"]
 DEFAULT_SCHEMA = "teaching_archive"
 LOCK_TIMEOUT = "30s"  # like SQLite's busy timeout: wait this long, then BusyError
 BUSY_TIMEOUT_MS = 30000
-# The key of the writer lock that rooms still on SQLite SQL take (archive.db.postgres).
-ADVISORY_KEY = 0x5445_4143_4841_5243
+# PostgreSQL: migrations (DDL, and creating the schema) of several nodes starting at
+# once take turns on this advisory key; it is the only archive-wide lock (archive.db).
+MIGRATION_KEY = 0x5445_4143_4D49_4752  # "TEACMIGR"
 
 _engines: dict[tuple, Engine] = {}
 _schemas: dict[Engine, str] = {}
@@ -125,6 +127,19 @@ def schema_of(engine: Engine) -> str:
     return _schemas.get(engine, DEFAULT_SCHEMA)
 
 
+def numeric_loader() -> type:
+    """psycopg's loader for NUMERIC: sum()/avg() over BIGINT give NUMERIC; SQLite gives
+    int or float. Keep it so. (psycopg is imported only when PostgreSQL is used.)"""
+    from psycopg.adapt import Loader
+
+    class NumericLoader(Loader):
+        def load(self, data: Any) -> int | float:
+            text = bytes(data).decode()
+            return int(text) if text.lstrip("-").isdigit() else float(text)
+
+    return NumericLoader
+
+
 def _new_postgres_engine(
     host: str, port: int, database: str, user: str, password: str, ssl: bool, schema: str
 ) -> Engine:
@@ -147,12 +162,11 @@ def _new_postgres_engine(
         hide_parameters=True,
     )
     state = {"schema_ready": False}
+    loader = numeric_loader()
 
     @event.listens_for(engine, "connect")
     def _postgres_settings(dbapi_conn: Any, _record: Any) -> None:
-        from archive.db.postgres import _NumericLoader
-
-        dbapi_conn.adapters.register_loader("numeric", _NumericLoader)
+        dbapi_conn.adapters.register_loader("numeric", loader)
         if state["schema_ready"]:
             return
         autocommit = dbapi_conn.autocommit
@@ -163,7 +177,7 @@ def _new_postgres_engine(
             ).fetchone()
             if not exists:
                 with dbapi_conn.transaction():
-                    dbapi_conn.execute("SELECT pg_advisory_xact_lock(%s)", (ADVISORY_KEY,))
+                    dbapi_conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_KEY,))
                     dbapi_conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
         finally:
             dbapi_conn.autocommit = autocommit

@@ -9,9 +9,12 @@ parameters nor PostgreSQL's DETAIL (both may quote identifiers), so a traceback 
 line carries no value. SQLAlchemy's own exception text (which prints the statement and
 its parameters) is never used.
 
-While rooms move from SQLite SQL strings to SQLAlchemy Core (see archive/db/__init__),
-each class also derives from the sqlite3 class old room code catches
+Each class also derives from the matching sqlite3 class, which code that also works on
+bare sqlite3 connections (backup, fsck, migrations of a copied file) catches
 (`except sqlite3.IntegrityError`), so both spellings work on both backends.
+
+SqlStringError (an ArchiveError, not a DatabaseError) is the refusal of a plain SQL
+string on PostgreSQL: nothing translates SQL; write a SQLAlchemy Core statement.
 """
 
 from __future__ import annotations
@@ -21,7 +24,14 @@ import sqlite3
 
 from archive.errors import ArchiveError
 
-__all__ = ["BusyError", "DatabaseError", "IntegrityError", "scrub", "translate_error"]
+__all__ = [
+    "BusyError",
+    "DatabaseError",
+    "IntegrityError",
+    "SqlStringError",
+    "scrub",
+    "translate_error",
+]
 
 
 class DatabaseError(ArchiveError, sqlite3.DatabaseError):
@@ -38,6 +48,12 @@ class BusyError(DatabaseError, sqlite3.OperationalError):
 
 class OtherOperationalError(DatabaseError, sqlite3.OperationalError):
     """No such table or column, a syntax error, a transaction in the wrong state."""
+
+
+class SqlStringError(ArchiveError):
+    """A plain SQL string given for a database that is not SQLite: the archive does not
+    translate SQL; the statement must be a SQLAlchemy Core statement. Deliberately not a
+    DatabaseError, so no caller that retries or tolerates database errors hides it."""
 
 
 def scrub(message: str) -> str:
@@ -87,6 +103,8 @@ def _from_psycopg(exc, psycopg) -> DatabaseError:  # noqa: ANN001 - psycopg impo
     )
     if isinstance(exc, busy):
         return BusyError(f"database is locked ({primary})")
+    if isinstance(exc, psycopg.errors.AdminShutdown | psycopg.errors.CrashShutdown):
+        return BusyError(f"the connection to PostgreSQL was lost ({primary}); retry")
     if isinstance(exc, psycopg.IntegrityError):
         what = diag.constraint_name or diag.sqlstate or ""
         return IntegrityError(f"constraint failed: {what} ({primary})")

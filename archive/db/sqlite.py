@@ -1,7 +1,8 @@
 """SQLite, the archive database's default backend: one file in the home's data directory.
 
-Also the statement splitter both backends use for schema scripts (archive.db.postgres
-imports it from here, not from the package, so there is no import circle)."""
+`connect` opens a bare sqlite3 connection (tools that work on a copy of the file);
+`split_script` splits a SQLite schema script (a migration step's SQLite half) into
+statements."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""archive.db's foundation (issue 27): engines, the transition connection, errors, steps."""
+"""archive.db's foundation (issue 27): engines, the connection, errors, steps."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import sqlite3
 import threading
 
 import pytest
-from sqlalchemy import Column, Integer, MetaData, Table, Text, insert, select, update
+from sqlalchemy import Column, Integer, MetaData, Table, Text, func, insert, select, text, update
 
 from archive import db
 from archive.config import ArchiveConfig, DatabaseConfig
@@ -44,16 +44,16 @@ def test_sqlite_engine_settings(tmp_path):
     assert sqlite_engine(tmp_path / "archive.db") is conn.engine  # one engine per file
 
 
-def test_core_and_old_sql_share_one_transaction(conn):
+def test_statements_of_one_transaction_commit_or_roll_back_together(conn):
     first = conn.execute(insert(items).values(name="a"))
     assert first.lastrowid == 1 and first.rowcount == 1
     conn.begin_write()
     conn.execute(insert(items).values(name="b"))
-    conn.execute("INSERT INTO items (name) VALUES (?)", ("c",))
+    conn.execute(text("INSERT INTO items (name) VALUES (:name)"), {"name": "c"})
     conn.rollback()
     with conn.write():
         conn.execute(update(items).where(items.c.name == "a").values(n=items.c.n + 1))
-        conn.execute("UPDATE items SET n = n + 1 WHERE name = ?", ("a",))
+        conn.execute(text("UPDATE items SET n = n + 1 WHERE name = :name"), {"name": "a"})
     row = conn.execute(select(items.c.name, items.c.n)).fetchone()
     assert (row[0], row["N"], row.n, tuple(row)) == ("a", 2, 2, ("a", 2))
     assert conn.execute(select(items.c.name)).scalars() == ["a"]
@@ -64,10 +64,11 @@ def test_errors_are_the_archives_and_carry_no_values(conn):
     with pytest.raises(db.IntegrityError) as caught:
         conn.execute(insert(items).values(name=UID))
     assert "3680043" not in str(caught.value) and "INSERT" not in str(caught.value)
-    with pytest.raises(sqlite3.IntegrityError):  # old room code still catches it
-        conn.execute("INSERT INTO items (name) VALUES (?)", (UID,))
+    with pytest.raises(sqlite3.IntegrityError) as caught:  # bare-sqlite3 code catches it
+        conn.execute(text("INSERT INTO items (name) VALUES (:name)"), {"name": UID})
+    assert "3680043" not in str(caught.value)
     with pytest.raises(db.DatabaseError):
-        conn.execute("SELECT * FROM no_such_table")
+        conn.execute(text("SELECT * FROM no_such_table"))
 
 
 def test_a_failed_write_in_a_transaction_rolls_back_whole(conn):
@@ -80,7 +81,9 @@ def test_a_failed_write_in_a_transaction_rolls_back_whole(conn):
 
 def test_create_tables_step_compiles_per_dialect_and_runs_once(conn):
     db.migrate(conn, "demo", STEPS)  # again: nothing to do
-    steps = conn.execute("SELECT step FROM schema_steps WHERE room = 'demo'").fetchall()
+    steps = conn.execute(
+        select(db.schema_steps.c.step).where(db.schema_steps.c.room == "demo")
+    ).fetchall()
     assert [r[0] for r in steps] == [1]
 
 
@@ -99,14 +102,14 @@ def test_postgres_engine_keeps_the_password_out_of_the_url(pg_server):
     assert pg_server.password not in str(engine.url) and pg_server.password not in repr(engine)
     conn = db.Connection(engine)
     try:
-        assert conn.execute("SELECT current_schema()").fetchone()[0] == "t_engine_url"
+        assert conn.execute(select(func.current_schema())).fetchone()[0] == "t_engine_url"
     finally:
         conn.close()
 
 
 def test_core_writes_on_different_rows_do_not_wait_for_each_other(pg):
-    """PostgreSQL: two Core write transactions on different rows both proceed; the
-    old writer lock is not taken by Core statements."""
+    """PostgreSQL: two write transactions on different rows both proceed (there is no
+    archive-wide writer lock)."""
     first, second = pg.connect("rows"), pg.connect("rows")
     db.migrate(first, "demo", STEPS)
     first.execute(insert(items), [{"name": "a"}, {"name": "b"}])
