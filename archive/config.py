@@ -66,7 +66,7 @@ class DatabaseConfig:
     """Where Orthanc's index and the archive's own tables live. "sqlite" is one node's
     own files (HOME/data/index, HOME/data/archive.db); "postgresql" is a shared server,
     so several Orthanc nodes can serve one archive: Orthanc's index in the database's
-    public schema, the archive's tables in `schema` (archive.db.postgres).
+    public schema, the archive's tables in `schema` (archive.db.engine).
     The password is never here: `password_file` names a 0600 file holding it."""
 
     kind: str = "sqlite"

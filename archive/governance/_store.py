@@ -53,7 +53,9 @@ def _votes_named_by_others_no_longer_count(conn: Any) -> None:
 def _case_order(conn: Any) -> None:
     """Step 3 (issue 27): the cases of a removal request, share proposal and withdrawal
     keep the order given in a `position` column, backfilled from the rowid that held
-    it (SQLite's own; the hidden one archive.db.postgres adds on PostgreSQL)."""
+    it (SQLite's own; on PostgreSQL the hidden one the SQL translator, gone since
+    issue 27, added to the homes it created). On a newer home the declared tables
+    already have `position` and the step changes nothing."""
     for table in (tables.removal_cases, tables.share_proposal_cases, tables.withdrawn_cases):
         present = {c["name"] for c in inspect(conn._sa).get_columns(table.name)}
         if "position" in present:

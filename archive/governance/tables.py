@@ -1,7 +1,7 @@
 """The governance room's tables (prefix `governance_`) as SQLAlchemy Core, both dialects.
 
-Declared as _store.SCHEMA_STEPS (still SQL scripts, translated on PostgreSQL) leave
-them; step 2 added the Board members' own votes, step 3 the `position` of each case in
+Declared as homes made by _store.SCHEMA_STEPS have them (before issue 27 those steps
+were SQL scripts giving the same tables); step 2 added the Board members' own votes, step 3 the `position` of each case in
 its request, proposal or withdrawal (the order given; it used to be SQLite's rowid). The room's converted modules (pulls,
 the Board) write and read them through these declarations. One declaration for the whole room: removals, pulls, sharing, the Board,
 closure and opt-out keep their records side by side and some read each other's (a
