@@ -25,9 +25,11 @@ from unittest import mock
 import httpx
 import pydicom
 import pytest
+from sqlalchemy import select
 
 from archive import db
 from archive.access import AccessStore
+from archive.catalogue.tables import cases as catalogue_cases
 from archive.config import NODE_ENV, ArchiveConfig, load_config
 from tests import postgres
 from tests.corpus import make_ct_series, to_bytes
@@ -70,7 +72,7 @@ def _resource_counts(pg: postgres.PostgresServer) -> dict[int, int]:
 def _case_study_uids(config: ArchiveConfig) -> list[str]:
     conn = db.open_database(config)
     try:
-        return [row[0] for row in conn.execute("SELECT study_uid FROM catalogue_cases")]
+        return conn.execute(select(catalogue_cases.c.study_uid)).scalars()
     finally:
         conn.close()
 
@@ -217,10 +219,12 @@ def _available_cases(config: ArchiveConfig) -> list[tuple[str, str]]:
         return [
             (row[0], row[1])
             for row in conn.execute(
-                "SELECT case_id, study_uid FROM catalogue_cases WHERE status = 'available'"
+                select(catalogue_cases.c.case_id, catalogue_cases.c.study_uid).where(
+                    catalogue_cases.c.status == "available"
+                )
             )
         ]
-    except Exception:  # noqa: BLE001 - the catalogue's table not created yet
+    except db.DatabaseError:  # the catalogue's table not created yet
         return []
     finally:
         conn.close()
