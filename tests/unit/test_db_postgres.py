@@ -60,6 +60,24 @@ def _count(conn) -> int:
     return conn.execute(select(func.count()).select_from(items)).scalar()
 
 
+def _each_in_a_thread(work, conns) -> list[BaseException]:
+    """Run work(conn) for every connection at once; what each raised."""
+    errors: list[BaseException] = []
+
+    def run(c):
+        try:
+            work(c)
+        except BaseException as exc:  # noqa: BLE001 - returned and asserted by the test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(c,)) for c in conns]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return errors
+
+
 # -- Core statements on PostgreSQL -------------------------------------------------------
 
 
@@ -156,20 +174,7 @@ STEPS_WITH_NATIVE = [
 
 def test_native_step_runs_unchanged_and_once_even_concurrently(pg):
     conns = [pg.connect("shared") for _ in range(3)]
-    errors: list[Exception] = []
-
-    def run(c):
-        try:
-            db.migrate(c, "demo", STEPS_WITH_NATIVE)
-        except Exception as exc:  # noqa: BLE001 - collected and asserted below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(c,)) for c in conns]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    assert _each_in_a_thread(lambda c: db.migrate(c, "demo", STEPS_WITH_NATIVE), conns) == []
     db.migrate(conns[0], "demo", STEPS_WITH_NATIVE)  # idempotent
     steps = conns[0].execute(select(db.schema_steps.c.step).order_by(db.schema_steps.c.step))
     assert steps.scalars() == [1, 2]
@@ -224,6 +229,9 @@ def test_a_dropped_connection_fails_once_then_reconnects(pg, conn):
     pg.server.psql(f"SELECT pg_terminate_backend({int(pid)})")
     with pytest.raises(db.BusyError):
         conn.execute(insert(items).values(name="lost"))
+    with pytest.raises(db.BusyError, match="inside a transaction"):
+        # the next statement must not run on a fresh connection outside the transaction
+        conn.execute(insert(items).values(name="outside"))
     conn.rollback()  # the room's error path works on the new connection
     assert conn.execute(select(items.c.name)).scalars() == ["kept"]
     with conn.write():
@@ -252,23 +260,14 @@ def test_read_for_update_then_write_loses_no_update(pg, conn):
     conn.execute(insert(items).values(name="counter", n=0))
     workers = [pg.connect("main") for _ in range(3)]
     counter = select(items.c.n).where(items.c.name == "counter")
-    errors: list[BaseException] = []
 
     def bump(c):
-        try:
-            for _ in range(20):
-                with c.write():
-                    value = c.execute(counter.with_for_update()).scalar()
-                    c.execute(update(items).where(items.c.name == "counter").values(n=value + 1))
-        except BaseException as exc:  # noqa: BLE001 - asserted below
-            errors.append(exc)
+        for _ in range(20):
+            with c.write():
+                value = c.execute(counter.with_for_update()).scalar()
+                c.execute(update(items).where(items.c.name == "counter").values(n=value + 1))
 
-    threads = [threading.Thread(target=bump, args=(c,)) for c in workers]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    assert _each_in_a_thread(bump, workers) == []
     assert conn.execute(counter).scalar() == 60
 
 
