@@ -126,6 +126,8 @@ def test_closure_on_postgresql_wipes_database_and_joined_node(tmp_path: Path) ->
 
             plan = _ok(a.cli("close", "plan", "--json"))
             assert plan["cases"] == 2 and plan["instances"] == 4
+            (copy,) = [k for k in plan["keys"] if "joined node" in str(k["kind"])]
+            assert "127.0.0.3" in str(copy["file"])
             decision = _ok(a.cli(
                 "close", "decide", "--outcome", "transfer", "--recipient", str(trust["id"]),
                 "--meeting-date", TODAY, "--minute", "SB/2026/27", "--text", "Transfer",
@@ -207,6 +209,7 @@ def test_closure_on_postgresql_wipes_database_and_joined_node(tmp_path: Path) ->
         assert f"{before['relations']} relation(s)" in dropped["details"]
         assert "not overwritten" in dropped["details"]
         assert "operator" in cert["notes"] and "WAL" in cert["notes"]
+        assert "database server's storage stays" in cert["post_sanitization_classification"]
         assert "CHECKPOINT forced" in dropped["details"]
         (b_home,) = [m for m in cert["media"] if m["media_type"].startswith("Node home")]
         assert b_home["identifier"] == str(b.config.home.root)

@@ -307,6 +307,7 @@ def carry_out_wipe(
         media=tuple(media),
         steps=steps,
         notes=notes,
+        **({"post_sanitization_classification": DATABASE_CLASSIFICATION} if dropped else {}),
         tool=Tool("teaching-archive `archive close wipe`", __version__),
         verification=Verification("Quick Sampling", "passed", details),
         sanitized_at=_now(),
@@ -407,6 +408,13 @@ DATABASE_NOTE = (
     "under the destroyed keys; the de-identified index, catalogue and audit rows are not "
     "encrypted. Their sanitization is the database operator's step (drop the cluster, "
     "Purge or Destroy its storage and backups), certified separately."
+)
+
+
+# "No recoverable data" would overclaim while the server's WAL may hold dropped rows.
+DATABASE_CLASSIFICATION = (
+    "Unclassified (no recoverable data) for the archive's home, keys and volume; the "
+    "database server's storage stays OFFICIAL-SENSITIVE until its operator's step (Notes)"
 )
 
 
