@@ -429,6 +429,13 @@ def register(app: typer.Typer) -> None:
         if as_json:
             emit_json(result)
         else:
+            dropped = result.get("database")
+            if dropped:
+                typer.echo(f"database: {dropped['relations']} relation(s), {dropped['schemas']} "
+                           f"schema(s), {dropped['large_objects']} large object(s) dropped "
+                           f"({dropped['checkpoint']})")  # fmt: skip
+            for node in result.get("nodes_wiped") or []:
+                typer.echo(f"node on another host wiped before: http {node['http']}")
             typer.echo(
                 f"wiped: {result['keys_destroyed']} key(s), {result['files_deleted']} file(s); "
                 f"verification {result['verification']}; certificate {result['certificate']}"
