@@ -7,6 +7,10 @@ through `Catalogue.search`, and the same searches as a LIKE scan over the same r
 Prints p50/p95 for each and the ratio. Target: FTS p95 < 50 ms.
 
     .venv/bin/python benchmarks/bench_search.py [--cases 100000] [--queries 300]
+
+`--database FILE` keeps the generated database in FILE, and reuses it when FILE exists
+(its cases are not generated again): to compare two versions of the search code in one
+sitting, generate once, then run each version on the same file, alternately.
 """
 
 from __future__ import annotations
@@ -431,24 +435,32 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--database", type=Path, default=None,
+                        help="keep the generated database here; reuse it if it exists")  # fmt: skip
     args = parser.parse_args()
     rng = random.Random(args.seed)
     with tempfile.TemporaryDirectory(prefix="bench-search-") as tmp:
-        conn = connect(Path(tmp) / "archive.db")
+        path = args.database or Path(tmp) / "archive.db"
+        reuse = path.exists()
+        conn = connect(path)
         conn.execute("PRAGMA synchronous=NORMAL")  # loading speed only; searches are reads
         cat = Catalogue(conn, "BEN", scanner=lambda text: [])
         started = time.perf_counter()
-        with cat.repo.transaction():
-            for n in range(1, args.cases + 1):
-                values, series = make_case(rng, n)
-                cat.repo.insert_case(values)
-                cat.repo.replace_series(values["case_id"], series)
-        conn.execute("ANALYZE")
-        conn.execute("INSERT INTO catalogue_cases_fts(catalogue_cases_fts) VALUES ('optimize')")
+        if not reuse:
+            with cat.repo.transaction():
+                for n in range(1, args.cases + 1):
+                    values, series = make_case(rng, n)
+                    cat.repo.insert_case(values)
+                    cat.repo.replace_series(values["case_id"], series)
+            conn.execute("ANALYZE")
+            conn.execute("INSERT INTO catalogue_cases_fts(catalogue_cases_fts) VALUES ('optimize')")
         load = time.perf_counter() - started
-        size = (Path(tmp) / "archive.db").stat().st_size / 1e6
-        print(f"generated {args.cases} cases in {load:.1f} s ({size:.0f} MB database)")
-
+        size = path.stat().st_size / 1e6
+        cases = conn.execute("SELECT count(*) FROM catalogue_cases").fetchone()[0]
+        print(f"{'reused' if reuse else 'generated'} {cases} cases in {load:.1f} s "
+              f"({size:.0f} MB database)")  # fmt: skip
+        if args.database is not None:  # the same queries whether generated or reused
+            rng = random.Random(args.seed + 1)
         queries = make_queries(rng, args.queries)
         for q in queries[:20]:  # warm the page cache for both paths alike
             cat.search(q["text"], SearchFilters.of(**q["filters"]), q["page"], 20, q["sort"])

@@ -1,4 +1,4 @@
-"""`archive close plan|decide|vote|transfer|receipt|confirm|attest-workstation|wipe|...`.
+"""`archive close plan|decide|vote|transfer|receipt|confirm|attest-workstation|wipe-node|wipe|...`.
 
 Closure of the suite (issue 10). Records live in the home; the Board's decision and each
 member's vote are made by the member themselves, authenticated on the home with their
@@ -47,7 +47,13 @@ from archive.governance import (
 )
 from archive.governance.closure import usecases as closure_uc
 from archive.governance.closure.plan import gather_plan, plan_payload
-from archive.governance.closure.wipe import CERT_JSON, CERT_TEXT, PUBLIC_KEY_FILE, carry_out_wipe
+from archive.governance.closure.wipe import (
+    CERT_JSON,
+    CERT_TEXT,
+    PUBLIC_KEY_FILE,
+    carry_out_node_wipe,
+    carry_out_wipe,
+)
 
 
 def _now() -> datetime:
@@ -423,9 +429,38 @@ def register(app: typer.Typer) -> None:
         if as_json:
             emit_json(result)
         else:
+            dropped = result.get("database")
+            if dropped:
+                typer.echo(f"database: {dropped['relations']} relation(s), {dropped['schemas']} "
+                           f"schema(s), {dropped['large_objects']} large object(s) dropped "
+                           f"({dropped['checkpoint']})")  # fmt: skip
+            for node in result.get("nodes_wiped") or []:
+                typer.echo(f"node on another host wiped before: http {node['http']}")
             typer.echo(
                 f"wiped: {result['keys_destroyed']} key(s), {result['files_deleted']} file(s); "
                 f"verification {result['verification']}; certificate {result['certificate']}"
+            )
+
+    @sub.command("wipe-node")
+    def wipe_node_cmd(home: HomeOption, as_json: JsonOption = False) -> None:
+        """Wipe a joined node's home on another host, before `wipe` on the first home.
+
+        On a stopped node's home that `archive node join`ed the archive on PostgreSQL:
+        destroy its keyring copy, delete its data (quarantine files included), volume,
+        key files and logs, check, and record it signed in the shared audit chain.
+        `archive close wipe` refuses while a joined node is not wiped. Same gate as the
+        wipe: a decision in force, the receipt, two confirmations."""
+        try:
+            result = carry_out_node_wipe(load(home), operator=actor())
+        except ArchiveError as exc:
+            fail(str(exc))
+        if as_json:
+            emit_json(result)
+        else:
+            typer.echo(
+                f"node wiped: {result['keys_destroyed']} key(s), {result['files_deleted']} "
+                f"file(s); verification {result['verification']}. Now run `archive close "
+                "wipe` on the archive's first home."
             )
 
     @sub.command("certificate")

@@ -40,6 +40,7 @@ from sqlalchemy import (
     insert,
     inspect,
     select,
+    text,
 )
 from sqlalchemy.schema import CreateColumn, CreateTable
 
@@ -196,6 +197,7 @@ def migrate(conn: Any, room: str, steps: Sequence[Step]) -> None:
     if kind == "postgresql":  # inside a caller's transaction: part of it
         with nullcontext() if conn.in_transaction else conn.write():
             _migration_lock(conn)
+            _ensure_schema(conn)
             conn.execute(CreateTable(schema_steps, if_not_exists=True))
     else:
         conn.execute(CreateTable(schema_steps, if_not_exists=True))
@@ -216,6 +218,19 @@ def migrate(conn: Any, room: str, steps: Sequence[Step]) -> None:
             conn.execute(insert(schema_steps).values(room=room, step=number))
     if known is not None:
         known[room] = len(steps)
+
+
+def _ensure_schema(conn: Connection) -> None:
+    """The archive's schema, created again if it is gone. The engine creates it on its
+    first connection only (archive.db.engine), so a database dropped and created again
+    in the same process (a restore, a test's reset) would otherwise have none: "no
+    schema has been selected to create in". Checked first: CREATE SCHEMA IF NOT EXISTS
+    needs the CREATE right on the database even when the schema exists."""
+    from archive.db.engine import schema_of  # noqa: PLC0415
+
+    schema = schema_of(conn.engine)  # a checked lower-case name (postgres_engine)
+    if conn.execute(select(func.to_regnamespace(schema))).scalar() is None:
+        conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
 
 
 def _migration_lock(conn: Connection) -> None:

@@ -14,6 +14,12 @@
 5. `check_nothing_remains` then says, check by check, what was looked for and found:
    mounts under the home, key files, files, the volume, DICOM magic or canaries.
 
+On PostgreSQL (issue 27) step 2 has a 2b: `drop_database_contents` drops every object
+of the archive's role (DROP OWNED ... CASCADE), counted before and after in PostgreSQL's
+catalogues, and `database_check` verifies none is left. Dropped, not overwritten: what
+this claims and what it leaves to the database's operator is decided in ops/SCALE-OUT.md
+("The wipe on PostgreSQL").
+
 Before step 1, `sample_headers` keeps a few ciphertext headers (they hold only wrapped
 keys) and checks the live keyring unwraps them: a positive control, so "no key unwraps
 the sample" afterwards means something. The signing key for the certificate is the
@@ -247,54 +253,115 @@ def find_plaintext(root: Path, canaries: Sequence[bytes] = ()) -> list[str]:
     return hits
 
 
-def drop_database_contents(config: Any) -> tuple[int, int]:
+@dataclass(frozen=True)
+class DatabaseDrop:
+    """What step 2b found and dropped in the archive's PostgreSQL database, counted by
+    PostgreSQL's catalogues before and after (see FORMAT.md, "The wipe on PostgreSQL")."""
+
+    where: str  # "database D at host:port, role R"
+    relations: int  # tables, indexes, sequences, views... owned by the role, before
+    schemas: int
+    large_objects: int
+    rows: dict[str, int]  # rows before, of the tables that hold data (those present)
+    left: dict[str, int]  # the same three counts after: must all be 0
+    checkpoint: str  # whether the role could force a CHECKPOINT (files unlinked now)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "where": self.where,
+            "relations": self.relations,
+            "schemas": self.schemas,
+            "large_objects": self.large_objects,
+            "rows": dict(self.rows),
+            "left": dict(self.left),
+            "checkpoint": self.checkpoint,
+        }
+
+
+_OWNED = (
+    "SELECT (SELECT count(*) FROM pg_class WHERE relowner = r.oid),"
+    " (SELECT count(*) FROM pg_namespace WHERE nspowner = r.oid),"
+    " (SELECT count(*) FROM pg_largeobject_metadata WHERE lomowner = r.oid)"
+    " FROM pg_roles r WHERE r.rolname = current_user"
+)
+
+
+def _where(config: Any) -> str:
+    s = config.database
+    return f"PostgreSQL database {s.database} at {s.host}:{s.port}, role {s.user}"
+
+
+def _owned(conn: Any) -> dict[str, int]:
+    from sqlalchemy import text  # noqa: PLC0415
+
+    relations, schemas, objects = conn.execute(text(_OWNED)).fetchone()
+    return {"relations": int(relations), "schemas": int(schemas), "large_objects": int(objects)}
+
+
+def _data_rows(conn: Any, schema: str) -> dict[str, int]:
+    """Rows of the tables that hold the archive's data, where they exist: the
+    attachments' envelopes, the audit chain, the catalogue, Orthanc's index."""
+    from sqlalchemy import text  # noqa: PLC0415
+
+    rows = {}
+    for name in (f"{schema}.vault_blob", f"{schema}.audit_chain", f"{schema}.catalogue_cases",
+                 "public.resources", "public.maindicomtags"):  # fmt: skip
+        if conn.execute(text("SELECT to_regclass(:n)"), {"n": name}).scalar() is None:
+            continue
+        rows[name] = int(conn.execute(text(f"SELECT count(*) FROM {name}")).scalar() or 0)  # noqa: S608 - fixed names
+    return rows
+
+
+def drop_database_contents(config: Any) -> DatabaseDrop:
     """The archive on PostgreSQL (step 2b): drop every object the archive's database role
     owns in its database (the archive's schema with its tables, the audit chain and the
-    attachments' ciphertext rows; Orthanc's index in public), in one transaction.
-    Returns (tables before, tables after) owned by the role."""
+    attachments' ciphertext rows; Orthanc's index in public; large objects), in one
+    transaction, then ask for a CHECKPOINT (the files of dropped relations are unlinked
+    at commit, their first segment at the next checkpoint; a role without the right to
+    checkpoint leaves that to the server's next one, and the report says so)."""
     from sqlalchemy import text  # noqa: PLC0415
 
     from archive import db  # noqa: PLC0415
 
     conn = db.open_database(config)
     try:
-        count = text("SELECT count(*) FROM pg_tables WHERE tableowner = current_user")
-        before = int(conn.execute(count).scalar() or 0)
+        before = _owned(conn)
+        rows = _data_rows(conn, config.database.schema)
         with conn.write():
             conn.execute(text("DROP OWNED BY CURRENT_USER CASCADE"))
-        after = int(conn.execute(count).scalar() or 0)
+        left = _owned(conn)
+        try:
+            with conn.write():
+                conn.execute(text("CHECKPOINT"))
+            checkpoint = "CHECKPOINT forced by the role: the dropped files are unlinked"
+        except Exception:  # noqa: BLE001 - not a superuser nor pg_checkpoint
+            checkpoint = ("the role may not CHECKPOINT: PostgreSQL unlinks the dropped "
+                          "files' first segments at its next checkpoint")  # fmt: skip
     finally:
         conn.close()
-    return before, after
+    return DatabaseDrop(_where(config), before["relations"], before["schemas"],
+                        before["large_objects"], rows, left, checkpoint)  # fmt: skip
 
 
 def database_check(config: Any) -> Check:
-    """After the wipe: no table of the archive's role, no archive schema in the database."""
-    from sqlalchemy import text  # noqa: PLC0415
-
+    """After the wipe: no relation, schema or large object of the archive's role in its
+    database (read from PostgreSQL's catalogues over a fresh connection)."""
     from archive import db  # noqa: PLC0415
 
-    settings = config.database
     try:
         conn = db.open_database(config)
     except Exception as exc:  # noqa: BLE001 - cannot check: the check fails
         return Check("database", False, f"PostgreSQL not reachable to check ({exc})")
     try:
-        tables = int(
-            conn.execute(
-                text("SELECT count(*) FROM pg_tables WHERE tableowner = current_user")
-            ).scalar()
-            or 0
-        )
-        schema = conn.execute(
-            text("SELECT count(*) FROM pg_namespace WHERE nspname = :s"), {"s": settings.schema}
-        ).scalar()
+        left = _owned(conn)
+    except Exception as exc:  # noqa: BLE001 - cannot check: the check fails
+        return Check("database", False, f"PostgreSQL's catalogues not readable ({exc})")
     finally:
         conn.close()
-    # Connecting recreates the (empty) schema; what must be gone are the tables.
     return Check(
         "database",
-        tables == 0,
-        f"tables of role {settings.user} in PostgreSQL database {settings.database}: "
-        f"{tables} left (schema {settings.schema} present: {bool(schema)}, empty)",
+        not any(left.values()),
+        f"relations, schemas and large objects of role {config.database.user} in "
+        f"{_where(config)}: {left['relations']}, {left['schemas']}, "
+        f"{left['large_objects']} left",
     )

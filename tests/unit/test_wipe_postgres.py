@@ -78,8 +78,14 @@ def test_wipe_on_postgresql_erases_exports_and_drops_everything(config, tmp_path
     store.close()
 
     crypto_erase(home, ring.kek_ids())
-    before, after = drop_database_contents(config)
-    assert before >= 3 and after == 0  # vault_blob, audit_chain, pulls... all gone
+    assert not database_check(config).ok  # the check fails while anything is left
+    dropped = drop_database_contents(config)
+    assert dropped.relations >= 6 and dropped.schemas == 1  # vault_blob, audit_chain, pulls...
+    assert dropped.left == {"relations": 0, "schemas": 0, "large_objects": 0}
+    assert dropped.rows[f"{config.database.schema}.vault_blob"] == 5
+    assert dropped.rows[f"{config.database.schema}.audit_chain"] == 4  # 3 and a checkpoint
+    assert config.database.database in dropped.where
+    assert "may not CHECKPOINT" in dropped.checkpoint  # a plain role: said, not hidden
     check = database_check(config)
     assert check.ok, check.line()
     assert not keyring_path(home.keys_dir).exists()

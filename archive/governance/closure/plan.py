@@ -41,7 +41,26 @@ def _keys(home: Any) -> list[dict[str, object]]:
     ]
     keys += [{"file": str(p), "kind": "keyring backup"}
              for p in known_backup_locations(home.keys_dir)]  # fmt: skip
+    keys += _joined_copies(home)
     return keys
+
+
+def _joined_copies(home: Any) -> list[dict[str, object]]:
+    """Keyring copies on homes that joined from other hosts (issue 27), from the audit
+    chain's node.join records, less those already wiped by `archive close wipe-node`."""
+    from archive.governance.closure.wipe import joined_nodes
+
+    try:
+        joined, wiped = joined_nodes(home)
+    except Exception:  # noqa: BLE001 - the plan still shows the rest; the wipe checks again
+        return [{"file": "unknown: the audit chain could not be read", "kind": "joined nodes"}]
+    done = {(n["http"], n["dicom"]) for n in wiped}
+    return [
+        {"file": f"on the node http {h}, dicom {d}",
+         "kind": "keyring copy (joined node: `archive close wipe-node` there first)"}
+        for h, d in joined
+        if (h, d) not in done
+    ]  # fmt: skip
 
 
 def _volumes(home: Any, volume_kind: str | None) -> list[dict[str, object]]:

@@ -33,6 +33,7 @@ from archive.governance import (
     Person,
     PullInventory,
     Recipients,
+    SanitizationStep,
     Tool,
     Verification,
     WipeCertificate,
@@ -46,6 +47,7 @@ from archive.vault.dbstore import storage_for
 from archive.vault.keyring import Keyring
 from archive.vault.passphrase import obtain_passphrase
 from archive.vault.wipe import (
+    DatabaseDrop,
     check_nothing_remains,
     crypto_erase,
     database_check,
@@ -132,6 +134,21 @@ def carry_out_wipe(
             _audit(live, "closure.wipe", "denied", reason=reason)
             _fail(f"the wipe is refused: {reason}; attest them with "
                  "`archive close attest-workstation` (the certificate needs them).")  # fmt: skip
+        nodes_wiped: list[dict[str, str]] = []
+        if shared:  # issue 27: every home that joined from another host is wiped first
+            joined, nodes_wiped = joined_nodes(paths)
+            if node_identity(config) in joined:
+                _fail(
+                    "this home joined the archive from another host: run `archive close "
+                    "wipe-node` here, and `archive close wipe` on the archive's first home."
+                )
+            done = {(n["http"], n["dicom"]) for n in nodes_wiped}
+            left = [f"http {h}, dicom {d}" for h, d in joined if (h, d) not in done]
+            if left:
+                reason = f"node home(s) on other hosts not wiped: {'; '.join(left)}"
+                _audit(live, "closure.wipe", "denied", reason=reason)
+                _fail(f"the wipe is refused: {reason}; run `archive close wipe-node` on each "
+                      "(stopped) first: each holds a copy of the keyring.")  # fmt: skip
         try:
             ring = open_keyring_for_cli(config)
             passphrase = obtain_passphrase(config, prompt=False)
@@ -186,14 +203,17 @@ def carry_out_wipe(
     delete_ciphertext(paths, wipe)
     _audit(log, "closure.wipe", "success", stage="delete_ciphertext",
            files=wipe.files_deleted, bytes=wipe.bytes_deleted)  # fmt: skip
+    dropped: DatabaseDrop | None = None
     if shared:  # the index, the archive's tables and the attachments' rows
         try:
-            before, after = drop_database_contents(config)
+            dropped = drop_database_contents(config)
         except Exception as exc:  # noqa: BLE001 - say it, with what to do
             _audit(log, "closure.wipe", "failure", stage="drop_database", reason=str(exc)[:300])
             _fail(f"the keys are destroyed but the database could not be emptied ({exc}); "
                   "check PostgreSQL, then run the wipe again to finish.")  # fmt: skip
-        _audit(log, "closure.wipe", "success", stage="drop_database", tables=before, left=after)
+        _audit(log, "closure.wipe", "success", stage="drop_database",
+               relations=dropped.relations, schemas=dropped.schemas,
+               large_objects=dropped.large_objects, left=sum(dropped.left.values()))  # fmt: skip
     try:  # issue 25: the mount must not stay in place over a deleted directory
         unmount_volume(paths, wipe)
     except ArchiveError as exc:
@@ -252,15 +272,42 @@ def carry_out_wipe(
     if wipe.volume != "none":
         media.append(Media("Encrypted volume", "gocryptfs", str(paths.volume_dir),
                            data_backed_up="No"))  # fmt: skip
+    steps = default_steps(
+        keys_destroyed=len(kek_ids), files_deleted=wipe.files_deleted, volume=wipe.volume
+    )
+    notes = ""
+    if dropped is not None:
+        media.append(
+            Media(
+                f"PostgreSQL database (archive's role {config.database.user})",
+                "the archive's database server",
+                dropped.where,
+                data_backed_up=backed_up,
+                backup_location=recipient.organisation if recipient else "",
+            )
+        )
+        steps = (*steps, database_step(dropped))
+        notes = DATABASE_NOTE
+    for node in nodes_wiped:
+        media.append(Media("Node home on another host (keyring copy, quarantine files, logs)",
+                           f"node http {node['http']}, dicom {node['dicom']}",
+                           node.get("home", "") or "its home", data_backed_up="No"))  # fmt: skip
+    if nodes_wiped:
+        steps = (*steps, SanitizationStep(
+            "Purge", "Cryptographic Erase of joined nodes' keyring copies",
+            f"{len(nodes_wiped)} node home(s) on other hosts wiped first by `archive close "
+            "wipe-node` (keyring copy destroyed, data, quarantine, volume and key files "
+            "deleted, checked), each recorded signed in the audit chain",
+        ))  # fmt: skip
     mem_pulls = PullInventory(memory)
     attestations = tuple(a.to_dict() for a in mem_pulls.latest_attestations().values())
     certificate = WipeCertificate(
         certificate_id=f"closure-{decision.id}-{auth.id}",
         performed_by=Person(performed_by, title, organisation),
         media=tuple(media),
-        steps=default_steps(
-            keys_destroyed=len(kek_ids), files_deleted=wipe.files_deleted, volume=wipe.volume
-        ),
+        steps=steps,
+        notes=notes,
+        **({"post_sanitization_classification": DATABASE_CLASSIFICATION} if dropped else {}),
         tool=Tool("teaching-archive `archive close wipe`", __version__),
         verification=Verification("Quick Sampling", "passed", details),
         sanitized_at=_now(),
@@ -287,6 +334,8 @@ def carry_out_wipe(
         "files_deleted": wipe.files_deleted,
         "bytes_deleted": wipe.bytes_deleted,
         "volume": wipe.volume,
+        "database": dropped.as_dict() if dropped is not None else None,
+        "nodes_wiped": nodes_wiped,
         "verification": "passed",
         "verification_details": details,
         "certificate": str(export_dir / CERT_JSON),
@@ -348,3 +397,155 @@ def _copy_records(conn: Any, memory: Any, policy: Any) -> None:
                 sqlite_insert(table).prefix_with("OR REPLACE"),
                 [dict(zip(names, row, strict=True)) for row in rows],
             )
+
+
+# -- PostgreSQL (issue 27): what the certificate says, and the homes on other hosts ------
+DATABASE_NOTE = (
+    "PostgreSQL: the archive's role's objects were dropped (DROP OWNED ... CASCADE), so "
+    "PostgreSQL unlinked their files; they were not overwritten. Copies of the dropped "
+    "rows may remain in the server's WAL (pg_wal and any WAL archive), its replicas and "
+    "base backups, and the free blocks of its disk: the attachments there are ciphertext "
+    "under the destroyed keys; the de-identified index, catalogue and audit rows are not "
+    "encrypted. Their sanitization is the database operator's step (drop the cluster, "
+    "Purge or Destroy its storage and backups), certified separately."
+)
+
+
+# "No recoverable data" would overclaim while the server's WAL may hold dropped rows.
+DATABASE_CLASSIFICATION = (
+    "Unclassified (no recoverable data) for the archive's home, keys and volume; the "
+    "database server's storage stays OFFICIAL-SENSITIVE until its operator's step (Notes)"
+)
+
+
+def database_step(dropped: DatabaseDrop) -> SanitizationStep:
+    """The certificate's line for the database: what was counted, dropped and left."""
+    rows = ", ".join(f"{name} {count}" for name, count in sorted(dropped.rows.items()))
+    return SanitizationStep(
+        "Clear",
+        "Drop the database role's objects",
+        f"DROP OWNED BY the archive's role CASCADE in the {dropped.where}: "
+        f"{dropped.relations} relation(s), {dropped.schemas} schema(s), "
+        f"{dropped.large_objects} large object(s) dropped; rows before: {rows or 'none'}; "
+        f"left after: {sum(dropped.left.values())}; files unlinked by PostgreSQL, not "
+        f"overwritten ({dropped.checkpoint})",
+    )
+
+
+def node_identity(config: ArchiveConfig) -> tuple[str, str]:
+    """A home's node as `archive node join` records it: its HTTP and DICOM addresses."""
+    return (f"{config.http.host}:{config.http.port}", f"{config.dicom.host}:{config.dicom.port}")
+
+
+def joined_nodes(paths: Any) -> tuple[list[tuple[str, str]], list[dict[str, str]]]:
+    """From the shared audit chain: the homes that joined from other hosts (node.join),
+    and those whose wipe-node finished and verified (closure.node_wipe, stage wiped)."""
+    from archive.audit import audit_source  # noqa: PLC0415
+    from archive.audit.query import iter_records  # noqa: PLC0415
+
+    joined: list[tuple[str, str]] = []
+    wiped: list[dict[str, str]] = []
+    for record in iter_records(audit_source(paths)):
+        detail = record.get("detail") or {}
+        if record.get("outcome") != "success":
+            continue
+        if record.get("action") == "node.join":
+            node = (str(detail.get("http", "")), str(detail.get("dicom", "")))
+            if node not in joined:
+                joined.append(node)
+        elif record.get("action") == "closure.node_wipe" and detail.get("stage") == "wiped":
+            wiped.append({k: str(detail.get(k, "")) for k in ("http", "dicom", "home")})
+    return joined, wiped
+
+
+def carry_out_node_wipe(config: ArchiveConfig, operator: str) -> dict[str, Any]:
+    """Wipe a home that joined the archive from another host (issue 27), before the
+    archive's own wipe: its keyring copy (and known backups), its data directory
+    (quarantine files, head.json, lost+found), its volume, its key files and logs. The
+    shared database is left for `archive close wipe` on the first home. Allowed only
+    through the same gate as the wipe (a Board decision in force, the receipt, two
+    confirmations), on a stopped node; the result, checks included, is appended, signed,
+    to the shared audit chain, where the final wipe looks for it."""
+    import tempfile  # noqa: PLC0415
+
+    from archive.audit.pgchain import PgAuditLog  # noqa: PLC0415
+
+    paths = config.home
+    holder = HomeLock.holder(paths.lock_file)
+    if holder is not None:
+        _fail(f"`archive serve` (pid {holder}) holds this home; stop this node, then wipe it.")
+    if not config.database.shared:
+        _fail("this home is not on PostgreSQL: it joined no archive. Use `archive close wipe`.")
+    node = node_identity(config)
+    joined, wiped = joined_nodes(paths)
+    if node not in joined:
+        _fail(
+            f"no node joined the archive as http {node[0]}, dicom {node[1]}: this is the "
+            "archive's first home (or another); wipe it last with `archive close wipe`."
+        )
+    now = _now()
+    conn = db.open_database(config)
+    try:
+        ClosureRecords(conn, load_policy(config.policies_dir)).check_wipe_allowed(now)
+    except ArchiveError as exc:
+        _fail(str(exc))
+    finally:
+        conn.close()
+    try:
+        ring = open_keyring_for_cli(config)
+        passphrase = obtain_passphrase(config, prompt=False)
+    except ArchiveError as exc:
+        _fail(str(exc))
+    signing_key, kek_ids = ring.audit_signing_key, ring.kek_ids()
+    del ring
+    head_dir = Path(tempfile.mkdtemp(prefix="node-wipe-"))  # its head.json: not in the home
+    log = PgAuditLog(head_dir, lambda: db.open_database(config), signer=signing_key)
+    identity = {"http": node[0], "dicom": node[1], "home": str(paths.root)}
+    try:
+
+        def _audit(outcome: str, **detail: Any) -> None:
+            try:
+                log.append(AuditEvent("closure.node_wipe", outcome, operator, (), source="cli",
+                                      detail={**identity, **detail}), sync=True)  # fmt: skip
+            except AuditError as exc:
+                raise WipeRefused(
+                    f"the audit chain refused the record ({exc}); "
+                    "check PostgreSQL, then run wipe-node again."
+                ) from None
+
+        _audit("success", stage="authorised")
+        wipe = crypto_erase(paths, kek_ids)
+        delete_ciphertext(paths, wipe)  # quarantine files, head.json, lost+found
+        try:
+            unmount_volume(paths, wipe)
+        except ArchiveError as exc:
+            _audit("failure", stage="unmount", reason=str(exc)[:300])
+            _fail(f"{exc} The keyring copy is destroyed; unmount, then run wipe-node again.")
+        destroy_volume(paths, wipe)
+        remove_leftovers(paths, wipe)
+        reopened = 0
+        for location in key_locations(paths):
+            try:
+                Keyring.open(location, passphrase)
+                reopened += 1
+            except Exception:  # noqa: BLE001, S112 - gone or unreadable: what we want
+                continue
+        checks = check_nothing_remains(paths)
+        passed = reopened == 0 and all(c.ok for c in checks)
+        details = f"keyrings still opening: {reopened}; " + "; ".join(c.line() for c in checks)
+        _audit("success" if passed else "failure", stage="wiped" if passed else "verify",
+               keys=len(kek_ids), files=wipe.files_deleted, details=details[:500])  # fmt: skip
+        if not passed:
+            _fail(f"verification FAILED ({details}); run wipe-node again after fixing it.")
+    finally:
+        log.close()
+        shutil.rmtree(head_dir, ignore_errors=True)
+    return {
+        "node": identity,
+        "keys_destroyed": len(kek_ids),
+        "key_files_destroyed": wipe.key_files_destroyed,
+        "files_deleted": wipe.files_deleted,
+        "volume": wipe.volume,
+        "verification": "passed",
+        "verification_details": details,
+    }
