@@ -100,7 +100,11 @@ def build_service(parts) -> IngestService:
         ),
         record_report=lambda *args: ingest_flags.record_pixel_report(parts.db(), *args),
         record_origin=lambda study, intake: origins.record(parts.db(), study, intake),
-        batch=lambda: transaction(parts.db()),
+        # Committed without its own fsync (issue 26): Orthanc then calls the storage
+        # area's `create` for this instance, whose ledger row is a synchronous commit of
+        # the same archive.db (StorageArea.create) - its fsync of the WAL carries these
+        # records too - and only then commits its index and answers the sender.
+        batch=lambda: transaction(parts.db(), durable=False),
     )
 
 
