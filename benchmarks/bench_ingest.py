@@ -63,6 +63,8 @@ class PlainOrthanc:
 
     name = "plain"
     auth = None
+    extra_config: dict = {}  # subclasses (bench_ingest_ceiling.py): plugins, ...
+    extra_env: dict = {}
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -97,6 +99,7 @@ class PlainOrthanc:
             "StableAge": 2,
             "SaveJobs": False,
             "Plugins": [],
+            **self.extra_config,
         }
         path = self.root / "orthanc.json"
         path.write_text(json.dumps(config, indent=2))
@@ -105,20 +108,20 @@ class PlainOrthanc:
             [ORTHANC, str(path)],
             stdout=log,
             stderr=subprocess.STDOUT,
-            env=base_env(),  # TCP_NODELAY=1
+            env=base_env(**self.extra_env),  # TCP_NODELAY=1
             start_new_session=True,
         )
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"plain Orthanc exited; see {self.root / 'orthanc.log'}")
+                raise RuntimeError(f"{self.name} Orthanc exited; see {self.root / 'orthanc.log'}")
             try:
                 with urllib.request.urlopen(self.url + "/system", timeout=2):
                     return
             except (urllib.error.URLError, OSError):
                 time.sleep(0.1)
-        raise RuntimeError("plain Orthanc did not become ready")
+        raise RuntimeError(f"{self.name} Orthanc did not become ready")
 
     def instances(self) -> int:
         with urllib.request.urlopen(self.url + "/statistics", timeout=10) as answer:

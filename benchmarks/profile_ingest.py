@@ -95,6 +95,12 @@ def main() -> None:
     ap.add_argument("--count", type=int, default=120)
     ap.add_argument("--rate", type=int, default=100, help="py-spy samples per second")
     ap.add_argument("--keep", action="store_true", help="keep the raw py-spy output")
+    ap.add_argument(
+        "--native",
+        action="store_true",
+        help="py-spy --native: C frames too (e.g. SQLite's fdatasync against its busy-wait "
+        "sleep inside the ledger insert); with --keep, for reading the raw stacks",
+    )
     args = ap.parse_args()
     pyspy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     if not Path(pyspy).exists():
@@ -116,7 +122,7 @@ def main() -> None:
             raw = tmp / "pyspy.txt"
             spy = subprocess.Popen(
                 [pyspy, "record", "--pid", str(pid), "--idle", "--threads", "-r", str(args.rate),
-                 "-f", "raw", "-o", str(raw)],
+                 "-f", "raw", "-o", str(raw), *(["--native"] if args.native else [])],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )  # fmt: skip
             time.sleep(1.5)  # py-spy attaches

@@ -34,6 +34,8 @@ JSON_PREFIX = "BENCH_JSON "  # as in _common.py (kept literal: this file runs st
 QUICK_ARGS: dict[str, list[str]] = {
     "bench_auth.py": ["--seconds", "2", "--rounds", "2"],
     "bench_ingest.py": ["--quick"],
+    "bench_ingest_ceiling.py": ["--count", "60", "--rounds", "1"],
+    "bench_face_records.py": ["--slices", "200"],
     "bench_deid.py": ["--slices", "100", "--rounds", "1"],
     "bench_crypto.py": ["--large-mib", "128", "--files", "100", "--repeat", "2"],
     "bench_pull.py": ["--instances", "60", "--rounds", "1"],

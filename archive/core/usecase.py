@@ -60,9 +60,22 @@ class Ports:
 
 
 @contextmanager
-def transaction(conn: Any) -> Iterator[Any]:
+def transaction(conn: Any, *, durable: bool = True) -> Iterator[Any]:
     """One write transaction taken up front (BEGIN IMMEDIATE on SQLite; on PostgreSQL a
-    plain BEGIN, rows locked as the act changes them: archive.db.connection)."""
+    plain BEGIN, rows locked as the act changes them: archive.db.connection).
+
+    `durable=False`, SQLite only: the commit does not wait for the disk (its WAL frames
+    are written, not fsynced: synchronous=NORMAL for this commit). A process crash loses
+    nothing (the page cache survives); a power cut can lose it until the next durable
+    commit of the same database, whose fsync of the WAL carries every frame before it.
+    Only for a caller who makes such a commit before it tells anyone the work is done
+    (the ingest callback: the storage area's ledger row, issue 26). On PostgreSQL the
+    commit stays synchronous."""
+    if not durable:
+        with _relaxed_sync(conn):
+            with transaction(conn) as tx:
+                yield tx
+        return
     begin_write = getattr(type(conn), "begin_write", None)
     if begin_write is not None:
         if conn.in_transaction:
@@ -83,6 +96,23 @@ def transaction(conn: Any) -> Iterator[Any]:
         conn.rollback()
         raise
     conn.commit()
+
+
+@contextmanager
+def _relaxed_sync(conn: Any) -> Iterator[None]:
+    """synchronous=NORMAL on an SQLite connection while inside, then its level again."""
+    sqlite = isinstance(conn, sqlite3.Connection) or getattr(conn, "dialect", "") == "sqlite"
+    level = conn.execute("PRAGMA synchronous").fetchone()[0] if sqlite else None
+    relax = level is not None and level > 1  # FULL (2) or EXTRA (3)
+    if relax:
+        if conn.in_transaction:
+            conn.commit()
+        conn.execute("PRAGMA synchronous=NORMAL")
+    try:
+        yield
+    finally:
+        if relax:
+            conn.execute(f"PRAGMA synchronous={int(level)}")
 
 
 def audit_detail(result: Any) -> dict[str, Any]:

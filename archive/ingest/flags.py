@@ -25,7 +25,7 @@ from sqlalchemy import (
 )
 
 from archive import db
-from archive.pixels.face import FaceResult, SliceFace, series_face
+from archive.pixels.face import FaceResult, SliceFace, is_face_slice, series_face
 from archive.pixels.policy import FacialRules
 
 metadata = MetaData()
@@ -190,14 +190,24 @@ def record_face_slice(
     sop_uid: str,
     face: SliceFace,
     rules: FacialRules,
-) -> FaceResult:
-    """Remember one slice's face measures; flag the series once it covers a face."""
+) -> FaceResult | None:
+    """Remember one slice's face measures; flag the series once it covers a face.
+
+    Returns the series' result when it had to be computed, None when no result could
+    change the flags: the series already carries the flag (flags are never taken back
+    here), or neither this slice nor any recorded one of the series shows a facial
+    outline (series_face is then "not covered" whatever the spacing). Otherwise every
+    slice row of the series is read, as before: a series sent in order is read whole
+    only from its first facial slice until it is flagged, instead of once per slice
+    (quadratic over the series; issue 26). The flags recorded are exactly those of
+    computing the series result after every slice (tests/unit/test_pixels_face.py)."""
     ensure_schema(conn)
+    series = series_uid or ""
     conn.execute(
         db.prepared(conn, _REPLACE_FACE_SLICE),
         {
             "study_uid": study_uid,
-            "series_uid": series_uid or "",
+            "series_uid": series,
             "sop_uid": sop_uid,
             "position": face.position,
             "thickness": face.thickness,
@@ -205,10 +215,37 @@ def record_face_slice(
             "protrusion_mm": face.protrusion_mm,
         },
     )
+    if _has_face_flag(conn, study_uid, series):
+        return None
+    if not is_face_slice(face, rules) and not _has_face_slice(conn, study_uid, series, rules):
+        return None
     result = series_face_result(conn, study_uid, series_uid, rules)
     if result.covered:
         record_flags(conn, study_uid, series_uid, [FACE_SURFACE_FLAG])
     return result
+
+
+def _has_face_flag(conn: Any, study_uid: str, series: str) -> bool:
+    f = flags_table.c
+    query = select(f.flag).where(
+        f.study_uid == study_uid, f.series_uid == series, f.flag == FACE_SURFACE_FLAG
+    )
+    return conn.execute(query).first() is not None
+
+
+def _has_face_slice(conn: Any, study_uid: str, series: str, rules: FacialRules) -> bool:
+    f = face_slices.c
+    query = (
+        select(f.sop_uid)
+        .where(
+            f.study_uid == study_uid,
+            f.series_uid == series,
+            f.head_sized != 0,
+            f.protrusion_mm >= rules.min_protrusion_mm,
+        )
+        .limit(1)
+    )
+    return conn.execute(query).first() is not None
 
 
 def series_face_result(

@@ -24,7 +24,7 @@ origins = Table(
 )
 # Homes made before issue 27 ran step 1 as the equivalent SQL script.
 SCHEMA = [db.create_tables(metadata, [origins])]
-_known: set[str] = set()  # study UIDs recorded by this process (skip the write)
+_known: set[str] = set()  # study UIDs whose row this process saw committed (skip the write)
 
 
 def ensure_schema(conn: Any) -> None:
@@ -32,6 +32,8 @@ def ensure_schema(conn: Any) -> None:
 
 
 def record(conn: Any, study_uid: str, intake: str) -> None:
+    """Note the study's intake; inside the caller's transaction when there is one (the
+    ingest callback's records: no commit of its own). `remember` once it is committed."""
     if study_uid in _known:
         return
     ensure_schema(conn)
@@ -44,6 +46,12 @@ def record(conn: Any, study_uid: str, intake: str) -> None:
         )
         .on_conflict_do_nothing()
     )
+    if not getattr(conn, "in_transaction", False):
+        _known.add(study_uid)
+
+
+def remember(study_uid: str) -> None:
+    """The study's row is committed: later instances of it skip the write."""
     _known.add(study_uid)
 
 

@@ -73,6 +73,7 @@ def build_service(parts) -> IngestService:
     handover = load_handover(parts.config.policies_dir, parts.deid_policy)
     key = ticket_key(parts.runtime.keyring)
     ingest_flags.ensure_schema(parts.db())
+    origins.ensure_schema(parts.db())  # written inside the records' transaction
     quarantine = _per_connection(parts, parts.quarantine)
 
     def hold(data: bytes, reason: str, **meta) -> str:
@@ -98,7 +99,12 @@ def build_service(parts) -> IngestService:
             parts.db(), study, series, sop, face, masking.facial
         ),
         record_report=lambda *args: ingest_flags.record_pixel_report(parts.db(), *args),
-        batch=lambda: transaction(parts.db()),
+        record_origin=lambda study, intake: origins.record(parts.db(), study, intake),
+        # Committed without its own fsync (issue 26): Orthanc then calls the storage
+        # area's `create` for this instance, whose ledger row is a synchronous commit of
+        # the same archive.db (StorageArea.create) - its fsync of the WAL carries these
+        # records too - and only then commits its index and answers the sender.
+        batch=lambda: transaction(parts.db(), durable=False),
     )
 
 
@@ -164,8 +170,8 @@ class Receiver:
         check_free_space(self.parts.home.data_dir, len(data))
         outcome = self.service.process(bytes(data), intake=intake, source=intake, actor=actor)
         if outcome.action is Action.STORE:
-            if intake == "dicom" and outcome.study_uid:
-                origins.record(self.parts.db(), outcome.study_uid, intake)
+            if intake == "dicom" and outcome.study_uid:  # recorded with its other records
+                origins.remember(outcome.study_uid)
             return MODIFY, outcome.data
         self.warning(f"teaching-archive: instance not stored: {outcome.reason}")
         return DISCARD, None

@@ -69,6 +69,7 @@ class IngestService:
         redeem_import: Callable[[str, bytes], str | None] | None = None,
         record_face: Callable[[str, str, str, SliceFace], None] | None = None,
         record_report: Callable[..., None] | None = None,
+        record_origin: Callable[[str, str], None] | None = None,
         batch: Callable[[], AbstractContextManager] = nullcontext,
     ) -> None:
         self.policy = policy
@@ -85,8 +86,11 @@ class IngestService:
         self.redeem_import = redeem_import
         self.record_face = record_face
         self.record_report = record_report
+        # how a released study came in (DICOM only: archive/ingest/origins.py)
+        self.record_origin = record_origin
         # one transaction around the records of a released instance (flags, pixel
-        # report, face slice): archive.db commits with synchronous=FULL, an fsync each
+        # report, face slice, origin): archive.db commits with synchronous=FULL, an
+        # fsync each
         self.batch = batch
 
     def process(
@@ -174,7 +178,7 @@ class IngestService:
                 flags=pixels.flags,
             )
 
-        with self.batch():  # the instance's records in one commit: one fsync, not three
+        with self.batch():  # the instance's records in one commit: one fsync, not four
             self.record_flags(result.study_uid, result.series_uid, pixels.flags)
             if self.record_report is not None:
                 self.record_report(
@@ -195,6 +199,8 @@ class IngestService:
                 self.record_face(
                     result.study_uid, result.series_uid, result.sop_instance_uid, pixels.face
                 )
+            if intake == "dicom" and result.study_uid and self.record_origin is not None:
+                self.record_origin(result.study_uid, intake)
         self._audit(
             "ingest.released",
             "success",

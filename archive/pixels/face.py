@@ -272,6 +272,11 @@ def slice_face(ds: Dataset, view_mm: float = 2.0, *, data: bytes | None = None) 
     return SliceFace(slice_position(ds) or 0.0, thick, head, protrusion)
 
 
+def is_face_slice(face: SliceFace, rules: FacialRules) -> bool:
+    """A slice series_face counts as showing a facial outline."""
+    return face.head_sized and face.protrusion_mm >= rules.min_protrusion_mm
+
+
 def series_face(slices: Iterable[SliceFace], rules: FacialRules) -> FaceResult:
     """Does the series cover the facial surface closely enough to render it?"""
     ordered = sorted(slices, key=lambda s: s.position)
@@ -281,7 +286,7 @@ def series_face(slices: Iterable[SliceFace], rules: FacialRules) -> FaceResult:
     if spacing is None:
         thick = [s.thickness for s in ordered if s.thickness]
         spacing = float(np.median(thick)) if thick else None
-    face = [s for s in ordered if s.head_sized and s.protrusion_mm >= rules.min_protrusion_mm]
+    face = [s for s in ordered if is_face_slice(s, rules)]
     extent = _longest_run(face, spacing)
     n = len(face)
     if not face:

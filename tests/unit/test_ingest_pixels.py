@@ -255,3 +255,60 @@ def test_a_released_instance_records_commit_once(deid, masking, tmp_path):
     with pytest.raises(RuntimeError):
         build(broken).process(corpus.to_bytes(thin[1]), intake="rest", source="rest")
     assert conn.execute("SELECT COUNT(*) FROM ingest_pixel_reports").fetchone()[0] == reports
+
+
+def test_a_cstored_study_origin_is_in_the_instance_transaction(deid, masking, tmp_path):
+    """Issue 26: the origin of a C-STOREd study is recorded in the same transaction as the
+    instance's other records (no commit of its own); a rolled-back transaction leaves no
+    origin behind and the instance sent again records it."""
+    from archive.core import transaction
+    from archive.ingest import flags as ingest_flags
+    from archive.ingest import origins
+
+    conn = db.connect(tmp_path / "o.db")
+    ingest_flags.ensure_schema(conn)
+    origins.ensure_schema(conn)
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)
+    fail = []
+
+    def record_report(*args):
+        ingest_flags.record_pixel_report(conn, *args)
+
+    def record_origin(study, intake):
+        origins.record(conn, study, intake)
+        if fail:
+            raise RuntimeError("disk full")
+
+    service = IngestService(
+        deid,
+        DeidSecrets(pseudonym_key=bytes(range(32))),
+        lambda data, reason, **meta: "q-1",
+        lambda event: 0,
+        masking=masking,
+        handover=load_handover(POLICIES_DIR, deid),
+        record_flags=lambda s, se, f: ingest_flags.record_flags(conn, s, se, f),
+        record_report=record_report,
+        record_origin=record_origin,
+        batch=lambda: transaction(conn),
+    )
+    first, second = corpus.make_ct_series(2, rows=64, columns=64, vendor_header=True)
+    fail.append(True)
+    with pytest.raises(RuntimeError):
+        service.process(corpus.to_bytes(first), intake="dicom", source="dicom")
+    assert conn.execute("SELECT COUNT(*) FROM ingest_origins").fetchone()[0] == 0
+    fail.clear()
+    statements.clear()
+    outcome = service.process(corpus.to_bytes(first), intake="dicom", source="dicom")
+    assert outcome.action is Action.STORE
+    writes = [s for s in statements if s.split()[0].upper() in ("INSERT", "BEGIN", "COMMIT")]
+    assert writes[0].startswith("BEGIN") and writes[-1] == "COMMIT", writes
+    assert sum(s == "COMMIT" for s in writes) == 1
+    assert any("ingest_origins" in s for s in writes[:-1]), writes
+    origins.remember(outcome.study_uid)  # as the receiver does once process returned
+    assert origins.intake_of(conn, outcome.study_uid) == "dicom"
+    statements.clear()
+    service.process(corpus.to_bytes(second), intake="dicom", source="dicom")
+    assert not any("ingest_origins" in s for s in statements if s.startswith("INSERT"))
+    service.process(corpus.to_bytes(second), intake="rest", source="rest")
+    assert [tuple(r) for r in conn.execute("SELECT intake FROM ingest_origins")] == [("dicom",)]

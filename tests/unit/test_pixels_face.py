@@ -28,6 +28,7 @@ from archive.ingest.flags import (
 from archive.paths import POLICIES_DIR
 from archive.pixels import load_masking_policy
 from archive.pixels.face import (
+    SliceFace,
     deface,
     depth_map,
     depth_png,
@@ -155,3 +156,75 @@ def test_face_check_that_cannot_run_holds_the_slice(masking):
     outcome = check_pixels(buf.getvalue(), masking)
     assert outcome.action == "quarantine"
     assert outcome.reasons[0].startswith("face check could not run")
+
+
+def _reference_record(conn, study, series, sop, face, rules) -> None:
+    """What record_face_slice did before issue 26: the series result after every slice."""
+    from archive.ingest.flags import _REPLACE_FACE_SLICE, ensure_schema, series_face_result
+
+    ensure_schema(conn)
+    row = {"study_uid": study, "series_uid": series, "sop_uid": sop, "position": face.position,
+           "thickness": face.thickness, "head_sized": int(face.head_sized),
+           "protrusion_mm": face.protrusion_mm}  # fmt: skip
+    conn.execute(db.prepared(conn, _REPLACE_FACE_SLICE), row)
+    if series_face_result(conn, study, series, rules).covered:
+        record_flags(conn, study, series, [FACE_SURFACE_FLAG])
+
+
+def _random_series(rng, n: int, spacing: float, face_band: tuple[int, int] | None):
+    """Slices of one series (position, thickness, head, protrusion), face in a band."""
+    out = []
+    for k in range(n):
+        in_band = face_band is not None and face_band[0] <= k < face_band[1]
+        head = bool(in_band or rng.random() < 0.5)
+        protrusion = float(rng.uniform(10, 30) if in_band else rng.uniform(0, 9.9))
+        if not in_band and rng.random() < 0.03:  # a stray facial-looking slice
+            protrusion = 12.0
+        thickness = None if rng.random() < 0.1 else spacing
+        out.append((f"1.2.{k}", SliceFace(k * spacing, thickness, head, protrusion)))
+    return out
+
+
+def test_incremental_face_record_flags_exactly_as_the_full_series_result(masking, tmp_path):
+    """Issue 26: record_face_slice skips the series read when no result could change
+    the flags; after every slice, the flags must be those of the full computation."""
+    rules = masking.facial
+    rng = np.random.default_rng(26)
+    fast, slow = db.connect(tmp_path / "fast.db"), db.connect(tmp_path / "slow.db")
+    cases = [
+        ("thin face", _random_series(rng, 80, 0.6, (30, 70)), "in order"),
+        ("thin face", _random_series(rng, 80, 0.6, (10, 60)), "shuffled"),
+        ("coarse face", _random_series(rng, 40, 4.0, (5, 30)), "in order"),
+        ("short face", _random_series(rng, 60, 1.0, (20, 28)), "shuffled"),
+        ("no face", _random_series(rng, 60, 1.0, None), "in order"),
+        ("resent", _random_series(rng, 50, 1.0, (0, 40)), "twice"),
+        # facial slices 3.5 mm apart (too coarse) until slices without a face, 2.5 mm
+        # apart, bring the series' spacing down: a slice with no face flags the series
+        (
+            "spacing",
+            [(f"1.3.{k}", SliceFace(k * 3.5, 1.0, True, 20.0)) for k in range(11)]
+            + [(f"1.4.{k}", SliceFace(200 + k * 2.5, 1.0, False, 0.0)) for k in range(30)],
+            "in order",
+        ),  # fmt: skip
+    ]
+    steps = []
+    for i, (_name, slices, order) in enumerate(cases):
+        series = f"2.25.{i}"
+        if order == "shuffled":
+            slices = [slices[j] for j in rng.permutation(len(slices))]
+        if order == "twice":
+            slices = slices[:10] + slices
+        steps += [(series, sop, face) for sop, face in slices]
+    # two studies' series interleaved, as concurrent senders would
+    steps = [steps[j] for j in np.argsort(rng.random(len(steps)) + np.arange(len(steps)) / 40)]
+    flagged_at = []
+    for n, (series, sop, face) in enumerate(steps):
+        record_face_slice(fast, "1.2.3", series, sop, face, rules)
+        _reference_record(slow, "1.2.3", series, sop, face, rules)
+        got = fast.execute("SELECT series_uid, flag FROM ingest_flags ORDER BY 1").fetchall()
+        want = slow.execute("SELECT series_uid, flag FROM ingest_flags ORDER BY 1").fetchall()
+        assert [tuple(r) for r in got] == [tuple(r) for r in want], f"after step {n}"
+        if len(want) > len(flagged_at):
+            flagged_at.append(n)
+    assert len(flagged_at) >= 2, "the corpus must flag some series (else this shows nothing)"
+    assert len(flagged_at) < len(cases), "and leave some unflagged"
