@@ -95,9 +95,8 @@ def populate(conn, hasher) -> None:  # noqa: PLR0915 - one room after another
     print("collection", coll.collection_id)
 
     # -- quarantine: raw SQL (the store needs a home and a keyring for its files) ----
-    from archive.quarantine.store import SCHEMA as Q_SCHEMA
-
     from archive import db
+    from archive.quarantine.store import SCHEMA as Q_SCHEMA
 
     db.migrate(conn, "quarantine", Q_SCHEMA)
 
@@ -164,7 +163,7 @@ def populate(conn, hasher) -> None:  # noqa: PLR0915 - one room after another
         " VALUES ('OLD-2025-00002', 'WS1', 'alice', '2025-03-01T09:06:00Z')",
         "INSERT INTO governance_removal_requests (purpose, destination, requester,"
         " requester_roles, status, created_at, policy_version) VALUES"
-        " ('conference talk', 'usb', 'alice', 'trainer', 'pending',"
+        " ('conference talk', 'usb', 'alice', '[\"trainer\"]', 'pending',"
         " '2025-03-01T09:10:00Z', '1')",
         "INSERT INTO governance_removal_cases (request_id, case_id, level_at_request)"
         " VALUES (1, 'OLD-2025-00001', 'limited-access')",

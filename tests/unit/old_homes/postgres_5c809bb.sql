@@ -2,7 +2,7 @@
 -- PostgreSQL database dump
 --
 
-\restrict kscOnCDOj46RyDtkCeF2L9xNx6ULpxO4NqXzOmEabI7V4Zfba8gsArqJ9CtJviB
+\restrict rrZibLcJHcFoc9nZCFXErDNM55NjYyrqCeQDuCpXR7LjIX1BTV7kA0hF3p0MaLk
 
 -- Dumped from database version 15.18 (Debian 15.18-0+deb12u1)
 -- Dumped by pg_dump version 15.18 (Debian 15.18-0+deb12u1)
@@ -2030,7 +2030,7 @@ bob	registrar	2025-03-01T09:00:00+00:00	boss	3
 --
 
 COPY old_home.access_tokens (token_id, "user", token_hash, label, created_at, expires_at, revoked_at, last_used_at, rowid) FROM stdin;
-b0d8e1ededbbfe77	alice	68419392f246e4b8889697a6ecfc24329344da5a4efcf01ed27e4e8f9c53d45e	old token	2025-03-01T09:00:00+00:00	2025-03-31T09:00:00+00:00	\N	\N	1
+2eeb6631d2a4be82	alice	f7810b8cfad52609a2000f40a7d23ce5e975a09c253d705af705a5fb122b840b	old token	2025-03-01T09:00:00+00:00	2025-03-31T09:00:00+00:00	\N	\N	1
 \.
 
 
@@ -2048,9 +2048,9 @@ COPY old_home.access_training (id, "user", familiarisation, suite_use, trained_o
 --
 
 COPY old_home.access_users (name, password_hash, disabled, account_expires, created_at, created_by, password_changed_at, failed_count, first_failed_at, locked_until, rowid, session_epoch) FROM stdin;
-boss	$argon2id$v=19$m=1024,t=1,p=1$3vCTsAKkME57Eh4sIg4Q7A$859URuQjLd7PnWGSBPmxjkk+9/oZ0d6XXdkrIt9/WSY	0	\N	2025-03-01T09:00:00+00:00	root	2025-03-01T09:00:00+00:00	0	\N	\N	1	0
-alice	$argon2id$v=19$m=1024,t=1,p=1$VaAJyxjK30C0shsNeWJcZw$N1zlkH2y4IjkF5hTN5aET3e0LTMbcHRlXiYDS3vCo/E	0	\N	2025-03-01T09:00:00+00:00	boss	2025-03-01T09:00:00+00:00	0	\N	\N	2	0
-bob	$argon2id$v=19$m=1024,t=1,p=1$EYkIyFkZgTh3BthL5+zdXQ$J0iAJBhryP0nmjtvw/IuyZ5txd1NTR9vShon7e7o/Ag	0	\N	2025-03-01T09:00:00+00:00	boss	2025-03-01T09:00:00+00:00	0	\N	\N	3	0
+boss	$argon2id$v=19$m=1024,t=1,p=1$Sp0uNik0DYUuSDJVbPPeWg$0i4SSej22CW3QjSftoXTAaMsGQ4z47wmR+IiMlpmKlk	0	\N	2025-03-01T09:00:00+00:00	root	2025-03-01T09:00:00+00:00	0	\N	\N	1	0
+alice	$argon2id$v=19$m=1024,t=1,p=1$E7x6+2FlAfwMn6rAPOu8CA$Wf6gIZcNLgfupHbCHm1VK/EeDoWE7ID6io8+ns6013M	0	\N	2025-03-01T09:00:00+00:00	boss	2025-03-01T09:00:00+00:00	0	\N	\N	2	0
+bob	$argon2id$v=19$m=1024,t=1,p=1$LvS4fPIRPX+bhS9ZvFMF9w$h8so+X95EIxTabMsXyhNUcFj3lrnhim7aE71zijMekA	0	\N	2025-03-01T09:00:00+00:00	boss	2025-03-01T09:00:00+00:00	0	\N	\N	3	0
 \.
 
 
@@ -2059,7 +2059,7 @@ bob	$argon2id$v=19$m=1024,t=1,p=1$EYkIyFkZgTh3BthL5+zdXQ$J0iAJBhryP0nmjtvw/IuyZ5
 --
 
 COPY old_home.audit_anchor (log, seq, hash, format, updated, rowid) FROM stdin;
-main	7	abababababababababababababababababababababababababababababababab	2	2026-12-04T02:39:35.455769Z	1
+main	7	abababababababababababababababababababababababababababababababab	2	2026-12-04T02:40:57.232565Z	1
 \.
 
 
@@ -2256,7 +2256,7 @@ COPY old_home.governance_removal_refusals (request_id, approver, approver_role, 
 --
 
 COPY old_home.governance_removal_requests (id, purpose, destination, requester, requester_roles, status, created_at, policy_version) FROM stdin;
-1	conference talk	usb	alice	trainer	pending	2025-03-01T09:10:00Z	1
+1	conference talk	usb	alice	["trainer"]	pending	2025-03-01T09:10:00Z	1
 \.
 
 
@@ -2377,7 +2377,7 @@ COPY old_home.ingest_face_slices (study_uid, series_uid, sop_uid, "position", th
 --
 
 COPY old_home.ingest_flags (study_uid, series_uid, flag, recorded_at, decided_by, decided_at, decision_note, rowid) FROM stdin;
-2.25.1	2.25.1.1	burned-in-annotation	2026-12-04T02:39:35+00:00	\N	\N	\N	1
+2.25.1	2.25.1.1	burned-in-annotation	2026-12-04T02:40:56+00:00	\N	\N	\N	1
 \.
 
 
@@ -2386,7 +2386,7 @@ COPY old_home.ingest_flags (study_uid, series_uid, flag, recorded_at, decided_by
 --
 
 COPY old_home.ingest_origins (study_uid, intake, recorded_at, rowid) FROM stdin;
-2.25.1	dicom	2026-12-04T02:39:35+00:00	1
+2.25.1	dicom	2026-12-04T02:40:56+00:00	1
 \.
 
 
@@ -2403,7 +2403,7 @@ COPY old_home.ingest_pixel_reports (study_uid, series_uid, sop_uid, modality, ac
 --
 
 COPY old_home.ingest_release_tickets (nonce, item_id, sop_uid, digest, mac, reviewer, created_at, expires_at, used_at, rowid) FROM stdin;
-3a6e2f96303955081fd3052104fb13a5	q-0001	2.25.9.1.1	94aee0d02473f59bc792500f1a43b9dca62066f8055b6ab8f9cbe425cdefc3d7	7673adb32131d667fa75af88a64c7a8f8b5c71a8b230d245c93f81dba77251bb	alice	2025-03-01T09:00:00+00:00	2025-03-01T09:05:00+00:00	\N	1
+497f19448073e2a1d7ee9e31477ecaf7	q-0001	2.25.9.1.1	94aee0d02473f59bc792500f1a43b9dca62066f8055b6ab8f9cbe425cdefc3d7	b70123ba2236662f6e2714c967e0397f62f8d891f0ed6f7d80ef3819091b04f0	alice	2025-03-01T09:00:00+00:00	2025-03-01T09:05:00+00:00	\N	1
 \.
 
 
@@ -2540,7 +2540,7 @@ COPY old_home.transfer_packages (envelope_sha256, transfer_id, manifest_sha256, 
 --
 
 COPY old_home.transfer_peers (fingerprint, organisation, signing_key, added_by, added_at, rowid) FROM stdin;
-9a2db2e23f1504cd056606553ac049c5	Synthetic Partner School	abababababababababababababababababababababababababababababababab	boss	2026-12-04T02:39:35+00:00	1
+9a2db2e23f1504cd056606553ac049c5	Synthetic Partner School	abababababababababababababababababababababababababababababababab	boss	2026-12-04T02:40:57+00:00	1
 \.
 
 
@@ -2584,7 +2584,7 @@ COPY old_home.web_secrets (name, value, rowid) FROM stdin;
 --
 
 COPY old_home.web_sessions (id_sha256, "user", csrf, created_at, last_seen, expires_at, rowid, epoch, trained) FROM stdin;
-b6bf4aa48df755349745216bc53916dde6877d4f7f1662ff220d30cb9fa349ef	alice	DP7BscF73Q1brCLT643-QHpne8RruVLM1l9hO69hxw4	2025-03-01T09:00:00+00:00	2025-03-01T09:00:00+00:00	2025-03-01T17:00:00+00:00	1	0	1
+e79233fbdfbbb05912a8f151dec7dbe7387912052468ab048675deb3c5d92906	alice	tkpbhOgpll9Zws-L_DDqWCZZ64cQ9KttdoUTdiD980U	2025-03-01T09:00:00+00:00	2025-03-01T09:00:00+00:00	2025-03-01T17:00:00+00:00	1	0	1
 \.
 
 
@@ -4049,5 +4049,5 @@ ALTER TABLE ONLY old_home.governance_withdrawn_cases
 -- PostgreSQL database dump complete
 --
 
-\unrestrict kscOnCDOj46RyDtkCeF2L9xNx6ULpxO4NqXzOmEabI7V4Zfba8gsArqJ9CtJviB
+\unrestrict rrZibLcJHcFoc9nZCFXErDNM55NjYyrqCeQDuCpXR7LjIX1BTV7kA0hF3p0MaLk
 
