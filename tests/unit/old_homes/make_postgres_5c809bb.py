@@ -167,6 +167,24 @@ def populate(conn, hasher) -> None:  # noqa: PLR0915 - one room after another
         " '2025-03-01T09:10:00Z', '1')",
         "INSERT INTO governance_removal_cases (request_id, case_id, level_at_request)"
         " VALUES (1, 'OLD-2025-00001', 'limited-access')",
+        # The order given was SQLite's rowid (the translator's hidden one here): not sorted.
+        "INSERT INTO governance_removal_requests (purpose, destination, requester,"
+        " requester_roles, status, created_at, policy_version) VALUES"
+        " ('teaching day', 'usb', 'alice', '[\"trainer\"]', 'pending',"
+        " '2025-03-01T09:11:00Z', '1')",
+        "INSERT INTO governance_removal_cases (request_id, case_id, level_at_request)"
+        " VALUES (2, 'OLD-2025-00003', 'limited-access')",
+        "INSERT INTO governance_removal_cases (request_id, case_id, level_at_request)"
+        " VALUES (2, 'OLD-2025-00001', 'limited-access')",
+        "INSERT INTO governance_removal_cases (request_id, case_id, level_at_request)"
+        " VALUES (2, 'OLD-2025-00002', 'limited-access')",
+        "INSERT INTO governance_withdrawals (pseudonym_sha256, kind, requested_by,"
+        " recorded_by, recorded_at) VALUES ('" + "34" * 32 + "', 'withdrawal',"
+        " 'synthetic requester', 'boss', '2025-03-01T09:45:00Z')",
+        "INSERT INTO governance_withdrawn_cases (withdrawal_id, case_id)"
+        " VALUES (1, 'OLD-2025-00002')",
+        "INSERT INTO governance_withdrawn_cases (withdrawal_id, case_id)"
+        " VALUES (1, 'OLD-2025-00001')",
     ]
     from archive.ingest import tickets
     from archive.intake.journal import STEPS as INTAKE_STEPS

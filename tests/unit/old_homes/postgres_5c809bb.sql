@@ -2,7 +2,7 @@
 -- PostgreSQL database dump
 --
 
-\restrict rrZibLcJHcFoc9nZCFXErDNM55NjYyrqCeQDuCpXR7LjIX1BTV7kA0hF3p0MaLk
+\restrict xPsFVI3awahBYdkOhGDqMaY6p1dHO7oEmcYTMlJVarDyazMYkMDO6HEymexednN
 
 -- Dumped from database version 15.18 (Debian 15.18-0+deb12u1)
 -- Dumped by pg_dump version 15.18 (Debian 15.18-0+deb12u1)
@@ -2030,7 +2030,7 @@ bob	registrar	2025-03-01T09:00:00+00:00	boss	3
 --
 
 COPY old_home.access_tokens (token_id, "user", token_hash, label, created_at, expires_at, revoked_at, last_used_at, rowid) FROM stdin;
-2eeb6631d2a4be82	alice	f7810b8cfad52609a2000f40a7d23ce5e975a09c253d705af705a5fb122b840b	old token	2025-03-01T09:00:00+00:00	2025-03-31T09:00:00+00:00	\N	\N	1
+8aa494d315d8eb61	alice	51f51f71276a43e753813fd06292c1b50968a5263ec6b9c9cb7a990382cf6fe8	old token	2025-03-01T09:00:00+00:00	2025-03-31T09:00:00+00:00	\N	\N	1
 \.
 
 
@@ -2048,9 +2048,9 @@ COPY old_home.access_training (id, "user", familiarisation, suite_use, trained_o
 --
 
 COPY old_home.access_users (name, password_hash, disabled, account_expires, created_at, created_by, password_changed_at, failed_count, first_failed_at, locked_until, rowid, session_epoch) FROM stdin;
-boss	$argon2id$v=19$m=1024,t=1,p=1$Sp0uNik0DYUuSDJVbPPeWg$0i4SSej22CW3QjSftoXTAaMsGQ4z47wmR+IiMlpmKlk	0	\N	2025-03-01T09:00:00+00:00	root	2025-03-01T09:00:00+00:00	0	\N	\N	1	0
-alice	$argon2id$v=19$m=1024,t=1,p=1$E7x6+2FlAfwMn6rAPOu8CA$Wf6gIZcNLgfupHbCHm1VK/EeDoWE7ID6io8+ns6013M	0	\N	2025-03-01T09:00:00+00:00	boss	2025-03-01T09:00:00+00:00	0	\N	\N	2	0
-bob	$argon2id$v=19$m=1024,t=1,p=1$LvS4fPIRPX+bhS9ZvFMF9w$h8so+X95EIxTabMsXyhNUcFj3lrnhim7aE71zijMekA	0	\N	2025-03-01T09:00:00+00:00	boss	2025-03-01T09:00:00+00:00	0	\N	\N	3	0
+boss	$argon2id$v=19$m=1024,t=1,p=1$eZHPoSsOS99Fj8r/d7qY4Q$Zf8wsaiaCtp6d28/L7/QLrjdEqQ5r4iSlCv/L40WTiA	0	\N	2025-03-01T09:00:00+00:00	root	2025-03-01T09:00:00+00:00	0	\N	\N	1	0
+alice	$argon2id$v=19$m=1024,t=1,p=1$6oEmPp25yGN15u3LYP+o6A$LSOwvU04+9d2+10c3tFEMYZ0omp7fJ4B/UHvCDtnj40	0	\N	2025-03-01T09:00:00+00:00	boss	2025-03-01T09:00:00+00:00	0	\N	\N	2	0
+bob	$argon2id$v=19$m=1024,t=1,p=1$QhDGgG4GxWGohcs3jeOKeA$TwHdoVc/59CGjKatqPOpWK8KOv5egxf5weX/RONXJSY	0	\N	2025-03-01T09:00:00+00:00	boss	2025-03-01T09:00:00+00:00	0	\N	\N	3	0
 \.
 
 
@@ -2059,7 +2059,7 @@ bob	$argon2id$v=19$m=1024,t=1,p=1$LvS4fPIRPX+bhS9ZvFMF9w$h8so+X95EIxTabMsXyhNUcF
 --
 
 COPY old_home.audit_anchor (log, seq, hash, format, updated, rowid) FROM stdin;
-main	7	abababababababababababababababababababababababababababababababab	2	2026-12-04T02:40:57.232565Z	1
+main	7	abababababababababababababababababababababababababababababababab	2	2026-12-04T02:42:34.188074Z	1
 \.
 
 
@@ -2232,6 +2232,9 @@ COPY old_home.governance_removal_approvals (request_id, approver, approver_role,
 
 COPY old_home.governance_removal_cases (request_id, case_id, level_at_request, rowid) FROM stdin;
 1	OLD-2025-00001	limited-access	1
+2	OLD-2025-00003	limited-access	2
+2	OLD-2025-00001	limited-access	3
+2	OLD-2025-00002	limited-access	4
 \.
 
 
@@ -2257,6 +2260,7 @@ COPY old_home.governance_removal_refusals (request_id, approver, approver_role, 
 
 COPY old_home.governance_removal_requests (id, purpose, destination, requester, requester_roles, status, created_at, policy_version) FROM stdin;
 1	conference talk	usb	alice	["trainer"]	pending	2025-03-01T09:10:00Z	1
+2	teaching day	usb	alice	["trainer"]	pending	2025-03-01T09:11:00Z	1
 \.
 
 
@@ -2345,6 +2349,7 @@ COPY old_home.governance_wipe_confirmations (id, decision_id, "user", user_key, 
 --
 
 COPY old_home.governance_withdrawals (id, pseudonym_sha256, kind, requested_by, recorded_by, recorded_at) FROM stdin;
+1	3434343434343434343434343434343434343434343434343434343434343434	withdrawal	synthetic requester	boss	2025-03-01T09:45:00Z
 \.
 
 
@@ -2353,6 +2358,8 @@ COPY old_home.governance_withdrawals (id, pseudonym_sha256, kind, requested_by, 
 --
 
 COPY old_home.governance_withdrawn_cases (withdrawal_id, case_id, rowid) FROM stdin;
+1	OLD-2025-00002	1
+1	OLD-2025-00001	2
 \.
 
 
@@ -2377,7 +2384,7 @@ COPY old_home.ingest_face_slices (study_uid, series_uid, sop_uid, "position", th
 --
 
 COPY old_home.ingest_flags (study_uid, series_uid, flag, recorded_at, decided_by, decided_at, decision_note, rowid) FROM stdin;
-2.25.1	2.25.1.1	burned-in-annotation	2026-12-04T02:40:56+00:00	\N	\N	\N	1
+2.25.1	2.25.1.1	burned-in-annotation	2026-12-04T02:42:33+00:00	\N	\N	\N	1
 \.
 
 
@@ -2386,7 +2393,7 @@ COPY old_home.ingest_flags (study_uid, series_uid, flag, recorded_at, decided_by
 --
 
 COPY old_home.ingest_origins (study_uid, intake, recorded_at, rowid) FROM stdin;
-2.25.1	dicom	2026-12-04T02:40:56+00:00	1
+2.25.1	dicom	2026-12-04T02:42:33+00:00	1
 \.
 
 
@@ -2403,7 +2410,7 @@ COPY old_home.ingest_pixel_reports (study_uid, series_uid, sop_uid, modality, ac
 --
 
 COPY old_home.ingest_release_tickets (nonce, item_id, sop_uid, digest, mac, reviewer, created_at, expires_at, used_at, rowid) FROM stdin;
-497f19448073e2a1d7ee9e31477ecaf7	q-0001	2.25.9.1.1	94aee0d02473f59bc792500f1a43b9dca62066f8055b6ab8f9cbe425cdefc3d7	b70123ba2236662f6e2714c967e0397f62f8d891f0ed6f7d80ef3819091b04f0	alice	2025-03-01T09:00:00+00:00	2025-03-01T09:05:00+00:00	\N	1
+19235eff750fadaee6d8acf43b8811fd	q-0001	2.25.9.1.1	94aee0d02473f59bc792500f1a43b9dca62066f8055b6ab8f9cbe425cdefc3d7	9877eed4e3404f8ef14c6c42297011d32800e010dd53d26e0e3a146fcb363a0a	alice	2025-03-01T09:00:00+00:00	2025-03-01T09:05:00+00:00	\N	1
 \.
 
 
@@ -2540,7 +2547,7 @@ COPY old_home.transfer_packages (envelope_sha256, transfer_id, manifest_sha256, 
 --
 
 COPY old_home.transfer_peers (fingerprint, organisation, signing_key, added_by, added_at, rowid) FROM stdin;
-9a2db2e23f1504cd056606553ac049c5	Synthetic Partner School	abababababababababababababababababababababababababababababababab	boss	2026-12-04T02:40:57+00:00	1
+9a2db2e23f1504cd056606553ac049c5	Synthetic Partner School	abababababababababababababababababababababababababababababababab	boss	2026-12-04T02:42:33+00:00	1
 \.
 
 
@@ -2584,7 +2591,7 @@ COPY old_home.web_secrets (name, value, rowid) FROM stdin;
 --
 
 COPY old_home.web_sessions (id_sha256, "user", csrf, created_at, last_seen, expires_at, rowid, epoch, trained) FROM stdin;
-e79233fbdfbbb05912a8f151dec7dbe7387912052468ab048675deb3c5d92906	alice	tkpbhOgpll9Zws-L_DDqWCZZ64cQ9KttdoUTdiD980U	2025-03-01T09:00:00+00:00	2025-03-01T09:00:00+00:00	2025-03-01T17:00:00+00:00	1	0	1
+1fcfccc79c72d6bc8a864542c68926ad9185bb224b72bb7bfe487bb8260b946a	alice	pnqKbPmRI0mO1AWuNEejb2hSsNVGRhRpx700Wnx2LKg	2025-03-01T09:00:00+00:00	2025-03-01T09:00:00+00:00	2025-03-01T17:00:00+00:00	1	0	1
 \.
 
 
@@ -2732,7 +2739,7 @@ SELECT pg_catalog.setval('old_home.governance_removal_approvals_request_id_seq',
 -- Name: governance_removal_cases_rowid_seq; Type: SEQUENCE SET; Schema: old_home; Owner: -
 --
 
-SELECT pg_catalog.setval('old_home.governance_removal_cases_rowid_seq', 1, true);
+SELECT pg_catalog.setval('old_home.governance_removal_cases_rowid_seq', 4, true);
 
 
 --
@@ -2753,7 +2760,7 @@ SELECT pg_catalog.setval('old_home.governance_removal_refusals_request_id_seq', 
 -- Name: governance_removal_requests_id_seq; Type: SEQUENCE SET; Schema: old_home; Owner: -
 --
 
-SELECT pg_catalog.setval('old_home.governance_removal_requests_id_seq', 1, true);
+SELECT pg_catalog.setval('old_home.governance_removal_requests_id_seq', 2, true);
 
 
 --
@@ -2830,14 +2837,14 @@ SELECT pg_catalog.setval('old_home.governance_wipe_confirmations_id_seq', 1, fal
 -- Name: governance_withdrawals_id_seq; Type: SEQUENCE SET; Schema: old_home; Owner: -
 --
 
-SELECT pg_catalog.setval('old_home.governance_withdrawals_id_seq', 1, false);
+SELECT pg_catalog.setval('old_home.governance_withdrawals_id_seq', 1, true);
 
 
 --
 -- Name: governance_withdrawn_cases_rowid_seq; Type: SEQUENCE SET; Schema: old_home; Owner: -
 --
 
-SELECT pg_catalog.setval('old_home.governance_withdrawn_cases_rowid_seq', 1, false);
+SELECT pg_catalog.setval('old_home.governance_withdrawn_cases_rowid_seq', 2, true);
 
 
 --
@@ -4049,5 +4056,5 @@ ALTER TABLE ONLY old_home.governance_withdrawn_cases
 -- PostgreSQL database dump complete
 --
 
-\unrestrict rrZibLcJHcFoc9nZCFXErDNM55NjYyrqCeQDuCpXR7LjIX1BTV7kA0hF3p0MaLk
+\unrestrict xPsFVI3awahBYdkOhGDqMaY6p1dHO7oEmcYTMlJVarDyazMYkMDO6HEymexednN
 
