@@ -185,6 +185,11 @@ def populate(conn, hasher) -> None:  # noqa: PLR0915 - one room after another
         " VALUES (1, 'OLD-2025-00002')",
         "INSERT INTO governance_withdrawn_cases (withdrawal_id, case_id)"
         " VALUES (1, 'OLD-2025-00001')",
+        # Rows rewritten in place move in the heap: their physical order (and the dump's)
+        # is no longer the order given, which only rowid keeps.
+        "UPDATE governance_removal_cases SET level_at_request = level_at_request"
+        " WHERE case_id = 'OLD-2025-00003'",
+        "UPDATE governance_withdrawn_cases SET case_id = case_id WHERE case_id = 'OLD-2025-00002'",
     ]
     from archive.ingest import tickets
     from archive.intake.journal import STEPS as INTAKE_STEPS

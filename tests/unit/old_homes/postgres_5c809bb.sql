@@ -2,7 +2,7 @@
 -- PostgreSQL database dump
 --
 
-\restrict xPsFVI3awahBYdkOhGDqMaY6p1dHO7oEmcYTMlJVarDyazMYkMDO6HEymexednN
+\restrict r2fdfedB8TX2zuXpTH8AO2ppascxlz94Nv9m3vm0Z62JBXCk0UPyjpABhYvKSIA
 
 -- Dumped from database version 15.18 (Debian 15.18-0+deb12u1)
 -- Dumped by pg_dump version 15.18 (Debian 15.18-0+deb12u1)
@@ -2030,7 +2030,7 @@ bob	registrar	2025-03-01T09:00:00+00:00	boss	3
 --
 
 COPY old_home.access_tokens (token_id, "user", token_hash, label, created_at, expires_at, revoked_at, last_used_at, rowid) FROM stdin;
-8aa494d315d8eb61	alice	51f51f71276a43e753813fd06292c1b50968a5263ec6b9c9cb7a990382cf6fe8	old token	2025-03-01T09:00:00+00:00	2025-03-31T09:00:00+00:00	\N	\N	1
+5616c3dcc819c01a	alice	49e7b8b72b98c9349d29cc5a08df4fe9350043ebb63f05b56981684d37806795	old token	2025-03-01T09:00:00+00:00	2025-03-31T09:00:00+00:00	\N	\N	1
 \.
 
 
@@ -2048,9 +2048,9 @@ COPY old_home.access_training (id, "user", familiarisation, suite_use, trained_o
 --
 
 COPY old_home.access_users (name, password_hash, disabled, account_expires, created_at, created_by, password_changed_at, failed_count, first_failed_at, locked_until, rowid, session_epoch) FROM stdin;
-boss	$argon2id$v=19$m=1024,t=1,p=1$eZHPoSsOS99Fj8r/d7qY4Q$Zf8wsaiaCtp6d28/L7/QLrjdEqQ5r4iSlCv/L40WTiA	0	\N	2025-03-01T09:00:00+00:00	root	2025-03-01T09:00:00+00:00	0	\N	\N	1	0
-alice	$argon2id$v=19$m=1024,t=1,p=1$6oEmPp25yGN15u3LYP+o6A$LSOwvU04+9d2+10c3tFEMYZ0omp7fJ4B/UHvCDtnj40	0	\N	2025-03-01T09:00:00+00:00	boss	2025-03-01T09:00:00+00:00	0	\N	\N	2	0
-bob	$argon2id$v=19$m=1024,t=1,p=1$QhDGgG4GxWGohcs3jeOKeA$TwHdoVc/59CGjKatqPOpWK8KOv5egxf5weX/RONXJSY	0	\N	2025-03-01T09:00:00+00:00	boss	2025-03-01T09:00:00+00:00	0	\N	\N	3	0
+boss	$argon2id$v=19$m=1024,t=1,p=1$DXmfnhn40HLof7bK7RBdew$7OdfK5dJaJcR6tXXTGXn55fUJ95ApQfE44IHrS8jr+o	0	\N	2025-03-01T09:00:00+00:00	root	2025-03-01T09:00:00+00:00	0	\N	\N	1	0
+alice	$argon2id$v=19$m=1024,t=1,p=1$qqCzkVub02p6IwaC/mJ34g$U0XP/iE9BY4t9icf88FvZrJchQo9h8Z9IMgzBe0X2fU	0	\N	2025-03-01T09:00:00+00:00	boss	2025-03-01T09:00:00+00:00	0	\N	\N	2	0
+bob	$argon2id$v=19$m=1024,t=1,p=1$+xZGF8+Mje//5TR1uuWqJQ$FXKpNLOVZUaAhnfJNIVoXRezZRGB3pScxHFEC2BxwNA	0	\N	2025-03-01T09:00:00+00:00	boss	2025-03-01T09:00:00+00:00	0	\N	\N	3	0
 \.
 
 
@@ -2059,7 +2059,7 @@ bob	$argon2id$v=19$m=1024,t=1,p=1$QhDGgG4GxWGohcs3jeOKeA$TwHdoVc/59CGjKatqPOpWK8
 --
 
 COPY old_home.audit_anchor (log, seq, hash, format, updated, rowid) FROM stdin;
-main	7	abababababababababababababababababababababababababababababababab	2	2026-12-04T02:42:34.188074Z	1
+main	7	abababababababababababababababababababababababababababababababab	2	2026-12-04T02:45:02.076085Z	1
 \.
 
 
@@ -2232,9 +2232,9 @@ COPY old_home.governance_removal_approvals (request_id, approver, approver_role,
 
 COPY old_home.governance_removal_cases (request_id, case_id, level_at_request, rowid) FROM stdin;
 1	OLD-2025-00001	limited-access	1
-2	OLD-2025-00003	limited-access	2
 2	OLD-2025-00001	limited-access	3
 2	OLD-2025-00002	limited-access	4
+2	OLD-2025-00003	limited-access	2
 \.
 
 
@@ -2358,8 +2358,8 @@ COPY old_home.governance_withdrawals (id, pseudonym_sha256, kind, requested_by, 
 --
 
 COPY old_home.governance_withdrawn_cases (withdrawal_id, case_id, rowid) FROM stdin;
-1	OLD-2025-00002	1
 1	OLD-2025-00001	2
+1	OLD-2025-00002	1
 \.
 
 
@@ -2384,7 +2384,7 @@ COPY old_home.ingest_face_slices (study_uid, series_uid, sop_uid, "position", th
 --
 
 COPY old_home.ingest_flags (study_uid, series_uid, flag, recorded_at, decided_by, decided_at, decision_note, rowid) FROM stdin;
-2.25.1	2.25.1.1	burned-in-annotation	2026-12-04T02:42:33+00:00	\N	\N	\N	1
+2.25.1	2.25.1.1	burned-in-annotation	2026-12-04T02:45:01+00:00	\N	\N	\N	1
 \.
 
 
@@ -2393,7 +2393,7 @@ COPY old_home.ingest_flags (study_uid, series_uid, flag, recorded_at, decided_by
 --
 
 COPY old_home.ingest_origins (study_uid, intake, recorded_at, rowid) FROM stdin;
-2.25.1	dicom	2026-12-04T02:42:33+00:00	1
+2.25.1	dicom	2026-12-04T02:45:01+00:00	1
 \.
 
 
@@ -2410,7 +2410,7 @@ COPY old_home.ingest_pixel_reports (study_uid, series_uid, sop_uid, modality, ac
 --
 
 COPY old_home.ingest_release_tickets (nonce, item_id, sop_uid, digest, mac, reviewer, created_at, expires_at, used_at, rowid) FROM stdin;
-19235eff750fadaee6d8acf43b8811fd	q-0001	2.25.9.1.1	94aee0d02473f59bc792500f1a43b9dca62066f8055b6ab8f9cbe425cdefc3d7	9877eed4e3404f8ef14c6c42297011d32800e010dd53d26e0e3a146fcb363a0a	alice	2025-03-01T09:00:00+00:00	2025-03-01T09:05:00+00:00	\N	1
+db69612a0926a52276e37d1f692a8cce	q-0001	2.25.9.1.1	94aee0d02473f59bc792500f1a43b9dca62066f8055b6ab8f9cbe425cdefc3d7	9a65ad0fae34f7f21109f1162465b71f21b69292b9c104baf112e5d3120c570d	alice	2025-03-01T09:00:00+00:00	2025-03-01T09:05:00+00:00	\N	1
 \.
 
 
@@ -2547,7 +2547,7 @@ COPY old_home.transfer_packages (envelope_sha256, transfer_id, manifest_sha256, 
 --
 
 COPY old_home.transfer_peers (fingerprint, organisation, signing_key, added_by, added_at, rowid) FROM stdin;
-9a2db2e23f1504cd056606553ac049c5	Synthetic Partner School	abababababababababababababababababababababababababababababababab	boss	2026-12-04T02:42:33+00:00	1
+9a2db2e23f1504cd056606553ac049c5	Synthetic Partner School	abababababababababababababababababababababababababababababababab	boss	2026-12-04T02:45:01+00:00	1
 \.
 
 
@@ -2591,7 +2591,7 @@ COPY old_home.web_secrets (name, value, rowid) FROM stdin;
 --
 
 COPY old_home.web_sessions (id_sha256, "user", csrf, created_at, last_seen, expires_at, rowid, epoch, trained) FROM stdin;
-1fcfccc79c72d6bc8a864542c68926ad9185bb224b72bb7bfe487bb8260b946a	alice	pnqKbPmRI0mO1AWuNEejb2hSsNVGRhRpx700Wnx2LKg	2025-03-01T09:00:00+00:00	2025-03-01T09:00:00+00:00	2025-03-01T17:00:00+00:00	1	0	1
+3d900b220a244c47bdc63f8eb3f46cda3a9bb83afbe286c9cc95e1c0231207dc	alice	Vh4V_dgjaGN7LNwDh-PEJcHAxWjwe_l-iB8uMih_vpk	2025-03-01T09:00:00+00:00	2025-03-01T09:00:00+00:00	2025-03-01T17:00:00+00:00	1	0	1
 \.
 
 
@@ -4056,5 +4056,5 @@ ALTER TABLE ONLY old_home.governance_withdrawn_cases
 -- PostgreSQL database dump complete
 --
 
-\unrestrict xPsFVI3awahBYdkOhGDqMaY6p1dHO7oEmcYTMlJVarDyazMYkMDO6HEymexednN
+\unrestrict r2fdfedB8TX2zuXpTH8AO2ppascxlz94Nv9m3vm0Z62JBXCk0UPyjpABhYvKSIA
 
