@@ -353,3 +353,25 @@ def test_upgraded_old_home_has_the_shape_of_a_new_one(old_home, pg, tmp_path):
     }
     for kind in ("indexes", "constraints", "triggers"):
         assert fresh[kind] and upgraded[kind] == fresh[kind], kind
+
+
+def test_the_wipe_copies_the_old_homes_records_for_its_certificate(old_home, tmp_path):
+    """The closure wipe copies the certificate's records out of PostgreSQL column by
+    column as today's rooms declare them: the old tables' hidden rowid stays behind and
+    every old row comes along."""
+    from archive.db import connect
+    from archive.governance.closure.wipe import _copy_records
+    from archive.governance.policy import load_policy
+    from archive.governance.pulls import PullInventory
+    from archive.transfer import store as transfer
+
+    conn = old_home()
+    _open_every_room(conn, tmp_path)
+    memory = connect(":memory:")
+    _copy_records(conn, memory, load_policy())
+    pulls = PullInventory(memory).pulls()
+    assert sorted((p["id"], p["case_id"]) for p in pulls) == [
+        (1, "OLD-2025-00001"),
+        (2, "OLD-2025-00002"),
+    ]
+    assert [p.organisation for p in transfer.peers(memory)] == ["Synthetic Partner School"]
