@@ -42,11 +42,19 @@ from sqlalchemy import (
     select,
     text,
 )
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.schema import CreateColumn, CreateTable
 
 from archive.db.connection import Connection, Result, Row
 from archive.db.engine import MIGRATION_KEY, engine_for, sqlite_engine
-from archive.db.errors import BusyError, DatabaseError, IntegrityError, SqlStringError
+from archive.db.errors import (
+    BusyError,
+    DatabaseError,
+    IntegrityError,
+    SchemaStepError,
+    SqlStringError,
+    translate_error,
+)
 from archive.db.sqlite import split_script
 from archive.errors import ArchiveError
 
@@ -60,6 +68,7 @@ __all__ = [
     "IntegrityError",
     "Result",
     "Row",
+    "SchemaStepError",
     "SqlStringError",
     "Step",
     "add_columns",
@@ -214,10 +223,33 @@ def migrate(conn: Any, room: str, steps: Sequence[Step]) -> None:
             )
             if conn.execute(applied).fetchone():
                 continue
-            _apply(conn, kind, step)
+            try:
+                _apply(conn, kind, step)
+            except (SQLAlchemyError, DatabaseError) as exc:  # Core DDL runs on conn._sa
+                raise _step_refused(room, number, translate_error(exc)) from None
             conn.execute(insert(schema_steps).values(room=room, step=number))
     if known is not None:
         known[room] = len(steps)
+
+
+def _step_refused(room: str, number: int, error: DatabaseError) -> Exception:
+    """The refusal of a room's step, saying what to do; a busy database stays a
+    BusyError (retry). The step's transaction is rolled back: nothing of it is kept."""
+    if isinstance(error, BusyError):
+        return error
+    what = f"the {room} room's schema step {number} was refused by the database ({error})"
+    if "already exists" in str(error):
+        return SchemaStepError(
+            f"{what}: the database holds that room's tables but schema_steps has no record "
+            "of the step, so it was restored in part or schema_steps was changed. Nothing "
+            "was changed; restore the archive's tables and schema_steps together from one "
+            "backup (ops/SCALE-OUT.md for PostgreSQL), then start again."
+        )
+    return SchemaStepError(
+        f"{what}. Nothing of the step was kept and the archive does not start on this "
+        "schema; restore the backup made before the upgrade, or run the previous version, "
+        "and report the room and step (archive/db/FORMAT.md)."
+    )
 
 
 def _ensure_schema(conn: Connection) -> None:

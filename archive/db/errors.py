@@ -15,6 +15,8 @@ bare sqlite3 connections (backup, fsck, migrations of a copied file) catches
 
 SqlStringError (an ArchiveError, not a DatabaseError) is the refusal of a plain SQL
 string on PostgreSQL: nothing translates SQL; write a SQLAlchemy Core statement.
+SchemaStepError (an ArchiveError too) is a room's schema step the database refused:
+the archive does not start on a schema it could not bring up to date.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ __all__ = [
     "BusyError",
     "DatabaseError",
     "IntegrityError",
+    "SchemaStepError",
     "SqlStringError",
     "scrub",
     "translate_error",
@@ -54,6 +57,12 @@ class SqlStringError(ArchiveError):
     """A plain SQL string given for a database that is not SQLite: the archive does not
     translate SQL; the statement must be a SQLAlchemy Core statement. Deliberately not a
     DatabaseError, so no caller that retries or tolerates database errors hides it."""
+
+
+class SchemaStepError(ArchiveError):
+    """A room's schema step refused by the database (archive.db.migrate): nothing of the
+    step was kept. Not a DatabaseError, so no caller that retries or tolerates database
+    errors carries on over a schema it could not bring up to date."""
 
 
 def scrub(message: str) -> str:

@@ -375,3 +375,35 @@ def test_the_wipe_copies_the_old_homes_records_for_its_certificate(old_home, tmp
         (2, "OLD-2025-00002"),
     ]
     assert [p.organisation for p in transfer.peers(memory)] == ["Synthetic Partner School"]
+
+
+def test_a_home_restored_in_part_is_refused_saying_what_to_do(old_home, tmp_path):
+    """The teach room's tables without their schema_steps rows (a partial restore): its
+    step 1 cannot run; the refusal says so and what to do, and changes nothing."""
+    from archive.db import DatabaseError, SchemaStepError
+    from archive.teach.store import TeachStore
+
+    conn = old_home()
+    with conn.write():
+        conn.execute(text("DELETE FROM schema_steps WHERE room = 'teach'"))
+    with pytest.raises(SchemaStepError) as caught:
+        TeachStore(conn)
+    message = str(caught.value)
+    assert "teach room's schema step 1" in message and "schema_steps has no record" in message
+    assert "restore the archive's tables and schema_steps together" in message
+    assert not isinstance(caught.value, DatabaseError)  # no tolerant caller carries on
+    again = old_home()
+    assert again.execute(text("SELECT count(*) FROM teach_answers")).scalar() == 1
+    assert ("teach", 1) not in _steps(again)
+
+
+def test_a_refused_step_on_sqlite_says_what_to_do_too(tmp_path):
+    from archive.db import SchemaStepError, connect, migrate
+
+    conn = connect(tmp_path / "archive.db")
+    conn.execute("CREATE TABLE t (a TEXT)")
+    with pytest.raises(SchemaStepError, match="the r room's schema step 1 .*already exists"):
+        migrate(conn, "r", ["CREATE TABLE t (a TEXT)"])
+    with pytest.raises(SchemaStepError, match="restore the backup made before the upgrade"):
+        migrate(conn, "s", ["INSERT INTO no_such_table VALUES (1)"])
+    assert conn.execute("SELECT count(*) FROM schema_steps").fetchone()[0] == 0
