@@ -144,6 +144,16 @@ def test_every_old_row_reads_through_todays_rooms(old_home, tmp_path):
     alice = rooms["access"].authenticate_basic("alice", PASSPHRASE, T1)
     assert isinstance(alice, Principal) and alice.roles == ("trainer",)
     assert rooms["access"].authenticate_basic("alice", "wrong", T1).__class__ is not Principal
+    [node] = rooms["access"].nodes.list_dicom_nodes()
+    assert (node.name, node.aet, node.port, node.may_store, node.may_query) == (
+        "ws-01",
+        "WS01",
+        11112,
+        False,
+        True,
+    )
+    # Access step 4's place columns are there, empty: a workstation once given a place.
+    assert not rooms["access"].workstations.exists("ws-01")
     cat = rooms["catalogue"]
     old = cat.get("OLD-2025-00001")
     assert (old.study_uid, old.patient_pseudonym, old.modalities) == (
@@ -180,6 +190,9 @@ def test_every_old_row_reads_through_todays_rooms(old_home, tmp_path):
     assert withdrawal.case_ids == ("OLD-2025-00002", "OLD-2025-00001")
     assert origins.intake_of(conn, "2.25.1") == "dicom"
     assert flags.flags_for_study(conn, "2.25.1") == ["burned-in-annotation"]
+    report = flags.pixel_report(conn, "2.25.1")["2.25.1.1"]
+    assert (report["instances"], report["ocr_read"], report["words_found"]) == (1, 1, 2)
+    assert report["kinds"] == ["date"]
     assert not tickets.was_redeemed(conn, _only(conn, "ingest_release_tickets", "nonce"))
     assert [p.organisation for p in transfer.peers(conn)] == ["Synthetic Partner School"]
     assert _only(conn, "web_download_links", "user_name") == "alice"

@@ -83,6 +83,7 @@ def populate(conn, hasher) -> None:  # noqa: PLR0915 - one room after another
     access.add_user("bob", PASSPHRASE, ["registrar"], T0, "boss")
     access.record_training("alice", date(2025, 2, 1), T0, "boss")
     access.create_token("alice", T0, days=30, label="old token")
+    access.add_dicom_node("ws-01", "WS01", "127.0.0.9", 11112, may_query=True)
 
     # -- catalogue: cases with series, a collection ------------------------------------
     from archive.catalogue import Catalogue
@@ -140,6 +141,15 @@ def populate(conn, hasher) -> None:  # noqa: PLR0915 - one room after another
 
     origins.record(conn, "2.25.1", "dicom")
     flags.record_flags(conn, "2.25.1", "2.25.1.1", ["burned-in-annotation"])
+    flags.record_pixel_report(
+        conn,
+        "2.25.1",
+        "2.25.1.1",
+        "2.25.1.1.1",
+        "CT",
+        {"action": "kept", "assessed": True, "ocr": {"frames": 1, "words": 2, "kinds": ["date"]}},
+        "alice",
+    )
 
     # -- transfer peers ---------------------------------------------------------------
     from archive.transfer import store as transfer

@@ -2,7 +2,7 @@
 -- PostgreSQL database dump
 --
 
-\restrict r2fdfedB8TX2zuXpTH8AO2ppascxlz94Nv9m3vm0Z62JBXCk0UPyjpABhYvKSIA
+\restrict DOhDW2tMySAlmgG8t1RPxpXeLXMhYXZ66doAHtlkXqXYtUIQuP2pFBoK83op6hX
 
 -- Dumped from database version 15.18 (Debian 15.18-0+deb12u1)
 -- Dumped by pg_dump version 15.18 (Debian 15.18-0+deb12u1)
@@ -2002,7 +2002,7 @@ COPY old_home.access_applications (id, "user", speciality, approved_by, approved
 --
 
 COPY old_home.access_change_counter (id, version) FROM stdin;
-1	8
+1	9
 \.
 
 
@@ -2011,6 +2011,7 @@ COPY old_home.access_change_counter (id, version) FROM stdin;
 --
 
 COPY old_home.access_dicom_nodes (name, aet, host, port, may_store, may_query, rowid, location, added_by, added_at) FROM stdin;
+ws-01	WS01	127.0.0.9	11112	0	1	1	\N	\N	\N
 \.
 
 
@@ -2030,7 +2031,7 @@ bob	registrar	2025-03-01T09:00:00+00:00	boss	3
 --
 
 COPY old_home.access_tokens (token_id, "user", token_hash, label, created_at, expires_at, revoked_at, last_used_at, rowid) FROM stdin;
-5616c3dcc819c01a	alice	49e7b8b72b98c9349d29cc5a08df4fe9350043ebb63f05b56981684d37806795	old token	2025-03-01T09:00:00+00:00	2025-03-31T09:00:00+00:00	\N	\N	1
+06a58b8db8ade25b	alice	070b4cfb51c8c1a02a3cbf78437d883005948027b7478b4f41a0834873648aa4	old token	2025-03-01T09:00:00+00:00	2025-03-31T09:00:00+00:00	\N	\N	1
 \.
 
 
@@ -2048,9 +2049,9 @@ COPY old_home.access_training (id, "user", familiarisation, suite_use, trained_o
 --
 
 COPY old_home.access_users (name, password_hash, disabled, account_expires, created_at, created_by, password_changed_at, failed_count, first_failed_at, locked_until, rowid, session_epoch) FROM stdin;
-boss	$argon2id$v=19$m=1024,t=1,p=1$DXmfnhn40HLof7bK7RBdew$7OdfK5dJaJcR6tXXTGXn55fUJ95ApQfE44IHrS8jr+o	0	\N	2025-03-01T09:00:00+00:00	root	2025-03-01T09:00:00+00:00	0	\N	\N	1	0
-alice	$argon2id$v=19$m=1024,t=1,p=1$qqCzkVub02p6IwaC/mJ34g$U0XP/iE9BY4t9icf88FvZrJchQo9h8Z9IMgzBe0X2fU	0	\N	2025-03-01T09:00:00+00:00	boss	2025-03-01T09:00:00+00:00	0	\N	\N	2	0
-bob	$argon2id$v=19$m=1024,t=1,p=1$+xZGF8+Mje//5TR1uuWqJQ$FXKpNLOVZUaAhnfJNIVoXRezZRGB3pScxHFEC2BxwNA	0	\N	2025-03-01T09:00:00+00:00	boss	2025-03-01T09:00:00+00:00	0	\N	\N	3	0
+boss	$argon2id$v=19$m=1024,t=1,p=1$+BopbXIFcwhZqfarpoVtpw$KJRv0hzPWByFn61R4hDHtACtSmAIFSpkfWmkGOqs9Ho	0	\N	2025-03-01T09:00:00+00:00	root	2025-03-01T09:00:00+00:00	0	\N	\N	1	0
+alice	$argon2id$v=19$m=1024,t=1,p=1$IDqwQ4LbpBvQ3x671w88FQ$u4OKfYHmKa3zG/OrclNKJXYkAQm0HabazLgN0pl6Fg4	0	\N	2025-03-01T09:00:00+00:00	boss	2025-03-01T09:00:00+00:00	0	\N	\N	2	0
+bob	$argon2id$v=19$m=1024,t=1,p=1$1jlthTwWZuhsHvCSzeYfrQ$UV3hJ8D84zxcsC2ntEazvKoX7Ztyl6HiqIh6TJ3sazE	0	\N	2025-03-01T09:00:00+00:00	boss	2025-03-01T09:00:00+00:00	0	\N	\N	3	0
 \.
 
 
@@ -2059,7 +2060,7 @@ bob	$argon2id$v=19$m=1024,t=1,p=1$+xZGF8+Mje//5TR1uuWqJQ$FXKpNLOVZUaAhnfJNIVoXRe
 --
 
 COPY old_home.audit_anchor (log, seq, hash, format, updated, rowid) FROM stdin;
-main	7	abababababababababababababababababababababababababababababababab	2	2026-12-04T02:45:02.076085Z	1
+main	7	abababababababababababababababababababababababababababababababab	2	2026-12-04T02:50:37.154516Z	1
 \.
 
 
@@ -2384,7 +2385,7 @@ COPY old_home.ingest_face_slices (study_uid, series_uid, sop_uid, "position", th
 --
 
 COPY old_home.ingest_flags (study_uid, series_uid, flag, recorded_at, decided_by, decided_at, decision_note, rowid) FROM stdin;
-2.25.1	2.25.1.1	burned-in-annotation	2026-12-04T02:45:01+00:00	\N	\N	\N	1
+2.25.1	2.25.1.1	burned-in-annotation	2026-12-04T02:50:36+00:00	\N	\N	\N	1
 \.
 
 
@@ -2393,7 +2394,7 @@ COPY old_home.ingest_flags (study_uid, series_uid, flag, recorded_at, decided_by
 --
 
 COPY old_home.ingest_origins (study_uid, intake, recorded_at, rowid) FROM stdin;
-2.25.1	dicom	2026-12-04T02:45:01+00:00	1
+2.25.1	dicom	2026-12-04T02:50:36+00:00	1
 \.
 
 
@@ -2402,6 +2403,7 @@ COPY old_home.ingest_origins (study_uid, intake, recorded_at, rowid) FROM stdin;
 --
 
 COPY old_home.ingest_pixel_reports (study_uid, series_uid, sop_uid, modality, action, assessed, ocr_frames, ocr_words, ocr_kinds, template, ingested_by, recorded_at, rowid) FROM stdin;
+2.25.1	2.25.1.1	2.25.1.1.1	CT	kept	1	1	2	date	\N	alice	2026-12-04T02:50:36+00:00	1
 \.
 
 
@@ -2410,7 +2412,7 @@ COPY old_home.ingest_pixel_reports (study_uid, series_uid, sop_uid, modality, ac
 --
 
 COPY old_home.ingest_release_tickets (nonce, item_id, sop_uid, digest, mac, reviewer, created_at, expires_at, used_at, rowid) FROM stdin;
-db69612a0926a52276e37d1f692a8cce	q-0001	2.25.9.1.1	94aee0d02473f59bc792500f1a43b9dca62066f8055b6ab8f9cbe425cdefc3d7	9a65ad0fae34f7f21109f1162465b71f21b69292b9c104baf112e5d3120c570d	alice	2025-03-01T09:00:00+00:00	2025-03-01T09:05:00+00:00	\N	1
+5363e928fcd3ce50c52f189f620aec89	q-0001	2.25.9.1.1	94aee0d02473f59bc792500f1a43b9dca62066f8055b6ab8f9cbe425cdefc3d7	82766063b722783e4d9d60b2e8e38c4d7b9579dc3ece0b7767787972e3dd8c63	alice	2025-03-01T09:00:00+00:00	2025-03-01T09:05:00+00:00	\N	1
 \.
 
 
@@ -2547,7 +2549,7 @@ COPY old_home.transfer_packages (envelope_sha256, transfer_id, manifest_sha256, 
 --
 
 COPY old_home.transfer_peers (fingerprint, organisation, signing_key, added_by, added_at, rowid) FROM stdin;
-9a2db2e23f1504cd056606553ac049c5	Synthetic Partner School	abababababababababababababababababababababababababababababababab	boss	2026-12-04T02:45:01+00:00	1
+9a2db2e23f1504cd056606553ac049c5	Synthetic Partner School	abababababababababababababababababababababababababababababababab	boss	2026-12-04T02:50:36+00:00	1
 \.
 
 
@@ -2591,7 +2593,7 @@ COPY old_home.web_secrets (name, value, rowid) FROM stdin;
 --
 
 COPY old_home.web_sessions (id_sha256, "user", csrf, created_at, last_seen, expires_at, rowid, epoch, trained) FROM stdin;
-3d900b220a244c47bdc63f8eb3f46cda3a9bb83afbe286c9cc95e1c0231207dc	alice	Vh4V_dgjaGN7LNwDh-PEJcHAxWjwe_l-iB8uMih_vpk	2025-03-01T09:00:00+00:00	2025-03-01T09:00:00+00:00	2025-03-01T17:00:00+00:00	1	0	1
+999b8ed4ea8f85b391dbb1635be7745c4be823187dc810f853c91367fb416c54	alice	gW5dj0zkXw3jD8DVrKbqNDvDzrVPYXsVneK3zDrU9Yg	2025-03-01T09:00:00+00:00	2025-03-01T09:00:00+00:00	2025-03-01T17:00:00+00:00	1	0	1
 \.
 
 
@@ -2606,7 +2608,7 @@ SELECT pg_catalog.setval('old_home.access_applications_id_seq', 1, false);
 -- Name: access_dicom_nodes_rowid_seq; Type: SEQUENCE SET; Schema: old_home; Owner: -
 --
 
-SELECT pg_catalog.setval('old_home.access_dicom_nodes_rowid_seq', 1, false);
+SELECT pg_catalog.setval('old_home.access_dicom_nodes_rowid_seq', 1, true);
 
 
 --
@@ -2879,7 +2881,7 @@ SELECT pg_catalog.setval('old_home.ingest_origins_rowid_seq', 1, true);
 -- Name: ingest_pixel_reports_rowid_seq; Type: SEQUENCE SET; Schema: old_home; Owner: -
 --
 
-SELECT pg_catalog.setval('old_home.ingest_pixel_reports_rowid_seq', 1, false);
+SELECT pg_catalog.setval('old_home.ingest_pixel_reports_rowid_seq', 1, true);
 
 
 --
@@ -4056,5 +4058,5 @@ ALTER TABLE ONLY old_home.governance_withdrawn_cases
 -- PostgreSQL database dump complete
 --
 
-\unrestrict r2fdfedB8TX2zuXpTH8AO2ppascxlz94Nv9m3vm0Z62JBXCk0UPyjpABhYvKSIA
+\unrestrict DOhDW2tMySAlmgG8t1RPxpXeLXMhYXZ66doAHtlkXqXYtUIQuP2pFBoK83op6hX
 
