@@ -218,4 +218,11 @@ def test_closure_on_postgresql_wipes_database_and_joined_node(tmp_path: Path) ->
         # The node's wipe is in the exported, verified chain, signed like every record.
         lines = (export / "audit" / "audit.jsonl").read_text().splitlines()
         node_wipes = [json.loads(x) for x in lines if "closure.node_wipe" in x]
-        assert [r["detail"]["stage"] for r in node_wipes] == ["authorised", "wiped"]
+        # The refused wipe-node on A (not a joined node) is recorded, then B's two stages.
+        assert [(r["outcome"], r["detail"].get("stage")) for r in node_wipes] == [
+            ("denied", None),
+            ("success", "authorised"),
+            ("success", "wiped"),
+        ]
+        assert node_wipes[0]["detail"]["reason"] == "not a joined node"
+        assert "127.0.0.2" in node_wipes[0]["detail"]["http"]

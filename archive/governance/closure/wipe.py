@@ -477,19 +477,37 @@ def carry_out_node_wipe(config: ArchiveConfig, operator: str) -> dict[str, Any]:
     if not config.database.shared:
         _fail("this home is not on PostgreSQL: it joined no archive. Use `archive close wipe`.")
     node = node_identity(config)
+    identity = {"http": node[0], "dicom": node[1], "home": str(paths.root)}
+
+    def _refuse(reason: str, message: str):
+        """A refused wipe-node is recorded too (unsigned, as the wipe's own refusals)."""
+        try:
+            live = audit_log_for(paths)
+            try:
+                live.append(AuditEvent("closure.node_wipe", "denied", operator, (), source="cli",
+                                       detail={**identity, "reason": reason[:300]}),
+                            sync=True)  # fmt: skip
+            finally:
+                live.close()
+        except Exception:  # noqa: BLE001, S110 - the refusal stands whether or not it is logged
+            pass
+        _fail(message)
+
     joined, wiped = joined_nodes(paths)
     if node not in joined:
-        _fail(
+        _refuse(
+            "not a joined node",
             f"no node joined the archive as http {node[0]}, dicom {node[1]}: this is the "
-            "archive's first home (or another); wipe it last with `archive close wipe`."
+            "archive's first home (or another); wipe it last with `archive close wipe`.",
         )
     now = _now()
     conn = db.open_database(config)
     try:
         ClosureRecords(conn, load_policy(config.policies_dir)).check_wipe_allowed(now)
     except ArchiveError as exc:
-        _fail(str(exc))
-    finally:
+        conn.close()
+        _refuse(str(exc), str(exc))
+    else:
         conn.close()
     try:
         ring = open_keyring_for_cli(config)
@@ -500,7 +518,6 @@ def carry_out_node_wipe(config: ArchiveConfig, operator: str) -> dict[str, Any]:
     del ring
     head_dir = Path(tempfile.mkdtemp(prefix="node-wipe-"))  # its head.json: not in the home
     log = PgAuditLog(head_dir, lambda: db.open_database(config), signer=signing_key)
-    identity = {"http": node[0], "dicom": node[1], "home": str(paths.root)}
     try:
 
         def _audit(outcome: str, **detail: Any) -> None:
