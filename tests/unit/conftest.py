@@ -28,6 +28,29 @@ def pg_server() -> Iterator[postgres.PostgresServer]:
         yield server
 
 
+def pg_home_config(server: postgres.PostgresServer, folder: Path, prefix: str, extra: str = ""):
+    """A home whose archive is on its own new PostgreSQL role and database of `server`
+    (password in a 0600 file), `extra` appended to its archive.toml: its loaded config."""
+    from archive.config import load_config  # noqa: PLC0415
+    from archive.paths import HomePaths  # noqa: PLC0415
+
+    name = f"{prefix}_{secrets.token_hex(4)}"
+    password = secrets.token_urlsafe(12)
+    server.psql(f"CREATE ROLE {name} LOGIN PASSWORD '{password}'", quiet=True)
+    server.psql(f"CREATE DATABASE {name} OWNER {name}")
+    secret = folder / "pg.password"
+    secret.write_text(password + "\n")
+    secret.chmod(0o600)
+    home = HomePaths(folder / "home")
+    home.root.mkdir()
+    home.config_file.write_text(
+        "[database]\n"
+        f'kind = "postgresql"\nhost = "127.0.0.1"\nport = {server.port}\n'
+        f'database = "{name}"\nuser = "{name}"\npassword_file = "{secret}"\n' + extra
+    )
+    return load_config(home.root)
+
+
 class PgConnections:
     """archive.db connections to `server`, one schema per SQLite path."""
 

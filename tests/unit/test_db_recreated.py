@@ -5,7 +5,6 @@ migrate checks for it (issue 27)."""
 
 from __future__ import annotations
 
-import secrets
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -14,28 +13,13 @@ from sqlalchemy import text
 
 from archive import db
 from archive.access import AccessStore
-from archive.config import load_config
 from archive.errors import ArchiveError
-from archive.paths import HomePaths
+from tests.unit.conftest import pg_home_config
 
 
 @pytest.fixture
 def config(pg_server, tmp_path: Path):
-    name = f"recreated_{secrets.token_hex(4)}"
-    password = secrets.token_urlsafe(12)
-    pg_server.psql(f"CREATE ROLE {name} LOGIN PASSWORD '{password}'", quiet=True)
-    pg_server.psql(f"CREATE DATABASE {name} OWNER {name}")
-    secret = tmp_path / "pg.password"
-    secret.write_text(password + "\n")
-    secret.chmod(0o600)
-    home = HomePaths(tmp_path / "home")
-    home.root.mkdir()
-    home.config_file.write_text(
-        "[database]\n"
-        f'kind = "postgresql"\nhost = "127.0.0.1"\nport = {pg_server.port}\n'
-        f'database = "{name}"\nuser = "{name}"\npassword_file = "{secret}"\n'
-    )
-    return load_config(home.root)
+    return pg_home_config(pg_server, tmp_path, "recreated")
 
 
 def _users(config) -> list[str]:

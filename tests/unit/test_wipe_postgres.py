@@ -5,7 +5,6 @@ certificate's records are copied out, and every object of the archive's role is 
 
 from __future__ import annotations
 
-import secrets
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,10 +12,8 @@ import pytest
 
 from archive import db
 from archive.audit import AuditEvent, audit_log_for, verify
-from archive.config import load_config
 from archive.governance import PullInventory, load_policy
 from archive.governance.closure.wipe import _copy_records, _export_chain
-from archive.paths import HomePaths
 from archive.vault import KdfParams, Keyring
 from archive.vault.dbstore import storage_for
 from archive.vault.keyring import keyring_path
@@ -27,28 +24,14 @@ from archive.vault.wipe import (
     sample_headers,
     unwrap_attempts,
 )
+from tests.unit.conftest import pg_home_config
 
 FAST = KdfParams(time_cost=1, memory_cost=1024, parallelism=1)
 
 
 @pytest.fixture
 def config(pg_server, tmp_path: Path):
-    name = f"wipe_{secrets.token_hex(4)}"
-    password = secrets.token_urlsafe(12)
-    pg_server.psql(f"CREATE ROLE {name} LOGIN PASSWORD '{password}'", quiet=True)
-    pg_server.psql(f"CREATE DATABASE {name} OWNER {name}")
-    secret = tmp_path / "pg.password"
-    secret.write_text(password + "\n")
-    secret.chmod(0o600)
-    home = HomePaths(tmp_path / "home")
-    home.root.mkdir()
-    home.config_file.write_text(
-        "[database]\n"
-        f'kind = "postgresql"\nhost = "127.0.0.1"\nport = {pg_server.port}\n'
-        f'database = "{name}"\nuser = "{name}"\npassword_file = "{secret}"\n'
-        '[storage]\nkind = "postgresql"\n'
-    )
-    return load_config(home.root)
+    return pg_home_config(pg_server, tmp_path, "wipe", '[storage]\nkind = "postgresql"\n')
 
 
 def test_wipe_on_postgresql_erases_exports_and_drops_everything(config, tmp_path):
